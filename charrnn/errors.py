@@ -1,0 +1,22 @@
+"""The exceptions a user can cause. The library raises them; only the CLI turns them into a
+one-line message and an exit code."""
+
+
+class CharrnnError(Exception):
+    """A problem the user can fix; str(e) is the one-line message."""
+
+
+class CorpusError(CharrnnError):
+    """The training or evaluation text cannot be used."""
+
+
+class CheckpointError(CharrnnError):
+    """A checkpoint file is missing, corrupt, foreign or of an unknown format version."""
+
+
+class ConfigError(CharrnnError):
+    """An option value is out of range, or conflicts with a checkpoint."""
+
+
+class TrainingDiverged(CharrnnError):
+    """The loss became NaN or infinite."""

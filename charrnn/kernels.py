@@ -1,0 +1,344 @@
+"""Numba kernels: forward and backward passes of a stack of recurrent layers over one window.
+
+Everything here is a pure function over arrays: no I/O, no randomness (dropout masks and sampling
+coins come in as arrays), no allocation inside the time loop.  The outer structure is shared by the
+three cells; only the per-time-step recurrence differs.
+
+Dimension legend, used in every shape comment of the package:
+    T  window length (time steps)      B  batch streams
+    H  hidden size                     L  layers
+    V  vocabulary size                 K  gate width: 4H (lstm), 3H (gru), H (rnn)
+
+Gate layout inside the fused (..., K) block:
+    lstm: i f g o   (input, forget, cell candidate, output), as PyTorch orders them
+    gru:  r z n     (reset, update, candidate), PyTorch's variant: n = tanh(Wx x + b + r * (Wh h + bh))
+    rnn:  a single tanh pre-activation
+
+Arrays are time-major: x is (T, B), states are (L, B, H), per-step slices are contiguous.
+float32 arrays use an arithmetic-only tanh (vectorisable, within 4e-7 of the exact value);
+float64 arrays use the exact functions, so gradient tests see the true derivatives.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+LSTM, GRU, RNN = 0, 1, 2
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+GATES = {LSTM: 4, GRU: 3, RNN: 1}
+
+
+class Params(NamedTuple):
+    """The weights of a model. Gradients and Adam moments use the same type."""
+    Wx0: np.ndarray  # (V, K)       first layer's input weights: one row per character
+    Wx: np.ndarray   # (L-1, H, K)  input weights of layers 1..L-1
+    Wh: np.ndarray   # (L, H, K)    recurrent weights
+    b: np.ndarray    # (L, K)       input-side bias
+    bh: np.ndarray   # (L, H) for gru (bias inside r * (Wh h + bh)), (L, 0) otherwise
+    Wy: np.ndarray   # (H, V)       decoder
+    by: np.ndarray   # (V,)
+
+
+class Work(NamedTuple):
+    """Per-window buffers, allocated once per shape (see model.alloc_work)."""
+    G: np.ndarray     # (L, T, B, K)    gate activations
+    Hs: np.ndarray    # (L, T+1, B, H)  hidden states, Hs[l, 0] = initial state
+    Cs: np.ndarray    # (L, T+1, B, H)  lstm cell states (unused by gru and rnn)
+    Aux: np.ndarray   # (L, T, B, H)    lstm: tanh(c);  gru: Wh h + bh of the n gate
+    M: np.ndarray     # (L, T, B, H)    inverted-dropout masks, or (L, 0, B, H) for none
+    D: np.ndarray     # (L, T, B, H)    masked layer outputs (inputs of the layer above), if dropout
+    P: np.ndarray     # (T*B, V)        logits, then probabilities, then dlogits
+    R: np.ndarray     # (B, K)          recurrent product of one step
+    dG: np.ndarray    # (T, B, K)       gate pre-activation gradients of one layer
+    dR: np.ndarray    # (T, B, K)       gru: gradient of the recurrent product (else unused)
+    dH: np.ndarray    # (L, T, B, H)    gradient reaching each layer's outputs
+    dh: np.ndarray    # (B, H)          carried dh of the backward time loop
+    dc: np.ndarray    # (B, H)          carried dc of the backward time loop
+    dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations: exact in float64, arithmetic-only in float32
+
+def tanh_(x):
+    return np.tanh(x)
+
+
+_TA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+       -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_TB = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+
+
+@overload(tanh_, jit_options={"fastmath": False})
+def _tanh_impl(x):
+    if x == types.float32:
+        a0, a1, a2, a3, a4, a5, a6 = [np.float32(a) for a in _TA]
+        b0, b1, b2, b3 = [np.float32(b) for b in _TB]
+        lim = np.float32(7.90531110763549805)
+
+        def fast(x):  # rational minimax approximation, |error| < 4e-7
+            x = min(max(x, -lim), lim)
+            x2 = x * x
+            p = x * (a0 + x2 * (a1 + x2 * (a2 + x2 * (a3 + x2 * (a4 + x2 * (a5 + x2 * a6))))))
+            q = b0 + x2 * (b1 + x2 * (b2 + x2 * b3))
+            return p / q
+        return fast
+    return lambda x: np.tanh(x)
+
+
+def sigmoid_(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@overload(sigmoid_)
+def _sigmoid_impl(x):
+    if x == types.float32:
+        half = np.float32(0.5)
+        return lambda x: half * tanh_(half * x) + half
+    return lambda x: 1.0 / (1.0 + np.exp(-x))
+
+
+def like(x, v):
+    """The constant v in the floating type of x (keeps float32 loops in float32)."""
+    return v
+
+
+@overload(like)
+def _like_impl(x, v):
+    if x == types.float32:
+        return lambda x, v: np.float32(v)
+    return lambda x, v: np.float64(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# One time step of each cell. G: (B, K) pre-activations in, activations out.
+
+@njit(cache=True)
+def lstm_step(G, c_prev, c, tc, h):
+    B, K = G.shape
+    H = K // 4
+    for bb in range(B):
+        g = G[bb]
+        for j in range(2 * H):
+            g[j] = sigmoid_(g[j])
+        for j in range(2 * H, 3 * H):
+            g[j] = tanh_(g[j])
+        for j in range(3 * H, 4 * H):
+            g[j] = sigmoid_(g[j])
+        for j in range(H):
+            cj = g[H + j] * c_prev[bb, j] + g[j] * g[2 * H + j]
+            c[bb, j] = cj
+            t = tanh_(cj)
+            tc[bb, j] = t
+            h[bb, j] = g[3 * H + j] * t
+
+
+@njit(cache=True)
+def gru_step(G, R, bh, h_prev, rn, h):
+    B, K = G.shape
+    H = K // 3
+    for bb in range(B):
+        g = G[bb]
+        r = R[bb]
+        for j in range(2 * H):
+            g[j] = sigmoid_(g[j] + r[j])
+        for j in range(H):
+            a = r[2 * H + j] + bh[j]
+            rn[bb, j] = a
+            n = tanh_(g[2 * H + j] + g[j] * a)
+            g[2 * H + j] = n
+            z = g[H + j]
+            h[bb, j] = n + z * (h_prev[bb, j] - n)
+
+
+@njit(cache=True)
+def rnn_step(G, h):
+    B, H = G.shape
+    for bb in range(B):
+        for j in range(H):
+            a = tanh_(G[bb, j])
+            G[bb, j] = a
+            h[bb, j] = a
+
+
+@njit(cache=True)
+def cell_step(cell, p, l, G, w):
+    """Advance layer l by one step in place. G (B, K) holds the input projection; w is a tuple
+    (R, h_prev, c_prev, h, c, aux) of (B, .) arrays."""
+    R, h_prev, c_prev, h, c, aux = w
+    np.dot(h_prev, p.Wh[l], R)
+    if cell == GRU:
+        gru_step(G, R, p.bh[l], h_prev, aux, h)
+    else:
+        G += R
+        if cell == LSTM:
+            lstm_step(G, c_prev, c, aux, h)
+        else:
+            rnn_step(G, h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stack forward over a window
+
+@njit(cache=True)
+def rows(a):
+    """(T, B, N) C-contiguous -> (T*B, N) view."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+
+
+@njit(cache=True)
+def layer_input(w, l):
+    """The (T, B, H) outputs of layer l as the layer above (or the decoder) sees them."""
+    if w.M.shape[1] > 0:
+        return w.D[l]
+    return w.Hs[l][1:]
+
+
+@njit(cache=True)
+def forward(cell, p, x, h0, c0, w):
+    """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
+    w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V)."""
+    L, T, B, K = w.G.shape
+    for l in range(L):
+        G = w.G[l]  # (T, B, K)
+        if l == 0:
+            for t in range(T):
+                for bb in range(B):
+                    row = p.Wx0[x[t, bb]]
+                    for k in range(K):
+                        G[t, bb, k] = row[k] + p.b[0, k]
+        else:
+            G2 = rows(G)
+            np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
+            G2 += p.b[l]
+        w.Hs[l, 0] = h0[l]
+        w.Cs[l, 0] = c0[l]
+        for t in range(T):
+            cell_step(cell, p, l, G[t], (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1],
+                                          w.Cs[l, t + 1], w.Aux[l, t]))
+        if w.M.shape[1] > 0:
+            np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
+    P = w.P
+    np.dot(rows(layer_input(w, L - 1)), p.Wy, P)
+    P += p.by
+
+
+@njit(cache=True)
+def xent(P, y, grad):
+    """Mean softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
+    With grad, P is overwritten by dloss/dlogits."""
+    N, V = P.shape
+    total = 0.0
+    inv = like(P[0, 0], 1.0 / N)
+    for n in range(N):
+        row = P[n]
+        m = row.max()
+        target = row[y[n]]
+        s = 0.0
+        for v in range(V):
+            e = np.exp(row[v] - m)
+            s += e
+            if grad:
+                row[v] = e
+        total += m + np.log(s) - target
+        if grad:
+            k = like(inv, 1.0 / s) * inv
+            for v in range(V):
+                row[v] *= k
+            row[y[n]] -= inv
+    return total / N
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+
+@njit(cache=True)
+def lstm_step_back(g, c_prev, tc, dh, dc, dG):
+    """g (B, 4H) activations; dh (B, H) in; dc (B, H) in: from step t+1, out: to step t-1."""
+    B, H = dh.shape
+    one = like(dh[0, 0], 1.0)
+    for bb in range(B):
+        a = g[bb]
+        d = dG[bb]
+        for j in range(H):
+            i, f, gg, o, t = a[j], a[H + j], a[2 * H + j], a[3 * H + j], tc[bb, j]
+            dct = dc[bb, j] + dh[bb, j] * o * (one - t * t)
+            d[j] = dct * gg * i * (one - i)
+            d[H + j] = dct * c_prev[bb, j] * f * (one - f)
+            d[2 * H + j] = dct * i * (one - gg * gg)
+            d[3 * H + j] = dh[bb, j] * t * o * (one - o)
+            dc[bb, j] = dct * f
+
+
+@njit(cache=True)
+def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
+    """g (B, 3H) activations r z n; dh (B, H) in, becomes the direct part of dh_prev."""
+    B, H = dh.shape
+    one = like(dh[0, 0], 1.0)
+    for bb in range(B):
+        a = g[bb]
+        for j in range(H):
+            r, z, n = a[j], a[H + j], a[2 * H + j]
+            d = dh[bb, j]
+            dn = d * (one - z) * (one - n * n)
+            dr = dn * rn[bb, j] * r * (one - r)
+            dz = d * (h_prev[bb, j] - n) * z * (one - z)
+            dG[bb, j] = dr
+            dG[bb, H + j] = dz
+            dG[bb, 2 * H + j] = dn
+            dR[bb, j] = dr
+            dR[bb, H + j] = dz
+            dR[bb, 2 * H + j] = dn * r
+            dbh[j] += dn * r
+            dh[bb, j] = d * z
+
+
+@njit(cache=True)
+def backward(cell, p, x, w, dp, dh0, dc0):
+    """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
+    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H)."""
+    L, T, B, K = w.G.shape
+    top = rows(layer_input(w, L - 1))
+    dWy, dby = dp.Wy, dp.by
+    dWy += np.dot(top.T, w.P)
+    dby += w.P.sum(axis=0)
+    np.dot(w.P, p.Wy.T, rows(w.dH[L - 1]))
+    for l in range(L - 1, -1, -1):
+        dH = w.dH[l]
+        if w.M.shape[1] > 0:
+            dH *= w.M[l]
+        WhT = p.Wh[l].T
+        dR = w.dR if cell == GRU else w.dG
+        dh = w.dh
+        dh[:] = 0
+        w.dc[:] = 0
+        for t in range(T - 1, -1, -1):
+            dh += dH[t]
+            if cell == LSTM:
+                lstm_step_back(w.G[l, t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, w.dG[t])
+                np.dot(w.dG[t], WhT, w.dh)
+            elif cell == GRU:
+                gru_step_back(w.G[l, t], w.Aux[l, t], w.Hs[l, t], w.dh, w.dG[t], w.dR[t], dp.bh[l])
+                np.dot(w.dR[t], WhT, w.dhn)
+                dh += w.dhn
+            else:
+                G = w.G[l, t]
+                one = like(G[0, 0], 1.0)
+                for bb in range(B):
+                    for j in range(K):
+                        w.dG[t, bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
+                np.dot(w.dG[t], WhT, w.dh)
+        dh0[l] = w.dh
+        dc0[l] = w.dc
+        dG2 = rows(w.dG)
+        dp.Wh[l] += np.dot(rows(w.Hs[l][:T]).T, rows(dR))
+        dp.b[l] += dG2.sum(axis=0)
+        if l > 0:
+            below = rows(layer_input(w, l - 1))
+            dp.Wx[l - 1] += np.dot(below.T, dG2)
+            np.dot(dG2, p.Wx[l - 1].T, rows(w.dH[l - 1]))
+        else:
+            for t in range(T):
+                for bb in range(B):
+                    dp.Wx0[x[t, bb]] += w.dG[t, bb]

@@ -1,0 +1,163 @@
+"""The model: a vocabulary, a config, and weights living in one flat buffer.
+
+`Model` owns parameter layout and initialisation and runs the kernels over windows of ids; it knows
+nothing of files, command lines or training schedules.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import kernels as K
+from .kernels import GATES, Params, Work
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
+    num_layers: int = 2       # stacked recurrent layers (L)
+    hidden_size: int = 128    # units per layer (H)
+    vocab_size: int = 0       # characters known to the model (V), set from the corpus
+    dropout: float = 0.0      # inverted dropout between layers and before the decoder
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def param_shapes(cfg):
+    V, H, L = cfg.vocab_size, cfg.hidden_size, cfg.num_layers
+    G = GATES[K.CELLS[cfg.cell]] * H
+    return Params(Wx0=(V, G), Wx=(L - 1, H, G), Wh=(L, H, G), b=(L, G),
+                  bh=(L, H if cfg.cell == "gru" else 0), Wy=(H, V), by=(V,))
+
+
+def views(flat, shapes):
+    """Params whose arrays are consecutive views into the 1-d array `flat`."""
+    out, at = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape))
+        out.append(flat[at:at + n].reshape(shape))
+        at += n
+    assert at == flat.size
+    return Params(*out)
+
+
+def num_params(cfg):
+    return int(sum(np.prod(s) for s in param_shapes(cfg)))
+
+
+class Model:
+    """A character-level recurrent language model.
+
+    vocab: the characters (a str) or, for a byte-level model, a bytes object; id = index.
+    """
+
+    def __init__(self, config, vocab, flat=None, dtype=np.float32):
+        if len(vocab) != config.vocab_size:
+            raise ValueError("vocabulary size does not match the config")
+        self.config = config
+        self.vocab = vocab
+        self.cell = K.CELLS[config.cell]
+        self.dtype = np.dtype(dtype)
+        self.shapes = param_shapes(config)
+        n = num_params(config)
+        self.flat = np.zeros(n, self.dtype) if flat is None else np.ascontiguousarray(flat, self.dtype)
+        if self.flat.shape != (n,):
+            raise ValueError(f"expected {n} parameters, got {self.flat.size}")
+        self.params = views(self.flat, self.shapes)
+        self._work = {}
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def init_weights(self, rng):
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) as PyTorch does, orthogonal recurrent blocks,
+        forget-gate bias 1 for the lstm."""
+        H = self.config.hidden_size
+        k = 1.0 / np.sqrt(H)
+        self.flat[:] = rng.uniform(-k, k, self.flat.size)
+        p = self.params
+        p.b[:] = 0
+        p.bh[:] = 0
+        p.by[:] = 0
+        for l in range(self.config.num_layers):
+            for g in range(p.Wh.shape[2] // H):
+                q, _ = np.linalg.qr(rng.standard_normal((H, H)))
+                p.Wh[l, :, g * H:(g + 1) * H] = q
+        if self.cell == K.LSTM:
+            p.b[:, H:2 * H] = 1.0
+        return self
+
+    def zeros_like_params(self):
+        flat = np.zeros_like(self.flat)
+        return flat, views(flat, self.shapes)
+
+    def zero_state(self, B):
+        shape = (self.config.num_layers, B, self.config.hidden_size)
+        return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+
+    # -- windows ----------------------------------------------------------------------------
+
+    def work(self, T, B, dropout=False):
+        key = (T, B, dropout)
+        if key not in self._work:
+            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout)
+        return self._work[key]
+
+    def forward(self, x, h0, c0, masks=None):
+        """Logits for x (T, B); returns the Work whose P holds them (T*B, V)."""
+        T, B = x.shape
+        w = self.work(T, B, masks is not None)
+        if masks is not None:
+            w.M[:] = masks
+        K.forward(self.cell, self.params, x, h0, c0, w)
+        return w
+
+    def window_loss(self, x, y, h0, c0):
+        """Mean loss over a window and the final state (h, c) (copies)."""
+        w = self.forward(x, h0, c0)
+        loss = K.xent(w.P, y.reshape(-1), False)
+        return loss, final_state(w)
+
+    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None):
+        """Loss of one window; accumulates d loss / d params into grads (a Params).
+        Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given."""
+        w = self.forward(x, h0, c0, masks)
+        loss = K.xent(w.P, y.reshape(-1), True)
+        if dstate is None:
+            dstate = self.zero_state(x.shape[1])
+        K.backward(self.cell, self.params, x, w, grads, dstate[0], dstate[1])
+        return loss, final_state(w)
+
+    def evaluate(self, ids, batch_size=50, seq_len=100):
+        """Mean loss in nats/char of predicting ids[1:] from ids[:-1]: the text is cut into
+        `batch_size` contiguous streams, each read with its state carried from zero."""
+        ids = np.asarray(ids)
+        n = len(ids) - 1
+        if n < 1:
+            raise ValueError("need at least two characters to measure a loss")
+        B = max(1, min(batch_size, n // seq_len))
+        per = n // B
+        xs = ids[:B * per].reshape(B, per)
+        ys = ids[1:B * per + 1].reshape(B, per)
+        h, c = self.zero_state(B)
+        total = 0.0
+        for start in range(0, per, seq_len):
+            x = np.ascontiguousarray(xs[:, start:start + seq_len].T, dtype=np.int32)
+            y = np.ascontiguousarray(ys[:, start:start + seq_len].T, dtype=np.int32)
+            loss, (h, c) = self.window_loss(x, y, h, c)
+            total += loss * x.size
+        return total / (B * per)
+
+
+def final_state(w):
+    return w.Hs[:, -1].copy(), w.Cs[:, -1].copy()
+
+
+def alloc_work(cfg, T, B, dtype, dropout=False):
+    L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
+    G = GATES[K.CELLS[cfg.cell]] * H
+    e = lambda *s: np.zeros(s, dtype)
+    TD = T if dropout else 0
+    return Work(G=e(L, T, B, G), Hs=e(L, T + 1, B, H), Cs=e(L, T + 1, B, H), Aux=e(L, T, B, H),
+                M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G), dG=e(T, B, G),
+                dR=e(T if cfg.cell == "gru" else 0, B, G), dH=e(L, T, B, H), dh=e(B, H),
+                dc=e(B, H), dhn=e(B, H))

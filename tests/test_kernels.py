@@ -1,0 +1,143 @@
+"""The fused kernels against the naive reference, finite differences, and the truncated-BPTT
+invariants, for every cell, in float64 at tiny sizes."""
+import numpy as np
+import pytest
+
+from charrnn import kernels as K
+from charrnn.model import Model, ModelConfig
+from reference import reference_forward, reference_loss
+
+CELLS = ["lstm", "gru", "rnn"]
+
+
+def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):
+    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V, dropout=dropout)
+    m = Model(cfg, "abcdefg"[:V], dtype=dtype)
+    rng = np.random.default_rng(seed)
+    m.flat[:] = rng.uniform(-0.6, 0.6, m.flat.size)  # every weight non-trivial, biases too
+    return m, rng
+
+
+def window(rng, T=6, B=3, V=7, L=2, H=5, dtype=np.float64):
+    x = rng.integers(0, V, (T, B)).astype(np.int32)
+    y = rng.integers(0, V, (T, B)).astype(np.int32)
+    h0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
+    c0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
+    return x, y, h0, c0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("L", [1, 3])
+def test_forward_matches_reference(cell, L):
+    m, rng = tiny(cell, L=L)
+    x, y, h0, c0 = window(rng, L=L)
+    w = m.forward(x, h0, c0)
+    logits, hT, cT = reference_forward(cell, m.params, x, h0, c0)
+    np.testing.assert_allclose(w.P, logits, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
+    if cell == "lstm":
+        np.testing.assert_allclose(w.Cs[:, -1], cT, rtol=0, atol=1e-10)
+    assert abs(K.xent(w.P.copy(), y.reshape(-1), False) - reference_loss(logits, y.reshape(-1))) < 1e-10
+
+
+def numeric_grad(f, arr, eps=1e-6):
+    g = np.zeros_like(arr)
+    flat, gf = arr.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        gf[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def assert_grad(analytic, numeric, name):
+    """Elementwise agreement to 1e-5 relative; the absolute floor (1e-9) sits well above the
+    finite-difference round-off (~1e-10) and far below any gradient a bug would produce."""
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_backward_matches_finite_differences(cell, dropout):
+    m, rng = tiny(cell, L=2, dropout=dropout)
+    x, y, h0, c0 = window(rng)
+    masks = None
+    if dropout:
+        keep = rng.random((2, 6, 3, 5)) >= dropout
+        masks = keep / (1 - dropout)
+
+    def loss():
+        w = m.forward(x, h0, c0, masks)
+        return K.xent(w.P, y.reshape(-1), False)
+
+    gflat, grads = m.zeros_like_params()
+    dstate = (np.zeros_like(h0), np.zeros_like(c0))
+    m.loss_and_grad(x, y, h0, c0, grads, masks, dstate)
+    for name, g in zip(grads._fields, grads):
+        if g.size == 0:
+            continue
+        num = numeric_grad(loss, getattr(m.params, name))
+        assert_grad(g, num, name)
+        assert np.abs(g).max() > 0, name  # every parameter takes part
+    assert_grad(dstate[0], numeric_grad(loss, h0), "h0")
+    if cell == "lstm":
+        assert_grad(dstate[1], numeric_grad(loss, c0), "c0")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_grads_accumulate(cell):
+    m, rng = tiny(cell)
+    x, y, h0, c0 = window(rng)
+    _, g1 = m.zeros_like_params()
+    m.loss_and_grad(x, y, h0, c0, g1)
+    f2, g2 = m.zeros_like_params()
+    m.loss_and_grad(x, y, h0, c0, g2)
+    m.loss_and_grad(x, y, h0, c0, g2)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(2 * a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_chunked_windows_equal_one_window(cell):
+    """One forward over T equals three forwards over T/3 with the state carried."""
+    m, rng = tiny(cell)
+    x, y, h0, c0 = window(rng, T=9)
+    w = m.forward(x, h0, c0)
+    whole = w.P.copy()
+    hT = w.Hs[:, -1].copy()
+    h, c, parts = h0, c0, []
+    for k in range(3):
+        w = m.forward(np.ascontiguousarray(x[3 * k:3 * k + 3]), h, c)
+        parts.append(w.P.copy())
+        h, c = w.Hs[:, -1].copy(), w.Cs[:, -1].copy()
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-12)
+    np.testing.assert_allclose(h, hT, atol=1e-12)
+
+
+def test_fast_tanh_is_close_to_exact():
+    from numba import njit
+
+    @njit
+    def apply(a):
+        out = np.empty_like(a)
+        for i in range(a.size):
+            out[i] = K.tanh_(a[i])
+        return out
+
+    @njit
+    def apply_sig(a):
+        out = np.empty_like(a)
+        for i in range(a.size):
+            out[i] = K.sigmoid_(a[i])
+        return out
+
+    x = np.linspace(-20, 20, 400001).astype(np.float32)
+    exact = np.tanh(x.astype(np.float64))
+    assert np.abs(apply(x) - exact).max() < 5e-7
+    assert np.abs(apply_sig(x) - 1 / (1 + np.exp(-x.astype(np.float64)))).max() < 5e-7
+    x64 = x.astype(np.float64)
+    assert np.abs(apply(x64) - exact).max() < 1e-15  # float64 stays exact
