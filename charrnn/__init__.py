@@ -1,0 +1,22 @@
+"""charrnn: character-level recurrent language models, trained and sampled from the command line.
+
+The heavy modules (NumPy, Numba kernels) load on first use, so the command line starts fast.
+"""
+__version__ = "0.1.0"
+__all__ = ["load", "train", "ModelConfig", "TrainConfig", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("load",):
+        from . import api
+        return getattr(api, name)
+    if name == "train":
+        from .run import train
+        return train
+    if name == "ModelConfig":
+        from .model import ModelConfig
+        return ModelConfig
+    if name == "TrainConfig":
+        from .trainer import TrainConfig
+        return TrainConfig
+    raise AttributeError(f"module 'charrnn' has no attribute {name!r}")

@@ -25,6 +25,10 @@ from numba import njit, types
 from numba.extending import overload
 
 LSTM, GRU, RNN = 0, 1, 2
+
+# One decorator for every kernel: cached on disk, and NumPy's error model, so a float division
+# is a plain division (Python's model checks for zero and blocks vectorisation).
+kernel = njit(cache=True, error_model="numpy")
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
 
@@ -70,7 +74,7 @@ _TA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229
 _TB = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
-@overload(tanh_, jit_options={"fastmath": False})
+@overload(tanh_, inline="always")
 def _tanh_impl(x):
     if x == types.float32:
         a0, a1, a2, a3, a4, a5, a6 = [np.float32(a) for a in _TA]
@@ -91,7 +95,7 @@ def sigmoid_(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-@overload(sigmoid_)
+@overload(sigmoid_, inline="always")
 def _sigmoid_impl(x):
     if x == types.float32:
         half = np.float32(0.5)
@@ -104,7 +108,7 @@ def like(x, v):
     return v
 
 
-@overload(like)
+@overload(like, inline="always")
 def _like_impl(x, v):
     if x == types.float32:
         return lambda x, v: np.float32(v)
@@ -114,7 +118,7 @@ def _like_impl(x, v):
 # ---------------------------------------------------------------------------------------------
 # One time step of each cell. G: (B, K) pre-activations in, activations out.
 
-@njit(cache=True)
+@kernel
 def lstm_step(G, c_prev, c, tc, h):
     B, K = G.shape
     H = K // 4
@@ -134,7 +138,7 @@ def lstm_step(G, c_prev, c, tc, h):
             h[bb, j] = g[3 * H + j] * t
 
 
-@njit(cache=True)
+@kernel
 def gru_step(G, R, bh, h_prev, rn, h):
     B, K = G.shape
     H = K // 3
@@ -152,7 +156,7 @@ def gru_step(G, R, bh, h_prev, rn, h):
             h[bb, j] = n + z * (h_prev[bb, j] - n)
 
 
-@njit(cache=True)
+@kernel
 def rnn_step(G, h):
     B, H = G.shape
     for bb in range(B):
@@ -162,7 +166,7 @@ def rnn_step(G, h):
             h[bb, j] = a
 
 
-@njit(cache=True)
+@kernel
 def cell_step(cell, p, l, G, w):
     """Advance layer l by one step in place. G (B, K) holds the input projection; w is a tuple
     (R, h_prev, c_prev, h, c, aux) of (B, .) arrays."""
@@ -181,13 +185,13 @@ def cell_step(cell, p, l, G, w):
 # ---------------------------------------------------------------------------------------------
 # Stack forward over a window
 
-@njit(cache=True)
+@kernel
 def rows(a):
     """(T, B, N) C-contiguous -> (T*B, N) view."""
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
 
-@njit(cache=True)
+@kernel
 def layer_input(w, l):
     """The (T, B, H) outputs of layer l as the layer above (or the decoder) sees them."""
     if w.M.shape[1] > 0:
@@ -195,7 +199,7 @@ def layer_input(w, l):
     return w.Hs[l][1:]
 
 
-@njit(cache=True)
+@kernel
 def forward(cell, p, x, h0, c0, w):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
     w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V)."""
@@ -224,7 +228,7 @@ def forward(cell, p, x, h0, c0, w):
     P += p.by
 
 
-@njit(cache=True)
+@kernel
 def xent(P, y, grad):
     """Mean softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
     With grad, P is overwritten by dloss/dlogits."""
@@ -253,7 +257,7 @@ def xent(P, y, grad):
 # ---------------------------------------------------------------------------------------------
 # Backward
 
-@njit(cache=True)
+@kernel
 def lstm_step_back(g, c_prev, tc, dh, dc, dG):
     """g (B, 4H) activations; dh (B, H) in; dc (B, H) in: from step t+1, out: to step t-1."""
     B, H = dh.shape
@@ -271,7 +275,7 @@ def lstm_step_back(g, c_prev, tc, dh, dc, dG):
             dc[bb, j] = dct * f
 
 
-@njit(cache=True)
+@kernel
 def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
     """g (B, 3H) activations r z n; dh (B, H) in, becomes the direct part of dh_prev."""
     B, H = dh.shape
@@ -294,7 +298,7 @@ def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
             dh[bb, j] = d * z
 
 
-@njit(cache=True)
+@kernel
 def backward(cell, p, x, w, dp, dh0, dc0):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
     Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H)."""

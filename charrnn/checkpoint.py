@@ -1,0 +1,118 @@
+"""Checkpoint files: one self-describing `.npz` per checkpoint, written atomically.
+
+Layout (format version 1):
+    meta            uint8 array holding UTF-8 JSON: format name and version, charrnn version,
+                    model config, vocabulary, training config, progress and loss history
+    param/<name>    one array per field of kernels.Params (Wx0, Wx, Wh, b, bh, Wy, by)
+    train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c)
+
+Files are read with allow_pickle=False: a checkpoint never executes code. Any file that is not
+such a checkpoint raises CheckpointError with a one-line message naming it.
+"""
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+from .kernels import Params
+
+FORMAT = "charrnn-checkpoint"
+VERSION = 1
+BEST, LATEST = "best.npz", "latest.npz"
+
+
+def save(path, meta, params, train_arrays=None):
+    """Write atomically: a temporary file in the same directory, fsync, then rename over path.
+    A failure at any point leaves an existing file at path untouched."""
+    path = Path(path)
+    arrays = {"meta": np.frombuffer(json.dumps(dict(meta, format=FORMAT, version=VERSION)).encode(),
+                                    np.uint8)}
+    arrays.update({f"param/{k}": np.asarray(v) for k, v in zip(Params._fields, params)})
+    for k, v in (train_arrays or {}).items():
+        arrays[f"train/{k}"] = np.asarray(v)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path):
+    """Returns (meta, params as a dict of arrays, train arrays as a dict)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if "meta" not in files:
+                raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
+            meta = json.loads(z["meta"].tobytes().decode())
+            _check_meta(path, meta)
+            params = {k: z[f"param/{k}"] for k in Params._fields}
+            train = {k[6:]: z[k] for k in files if k.startswith("train/")}
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise CheckpointError(f"{path} holds pickled objects; refusing to load it") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({e})") from None
+    except KeyError as e:
+        raise CheckpointError(f"{path} is incomplete: missing {e}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint, or is corrupt or truncated "
+                              f"({type(e).__name__})") from None
+    return meta, params, train
+
+
+def _check_meta(path, meta):
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this "
+                              f"charrnn reads ({VERSION}); upgrade charrnn to read it")
+    for key in ("model", "vocab"):
+        if key not in meta:
+            raise CheckpointError(f"{path} is incomplete: no {key!r} in its metadata")
+
+
+def resolve(path=None, runs_dir="runs"):
+    """A checkpoint file from a file, a run directory (its best, else its latest checkpoint) or
+    nothing (the best checkpoint of the most recently written run under runs_dir)."""
+    if path is None:
+        root = Path(runs_dir)
+        runs = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+        found = [(_ckpt_in(d).stat().st_mtime, d) for d in runs if _ckpt_in(d)]
+        if not found:
+            raise CheckpointError(f"no checkpoint given and no trained run under {root}/; "
+                                  "train one with `charrnn train` or pass -c PATH")
+        return _ckpt_in(max(found)[1])
+    path = Path(path)
+    if path.is_dir():
+        found = _ckpt_in(path)
+        if found is None:
+            raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LATEST})")
+        return found
+    return path
+
+
+def _ckpt_in(run_dir):
+    for name in (BEST, LATEST):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None

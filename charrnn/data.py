@@ -1,0 +1,347 @@
+"""Corpora: finding the training text, turning it into ids and back, and the train/validation split.
+
+A source is `None` (the built-in default corpus: this Python's standard library sources), `"-"`
+(stdin), a file, a directory (every file under it, in sorted order, optionally filtered by a glob on
+the file name; hidden files and directories are skipped), or a corpus name from the packaged
+manifest (looked up in the data dir, downloaded once into the cache and checked by sha256).
+
+Text mode decodes UTF-8, drops a leading byte-order mark and converts CRLF and lone CR line endings
+to LF, so a model never learns two kinds of newline. Byte mode (`byte_level=True`, the CLI's
+`--bytes`) takes the bytes unchanged; its vocabulary holds byte values, not characters.
+
+A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted distinct byte
+values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
+vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
+"""
+import fnmatch
+import functools
+import hashlib
+import http.client
+import importlib.resources
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, CorpusError
+
+DEFAULT_CORPUS = "python-stdlib"
+UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
+STDLIB_CAP = 4_000_000            # characters (bytes in byte mode) of the default corpus
+STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
+               "turtledemo", "pydoc_data", "ensurepip", "__pycache__"}
+SEPARATOR = "\n\n"                # between the files of a directory or of the default corpus
+DOWNLOAD_TIMEOUT = 20             # seconds
+CHUNK = 1 << 22                   # characters encoded or counted at a time
+_CODE_POINTS = 0x110000
+_BYTES_HINT = "use --bytes to train a byte-level model"
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=None):
+    """(text, description) of a source; bytes in byte mode. Raises CorpusError."""
+    if source is not None:
+        source = os.fspath(source)
+    path = Path(source) if source not in (None, "-") else None
+    if glob is not None and not (path is not None and path.is_dir()):
+        raise ConfigError(f"--glob applies only to a directory source, not {source or DEFAULT_CORPUS}")
+    if source is None or (source == DEFAULT_CORPUS and not path.exists()):
+        data, name, detail = _read_stdlib(byte_level)
+    elif source == "-":
+        name, detail = "<stdin>", ""
+        data = _prepare(_read_stream(stdin), name, byte_level)
+    elif path.is_dir():
+        data, name, detail = _read_dir(path, glob, byte_level)
+    elif path.exists():
+        name, detail = source, ""
+        data = _prepare(_read_file(path), name, byte_level)
+    elif source in _manifest():
+        name, detail = source, ""
+        data = _prepare(_read_named(source, _manifest()[source], data_dir), name, byte_level)
+    else:
+        raise CorpusError(f"no such file or corpus name: {source} "
+                          f"(known corpora: {', '.join(corpus_names())})")
+    if len(data) == 0:
+        raise CorpusError(f"{name} is empty")
+    unit = "bytes" if byte_level else "chars"
+    return data, f"{name} ({detail}{len(data):,} {unit})"
+
+
+def corpus_names():
+    """The corpus names a source may be, from the packaged manifest."""
+    return list(_manifest())
+
+
+@functools.lru_cache(maxsize=1)
+def _manifest():
+    try:
+        resource = importlib.resources.files("charrnn.corpora") / "manifest.json"
+    except ModuleNotFoundError:  # an editable install may not map the data-only package
+        resource = Path(__file__).resolve().parents[1] / "corpora" / "manifest.json"
+    return json.loads(resource.read_text(encoding="utf-8"))
+
+
+def _prepare(raw, name, byte_level):
+    """The bytes of one input as the training text: unchanged bytes, or decoded, normalised text."""
+    if byte_level:
+        return raw
+    if b"\x00" in raw:
+        raise CorpusError(f"{name} looks binary (it contains NUL bytes): {_BYTES_HINT}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{name} is not valid UTF-8 (at byte {e.start:,}): {_BYTES_HINT}") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _read_file(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _read_stream(stream):
+    stream = stream if stream is not None else getattr(sys.stdin, "buffer", sys.stdin)
+    data = stream.read()
+    return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+
+
+def _files_under(root, glob=None, skip=frozenset()):
+    """Sorted relative paths of the files under root, without hidden or skipped directories."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip]
+        rel = Path(dirpath).relative_to(root)
+        found += [(rel / f).as_posix() for f in filenames
+                  if not f.startswith(".") and (glob is None or fnmatch.fnmatchcase(f, glob))]
+    return sorted(found)
+
+
+def _join_files(root, rel_paths, byte_level, cap=None):
+    """(joined text, files used, files skipped): undecodable files are skipped in text mode."""
+    pieces, size, skipped = [], 0, 0
+    for rel in rel_paths:
+        try:
+            piece = _prepare(_read_file(root / rel), rel, byte_level)
+        except CorpusError:
+            if byte_level:
+                raise
+            skipped += 1
+            continue
+        if not piece:
+            continue
+        size += len(piece) + (len(SEPARATOR) if pieces else 0)
+        if cap is not None and size > cap:
+            break
+        pieces.append(piece)
+    sep = SEPARATOR.encode() if byte_level else SEPARATOR
+    return sep.join(pieces) if pieces else sep[:0], len(pieces), skipped
+
+
+def _read_dir(root, glob, byte_level):
+    rel_paths = _files_under(root, glob)
+    matching = f" matching {glob}" if glob else ""
+    if not rel_paths:
+        raise CorpusError(f"{root} has no files{matching}")
+    data, used, skipped = _join_files(root, rel_paths, byte_level)
+    if skipped and not used:
+        raise CorpusError(f"{root} has no UTF-8 text files{matching} "
+                          f"({skipped} skipped): {_BYTES_HINT}")
+    detail = f"{used} files, " + (f"{skipped} skipped as not UTF-8 text, " if skipped else "")
+    return data, str(root), detail
+
+
+def _read_stdlib(byte_level):
+    """The default corpus: the standard library's .py files in sorted order, up to STDLIB_CAP."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    rel_paths = _files_under(root, "*.py", STDLIB_SKIP) if root.is_dir() else []
+    data, used, _ = _join_files(root, rel_paths, byte_level, cap=STDLIB_CAP)
+    if not used:
+        raise CorpusError(f"no Python standard library sources found in {root}: "
+                          f"name a text file, a directory or one of {', '.join(corpus_names())}")
+    return data, DEFAULT_CORPUS, f"{used} files from {root}, "
+
+
+# --------------------------------------------------------------------------------- named corpora
+
+def default_data_dir():
+    """Where downloaded corpora are cached."""
+    return Path("~/.cache/charrnn/corpora").expanduser()
+
+
+def _search_dirs(data_dir):
+    """The data dir asked for (argument, else CHARRNN_DATA_DIR), then the download cache."""
+    first = data_dir if data_dir is not None else os.environ.get("CHARRNN_DATA_DIR")
+    dirs = [Path(first).expanduser()] if first else []
+    return dirs + [d for d in [default_data_dir()] if d not in dirs]
+
+
+def _read_named(name, entry, data_dir):
+    """The bytes of a manifest corpus: from the first data dir that has it, else downloaded."""
+    dirs = _search_dirs(data_dir)
+    for d in dirs:
+        path = d / entry["file"]
+        if path.is_file():
+            raw = _read_file(path)
+            if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+                raise CorpusError(f"{path} is not the expected {name} file (sha256 mismatch): "
+                                  f"replace it with the original, or delete it to download again")
+            return raw
+    return _download(name, entry, cache=dirs[-1], hint_dir=dirs[0])
+
+
+def _download(name, entry, cache, hint_dir):
+    url, file = entry["url"], entry["file"]
+    fix = f"put {file} ({url}) in {hint_dir} or set CHARRNN_DATA_DIR"
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+            raw = response.read()
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        reason = " ".join(str(getattr(e, "reason", None) or e or type(e).__name__).split())
+        raise CorpusError(f"could not download {name} ({reason}): {fix}") from None
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        raise CorpusError(f"the download of {name} does not match its sha256: {fix}")
+    _save(raw, cache / file)
+    return raw
+
+
+def _save(raw, path):
+    """Write atomically (temp file + rename); a cache that cannot be written is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as f:
+            f.write(raw)
+        os.replace(f.name, path)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------ vocabulary, ids
+
+def _codes(text, start=0, stop=None):
+    """Code points (uint32) of text[start:stop], or byte values (uint8) of a bytes object."""
+    stop = len(text) if stop is None else min(stop, len(text))
+    if isinstance(text, str):
+        return np.frombuffer(text[start:stop].encode("utf-32-le", "surrogatepass"), np.uint32)
+    return np.frombuffer(text, np.uint8, count=stop - start, offset=start)
+
+
+def _check_kinds(text, vocab):
+    if isinstance(text, str) != isinstance(vocab, str):
+        raise TypeError(f"cannot use a {type(vocab).__name__} vocabulary with {type(text).__name__}")
+
+
+def build_vocab(text, max_vocab=None):
+    """Sorted distinct characters of a str (or byte values of bytes, as bytes).
+
+    With max_vocab K smaller than the number of distinct characters (text mode only), the K-1 most
+    frequent characters are kept (ties go to the lower code point) and UNK stands for the rest.
+    """
+    size = _CODE_POINTS if isinstance(text, str) else 256
+    counts = np.zeros(size, np.int64)
+    for start in range(0, len(text), CHUNK):
+        counts += np.bincount(_codes(text, start, start + CHUNK), minlength=size)
+    present = np.flatnonzero(counts)
+    if isinstance(text, (bytes, bytearray)):
+        return present.astype(np.uint8).tobytes()
+    if max_vocab is not None and max_vocab < len(present):
+        if max_vocab < 2:
+            raise ConfigError(f"max_vocab must be at least 2, not {max_vocab}")
+        present = present[present != ord(UNK)]
+        by_frequency = np.lexsort((present, -counts[present]))
+        present = np.sort(np.append(present[by_frequency[:max_vocab - 1]], ord(UNK)))
+    return "".join(map(chr, present.tolist()))
+
+
+def id_dtype(vocab_size):
+    """The smallest unsigned integer type holding every id."""
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32
+
+
+def _lookup_table(vocab):
+    """Table from code point (or byte value) to id, -1 where the vocabulary lacks the symbol."""
+    codes = _codes(vocab)
+    if len(np.unique(codes)) != len(codes):
+        raise ValueError("the vocabulary has repeated symbols")
+    table = np.full(_CODE_POINTS if isinstance(vocab, str) else 256, -1, np.int32)
+    table[codes] = np.arange(len(codes), dtype=np.int32)
+    return table
+
+
+def encode(text, vocab, *, unknown="auto"):
+    """Ids of text's characters (bytes) in vocab, as uint8/uint16/uint32 (see id_dtype).
+
+    Symbols missing from vocab are, by `unknown`: "unk" mapped to UNK, "drop" left out, "error" a
+    CorpusError; "auto" is "unk" when vocab contains UNK, else "error".
+    """
+    _check_kinds(text, vocab)
+    table = _lookup_table(vocab)
+    unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
+    if unknown == "auto":
+        unknown = "unk" if unk_id >= 0 else "error"
+    if unknown not in ("unk", "drop", "error") or (unknown == "unk" and unk_id < 0):
+        raise ValueError(f"unknown={unknown!r} is not possible with this vocabulary")
+    out = np.empty(len(text), id_dtype(len(vocab)))
+    n = 0
+    for start in range(0, len(text), CHUNK):
+        codes = _codes(text, start, min(start + CHUNK, len(text)))
+        ids = table[codes]
+        missing = ids < 0
+        if missing.any():
+            if unknown == "error":
+                raise CorpusError(_unknown_message(codes[missing], text))
+            if unknown == "unk":
+                ids[missing] = unk_id
+            else:
+                ids = ids[~missing]
+        out[n:n + len(ids)] = ids
+        n += len(ids)
+    return out if n == len(out) else out[:n].copy()
+
+
+def _unknown_message(codes, text):
+    distinct = np.unique(codes)
+    show = [repr(chr(c)) if isinstance(text, str) else f"0x{c:02x}" for c in distinct[:5].tolist()]
+    more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
+    return f"the text has characters not in the vocabulary: {', '.join(show)}{more}"
+
+
+def decode_bytes(ids, vocab):
+    """The raw bytes of ids in a byte vocabulary (for streaming through an incremental decoder)."""
+    return _codes(vocab)[_valid_ids(ids, len(vocab))].tobytes()
+
+
+def decode(ids, vocab):
+    """The text of ids; a byte vocabulary's bytes are decoded as UTF-8 with replacement."""
+    if isinstance(vocab, str):
+        ids, codes = _valid_ids(ids, len(vocab)), _codes(vocab)
+        return "".join(codes[ids[at:at + CHUNK]].tobytes().decode("utf-32-le", "surrogatepass")
+                       for at in range(0, len(ids), CHUNK))
+    return decode_bytes(ids, vocab).decode("utf-8", errors="replace")
+
+
+def _valid_ids(ids, vocab_size):
+    ids = np.asarray(ids).reshape(-1)
+    if ids.dtype.kind not in "iu":
+        ids = ids.astype(np.intp)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"ids must lie in [0, {vocab_size})")
+    return ids
+
+
+def split(ids, val_frac):
+    """(train, val) views: the last val_frac of ids is validation (nanoGPT's 90/10 for 0.1)."""
+    if not 0 <= val_frac < 1:
+        raise ConfigError(f"the validation fraction must be in [0, 1), not {val_frac}")
+    n_train = int(len(ids) * (1 - Fraction(str(val_frac))))  # exact decimal: 0.07 of 1000 is 70
+    return ids[:n_train], ids[n_train:]

@@ -1,0 +1,171 @@
+"""A training run from start to finish: read the corpus, prepare the run directory (checked
+writable, locked against a second trainer), build or restore the trainer, and run it."""
+import os
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, data
+from .api import model_from_checkpoint
+from .errors import CharrnnError, ConfigError, CorpusError
+from .model import ModelConfig
+from .trainer import TrainConfig, Trainer
+
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+BUDGET_FIELDS = {"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"}
+
+
+def default_run_dir(source, runs_dir="runs"):
+    name = data.DEFAULT_CORPUS if source is None else "stdin" if source == "-" else \
+        Path(source).stem or Path(source).name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+    return Path(runs_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextmanager
+def run_directory(path, force=False):
+    """Create path, prove it writable, and hold a lock file in it for the run's duration."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)  # a full disk shows itself now, not at the first save
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the run directory {path}: {e.strerror or e}") from None
+    lock = path / ".lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pid = _read_pid(lock)
+        if pid and _alive(pid) and not force:
+            raise ConfigError(f"{path} is in use by another training (pid {pid}); "
+                              "use --force if that is wrong") from None
+        lock.unlink(missing_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _read_pid(lock):
+    try:
+        return int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
+            byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
+            **options):
+    """Build a Trainer (not yet run) and its run directory path from user options: model
+    fields (cell, num_layers, hidden_size, dropout) and TrainConfig fields."""
+    unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise TypeError(f"unknown options: {sorted(unknown)}")
+    if resume is not None:
+        return _prepare_resume(resume, corpus, data_dir, glob, stdin, options)
+    mopts = {k: v for k, v in options.items() if k in MODEL_FIELDS}
+    topts = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+    cfg = TrainConfig(**topts).validate()
+    if not cfg.steps and not cfg.minutes and not cfg.epochs:
+        cfg = TrainConfig(**dict(topts, epochs=10))
+    text, desc = data.read_text(corpus, data_dir=data_dir, glob=glob, byte_level=byte_level,
+                                stdin=stdin)
+    base = None
+    if init_from is not None:
+        base = model_from_checkpoint(checkpoint.resolve(init_from), dtype)[0]
+        vocab = base.vocab
+        for k, v in mopts.items():
+            if getattr(base.config, k) != v and k != "dropout":
+                raise ConfigError(f"--init-from model has {k}={getattr(base.config, k)}, not {v}")
+    else:
+        vocab = data.build_vocab(text, max_vocab)
+    try:
+        ids = data.encode(text, vocab, unknown="unk" if data.UNK in vocab else "error")
+    except CorpusError as e:
+        raise CorpusError(f"{e} (the --init-from model's vocabulary lacks them)") from None
+    del text
+    train_ids, val_ids = data.split(ids, cfg.val_frac)
+    mcfg = ModelConfig(**dict((base.config.to_dict() if base else {}),
+                              **{k: v for k, v in mopts.items() if not base or k == "dropout"},
+                              vocab_size=len(vocab)))
+    _check_model(mcfg)
+    run_dir = Path(out) if out is not None else default_run_dir(corpus)
+    if (run_dir / checkpoint.LATEST).exists() and not force:
+        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                          "or pass --force to start over there")
+    info = {"corpus": desc, "source": corpus, "glob": glob, "bytes": byte_level,
+            "max_vocab": max_vocab, "init_from": str(init_from) if init_from else None}
+    trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype)
+    if base is not None:
+        trainer.model.flat[:] = base.flat
+    return trainer
+
+
+def _check_model(m):
+    if m.cell not in ("lstm", "gru", "rnn"):
+        raise ConfigError(f"unknown cell {m.cell!r}: choose lstm, gru or rnn")
+    if m.num_layers < 1 or m.hidden_size < 1:
+        raise ConfigError("layers and hidden size must be at least 1")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError("dropout must be in [0, 1)")
+
+
+def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
+    run_dir = Path(resume)
+    path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
+    if not path.exists():
+        raise ConfigError(f"nothing to resume: {path} does not exist")
+    meta = checkpoint.load(path)[0]
+    info = meta.get("info", {})
+    saved = dict(meta["model"], **meta["train"])
+    for k, v in options.items():
+        if k not in BUDGET_FIELDS and v != saved.get(k):
+            raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
+                              f"or start a new run with --init-from")
+    source = corpus if corpus is not None else info.get("source")
+    if source == "-" and corpus is None:
+        raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
+    text, _ = data.read_text(source, data_dir=data_dir, glob=glob or info.get("glob"),
+                             byte_level=bool(info.get("bytes")), stdin=stdin)
+    v = meta["vocab"]
+    vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
+    ids = data.encode(text, vocab, unknown="unk" if data.UNK in vocab else "error")
+    train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
+    overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
+    return Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
+
+
+def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
+          **kwargs):
+    """Train a model and return it: `charrnn.train("input.txt", "runs/x", minutes=2)`.
+    Accepts the fields of ModelConfig and TrainConfig as keyword arguments."""
+    trainer = prepare(corpus, out, force=force, **kwargs)
+    with run_directory(trainer.run_dir, force=force):
+        trainer.status = trainer.run(callback, should_stop)
+    return trainer.model
+
+
+__all__ = ["train", "prepare", "run_directory", "CharrnnError"]
