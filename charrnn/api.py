@@ -77,9 +77,13 @@ class CharModel(Model):
 
 
 def model_from_checkpoint(path, dtype=np.float32):
-    """(CharModel, meta, train arrays) from a checkpoint file."""
+    """(CharModel, meta, train arrays) from a checkpoint file; dtype None keeps the saved one."""
     meta, params, train = checkpoint.load(path)
     try:
+        if dtype is None:
+            dtype = params["Wx0"].dtype
+            if dtype not in (np.float32, np.float64):
+                raise ValueError(f"weights of type {dtype}")
         cfg = ModelConfig(**meta["model"])
         v = meta["vocab"]
         vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]

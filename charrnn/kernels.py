@@ -28,7 +28,7 @@ LSTM, GRU, RNN = 0, 1, 2
 
 # One decorator for every kernel: cached on disk, and NumPy's error model, so a float division
 # is a plain division (Python's model checks for zero and blocks vectorisation).
-kernel = njit(cache=True, error_model="numpy")
+kernel = njit(cache=True, error_model="numpy", nogil=True)
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 GATES = {LSTM: 4, GRU: 3, RNN: 1}
 
@@ -120,22 +120,29 @@ def _like_impl(x, v):
 
 @kernel
 def lstm_step(G, c_prev, c, tc, h):
+    # Short loops over at most three arrays each: with more, LLVM's runtime alias checks give up
+    # and the loop runs scalar (several times slower).
     B, K = G.shape
     H = K // 4
+    half, one, zero = like(G[0, 0], 0.5), like(G[0, 0], 1.0), like(G[0, 0], 0.0)
     for bb in range(B):
         g = G[bb]
-        for j in range(2 * H):
-            g[j] = sigmoid_(g[j])
-        for j in range(2 * H, 3 * H):
-            g[j] = tanh_(g[j])
-        for j in range(3 * H, 4 * H):
-            g[j] = sigmoid_(g[j])
+        for j in range(K):  # sigmoid(x) = tanh(x/2)/2 + 1/2 for i f o; tanh for g
+            sig = j < 2 * H or j >= 3 * H
+            m = half if sig else one
+            g[j] = m * tanh_(m * g[j]) + (half if sig else zero)
+    for bb in range(B):
+        g, cb, cpb = G[bb], c[bb], c_prev[bb]
         for j in range(H):
-            cj = g[H + j] * c_prev[bb, j] + g[j] * g[2 * H + j]
-            c[bb, j] = cj
-            t = tanh_(cj)
-            tc[bb, j] = t
-            h[bb, j] = g[3 * H + j] * t
+            cb[j] = g[H + j] * cpb[j] + g[j] * g[2 * H + j]
+    for bb in range(B):
+        cb, tb = c[bb], tc[bb]
+        for j in range(H):
+            tb[j] = tanh_(cb[j])
+    for bb in range(B):
+        g, tb, hb = G[bb], tc[bb], h[bb]
+        for j in range(H):
+            hb[j] = g[3 * H + j] * tb[j]
 
 
 @kernel
@@ -229,12 +236,13 @@ def forward(cell, p, x, h0, c0, w):
 
 
 @kernel
-def xent(P, y, grad):
-    """Mean softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
-    With grad, P is overwritten by dloss/dlogits."""
+def xent(P, y, grad, n_total=0):
+    """Summed softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
+    With grad, P is overwritten by d(loss)/d(logits) for the loss averaged over n_total
+    characters (default N): a window split in parts still gets the whole window's mean."""
     N, V = P.shape
     total = 0.0
-    inv = like(P[0, 0], 1.0 / N)
+    inv = like(P[0, 0], 1.0 / (n_total if n_total > 0 else N))
     for n in range(N):
         row = P[n]
         m = row.max()
@@ -251,7 +259,7 @@ def xent(P, y, grad):
             for v in range(V):
                 row[v] *= k
             row[y[n]] -= inv
-    return total / N
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,3 +354,20 @@ def backward(cell, p, x, w, dp, dh0, dc0):
             for t in range(T):
                 for bb in range(B):
                     dp.Wx0[x[t, bb]] += w.dG[t, bb]
+
+
+@kernel
+def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total):
+    """Forward, loss and backward over one window (or a part of its streams): accumulates
+    gradients into dp, returns the summed loss."""
+    forward(cell, p, x, h0, c0, w)
+    loss = xent(w.P, y.reshape(-1), True, n_total)
+    backward(cell, p, x, w, dp, dh0, dc0)
+    return loss
+
+
+@kernel
+def window_loss(cell, p, x, y, h0, c0, w):
+    """Summed loss over a window, without gradients."""
+    forward(cell, p, x, h0, c0, w)
+    return xent(w.P, y.reshape(-1), False)

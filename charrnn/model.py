@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels as K, threads
 from .kernels import GATES, Params, Work
 
 
@@ -65,6 +65,7 @@ class Model:
             raise ValueError(f"expected {n} parameters, got {self.flat.size}")
         self.params = views(self.flat, self.shapes)
         self._work = {}
+        self._grads = {}
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -95,15 +96,35 @@ class Model:
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
     # -- windows ----------------------------------------------------------------------------
+    # A window's streams are split into one part per thread (see threads.py); each part has its
+    # own buffers, and all but the first their own gradient accumulator.
 
-    def work(self, T, B, dropout=False):
-        key = (T, B, dropout)
+    def work(self, T, B, dropout=False, part=0):
+        key = (T, B, dropout, part)  # each part (thread) has buffers of its own
         if key not in self._work:
             self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout)
         return self._work[key]
 
+    def parts(self, B):
+        n = min(threads.num_threads(), max(1, B // 8))  # tiny parts are not worth a thread
+        if n > 1:
+            threads.set_blas_threads(1)
+        bounds = np.linspace(0, B, n + 1).astype(int)
+        return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+    def _part_grads(self, i):
+        if i not in self._grads:
+            self._grads[i] = self.zeros_like_params()
+        return self._grads[i]
+
+    def _map(self, fn, parts):
+        if len(parts) == 1:
+            return [fn(0, parts[0])]
+        futures = [threads.pool().submit(fn, i, s) for i, s in enumerate(parts)]
+        return [f.result() for f in futures]
+
     def forward(self, x, h0, c0, masks=None):
-        """Logits for x (T, B); returns the Work whose P holds them (T*B, V)."""
+        """Logits for x (T, B) in one part; returns the Work whose P holds them (T*B, V)."""
         T, B = x.shape
         w = self.work(T, B, masks is not None)
         if masks is not None:
@@ -112,20 +133,41 @@ class Model:
         return w
 
     def window_loss(self, x, y, h0, c0):
-        """Mean loss over a window and the final state (h, c) (copies)."""
-        w = self.forward(x, h0, c0)
-        loss = K.xent(w.P, y.reshape(-1), False)
-        return loss, final_state(w)
+        """Mean loss over a window and the final state (h, c)."""
+        T, B = x.shape
+
+        def part(i, s):
+            w = self.work(T, s.stop - s.start, False, i)
+            loss = K.window_loss(self.cell, self.params, _c(x[:, s]), _c(y[:, s]),
+                                 _c(h0[:, s]), _c(c0[:, s]), w)
+            return loss, w
+        res = self._map(part, self.parts(B))
+        return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None):
-        """Loss of one window; accumulates d loss / d params into grads (a Params).
+        """Mean loss of one window; accumulates d loss / d params into grads (a Params).
         Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given."""
-        w = self.forward(x, h0, c0, masks)
-        loss = K.xent(w.P, y.reshape(-1), True)
-        if dstate is None:
-            dstate = self.zero_state(x.shape[1])
-        K.backward(self.cell, self.params, x, w, grads, dstate[0], dstate[1])
-        return loss, final_state(w)
+        T, B = x.shape
+        parts = self.parts(B)
+        dh0, dc0 = dstate if dstate is not None else self.zero_state(B)
+
+        def part(i, s):
+            w = self.work(T, s.stop - s.start, masks is not None, i)
+            if masks is not None:
+                w.M[:] = masks[:, :, s]
+            dp = grads if i == 0 else self._part_grads(i)[1]
+            dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
+            loss = K.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
+                                 _c(c0[:, s]), w, dp, dh, dc, x.size)
+            dh0[:, s], dc0[:, s] = dh, dc
+            return loss, w
+        res = self._map(part, parts)
+        for i in range(1, len(parts)):
+            gflat = self._part_grads(i)[0]
+            for g, d in zip(grads, self._part_grads(i)[1]):
+                g += d
+            gflat[:] = 0
+        return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def evaluate(self, ids, batch_size=50, seq_len=100):
         """Mean loss in nats/char of predicting ids[1:] from ids[:-1]: the text is cut into
@@ -148,8 +190,14 @@ class Model:
         return total / (B * per)
 
 
-def final_state(w):
-    return w.Hs[:, -1].copy(), w.Cs[:, -1].copy()
+def _c(a):
+    return np.ascontiguousarray(a)
+
+
+def _join_state(works):
+    """Final (h, c), each (L, B, H), of the parts' windows, side by side."""
+    return (np.concatenate([w.Hs[:, -1] for w in works], axis=1),
+            np.concatenate([w.Cs[:, -1] for w in works], axis=1))
 
 
 def alloc_work(cfg, T, B, dtype, dropout=False):

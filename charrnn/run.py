@@ -116,7 +116,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     if (run_dir / checkpoint.LATEST).exists() and not force:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                           "or pass --force to start over there")
-    info = {"corpus": desc, "source": corpus, "glob": glob, "bytes": byte_level,
+    source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
+    info = {"corpus": desc, "source": source, "glob": glob, "bytes": byte_level,
             "max_vocab": max_vocab, "init_from": str(init_from) if init_from else None}
     trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype)
     if base is not None:

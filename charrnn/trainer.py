@@ -38,7 +38,7 @@ class TrainConfig:
     epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
     val_frac: float = 0.1         # the last fraction of the text is held out for validation
     eval_every: int = 200         # steps between evaluations (and checkpoints)
-    eval_chars: int = 0           # validation characters used between evaluations (0: all)
+    eval_chars: int = 120_000     # validation characters used between evaluations (0: all)
     keep: int = 0                 # also keep the last N step-stamped checkpoints
     patience: int = 0             # stop after N evaluations without improvement (0: never)
     seed: int = 1                 # seeds initialisation, dropout and everything random
@@ -102,8 +102,9 @@ class Trainer:
 
     @classmethod
     def resume(cls, path, train_ids, val_ids, overrides=None, run_dir=None):
-        """Continue the run saved in checkpoint `path`; overrides may change budgets."""
-        model, meta, train = model_from_checkpoint(path)
+        """Continue the run saved in checkpoint `path`, in the dtype it was trained in;
+        overrides may change budgets."""
+        model, meta, train = model_from_checkpoint(path, dtype=None)
         if "adam_m" not in train:
             raise ConfigError(f"{path} holds no training state to resume from")
         cfg = replace(TrainConfig(**meta["train"]), **(overrides or {}))

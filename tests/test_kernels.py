@@ -37,7 +37,8 @@ def test_forward_matches_reference(cell, L):
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
     if cell == "lstm":
         np.testing.assert_allclose(w.Cs[:, -1], cT, rtol=0, atol=1e-10)
-    assert abs(K.xent(w.P.copy(), y.reshape(-1), False) - reference_loss(logits, y.reshape(-1))) < 1e-10
+    assert abs(K.xent(w.P.copy(), y.reshape(-1), False) / y.size
+               - reference_loss(logits, y.reshape(-1))) < 1e-10
 
 
 def numeric_grad(f, arr, eps=1e-6):
@@ -72,7 +73,7 @@ def test_backward_matches_finite_differences(cell, dropout):
 
     def loss():
         w = m.forward(x, h0, c0, masks)
-        return K.xent(w.P, y.reshape(-1), False)
+        return K.xent(w.P, y.reshape(-1), False) / y.size
 
     gflat, grads = m.zeros_like_params()
     dstate = (np.zeros_like(h0), np.zeros_like(c0))
@@ -141,3 +142,29 @@ def test_fast_tanh_is_close_to_exact():
     assert np.abs(apply_sig(x) - 1 / (1 + np.exp(-x.astype(np.float64)))).max() < 5e-7
     x64 = x.astype(np.float64)
     assert np.abs(apply(x64) - exact).max() < 1e-15  # float64 stays exact
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_streams_split_across_threads_give_the_same_window(cell, monkeypatch):
+    """The model splits a window's streams into parts run on separate threads; the loss, the
+    gradients and the states must equal one kernel call over the whole window."""
+    monkeypatch.setenv("CHARRNN_THREADS", "2")
+    m, rng = tiny(cell)
+    B = 16
+    x, y, h0, c0 = window(rng, B=B)
+    assert len(m.parts(B)) == 2
+    _, whole = m.zeros_like_params()
+    dh_w, dc_w = np.zeros_like(h0), np.zeros_like(c0)
+    w = m.work(6, B)
+    loss_w = K.window_grad(m.cell, m.params, x, y, h0, c0, w, whole, dh_w, dc_w, x.size) / x.size
+    _, split = m.zeros_like_params()
+    dstate = (np.zeros_like(h0), np.zeros_like(c0))
+    loss, (hT, cT) = m.loss_and_grad(x, y, h0, c0, split, dstate=dstate)
+    assert abs(loss - loss_w) < 1e-12
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    np.testing.assert_allclose(dstate[0], dh_w, atol=1e-12)
+    np.testing.assert_allclose(hT, w.Hs[:, -1], atol=1e-12)
+    loss2, (h2, _) = m.window_loss(x, y, h0, c0)
+    assert abs(loss2 - loss_w) < 1e-12
+    np.testing.assert_allclose(h2, hT, atol=1e-12)

@@ -1,0 +1,74 @@
+"""Shared helpers for the training, checkpoint and command-line tests: seeded Markov corpora whose
+entropy rate is known exactly, and one tiny run trained through the command line."""
+import signal
+
+import numpy as np
+import pytest
+
+
+def markov_chain(V, seed, peaked_rows=()):
+    """A seeded transition matrix P (V, V), its stationary distribution and its entropy rate in
+    nats: sum_i pi_i * H(P[i]). Rows in peaked_rows put most of their mass on one or two symbols."""
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.ones(V), size=V)
+    for i in peaked_rows:
+        P[i] = rng.dirichlet(np.full(V, 0.15))
+    w, vecs = np.linalg.eig(P.T)
+    pi = np.real(vecs[:, np.argmin(np.abs(w - 1))])
+    pi /= pi.sum()
+    logP = np.log(np.where(P > 0, P, 1.0))
+    rate = float(pi @ -(P * logP).sum(axis=1))
+    return P, pi, rate
+
+
+def markov_text(symbols, n, seed=0, peaked_rows=()):
+    """(text of n symbols drawn from a seeded first-order Markov chain, its entropy rate)."""
+    P, pi, rate = markov_chain(len(symbols), seed, peaked_rows)
+    rng = np.random.default_rng(seed + 1)
+    cum = np.cumsum(P, axis=1)
+    u = rng.random(n)
+    ids = np.empty(n, np.int64)
+    ids[0] = rng.choice(len(symbols), p=pi)
+    for t in range(1, n):
+        ids[t] = min(int(np.searchsorted(cum[ids[t - 1]], u[t], side="right")), len(symbols) - 1)
+    return "".join(symbols[i] for i in ids), rate
+
+
+TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16"]
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """`charrnn train` installs SIGINT/SIGTERM handlers; run in-process, it must not leave them
+    behind for the rest of the test session."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """A small text over 'abcd', space and newline, written to a file."""
+    text, _ = markov_text("abcd \n", 6000, seed=3)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory, corpus_file):
+    """A run directory trained by `charrnn train` in-process: 40 steps of a 1x16 LSTM."""
+    from typer.testing import CliRunner
+    from charrnn.cli import app
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(out), "--steps", "40",
+                                          "--eval-every", "10", "--keep", "2", "-q", *TINY])
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    return out

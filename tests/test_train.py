@@ -1,0 +1,168 @@
+"""Training through the library: the model learns a source whose entropy rate is known, a resumed
+run is bit-for-bit the run that never stopped, and the run directory holds what it promises."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint, run
+from charrnn.errors import ConfigError, CorpusError
+from conftest import markov_chain, markov_text
+
+
+def train(corpus, out, callback=None, should_stop=lambda: False, **options):
+    """prepare + run inside the locked run directory, returning the trainer."""
+    trainer = run.prepare(corpus, out, **options)
+    with run.run_directory(trainer.run_dir):
+        trainer.status = trainer.run(callback, should_stop)
+    return trainer
+
+
+# ------------------------------------------------------------------------------------- learning
+
+def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
+    """A first-order Markov source over six symbols (three rows nearly deterministic): a small
+    LSTM must come within 0.05 nats/char of its entropy rate on held-out text."""
+    symbols, peaked = "abcdef", (0, 2, 4)
+    text, rate = markov_text(symbols, 100_000, seed=1, peaked_rows=peaked)
+    P, pi, rate_again = markov_chain(len(symbols), 1, peaked)
+    assert rate == rate_again
+    unigram = float(-(pi * np.log(pi)).sum())
+    assert unigram > rate + 0.2  # the bound cannot be met without learning the transitions
+    path = tmp_path / "markov.txt"
+    path.write_text(text)
+    # 40% held out: 40,000 validation characters keep the sampling noise of the loss ~0.005
+    t = train(path, tmp_path / "run", num_layers=1, hidden_size=32, batch_size=32, seq_len=25,
+              lr=1e-2, steps=300, eval_every=100, val_frac=0.4, seed=1)
+    assert t.model.dtype == np.float32
+    first, final = t.history[0]["val_loss"], t.history[-1]["val_loss"]
+    assert t.step == 300 and final < first
+    print("GAP", final - rate)
+    assert rate - 0.02 <= final <= rate + 0.05, (final, rate)
+
+
+# ---------------------------------------------------------------------------------- exact resume
+
+RESUME_OPTS = dict(num_layers=2, hidden_size=8, dropout=0.3, batch_size=4, seq_len=10,
+                   eval_every=5, val_frac=0.1, seed=7, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    # 450 training characters: 11 windows of 4 x 10 per epoch, so 20 steps cross an epoch
+    text, _ = markov_text("abcdef", 500, seed=5, peaked_rows=(1,))
+    path = tmp_path_factory.mktemp("small") / "small.txt"
+    path.write_text(text)
+    return path
+
+
+def history_without_times(history):
+    return [{k: v for k, v in h.items() if k != "elapsed"} for h in history]
+
+
+@pytest.mark.parametrize("stop_at", [10, 7])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
+    """20 steps in one go == stop_at steps, stop, resume from the files, the rest. float64 and
+    dropout, so the random generator's state and the carried hidden state both matter."""
+    N = 20
+    whole = train(small_corpus, tmp_path / "whole", steps=N, **RESUME_OPTS)
+    assert whole.epoch == 1  # the epoch boundary (state reset) happened inside the run
+
+    # stop through should_stop, as Ctrl-C does
+    t1 = run.prepare(small_corpus, tmp_path / "split", steps=N, **RESUME_OPTS)
+    with run.run_directory(t1.run_dir):
+        assert t1.run(should_stop=lambda: t1.step >= stop_at) == "interrupted"
+    assert t1.step == stop_at
+
+    t2 = run.prepare(resume=tmp_path / "split", steps=N)
+    assert t2.model.dtype == np.float64 and t2.step == stop_at
+    with run.run_directory(t2.run_dir):
+        assert t2.run() == "done"
+
+    assert t2.step == N
+    assert np.array_equal(t2.model.flat, whole.model.flat)
+    assert np.array_equal(t2.opt.m, whole.opt.m)
+    assert np.array_equal(t2.opt.v, whole.opt.v)
+    assert np.array_equal(t2.h, whole.h) and np.array_equal(t2.c, whole.c)
+    assert t2.rng.bit_generator.state == whole.rng.bit_generator.state
+
+    # and the files say the same
+    m_whole, p_whole, tr_whole = checkpoint.load(tmp_path / "whole" / checkpoint.LATEST)
+    m_split, p_split, tr_split = checkpoint.load(tmp_path / "split" / checkpoint.LATEST)
+    for k in p_whole:
+        assert p_whole[k].dtype == np.float64
+        assert np.array_equal(p_whole[k], p_split[k]), k
+    for k in ("adam_m", "adam_v", "h", "c"):
+        assert np.array_equal(tr_whole[k], tr_split[k]), k
+    if stop_at % RESUME_OPTS["eval_every"] == 0:
+        assert history_without_times(t2.history) == history_without_times(whole.history)
+        assert history_without_times(m_split["history"]) == history_without_times(m_whole["history"])
+    else:  # the validation losses, at least, are those of the same weights
+        assert [h["val_loss"] for h in t2.history] == [h["val_loss"] for h in whole.history]
+
+
+def test_resume_refuses_a_changed_model_or_text(tmp_path, small_corpus):
+    train(small_corpus, tmp_path / "r", steps=5, **RESUME_OPTS)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        run.prepare(resume=tmp_path / "r", hidden_size=16)
+    other = tmp_path / "other.txt"
+    other.write_text(markov_text("abcdef", 500, seed=6)[0])
+    with pytest.raises(ConfigError, match="different text"):
+        run.prepare(other, resume=tmp_path / "r")
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        run.prepare(resume=tmp_path / "empty")
+
+
+def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path, monkeypatch):
+    """Same seed, same weights, also when a window's streams run as parts on two threads
+    (parts of equal size once shared one work buffer and raced)."""
+    monkeypatch.setenv("CHARRNN_THREADS", "2")
+    text, _ = markov_text("abcdef", 20_000, seed=2)
+    path = tmp_path / "c.txt"
+    path.write_text(text)
+    opts = dict(num_layers=1, hidden_size=32, batch_size=32, seq_len=20, steps=20,
+                eval_every=10, seed=3, dtype=np.float64)
+    a = train(path, tmp_path / "a", **opts)
+    b = train(path, tmp_path / "b", **opts)
+    assert len(a.model.parts(32)) == 2
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+    assert np.array_equal(a.model.flat, b.model.flat)
+    losses = [a.validate() for _ in range(3)]
+    assert losses[0] == losses[1] == losses[2]
+
+
+# --------------------------------------------------------------------------------- run directory
+
+def test_run_directory_holds_checkpoints_and_metrics(tmp_path, small_corpus):
+    events = []
+    t = train(small_corpus, tmp_path / "r", callback=events.append, steps=23, keep=2,
+              **dict(RESUME_OPTS, dtype=np.float32))
+    names = sorted(p.name for p in (tmp_path / "r").iterdir())
+    stamped = [n for n in names if n.startswith("step")]
+    assert {"latest.npz", "best.npz", "metrics.jsonl"} <= set(names)
+    assert ".lock" not in names and not [n for n in names if ".tmp" in n]
+    assert len(stamped) == 2 and stamped[-1].startswith("step0000023_")
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == [5, 10, 15, 20, 23] == [e["step"] for e in events]
+    assert all(math.isfinite(r["val_loss"]) and math.isfinite(r["train_loss"]) for r in records)
+    best = checkpoint.load(tmp_path / "r" / "best.npz")[0]
+    assert best["progress"]["step"] == t.best_step
+    assert best["val_loss"] == min(r["val_loss"] for r in records)
+    assert checkpoint.load(tmp_path / "r" / "latest.npz")[0]["progress"]["step"] == 23
+
+
+def test_a_held_run_directory_is_refused(tmp_path, small_corpus):
+    train(small_corpus, tmp_path / "r", steps=5, **RESUME_OPTS)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run.prepare(small_corpus, tmp_path / "r", steps=5, **RESUME_OPTS)
+    run.prepare(small_corpus, tmp_path / "r", steps=5, force=True, **RESUME_OPTS)
+
+
+def test_corpus_shorter_than_one_window(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("abcabcabcabc" * 3)
+    with pytest.raises(CorpusError, match="--batch .* --seq"):
+        run.prepare(path, tmp_path / "r", batch_size=50, seq_len=50, steps=1)
+    assert not (tmp_path / "r").exists()
