@@ -21,8 +21,13 @@ float64 arrays use the exact functions, so gradient tests see the true derivativ
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, types
-from numba.extending import overload
+
+from .threads import preload_blas
+
+preload_blas()  # before Numba first looks for BLAS: see threads.preload_blas
+
+from numba import njit, types  # noqa: E402
+from numba.extending import overload  # noqa: E402
 
 LSTM, GRU, RNN = 0, 1, 2
 
@@ -60,6 +65,7 @@ class Work(NamedTuple):
     dh: np.ndarray    # (B, H)          carried dh of the backward time loop
     dc: np.ndarray    # (B, H)          carried dc of the backward time loop
     dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
+    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +313,16 @@ def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
 
 
 @kernel
+def norm2(a):
+    """Euclidean norm of a 2-d array, accumulated in float64."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            s += float(a[i, j]) * float(a[i, j])
+    return np.sqrt(s)
+
+
+@kernel
 def backward(cell, p, x, w, dp, dh0, dc0):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
     Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H)."""
@@ -327,6 +343,7 @@ def backward(cell, p, x, w, dp, dh0, dc0):
         w.dc[:] = 0
         for t in range(T - 1, -1, -1):
             dh += dH[t]
+            w.gn[l, t] = norm2(dh)
             if cell == LSTM:
                 lstm_step_back(w.G[l, t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, w.dG[t])
                 np.dot(w.dG[t], WhT, w.dh)

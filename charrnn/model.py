@@ -162,6 +162,7 @@ class Model:
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
         res = self._map(part, parts)
+        self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T) over all streams
         for i in range(1, len(parts)):
             gflat = self._part_grads(i)[0]
             for g, d in zip(grads, self._part_grads(i)[1]):
@@ -208,4 +209,4 @@ def alloc_work(cfg, T, B, dtype, dropout=False):
     return Work(G=e(L, T, B, G), Hs=e(L, T + 1, B, H), Cs=e(L, T + 1, B, H), Aux=e(L, T, B, H),
                 M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G), dG=e(T, B, G),
                 dR=e(T if cfg.cell == "gru" else 0, B, G), dH=e(L, T, B, H), dh=e(B, H),
-                dc=e(B, H), dhn=e(B, H))
+                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T)))

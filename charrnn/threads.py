@@ -63,3 +63,32 @@ def set_blas_threads(n):
         return False
     _setter(int(n))
     return True
+
+
+def preload_blas():
+    """Load SciPy's BLAS wrapper module without running scipy.linalg's package import.
+
+    Numba finds BLAS by importing scipy.linalg.cython_blas the first time it loads a kernel,
+    which imports all of scipy.linalg (a fifth of a second, most of `charrnn sample`'s start-up
+    budget). The extension module itself needs none of that; registering it under its full name
+    first makes Numba's import a dictionary lookup. A later `import scipy.linalg` still works.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        import scipy
+        paths = glob.glob(os.path.join(os.path.dirname(scipy.__file__), "linalg",
+                                       "cython_blas*.so"))
+        if not paths:
+            return
+        loader = importlib.machinery.ExtensionFileLoader(name, paths[0])
+        spec = importlib.util.spec_from_file_location(name, paths[0], loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loader.exec_module(module)
+    except Exception:  # anything unexpected: let Numba import it the ordinary way
+        sys.modules.pop(name, None)
