@@ -44,22 +44,29 @@ class CharModel(Model):
 
     def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
                  num_samples=1, chunk=256, unknown="error"):
-        """Yield (n, num_samples) arrays of new ids, `length` in all (0: without end)."""
+        """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
+        The prime is checked here, before the first chunk is asked for."""
         from .sampler import Sampler
         s = Sampler(self, num_samples)
-        ids = self.encode(prime, unknown=unknown) if prime else np.array([self.start_id()])
+        try:
+            ids = self.encode(prime, unknown=unknown) if prime else np.array([self.start_id()])
+        except CorpusError as e:
+            raise CorpusError(f"the prime: {e}; pass --drop-unknown to leave them out") from None
         if len(ids) == 0:
             ids = np.array([self.start_id()])
         s.prime(ids)
         rng = np.random.default_rng(seed)
         banned = self.vocab.find(data.UNK) if not self.byte_level else -1
-        done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
-        while length <= 0 or done < length:
-            if length > 0:
-                n = min(n, length - done)
-            yield s.generate(n, rng, temp, top_k, top_p, banned)
-            done += n
-            n = chunk
+
+        def chunks():
+            done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
+            while length <= 0 or done < length:
+                if length > 0:
+                    n = min(n, length - done)
+                yield s.generate(n, rng, temp, top_k, top_p, banned)
+                done += n
+                n = chunk
+        return chunks()
 
     def decoder(self):
         """A function from an id array to text, keeping multi-byte characters whole."""

@@ -57,6 +57,9 @@ def load(path):
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     try:
+        with open(path, "rb") as f:  # else np.load tries, and refuses, to unpickle any file
+            if f.read(4) != b"PK\x03\x04":
+                raise CheckpointError(f"{path} is not a charrnn checkpoint (not an .npz file)")
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
             if "meta" not in files:

@@ -28,7 +28,7 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 def _console():
     from rich.console import Console
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # a log line stays one line
 
 
 def fail(message, code=EXIT_ERROR):
@@ -94,6 +94,7 @@ Opt = typer.Option
 @app.command()
 @user_errors
 def train(
+    ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Argument(
         help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
              "such as 'tinyshakespeare'. Default: this Python's standard library source.")] = None,
@@ -121,10 +122,15 @@ def train(
     val_frac: Annotated[float, Opt(help="Fraction at the end of the text held out for "
                                         "validation.")] = 0.1,
     eval_every: Annotated[int, Opt(help="Steps between evaluations and checkpoints.")] = 200,
+    eval_chars: Annotated[int, Opt(help="Validation characters read at intermediate "
+                                        "evaluations (0: all; the last one reads all).")] = 120_000,
     keep: Annotated[int, Opt(help="Also keep the last N step-stamped checkpoints.")] = 0,
     patience: Annotated[int, Opt(help="Stop after N evaluations without improvement "
                                       "(0: never).")] = 0,
     seed: Annotated[int, Opt(help="Random seed.")] = 1,
+    log_grad_norms: Annotated[bool, Opt(help="At each evaluation, show how the gradient "
+                                        "|dL/dh_t| of the first layer changes across the window "
+                                        "(vanishing or exploding).")] = False,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -151,9 +157,9 @@ def train(
                  batch_size=batch, seq_len=seq, lr=lr, grad_clip=grad_clip, schedule=schedule,
                  warmup=warmup, lr_decay=lr_decay, lr_decay_after=lr_decay_after,
                  weight_decay=weight_decay, steps=steps, minutes=minutes, epochs=epochs,
-                 val_frac=val_frac, eval_every=eval_every, keep=keep, patience=patience, seed=seed)
+                 val_frac=val_frac, eval_every=eval_every, eval_chars=eval_chars, keep=keep,
+                 patience=patience, seed=seed, log_grad_norms=log_grad_norms)
     if resume is not None:  # only options the user actually gave may differ from the run's
-        ctx = typer.get_current_context()
         given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
         names = {k: v for k, v in names.items() if _flag_of(k) in given}
     dtype = np.float64 if float64 else np.float32
@@ -169,8 +175,12 @@ def train(
     with compile_notice(quiet):
         api.warmup(m.config.cell, dtype)
     stop = _stop_flag()
-    with run.run_directory(trainer.run_dir, force=force), _Progress(con, trainer, quiet) as prog:
-        status = trainer.run(prog.update, stop.is_set)
+    try:
+        with run.run_directory(trainer.run_dir, force=force), \
+                _Progress(con, trainer, quiet) as prog:
+            status = trainer.run(prog.update, stop.is_set)
+    finally:
+        stop.restore()
     _summary(con, trainer, status, quiet)
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -182,8 +192,15 @@ def _flag_of(field):
 
 
 def _stop_flag():
-    """SIGINT/SIGTERM set a flag; the trainer finishes its step, saves, and returns."""
+    """SIGINT/SIGTERM set a flag; the trainer finishes its step, saves, and returns.
+    flag.restore() puts the previous handlers back (for callers that live on, such as tests)."""
     flag = threading.Event()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for s, old in previous.items():
+            signal.signal(s, old)
+    flag.restore = restore
 
     def handler(signum, frame):
         if flag.is_set():  # a second Ctrl-C: the user insists
@@ -231,6 +248,13 @@ class _Progress:
                 f"{e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
         if self.quiet:
             return
+        if "grad_norms" in e:
+            g = e["grad_norms"]
+            last = g[-1] or 1.0
+            picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)},
+                           reverse=True)
+            line += "\n  |dL/dh_t| / |dL/dh_T-1|: " + "  ".join(
+                f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks)
         if self.live:
             self.bar.update(self.task, completed=self.trainer.progress(), stats=line)
             self.bar.console.print(line)
@@ -285,17 +309,22 @@ def _check_sampling(temp, top_k, top_p, length, num_samples):
         fail("--length must be 0 (endless) or positive", 2)
     if num_samples < 1:
         fail("--num-samples must be at least 1", 2)
+    if num_samples > 1 and length == 0:  # samples are written when all are done: never
+        fail("--num-samples above 1 needs a --length", 2)
 
 
 class _Out:
     """Writes text to stdout as it comes; a reader that went away ends generation quietly."""
 
-    def __init__(self):
+    def __init__(self, keep=False):
         self.stream = sys.stdout
+        self.keep, self.written = keep, ""  # keep a copy only when asked (-n 0 is endless)
 
     def write(self, s):
         self.stream.write(s)
         self.stream.flush()
+        if self.keep:
+            self.written += s
 
 
 def _quiet_broken_pipe():
@@ -332,6 +361,10 @@ def sample(
                                        "are understood).")] = "\\n\\n",
     stop: Annotated[Optional[str], Opt(help="End a sample at the first occurrence of this string "
                                             "(escapes understood, e.g. '\\n\\n').")] = None,
+    novelty: Annotated[bool, Opt(help="Afterwards, report on stderr which fraction of the "
+                                      "sample's n-grams occur verbatim in the training text.")] = False,
+    data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
+                                            "are looked for (for --novelty).")] = None,
 ):
     """Generate text from a trained model; only the text goes to stdout."""
     _check_sampling(temp, top_k, top_p, length, num_samples)
@@ -343,7 +376,7 @@ def sample(
     unknown = "drop" if drop_unknown else "error"
     gen = model.generate(length, temp, text, seed, top_k, top_p, num_samples, unknown=unknown)
     stop = _unescape(stop) if stop else None
-    out = _Out()
+    out = _Out(keep=novelty)
     try:
         if num_samples == 1:
             out.write(text)
@@ -352,10 +385,31 @@ def sample(
             _write_batch(model, gen, num_samples, text, stop, _unescape(separator), out)
     except BrokenPipeError:
         _quiet_broken_pipe()
+        return
+    if novelty:
+        _report_novelty(model, out.written[len(text):], data_dir)
+
+
+def _report_novelty(model, sample, data_dir):
+    from . import data
+    from .novelty import copied_fraction
+    info = model.meta.get("info", {})
+    source = info.get("source")
+    if source == "-":
+        fail("--novelty needs the training text, but this model was trained on stdin")
+    corpus, _ = data.read_text(source, data_dir=data_dir, glob=info.get("glob"),
+                               byte_level=bool(info.get("bytes")))
+    if isinstance(corpus, bytes):
+        corpus = corpus.decode("utf-8", "replace")
+    parts = [f"{n}-grams {100 * f:.1f}%" for n, f in copied_fraction(sample, corpus).items()]
+    sys.stderr.write("charrnn: copied verbatim from the training text: "
+                     + (", ".join(parts) or "sample too short") + "\n")
 
 
 def _unescape(s):
-    return s.encode("utf-8").decode("unicode_escape") if "\\" in s else s
+    if "\\" not in s:
+        return s
+    return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def _stream_one(model, gen, stop, out):
@@ -439,6 +493,26 @@ def info(
     for h in d["history"][-10:]:
         print(f"  step {h['step']:>7}  {h['elapsed']:8.1f}s  train {_fmt(h['train_loss'])}  "
               f"val {_fmt(h['val_loss'])}")
+
+
+@app.command()
+@user_errors
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (it holds metrics.jsonl).")],
+    png: Annotated[Optional[Path], Opt("--png", help="Also write the curves to this PNG file "
+                                       "(needs matplotlib: pip install 'charrnn[plot]').")] = None,
+    x: Annotated[str, Opt(help="Horizontal axis: elapsed (seconds) or chars.")] = "elapsed",
+):
+    """Draw the run's training and validation loss against time or characters seen."""
+    from . import plot as plotting
+    if x not in ("elapsed", "chars"):
+        fail("--x must be elapsed or chars", 2)
+    rows = plotting.read_metrics(run_dir)
+    for line in plotting.text_chart(rows, x):
+        print(line)
+    if png is not None:
+        plotting.png(rows, png)
+        sys.stderr.write(f"charrnn: wrote {png}\n")
 
 
 def main():

@@ -42,6 +42,7 @@ class TrainConfig:
     keep: int = 0                 # also keep the last N step-stamped checkpoints
     patience: int = 0             # stop after N evaluations without improvement (0: never)
     seed: int = 1                 # seeds initialisation, dropout and everything random
+    log_grad_norms: bool = False  # report |d loss / d h_t| across the window at evaluations
 
     def validate(self):
         for name in ("batch_size", "seq_len", "eval_every"):
@@ -257,6 +258,8 @@ class Trainer:
         else:
             self.stale += 1
         event["best"] = improved
+        if self.cfg.log_grad_norms:
+            event["grad_norms"] = [round(float(v), 6) for v in self.model.grad_norms[0]]
         self.save(checkpoint.LATEST)
         if improved:
             self.save(checkpoint.BEST)

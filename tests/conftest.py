@@ -1,7 +1,5 @@
 """Shared helpers for the training, checkpoint and command-line tests: seeded Markov corpora whose
 entropy rate is known exactly, and one tiny run trained through the command line."""
-import signal
-
 import numpy as np
 import pytest
 
@@ -37,16 +35,6 @@ def markov_text(symbols, n, seed=0, peaked_rows=()):
 TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16"]
 
 
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    """`charrnn train` installs SIGINT/SIGTERM handlers; run in-process, it must not leave them
-    behind for the rest of the test session."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-
-
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory):
     """A small text over 'abcd', space and newline, written to a file."""
@@ -62,13 +50,8 @@ def cli_run(tmp_path_factory, corpus_file):
     from typer.testing import CliRunner
     from charrnn.cli import app
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(out), "--steps", "40",
-                                          "--eval-every", "10", "--keep", "2", "-q", *TINY])
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+    result = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(out), "--steps", "40",
+                                      "--eval-every", "10", "--keep", "2", "-q", *TINY])
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == ""
+    assert result.stdout == "" and result.stderr == ""
     return out

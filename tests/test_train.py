@@ -26,7 +26,7 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
     LSTM must come within 0.05 nats/char of its entropy rate on held-out text."""
     symbols, peaked = "abcdef", (0, 2, 4)
     text, rate = markov_text(symbols, 100_000, seed=1, peaked_rows=peaked)
-    P, pi, rate_again = markov_chain(len(symbols), 1, peaked)
+    _, pi, rate_again = markov_chain(len(symbols), 1, peaked)
     assert rate == rate_again
     unigram = float(-(pi * np.log(pi)).sum())
     assert unigram > rate + 0.2  # the bound cannot be met without learning the transitions
@@ -38,7 +38,6 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
     assert t.model.dtype == np.float32
     first, final = t.history[0]["val_loss"], t.history[-1]["val_loss"]
     assert t.step == 300 and final < first
-    print("GAP", final - rate)
     assert rate - 0.02 <= final <= rate + 0.05, (final, rate)
 
 
@@ -97,7 +96,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
         assert np.array_equal(tr_whole[k], tr_split[k]), k
     if stop_at % RESUME_OPTS["eval_every"] == 0:
         assert history_without_times(t2.history) == history_without_times(whole.history)
-        assert history_without_times(m_split["history"]) == history_without_times(m_whole["history"])
+        assert (history_without_times(m_split["history"])
+                == history_without_times(m_whole["history"]))
     else:  # the validation losses, at least, are those of the same weights
         assert [h["val_loss"] for h in t2.history] == [h["val_loss"] for h in whole.history]
 

@@ -1,0 +1,307 @@
+"""The command-line contract: stdout carries only the product (text, a number, JSON), logs and
+errors go to stderr, a user mistake is one line 'charrnn: error: ...' and exit 1 (2 for a bad
+option value), never a traceback; and the commands behave in a pipe and under Ctrl-C."""
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import charrnn
+from charrnn import api, checkpoint
+from charrnn.cli import app
+from conftest import TINY
+
+COMPILING = "charrnn: compiling kernels"
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def ok(result):
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def user_error(result, *fragments, code=1):
+    """The one-line error contract; returns the message."""
+    assert isinstance(result.exception, SystemExit), result.exc_info  # no uncaught exception
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if not ln.startswith(COMPILING)]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("charrnn: error: ")
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def corpus_text(corpus_file):
+    return corpus_file.read_text()
+
+
+# ----------------------------------------------------------------------------- version and help
+
+def test_version():
+    r = ok(invoke("--version"))
+    assert r.stdout == f"charrnn {charrnn.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["eval"], ["info"]])
+def test_help(command):
+    r = ok(invoke(*command, "--help"))
+    assert "Usage:" in r.stdout
+    assert r.stderr == ""
+
+
+# ------------------------------------------------------------------------------------ run output
+
+def test_quiet_training_writes_the_run_directory(cli_run):
+    names = sorted(os.listdir(cli_run))
+    assert {"latest.npz", "best.npz", "metrics.jsonl"} <= set(names)
+    assert ".lock" not in names
+    stamped = [n for n in names if n.startswith("step")]
+    assert len(stamped) == 2  # --keep 2 of the four evaluations
+    records = [json.loads(ln) for ln in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert all(math.isfinite(r["val_loss"]) for r in records)
+    assert records[-1]["val_loss"] < math.log(6)  # better than uniform over the six symbols
+
+
+def test_progress_goes_to_stderr_in_whole_lines(tmp_path, corpus_file):
+    r = ok(invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "6", "--eval-every", "3",
+                  *TINY))
+    assert r.stdout == ""
+    steps = [ln for ln in r.stderr.splitlines() if ln.startswith("step")]
+    assert len(steps) == 2
+    for line in steps:  # a log line is not wrapped at the width of an imagined terminal
+        assert re.fullmatch(r"step +\d+ +epoch .* val \S+ .* chars/s +left \S+", line), line
+    assert "finished at step 6" in r.stderr
+
+
+def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path, corpus_file):
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    ok(invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "2", "-q", *TINY))
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+# ----------------------------------------------------------------------------------------- sample
+
+def test_same_seed_same_text_and_nothing_else_on_stdout(cli_run, corpus_text):
+    a = ok(invoke("sample", "-c", cli_run, "-n", "50", "--seed", "3"))
+    b = ok(invoke("sample", "-c", cli_run, "-n", "50", "--seed", "3"))
+    assert a.stdout_bytes == b.stdout_bytes
+    assert len(a.stdout) == 50
+    assert set(a.stdout) <= set(corpus_text)  # generated characters only, no log text
+    assert a.stdout == api.load(cli_run).sample(50, seed=3)
+    c = ok(invoke("sample", "-c", cli_run, "-n", "50", "--seed", "4"))
+    assert c.stdout != a.stdout
+
+
+def test_greedy_sampling_needs_no_seed(cli_run):
+    a = ok(invoke("sample", "-c", cli_run, "-n", "40", "--temp", "0"))
+    b = ok(invoke("sample", "-c", cli_run, "-n", "40", "--temp", "0"))
+    assert a.stdout == b.stdout == api.load(cli_run).sample(40, temp=0)
+    assert len(a.stdout) == 40
+
+
+def test_prime_is_printed_first(cli_run):
+    r = ok(invoke("sample", "-c", cli_run, "--prime", "ab", "-n", "30", "--seed", "1"))
+    assert r.stdout.startswith("ab") and len(r.stdout) == 32
+    assert r.stdout[2:] == api.load(cli_run).sample(30, prime="ab", seed=1)
+    r = ok(invoke("sample", "-c", cli_run, "--prime", "-", "-n", "5", "--seed", "1", input="ba"))
+    assert r.stdout.startswith("ba") and len(r.stdout) == 7
+
+
+def test_several_samples_and_a_stop_string(cli_run):
+    r = ok(invoke("sample", "-c", cli_run, "-n", "12", "--seed", "2", "--num-samples", "3",
+                  "--separator", "|"))
+    parts = r.stdout.split("|")
+    assert [len(p) for p in parts] == [12, 12, 12]
+    r = ok(invoke("sample", "-c", cli_run, "-n", "300", "--seed", "2", "--stop", "a"))
+    assert r.stdout.endswith("a") and r.stdout.count("a") == 1
+
+
+# ------------------------------------------------------------------------------------ eval, info
+
+def test_eval_prints_the_loss(cli_run, corpus_file, corpus_text):
+    expected = api.load(cli_run).loss(corpus_text)
+    r = ok(invoke("eval", "-c", cli_run, corpus_file))
+    assert len(r.stdout.splitlines()) == 1
+    assert float(r.stdout.split()[0]) == pytest.approx(expected, abs=1e-4)
+    j = json.loads(ok(invoke("eval", "-c", cli_run, corpus_file, "--json")).stdout)
+    assert j["nats_per_char"] == pytest.approx(expected, rel=1e-9)
+    assert j["bits_per_char"] == pytest.approx(expected / math.log(2), rel=1e-9)
+    assert j["chars"] == len(corpus_text)
+
+
+def test_info(cli_run):
+    j = json.loads(ok(invoke("info", cli_run, "--json")).stdout)
+    assert (j["cell"], j["layers"], j["hidden"], j["vocab_size"]) == ("lstm", 1, 16, 6)
+    assert j["step"] == 40 and j["evaluations"] == 4 and len(j["history"]) == 4
+    assert j["path"] == str(cli_run / checkpoint.BEST)
+    r = ok(invoke("info", cli_run))
+    assert "lstm 1x16" in r.stdout and r.stderr == ""
+
+
+# ----------------------------------------------------------------------------------------- resume
+
+def test_resume_continues_and_keeps_the_model(tmp_path, corpus_file):
+    run = tmp_path / "r"
+    ok(invoke("train", corpus_file, "-o", run, "--steps", "5", "-q", *TINY))
+    ok(invoke("train", "--resume", run, "--steps", "10", "-q"))
+    assert json.loads(ok(invoke("info", run / "latest.npz", "--json")).stdout)["step"] == 10
+    user_error(invoke("train", "--resume", run, "--steps", "20", "--hidden", "32", "-q"),
+               "hidden_size")
+    user_error(invoke("train", "--resume", tmp_path / "nothing", "-q"), "nothing to resume")
+
+
+def test_training_from_stdin(tmp_path, corpus_text):
+    run = tmp_path / "r"
+    ok(invoke("train", "-", "-o", run, "--steps", "3", "-q", *TINY, input=corpus_text))
+    user_error(invoke("train", "--resume", run, "--steps", "5", "-q"), "stdin")
+    ok(invoke("train", "-", "--resume", run, "--steps", "5", "-q", input=corpus_text))
+    assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 5
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+def test_corpus_errors(tmp_path):
+    user_error(invoke("train", tmp_path / "missing.txt", "-o", tmp_path / "r", "-q"),
+               "missing.txt")
+    (tmp_path / "empty.txt").write_text("")
+    user_error(invoke("train", tmp_path / "empty.txt", "-o", tmp_path / "r", "-q"), "empty")
+    (tmp_path / "bin.dat").write_bytes(b"abc\x00def" * 100)
+    user_error(invoke("train", tmp_path / "bin.dat", "-o", tmp_path / "r", "-q"), "binary",
+               "--bytes")
+    (tmp_path / "short.txt").write_text("ab\n" * 100)
+    user_error(invoke("train", tmp_path / "short.txt", "-o", tmp_path / "r", "-q"),
+               "--batch", "--seq")
+    assert not (tmp_path / "r").exists()  # a failed start leaves no run directory behind
+
+
+def test_option_errors(cli_run, corpus_file, tmp_path):
+    user_error(invoke("sample", "-c", cli_run, "--temp", "-1"), "--temp", code=2)
+    user_error(invoke("sample", "-c", cli_run, "--top-p", "2"), "--top-p", code=2)
+    user_error(invoke("sample", "-c", cli_run, "-n", "0", "--num-samples", "2"), "--length",
+               code=2)
+    user_error(invoke("sample", "-c", cli_run, "--prime", "xyz"), "not in the vocabulary")
+    user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--hidden", "0", "-q"),
+               "hidden")
+    user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--cell", "transformer", "-q"),
+               "transformer")
+
+
+@pytest.mark.parametrize("command", ["sample", "info", "eval"])
+def test_a_corrupt_checkpoint(tmp_path, command, corpus_file):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(np.random.default_rng(1).bytes(2000))
+    def args(ckpt):
+        return {"sample": ["sample", "-c", ckpt], "info": ["info", ckpt],
+                "eval": ["eval", "-c", ckpt, corpus_file]}[command]
+    message = user_error(invoke(*args(bad)), "broken.npz")
+    assert "pickle" not in message  # random bytes are not "pickled objects"
+    user_error(invoke(*args(tmp_path / "absent.npz")), "absent.npz")
+
+
+def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
+    run = tmp_path / "r"
+    ok(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY))
+    before = (run / "latest.npz").read_bytes()
+    user_error(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY),
+               "already holds a run", "--resume")
+    assert (run / "latest.npz").read_bytes() == before
+    ok(invoke("train", corpus_file, "-o", run, "--steps", "4", "-q", "--force", *TINY))
+    assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 4
+
+
+def test_a_locked_run_directory_is_refused(tmp_path, corpus_file):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / ".lock").write_text(str(os.getpid()))
+    user_error(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY),
+               "in use", str(os.getpid()))
+    assert (run / ".lock").read_text() == str(os.getpid())  # the other trainer's lock stays
+    assert not (run / "latest.npz").exists()
+    # a lock left by a process that no longer exists is taken over
+    with open("/proc/sys/kernel/pid_max") as f:
+        (run / ".lock").write_text(str(int(f.read()) + 1))
+    ok(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY))
+    assert (run / "latest.npz").exists() and not (run / ".lock").exists()
+
+
+# ---------------------------------------------------------------------------- real processes
+
+CHARRNN = [sys.executable, "-m", "charrnn"]
+START = 150  # seconds a process may take to start: compiling kernels on a cold Numba cache
+
+
+@contextlib.contextmanager
+def watchdog(process, seconds):
+    """Kill the process if the test has not finished with it in time (a hang fails the test
+    instead of blocking the suite), and in any case on the way out."""
+    timer = threading.Timer(seconds, process.kill)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_endless_sample_into_a_closed_pipe_ends_quietly(cli_run):
+    p = subprocess.Popen([*CHARRNN, "sample", "-c", str(cli_run), "-n", "0", "--seed", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with watchdog(p, START + 60):
+        head = p.stdout.read(100)  # like `| head -c 100`
+        p.stdout.close()
+        _, err = p.communicate(timeout=60)
+    assert head.decode() == api.load(cli_run).sample(100, seed=1)
+    assert p.returncode == 0, err
+    assert b"Traceback" not in err and b"Error" not in err
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):
+    run = tmp_path / "r"
+    p = subprocess.Popen([*CHARRNN, "train", str(corpus_file), "-o", str(run), "--steps", "100000",
+                          "--eval-every", "5", *TINY], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    err, progress = [], threading.Event()
+
+    def read_stderr():
+        for raw in iter(p.stderr.readline, b""):
+            err.append(raw.decode())
+            if err[-1].startswith("step"):
+                progress.set()
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    with watchdog(p, START + 60):
+        deadline = time.monotonic() + START
+        while not progress.wait(0.1):
+            assert p.poll() is None and time.monotonic() < deadline, "".join(err)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+        out = p.stdout.read()
+    reader.join(timeout=10)
+    err = "".join(err)
+    assert p.returncode == 130, err
+    assert out == b""
+    assert "Traceback" not in err and "interrupted at step" in err
+    model = api.load(run / "latest.npz")
+    assert model.meta["progress"]["step"] >= 5
+    assert not (run / ".lock").exists()
