@@ -168,3 +168,19 @@ def test_streams_split_across_threads_give_the_same_window(cell, monkeypatch):
     loss2, (h2, _) = m.window_loss(x, y, h0, c0)
     assert abs(loss2 - loss_w) < 1e-12
     np.testing.assert_allclose(h2, hT, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_kernels_agree_with_float64(cell):
+    """float32 uses the arithmetic-only tanh; loss and gradients must stay close to float64."""
+    m64, rng = tiny(cell, H=16)
+    m32 = Model(m64.config, m64.vocab, flat=m64.flat.astype(np.float32), dtype=np.float32)
+    x, y, h0, c0 = window(rng, T=10, B=4, H=16)
+    _, g64 = m64.zeros_like_params()
+    _, g32 = m32.zeros_like_params()
+    l64, _ = m64.loss_and_grad(x, y, h0, c0, g64)
+    l32, _ = m32.loss_and_grad(x, y, h0.astype(np.float32), c0.astype(np.float32), g32)
+    assert abs(l64 - l32) < 1e-5
+    for name, a, b in zip(g64._fields, g64, g32):
+        if a.size:
+            assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max() + 1e-7, name
