@@ -5,7 +5,7 @@ seed gives the same text whatever the chunk sizes.
 """
 import numpy as np
 
-from . import kernels as K
+from . import kernels as K, threads
 from .kernels import kernel
 
 
@@ -92,6 +92,9 @@ class Sampler:
     """Stateful generation from a Model for N rows at once (N independent samples)."""
 
     def __init__(self, model, num_samples=1):
+        # Products of a few rows: a second BLAS thread costs more in waking and spinning than it
+        # saves, and on a busy machine far more.
+        threads.set_blas_threads(1)
         cfg = model.config
         self.model, self.N = model, num_samples
         Kg = model.params.Wh.shape[2]
