@@ -107,8 +107,10 @@ class Model:
 
     def parts(self, B):
         n = min(threads.num_threads(), max(1, B // 8))  # tiny parts are not worth a thread
-        if n > 1:
-            threads.set_blas_threads(1)
+        # Always single-threaded BLAS: the parts are the parallelism. A multi-threaded OpenBLAS
+        # spins while it waits and, with other busy processes on the machine, collapses
+        # (measured here: tens of times slower with three trainings side by side).
+        threads.set_blas_threads(1)
         bounds = np.linspace(0, B, n + 1).astype(int)
         return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
