@@ -74,9 +74,13 @@ def pick(row, coin, temp, top_k, top_p, banned, prob):
 
 
 @kernel
-def generate(cell, p, h, c, cur, coins, temp, top_k, top_p, banned, out, G, R, aux, logits, prob):
-    """Sample out.shape[0] characters for each of N rows: cur (N,) is the last character seen
-    (updated); coins (n, N) uniforms in [0, 1); out (n, N) receives ids."""
+def generate(cell, p, h, c, pending, cur, coins, temp, top_k, top_p, banned, out, G, R, aux,
+             logits, prob):
+    """Feed the characters pending (m, N) (a prime not yet seen; m may be 0), then sample
+    out.shape[0] characters for each of N rows: cur (N,) is the last character seen (updated);
+    coins (n, N) uniforms in [0, 1); out (n, N) receives ids. One kernel for both, so a
+    command loads one function from Numba's cache, not two."""
+    feed(cell, p, pending, h, c, G, R, aux)
     L = h.shape[0]
     for s in range(out.shape[0]):
         step(cell, p, cur, h, c, G, R, aux)
@@ -106,20 +110,20 @@ class Sampler:
         self.logits = np.zeros((num_samples, cfg.vocab_size), dt)
         self.prob = np.zeros(cfg.vocab_size, np.float64)
         self.cur = np.zeros(num_samples, np.int64)
+        self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
 
     def prime(self, ids):
         """Warm the state on ids (a 1-d sequence); the last one is the next input."""
         ids = np.asarray(ids, np.int64)
-        if len(ids) > 1:
-            batch = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
-            feed(self.model.cell, self.model.params, batch, self.h, self.c, self.G, self.R, self.aux)
+        self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
     def generate(self, n, rng, temp=1.0, top_k=0, top_p=1.0, banned=-1):
         """The next n ids of each row, shape (n, N)."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        generate(self.model.cell, self.model.params, self.h, self.c, self.cur, coins, float(temp),
-                 int(top_k), float(top_p), int(banned), out, self.G, self.R, self.aux,
+        generate(self.model.cell, self.model.params, self.h, self.c, self.pending, self.cur, coins,
+                 float(temp), int(top_k), float(top_p), int(banned), out, self.G, self.R, self.aux,
                  self.logits, self.prob)
+        self.pending = self.pending[:0]
         return out
