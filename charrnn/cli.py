@@ -516,8 +516,24 @@ def plot(
 
 
 def main():
+    """The console script. Exits without the interpreter's teardown: everything worth keeping
+    is flushed or fsynced by then, and tearing down Numba's compiled state took a quarter of a
+    second, a third of `charrnn sample`'s whole start-up budget."""
+    code = 0
     try:
         app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            sys.stderr.write(f"{e.code}\n")
     except BrokenPipeError:
         _quiet_broken_pipe()
-        sys.exit(0)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        _quiet_broken_pipe()
+    try:
+        sys.stderr.flush()
+    except (ValueError, OSError):
+        pass
+    os._exit(code)

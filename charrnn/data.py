@@ -33,12 +33,14 @@ from .errors import ConfigError, CorpusError
 
 DEFAULT_CORPUS = "python-stdlib"
 UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
+BOM = b"\xef\xbb\xbf"             # UTF-8 byte-order mark, dropped at the start of a text
 STDLIB_CAP = 4_000_000            # characters (bytes in byte mode) of the default corpus
 STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
                "turtledemo", "pydoc_data", "ensurepip", "__pycache__"}
 SEPARATOR = "\n\n"                # between the files of a directory or of the default corpus
 DOWNLOAD_TIMEOUT = 20             # seconds
 CHUNK = 1 << 22                   # characters encoded or counted at a time
+HASH_CHUNK = 1 << 24              # bytes of a file hashed at a time
 _CODE_POINTS = 0x110000
 _BYTES_HINT = "use --bytes to train a byte-level model"
 
@@ -70,8 +72,36 @@ def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=
                           f"(known corpora: {', '.join(corpus_names())})")
     if len(data) == 0:
         raise CorpusError(f"{name} is empty")
-    unit = "bytes" if byte_level else "chars"
-    return data, f"{name} ({detail}{len(data):,} {unit})"
+    return data, describe(name, len(data), byte_level, detail)
+
+
+def describe(name, size, byte_level, detail=""):
+    """The one-line description of a corpus: 'input.txt (1,115,394 chars)'."""
+    return f"{name} ({detail}{size:,} {'bytes' if byte_level else 'chars'})"
+
+
+def corpus_file(source, data_dir=None):
+    """The regular file a source names, for reading in a stream: a path, or a named corpus already
+    on disk (its sha256 checked). None for the default corpus, stdin, a directory, anything that
+    is not a regular file, and a named corpus still to download: those are read whole."""
+    if source is None or os.fspath(source) == "-":
+        return None
+    source = os.fspath(source)
+    path = Path(source)
+    if path.exists():
+        return path if path.is_file() else None
+    entry = _manifest().get(source, {}) if source != DEFAULT_CORPUS else {}
+    for d in _search_dirs(data_dir) if "file" in entry else []:
+        path = d / entry["file"]
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    digest = hash_stream(f, hashlib.sha256()).hexdigest()
+            except OSError as e:
+                raise CorpusError(f"cannot read {path}: {e.strerror or e}") from None
+            _check_sha256(digest, entry, source, path)
+            return path
+    return None
 
 
 def corpus_names():
@@ -93,14 +123,32 @@ def _prepare(raw, name, byte_level):
     if byte_level:
         return raw
     if b"\x00" in raw:
-        raise CorpusError(f"{name} looks binary (it contains NUL bytes): {_BYTES_HINT}")
+        raise CorpusError(binary_message(name))
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{name} is not valid UTF-8 (at byte {e.start:,}): {_BYTES_HINT}") from None
+    except UnicodeDecodeError as e:  # utf-8-sig counts from after the mark; report the file offset
+        at = e.start + (len(BOM) if raw.startswith(BOM) else 0)
+        raise CorpusError(utf8_message(name, at)) from None
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+def hash_stream(f, h, chunk=HASH_CHUNK):
+    """Feed the rest of binary file f to hash object h, chunk bytes at a time; return h."""
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        h.update(view[:n])
+    return h
+
+
+def binary_message(name):
+    return f"{name} looks binary (it contains NUL bytes): {_BYTES_HINT}"
+
+
+def utf8_message(name, offset):
+    return f"{name} is not valid UTF-8 (at byte {offset:,}): {_BYTES_HINT}"
 
 
 def _read_file(path):
@@ -193,11 +241,15 @@ def _read_named(name, entry, data_dir):
         path = d / entry["file"]
         if path.is_file():
             raw = _read_file(path)
-            if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-                raise CorpusError(f"{path} is not the expected {name} file (sha256 mismatch): "
-                                  f"replace it with the original, or delete it to download again")
+            _check_sha256(hashlib.sha256(raw).hexdigest(), entry, name, path)
             return raw
     return _download(name, entry, cache=dirs[-1], hint_dir=dirs[0])
+
+
+def _check_sha256(digest, entry, name, path):
+    if digest != entry["sha256"]:
+        raise CorpusError(f"{path} is not the expected {name} file (sha256 mismatch): "
+                          f"replace it with the original, or delete it to download again")
 
 
 def _download(name, entry, cache, hint_dir):
@@ -247,12 +299,16 @@ def build_vocab(text, max_vocab=None):
     With max_vocab K smaller than the number of distinct characters (text mode only), the K-1 most
     frequent characters are kept (ties go to the lower code point) and UNK stands for the rest.
     """
-    size = _CODE_POINTS if isinstance(text, str) else 256
-    counts = np.zeros(size, np.int64)
+    counts = np.zeros(_CODE_POINTS if isinstance(text, str) else 256, np.int64)
     for start in range(0, len(text), CHUNK):
-        counts += np.bincount(_codes(text, start, start + CHUNK), minlength=size)
+        counts += np.bincount(_codes(text, start, start + CHUNK), minlength=len(counts))
+    return vocab_from_counts(counts, max_vocab)
+
+
+def vocab_from_counts(counts, max_vocab=None):
+    """build_vocab from symbol counts: (0x110000,) by code point for text, (256,) by byte value."""
     present = np.flatnonzero(counts)
-    if isinstance(text, (bytes, bytearray)):
+    if len(counts) == 256:
         return present.astype(np.uint8).tobytes()
     if max_vocab is not None and max_vocab < len(present):
         if max_vocab < 2:
@@ -299,7 +355,7 @@ def encode(text, vocab, *, unknown="auto"):
         missing = ids < 0
         if missing.any():
             if unknown == "error":
-                raise CorpusError(_unknown_message(codes[missing], text))
+                raise CorpusError(unknown_message(codes[missing], isinstance(text, str)))
             if unknown == "unk":
                 ids[missing] = unk_id
             else:
@@ -309,9 +365,10 @@ def encode(text, vocab, *, unknown="auto"):
     return out if n == len(out) else out[:n].copy()
 
 
-def _unknown_message(codes, text):
+def unknown_message(codes, text_mode):
+    """The error for symbols (code points, or byte values) missing from a vocabulary."""
     distinct = np.unique(codes)
-    show = [repr(chr(c)) if isinstance(text, str) else f"0x{c:02x}" for c in distinct[:5].tolist()]
+    show = [repr(chr(c)) if text_mode else f"0x{c:02x}" for c in distinct[:5].tolist()]
     more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
     return f"the text has characters not in the vocabulary: {', '.join(show)}{more}"
 
