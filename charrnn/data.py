@@ -324,7 +324,7 @@ def id_dtype(vocab_size):
     return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32
 
 
-def _lookup_table(vocab):
+def lookup_table(vocab):
     """Table from code point (or byte value) to id, -1 where the vocabulary lacks the symbol."""
     codes = _codes(vocab)
     if len(np.unique(codes)) != len(codes):
@@ -341,7 +341,7 @@ def encode(text, vocab, *, unknown="auto"):
     CorpusError; "auto" is "unk" when vocab contains UNK, else "error".
     """
     _check_kinds(text, vocab)
-    table = _lookup_table(vocab)
+    table = lookup_table(vocab)
     unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
     if unknown == "auto":
         unknown = "unk" if unk_id >= 0 else "error"

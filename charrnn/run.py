@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint, data, idcache
 from .api import model_from_checkpoint
-from .errors import CharrnnError, ConfigError, CorpusError
+from .errors import CharrnnError, ConfigError
 from .model import ModelConfig
 from .trainer import TrainConfig, Trainer
 
@@ -91,22 +91,17 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     cfg = TrainConfig(**topts).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = TrainConfig(**dict(topts, epochs=10))
-    text, desc = data.read_text(corpus, data_dir=data_dir, glob=glob, byte_level=byte_level,
-                                stdin=stdin)
     base = None
     if init_from is not None:
         base = model_from_checkpoint(checkpoint.resolve(init_from), dtype)[0]
-        vocab = base.vocab
         for k, v in mopts.items():
             if getattr(base.config, k) != v and k != "dropout":
                 raise ConfigError(f"--init-from model has {k}={getattr(base.config, k)}, not {v}")
-    else:
-        vocab = data.build_vocab(text, max_vocab)
-    try:
-        ids = data.encode(text, vocab, unknown="unk" if data.UNK in vocab else "error")
-    except CorpusError as e:
-        raise CorpusError(f"{e} (the --init-from model's vocabulary lacks them)") from None
-    del text
+    # a file is encoded once into the id cache and mapped, never held whole as text
+    ids, vocab, desc, _ = idcache.encoded_corpus(
+        corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
+        vocab=base.vocab if base else None, stdin=stdin,
+        unknown_hint="the --init-from model's vocabulary lacks them")
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     mcfg = ModelConfig(**dict((base.config.to_dict() if base else {}),
                               **{k: v for k, v in mopts.items() if not base or k == "dropout"},
@@ -149,11 +144,10 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
     source = corpus if corpus is not None else info.get("source")
     if source == "-" and corpus is None:
         raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
-    text, _ = data.read_text(source, data_dir=data_dir, glob=glob or info.get("glob"),
-                             byte_level=bool(info.get("bytes")), stdin=stdin)
     v = meta["vocab"]
     vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
-    ids = data.encode(text, vocab, unknown="unk" if data.UNK in vocab else "error")
+    ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.get("glob"),
+                                 byte_level=bool(info.get("bytes")), vocab=vocab, stdin=stdin).ids
     train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
     return Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
