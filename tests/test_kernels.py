@@ -184,3 +184,23 @@ def test_float32_kernels_agree_with_float64(cell):
     for name, a, b in zip(g64._fields, g64, g32):
         if a.size:
             assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max() + 1e-7, name
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_stepping_one_character_at_a_time_equals_the_window(cell):
+    """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
+    window forward's logits and final state: sampling sees the model training trained."""
+    from charrnn import sampler
+    m, rng = tiny(cell)
+    x, y, h0, c0 = window(rng, T=7)
+    w = m.forward(x, h0, c0)
+    logits = w.P.reshape(7, 3, -1).copy()
+    h, c = h0.copy(), c0.copy()
+    Kg = m.params.Wh.shape[2]
+    G, R, aux = np.zeros((3, Kg)), np.zeros((3, Kg)), np.zeros((3, 5))
+    for t in range(7):
+        sampler.step(m.cell, m.params, x[t].astype(np.int64), h, c, G, R, aux)
+        np.testing.assert_allclose(h[-1] @ m.params.Wy + m.params.by, logits[t], atol=1e-12)
+    np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
+    if cell == "lstm":
+        np.testing.assert_allclose(c, w.Cs[:, -1], atol=1e-12)
