@@ -122,8 +122,8 @@ def train(
     val_frac: Annotated[float, Opt(help="Fraction at the end of the text held out for "
                                         "validation.")] = 0.1,
     eval_every: Annotated[int, Opt(help="Steps between evaluations and checkpoints.")] = 200,
-    eval_chars: Annotated[int, Opt(help="Validation characters read at intermediate "
-                                        "evaluations (0: all; the last one reads all).")] = 120_000,
+    eval_chars: Annotated[int, Opt(help="Validation characters read per evaluation, ten times "
+                                        "as many at the last one (0: all).")] = 120_000,
     keep: Annotated[int, Opt(help="Also keep the last N step-stamped checkpoints.")] = 0,
     patience: Annotated[int, Opt(help="Stop after N evaluations without improvement "
                                       "(0: never).")] = 0,

@@ -9,6 +9,9 @@ Text mode decodes UTF-8, drops a leading byte-order mark and converts CRLF and l
 to LF, so a model never learns two kinds of newline. Byte mode (`byte_level=True`, the CLI's
 `--bytes`) takes the bytes unchanged; its vocabulary holds byte values, not characters.
 
+read_text holds a whole corpus in memory; idcache streams a large file through the same rules
+into a cached file of ids (corpus_file says which sources it can stream).
+
 A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted distinct byte
 values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
 vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.

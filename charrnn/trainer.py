@@ -38,7 +38,7 @@ class TrainConfig:
     epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
     val_frac: float = 0.1         # the last fraction of the text is held out for validation
     eval_every: int = 200         # steps between evaluations (and checkpoints)
-    eval_chars: int = 120_000     # validation characters used between evaluations (0: all)
+    eval_chars: int = 120_000     # validation characters read per evaluation, 10x at the end (0: all)
     keep: int = 0                 # also keep the last N step-stamped checkpoints
     patience: int = 0             # stop after N evaluations without improvement (0: never)
     seed: int = 1                 # seeds initialisation, dropout and everything random
@@ -178,11 +178,15 @@ class Trainer:
         return loss
 
     def validate(self, full=True):
+        """Validation loss: the first eval_chars characters of the held-out text, or at the
+        end of training ten times as many (all of Tiny Shakespeare's either way; a gigabyte
+        corpus is not read whole at every evaluation)."""
         ids = self.val_ids
         if len(ids) < 2:
             return math.nan
-        if not full and self.cfg.eval_chars and len(ids) > self.cfg.eval_chars:
-            ids = ids[:self.cfg.eval_chars]
+        cap = self.cfg.eval_chars * (10 if full else 1)
+        if cap and len(ids) > cap:
+            ids = ids[:cap]
         return self.model.evaluate(ids, self.cfg.batch_size, self.cfg.seq_len)
 
     # -- the loop ---------------------------------------------------------------------------

@@ -162,6 +162,15 @@ def test_unusable_files_name_the_file(tmp_path, name, content, message):
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_invalid_utf8_offset_counts_the_bom(tmp_path):
+    path = write(tmp_path / "bom.txt", D.BOM + b"ab\xffcd")
+    with pytest.raises(CorpusError, match=r"at byte 5\)"):
+        D.read_text(str(path))
+    path = write(tmp_path / "plain.txt", b"ab\xffcd")
+    with pytest.raises(CorpusError, match=r"at byte 2\)"):
+        D.read_text(str(path))
+
+
 def test_byte_mode_takes_binary_files(tmp_path):
     content = b"GIF89a\x00\x01" + "café".encode("latin-1")
     path = write(tmp_path / "image.bin", content)
@@ -248,6 +257,18 @@ def test_download_failure_says_what_to_do(tmp_path, fake_corpus):
     assert message.startswith("could not download tiny (network is unreachable)")
     assert "put tiny.txt" in message and str(tmp_path / "offline") in message
     assert "CHARRNN_DATA_DIR" in message and "\n" not in message
+
+
+def test_corpus_file_for_streaming(tmp_path, fake_corpus):
+    path = write(tmp_path / "data" / "tiny.txt", fake_corpus)
+    assert D.corpus_file("tiny", data_dir=str(tmp_path / "data")) == path
+    assert D.corpus_file(str(path)) == path and D.corpus_file(path) == path
+    assert D.corpus_file("tiny", data_dir=str(tmp_path / "elsewhere")) is None  # to download
+    for source in (None, "-", D.DEFAULT_CORPUS, str(tmp_path / "data"), "nowhere.txt"):
+        assert D.corpus_file(source) is None
+    path.write_bytes(fake_corpus + b"tampered")
+    with pytest.raises(CorpusError, match="sha256"):
+        D.corpus_file("tiny", data_dir=str(tmp_path / "data"))
 
 
 def test_download_is_verified_and_cached(home, fake_corpus, monkeypatch):
