@@ -1,0 +1,343 @@
+"""The id cache: a corpus file encoded once into a compact file of ids, then read as a memory map.
+
+A file source (a path, or a named corpus on disk) is hashed, streamed, together with the decoding
+mode and the cache format; the key names two files in the cache directory (CHARRNN_CACHE_DIR, else
+~/.cache/charrnn/ids): `<key>.npy`, the ids (uint8, uint16 or uint32 by vocabulary size, see
+data.id_dtype), and `<key>.json`, the vocabulary and what was cached. On a miss the file is read
+twice, a chunk at a time: once to count its symbols (giving build_vocab's vocabulary), once to
+encode them into the .npy, written under a temporary name and renamed into place. No pass holds
+more than a chunk of the text, so a corpus of gigabytes needs memory for its ids only, and those
+are pages of a mapped file. An entry that does not check out (JSON, .npy header, size, dtype, ids
+within the vocabulary) is rebuilt, never trusted. Entries are not evicted: delete the directory
+to reclaim the space.
+
+The streamed decoding follows data.read_text exactly: UTF-8 through an incremental decoder (a
+character may straddle two chunks), a leading byte-order mark dropped, CRLF and lone CR made LF
+(a CR that ends a chunk waits to see whether the next begins with LF), and the same errors for NUL
+bytes and invalid UTF-8. Directories, stdin, the default corpus and small files are read and
+encoded in memory, as data.read_text, build_vocab and encode do.
+"""
+import codecs
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import data
+from .errors import ConfigError, CorpusError
+
+FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
+READ_CHUNK = 1 << 20        # bytes of the file decoded, counted or encoded at a time
+MIN_BYTES = 1 << 20         # smaller files are encoded in memory: quick, and no cache litter
+STALE = 3600                # seconds after which a temporary file in the cache is a leftover
+
+
+class Encoded(NamedTuple):
+    ids: np.ndarray         # (N,) uint8/uint16/uint32: a read-only np.memmap when from the cache
+    vocab: object           # str of characters, or bytes of byte values in byte mode
+    description: str        # as data.read_text gives it: "input.txt (1,115,394 chars)"
+    notice: Optional[str]   # one line when the cache could not be written, else None
+
+
+def cache_dir():
+    """Where encoded corpora are kept."""
+    return Path(os.environ.get("CHARRNN_CACHE_DIR") or "~/.cache/charrnn/ids").expanduser()
+
+
+def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, max_vocab=None,
+                   vocab=None, unknown_hint=None, stdin=None, chunk_size=READ_CHUNK,
+                   min_bytes=None):
+    """(ids, vocab, description, notice) of a source (as data.read_text takes it).
+
+    Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
+    initialising model's), the text is encoded in it: a character it lacks becomes UNK if it has
+    UNK, else is a CorpusError, to which `unknown_hint` is added in parentheses. Files of
+    min_bytes (default MIN_BYTES) or more go through the cache."""
+    if vocab is not None and isinstance(vocab, bytes) != byte_level:
+        raise ConfigError("a vocabulary of characters cannot encode bytes (drop --bytes)"
+                          if byte_level else "a byte-level vocabulary needs byte mode (--bytes)")
+    path = data.corpus_file(source, data_dir) if glob is None else None
+    if path is None or _size(path) < (MIN_BYTES if min_bytes is None else min_bytes):
+        text, desc = data.read_text(source, data_dir=data_dir, glob=glob, byte_level=byte_level,
+                                    stdin=stdin)
+        vocab = data.build_vocab(text, max_vocab) if vocab is None else vocab
+        try:
+            return Encoded(data.encode(text, vocab), vocab, desc, None)
+        except CorpusError as e:
+            raise CorpusError(_with_hint(e, unknown_hint)) from None
+    name = os.fspath(source)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    with f:
+        return _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size)
+
+
+def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size):
+    stamp = _stamp(f)
+    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab)
+    where = cache_dir()
+    hit = _load(where, key)
+    if hit is not None:
+        return Encoded(*hit, data.describe(name, len(hit[0]), byte_level), None)
+    counts = _count(_symbols(f, name, byte_level, chunk_size), byte_level)
+    n = int(counts.sum())
+    if n == 0:
+        raise CorpusError(f"{name} is empty")
+    if vocab is None:
+        vocab = data.vocab_from_counts(counts, max_vocab)
+    try:
+        table = _id_table(vocab, counts)
+    except CorpusError as e:
+        raise CorpusError(_with_hint(e, unknown_hint)) from None
+
+    def chunks():
+        yield from _encode(_symbols(f, name, byte_level, chunk_size), table)
+        if _stamp(f) != stamp:
+            raise CorpusError(f"{name} changed while it was being read: try again")
+
+    meta = {"format": FORMAT, "key": key, "length": n, "source": name,
+            "vocab": ({"kind": "bytes", "ids": list(vocab)} if byte_level
+                      else {"kind": "text", "chars": vocab})}
+    ids, notice = _store(where, key, chunks, n, table.dtype, meta)
+    return Encoded(ids, vocab, data.describe(name, n, byte_level), notice)
+
+
+def _with_hint(error, hint):
+    return f"{error} ({hint})" if hint else str(error)
+
+
+def _size(path):
+    try:
+        return path.stat().st_size
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _stamp(f):
+    st = os.fstat(f.fileno())
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _key(f, name, byte_level, max_vocab, vocab):
+    """Hex blake2b of the mode (format, bytes or text, max_vocab, given vocabulary) and the file."""
+    given = None
+    if vocab is not None:
+        given = hashlib.blake2b(vocab if byte_level else vocab.encode("utf-8", "surrogatepass"))
+    mode = {"format": FORMAT, "bytes": byte_level, "max_vocab": max_vocab,
+            "vocab": given and given.hexdigest()}
+    f.seek(0)
+    h = hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20)
+    try:
+        return data.hash_stream(f, h).hexdigest()
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+# ------------------------------------------------------------------------------- the cache files
+
+def _load(where, key):
+    """(ids as a read-only memmap, vocab) cached under key, or None if absent or not sound."""
+    try:
+        meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
+        v = meta["vocab"]
+        vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
+        ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(vocab, (str, bytes))
+                 and isinstance(ids, np.memmap) and ids.shape == (meta["length"],) and len(ids) > 0
+                 and ids.dtype == data.id_dtype(len(vocab))
+                 and os.path.getsize(where / f"{key}.npy") == ids.offset + ids.nbytes)
+        if sound and len(vocab) <= np.iinfo(ids.dtype).max:  # an id past the vocabulary would
+            sound = _max_id(ids) < len(vocab)                  # index outside the embedding
+    except (OSError, ValueError, EOFError, KeyError, TypeError):
+        return None
+    return (ids, vocab) if sound else None
+
+
+def _max_id(ids):
+    """The largest id of a cached .npy, read in chunks: its pages are not mapped by this check."""
+    largest, buf = 0, bytearray(data.HASH_CHUNK)
+    with open(ids.filename, "rb") as f:
+        f.seek(ids.offset)
+        while n := f.readinto(buf):
+            largest = max(largest, int(np.frombuffer(buf, ids.dtype, n // ids.itemsize).max()))
+    return largest
+
+
+def _store(where, key, chunks, n, dtype, meta):
+    """Write the ids that chunks() yields (n of them) as <key>.npy and meta as <key>.json, each
+    atomically: (ids as a memmap, None); or, if that fails, (ids in memory, a one-line notice)."""
+    tmp = None
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        _sweep(where)
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, {
+                "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                "shape": (n,)})
+            written = 0
+            for ids in chunks():
+                written += len(ids)
+                out.write(ids)
+        if written != n:
+            raise CorpusError(f"{meta['source']} changed while it was being read: try again")
+        os.replace(tmp, where / f"{key}.npy")
+        tmp = None
+        _write_json(where / f"{key}.json", meta)
+        return np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False), None
+    except OSError as e:
+        _unlink(tmp)
+        tmp = None
+        notice = f"cannot write the id cache in {where} ({e.strerror or e}): encoded in memory"
+        return _in_memory(chunks, n, dtype, meta["source"]), notice
+    finally:
+        _unlink(tmp)
+
+
+def _unlink(path):
+    if path is not None:
+        Path(path).unlink(missing_ok=True)
+
+
+def _sweep(where):
+    """Remove temporary files that a killed process left behind (not touched for STALE seconds)."""
+    for tmp in where.glob(".*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def _in_memory(chunks, n, dtype, name):
+    out, at = np.empty(n, dtype), 0
+    for ids in chunks():
+        if at + len(ids) > n:
+            break
+        out[at:at + len(ids)] = ids
+        at += len(ids)
+    if at != n:
+        raise CorpusError(f"{name} changed while it was being read: try again")
+    return out
+
+
+def _write_json(path, meta):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------ streaming, vectorised
+
+def _read(f, size, name):
+    try:
+        return f.read(size)
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def _decoded(f, name, chunk_size):
+    """The text of a UTF-8 file in pieces: bytes for pure ASCII chunks (their code points are their
+    bytes), str otherwise, the leading BOM dropped. CorpusError as data.read_text raises it."""
+    f.seek(0)
+    offset = len(data.BOM) if _read(f, len(data.BOM), name) == data.BOM else 0
+    f.seek(offset)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    bad = None                            # file offset of the first invalid UTF-8 byte
+    while raw := _read(f, chunk_size, name):
+        if b"\0" in raw:                  # NUL anywhere wins over invalid UTF-8, as in read_text
+            raise CorpusError(data.binary_message(name))
+        start, offset = offset, offset + len(raw)
+        if bad is not None:
+            continue
+        pending = decoder.getstate()[0]   # bytes of a character begun in the previous chunk
+        if not pending and raw.isascii():
+            yield raw
+            continue
+        try:
+            yield decoder.decode(raw)
+        except UnicodeDecodeError as e:   # e.start counts from the first pending byte
+            bad = start - len(pending) + e.start
+    if bad is None:
+        pending = decoder.getstate()[0]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            bad = offset - len(pending) + e.start
+    if bad is not None:
+        raise CorpusError(data.utf8_message(name, bad))
+
+
+def _symbols(f, name, byte_level, chunk_size):
+    """The file's symbols after read_text's rules, in chunks: bytes of byte values (byte mode, or
+    ASCII text) or uint32 arrays of code points. CRLF and lone CR become LF across chunks."""
+    if byte_level:
+        f.seek(0)
+        while raw := _read(f, chunk_size, name):
+            yield raw
+        return
+    held_cr = False                       # the last piece ended in a CR, not yet given out
+    for piece in _decoded(f, name, chunk_size):
+        if not piece:
+            continue
+        if isinstance(piece, str) and piece.isascii():
+            piece = piece.encode("ascii")
+        cr, lf = (b"\r", b"\n") if isinstance(piece, bytes) else ("\r", "\n")
+        if held_cr and not piece.startswith(lf):
+            yield b"\n"                   # a lone CR; before an LF it is simply dropped
+        held_cr = piece.endswith(cr)
+        piece = piece[:-1] if held_cr else piece
+        if cr in piece:
+            piece = piece.replace(cr + lf, lf).replace(cr, lf)
+        if isinstance(piece, bytes):
+            yield piece
+        elif piece:
+            yield np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+    if held_cr:
+        yield b"\n"
+
+
+def _count(symbols, byte_level):
+    """Occurrences of each code point (0x110000,) or byte value (256,) in the chunks."""
+    counts = np.zeros(256 if byte_level else 0x110000, np.int64)
+    for chunk in symbols:
+        c = np.bincount(np.frombuffer(chunk, np.uint8) if isinstance(chunk, bytes) else chunk)
+        counts[:len(c)] += c
+    return counts
+
+
+def _id_table(vocab, counts):
+    """Id by code point (byte value), in the id dtype. A symbol of the text (counts > 0) missing
+    from vocab becomes UNK if vocab has it, else is a CorpusError."""
+    table = data.lookup_table(vocab)
+    text_mode = isinstance(vocab, str)
+    unk = int(table[ord(data.UNK)]) if text_mode else -1
+    present = np.flatnonzero(counts)
+    missing = present[table[present] < 0]
+    if len(missing) and unk < 0:
+        raise CorpusError(data.unknown_message(missing, text_mode))
+    table[table < 0] = max(unk, 0)        # without UNK, no symbol of the text lands here
+    return table.astype(data.id_dtype(len(vocab)))
+
+
+def _encode(symbols, table):
+    """The ids of each chunk of symbols, as arrays of table's dtype."""
+    lut = table[:256].tobytes() if table.dtype == np.uint8 else None
+    for chunk in symbols:
+        if isinstance(chunk, bytes):      # bytes.translate: a C loop, no index array
+            yield (np.frombuffer(chunk.translate(lut), np.uint8) if lut is not None
+                   else table[np.frombuffer(chunk, np.uint8)])
+        else:
+            yield table[chunk]
