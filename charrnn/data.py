@@ -39,7 +39,8 @@ UNK = "\ufffd"                    # the unknown character of a --max-vocab vocab
 BOM = b"\xef\xbb\xbf"             # UTF-8 byte-order mark, dropped at the start of a text
 STDLIB_CAP = 4_000_000            # characters (bytes in byte mode) of the default corpus
 STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
-               "turtledemo", "pydoc_data", "ensurepip", "__pycache__"}
+               "turtledemo", "pydoc_data", "ensurepip", "__pycache__",
+               "encodings"}  # codec tables: megabytes of hex, a poor demo of Python
 SEPARATOR = "\n\n"                # between the files of a directory or of the default corpus
 DOWNLOAD_TIMEOUT = 20             # seconds
 CHUNK = 1 << 22                   # characters encoded or counted at a time
