@@ -166,3 +166,45 @@ def test_corpus_shorter_than_one_window(tmp_path):
     with pytest.raises(CorpusError, match="--batch .* --seq"):
         run.prepare(path, tmp_path / "r", batch_size=50, seq_len=50, steps=1)
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------- never lose work, stop well
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus):
+    from charrnn.errors import TrainingDiverged
+    trainer = run.prepare(small_corpus, tmp_path / "r", steps=30, **RESUME_OPTS)
+    real, calls = trainer.model.loss_and_grad, []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss, state = real(*args, **kwargs)
+        return (math.nan if len(calls) == 8 else loss), state
+    trainer.model.loss_and_grad = poisoned
+    with run.run_directory(trainer.run_dir):
+        with pytest.raises(TrainingDiverged, match="--lr"):
+            trainer.run()
+    saved = checkpoint.load(tmp_path / "r" / "latest.npz")
+    assert saved[0]["progress"]["step"] == 5  # the evaluation before the NaN, untouched
+    assert np.isfinite(saved[1]["Wh"]).all()
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path, small_corpus):
+    # a large model on 450 characters overfits fast: validation turns up, patience ends the run
+    opts = dict(RESUME_OPTS, hidden_size=48, lr=2e-2, dropout=0.0)
+    t = train(small_corpus, tmp_path / "r", steps=400, patience=3, **opts)
+    vals = [h["val_loss"] for h in t.history]
+    assert t.status == "patience"
+    assert t.step < 400 and t.stale == 3
+    assert min(vals[-3:]) >= t.best_val == min(vals)
+
+
+def test_init_from_continues_from_trained_weights_and_checks_the_vocabulary(tmp_path, small_corpus):
+    base = train(small_corpus, tmp_path / "base", steps=10, **RESUME_OPTS)
+    tuned = run.prepare(small_corpus, tmp_path / "tuned", steps=1,
+                        init_from=tmp_path / "base", **RESUME_OPTS)
+    np.testing.assert_array_equal(tuned.model.flat, base.model.flat)
+    assert tuned.step == 0 and tuned.model.vocab == base.model.vocab
+    other = tmp_path / "other.txt"
+    other.write_text("xyz" * 400)
+    with pytest.raises(CorpusError, match="'x'"):
+        run.prepare(other, tmp_path / "bad", steps=1, init_from=tmp_path / "base", **RESUME_OPTS)
