@@ -123,7 +123,8 @@ def describe(meta):
         "cell": cfg.cell, "layers": cfg.num_layers, "hidden": cfg.hidden_size,
         "vocab_size": cfg.vocab_size, "dropout": cfg.dropout, "params": num_params(cfg),
         "vocab_kind": meta["vocab"]["kind"], "step": pr.get("step"),
-        "epoch": round(pr.get("epoch", 0) + 0.0, 3), "elapsed_seconds": pr.get("elapsed"),
+        "epoch": hist[-1]["epoch"] if hist else pr.get("epoch", 0),  # fractional
+        "elapsed_seconds": pr.get("elapsed"),
         "chars_seen": pr.get("chars_seen"), "val_loss": meta.get("val_loss"),
         "best_val_loss": min(vals) if vals else None, "evaluations": len(hist),
         "corpus": meta.get("info", {}).get("corpus"), "charrnn_version": meta.get("charrnn"),
