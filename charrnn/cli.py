@@ -159,9 +159,12 @@ def train(
                  weight_decay=weight_decay, steps=steps, minutes=minutes, epochs=epochs,
                  val_frac=val_frac, eval_every=eval_every, eval_chars=eval_chars, keep=keep,
                  patience=patience, seed=seed, log_grad_norms=log_grad_norms)
+    given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
     if resume is not None:  # only options the user actually gave may differ from the run's
-        given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
         names = {k: v for k, v in names.items() if _flag_of(k) in given}
+    elif init_from is not None:  # the model's shape comes from the checkpoint unless given
+        names = {k: v for k, v in names.items()
+                 if k not in ("cell", "num_layers", "hidden_size") or _flag_of(k) in given}
     dtype = np.float64 if float64 else np.float32
     trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                           glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,

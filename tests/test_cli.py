@@ -305,3 +305,14 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):
     model = api.load(run / "latest.npz")
     assert model.meta["progress"]["step"] >= 5
     assert not (run / ".lock").exists()
+
+
+def test_init_from_takes_the_shape_from_the_checkpoint(tmp_path, corpus_file):
+    """Fine-tuning needs no shape flags; a shape flag that disagrees is an error."""
+    base = tmp_path / "base"
+    tiny = ["--steps", "3", "-q", "--batch", "4", "--seq", "16"]
+    ok(invoke("train", corpus_file, "-o", base, "--hidden", "12", *tiny))
+    ok(invoke("train", corpus_file, "-o", tmp_path / "ft", "--init-from", base, *tiny))
+    assert json.loads(ok(invoke("info", tmp_path / "ft", "--json")).stdout)["hidden"] == 12
+    user_error(invoke("train", corpus_file, "-o", tmp_path / "ft2", "--init-from", base,
+                      "--hidden", "16", *tiny), "hidden_size=12")
