@@ -171,6 +171,8 @@ def train(
                           dtype=dtype, **names)
     con = _console()
     m, cfg = trainer.model, trainer.cfg
+    if getattr(trainer, "notice", None) and not quiet:
+        con.print(f"charrnn: {trainer.notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "

@@ -98,7 +98,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
             if getattr(base.config, k) != v and k != "dropout":
                 raise ConfigError(f"--init-from model has {k}={getattr(base.config, k)}, not {v}")
     # a file is encoded once into the id cache and mapped, never held whole as text
-    ids, vocab, desc, _ = idcache.encoded_corpus(
+    ids, vocab, desc, notice = idcache.encoded_corpus(
         corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
         vocab=base.vocab if base else None, stdin=stdin,
         unknown_hint="the --init-from model's vocabulary lacks them")
@@ -117,6 +117,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype)
     if base is not None:
         trainer.model.flat[:] = base.flat
+    trainer.notice = notice  # e.g. the id cache could not be written; the CLI says so
     return trainer
 
 
