@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -308,6 +308,3 @@ class Trainer:
 def finite_or_none(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
-
-def train_config_fields():
-    return [f.name for f in fields(TrainConfig)]
