@@ -307,4 +307,3 @@ class Trainer:
 
 def finite_or_none(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
-
