@@ -128,6 +128,10 @@ def train(
     patience: Annotated[int, Opt(help="Stop after N evaluations without improvement "
                                       "(0: never).")] = 0,
     seed: Annotated[int, Opt(help="Random seed.")] = 1,
+    state_reset: Annotated[int, Opt(help="Reset each stream's carried state at random, on "
+                                         "average every this many characters (0: never), so "
+                                         "the model can start from a zero state as sampling "
+                                         "does.")] = 2000,
     log_grad_norms: Annotated[bool, Opt(help="At each evaluation, show how the gradient "
                                         "|dL/dh_t| of the first layer changes across the window "
                                         "(vanishing or exploding).")] = False,
@@ -158,7 +162,8 @@ def train(
                  warmup=warmup, lr_decay=lr_decay, lr_decay_after=lr_decay_after,
                  weight_decay=weight_decay, steps=steps, minutes=minutes, epochs=epochs,
                  val_frac=val_frac, eval_every=eval_every, eval_chars=eval_chars, keep=keep,
-                 patience=patience, seed=seed, log_grad_norms=log_grad_norms)
+                 patience=patience, seed=seed, log_grad_norms=log_grad_norms,
+                 state_reset=state_reset)
     given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
     if resume is not None:  # only options the user actually gave may differ from the run's
         names = {k: v for k, v in names.items() if _flag_of(k) in given}

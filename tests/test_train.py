@@ -208,3 +208,20 @@ def test_init_from_continues_from_trained_weights_and_checks_the_vocabulary(tmp_
     other.write_text("xyz" * 400)
     with pytest.raises(CorpusError, match="'x'"):
         run.prepare(other, tmp_path / "bad", steps=1, init_from=tmp_path / "base", **RESUME_OPTS)
+
+
+def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
+    """With state_reset equal to the window length every stream restarts from the zero state at
+    every step, so a step's loss is the loss from zero whatever state was carried in."""
+    opts = dict(RESUME_OPTS, dropout=0.0)
+    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq_len"], **opts)
+    t.h[:] = 0.7
+    t.c[:] = -0.4
+    x = np.ascontiguousarray(t.xs[:, :10].T, dtype=np.int32)
+    y = np.ascontiguousarray(t.ys[:, :10].T, dtype=np.int32)
+    expected, _ = t.model.window_loss(x, y, *t.model.zero_state(4))
+    assert abs(t.train_step() - expected) < 1e-12
+    never = run.prepare(small_corpus, tmp_path / "q", steps=3, state_reset=0, **opts)
+    never.h[:] = 0.7
+    never.c[:] = -0.4
+    assert abs(never.train_step() - expected) > 1e-3
