@@ -213,6 +213,15 @@ def layer_input(w, l):
 
 
 @kernel
+def embed(p, ids, G):
+    """The first layer's input projection: G (N, K) = Wx0[ids] + b[0], a row lookup."""
+    for n in range(ids.shape[0]):
+        row = p.Wx0[ids[n]]
+        for k in range(G.shape[1]):
+            G[n, k] = row[k] + p.b[0, k]
+
+
+@kernel
 def forward(cell, p, x, h0, c0, w):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
     w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V)."""
@@ -221,10 +230,7 @@ def forward(cell, p, x, h0, c0, w):
         G = w.G[l]  # (T, B, K)
         if l == 0:
             for t in range(T):
-                for bb in range(B):
-                    row = p.Wx0[x[t, bb]]
-                    for k in range(K):
-                        G[t, bb, k] = row[k] + p.b[0, k]
+                embed(p, x[t], G[t])
         else:
             G2 = rows(G)
             np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)

@@ -12,14 +12,9 @@ from .kernels import kernel
 @kernel
 def step(cell, p, ids, h, c, G, R, aux):
     """Advance every layer of state (h, c) (L, N, H) by one character per row: ids (N,)."""
-    L = h.shape[0]
-    N, Kg = G.shape
-    for l in range(L):
+    for l in range(h.shape[0]):
         if l == 0:
-            for k in range(N):
-                row = p.Wx0[ids[k]]
-                for j in range(Kg):
-                    G[k, j] = row[j] + p.b[0, j]
+            K.embed(p, ids, G)
         else:
             np.dot(h[l - 1], p.Wx[l - 1], G)
             G += p.b[l]
