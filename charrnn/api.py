@@ -135,20 +135,17 @@ def describe(meta):
 def warmup(cell="lstm", dtype=np.float32, sampling=False):
     """Compile (or load from Numba's cache) the kernels a command needs, on a tiny model:
     the compiled code depends only on dtypes and array ranks, not on sizes."""
-    from .optim import Adam
     cfg = ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2)
     m = CharModel(cfg, "ab", dtype=dtype)
-    x = np.zeros((1, 1), np.int32)
-    h, c = m.zero_state(1)
     if sampling:
         from .sampler import Sampler
         s = Sampler(m, 1)
         s.prime(np.array([0, 1]))
         s.generate(1, np.random.default_rng(0), 1.0)
         return
+    from .optim import Adam
+    x = np.zeros((1, 1), np.int32)  # windows are int32 whatever the ids' storage type
     gflat, grads = m.zeros_like_params()
-    m.loss_and_grad(x, x, h, c, grads)
-    m.loss_and_grad(x, x, h, c, grads, masks=np.ones((2, 1, 1, 2), dtype))
+    m.loss_and_grad(x, x, *m.zero_state(1), grads)  # dropout masks take the same kernel
     Adam(m.flat).step(m.flat, gflat)
     m.evaluate(np.array([0, 1, 0], np.uint8), 1, 1)
-    m.evaluate(np.array([0, 1, 0], np.uint16), 1, 1)
