@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Where a charrnn training step spends its time, piece by piece, on one core.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/profile_train.py
+
+A training step splits its B streams into one part per core (model.Model.parts) and runs the
+fused window kernel (kernels.window_grad) on each part with single-threaded BLAS. This script
+takes one such part (B / threads streams) and times, on one thread, each piece that kernel
+runs, using the package's own kernels with the same shapes, each in a jitted loop so no Python
+call overhead is counted:
+
+  rec fwd GEMM   h_{t-1} (b, H) @ Wh (H, K)            T x L small products per window
+  gates fwd      the cell's non-linearities             T x L
+  rec bwd GEMM   dG_t (b, K) @ Wh^T (K, H)              T x L small products
+  gates bwd      the cell's backward step               T x L
+  window GEMMs   input projections of layers > 0, the decoder, and every weight gradient and
+                 gradient to the layer below: one product each per window
+  embed, xent    the first layer's row lookup (and its gradient scatter), softmax + loss
+  Adam           the optimizer over all parameters (once per step, not per part)
+
+It prints each piece's time per window, its share of the whole fused kernel, and the GEMMs'
+GFLOP/s next to a large single-thread GEMM's (what this core's BLAS can do at best). The
+"rest" row is the fused kernel's time minus the sum of the pieces.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from charrnn import kernels as K, threads  # noqa: E402
+from charrnn.kernels import kernel  # noqa: E402
+from charrnn.model import Model, ModelConfig, alloc_work  # noqa: E402
+from charrnn.optim import Adam  # noqa: E402
+
+SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
+         "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
+
+
+@kernel
+def rec_fwd(h, W, R, n):
+    for _ in range(n):
+        np.dot(h, W, R)
+
+
+@kernel
+def rec_bwd(dG, W, dh, n):
+    WT = W.T
+    for _ in range(n):
+        np.dot(dG, WT, dh)
+
+
+@kernel
+def gates_fwd(G, c_prev, c, tc, h, n):
+    for _ in range(n):
+        K.lstm_step(G, c_prev, c, tc, h)
+
+
+@kernel
+def gates_bwd(g, c_prev, tc, dh, dc, dG, n):
+    for _ in range(n):
+        K.lstm_step_back(g, c_prev, tc, dh, dc, dG)
+
+
+@kernel
+def gemm(A, B, C, n):
+    for _ in range(n):
+        np.dot(A, B, C)
+
+
+@kernel
+def gemm_tn(A, B, C, n):
+    """C = A^T @ B: the weight-gradient shape."""
+    for _ in range(n):
+        np.dot(A.T, B, C)
+
+
+@kernel
+def embed_loop(p, x, G, n):
+    for _ in range(n):
+        for t in range(x.shape[0]):
+            K.embed(p, x[t], G[t])
+
+
+@kernel
+def scatter_loop(dWx0, x, dG, n):
+    for _ in range(n):
+        for t in range(x.shape[0]):
+            for bb in range(x.shape[1]):
+                dWx0[x[t, bb]] += dG[t, bb]
+
+
+@kernel
+def xent_loop(P, Psave, y, n):
+    total = 0.0
+    for _ in range(n):
+        P[:] = Psave
+        total += K.xent(P, y, True, 0)
+    return total
+
+
+@kernel
+def copy_loop(P, Psave, n):
+    for _ in range(n):
+        P[:] = Psave
+
+
+def timeit(fn, *args, repeats=5):
+    """Median seconds of one call of fn(*args) (after a warm-up call)."""
+    fn(*args)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
+    L, H, T, V = layers, hidden, seq, vocab
+    b = batch // nthreads  # streams in one part
+    Kg = 4 * H
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    r = lambda *s: rng.standard_normal(s).astype(f32) * f32(0.1)  # noqa: E731
+    m = Model(ModelConfig(cell="lstm", num_layers=L, hidden_size=H, vocab_size=V),
+              "".join(chr(32 + i) for i in range(V)))
+    m.init_weights(rng)
+    p = m.params
+    x = rng.integers(0, V, (T, b)).astype(np.int32)
+    y = rng.integers(0, V, (T, b)).astype(np.int32)
+    w = alloc_work(m.config, T, b, f32)
+    _, dp = m.zeros_like_params()
+    h0 = np.zeros((L, b, H), f32)
+    c0 = np.zeros((L, b, H), f32)
+    dh0, dc0 = np.zeros_like(h0), np.zeros_like(c0)
+
+    whole = timeit(K.window_grad, K.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, T * b,
+                   repeats=repeats)
+    n = T * L  # per-step pieces run this many times per window
+    rows = []
+
+    def add(label, secs, flops=0.0):
+        rows.append((label, secs, flops))
+
+    h, R, dG, dh = r(b, H), r(b, Kg), r(b, Kg), r(b, H)
+    W = p.Wh[0].copy()
+    add("rec fwd GEMM  (b,H)@(H,4H)", timeit(rec_fwd, h, W, R, n, repeats=repeats),
+        2.0 * b * H * Kg * n)
+    G = r(b, Kg)
+    c_prev, c, tc = r(b, H), r(b, H), r(b, H)
+    add("gates fwd", timeit(gates_fwd, G, c_prev, c, tc, h, n, repeats=repeats))
+    add("rec bwd GEMM  (b,4H)@(4H,H)", timeit(rec_bwd, dG, W, dh, n, repeats=repeats),
+        2.0 * b * H * Kg * n)
+    g = (rng.random((b, Kg)) * 0.8 + 0.1).astype(f32)
+    dc = r(b, H)
+    add("gates bwd", timeit(gates_bwd, g, c_prev, tc, dh, dc, dG, n, repeats=repeats))
+
+    N = T * b
+    A_H, A_K, A_V = r(N, H), r(N, Kg), r(N, V)
+    # per window: layers > 0 input projection (L-1), decoder fwd (1); weight gradients dWh (L),
+    # dWx (L-1), dWy (1); gradients to the layer below (L-1) and from the decoder (1)
+    win = 0.0
+    flops = 0.0
+    C_K, C_V, C_H = np.empty((N, Kg), f32), np.empty((N, V), f32), np.empty((N, H), f32)
+    WxK, WyV = r(H, Kg), r(H, V)
+    for count, fn, args, fl in [
+            (L - 1, gemm, (A_H, WxK, C_K), 2.0 * N * H * Kg),           # input projection
+            (1, gemm, (A_H, WyV, C_V), 2.0 * N * H * V),                # decoder
+            (2 * L - 1, gemm_tn, (A_H, A_K, np.empty((H, Kg), f32)), 2.0 * N * H * Kg),  # dW
+            (1, gemm_tn, (A_H, A_V, np.empty((H, V), f32)), 2.0 * N * H * V),  # dWy
+            (L - 1, gemm, (A_K, np.ascontiguousarray(WxK.T), C_H), 2.0 * N * H * Kg),  # dH below
+            (1, gemm, (A_V, np.ascontiguousarray(WyV.T), C_H), 2.0 * N * H * V)]:  # dH top
+        if count:
+            win += count * timeit(fn, *args, 1, repeats=repeats)
+            flops += count * fl
+    add("window GEMMs (proj, decoder, dW)", win, flops)
+    add("embed + scatter", timeit(embed_loop, p, x, np.empty((T, b, Kg), f32), 1,
+                                  repeats=repeats)
+        + timeit(scatter_loop, dp.Wx0, x, r(T, b, Kg), 1, repeats=repeats))
+    Psave = r(N, V)
+    add("xent", timeit(xent_loop, A_V.copy(), Psave, y.reshape(-1), 1, repeats=repeats)
+        - timeit(copy_loop, A_V.copy(), Psave, 1, repeats=repeats))
+    opt = Adam(m.flat)
+    g = np.zeros_like(m.flat)
+    opt.step(m.flat.copy(), g)
+    adam = timeit(opt.step, m.flat.copy(), g, repeats=repeats)
+
+    # the best this core's BLAS does: one large square product
+    S = 1024
+    big_a, big_b, big_c = r(S, S), r(S, S), np.empty((S, S), f32)
+    peak = 2.0 * S ** 3 / timeit(gemm, big_a, big_b, big_c, 1, repeats=3) / 1e9
+
+    print(f"\n{name}: {L} layers x {H}, batch {batch} x window {T}, {nthreads} parts of "
+          f"{b} streams; one part on one thread")
+    print(f"  fused window kernel (forward + loss + backward): {whole * 1e3:8.2f} ms")
+    print(f"  {'piece':36s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
+    total = 0.0
+    for label, secs, fl in rows:
+        total += secs
+        gf = f"{fl / secs / 1e9:8.1f}" if fl else ""
+        print(f"  {label:36s} {secs * 1e3:10.2f} {secs / whole:7.1%} {gf:>8s}")
+    print(f"  {'rest (loops, copies, dropout, norms)':36s} {(whole - total) * 1e3:10.2f} "
+          f"{(whole - total) / whole:7.1%}")
+    print(f"  Adam over {m.flat.size:,} parameters, once per step: {adam * 1e3:.2f} ms")
+    all_flops = sum(fl for _, _, fl in rows)
+    print(f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
+          f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s")
+    print(f"  => at most {b * T / whole * nthreads:,.0f} chars/s with {nthreads} parts in "
+          f"parallel (no Adam, no Python)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
+    ap.add_argument("--threads", type=int, default=threads.num_threads())
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    threads.set_blas_threads(1)
+    print(f"python {platform.python_version()}, numpy {np.__version__}, "
+          f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
+          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '-')}")
+    for name in a.sizes.split(","):
+        profile(name, **SIZES[name], nthreads=a.threads, repeats=a.repeats)
+
+
+if __name__ == "__main__":
+    main()
