@@ -102,14 +102,18 @@ def train(
                                        "metrics. Default: runs/<corpus>-<date>-<time>.")] = None,
     cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = "lstm",
     layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = 2,
-    hidden: Annotated[int, Opt(help="Units per layer.")] = 128,
-    dropout: Annotated[float, Opt(help="Dropout between layers and before the decoder.")] = 0.0,
-    batch: Annotated[int, Opt(help="Parallel streams per step (batch size).")] = 50,
-    seq: Annotated[int, Opt(help="Characters per step and stream (BPTT window).")] = 50,
-    lr: Annotated[float, Opt(help="Adam learning rate.")] = 2e-3,
+    hidden: Annotated[Optional[int], Opt(
+        show_default=False, help="Units per layer. Default: sized to the budget, 512 for "
+                                 "--minutes 10 or more, 384 for 5 or more, otherwise 256.")] = None,
+    dropout: Annotated[Optional[float], Opt(
+        show_default=False, help="Dropout between layers and before the decoder. Default: 0.2 "
+                                 "with the 512 preset, 0.1 with 384, otherwise 0.")] = None,
+    batch: Annotated[int, Opt(help="Parallel streams per step (batch size).")] = 64,
+    seq: Annotated[int, Opt(help="Characters per step and stream (BPTT window).")] = 100,
+    lr: Annotated[float, Opt(help="Adam learning rate (peak).")] = 3e-3,
     grad_clip: Annotated[float, Opt(help="Clip the global gradient norm (0: off).")] = 5.0,
     schedule: Annotated[str, Opt(help="Learning-rate schedule: constant or cosine (decays over "
-                                      "the --steps/--minutes/--epochs budget).")] = "constant",
+                                      "the --steps/--minutes/--epochs budget).")] = "cosine",
     warmup: Annotated[int, Opt(help="Linear learning-rate warm-up steps.")] = 0,
     lr_decay: Annotated[float, Opt(help="constant schedule: multiply lr by this each epoch "
                                         "after --lr-decay-after epochs.")] = 1.0,

@@ -23,12 +23,12 @@ from .optim import Adam
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 50          # B parallel streams of the training text
-    seq_len: int = 50             # T characters per window (truncated BPTT length)
-    lr: float = 2e-3              # Adam learning rate (peak, with a schedule)
+    batch_size: int = 64          # B parallel streams of the training text
+    seq_len: int = 100            # T characters per window (truncated BPTT length)
+    lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
     grad_clip: float = 5.0        # clip the global gradient norm to this (0: off)
     weight_decay: float = 0.0     # decoupled weight decay
-    schedule: str = "constant"    # constant (with optional lr_decay) or cosine (over the budget)
+    schedule: str = "cosine"      # constant (with optional lr_decay) or cosine (over the budget)
     warmup: int = 0               # linear warm-up steps
     min_lr_frac: float = 0.05     # cosine ends at lr * min_lr_frac
     lr_decay: float = 1.0         # constant schedule: multiply lr by this every epoch ...

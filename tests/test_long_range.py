@@ -125,10 +125,11 @@ def test_accuracy_scores_only_the_answer():
 def test_saturated_rnn_loses_the_gradient_an_lstm_keeps(seed):
     """At initialisation, on a k = 20 episode (T = 22), the fraction of the answer's gradient that
     reaches the symbol's step (lag 21). A vanilla RNN whose input weights drive tanh into
-    saturation loses it; an LSTM keeps a few percent. With its ordinary orthogonal initialisation
-    the vanilla RNN keeps even more: at init, vanishing needs saturation (or contraction).
-    Measured over seeds 1-8: lstm 2.4e-2..4.5e-2, saturated rnn 3e-14..2.3e-9, orthogonal rnn
-    0.21..0.65; the bounds below leave a margin of 2x or more, and float64 is deterministic."""
+    saturation loses it; an LSTM keeps a fraction of a percent to a few percent. With its
+    ordinary orthogonal initialisation the vanilla RNN keeps even more: at init, vanishing needs
+    saturation (or contraction). Measured over seeds 1-8: lstm 3.4e-3..2.2e-2 (3.0e-2..5.4e-2
+    before its first-layer input rows started in +-2), saturated rnn 3e-14..2.3e-9, orthogonal
+    rnn 0.21..0.65; the bounds below leave a margin of 2x or more, and float64 is deterministic."""
     k = 20
     x, y = LR.window(LR.episodes(np.random.default_rng(seed), 16, k, 4))
     ratio = lambda m: LR.lag_ratios(LR.last_step_profile(m, x, y)[0], [k + 1])[k + 1]
@@ -136,7 +137,7 @@ def test_saturated_rnn_loses_the_gradient_an_lstm_keeps(seed):
     rnn = LR.new_model("rnn", 32, "abcd", seed, dtype=np.float64)
     assert ratio(rnn) > 0.1
     rnn.params.Wx0[:] *= 40  # input pre-activations up to +-7: tanh' < 1e-2 for most units
-    assert ratio(lstm) > 1e-2
+    assert ratio(lstm) > 1.5e-3
     assert ratio(rnn) < 1e-7
 
 

@@ -225,3 +225,36 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
     never.h[:] = 0.7
     never.c[:] = -0.4
     assert abs(never.train_step() - expected) > 1e-3
+
+
+# ------------------------------------------------------------------------------------- defaults
+
+@pytest.mark.parametrize("budget, size", [
+    (dict(minutes=15), (512, 0.2)), (dict(minutes=10), (512, 0.2)), (dict(minutes=5), (384, 0.1)),
+    (dict(minutes=3), (256, 0.0)), (dict(steps=5), (256, 0.0)), ({}, (256, 0.0)),
+    (dict(minutes=15, hidden_size=16), (16, 0.0)), (dict(minutes=3, dropout=0.3), (256, 0.3))])
+def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, budget, size):
+    """No --hidden: the size (and its dropout) follow --minutes; a given size keeps dropout 0."""
+    t = run.prepare(small_corpus, tmp_path / "r", batch_size=4, seq_len=10, **budget)
+    cfg = t.model.config
+    assert (cfg.hidden_size, cfg.dropout) == size and cfg.num_layers == 2
+    assert t.cfg.schedule == "cosine"
+
+
+def test_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, small_corpus):
+    """Wx0 ~ U(-2, 2) (a one-hot input's embedding); other weights within 1/sqrt(H); forget
+    bias 1; recurrent blocks orthogonal."""
+    from charrnn.model import EMBED_INIT
+    H = 64
+    p = run.prepare(small_corpus, tmp_path / "r", hidden_size=H, batch_size=4, seq_len=10,
+                    steps=1).model.params
+    assert np.abs(p.Wx0).max() <= EMBED_INIT
+    assert abs(p.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05  # std of U(-a, a): a / sqrt(3)
+    k = 1 / math.sqrt(H)
+    assert np.abs(p.Wx).max() <= k and np.abs(p.Wy).max() <= k
+    assert abs(p.Wx.std() - k / math.sqrt(3)) < 0.1 * k
+    np.testing.assert_array_equal(p.b[:, H:2 * H], 1.0)
+    for l in range(2):
+        for g in range(4):
+            q = p.Wh[l, :, g * H:(g + 1) * H].astype(np.float64)
+            np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5)
