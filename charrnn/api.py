@@ -139,9 +139,10 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False):
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
         from .sampler import Sampler
-        s = Sampler(m, 1)
-        s.prime(np.array([0, 1]))
-        s.generate(1, np.random.default_rng(0), 1.0)
+        for parallel in (False, True) if cell == "lstm" else (False,):
+            s = Sampler(m, 1, parallel=parallel)
+            s.prime(np.array([0, 1]))
+            s.generate(1, np.random.default_rng(0), 1.0)
         return
     from .optim import Adam
     x = np.zeros((1, 1), np.int32)  # windows are int32 whatever the ids' storage type

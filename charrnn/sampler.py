@@ -3,10 +3,18 @@
 Randomness comes in as uniforms ("coins") drawn up front from the caller's seeded generator, so a
 seed gives the same text whatever the chunk sizes.
 """
+import math
+
 import numpy as np
+from numba import njit, prange
 
 from . import kernels as K, threads
 from .kernels import kernel
+
+# Across the cores: a batch-1 step of a wide LSTM is bound by reading its weights (12 MB a
+# character at 2 x 512, about 28 GB/s from one core here), so two cores each read half.
+parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
 
 
 @kernel
@@ -87,10 +95,79 @@ def generate(cell, p, h, c, pending, cur, coins, temp, top_k, top_p, banned, out
             cur[k] = nxt
 
 
+@parallel_kernel
+def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc):
+    """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel.
+    Whb (k, H, 4n): chunk k's columns, gates i f g o of its n units; xb (k, 4n) the input
+    projection plus bias in the same layout; c (H,) updated in place, h_out (H,) the new h."""
+    n = Whb.shape[2] // 4
+    for k in prange(Whb.shape[0]):
+        a = acc[k]
+        np.dot(h_prev, Whb[k], a)
+        a += xb[k]
+        u0 = k * n
+        for j in range(n):
+            ig = 1.0 / (1.0 + math.exp(-a[j]))
+            fg = 1.0 / (1.0 + math.exp(-a[n + j]))
+            gg = math.tanh(a[2 * n + j])
+            og = 1.0 / (1.0 + math.exp(-a[3 * n + j]))
+            cc = fg * c[u0 + j] + ig * gg
+            c[u0 + j] = cc
+            h_out[u0 + j] = og * math.tanh(cc)
+
+
+@parallel_kernel
+def proj_par(h, Wb, bb, out):
+    """out[k] = h @ Wb[k] + bb[k] for each chunk k, in parallel."""
+    for k in prange(Wb.shape[0]):
+        np.dot(h, Wb[k], out[k])
+        out[k] += bb[k]
+
+
+@kernel
+def step_par(blocks, x, h, c, t, xp, acc):
+    """Advance the batch-1 state h, c (L, H) by the character x, chunked across cores."""
+    Wx0b, Wxb, Whb, bb = blocks
+    for k in range(Whb.shape[1]):
+        xp[k] = Wx0b[k, x] + bb[0, k]
+    for l in range(h.shape[0]):
+        if l > 0:
+            proj_par(h[l - 1], Wxb[l - 1], bb[l], xp)
+        lstm_layer_par(xp, h[l], c[l], Whb[l], t, acc)
+        h[l] = t
+
+
+@kernel
+def generate_par(blocks, Wy, by, h, c, pending, cur, coins, temp, top_k, top_p, banned, out, t,
+                 xp, acc, logits, prob):
+    """generate() for one row of a wide LSTM, each step split across the cores."""
+    for s in range(pending.shape[0]):
+        step_par(blocks, pending[s, 0], h, c, t, xp, acc)
+    L = h.shape[0]
+    for s in range(out.shape[0]):
+        step_par(blocks, cur[0], h, c, t, xp, acc)
+        np.dot(h[L - 1], Wy, logits)
+        logits += by
+        nxt = pick(logits, coins[s, 0], temp, top_k, top_p, banned, prob)
+        out[s, 0] = nxt
+        cur[0] = nxt
+
+
+def unit_blocks(W, k):
+    """(..., 4H) gate columns i f g o -> (k, ..., 4H/k): chunk j holds its H/k units' 4 gates."""
+    lead, H = W.shape[:-1], W.shape[-1] // 4
+    n = H // k
+    b = W.reshape(*lead, 4, k, n)
+    b = np.moveaxis(b, -2, 0)  # (k, ..., 4, n)
+    return np.ascontiguousarray(b.reshape(k, *lead, 4 * n))
+
+
 class Sampler:
     """Stateful generation from a Model for N rows at once (N independent samples)."""
 
-    def __init__(self, model, num_samples=1):
+    def __init__(self, model, num_samples=1, parallel=None):
+        """parallel: split each step across the cores (None: when it pays, a wide LSTM and
+        one row)."""
         # Products of a few rows: a second BLAS thread costs more in waking and spinning than it
         # saves, and on a busy machine far more.
         threads.set_blas_threads(1)
@@ -106,6 +183,22 @@ class Sampler:
         self.prob = np.zeros(cfg.vocab_size, np.float64)
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
+        H, k = cfg.hidden_size, threads.num_threads()
+        if parallel is None:
+            parallel = (model.cell == K.LSTM and num_samples == 1 and k > 1 and H % k == 0
+                        and H >= PARALLEL_MIN_HIDDEN)
+        self.blocks = None
+        if parallel:  # the weights once more, laid out by chunk of units (see lstm_layer_par)
+            p = model.params
+            L = cfg.num_layers
+            self.blocks = (unit_blocks(p.Wx0, k),
+                           np.stack([unit_blocks(p.Wx[l], k) for l in range(L - 1)])
+                           if L > 1 else np.zeros((0, k, H, Kg // k), dt),
+                           np.stack([unit_blocks(p.Wh[l], k) for l in range(L)]),
+                           np.stack([unit_blocks(p.b[l], k) for l in range(L)]))
+            self.t = np.zeros(H, dt)
+            self.xp = np.zeros((k, Kg // k), dt)
+            self.acc = np.zeros((k, Kg // k), dt)
 
     def prime(self, ids):
         """Warm the state on ids (a 1-d sequence); the last one is the next input."""
@@ -117,6 +210,13 @@ class Sampler:
         """The next n ids of each row, shape (n, N)."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
+        if self.blocks is not None:
+            p = self.model.params
+            generate_par(self.blocks, p.Wy, p.by, self.h[:, 0], self.c[:, 0], self.pending,
+                         self.cur, coins, float(temp), int(top_k), float(top_p), int(banned),
+                         out, self.t, self.xp, self.acc, self.logits[0], self.prob)
+            self.pending = self.pending[:0]
+            return out
         generate(self.model.cell, self.model.params, self.h, self.c, self.pending, self.cur, coins,
                  float(temp), int(top_k), float(top_p), int(banned), out, self.G, self.R, self.aux,
                  self.logits, self.prob)

@@ -204,3 +204,37 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell):
     np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
     if cell == "lstm":
         np.testing.assert_allclose(c, w.Cs[:, -1], atol=1e-12)
+
+
+@pytest.mark.parametrize("L", [1, 3])
+def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypatch):
+    """The wide-LSTM sampling path (each step's units split into chunks run in parallel, with
+    the weights laid out by chunk) gives the serial path's states and, from one seed, its text:
+    prime, then sample, in two calls."""
+    from charrnn import sampler, threads
+    monkeypatch.setattr(threads, "num_threads", lambda: 2)
+    m, rng = tiny("lstm", L=L, H=6)
+    serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
+    assert serial.blocks is None and split.blocks is not None
+    ids = rng.integers(0, 7, 20)
+    for s in (serial, split):
+        s.prime(ids)
+    for n in (1, 40):
+        a = serial.generate(n, np.random.default_rng(n), 0.9)
+        b = split.generate(n, np.random.default_rng(n), 0.9)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
+        np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
+
+
+def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
+    from charrnn.sampler import unit_blocks
+    H, k = 4, 2
+    W = np.arange(3 * 4 * H).reshape(3, 4 * H)  # column index g * H + u
+    B = unit_blocks(W, k)
+    assert B.shape == (k, 3, 4 * H // k)
+    for chunk in range(k):
+        for g in range(4):
+            for j in range(H // k):
+                np.testing.assert_array_equal(B[chunk, :, g * (H // k) + j],
+                                              W[:, g * H + chunk * (H // k) + j])
