@@ -3,7 +3,8 @@
 Randomness comes in as uniforms ("coins") drawn up front from the caller's seeded generator, so a
 seed gives the same text whatever the chunk sizes.
 """
-import math
+import os
+import time
 
 import numpy as np
 from numba import njit, prange
@@ -15,6 +16,7 @@ from .kernels import kernel
 # character at 2 x 512, about 28 GB/s from one core here), so two cores each read half.
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
+PROBE_MIN, PROBE_EVERY = 32, 4096  # time the split path on 32 chars of a chunk, every 4k chars
 
 
 @kernel
@@ -96,24 +98,15 @@ def generate(cell, p, h, c, pending, cur, coins, temp, top_k, top_p, banned, out
 
 
 @parallel_kernel
-def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc):
+def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc, tc):
     """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel.
     Whb (k, H, 4n): chunk k's columns, gates i f g o of its n units; xb (k, 4n) the input
-    projection plus bias in the same layout; c (H,) updated in place, h_out (H,) the new h."""
-    n = Whb.shape[2] // 4
+    projection plus bias in the same layout; c (k, n) updated in place, h_out (k, n) the new h;
+    each chunk is then the usual lstm_step on a (1, 4n) row."""
     for k in prange(Whb.shape[0]):
-        a = acc[k]
-        np.dot(h_prev, Whb[k], a)
-        a += xb[k]
-        u0 = k * n
-        for j in range(n):
-            ig = 1.0 / (1.0 + math.exp(-a[j]))
-            fg = 1.0 / (1.0 + math.exp(-a[n + j]))
-            gg = math.tanh(a[2 * n + j])
-            og = 1.0 / (1.0 + math.exp(-a[3 * n + j]))
-            cc = fg * c[u0 + j] + ig * gg
-            c[u0 + j] = cc
-            h_out[u0 + j] = og * math.tanh(cc)
+        np.dot(h_prev, Whb[k], acc[k])
+        acc[k] += xb[k]
+        K.lstm_step(acc[k:k + 1], c[k:k + 1], c[k:k + 1], tc[k:k + 1], h_out[k:k + 1])
 
 
 @parallel_kernel
@@ -125,32 +118,41 @@ def proj_par(h, Wb, bb, out):
 
 
 @kernel
-def step_par(blocks, x, h, c, t, xp, acc):
-    """Advance the batch-1 state h, c (L, H) by the character x, chunked across cores."""
+def step_par(blocks, x, h, c, t, xp, acc, tc):
+    """Advance the batch-1 state h (L, H), c (L, k, n) by the character x, chunked across
+    cores; t and tc (k, n) scratch."""
     Wx0b, Wxb, Whb, bb = blocks
     for k in range(Whb.shape[1]):
         xp[k] = Wx0b[k, x] + bb[0, k]
     for l in range(h.shape[0]):
         if l > 0:
             proj_par(h[l - 1], Wxb[l - 1], bb[l], xp)
-        lstm_layer_par(xp, h[l], c[l], Whb[l], t, acc)
-        h[l] = t
+        lstm_layer_par(xp, h[l], c[l], Whb[l], t, acc, tc)
+        h[l] = t.reshape(h.shape[1])
 
 
 @kernel
 def generate_par(blocks, Wy, by, h, c, pending, cur, coins, temp, top_k, top_p, banned, out, t,
-                 xp, acc, logits, prob):
+                 xp, acc, tc, logits, prob):
     """generate() for one row of a wide LSTM, each step split across the cores."""
     for s in range(pending.shape[0]):
-        step_par(blocks, pending[s, 0], h, c, t, xp, acc)
+        step_par(blocks, pending[s, 0], h, c, t, xp, acc, tc)
     L = h.shape[0]
     for s in range(out.shape[0]):
-        step_par(blocks, cur[0], h, c, t, xp, acc)
+        step_par(blocks, cur[0], h, c, t, xp, acc, tc)
         np.dot(h[L - 1], Wy, logits)
         logits += by
         nxt = pick(logits, coins[s, 0], temp, top_k, top_p, banned, prob)
         out[s, 0] = nxt
         cur[0] = nxt
+
+
+def cores_idle():
+    """Whether the last minute's load average leaves a core of this process's idle."""
+    try:
+        return os.getloadavg()[0] < threads.num_threads() - 0.5
+    except OSError:
+        return False
 
 
 def unit_blocks(W, k):
@@ -196,9 +198,12 @@ class Sampler:
                            if L > 1 else np.zeros((0, k, H, Kg // k), dt),
                            np.stack([unit_blocks(p.Wh[l], k) for l in range(L)]),
                            np.stack([unit_blocks(p.b[l], k) for l in range(L)]))
-            self.t = np.zeros(H, dt)
+            self.t = np.zeros((k, H // k), dt)
+            self.tc = np.zeros((k, H // k), dt)
             self.xp = np.zeros((k, Kg // k), dt)
             self.acc = np.zeros((k, Kg // k), dt)
+        self.rate = {False: None, True: None}  # chars/s of each path, last time they were timed
+        self.since_probe, self.every = PROBE_EVERY, PROBE_EVERY  # the first long chunk times
 
     def prime(self, ids):
         """Warm the state on ids (a 1-d sequence); the last one is the next input."""
@@ -210,15 +215,38 @@ class Sampler:
         """The next n ids of each row, shape (n, N)."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        if self.blocks is not None:
-            p = self.model.params
-            generate_par(self.blocks, p.Wy, p.by, self.h[:, 0], self.c[:, 0], self.pending,
-                         self.cur, coins, float(temp), int(top_k), float(top_p), int(banned),
-                         out, self.t, self.xp, self.acc, self.logits[0], self.prob)
-            self.pending = self.pending[:0]
-            return out
-        generate(self.model.cell, self.model.params, self.h, self.c, self.pending, self.cur, coins,
-                 float(temp), int(top_k), float(top_p), int(banned), out, self.G, self.R, self.aux,
-                 self.logits, self.prob)
-        self.pending = self.pending[:0]
+        args = (float(temp), int(top_k), float(top_p), int(banned))
+        if self.blocks is None:
+            self._run(False, coins, out, *args)
+        elif n >= 2 * PROBE_MIN and self.since_probe >= self.every and cores_idle():
+            # Time both paths, the split one on the chunk's last PROBE_MIN characters: they give
+            # the same text, but on a machine whose cores are busy elsewhere the split one waits
+            # at every step and can be a hundred times slower (measured beside a training run);
+            # so it is tried only when the load average says a core is idle, and while it
+            # loses, less and less often.
+            cut = n - PROBE_MIN
+            for parallel, part in ((False, slice(0, cut)), (True, slice(cut, n))):
+                t0 = time.perf_counter()
+                self._run(parallel, coins[part], out[part], *args)
+                self.rate[parallel] = (part.stop - part.start) / (time.perf_counter() - t0)
+            wins = self.rate[True] > self.rate[False]
+            self.since_probe, self.every = 0, PROBE_EVERY if wins else min(16 * PROBE_EVERY,
+                                                                           2 * self.every)
+        else:
+            self._run(self.rate[True] is not None and self.rate[True] > self.rate[False],
+                      coins, out, *args)
+            self.since_probe += n
         return out
+
+    def _run(self, parallel, coins, out, temp, top_k, top_p, banned):
+        if parallel:
+            p = self.model.params
+            L, k, n = len(self.h), *self.t.shape
+            generate_par(self.blocks, p.Wy, p.by, self.h[:, 0], self.c[:, 0].reshape(L, k, n),
+                         self.pending, self.cur, coins, temp, top_k, top_p, banned, out, self.t,
+                         self.xp, self.acc, self.tc, self.logits[0], self.prob)
+        else:
+            generate(self.model.cell, self.model.params, self.h, self.c, self.pending, self.cur,
+                     coins, temp, top_k, top_p, banned, out, self.G, self.R, self.aux,
+                     self.logits, self.prob)
+        self.pending = self.pending[:0]

@@ -209,22 +209,26 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell):
 @pytest.mark.parametrize("L", [1, 3])
 def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypatch):
     """The wide-LSTM sampling path (each step's units split into chunks run in parallel, with
-    the weights laid out by chunk) gives the serial path's states and, from one seed, its text:
-    prime, then sample, in two calls."""
+    the weights laid out by chunk) gives the serial path's states and, from one seed, its text,
+    also when it times both paths on halves of a chunk and switches between them."""
     from charrnn import sampler, threads
     monkeypatch.setattr(threads, "num_threads", lambda: 2)
+    monkeypatch.setattr(sampler, "PROBE_MIN", 3)
+    monkeypatch.setattr(sampler, "PROBE_EVERY", 20)
+    monkeypatch.setattr(sampler, "cores_idle", lambda: True)
     m, rng = tiny("lstm", L=L, H=6)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
     assert serial.blocks is None and split.blocks is not None
     ids = rng.integers(0, 7, 20)
     for s in (serial, split):
         s.prime(ids)
-    for n in (1, 40):
+    for n in (1, 40, 5, 13, 40, 7):
         a = serial.generate(n, np.random.default_rng(n), 0.9)
         b = split.generate(n, np.random.default_rng(n), 0.9)
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
         np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
+    assert None not in split.rate.values()  # it did time both
 
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():

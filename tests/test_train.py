@@ -241,9 +241,9 @@ def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, b
     assert t.cfg.schedule == "cosine"
 
 
-def test_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, small_corpus):
-    """Wx0 ~ U(-2, 2) (a one-hot input's embedding); other weights within 1/sqrt(H); forget
-    bias 1; recurrent blocks orthogonal."""
+def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, small_corpus):
+    """Wx0 ~ U(-2, 2) (a one-hot input's embedding) for the gated cells; other weights within
+    1/sqrt(H); forget bias 1; recurrent blocks orthogonal."""
     from charrnn.model import EMBED_INIT
     H = 64
     p = run.prepare(small_corpus, tmp_path / "r", hidden_size=H, batch_size=4, seq_len=10,
@@ -258,3 +258,9 @@ def test_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, sma
         for g in range(4):
             q = p.Wh[l, :, g * H:(g + 1) * H].astype(np.float64)
             np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5)
+    gru = run.prepare(small_corpus, tmp_path / "g", hidden_size=H, batch_size=4, seq_len=10,
+                      steps=1, cell="gru").model.params
+    rnn = run.prepare(small_corpus, tmp_path / "v", hidden_size=H, batch_size=4, seq_len=10,
+                      steps=1, cell="rnn").model.params
+    assert abs(gru.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05
+    assert np.abs(rnn.Wx0).max() <= k  # wide rows would saturate a vanilla RNN's tanh
