@@ -3,7 +3,6 @@
 Randomness comes in as uniforms ("coins") drawn up front from the caller's seeded generator, so a
 seed gives the same text whatever the chunk sizes.
 """
-import os
 import time
 
 import numpy as np
@@ -148,11 +147,19 @@ def generate_par(blocks, Wy, by, h, c, pending, cur, coins, temp, top_k, top_p, 
 
 
 def cores_idle():
-    """Whether the last minute's load average leaves a core of this process's idle."""
+    """Whether this process has a core to itself beside the one it runs on, now: the kernel's
+    count of runnable threads (the 4th field of /proc/loadavg, the caller included), the least
+    of three looks 1 ms apart (a busy process is runnable at every look; a passing one is not).
+    Unlike the load averages it does not lag by a minute. False where it cannot be read."""
     try:
-        return os.getloadavg()[0] < threads.num_threads() - 0.5
-    except OSError:
+        runnable = 1 << 30
+        for _ in range(3):
+            with open("/proc/loadavg") as f:
+                runnable = min(runnable, int(f.read().split()[3].split("/")[0]))
+            time.sleep(0.001)
+    except (OSError, ValueError, IndexError):
         return False
+    return runnable < threads.num_threads()
 
 
 def unit_blocks(W, k):
@@ -168,8 +175,8 @@ class Sampler:
     """Stateful generation from a Model for N rows at once (N independent samples)."""
 
     def __init__(self, model, num_samples=1, parallel=None):
-        """parallel: split each step across the cores (None: when it pays, a wide LSTM and
-        one row)."""
+        """parallel: split each step across the cores: True always, False never, None (the
+        default) for a wide LSTM and one row, when timing says it pays (see generate)."""
         # Products of a few rows: a second BLAS thread costs more in waking and spinning than it
         # saves, and on a busy machine far more.
         threads.set_blas_threads(1)
@@ -186,6 +193,7 @@ class Sampler:
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
         H, k = cfg.hidden_size, threads.num_threads()
+        self.forced = parallel is True
         if parallel is None:
             parallel = (model.cell == K.LSTM and num_samples == 1 and k > 1 and H % k == 0
                         and H >= PARALLEL_MIN_HIDDEN)
@@ -216,16 +224,21 @@ class Sampler:
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
         args = (float(temp), int(top_k), float(top_p), int(banned))
-        if self.blocks is None:
-            self._run(False, coins, out, *args)
+        if self.blocks is None or self.forced:
+            self._run(self.forced, coins, out, *args)
         elif n >= 2 * PROBE_MIN and self.since_probe >= self.every and cores_idle():
             # Time both paths, the split one on the chunk's last PROBE_MIN characters: they give
             # the same text, but on a machine whose cores are busy elsewhere the split one waits
             # at every step and can be a hundred times slower (measured beside a training run);
-            # so it is tried only when the load average says a core is idle, and while it
-            # loses, less and less often.
+            # so it is tried only when no other thread is runnable, and while it loses, less
+            # and less often.
+            # The first time, a few characters go through the split path untimed: its first
+            # call starts the thread pool and would lose the race for that alone.
+            warm = 8 if self.rate[True] is None else 0
             cut = n - PROBE_MIN
-            for parallel, part in ((False, slice(0, cut)), (True, slice(cut, n))):
+            if warm:
+                self._run(True, coins[:warm], out[:warm], *args)
+            for parallel, part in ((False, slice(warm, cut)), (True, slice(cut, n))):
                 t0 = time.perf_counter()
                 self._run(parallel, coins[part], out[part], *args)
                 self.rate[parallel] = (part.stop - part.start) / (time.perf_counter() - t0)

@@ -216,19 +216,23 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
     monkeypatch.setattr(sampler, "PROBE_MIN", 3)
     monkeypatch.setattr(sampler, "PROBE_EVERY", 20)
     monkeypatch.setattr(sampler, "cores_idle", lambda: True)
+    monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
     m, rng = tiny("lstm", L=L, H=6)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
-    assert serial.blocks is None and split.blocks is not None
+    auto = sampler.Sampler(m, 1)
+    assert serial.blocks is None and split.blocks is not None and auto.blocks is not None
     ids = rng.integers(0, 7, 20)
-    for s in (serial, split):
+    for s in (serial, split, auto):
         s.prime(ids)
     for n in (1, 40, 5, 13, 40, 7):
         a = serial.generate(n, np.random.default_rng(n), 0.9)
-        b = split.generate(n, np.random.default_rng(n), 0.9)
-        np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
-        np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
-    assert None not in split.rate.values()  # it did time both
+        for other in (split, auto):
+            b = other.generate(n, np.random.default_rng(n), 0.9)
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(other.h, serial.h, atol=1e-12)
+            np.testing.assert_allclose(other.c, serial.c, atol=1e-12)
+    assert None not in auto.rate.values()  # it did time both paths
+    assert sampler.Sampler(tiny("lstm", H=4)[0], 1).blocks is None  # too narrow to split
 
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
