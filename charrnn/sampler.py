@@ -15,7 +15,8 @@ from .kernels import kernel
 # character at 2 x 512, about 28 GB/s from one core here), so two cores each read half.
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
-PROBE_MIN, PROBE_EVERY = 32, 4096  # time the split path on 32 chars of a chunk, every 4k chars
+PROBE_MIN, PROBE_EVERY = 32, 4096  # time the split path on 32 chars of a piece, every 4k chars
+PROBE_PIECE = 256  # a long request runs in pieces of this many characters, each on the faster path
 
 
 @kernel
@@ -226,13 +227,20 @@ class Sampler:
         args = (float(temp), int(top_k), float(top_p), int(banned))
         if self.blocks is None or self.forced:
             self._run(self.forced, coins, out, *args)
-        elif n >= 2 * PROBE_MIN and self.since_probe >= self.every and cores_idle():
-            # Time both paths, the split one on the chunk's last PROBE_MIN characters: they give
+        else:  # pieces, so that a long request can switch paths after timing them
+            for at in range(0, n, PROBE_PIECE):
+                part = slice(at, min(n, at + PROBE_PIECE))
+                self._choose_and_run(coins[part], out[part], args)
+        return out
+
+    def _choose_and_run(self, coins, out, args):
+        n = len(out)
+        if n >= 2 * PROBE_MIN and self.since_probe >= self.every and cores_idle():
+            # Time both paths, the split one on the piece's last PROBE_MIN characters: they give
             # the same text, but on a machine whose cores are busy elsewhere the split one waits
             # at every step and can be a hundred times slower (measured beside a training run);
             # so it is tried only when no other thread is runnable, and while it loses, less
-            # and less often.
-            # The first time, a few characters go through the split path untimed: its first
+            # and less often. The first time, a few characters go through it untimed: its first
             # call starts the thread pool and would lose the race for that alone.
             warm = 8 if self.rate[True] is None else 0
             cut = n - PROBE_MIN
@@ -249,7 +257,6 @@ class Sampler:
             self._run(self.rate[True] is not None and self.rate[True] > self.rate[False],
                       coins, out, *args)
             self.since_probe += n
-        return out
 
     def _run(self, parallel, coins, out, temp, top_k, top_p, banned):
         if parallel:

@@ -215,6 +215,7 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
     monkeypatch.setattr(threads, "num_threads", lambda: 2)
     monkeypatch.setattr(sampler, "PROBE_MIN", 3)
     monkeypatch.setattr(sampler, "PROBE_EVERY", 20)
+    monkeypatch.setattr(sampler, "PROBE_PIECE", 16)  # a 40-character request runs in 3 pieces
     monkeypatch.setattr(sampler, "cores_idle", lambda: True)
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
     m, rng = tiny("lstm", L=L, H=6)
