@@ -235,24 +235,28 @@ class Sampler:
 
     def _choose_and_run(self, coins, out, args):
         n = len(out)
-        if n >= 2 * PROBE_MIN and self.since_probe >= self.every and cores_idle():
-            # Time both paths, the split one on the piece's last PROBE_MIN characters: they give
-            # the same text, but on a machine whose cores are busy elsewhere the split one waits
-            # at every step and can be a hundred times slower (measured beside a training run);
-            # so it is tried only when no other thread is runnable, and while it loses, less
-            # and less often. The first time, a few characters go through it untimed: its first
-            # call starts the thread pool and would lose the race for that alone.
+        if n >= 2 * PROBE_MIN + 8 and self.since_probe >= self.every and cores_idle():
+            # Time both paths on PROBE_MIN characters each, then finish the piece on the faster.
+            # They give the same text, but on a machine whose cores are busy elsewhere the split
+            # one waits at every step and can be a hundred times slower (measured beside a
+            # training run); so it is tried only when no other thread is runnable, and while it
+            # loses, less and less often. The first time, a few characters go through it
+            # untimed: its first call starts the thread pool and would lose the race for that.
             warm = 8 if self.rate[True] is None else 0
-            cut = n - PROBE_MIN
             if warm:
                 self._run(True, coins[:warm], out[:warm], *args)
-            for parallel, part in ((False, slice(warm, cut)), (True, slice(cut, n))):
+            at = warm
+            for parallel in (False, True):
+                part = slice(at, at + PROBE_MIN)
                 t0 = time.perf_counter()
                 self._run(parallel, coins[part], out[part], *args)
-                self.rate[parallel] = (part.stop - part.start) / (time.perf_counter() - t0)
+                self.rate[parallel] = PROBE_MIN / (time.perf_counter() - t0)
+                at += PROBE_MIN
             wins = self.rate[True] > self.rate[False]
             self.since_probe, self.every = 0, PROBE_EVERY if wins else min(16 * PROBE_EVERY,
                                                                            2 * self.every)
+            if at < n:
+                self._run(wins, coins[at:], out[at:], *args)
         else:
             self._run(self.rate[True] is not None and self.rate[True] > self.rate[False],
                       coins, out, *args)
