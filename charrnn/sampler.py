@@ -3,6 +3,7 @@
 Randomness comes in as uniforms ("coins") drawn up front from the caller's seeded generator, so a
 seed gives the same text whatever the chunk sizes.
 """
+import math
 import time
 
 import numpy as np
@@ -193,10 +194,11 @@ class Sampler:
         self.prob = np.zeros(cfg.vocab_size, np.float64)
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
-        H, k = cfg.hidden_size, threads.num_threads()
+        H = cfg.hidden_size
+        k = math.gcd(H, threads.num_threads())  # chunks of units: as many as cores, dividing H
         self.forced = parallel is True
         if parallel is None:
-            parallel = (model.cell == K.LSTM and num_samples == 1 and k > 1 and H % k == 0
+            parallel = (model.cell == K.LSTM and num_samples == 1 and k > 1
                         and H >= PARALLEL_MIN_HIDDEN)
         self.blocks = None
         if parallel:  # the weights once more, laid out by chunk of units (see lstm_layer_par)

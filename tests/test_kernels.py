@@ -247,3 +247,19 @@ def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
             for j in range(H // k):
                 np.testing.assert_array_equal(B[chunk, :, g * (H // k) + j],
                                               W[:, g * H + chunk * (H // k) + j])
+
+
+@pytest.mark.parametrize("cores, H, chunks", [(3, 4, 1), (4, 6, 2), (3, 6, 3)])
+def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H, chunks,
+                                                                        monkeypatch):
+    """As many chunks as cores when they divide H, else the largest count that does (the
+    warm-up forces the split path on a 2-unit model on any machine)."""
+    from charrnn import sampler, threads
+    monkeypatch.setattr(threads, "num_threads", lambda: cores)
+    m, rng = tiny("lstm", H=H)
+    serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
+    assert split.blocks[2].shape[1] == chunks
+    for s in (serial, split):
+        s.prime(rng.integers(0, 7, 5))
+    np.testing.assert_array_equal(serial.generate(30, np.random.default_rng(1), 0.9),
+                                  split.generate(30, np.random.default_rng(1), 0.9))
