@@ -6,14 +6,14 @@
     print(model.loss(open("some.txt").read()))    # nats per character
     charrnn.train("input.txt", out="runs/mine", minutes=2)
 """
-import codecs
 import math
 
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint
 from .errors import CheckpointError, CorpusError
 from .model import Model, ModelConfig, num_params
+from .vocab import Vocab
 
 
 class CharModel(Model):
@@ -23,24 +23,25 @@ class CharModel(Model):
 
     @property
     def byte_level(self):
-        return isinstance(self.vocab, bytes)
+        return self.vocab.byte_level
 
     def encode(self, text, unknown="error"):
-        if self.byte_level and isinstance(text, str):
-            text = text.encode("utf-8")
-        return data.encode(text, self.vocab, unknown=unknown)
+        """Ids of a text (bytes, or a str taken as UTF-8, for a byte-level model)."""
+        return self.vocab.encode(text, unknown=unknown)
 
-    def loss(self, text, batch_size=50, seq_len=100):
-        """Mean cross-entropy of the text under the model, in nats per character."""
-        ids = self.encode(text, unknown="unk" if data.UNK in self.vocab else "error")
+    def loss(self, text, batch_size=50, seq_len=100, unknown=None):
+        """Mean cross-entropy of the text under the model, in nats per character. Characters
+        the model does not know are an error, or (unknown="drop") left out; a --max-vocab
+        model reads them as its unknown symbol."""
+        if unknown is None:
+            unknown = "unk" if self.vocab.unk_id >= 0 else "error"
+        ids = self.encode(text, unknown=unknown)
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
         return self.evaluate(ids, batch_size, seq_len)
 
     def start_id(self):
-        nl = b"\n"[0] if self.byte_level else "\n"
-        idx = self.vocab.find(bytes([nl]) if self.byte_level else nl)
-        return max(idx, 0)
+        return self.vocab.start_id
 
     def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
                  num_samples=1, chunk=256, unknown="error"):
@@ -49,14 +50,14 @@ class CharModel(Model):
         from .sampler import Sampler
         s = Sampler(self, num_samples)
         try:
-            ids = self.encode(prime, unknown=unknown) if prime else np.array([self.start_id()])
+            ids = self.encode(prime, unknown=unknown) if len(prime) else np.array([self.start_id()])
         except CorpusError as e:
             raise CorpusError(f"the prime: {e}; pass --drop-unknown to leave them out") from None
         if len(ids) == 0:
             ids = np.array([self.start_id()])
         s.prime(ids)
         rng = np.random.default_rng(seed)
-        banned = self.vocab.find(data.UNK) if not self.byte_level else -1
+        banned = self.vocab.unk_id
 
         def chunks():
             done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
@@ -69,18 +70,22 @@ class CharModel(Model):
         return chunks()
 
     def decoder(self):
-        """A function from an id array to text, keeping multi-byte characters whole."""
-        if not self.byte_level:
-            table = np.array(list(self.vocab))
-            return lambda ids: "".join(table[ids])
-        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return lambda ids: dec.decode(np.asarray(ids, np.uint8).tobytes())
+        """A function from an id array to its text: a str (multi-byte characters kept whole),
+        or for a byte-level model the bytes themselves."""
+        return self.vocab.decoder()
 
-    def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0):
-        """Generated text (after the prime, which is not included)."""
+    def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
+               include_prime=True):
+        """The prime followed by `length` generated characters, as `charrnn sample` prints them
+        (include_prime=False: the generated part alone). A str, or bytes for a byte-level
+        model (whose prime may be bytes, or a str taken as UTF-8)."""
         decode = self.decoder()
-        return "".join(decode(ids[:, 0]) for ids in
-                       self.generate(length, temp, prime, seed, top_k, top_p))
+        out = [decode(ids[:, 0]) for ids in self.generate(length, temp, prime, seed, top_k, top_p)]
+        if include_prime:
+            p = prime.encode("utf-8", "surrogateescape") if self.byte_level and \
+                isinstance(prime, str) else prime
+            out.insert(0, p)
+        return (b"" if self.byte_level else "").join(out)
 
 
 def model_from_checkpoint(path, dtype=np.float32):
@@ -92,9 +97,7 @@ def model_from_checkpoint(path, dtype=np.float32):
             if dtype not in (np.float32, np.float64):
                 raise ValueError(f"weights of type {dtype}")
         cfg = ModelConfig(**meta["model"])
-        v = meta["vocab"]
-        vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
-        model = CharModel(cfg, vocab, dtype=dtype)
+        model = CharModel(cfg, Vocab.from_json(meta["vocab"]), dtype=dtype)
         for name, arr in zip(model.params._fields, model.params):
             if params[name].shape != arr.shape:
                 raise ValueError(f"{name} has shape {params[name].shape}, expected {arr.shape}")

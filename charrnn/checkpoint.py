@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import CheckpointError
 from .kernels import Params
+from .vocab import Vocab
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
@@ -92,6 +93,10 @@ def _check_meta(path, meta):
     for key in ("model", "vocab"):
         if key not in meta:
             raise CheckpointError(f"{path} is incomplete: no {key!r} in its metadata")
+    try:
+        Vocab.from_json(meta["vocab"])
+    except ValueError as e:
+        raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
 
 
 def resolve(path=None, runs_dir="runs"):

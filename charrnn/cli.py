@@ -89,6 +89,13 @@ def main_options(
 # train
 
 Opt = typer.Option
+EncodingOpt = Annotated[Optional[str], Opt(
+    show_default=False, help="The text's encoding (any Python codec: latin-1, cp1252, utf-16, "
+                             "shift_jis, ...). Default: UTF-8, or UTF-16/32 when the text starts "
+                             "with their byte-order mark.")]
+ErrorsOpt = Annotated[str, Opt(help="Bytes that do not decode: strict (an error), replace (each "
+                                    "becomes U+FFFD, the unknown symbol) or ignore (dropped); "
+                                    "a count is reported.")]
 
 
 @app.command()
@@ -147,6 +154,8 @@ def train(
                                     "characters.")] = False,
     max_vocab: Annotated[Optional[int], Opt(help="Keep the N most frequent characters; the rest "
                                             "become one unknown symbol.")] = None,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = "strict",
     glob: Annotated[Optional[str], Opt(help="With a directory CORPUS: only files matching this "
                                        "pattern, e.g. '*.py'.")] = None,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
@@ -177,7 +186,7 @@ def train(
     dtype = np.float64 if float64 else np.float32
     trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                           glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
-                          dtype=dtype, **names)
+                          dtype=dtype, encoding=encoding, errors=errors, **names)
     con = _console()
     m, cfg = trainer.model, trainer.cfg
     if getattr(trainer, "notice", None) and not quiet:
@@ -299,17 +308,28 @@ CkptOpt = Annotated[Optional[Path], Opt(
                                "of the most recently written run under ./runs/.")]
 
 
-def _read_prime(prime, prime_file):
+def _read_prime(prime, prime_file, byte_level):
+    """The prime: text for a character model (a file or stdin decoded as the training text
+    is: UTF-8, or UTF-16/32 with a byte-order mark), raw bytes for a byte-level one."""
+    from . import data
     if prime is not None and prime_file is not None:
         fail("give --prime or --prime-file, not both", 2)
     if prime_file is not None:
         try:
-            return prime_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read --prime-file {prime_file}: {getattr(e, 'strerror', None) or e}")
-    if prime == "-":
-        return sys.stdin.read()
-    return prime or ""
+            raw = prime_file.read_bytes()
+        except OSError as e:
+            fail(f"cannot read --prime-file {prime_file}: {e.strerror or e}")
+        name = str(prime_file)
+    elif prime == "-":
+        raw, name = getattr(sys.stdin, "buffer", sys.stdin).read(), "the prime on stdin"
+        raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+    elif byte_level:  # argv as the shell gave it: any bytes survive
+        return (prime or "").encode("utf-8", "surrogateescape")
+    else:
+        return prime or ""
+    if byte_level:
+        return raw
+    return data.prepare_input(raw, name, False, data.Decoding(hint="")) if raw else ""
 
 
 def _check_sampling(temp, top_k, top_p, length, num_samples):
@@ -328,17 +348,30 @@ def _check_sampling(temp, top_k, top_p, length, num_samples):
 
 
 class _Out:
-    """Writes text to stdout as it comes; a reader that went away ends generation quietly."""
+    """Writes text (or a byte-level model's bytes) to stdout as it comes; a reader that went
+    away ends generation quietly."""
 
-    def __init__(self, keep=False):
-        self.stream = sys.stdout
-        self.keep, self.written = keep, ""  # keep a copy only when asked (-n 0 is endless)
+    def __init__(self, byte_level=False, keep=False):
+        self.stream = sys.stdout.buffer if byte_level else sys.stdout
+        self.empty = b"" if byte_level else ""
+        self.keep, self.written, self.last = keep, self.empty, self.empty
+        # keep a copy only when asked (-n 0 is endless)
 
     def write(self, s):
+        if not s:
+            return
         self.stream.write(s)
         self.stream.flush()
+        self.last = s[-1:]
         if self.keep:
             self.written += s
+
+    def end_line(self):
+        """On a terminal, end with a newline so the shell prompt starts on a line of its own."""
+        newline = b"\n" if isinstance(self.empty, bytes) else "\n"
+        if self.last and self.last != newline and sys.stdout.isatty():
+            self.stream.write(newline)
+            self.stream.flush()
 
 
 def _quiet_broken_pipe():
@@ -380,23 +413,26 @@ def sample(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for (for --novelty).")] = None,
 ):
-    """Generate text from a trained model; only the text goes to stdout."""
+    """Generate text from a trained model; only the text goes to stdout (a byte-level model's
+    samples as the raw bytes, for binary-safe pipes)."""
     _check_sampling(temp, top_k, top_p, length, num_samples)
-    text = _read_prime(prime, prime_file)
     from . import api
     model = api.load(checkpoint)
+    text = _read_prime(prime, prime_file, model.byte_level)
     with compile_notice():
         api.warmup(model.config.cell, model.dtype, sampling=True)
     unknown = "drop" if drop_unknown else "error"
     gen = model.generate(length, temp, text, seed, top_k, top_p, num_samples, unknown=unknown)
-    stop = _unescape(stop) if stop else None
-    out = _Out(keep=novelty)
+    as_output = _as_bytes if model.byte_level else (lambda s: s)
+    stop = as_output(_unescape(stop)) if stop else None
+    out = _Out(model.byte_level, keep=novelty)
     try:
         if num_samples == 1:
             out.write(text)
             _stream_one(model, gen, stop, out)
         else:
-            _write_batch(model, gen, num_samples, text, stop, _unescape(separator), out)
+            _write_batch(model, gen, num_samples, text, stop, as_output(_unescape(separator)), out)
+        out.end_line()
     except BrokenPipeError:
         _quiet_broken_pipe()
         return
@@ -411,10 +447,9 @@ def _report_novelty(model, sample, data_dir):
     source = info.get("source")
     if source == "-":
         fail("--novelty needs the training text, but this model was trained on stdin")
+    decoding = data.Decoding(info.get("encoding"), info.get("errors") or "strict")
     corpus, _ = data.read_text(source, data_dir=data_dir, glob=info.get("glob"),
-                               byte_level=bool(info.get("bytes")))
-    if isinstance(corpus, bytes):
-        corpus = corpus.decode("utf-8", "replace")
+                               byte_level=model.byte_level, decoding=decoding)
     parts = [f"{n}-grams {100 * f:.1f}%" for n, f in copied_fraction(sample, corpus).items()]
     sys.stderr.write("charrnn: copied verbatim from the training text: "
                      + (", ".join(parts) or "sample too short") + "\n")
@@ -426,9 +461,13 @@ def _unescape(s):
     return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
+def _as_bytes(s):
+    return s.encode("utf-8", "surrogateescape")
+
+
 def _stream_one(model, gen, stop, out):
     decode = model.decoder()
-    held = ""  # text that might be the start of the stop string
+    held = out.empty  # text that might be the start of the stop string
     for ids in gen:
         held += decode(ids[:, 0])
         if stop:
@@ -437,17 +476,17 @@ def _stream_one(model, gen, stop, out):
                 out.write(held[:cut + len(stop)])
                 return
             keep = len(stop) - 1
-            ready, held = (held[:-keep], held[-keep:]) if keep else (held, "")
+            ready, held = (held[:-keep], held[-keep:]) if keep else (held, out.empty)
             out.write(ready)
         else:
             out.write(held)
-            held = ""
+            held = out.empty
     out.write(held)
 
 
 def _write_batch(model, gen, n, prime, stop, sep, out):
     decoders = [model.decoder() for _ in range(n)]
-    texts = ["" for _ in range(n)]
+    texts = [out.empty for _ in range(n)]
     for ids in gen:
         for k in range(n):
             texts[k] += decoders[k](ids[:, k])
@@ -465,17 +504,32 @@ def evaluate(
                                              "corpus name.")],
     checkpoint: CkptOpt = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = "strict",
+    drop_unknown: Annotated[bool, Opt(help="Leave out characters the model never saw instead "
+                                           "of failing.")] = False,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for.")] = None,
 ):
-    """Print the model's loss on a text in nats and bits per character."""
+    """Print the model's loss on a text in nats and bits per character. The text is read as the
+    model was trained: bytes for a byte-level model, else decoded (--encoding, --errors)."""
     import math
     from . import api, data
     model = api.load(checkpoint)
-    text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level)
+    decoding = data.Decoding(encoding, errors, hint="")
+    text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
+                                decoding=decoding)
+    if decoding.notice():
+        sys.stderr.write(f"charrnn: {decoding.notice()}\n")
     with compile_notice():
         api.warmup(model.config.cell, model.dtype)
-    nats = model.loss(text)
+    unknown = "drop" if drop_unknown else None
+    try:
+        nats = model.loss(text, unknown=unknown)
+    except CharrnnError as e:
+        if drop_unknown or "not in the vocabulary" not in str(e):
+            raise
+        fail(f"{e}; pass --drop-unknown to leave them out")
     n = len(text)
     if as_json:
         print(json.dumps({"file": desc, "chars": n, "nats_per_char": nats,

@@ -5,9 +5,11 @@ A source is `None` (the built-in default corpus: this Python's standard library 
 the file name; hidden files and directories are skipped), or a corpus name from the packaged
 manifest (looked up in the data dir, downloaded once into the cache and checked by sha256).
 
-Text mode decodes UTF-8, drops a leading byte-order mark and converts CRLF and lone CR line endings
-to LF, so a model never learns two kinds of newline. Byte mode (`byte_level=True`, the CLI's
-`--bytes`) takes the bytes unchanged; its vocabulary holds byte values, not characters.
+Text mode decodes the bytes (a Decoding: UTF-8 unless a UTF-16/UTF-32 byte-order mark or
+`--encoding` says otherwise; undecodable bytes an error, or replaced or dropped by `--errors`),
+drops a leading byte-order mark and converts CRLF and lone CR line endings to LF, so a model never
+learns two kinds of newline. Byte mode (`byte_level=True`, the CLI's `--bytes`) takes the bytes
+unchanged; its vocabulary holds byte values, not characters.
 
 read_text holds a whole corpus in memory; idcache streams a large file through the same rules
 into a cached file of ids (corpus_file says which sources it can stream).
@@ -16,6 +18,7 @@ A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted di
 values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
 vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
 """
+import codecs
 import fnmatch
 import functools
 import hashlib
@@ -51,8 +54,11 @@ _BYTES_HINT = "use --bytes to train a byte-level model"
 
 # ---------------------------------------------------------------------------------------- sources
 
-def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=None):
-    """(text, description) of a source; bytes in byte mode. Raises CorpusError."""
+def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=None,
+              decoding=None):
+    """(text, description) of a source; bytes in byte mode. Raises CorpusError. `decoding`
+    (a Decoding, default strict UTF-8) decodes text mode and counts what it replaced."""
+    decoding = decoding if decoding is not None else Decoding()
     if source is not None:
         source = os.fspath(source)
     path = Path(source) if source not in (None, "-") else None
@@ -62,15 +68,16 @@ def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=
         data, name, detail = _read_stdlib(byte_level)
     elif source == "-":
         name, detail = "<stdin>", ""
-        data = _prepare(_read_stream(stdin), name, byte_level)
+        data = prepare_input(_read_stream(stdin), name, byte_level, decoding)
     elif path.is_dir():
-        data, name, detail = _read_dir(path, glob, byte_level)
+        data, name, detail = _read_dir(path, glob, byte_level, decoding)
     elif path.exists():
         name, detail = source, ""
-        data = _prepare(_read_file(path), name, byte_level)
+        data = prepare_input(_read_file(path), name, byte_level, decoding)
     elif source in _manifest():
         name, detail = source, ""
-        data = _prepare(_read_named(source, _manifest()[source], data_dir), name, byte_level)
+        data = prepare_input(_read_named(source, _manifest()[source], data_dir), name, byte_level,
+                        decoding)
     else:
         raise CorpusError(f"no such file or corpus name: {source} "
                           f"(known corpora: {', '.join(corpus_names())})")
@@ -122,17 +129,11 @@ def _manifest():
     return json.loads(resource.read_text(encoding="utf-8"))
 
 
-def _prepare(raw, name, byte_level):
+def prepare_input(raw, name, byte_level, decoding=None):
     """The bytes of one input as the training text: unchanged bytes, or decoded, normalised text."""
     if byte_level:
         return raw
-    if b"\x00" in raw:
-        raise CorpusError(binary_message(name))
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:  # utf-8-sig counts from after the mark; report the file offset
-        at = e.start + (len(BOM) if raw.startswith(BOM) else 0)
-        raise CorpusError(utf8_message(name, at)) from None
+    text = (decoding if decoding is not None else Decoding()).decode(raw, name)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
@@ -147,12 +148,167 @@ def hash_stream(f, h, chunk=HASH_CHUNK):
     return h
 
 
-def binary_message(name):
-    return f"{name} looks binary (it contains NUL bytes): {_BYTES_HINT}"
+def binary_message(name, hint=_BYTES_HINT, head=b""):
+    """The error for an input with NUL bytes; `head`, its first bytes, may show it is UTF-16
+    without a byte-order mark (every other byte NUL), which --encoding then reads."""
+    guess = utf16_guess(head)
+    if guess:
+        return (f"{name} looks like {guess.upper()} text without a byte-order mark: "
+                f"pass --encoding {guess}")
+    return f"{name} looks binary (it contains NUL bytes)" + (f": {hint}" if hint else "")
+
+
+def utf16_guess(head):
+    """'utf-16-le' or 'utf-16-be' when the bytes look like mostly-ASCII UTF-16 (NUL in every
+    second byte, on one side), else None."""
+    head = head[:4096] if len(head) % 2 == 0 else head[:min(4096, len(head) - 1)]
+    if len(head) < 8:
+        return None
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    half = len(head) // 2
+    if odd >= 0.8 * half and even <= 0.05 * half:
+        return "utf-16-le"
+    if even >= 0.8 * half and odd <= 0.05 * half:
+        return "utf-16-be"
+    return None
+
+
+def decode_message(name, offset, encoding="utf-8", hint=_BYTES_HINT):
+    """The error for bytes that do not decode: names --encoding and --errors first."""
+    label = "UTF-8" if encoding in ("utf-8", "utf-8-sig") else encoding
+    return (f"{name} is not valid {label} (at byte {offset:,}): name its encoding with --encoding "
+            f"(e.g. --encoding latin-1), or pass --errors replace (or ignore) for stray bytes"
+            + (f"; or {hint}" if hint else ""))
 
 
 def utf8_message(name, offset):
-    return f"{name} is not valid UTF-8 (at byte {offset:,}): {_BYTES_HINT}"
+    return decode_message(name, offset)
+
+
+# ------------------------------------------------------------------------------------ decoding
+
+BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))  # utf-32's marks first: they
+ERRORS = ("strict", "replace", "ignore")                     # begin with utf-16's
+
+
+class Decoding:
+    """How bytes become text, and a count of what did not decode.
+
+    encoding: a codec Python knows, or None: UTF-8, unless the input starts with a UTF-16 or
+    UTF-32 byte-order mark. errors: "strict" (undecodable bytes are a CorpusError naming the
+    first one's offset), "replace" (each invalid sequence becomes U+FFFD, the unknown symbol,
+    which sampling never emits) or "ignore" (dropped). A leading byte-order mark is dropped in
+    any encoding. `hint` ends the error messages (the CLI's train suggests --bytes).
+    """
+
+    def __init__(self, encoding=None, errors="strict", hint=_BYTES_HINT):
+        if errors not in ERRORS:
+            raise ConfigError(f"--errors must be one of {', '.join(ERRORS)}, not {errors!r}")
+        if encoding is not None:
+            try:
+                info = codecs.lookup(encoding)
+            except LookupError:
+                raise ConfigError(f"unknown encoding {encoding!r} (see Python's codecs: e.g. "
+                                  "utf-8, latin-1, cp1252, utf-16, shift_jis)") from None
+            if not getattr(info, "_is_text_encoding", True):
+                raise ConfigError(f"{encoding!r} is not a text encoding")
+            encoding = info.name
+        self.encoding, self.errors, self.hint = encoding, errors, hint
+        self.replaced = 0           # invalid sequences replaced (or dropped) so far
+        self.first = None           # (input name, byte offset) of the first of them
+
+    def codec(self, head):
+        """The codec for an input that begins with the bytes `head` (at least 4 if it has them)."""
+        if self.encoding is not None:
+            return self.encoding
+        for mark, name in BOMS:
+            if head.startswith(mark):
+                return name
+        return "utf-8"
+
+    def ascii_safe(self, codec):
+        """Whether every ASCII byte stands for itself wherever it appears (so a pure-ASCII chunk
+        needs no decoding, and a NUL byte is a NUL character)."""
+        return _ascii_safe(codec)
+
+    def incremental(self, codec, name):
+        """An incremental decoder for one input; offsets reported relative to that input."""
+        handler = "strict" if self.errors == "strict" else f"charrnn-{self.errors}"
+        return codecs.getincrementaldecoder(codec)(errors=handler)
+
+    def decode(self, raw, name):
+        """The text of the whole input raw (bytes), leading BOM dropped. CorpusError when it
+        looks binary or (strict) does not decode."""
+        codec = self.codec(raw[:4])
+        safe = self.ascii_safe(codec)
+        if safe and b"\x00" in raw:
+            raise CorpusError(binary_message(name, self.hint, raw[:4096]))
+        with _counting(self, name, 0):
+            try:
+                text = raw.decode(codec, "strict" if self.errors == "strict"
+                                  else f"charrnn-{self.errors}")
+            except UnicodeDecodeError as e:
+                raise CorpusError(decode_message(name, e.start, codec, self.hint)) from None
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        if not safe and "\x00" in text:
+            raise CorpusError(binary_message(name, self.hint))
+        return text
+
+    def notice(self):
+        """One line saying what was replaced or dropped, or None."""
+        if not self.replaced:
+            return None
+        name, offset = self.first
+        what = "replaced by U+FFFD" if self.errors == "replace" else "dropped"
+        return (f"{self.replaced:,} undecodable byte sequence{'s' if self.replaced > 1 else ''} "
+                f"{what} (the first in {name} at byte {offset:,})")
+
+
+@functools.lru_cache(maxsize=None)
+def _ascii_safe(codec):
+    if codecs.lookup(codec).name == "utf-8":
+        return True
+    try:
+        ascii_ok = bytes(range(128)).decode(codec) == "".join(map(chr, range(128)))
+        single = len(bytes(range(256)).decode(codec, "replace")) == 256
+    except (UnicodeError, LookupError):
+        return False
+    return ascii_ok and single
+
+
+_COUNTERS = []                      # (Decoding, input name, base offset) being decoded now
+
+
+class _counting:
+    """Route the charrnn-replace/-ignore error handlers' counts to a Decoding while decoding."""
+
+    def __init__(self, decoding, name, base):
+        self.entry = [decoding, name, base]
+
+    def __enter__(self):
+        _COUNTERS.append(self.entry)
+        return self.entry
+
+    def __exit__(self, *exc):
+        _COUNTERS.remove(self.entry)
+
+
+def _error_handler(replacement):
+    def handle(e):
+        if not isinstance(e, UnicodeDecodeError) or not _COUNTERS:
+            raise e
+        decoding, name, base = _COUNTERS[-1]
+        decoding.replaced += 1
+        if decoding.first is None:
+            decoding.first = (name, base + e.start)
+        return replacement, e.end
+    return handle
+
+
+codecs.register_error("charrnn-replace", _error_handler(UNK))
+codecs.register_error("charrnn-ignore", _error_handler(""))
 
 
 def _read_file(path):
@@ -179,12 +335,12 @@ def _files_under(root, glob=None, skip=frozenset()):
     return sorted(found)
 
 
-def _join_files(root, rel_paths, byte_level, cap=None):
+def _join_files(root, rel_paths, byte_level, cap=None, decoding=None):
     """(joined text, files used, files skipped): undecodable files are skipped in text mode."""
     pieces, size, skipped = [], 0, 0
     for rel in rel_paths:
         try:
-            piece = _prepare(_read_file(root / rel), rel, byte_level)
+            piece = prepare_input(_read_file(root / rel), rel, byte_level, decoding)
         except CorpusError:
             if byte_level:
                 raise
@@ -200,16 +356,20 @@ def _join_files(root, rel_paths, byte_level, cap=None):
     return sep.join(pieces) if pieces else sep[:0], len(pieces), skipped
 
 
-def _read_dir(root, glob, byte_level):
+def _read_dir(root, glob, byte_level, decoding=None):
     rel_paths = _files_under(root, glob)
     matching = f" matching {glob}" if glob else ""
     if not rel_paths:
         raise CorpusError(f"{root} has no files{matching}")
-    data, used, skipped = _join_files(root, rel_paths, byte_level)
+    decoding = decoding if decoding is not None else Decoding()
+    data, used, skipped = _join_files(root, rel_paths, byte_level, decoding=decoding)
+    label = decoding.encoding or "UTF-8"
     if skipped and not used:
-        raise CorpusError(f"{root} has no UTF-8 text files{matching} "
-                          f"({skipped} skipped): {_BYTES_HINT}")
-    detail = f"{used} files, " + (f"{skipped} skipped as not UTF-8 text, " if skipped else "")
+        raise CorpusError(f"{root} has no {label} text files{matching} ({skipped} skipped as "
+                          f"binary or undecodable): name their encoding with --encoding, "
+                          f"or pass --errors replace; or {_BYTES_HINT}")
+    detail = f"{used} files, " + (f"{skipped} skipped as binary or not {label} text, "
+                                  if skipped else "")
     return data, str(root), detail
 
 
@@ -286,13 +446,20 @@ def _save(raw, path):
 
 def _codes(text, start=0, stop=None):
     """Code points (uint32) of text[start:stop], or byte values (uint8) of a bytes object."""
+    text = _symbols_of(text)
     stop = len(text) if stop is None else min(stop, len(text))
     if isinstance(text, str):
         return np.frombuffer(text[start:stop].encode("utf-32-le", "surrogatepass"), np.uint32)
     return np.frombuffer(text, np.uint8, count=stop - start, offset=start)
 
 
+def _symbols_of(vocab):
+    """The str or bytes of a vocabulary given as a Vocab or as its symbols."""
+    return getattr(vocab, "symbols", vocab)
+
+
 def _check_kinds(text, vocab):
+    vocab = _symbols_of(vocab)
     if isinstance(text, str) != isinstance(vocab, str):
         raise TypeError(f"cannot use a {type(vocab).__name__} vocabulary with {type(text).__name__}")
 
@@ -330,6 +497,7 @@ def id_dtype(vocab_size):
 
 def lookup_table(vocab):
     """Table from code point (or byte value) to id, -1 where the vocabulary lacks the symbol."""
+    vocab = _symbols_of(vocab)
     codes = _codes(vocab)
     if len(np.unique(codes)) != len(codes):
         raise ValueError("the vocabulary has repeated symbols")
@@ -345,6 +513,7 @@ def encode(text, vocab, *, unknown="auto"):
     CorpusError; "auto" is "unk" when vocab contains UNK, else "error".
     """
     _check_kinds(text, vocab)
+    vocab = _symbols_of(vocab)
     table = lookup_table(vocab)
     unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
     if unknown == "auto":
@@ -384,6 +553,7 @@ def decode_bytes(ids, vocab):
 
 def decode(ids, vocab):
     """The text of ids; a byte vocabulary's bytes are decoded as UTF-8 with replacement."""
+    vocab = _symbols_of(vocab)
     if isinstance(vocab, str):
         ids, codes = _valid_ids(ids, len(vocab)), _codes(vocab)
         return "".join(codes[ids[at:at + CHUNK]].tobytes().decode("utf-32-le", "surrogatepass")

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import data
 from .errors import ConfigError, CorpusError
+from .vocab import Vocab
 
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
 READ_CHUNK = 1 << 20        # bytes of the file decoded, counted or encoded at a time
@@ -39,9 +40,9 @@ STALE = 3600                # seconds after which a temporary file in the cache 
 
 class Encoded(NamedTuple):
     ids: np.ndarray         # (N,) uint8/uint16/uint32: a read-only np.memmap when from the cache
-    vocab: object           # str of characters, or bytes of byte values in byte mode
+    vocab: Vocab            # characters, or byte values in byte mode
     description: str        # as data.read_text gives it: "input.txt (1,115,394 chars)"
-    notice: Optional[str]   # one line when the cache could not be written, else None
+    notice: Optional[str]   # one line when bytes were replaced or the cache could not be written
 
 
 def cache_dir():
@@ -51,23 +52,27 @@ def cache_dir():
 
 def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, max_vocab=None,
                    vocab=None, unknown_hint=None, stdin=None, chunk_size=READ_CHUNK,
-                   min_bytes=None):
+                   min_bytes=None, decoding=None):
     """(ids, vocab, description, notice) of a source (as data.read_text takes it).
 
     Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
     initialising model's), the text is encoded in it: a character it lacks becomes UNK if it has
     UNK, else is a CorpusError, to which `unknown_hint` is added in parentheses. Files of
-    min_bytes (default MIN_BYTES) or more go through the cache."""
-    if vocab is not None and isinstance(vocab, bytes) != byte_level:
-        raise ConfigError("a vocabulary of characters cannot encode bytes (drop --bytes)"
-                          if byte_level else "a byte-level vocabulary needs byte mode (--bytes)")
+    min_bytes (default MIN_BYTES) or more go through the cache. `decoding` (a data.Decoding)
+    says how text mode decodes; the notice says what it replaced."""
+    if vocab is not None:
+        vocab = Vocab(vocab)
+        if vocab.byte_level != byte_level:
+            raise ConfigError("a vocabulary of characters cannot encode bytes (drop --bytes)"
+                              if byte_level else "a byte-level vocabulary needs byte mode (--bytes)")
+    decoding = decoding if decoding is not None else data.Decoding()
     path = data.corpus_file(source, data_dir) if glob is None else None
     if path is None or _size(path) < (MIN_BYTES if min_bytes is None else min_bytes):
         text, desc = data.read_text(source, data_dir=data_dir, glob=glob, byte_level=byte_level,
-                                    stdin=stdin)
-        vocab = data.build_vocab(text, max_vocab) if vocab is None else vocab
+                                    stdin=stdin, decoding=decoding)
+        vocab = Vocab(data.build_vocab(text, max_vocab)) if vocab is None else vocab
         try:
-            return Encoded(data.encode(text, vocab), vocab, desc, None)
+            return Encoded(vocab.encode(text), vocab, desc, decoding.notice())
         except CorpusError as e:
             raise CorpusError(_with_hint(e, unknown_hint)) from None
     name = os.fspath(source)
@@ -76,37 +81,44 @@ def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, m
     except OSError as e:
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
     with f:
-        return _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size)
+        return _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size,
+                             decoding)
 
 
-def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size):
+def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding):
     stamp = _stamp(f)
-    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab)
+    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab,
+               decoding)
     where = cache_dir()
     hit = _load(where, key)
     if hit is not None:
-        return Encoded(*hit, data.describe(name, len(hit[0]), byte_level), None)
-    counts = _count(_symbols(f, name, byte_level, chunk_size), byte_level)
+        ids, vocab, replaced = hit
+        if replaced and not byte_level:   # say again what the first read replaced
+            decoding.replaced, decoding.first = replaced["count"], tuple(replaced["first"])
+        return Encoded(ids, vocab, data.describe(name, len(ids), byte_level), decoding.notice())
+    counts = _count(_symbols(f, name, byte_level, chunk_size, decoding), byte_level)
     n = int(counts.sum())
     if n == 0:
         raise CorpusError(f"{name} is empty")
     if vocab is None:
-        vocab = data.vocab_from_counts(counts, max_vocab)
+        vocab = Vocab(data.vocab_from_counts(counts, max_vocab))
     try:
-        table = _id_table(vocab, counts)
+        table = _id_table(vocab.symbols, counts)
     except CorpusError as e:
         raise CorpusError(_with_hint(e, unknown_hint)) from None
 
-    def chunks():
-        yield from _encode(_symbols(f, name, byte_level, chunk_size), table)
+    def chunks():  # a second pass: its own Decoding, so nothing is counted twice
+        again = data.Decoding(decoding.encoding, decoding.errors, decoding.hint)
+        yield from _encode(_symbols(f, name, byte_level, chunk_size, again), table)
         if _stamp(f) != stamp:
             raise CorpusError(f"{name} changed while it was being read: try again")
 
-    meta = {"format": FORMAT, "key": key, "length": n, "source": name,
-            "vocab": ({"kind": "bytes", "ids": list(vocab)} if byte_level
-                      else {"kind": "text", "chars": vocab})}
+    meta = {"format": FORMAT, "key": key, "length": n, "source": name, "vocab": vocab.to_json(),
+            "replaced": ({"count": decoding.replaced, "first": list(decoding.first)}
+                         if decoding.replaced else None)}
     ids, notice = _store(where, key, chunks, n, table.dtype, meta)
-    return Encoded(ids, vocab, data.describe(name, n, byte_level), notice)
+    notices = [m for m in (decoding.notice(), notice) if m]
+    return Encoded(ids, vocab, data.describe(name, n, byte_level), "; ".join(notices) or None)
 
 
 def _with_hint(error, hint):
@@ -125,13 +137,17 @@ def _stamp(f):
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _key(f, name, byte_level, max_vocab, vocab):
-    """Hex blake2b of the mode (format, bytes or text, max_vocab, given vocabulary) and the file."""
+def _key(f, name, byte_level, max_vocab, vocab, decoding):
+    """Hex blake2b of the mode (format, bytes or text, max_vocab, given vocabulary, encoding and
+    errors) and the file."""
     given = None
     if vocab is not None:
-        given = hashlib.blake2b(vocab if byte_level else vocab.encode("utf-8", "surrogatepass"))
+        given = hashlib.blake2b(vocab.symbols if byte_level
+                                else vocab.symbols.encode("utf-8", "surrogatepass"))
     mode = {"format": FORMAT, "bytes": byte_level, "max_vocab": max_vocab,
             "vocab": given and given.hexdigest()}
+    if not byte_level and (decoding.encoding is not None or decoding.errors != "strict"):
+        mode.update(encoding=decoding.encoding, errors=decoding.errors)  # else keys as before
     f.seek(0)
     h = hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20)
     try:
@@ -143,21 +159,20 @@ def _key(f, name, byte_level, max_vocab, vocab):
 # ------------------------------------------------------------------------------- the cache files
 
 def _load(where, key):
-    """(ids as a read-only memmap, vocab) cached under key, or None if absent or not sound."""
+    """(ids as a read-only memmap, vocab, what decoding replaced) cached under key, or None if
+    absent or not sound."""
     try:
         meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
-        v = meta["vocab"]
-        vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
+        vocab = Vocab.from_json(meta["vocab"])
         ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(vocab, (str, bytes))
-                 and isinstance(ids, np.memmap) and ids.shape == (meta["length"],) and len(ids) > 0
+        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(ids, np.memmap) and ids.shape == (meta["length"],) and len(ids) > 0
                  and ids.dtype == data.id_dtype(len(vocab))
                  and os.path.getsize(where / f"{key}.npy") == ids.offset + ids.nbytes)
         if sound and len(vocab) <= np.iinfo(ids.dtype).max:  # an id past the vocabulary would
             sound = _max_id(ids) < len(vocab)                  # index outside the embedding
     except (OSError, ValueError, EOFError, KeyError, TypeError):
         return None
-    return (ids, vocab) if sound else None
+    return (ids, vocab, meta.get("replaced")) if sound else None
 
 
 def _max_id(ids):
@@ -248,39 +263,63 @@ def _read(f, size, name):
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
 
 
-def _decoded(f, name, chunk_size):
-    """The text of a UTF-8 file in pieces: bytes for pure ASCII chunks (their code points are their
-    bytes), str otherwise, the leading BOM dropped. CorpusError as data.read_text raises it."""
+def _decoded(f, name, chunk_size, decoding):
+    """The text of a file in pieces, decoded as `decoding` says (data.Decoding): bytes for pure
+    ASCII chunks of an ASCII-safe codec (their code points are their bytes), str otherwise, a
+    leading BOM dropped. CorpusError as data.read_text raises it."""
     f.seek(0)
-    offset = len(data.BOM) if _read(f, len(data.BOM), name) == data.BOM else 0
-    f.seek(offset)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    bad = None                            # file offset of the first invalid UTF-8 byte
+    head = _read(f, 4096, name)
+    codec = decoding.codec(head)
+    safe = decoding.ascii_safe(codec)
+    f.seek(0)
+    decoder = decoding.incremental(codec, name)
+    offset, bad, first = 0, None, True    # bad: file offset of the first undecodable byte
     while raw := _read(f, chunk_size, name):
-        if b"\0" in raw:                  # NUL anywhere wins over invalid UTF-8, as in read_text
-            raise CorpusError(data.binary_message(name))
+        if safe and b"\0" in raw:        # NUL anywhere wins over invalid text, as in read_text
+            raise CorpusError(data.binary_message(name, decoding.hint, head))
         start, offset = offset, offset + len(raw)
         if bad is not None:
             continue
-        pending = decoder.getstate()[0]   # bytes of a character begun in the previous chunk
-        if not pending and raw.isascii():
+        pending = _pending(decoder)       # bytes of a character begun in the previous chunk
+        if safe and not pending and raw.isascii() and not (first and raw[:1] == b"\xef"):
+            first = False
             yield raw
             continue
         try:
-            yield decoder.decode(raw)
+            with data._counting(decoding, name, start - len(pending)):
+                text = decoder.decode(raw)
         except UnicodeDecodeError as e:   # e.start counts from the first pending byte
             bad = start - len(pending) + e.start
+            continue
+        if first and text:
+            text, first = text[1:] if text[0] == "\ufeff" else text, False
+        if not safe and "\0" in text:
+            raise CorpusError(data.binary_message(name, decoding.hint))
+        yield text
     if bad is None:
-        pending = decoder.getstate()[0]
+        pending = _pending(decoder)
         try:
-            decoder.decode(b"", final=True)
+            with data._counting(decoding, name, offset - len(pending)):
+                text = decoder.decode(b"", final=True)
         except UnicodeDecodeError as e:
             bad = offset - len(pending) + e.start
+        else:
+            if first and text.startswith("\ufeff"):
+                text = text[1:]
+            if text:
+                yield text
     if bad is not None:
-        raise CorpusError(data.utf8_message(name, bad))
+        raise CorpusError(data.decode_message(name, bad, codec, decoding.hint))
 
 
-def _symbols(f, name, byte_level, chunk_size):
+def _pending(decoder):
+    try:
+        return decoder.getstate()[0]
+    except (AttributeError, TypeError, IndexError):
+        return b""
+
+
+def _symbols(f, name, byte_level, chunk_size, decoding=None):
     """The file's symbols after read_text's rules, in chunks: bytes of byte values (byte mode, or
     ASCII text) or uint32 arrays of code points. CRLF and lone CR become LF across chunks."""
     if byte_level:
@@ -289,7 +328,7 @@ def _symbols(f, name, byte_level, chunk_size):
             yield raw
         return
     held_cr = False                       # the last piece ended in a CR, not yet given out
-    for piece in _decoded(f, name, chunk_size):
+    for piece in _decoded(f, name, chunk_size, decoding or data.Decoding()):
         if not piece:
             continue
         if isinstance(piece, str) and piece.isascii():

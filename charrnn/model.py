@@ -9,6 +9,7 @@ import numpy as np
 
 from . import kernels as K, threads
 from .kernels import GATES, Params, Work
+from .vocab import Vocab
 
 
 EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see init_weights)
@@ -51,14 +52,14 @@ def num_params(cfg):
 class Model:
     """A character-level recurrent language model.
 
-    vocab: the characters (a str) or, for a byte-level model, a bytes object; id = index.
+    vocab: a Vocab, or its symbols (a str of characters, or bytes of byte values); id = index.
     """
 
     def __init__(self, config, vocab, flat=None, dtype=np.float32):
         if len(vocab) != config.vocab_size:
             raise ValueError("vocabulary size does not match the config")
         self.config = config
-        self.vocab = vocab
+        self.vocab = Vocab(vocab)
         self.cell = K.CELLS[config.cell]
         self.dtype = np.dtype(dtype)
         self.shapes = param_shapes(config)

@@ -14,6 +14,7 @@ from .api import model_from_checkpoint
 from .errors import CharrnnError, ConfigError
 from .model import ModelConfig
 from .trainer import TrainConfig, Trainer
+from .vocab import Vocab
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
@@ -92,14 +93,15 @@ def _alive(pid):
 
 def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
             byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
-            **options):
+            encoding=None, errors="strict", **options):
     """Build a Trainer (not yet run) and its run directory path from user options: model
     fields (cell, num_layers, hidden_size, dropout) and TrainConfig fields."""
     unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise TypeError(f"unknown options: {sorted(unknown)}")
     if resume is not None:
-        return _prepare_resume(resume, corpus, data_dir, glob, stdin, options)
+        return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
+                               encoding is not None or errors != "strict")
     base = None
     if init_from is not None:
         base = model_from_checkpoint(checkpoint.resolve(init_from), dtype)[0]
@@ -116,9 +118,10 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = TrainConfig(**dict(topts, epochs=10))
     # a file is encoded once into the id cache and mapped, never held whole as text
+    decoding = data.Decoding(encoding, errors)
     ids, vocab, desc, notice = idcache.encoded_corpus(
         corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
-        vocab=base.vocab if base else None, stdin=stdin,
+        vocab=base.vocab if base else None, stdin=stdin, decoding=decoding,
         unknown_hint="the --init-from model's vocabulary lacks them")
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     mcfg = ModelConfig(**dict((base.config.to_dict() if base else {}),
@@ -131,7 +134,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                           "or pass --force to start over there")
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
     info = {"corpus": desc, "source": source, "glob": glob, "bytes": byte_level,
-            "max_vocab": max_vocab, "init_from": str(init_from) if init_from else None}
+            "max_vocab": max_vocab, "init_from": str(init_from) if init_from else None,
+            "encoding": decoding.encoding, "errors": errors}
     trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype)
     if base is not None:
         trainer.model.flat[:] = base.flat
@@ -148,7 +152,7 @@ def _check_model(m):
         raise ConfigError("dropout must be in [0, 1)")
 
 
-def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
+def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False):
     run_dir = Path(resume)
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
@@ -163,20 +167,49 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
     source = corpus if corpus is not None else info.get("source")
     if source == "-" and corpus is None:
         raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
-    v = meta["vocab"]
-    vocab = bytes(v["ids"]) if v["kind"] == "bytes" else v["chars"]
+    if decoding_given:
+        raise ConfigError("--resume reads the text as the run did (encoding "
+                          f"{info.get('encoding') or 'auto'}, errors {info.get('errors') or 'strict'})"
+                          "; drop --encoding/--errors")
+    vocab = Vocab.from_json(meta["vocab"])
+    decoding = data.Decoding(info.get("encoding"), info.get("errors") or "strict")
     ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.get("glob"),
-                                 byte_level=bool(info.get("bytes")), vocab=vocab, stdin=stdin).ids
+                                 byte_level=bool(info.get("bytes")), vocab=vocab, stdin=stdin,
+                                 decoding=decoding).ids
     train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
     return Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
 
 
+# charrnn.train() takes the command line's option names (`--grad-clip` is grad_clip=); these are
+# the ones whose field has another name.
+CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
+             "seq": "seq_len", "bytes": "byte_level"}
+
+
 def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
-          **kwargs):
-    """Train a model and return it: `charrnn.train("input.txt", "runs/x", minutes=2)`.
-    Accepts the fields of ModelConfig and TrainConfig as keyword arguments."""
-    trainer = prepare(corpus, out, force=force, **kwargs)
+          **options):
+    """Train a model as `charrnn train` does and return it:
+
+        model = charrnn.train("input.txt", "runs/mine", minutes=2, hidden=256)
+
+    corpus: a file, a directory, a corpus name, or None (the default corpus); out: the run
+    directory (default runs/<corpus>-<date>-<time>). The options are `charrnn train`'s, with
+    dashes as underscores (`charrnn train --help` gives each one's meaning and default):
+    cell, layers, hidden, dropout, batch, seq, lr, grad_clip, schedule, warmup, lr_decay,
+    lr_decay_after, weight_decay, steps, minutes, epochs, val_frac, eval_every, eval_chars,
+    keep, patience, seed, state_reset, log_grad_norms, resume, init_from, bytes, max_vocab,
+    encoding, errors, glob, data_dir. callback(event) hears of every evaluation."""
+    fields_ = {CLI_NAMES.get(k, k): v for k, v in options.items()}
+    if len(fields_) != len(options):
+        raise TypeError("an option is given twice, under its command-line and its field name")
+    known = MODEL_FIELDS | TRAIN_FIELDS | {"resume", "init_from", "byte_level", "max_vocab",
+                                           "encoding", "errors", "glob", "data_dir", "dtype"}
+    unknown = sorted(k for k, f in zip(options, fields_) if f not in known)
+    if unknown:
+        names = sorted({({v: k for k, v in CLI_NAMES.items()}).get(f, f) for f in known})
+        raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
+    trainer = prepare(corpus, out, force=force, **fields_)
     with run_directory(trainer.run_dir, force=force):
         trainer.status = trainer.run(callback, should_stop)
     return trainer.model

@@ -294,12 +294,10 @@ class Trainer:
 
     def meta(self):
         m = self.model
-        vocab = m.vocab
         return {
             "charrnn": __version__,
             "model": m.config.to_dict(),
-            "vocab": ({"kind": "bytes", "ids": list(vocab)} if isinstance(vocab, bytes)
-                      else {"kind": "text", "chars": vocab}),
+            "vocab": m.vocab.to_json(),
             "train": asdict(self.cfg),
             "info": self.info,
             "num_params": num_params(m.config),

@@ -32,6 +32,24 @@ def markov_text(symbols, n, seed=0, peaked_rows=()):
     return "".join(symbols[i] for i in ids), rate
 
 
+def write_bytes(path, content):
+    path.write_bytes(content)
+    return path
+
+
+def streamed(path, chunk_size=3, **kwargs):
+    """A file encoded through the id cache's streamed path, whatever its size."""
+    from charrnn import idcache
+    return idcache.encoded_corpus(str(path), chunk_size=chunk_size, min_bytes=0, **kwargs)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty id cache directory of the test's own."""
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16"]
 
 

@@ -50,7 +50,9 @@ def test_round_trip_keeps_weights_vocab_config_and_samples(trained):
     assert loaded.meta["progress"]["step"] == 12
     for kwargs in (dict(seed=3), dict(seed=3, prime="ab", top_k=3), dict(temp=0)):
         text = before.sample(60, **kwargs)
-        assert len(text) == 60
+        prime = kwargs.get("prime", "")
+        assert len(text) == len(prime) + 60 and text.startswith(prime)  # as the CLI prints it
+        assert before.sample(60, include_prime=False, **kwargs) == text[len(prime):]
         assert loaded.sample(60, **kwargs) == text
     assert loaded.sample(60, seed=3) != loaded.sample(60, seed=4)
 
