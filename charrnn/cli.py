@@ -5,6 +5,7 @@ progress, notices and errors go to stderr. Exit codes: 0 success, 1 a user-facin
 Heavy modules (NumPy, Numba) are imported inside the commands, so `--help` and `--version` are
 instant and `sample` pays only for what it uses.
 """
+import contextlib
 import functools
 import json
 import os
@@ -167,9 +168,10 @@ def train(
 ):
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
-    from . import api, run
-    from .trainer import TrainConfig
+    from . import api, dist, run
 
+    world = dist.world()  # under mpiexec: one of several processes training one model
+    quiet = quiet or world.rank != 0  # rank 0 is the voice
     names = dict(cell=cell, num_layers=layers, hidden_size=hidden, dropout=dropout,
                  batch_size=batch, seq_len=seq, lr=lr, grad_clip=grad_clip, schedule=schedule,
                  warmup=warmup, lr_decay=lr_decay, lr_decay_after=lr_decay_after,
@@ -184,9 +186,14 @@ def train(
         names = {k: v for k, v in names.items()
                  if k not in ("cell", "num_layers", "hidden_size") or _flag_of(k) in given}
     dtype = np.float64 if float64 else np.float32
-    trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
-                          glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
-                          dtype=dtype, encoding=encoding, errors=errors, **names)
+    trainer, error = None, None
+    try:
+        trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
+                              glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
+                              dtype=dtype, encoding=encoding, errors=errors, **names)
+    except CharrnnError as e:
+        error = e
+    world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
     con = _console()
     m, cfg = trainer.model, trainer.cfg
     if getattr(trainer, "notice", None) and not quiet:
@@ -197,10 +204,17 @@ def train(
                   f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
     with compile_notice(quiet):
         api.warmup(m.config.cell, dtype)
-    stop = _stop_flag()
+    stop = _stop_flag(announce=world.rank == 0)
     try:
-        with run.run_directory(trainer.run_dir, force=force), \
-                _Progress(con, trainer, quiet) as prog:
+        with contextlib.ExitStack() as stack:
+            error = None
+            if world.rank == 0:  # rank 0 holds the run directory and writes in it
+                try:
+                    stack.enter_context(run.run_directory(trainer.run_dir, force=force))
+                except CharrnnError as e:
+                    error = e
+            world.all_ok(error)
+            prog = stack.enter_context(_Progress(con, trainer, quiet))
             status = trainer.run(prog.update, stop.is_set)
     finally:
         stop.restore()
@@ -214,7 +228,7 @@ def _flag_of(field):
             "seq_len": "seq"}.get(field, field)
 
 
-def _stop_flag():
+def _stop_flag(announce=True):
     """SIGINT/SIGTERM set a flag; the trainer finishes its step, saves, and returns.
     flag.restore() puts the previous handlers back (for callers that live on, such as tests)."""
     flag = threading.Event()
@@ -229,8 +243,9 @@ def _stop_flag():
         if flag.is_set():  # a second Ctrl-C: the user insists
             raise KeyboardInterrupt
         flag.set()
-        sys.stderr.write("\ncharrnn: stopping after this step and saving (Ctrl-C again to "
-                         "abandon it)\n")
+        if announce:
+            sys.stderr.write("\ncharrnn: stopping after this step and saving (Ctrl-C again "
+                             "to abandon it)\n")
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return flag

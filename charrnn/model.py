@@ -160,10 +160,13 @@ class Model:
         res = self._map(part, self.parts(B))
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
-    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None):
+    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None):
         """Mean loss of one window; accumulates d loss / d params into grads (a Params).
-        Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given."""
+        Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given.
+        n_total: the characters the gradient is averaged over (default x.size; more when x is
+        one process's share of a larger batch); the loss returned is always x's own mean."""
         T, B = x.shape
+        n_total = x.size if n_total is None else n_total
         parts = self.parts(B)
         dh0, dc0 = dstate if dstate is not None else self.zero_state(B)
 
@@ -174,7 +177,7 @@ class Model:
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
             loss = K.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
-                                 _c(c0[:, s]), w, dp, dh, dc, x.size)
+                                 _c(c0[:, s]), w, dp, dh, dc, n_total)
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
         res = self._map(part, parts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, idcache
+from . import checkpoint, data, dist, idcache
 from .api import model_from_checkpoint
 from .errors import CharrnnError, ConfigError
 from .model import ModelConfig
@@ -128,7 +128,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                               **{k: v for k, v in mopts.items() if not base or k == "dropout"},
                               vocab_size=len(vocab)))
     _check_model(mcfg)
-    run_dir = Path(out) if out is not None else default_run_dir(corpus)
+    # under MPI every rank takes rank 0's name: the clock may tick between them
+    run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
     if (run_dir / checkpoint.LATEST).exists() and not force:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                           "or pass --force to start over there")

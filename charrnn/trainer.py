@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, dist
 from .errors import ConfigError, CorpusError, TrainingDiverged
 from .api import CharModel, model_from_checkpoint
 from .model import num_params
@@ -87,6 +87,11 @@ class Trainer:
         self.grad_flat, self.grads = model.zeros_like_params()
         self.rng = np.random.default_rng(cfg.seed)
         self.h, self.c = model.zero_state(B)
+        self.dist = dist.world()
+        if B < self.dist.size:
+            raise ConfigError(f"--batch {B} cannot be shared among {self.dist.size} processes: "
+                              "give every process at least one stream")
+        self.streams = dist.share(B, self.dist.rank, self.dist.size)
         self.step = self.epoch = self.pos = 0
         self.elapsed = 0.0
         self.chars_seen = 0
@@ -171,16 +176,23 @@ class Trainer:
             self.h[:, reset] = 0
             self.c[:, reset] = 0
         s = slice(self.pos * T, (self.pos + 1) * T)
-        x = np.ascontiguousarray(self.xs[:, s].T, dtype=np.int32)
-        y = np.ascontiguousarray(self.ys[:, s].T, dtype=np.int32)
-        loss, (self.h, self.c) = self.model.loss_and_grad(x, y, self.h, self.c, self.grads,
-                                                          self.masks())
+        mine = self.streams  # under MPI this process's share of the B streams (see dist.py)
+        x = np.ascontiguousarray(self.xs[mine, s].T, dtype=np.int32)
+        y = np.ascontiguousarray(self.ys[mine, s].T, dtype=np.int32)
+        masks = self.masks()  # drawn for all B streams on every rank: the same random numbers
+        n = self.cfg.batch_size * T
+        loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
+            x, y, self.h[:, mine], self.c[:, mine], self.grads,
+            None if masks is None else masks[:, :, mine], n_total=n)
+        if self.dist.size > 1:
+            self.dist.sum_(self.grad_flat)
+            loss = self.dist.agree(loss * x.size, False)[0] / n
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; nothing after "
                                    "the last checkpoint was saved. Try a lower --lr or --grad-clip")
         self.opt.step(self.model.flat, self.grad_flat, self.lr_now())
         self.step += 1
-        self.chars_seen += x.size
+        self.chars_seen += n
         self.pos += 1
         if self.pos == self.windows:  # next epoch: streams restart, so does the state
             self.pos, self.epoch = 0, self.epoch + 1
@@ -198,7 +210,9 @@ class Trainer:
         cap = self.cfg.eval_chars * (10 if full else 1)
         if cap and len(ids) > cap:
             ids = ids[:cap]
-        return self.model.evaluate(ids, self.cfg.batch_size, self.cfg.seq_len)
+        if self.dist.rank != 0:  # rank 0 evaluates; every rank then decides on its number
+            return self.dist.bcast(None)
+        return self.dist.bcast(self.model.evaluate(ids, self.cfg.batch_size, self.cfg.seq_len))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -228,9 +242,10 @@ class Trainer:
         losses, t_mark, train_secs = [], time.perf_counter(), 0.0
         status = "done"
         while True:
-            if self.budget_done():
+            done, stop = self.agreed(self.budget_done(), should_stop())
+            if done:
                 break
-            if should_stop():
+            if stop:
                 status = "interrupted"
                 break
             losses.append(self.train_step())
@@ -238,7 +253,7 @@ class Trainer:
             self.elapsed += now - t_mark
             train_secs += now - t_mark
             t_mark = now
-            last = self.budget_done()
+            last = self.agreed(self.budget_done(), False)[0]
             if self.step % self.cfg.eval_every == 0 or last:
                 event = self.evaluate_and_save(losses, train_secs, full=bool(last))
                 now = time.perf_counter()  # evaluating and saving count against the budget
@@ -252,6 +267,14 @@ class Trainer:
         if status != "done" or not self.history or self.history[-1]["step"] != self.step:
             self.save(checkpoint.LATEST)
         return status
+
+    def agreed(self, done, stop):
+        """(done, stop) as every rank sees them: true if true on any (see dist.py), so all
+        ranks end, or evaluate, after the same step."""
+        if self.dist.size == 1:
+            return bool(done), bool(stop)
+        stops, done = self.dist.agree(1.0 if stop else 0.0, done)
+        return done, stops > 0
 
     def evaluate_and_save(self, losses, train_secs, full):
         t0 = time.perf_counter()
@@ -281,11 +304,14 @@ class Trainer:
         if self.cfg.keep:
             self.save(f"step{self.step:07d}_val{score:.4f}.npz")
             self.prune()
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({k: finite_or_none(v) for k, v in event.items()}) + "\n")
+        if self.dist.rank == 0:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({k: finite_or_none(v) for k, v in event.items()}) + "\n")
         return event
 
     def prune(self):
+        if self.dist.rank != 0:
+            return
         stamped = sorted(self.run_dir.glob("step*_val*.npz"))
         for old in stamped[:-self.cfg.keep]:
             old.unlink(missing_ok=True)
@@ -310,6 +336,13 @@ class Trainer:
         }
 
     def save(self, name):
+        """Write a checkpoint (rank 0; under MPI every rank first gathers the carried state of
+        all B streams, so the file is the same whatever the number of processes)."""
+        if self.dist.size > 1:
+            self.h = self.dist.gather_streams(self.h, self.streams)
+            self.c = self.dist.gather_streams(self.c, self.streams)
+            if self.dist.rank != 0:
+                return None
         train = {"adam_m": self.opt.m, "adam_v": self.opt.v, "h": self.h, "c": self.c}
         return checkpoint.save(self.run_dir / name, self.meta(), self.model.params, train)
 
