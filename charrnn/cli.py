@@ -182,6 +182,8 @@ def train(
     m, cfg = trainer.model, trainer.cfg
     if getattr(trainer, "notice", None) and not quiet:
         con.print(f"charrnn: {trainer.notice}")
+    if getattr(trainer, "size_notice", None):  # shown even with --quiet: it may end badly
+        con.print(f"charrnn: {trainer.size_notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, idcache
+from . import checkpoint, data, idcache, memory
 from .api import model_from_checkpoint
 from .errors import CharrnnError, ConfigError
 from .model import ModelConfig
@@ -115,6 +115,10 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     cfg = TrainConfig(**topts).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = TrainConfig(**dict(topts, epochs=10))
+    if base is None:  # a model far too large is refused before the corpus is read
+        at_least = ModelConfig(**dict(mopts, vocab_size=1))
+        _check_model(at_least)
+        _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     ids, vocab, desc, notice = idcache.encoded_corpus(
         corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
@@ -125,6 +129,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                               **{k: v for k, v in mopts.items() if not base or k == "dropout"},
                               vocab_size=len(vocab)))
     _check_model(mcfg)
+    size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     run_dir = Path(out) if out is not None else default_run_dir(corpus)
     if (run_dir / checkpoint.LATEST).exists() and not force:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
@@ -136,7 +141,16 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     if base is not None:
         trainer.model.flat[:] = base.flat
     trainer.notice = notice  # e.g. the id cache could not be written; the CLI says so
+    trainer.size_notice = size_notice  # the model takes more than half the free memory
     return trainer
+
+
+def _check_memory(mcfg, cfg, val_len, dtype, **kw):
+    """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
+    est = memory.training(mcfg, cfg.batch_size, cfg.seq_len, val_len, cfg.eval_chars, dtype, **kw)
+    what = (f"training a {mcfg.cell} {mcfg.num_layers} x {mcfg.hidden_size} model with batch "
+            f"{cfg.batch_size} x {cfg.seq_len}")
+    return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
 def _check_model(m):
@@ -153,7 +167,7 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
         raise ConfigError(f"nothing to resume: {path} does not exist")
-    meta = checkpoint.load(path)[0]
+    meta = checkpoint.load_meta(path)
     info = meta.get("info", {})
     saved = dict(meta["model"], **meta["train"])
     for k, v in options.items():
@@ -169,7 +183,12 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options):
                                  byte_level=bool(info.get("bytes")), vocab=vocab, stdin=stdin).ids
     train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
-    return Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
+    cfg = TrainConfig(**dict(meta["train"], **overrides))
+    size_notice = _check_memory(ModelConfig(**meta["model"]), cfg, len(val_ids),
+                                checkpoint.param_dtype(path), resume=True)
+    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
+    trainer.size_notice = size_notice
+    return trainer
 
 
 def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
