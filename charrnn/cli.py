@@ -99,7 +99,8 @@ def train(
         help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
              "such as 'tinyshakespeare'. Default: this Python's standard library source.")] = None,
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
-                                       "metrics. Default: runs/<corpus>-<date>-<time>.")] = None,
+                                       "metrics. Default: <corpus>-<date>-<time> under "
+                                       "$CHARRNN_RUNS, else under ./runs.")] = None,
     cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = "lstm",
     layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = 2,
     hidden: Annotated[Optional[int], Opt(
@@ -152,8 +153,8 @@ def train(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for and downloaded to.")] = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
-    force: Annotated[bool, Opt(help="Train into a run directory that holds a run, or is "
-                                    "locked.")] = False,
+    force: Annotated[bool, Opt(help="Start over in a run directory that holds a run (one "
+                                    "that a live training holds is always refused).")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
 ):
     """Train a model on a text and write checkpoints to the run directory."""
@@ -192,7 +193,7 @@ def train(
         api.warmup(m.config.cell, dtype)
     stop = _stop_flag()
     try:
-        with run.run_directory(trainer.run_dir, force=force), \
+        with run.run_directory(trainer.run_dir, seen=trainer.dir_seen), \
                 _Progress(con, trainer, quiet) as prog:
             status = trainer.run(prog.update, stop.is_set)
     finally:
@@ -297,8 +298,9 @@ def _summary(con, t, status, quiet):
 # sample, eval, info
 
 CkptOpt = Annotated[Optional[Path], Opt(
-    "--checkpoint", "-c", help="A checkpoint file or run directory. Default: the best checkpoint "
-                               "of the most recently written run under ./runs/.")]
+    "--checkpoint", "-c", help="A checkpoint file, a run directory, or a run's name under the "
+                               "run root ($CHARRNN_RUNS, else ./runs). Default: the best "
+                               "checkpoint of the most recently written run there.")]
 
 
 def _read_prime(prime, prime_file):
@@ -490,7 +492,7 @@ def evaluate(
 @user_errors
 def info(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="A checkpoint file or run directory (default: the latest run).")] = None,
+        help="A checkpoint file, run directory or run name (default: the latest run).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ):
     """Show a checkpoint's model, vocabulary and training history."""
@@ -529,6 +531,60 @@ def plot(
     if png is not None:
         plotting.png(rows, png)
         sys.stderr.write(f"charrnn: wrote {png}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# runs, cache
+
+@app.command("runs")
+@user_errors
+def list_runs(
+    directory: Annotated[Optional[Path], typer.Argument(
+        help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else "
+             "./runs.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON array.")] = False,
+):
+    """List runs with their corpus, model, steps, best validation loss and last write, oldest
+    first."""
+    from . import checkpoint as ck, runs
+    where = ck.runs_root() if directory is None else directory
+    if not where.is_dir():
+        if directory is not None:
+            fail(f"{where} is not a directory")
+        rows = []
+    else:
+        rows = runs.listing(where)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        sys.stderr.write(f"charrnn: no runs under {where}/ (set CHARRNN_RUNS, or pass a "
+                         "directory)\n")
+        return
+    sys.stderr.write(f"charrnn: runs in {where.resolve()}\n")
+    table = [("date", "run", "corpus", "model", "steps", "best val", "")]
+    for r in rows:
+        model = f"{r['cell']} {r['layers']}x{r['hidden']}" if r["cell"] else "-"
+        table.append((r["date"][:16].replace("T", " "), r["name"], _short(r["corpus"]), model,
+                      "-" if r["steps"] is None else f"{r['steps']:,}",
+                      _fmt(r["best_val_loss"]), r["note"] or ""))
+    _print_table(table, right={4, 5})
+
+
+def _short(corpus):
+    """'/long/path/input.txt (1,115,394 chars)' as 'input.txt (1,115,394 chars)'."""
+    if not corpus:
+        return "-"
+    name, sep, rest = corpus.rpartition(" (")
+    return f"{os.path.basename(name.rstrip('/')) or name}{sep}{rest}" if sep else corpus
+
+
+def _print_table(rows, right=()):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        print("  ".join(cells).rstrip())
 
 
 def main():
