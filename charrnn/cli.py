@@ -587,6 +587,47 @@ def _print_table(rows, right=()):
         print("  ".join(cells).rstrip())
 
 
+@app.command()
+@user_errors
+def cache(
+    clear: Annotated[bool, Opt("--clear", help="Remove every entry (each is rebuilt when its "
+                                               "corpus is next trained on).")] = False,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+):
+    """Show the id cache (corpus files of 1 MiB or more, encoded for training): its directory,
+    size and entries, least recently used first. It keeps itself under CHARRNN_CACHE_MAX
+    (default 4G; 0: no cap) by removing least recently used entries."""
+    from datetime import datetime
+    from . import cachedir, idcache
+    from .memory import fmt_bytes
+    where = idcache.cache_dir()
+    if clear:
+        count, freed = cachedir.clear(where)
+        sys.stderr.write(f"charrnn: removed {count} entr{'y' if count == 1 else 'ies'}, "
+                         f"freed {fmt_bytes(freed)} in {where}\n")
+        return
+    found, cap = cachedir.entries(where), cachedir.max_bytes()
+    total = sum(e.size for e in found)
+    when = lambda e: datetime.fromtimestamp(e.last_used).astimezone()
+    if as_json:
+        print(json.dumps({"dir": str(where), "bytes": total, "max_bytes": cap or None,
+                          "entries": [{"source": e.source, "bytes": e.size,
+                                       "vocab_size": e.vocab_size, "length": e.length,
+                                       "last_used": when(e).isoformat("T", "seconds"),
+                                       "key": e.key} for e in found]}, ensure_ascii=False))
+        return
+    limit = f"of a {fmt_bytes(cap)} cap" if cap else "(no cap)"
+    print(f"{where}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {fmt_bytes(total)} "
+          f"{limit}")
+    if found:
+        table = [("last used", "size", "vocab", "length", "source")]
+        table += [(when(e).strftime("%Y-%m-%d %H:%M"), fmt_bytes(e.size),
+                   "-" if e.vocab_size is None else e.vocab_size,
+                   "-" if e.length is None else f"{e.length:,}",
+                   e.source or "(incomplete entry)") for e in found]
+        _print_table(table, right={1, 2, 3})
+
+
 def main():
     """The console script. Exits without the interpreter's teardown: everything worth keeping
     is flushed or fsynced by then, and tearing down Numba's compiled state took a quarter of a

@@ -8,8 +8,8 @@ twice, a chunk at a time: once to count its symbols (giving build_vocab's vocabu
 encode them into the .npy, written under a temporary name and renamed into place. No pass holds
 more than a chunk of the text, so a corpus of gigabytes needs memory for its ids only, and those
 are pages of a mapped file. An entry that does not check out (JSON, .npy header, size, dtype, ids
-within the vocabulary) is rebuilt, never trusted. Entries are not evicted: delete the directory
-to reclaim the space.
+within the vocabulary) is rebuilt, never trusted. The cache keeps itself under a size cap, least
+recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it).
 
 The streamed decoding follows data.read_text exactly: UTF-8 through an incremental decoder (a
 character may straddle two chunks), a leading byte-order mark dropped, CRLF and lone CR made LF
@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import data
+from . import cachedir, data
 from .errors import ConfigError, CorpusError
 
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
@@ -85,6 +85,7 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
     where = cache_dir()
     hit = _load(where, key)
     if hit is not None:
+        cachedir.mark_used(where, key)
         return Encoded(*hit, data.describe(name, len(hit[0]), byte_level), None)
     counts = _count(_symbols(f, name, byte_level, chunk_size), byte_level)
     n = int(counts.sum())
@@ -106,6 +107,8 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
             "vocab": ({"kind": "bytes", "ids": list(vocab)} if byte_level
                       else {"kind": "text", "chars": vocab})}
     ids, notice = _store(where, key, chunks, n, table.dtype, meta)
+    if notice is None:
+        cachedir.evict(where, keep=key)
     return Encoded(ids, vocab, data.describe(name, n, byte_level), notice)
 
 
