@@ -565,7 +565,7 @@ def list_runs(
     table = [("date", "run", "corpus", "model", "steps", "best val", "")]
     for r in rows:
         model = f"{r['cell']} {r['layers']}x{r['hidden']}" if r["cell"] else "-"
-        table.append((r["date"][:16].replace("T", " "), r["name"], _short(r["corpus"]), model,
+        table.append(((r["date"] or "-")[:16].replace("T", " "), r["name"], _short(r["corpus"]), model,
                       "-" if r["steps"] is None else f"{r['steps']:,}",
                       _fmt(r["best_val_loss"]), r["note"] or ""))
     _print_table(table, right={4, 5})

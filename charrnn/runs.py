@@ -146,7 +146,12 @@ def listing(where=None):
         dirs = [where]
     else:
         dirs = [d for d in where.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    rows = [describe(d) for d in dirs]
+    rows = []
+    for d in dirs:
+        try:
+            rows.append(describe(d))
+        except OSError as e:  # e.g. a directory this user may not read
+            rows.append(dict(_blank(d), note=f"unreadable ({e.strerror or e})"))
     return sorted(rows, key=lambda r: (r["modified"], r["name"]))
 
 
@@ -156,9 +161,7 @@ def _looks_like_run(d):
 
 def describe(d):
     """A run directory's corpus, model, steps, best validation loss and last write."""
-    row = {"name": d.name, "dir": str(d), "corpus": None, "cell": None, "layers": None,
-           "hidden": None, "params": None, "steps": None, "best_val_loss": None,
-           "modified": _last_write(d), "training": holder(d) is not None, "note": None}
+    row = dict(_blank(d), modified=_last_write(d), training=holder(d) is not None)
     row["date"] = datetime.fromtimestamp(row["modified"]).astimezone().isoformat("T", "seconds")
     notes = []
     for name in (checkpoint.LATEST, checkpoint.BEST):
@@ -178,6 +181,12 @@ def describe(d):
         notes.insert(0, "training now")
     row["note"] = "; ".join(notes) or None
     return row
+
+
+def _blank(d):
+    return {"name": d.name, "dir": str(d), "corpus": None, "cell": None, "layers": None,
+            "hidden": None, "params": None, "steps": None, "best_val_loss": None,
+            "modified": 0.0, "date": None, "training": False, "note": None}
 
 
 def _fill(row, meta):

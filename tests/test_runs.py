@@ -91,6 +91,8 @@ def test_the_run_root_is_used_for_new_runs_and_searched_from_anywhere(root, corp
     assert json.loads(ok(invoke("info", "--json")).stdout)["path"] == str(made / "best.npz")
     assert json.loads(ok(invoke("info", made.name, "--json")).stdout)["hidden"] == 16
     ok(invoke("eval", corpus_file))
+    ok(invoke("train", "--resume", made.name, "--steps", "3", "-q"))
+    assert checkpoint.load_meta(made / "latest.npz")["progress"]["step"] == 3
     message = user_error(invoke("sample", "-c", "no-such-run"), "no-such-run", str(root))
     assert "no such checkpoint or run directory" in message
 
