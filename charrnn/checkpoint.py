@@ -12,6 +12,7 @@ such a checkpoint raises CheckpointError with a one-line message naming it.
 import json
 import os
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,36 @@ def save(path, meta, params, train_arrays=None):
 
 def load(path):
     """Returns (meta, params as a dict of arrays, train arrays as a dict)."""
+    with _opened(path) as (z, meta):
+        params = {k: z[f"param/{k}"] for k in Params._fields}
+        train = {k[6:]: z[k] for k in z.files if k.startswith("train/")}
+    return meta, params, train
+
+
+def load_meta(path):
+    """The metadata alone, validated as load validates it: no weight is read, so listing many
+    runs stays quick however large their models."""
+    with _opened(path) as (z, meta):
+        return meta
+
+
+def param_dtype(path):
+    """The weights' dtype, from the header of one stored array (no weights are read)."""
+    with _opened(path) as (z, meta):
+        try:
+            with zipfile.ZipFile(path) as zf, zf.open("param/Wx0.npy") as f:
+                major, _ = np.lib.format.read_magic(f)
+                read = (np.lib.format.read_array_header_1_0 if major == 1
+                        else np.lib.format.read_array_header_2_0)
+                return np.dtype(read(f)[2])
+        except KeyError:
+            raise CheckpointError(f"{path} is incomplete: missing 'param/Wx0'") from None
+
+
+@contextmanager
+def _opened(path):
+    """(open NpzFile, validated meta) of a checkpoint; any failure inside the block becomes a
+    one-line CheckpointError naming the file."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no such checkpoint: {path}")
@@ -62,13 +93,11 @@ def load(path):
             if f.read(4) != b"PK\x03\x04":
                 raise CheckpointError(f"{path} is not a charrnn checkpoint (not an .npz file)")
         with np.load(path, allow_pickle=False) as z:
-            files = set(z.files)
-            if "meta" not in files:
+            if "meta" not in z.files:
                 raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
             meta = json.loads(z["meta"].tobytes().decode())
             _check_meta(path, meta)
-            params = {k: z[f"param/{k}"] for k in Params._fields}
-            train = {k[6:]: z[k] for k in files if k.startswith("train/")}
+            yield z, meta
     except CheckpointError:
         raise
     except ValueError as e:
@@ -80,7 +109,6 @@ def load(path):
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a charrnn checkpoint, or is corrupt or truncated "
                               f"({type(e).__name__})") from None
-    return meta, params, train
 
 
 def _check_meta(path, meta):
@@ -99,23 +127,35 @@ def _check_meta(path, meta):
         raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
 
 
-def resolve(path=None, runs_dir="runs"):
-    """A checkpoint file from a file, a run directory (its best, else its latest checkpoint) or
-    nothing (the best checkpoint of the most recently written run under runs_dir)."""
+def runs_root():
+    """Where runs go and are looked for: $CHARRNN_RUNS, else ./runs."""
+    return Path(os.environ.get("CHARRNN_RUNS") or "runs").expanduser()
+
+
+def resolve(path=None, runs_dir=None):
+    """A checkpoint file from a file, a run directory (its best, else its latest checkpoint), a
+    run's name under the run root (when no such path exists here), or nothing (the best
+    checkpoint of the most recently written run under the run root, runs_root())."""
+    root = runs_root() if runs_dir is None else Path(runs_dir)
     if path is None:
-        root = Path(runs_dir)
         runs = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
         found = [(_ckpt_in(d).stat().st_mtime, d) for d in runs if _ckpt_in(d)]
         if not found:
             raise CheckpointError(f"no checkpoint given and no trained run under {root}/; "
-                                  "train one with `charrnn train` or pass -c PATH")
+                                  "train one with `charrnn train`, pass -c PATH, or set "
+                                  "CHARRNN_RUNS to where your runs are")
         return _ckpt_in(max(found)[1])
     path = Path(path)
+    if not path.exists() and not path.is_absolute() and (root / path).exists():
+        path = root / path  # a run's name, as `charrnn runs` lists it
     if path.is_dir():
         found = _ckpt_in(path)
         if found is None:
             raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LATEST})")
         return found
+    if not path.exists():
+        where = "" if path.is_absolute() else f", and no run {path} under {root}/"
+        raise CheckpointError(f"no such checkpoint or run directory: {path}{where}")
     return path
 
 

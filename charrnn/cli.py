@@ -107,7 +107,8 @@ def train(
         help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
              "such as 'tinyshakespeare'. Default: this Python's standard library source.")] = None,
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
-                                       "metrics. Default: runs/<corpus>-<date>-<time>.")] = None,
+                                       "metrics. Default: <corpus>-<date>-<time> under "
+                                       "$CHARRNN_RUNS, else under ./runs.")] = None,
     cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = "lstm",
     layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = 2,
     hidden: Annotated[Optional[int], Opt(
@@ -162,8 +163,8 @@ def train(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for and downloaded to.")] = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
-    force: Annotated[bool, Opt(help="Train into a run directory that holds a run, or is "
-                                    "locked.")] = False,
+    force: Annotated[bool, Opt(help="Start over in a run directory that holds a run (one "
+                                    "that a live training holds is always refused).")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
 ):
     """Train a model on a text and write checkpoints to the run directory."""
@@ -198,6 +199,8 @@ def train(
     m, cfg = trainer.model, trainer.cfg
     if getattr(trainer, "notice", None) and not quiet:
         con.print(f"charrnn: {trainer.notice}")
+    if getattr(trainer, "size_notice", None):  # shown even with --quiet: it may end badly
+        con.print(f"charrnn: {trainer.size_notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
@@ -210,7 +213,7 @@ def train(
             error = None
             if world.rank == 0:  # rank 0 holds the run directory and writes in it
                 try:
-                    stack.enter_context(run.run_directory(trainer.run_dir, force=force))
+                    stack.enter_context(run.run_directory(trainer.run_dir, seen=trainer.dir_seen))
                 except CharrnnError as e:
                     error = e
             world.all_ok(error)
@@ -319,8 +322,9 @@ def _summary(con, t, status, quiet):
 # sample, eval, info
 
 CkptOpt = Annotated[Optional[Path], Opt(
-    "--checkpoint", "-c", help="A checkpoint file or run directory. Default: the best checkpoint "
-                               "of the most recently written run under ./runs/.")]
+    "--checkpoint", "-c", help="A checkpoint file, a run directory, or a run's name under the "
+                               "run root ($CHARRNN_RUNS, else ./runs). Default: the best "
+                               "checkpoint of the most recently written run there.")]
 
 
 def _read_prime(prime, prime_file, byte_level):
@@ -557,7 +561,7 @@ def evaluate(
 @user_errors
 def info(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="A checkpoint file or run directory (default: the latest run).")] = None,
+        help="A checkpoint file, run directory or run name (default: the latest run).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ):
     """Show a checkpoint's model, vocabulary and training history."""
@@ -596,6 +600,101 @@ def plot(
     if png is not None:
         plotting.png(rows, png)
         sys.stderr.write(f"charrnn: wrote {png}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# runs, cache
+
+@app.command("runs")
+@user_errors
+def list_runs(
+    directory: Annotated[Optional[Path], typer.Argument(
+        help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else "
+             "./runs.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON array.")] = False,
+):
+    """List runs with their corpus, model, steps, best validation loss and last write, oldest
+    first."""
+    from . import checkpoint as ck, runs
+    where = ck.runs_root() if directory is None else directory
+    if not where.is_dir():
+        if directory is not None:
+            fail(f"{where} is not a directory")
+        rows = []
+    else:
+        rows = runs.listing(where)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        sys.stderr.write(f"charrnn: no runs under {where}/ (set CHARRNN_RUNS, or pass a "
+                         "directory)\n")
+        return
+    sys.stderr.write(f"charrnn: runs in {where.resolve()}\n")
+    table = [("date", "run", "corpus", "model", "steps", "best val", "")]
+    for r in rows:
+        model = f"{r['cell']} {r['layers']}x{r['hidden']}" if r["cell"] else "-"
+        table.append(((r["date"] or "-")[:16].replace("T", " "), r["name"], _short(r["corpus"]), model,
+                      "-" if r["steps"] is None else f"{r['steps']:,}",
+                      _fmt(r["best_val_loss"]), r["note"] or ""))
+    _print_table(table, right={4, 5})
+
+
+def _short(corpus):
+    """'/long/path/input.txt (1,115,394 chars)' as 'input.txt (1,115,394 chars)'."""
+    if not corpus:
+        return "-"
+    name, sep, rest = corpus.rpartition(" (")
+    return f"{os.path.basename(name.rstrip('/')) or name}{sep}{rest}" if sep else corpus
+
+
+def _print_table(rows, right=()):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        print("  ".join(cells).rstrip())
+
+
+@app.command()
+@user_errors
+def cache(
+    clear: Annotated[bool, Opt("--clear", help="Remove every entry (each is rebuilt when its "
+                                               "corpus is next trained on).")] = False,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+):
+    """Show the id cache (corpus files of 1 MiB or more, encoded for training): its directory,
+    size and entries, least recently used first. It keeps itself under CHARRNN_CACHE_MAX
+    (default 4G; 0: no cap) by removing least recently used entries."""
+    from datetime import datetime
+    from . import cachedir, idcache
+    from .memory import fmt_bytes
+    where = idcache.cache_dir()
+    if clear:
+        count, freed = cachedir.clear(where)
+        sys.stderr.write(f"charrnn: removed {count} entr{'y' if count == 1 else 'ies'}, "
+                         f"freed {fmt_bytes(freed)} in {where}\n")
+        return
+    found, cap = cachedir.entries(where), cachedir.max_bytes()
+    total = sum(e.size for e in found)
+    when = lambda e: datetime.fromtimestamp(e.last_used).astimezone()
+    if as_json:
+        print(json.dumps({"dir": str(where), "bytes": total, "max_bytes": cap or None,
+                          "entries": [{"source": e.source, "bytes": e.size,
+                                       "vocab_size": e.vocab_size, "length": e.length,
+                                       "last_used": when(e).isoformat("T", "seconds"),
+                                       "key": e.key} for e in found]}, ensure_ascii=False))
+        return
+    limit = f"of a {fmt_bytes(cap)} cap" if cap else "(no cap)"
+    print(f"{where}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {fmt_bytes(total)} "
+          f"{limit}")
+    if found:
+        table = [("last used", "size", "vocab", "length", "source")]
+        table += [(when(e).strftime("%Y-%m-%d %H:%M"), fmt_bytes(e.size),
+                   "-" if e.vocab_size is None else e.vocab_size,
+                   "-" if e.length is None else f"{e.length:,}",
+                   e.source or "(incomplete entry)") for e in found]
+        _print_table(table, right={1, 2, 3})
 
 
 def main():

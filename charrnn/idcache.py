@@ -8,8 +8,8 @@ twice, a chunk at a time: once to count its symbols (giving build_vocab's vocabu
 encode them into the .npy, written under a temporary name and renamed into place. No pass holds
 more than a chunk of the text, so a corpus of gigabytes needs memory for its ids only, and those
 are pages of a mapped file. An entry that does not check out (JSON, .npy header, size, dtype, ids
-within the vocabulary) is rebuilt, never trusted. Entries are not evicted: delete the directory
-to reclaim the space.
+within the vocabulary) is rebuilt, never trusted. The cache keeps itself under a size cap, least
+recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it).
 
 The streamed decoding follows data.read_text exactly: UTF-8 through an incremental decoder (a
 character may straddle two chunks), a leading byte-order mark dropped, CRLF and lone CR made LF
@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import data
+from . import cachedir, data
 from .errors import ConfigError, CorpusError
 from .vocab import Vocab
 
@@ -93,6 +93,7 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
     hit = _load(where, key)
     if hit is not None:
         ids, vocab, replaced = hit
+        cachedir.mark_used(where, key)
         if replaced and not byte_level:   # say again what the first read replaced
             decoding.replaced, decoding.first = replaced["count"], tuple(replaced["first"])
         return Encoded(ids, vocab, data.describe(name, len(ids), byte_level), decoding.notice())
@@ -117,6 +118,8 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
             "replaced": ({"count": decoding.replaced, "first": list(decoding.first)}
                          if decoding.replaced else None)}
     ids, notice = _store(where, key, chunks, n, table.dtype, meta)
+    if notice is None:
+        cachedir.evict(where, keep=key)
     notices = [m for m in (decoding.notice(), notice) if m]
     return Encoded(ids, vocab, data.describe(name, n, byte_level), "; ".join(notices) or None)
 

@@ -120,13 +120,11 @@ class Model:
         return self._work[key]
 
     def parts(self, B):
-        n = min(threads.num_threads(), max(1, B // 8))  # tiny parts are not worth a thread
         # Always single-threaded BLAS: the parts are the parallelism. A multi-threaded OpenBLAS
         # spins while it waits and, with other busy processes on the machine, collapses
         # (measured here: tens of times slower with three trainings side by side).
         threads.set_blas_threads(1)
-        bounds = np.linspace(0, B, n + 1).astype(int)
-        return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+        return part_slices(B)
 
     def _part_grads(self, i):
         if i not in self._grads:
@@ -220,12 +218,25 @@ def _join_state(works):
             np.concatenate([w.Cs[:, -1] for w in works], axis=1))
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False):
+def part_slices(B):
+    """The streams of a batch of B, split into one part per thread (see threads.py)."""
+    n = min(threads.num_threads(), max(1, B // 8))  # tiny parts are not worth a thread
+    bounds = np.linspace(0, B, n + 1).astype(int)
+    return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def work_shapes(cfg, T, B, dropout=False):
+    """{field of Work: shape}, the buffers of one part's window; gn is float64, the rest in the
+    model's dtype. alloc_work allocates these and memory.py counts them."""
     L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
     G = GATES[K.CELLS[cfg.cell]] * H
-    e = lambda *s: np.zeros(s, dtype)
     TD = T if dropout else 0
-    return Work(G=e(L, T, B, G), Hs=e(L, T + 1, B, H), Cs=e(L, T + 1, B, H), Aux=e(L, T, B, H),
-                M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G), dG=e(T, B, G),
-                dR=e(T if cfg.cell == "gru" else 0, B, G), dH=e(L, T, B, H), dh=e(B, H),
-                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T)))
+    return dict(G=(L, T, B, G), Hs=(L, T + 1, B, H), Cs=(L, T + 1, B, H), Aux=(L, T, B, H),
+                M=(L, TD, B, H), D=(L, TD, B, H), P=(T * B, V), R=(B, G), dG=(T, B, G),
+                dR=(T if cfg.cell == "gru" else 0, B, G), dH=(L, T, B, H), dh=(B, H),
+                dc=(B, H), dhn=(B, H), gn=(L, T))
+
+
+def alloc_work(cfg, T, B, dtype, dropout=False):
+    return Work(**{k: np.zeros(shape, np.float64 if k == "gn" else dtype)
+                   for k, shape in work_shapes(cfg, T, B, dropout).items()})

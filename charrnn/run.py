@@ -1,15 +1,13 @@
 """A training run from start to finish: read the corpus, prepare the run directory (checked
 writable, locked against a second trainer), build or restore the trainer, and run it."""
 import os
-import re
-import time
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, dist, idcache
+from . import checkpoint, data, dist, idcache, memory, runs
 from .api import model_from_checkpoint
 from .errors import CharrnnError, ConfigError
 from .model import ModelConfig
@@ -35,16 +33,24 @@ def budget_preset(minutes):
     return 256, 0.0
 
 
-def default_run_dir(source, runs_dir="runs"):
+def default_run_dir(source, runs_dir=None):
+    """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./runs."""
     name = data.DEFAULT_CORPUS if source is None else "stdin" if source == "-" else \
         Path(source).stem or Path(source).name
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
-    return Path(runs_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return runs.new_run_dir(name, runs_dir)
+
+
+ANY = object()  # run_directory(seen=ANY): whatever the directory holds
 
 
 @contextmanager
-def run_directory(path, force=False):
-    """Create path, prove it writable, and hold a lock file in it for the run's duration."""
+def run_directory(path, seen=ANY):
+    """Create path, prove it writable, and hold its lock for the run's duration (runs.RunLock:
+    a live training's lock is never taken over, a dead one's never stands in the way).
+
+    seen: what prepare() found there, runs.checkpoint_stamp(path), checked again once the lock
+    is held: a training that saved there in between is not silently overwritten or resumed
+    from a stale checkpoint."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -56,39 +62,21 @@ def run_directory(path, force=False):
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"cannot write to the run directory {path}: {e.strerror or e}") from None
-    lock = path / ".lock"
+    lock = runs.RunLock(path)
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        pid = _read_pid(lock)
-        if pid and _alive(pid) and not force:
-            raise ConfigError(f"{path} is in use by another training (pid {pid}); "
-                              "use --force if that is wrong") from None
-        lock.unlink(missing_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
+        lock.acquire()
+    except OSError as e:
+        raise ConfigError(f"cannot lock the run directory {path}: {e.strerror or e}") from None
     try:
+        if seen is not ANY and runs.checkpoint_stamp(path) != seen:
+            raise ConfigError(
+                f"{path} already holds a run, saved while this one was being prepared; continue "
+                f"it with --resume {path}, or pass --force to start over there" if seen is None
+                else f"{path} was saved to by another training while this one was being "
+                     "prepared; resume it again")
         yield path
     finally:
-        lock.unlink(missing_ok=True)
-
-
-def _read_pid(lock):
-    try:
-        return int(lock.read_text().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        lock.release()
 
 
 def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
@@ -117,6 +105,10 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     cfg = TrainConfig(**topts).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = TrainConfig(**dict(topts, epochs=10))
+    if base is None:  # a model far too large is refused before the corpus is read
+        at_least = ModelConfig(**dict(mopts, vocab_size=1))
+        _check_model(at_least)
+        _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
     ids, vocab, desc, notice = idcache.encoded_corpus(
@@ -128,8 +120,10 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                               **{k: v for k, v in mopts.items() if not base or k == "dropout"},
                               vocab_size=len(vocab)))
     _check_model(mcfg)
+    size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     # under MPI every rank takes rank 0's name: the clock may tick between them
     run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
+    _refuse_if_live(run_dir)
     if (run_dir / checkpoint.LATEST).exists() and not force:
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                           "or pass --force to start over there")
@@ -141,7 +135,24 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     if base is not None:
         trainer.model.flat[:] = base.flat
     trainer.notice = notice  # e.g. the id cache could not be written; the CLI says so
+    trainer.size_notice = size_notice  # the model takes more than half the free memory
+    trainer.dir_seen = ANY if force else None  # see run_directory
     return trainer
+
+
+def _refuse_if_live(run_dir):
+    """Say at once that a live training holds run_dir (run_directory's lock decides, later)."""
+    pid = runs.holder(run_dir)
+    if pid is not None:
+        raise ConfigError(runs.in_use(run_dir, pid))
+
+
+def _check_memory(mcfg, cfg, val_len, dtype, **kw):
+    """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
+    est = memory.training(mcfg, cfg.batch_size, cfg.seq_len, val_len, cfg.eval_chars, dtype, **kw)
+    what = (f"training a {mcfg.cell} {mcfg.num_layers} x {mcfg.hidden_size} model with batch "
+            f"{cfg.batch_size} x {cfg.seq_len}")
+    return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
 def _check_model(m):
@@ -155,10 +166,15 @@ def _check_model(m):
 
 def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False):
     run_dir = Path(resume)
+    if not run_dir.exists() and not run_dir.is_absolute() and \
+            (checkpoint.runs_root() / run_dir).exists():
+        run_dir = checkpoint.runs_root() / run_dir  # a run's name under the run root
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
         raise ConfigError(f"nothing to resume: {path} does not exist")
-    meta = checkpoint.load(path)[0]
+    _refuse_if_live(path.parent)
+    seen = runs.checkpoint_stamp(path.parent)  # before reading: a later save is then noticed
+    meta = checkpoint.load_meta(path)
     info = meta.get("info", {})
     saved = dict(meta["model"], **meta["train"])
     for k, v in options.items():
@@ -179,7 +195,12 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
                                  decoding=decoding).ids
     train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
-    return Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
+    cfg = TrainConfig(**dict(meta["train"], **overrides))
+    size_notice = _check_memory(ModelConfig(**meta["model"]), cfg, len(val_ids),
+                                checkpoint.param_dtype(path), resume=True)
+    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
+    trainer.size_notice, trainer.dir_seen = size_notice, seen
+    return trainer
 
 
 # charrnn.train() takes the command line's option names (`--grad-clip` is grad_clip=); these are
@@ -211,7 +232,7 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
         names = sorted({({v: k for k, v in CLI_NAMES.items()}).get(f, f) for f in known})
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
     trainer = prepare(corpus, out, force=force, **fields_)
-    with run_directory(trainer.run_dir, force=force):
+    with run_directory(trainer.run_dir, seen=trainer.dir_seen):
         trainer.status = trainer.run(callback, should_stop)
     return trainer.model
 

@@ -228,17 +228,12 @@ def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
     assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 4
 
 
-def test_a_locked_run_directory_is_refused(tmp_path, corpus_file):
+def test_a_lock_file_that_nobody_holds_is_no_obstacle(tmp_path, corpus_file):
+    """Only a held flock counts (tests/test_runs.py has a live holder): a .lock file left by a
+    killed training is taken over whatever pid it names, even a live process's."""
     run = tmp_path / "r"
     run.mkdir()
     (run / ".lock").write_text(str(os.getpid()))
-    user_error(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY),
-               "in use", str(os.getpid()))
-    assert (run / ".lock").read_text() == str(os.getpid())  # the other trainer's lock stays
-    assert not (run / "latest.npz").exists()
-    # a lock left by a process that no longer exists is taken over
-    with open("/proc/sys/kernel/pid_max") as f:
-        (run / ".lock").write_text(str(int(f.read()) + 1))
     ok(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY))
     assert (run / "latest.npz").exists() and not (run / ".lock").exists()
 

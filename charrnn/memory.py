@@ -1,0 +1,156 @@
+"""How much memory a training will take, and whether this machine has it.
+
+The estimate follows the shapes the code allocates, from the same functions: the weights
+(model.num_params), their gradient buffer, Adam's two moments, one gradient copy for each thread
+part but the first, every part's window buffers (model.work_shapes) for training windows and for
+the evaluation's windows, and the carried state. To that held memory it adds the largest passing
+peak: either the float64 draw that initialises the weights (the optimiser state read from the
+checkpoint, on resume), or one step's dropout masks, window copies and the weight-gradient
+product that the backward pass allocates in each part. The corpus's ids are not counted: by the
+time of the check they are a memory-mapped file or already in memory.
+
+`available()` reads MemAvailable from /proc/meminfo, lowered to the room left under a cgroup v2
+memory limit when one is set; None where neither is known (the check is then skipped).
+"""
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from . import kernels as K
+from .errors import ConfigError
+from .model import num_params, part_slices, work_shapes
+
+WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
+
+
+class Estimate(NamedTuple):
+    held: dict   # {what: bytes} of the arrays the trainer and its model hold while training
+    peak: int    # bytes at the highest point: held memory plus the largest passing allocation
+
+
+def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float32, *,
+             resume=False, base_model=False):
+    """Estimate of a training's memory, following Trainer and Model as they allocate.
+
+    val_len: characters of validation text (0: no evaluation buffers); eval_chars: the
+    trainer's cap per evaluation (ten times as many at the last one; 0 reads all). resume: the
+    weights come from a checkpoint; base_model: an --init-from model is held while the new one
+    is built."""
+    it = np.dtype(dtype).itemsize
+    L, H, V = mcfg.num_layers, mcfg.hidden_size, mcfg.vocab_size
+    G = K.GATES[K.CELLS[mcfg.cell]] * H
+    B, T, N = batch_size, seq_len, num_params(mcfg)
+    parts = part_slices(B)
+    held = {"weights": N * it, "gradients": N * it, "Adam moments": 2 * N * it,
+            "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms
+            "thread gradients": (len(parts) - 1) * N * it}
+    keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
+    for n in _eval_lengths(val_len, eval_chars):
+        keys |= _eval_keys(n, B, T)
+    held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
+    static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
+    if resume:
+        start = 2 * N * it          # the checkpoint's Adam moments, read before they are copied
+    else:
+        start = 8 * N + (N * it if base_model else 0)  # rng.uniform draws float64 for all weights
+    masks = (1 + 2 * it) * L * T * B * H if mcfg.dropout > 0 else 0  # bool keep, cast, scaled
+    windows = 6 * L * B * H * it + 4 * T * B * 4  # state copies, joined states; int32 windows
+    backward = len(parts) * max(H * G, H * V) * it  # np.dot result of dWh/dWx/dWy, per part
+    step = masks + windows + backward
+    return Estimate(held, max(static + start, sum(held.values()) + step))
+
+
+def _eval_lengths(val_len, eval_chars):
+    """Characters each kind of evaluation reads (Trainer.validate): the periodic and the last."""
+    if val_len < 2:
+        return []
+    caps = (eval_chars, 10 * eval_chars) if eval_chars else (0,)
+    return sorted({min(val_len, c) if c else val_len for c in caps})
+
+
+def _eval_keys(n_chars, B, T):
+    """The window shapes Model.evaluate asks buffers for (it cuts the text into up to B
+    streams and reads them T characters at a time; the last window may be shorter)."""
+    n = n_chars - 1
+    Be = max(1, min(B, n // T))
+    per = n // Be
+    lengths = {min(T, per - start) for start in range(0, per, T)} if per else set()
+    return {(t, s.stop - s.start, False, i) for t in lengths
+            for i, s in enumerate(part_slices(Be))}
+
+
+def _work_bytes(mcfg, T, B, dropout, itemsize):
+    return sum(int(np.prod(shape)) * (8 if k == "gn" else itemsize)
+               for k, shape in work_shapes(mcfg, T, B, dropout).items())
+
+
+def check(estimate, what, hint):
+    """Raise ConfigError when the estimate's peak exceeds the available memory; return a
+    one-line warning when it takes more than half of it; else None."""
+    avail = available()
+    if avail is None:
+        return None
+    need = estimate.peak
+    if need > avail:
+        raise ConfigError(f"{what} needs about {fmt_bytes(need)} of memory, but this machine has "
+                          f"{fmt_bytes(avail)} available; {hint}")
+    if need > WARN_FRACTION * avail:
+        return (f"warning: {what} needs about {fmt_bytes(need)} of memory, "
+                f"{100 * need / avail:.0f}% of the {fmt_bytes(avail)} available")
+    return None
+
+
+def available() -> Optional[int]:
+    """Bytes this process can still allocate without swapping, or None where unknown."""
+    found = [v for v in (_meminfo("MemAvailable"), _cgroup_room()) if v is not None]
+    return min(found) if found else None
+
+
+def _meminfo(field):
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name == field:
+                    value, *unit = rest.split()
+                    return int(value) * (1024 if unit == ["kB"] else 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cgroup_room():
+    """Room left under the tightest cgroup v2 memory.max of this process and its ancestors."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            rel = next((line.strip()[3:] for line in f if line.startswith("0::")), None)
+    except OSError:
+        return None
+    if rel is None:
+        return None
+    root = Path("/sys/fs/cgroup")
+    d, room = root / rel.lstrip("/"), None
+    while True:
+        try:
+            limit = (d / "memory.max").read_text().strip()
+            if limit != "max":
+                left = int(limit) - int((d / "memory.current").read_text().strip())
+                room = left if room is None else min(room, left)
+        except (OSError, ValueError):
+            pass
+        if d == root or d.parent == d:
+            return None if room is None else max(0, room)
+        d = d.parent
+
+
+def fmt_bytes(n):
+    """1.2 GB, 340.0 MB, 12 B: decimal units, as disk and memory tools print them."""
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+__all__ = ["training", "check", "available", "fmt_bytes", "Estimate"]
