@@ -186,7 +186,10 @@ def open_study(sw):
 
 
 def _write_info(sw):
-    info = {"study": sw.study_name, "storage": public_url(sw.storage), "corpus": sw.corpus}
+    url = sw.storage
+    if url is not None and "://" not in url:  # a journal file's path: found from anywhere
+        url = str(Path(url).resolve())
+    info = {"study": sw.study_name, "storage": public_url(url), "corpus": sw.corpus}
     path = Path(sw.sweep_dir) / INFO
     try:
         if path.exists() and json.loads(path.read_text()) == info:

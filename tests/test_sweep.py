@@ -240,6 +240,24 @@ def test_a_pruned_trial_stops_and_keeps_its_checkpoint(tmp_path, corpus_file):
     ok(invoke("sample", "-c", pruned["run_dir"], "-n", 10))
 
 
+def test_a_time_budget_spreads_the_evaluations_over_it():
+    """With --minutes, the evaluation interval comes from the timed steps after the first:
+    15 s between evaluations (1 minute / 4) at 0.1 s a step is every 150 steps."""
+    from types import SimpleNamespace
+    from charrnn.trainer import TrainConfig
+    sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
+    t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=sweep.NEVER))
+    st = {"t1": None}
+    sweep._schedule(t, st, sw)
+    assert st["t1"] == 0.7 and t.cfg.eval_every == sweep.NEVER
+    t.step, t.elapsed = 3, 0.9  # too few steps to trust
+    sweep._schedule(t, st, sw)
+    assert t.cfg.eval_every == sweep.NEVER
+    t.step, t.elapsed = 11, 1.7
+    sweep._schedule(t, st, sw)
+    assert t.cfg.eval_every == 150
+
+
 # ------------------------------------------------------------- interruption and continuation
 
 def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
