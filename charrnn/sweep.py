@@ -34,6 +34,7 @@ JOURNAL = "study.journal"   # the default storage, in the sweep directory
 INFO = "sweep.json"         # where the study is, so `--show DIR` finds it
 DEFINITION = "charrnn_sweep"  # the study's user attribute holding what a rerun must agree with
 NEVER = 10 ** 12            # eval_every until a time budget's step time is measured
+EARLY = 0.25                # an evaluation this much of an interval early counts as on time
 
 
 @dataclass(frozen=True)
@@ -357,13 +358,16 @@ class _Objective:
         def on_event(e):
             _record(trial, trainer)
             val, p = e["val_loss"], trainer.progress()
-            k = min(sw.evals, int(p * sw.evals + 0.1))  # this evaluation's fraction of the budget
+            k = min(sw.evals, int(p * sw.evals + EARLY))  # the fraction of the budget it is at
             if k > st["reported"] and math.isfinite(val):
                 for j in range(st["reported"] + 1, k + 1):  # steps no evaluation fell on
                     trial.report(val, j)
                 st["reported"] = k
                 if k < sw.evals and trial.should_prune():
                     st["pruned"] = True
+            if sw.minutes and not sw.steps and e.get("chars_per_sec"):
+                bt = trainer.cfg.batch_size * trainer.cfg.seq_len  # re-aim at the next fraction
+                _aim(trainer, sw, bt / e["chars_per_sec"])
             self.report("eval", trial=trial.number, step=e["step"], val=val, progress=p)
 
         def stop():
@@ -377,15 +381,38 @@ class _Objective:
 
 
 def _schedule(trainer, st, sw):
-    """With a time budget, evaluate at even fractions of it: once a few steps are timed,
-    set the trainer's eval_every (the trainer reads it at every step)."""
+    """With a time budget, the first evaluation: once a few steps are timed, aim at the first
+    even fraction of the budget."""
     if trainer.step == 1:
         st["t1"] = trainer.elapsed  # the first step may include warming up
-    elif st["t1"] is not None and trainer.step >= 4 and \
-            (trainer.elapsed - st["t1"] >= 0.5 or trainer.step >= 50):
-        per_step = (trainer.elapsed - st["t1"]) / (trainer.step - 1)
-        every = max(1, round(60 * sw.minutes / sw.evals / max(per_step, 1e-9)))
-        trainer.cfg = replace(trainer.cfg, eval_every=every)
+    elif st["t1"] is not None and trainer.step >= 3 and \
+            (trainer.elapsed - st["t1"] >= 1.0 or trainer.step >= 50):
+        _aim(trainer, sw, (trainer.elapsed - st["t1"]) / (trainer.step - 1))
+
+
+def _aim(trainer, sw, per_step):
+    """Set the trainer's eval_every (it reads it at every step, evaluating when the step is a
+    multiple of it) so that the next evaluation falls near the next even fraction of the time
+    budget, at per_step seconds a step. After the last fraction it aims past the budget's end,
+    which evaluates anyway."""
+    budget = 60 * sw.minutes
+    tick = int(trainer.elapsed / budget * sw.evals + EARLY) + 1
+    left = tick * budget / sw.evals - trainer.elapsed
+    if tick >= sw.evals:
+        left = 2 * (budget - trainer.elapsed) + budget
+    every = _interval(trainer.step, max(1.0, left / max(per_step, 1e-9)))
+    trainer.cfg = replace(trainer.cfg, eval_every=every)
+
+
+def _interval(step, ahead):
+    """An eval_every whose next multiple after `step` is within 5% of step + ahead, as near
+    `ahead` as can be (step + ahead itself, which always hits, when nothing smaller does)."""
+    ahead = max(1, round(ahead))
+
+    def miss(n):
+        return abs(-(-(step + 1) // n) * n - step - ahead)
+    fits = [n for n in range(1, 2 * ahead + 1) if miss(n) <= ahead // 20]
+    return min(fits, key=lambda n: abs(n - ahead)) if fits else step + ahead
 
 
 def _record(trial, trainer):

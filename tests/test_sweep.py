@@ -240,9 +240,15 @@ def test_a_pruned_trial_stops_and_keeps_its_checkpoint(tmp_path, corpus_file):
     ok(invoke("sample", "-c", pruned["run_dir"], "-n", 10))
 
 
+def next_eval(t):
+    n = t.cfg.eval_every
+    return (t.step // n + 1) * n
+
+
 def test_a_time_budget_spreads_the_evaluations_over_it():
-    """With --minutes, the evaluation interval comes from the timed steps after the first:
-    15 s between evaluations (1 minute / 4) at 0.1 s a step is every 150 steps."""
+    """With --minutes, the trainer's eval_every is aimed from the timed steps at the next
+    quarter of the budget (1 minute, 4 evaluations: 15, 30, 45 s), and past its end after
+    the last quarter."""
     from types import SimpleNamespace
     from charrnn.trainer import TrainConfig
     sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
@@ -250,12 +256,26 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     st = {"t1": None}
     sweep._schedule(t, st, sw)
     assert st["t1"] == 0.7 and t.cfg.eval_every == sweep.NEVER
-    t.step, t.elapsed = 3, 0.9  # too few steps to trust
+    t.step, t.elapsed = 3, 0.9  # too little time to trust
     sweep._schedule(t, st, sw)
     assert t.cfg.eval_every == sweep.NEVER
-    t.step, t.elapsed = 11, 1.7
+    t.step, t.elapsed = 11, 1.7  # 0.1 s a step: 133 more steps to 15 s
     sweep._schedule(t, st, sw)
-    assert t.cfg.eval_every == 150
+    assert abs(next_eval(t) - 144) <= 133 // 20
+    t.step, t.elapsed = 144, 16.0  # evaluated, 1 s late; now at 0.2 s a step: 70 to 30 s
+    sweep._aim(t, sw, 0.2)
+    assert abs(next_eval(t) - 214) <= 70 // 20
+    t.step, t.elapsed = 428, 46.0  # past the last quarter: the next one is beyond the end
+    sweep._aim(t, sw, 0.2)
+    assert next_eval(t) > 428 + 14 / 0.2
+
+
+@pytest.mark.parametrize("step, ahead", [(0, 1), (0, 150), (7, 14), (144, 70), (1000, 3),
+                                         (12345, 997)])
+def test_interval_hits_the_step_aimed_at(step, ahead):
+    n = sweep._interval(step, ahead)
+    assert abs((step // n + 1) * n - step - ahead) <= ahead // 20
+    assert n <= 2 * ahead or n == step + ahead
 
 
 # ------------------------------------------------------------- interruption and continuation
