@@ -363,6 +363,25 @@ def test_jobs_run_trials_at_once_with_a_share_of_the_cores(tmp_path, corpus_file
     assert len({a["pid"] for a in _attrs(out)}) >= 2
 
 
+def test_ctrl_c_stops_every_worker(tmp_path, corpus_file, space):
+    out = tmp_path / "sw"
+    p = subprocess.Popen(cli("sweep", corpus_file, "--trials", 4, "--minutes", 1, "--space",
+                             space, "-o", out, "--evals", 60, "--jobs", 2), cwd=ROOT,
+                         env=child_env(), stderr=subprocess.PIPE, text=True)
+    started = set()
+    for line in p.stderr:  # both workers are training
+        if ": step " in line:
+            started.add(line.split(":")[1])
+            if len(started) == 2:
+                break
+    p.send_signal(signal.SIGINT)  # the terminal's Ctrl-C reaches the parent only
+    rest = p.stderr.read()
+    assert p.wait(timeout=60) == 130, rest
+    trials = show(out)["trials"]
+    assert [t["state"] for t in trials] == ["interrupted"] * 2
+    assert all((Path(t["run_dir"]) / "latest.npz").is_file() for t in trials)
+
+
 def test_a_killed_worker_is_marked_failed_by_the_next(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
     cmd = cli("sweep", corpus_file, "--trials", 2, "--minutes", 1, "--space", space, "-o", out)
