@@ -18,6 +18,7 @@ Optuna is imported only here, inside the functions (pip install 'charrnn[sweep]'
 import json
 import math
 import os
+import random
 import re
 import signal
 import socket
@@ -118,16 +119,21 @@ def open_storage(sweep_dir, url=None, heartbeat=True):
     optuna = _optuna()
     if url is not None and "://" in url:
         url = _with_driver(url)
-        try:
-            if heartbeat:
-                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-            return optuna.storages.RDBStorage(url)
-        except ImportError as e:
-            raise ConfigError(f"the storage {public_url(url)} needs a database driver ({e}); "
-                              "for PostgreSQL: pip install 'psycopg[binary]'") from None
-        except Exception as e:  # SQLAlchemy's errors: no server, bad credentials, bad URL
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"cannot open the storage {public_url(url)}: {first}") from None
+        beat = dict(heartbeat_interval=60, grace_period=180) if heartbeat else {}
+        for attempt in range(4):
+            try:
+                return optuna.storages.RDBStorage(url, **beat)
+            except ImportError as e:
+                raise ConfigError(f"the storage {public_url(url)} needs a database driver ({e});"
+                                  " for PostgreSQL: pip install 'psycopg[binary]'") from None
+            except Exception as e:  # SQLAlchemy's: no server, bad credentials, a bad URL ...
+                if attempt < 3 and ("already exists" in str(e) or "duplicate key" in str(e)):
+                    # workers starting together on an empty database race to create Optuna's
+                    # tables; the loser finds them made a moment later
+                    time.sleep(0.5 + random.random())
+                    continue
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(f"cannot open the storage {public_url(url)}: {first}") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     path = Path(url) if url is not None else Path(sweep_dir) / JOURNAL
     return JournalStorage(JournalFileBackend(str(path)))
