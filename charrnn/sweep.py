@@ -1,0 +1,529 @@
+"""Hyperparameter sweeps on Optuna: a study whose trials are ordinary charrnn runs.
+
+Each trial trains one model for the sweep's budget in its own run directory under the sweep
+directory (trial-0007, ...), so `charrnn sample -c SWEEP/trial-0007` works on any of them. Optuna's
+TPE sampler proposes the options of the search space (sweep_space), a median pruner stops a trial
+whose validation loss lags the earlier trials' at the same fraction of the budget, and the
+objective is the trial's best validation loss.
+
+The study lives in Optuna's own storage: by default a journal file in the sweep directory
+(JournalStorage over JournalFileBackend, which several processes on one machine or on a shared
+file system can append to at once), or any database URL Optuna accepts. `trials` is the study's
+total: a worker starts a trial only while fewer than that are finished or running, so rerunning
+the command, or running it in several processes or on several machines, completes the study
+without running a trial twice. An interrupted trial does not count (a rerun replaces it).
+
+Optuna is imported only here, inside the functions (pip install 'charrnn[sweep]').
+"""
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import sweep_space
+from .errors import CharrnnError, ConfigError
+
+JOURNAL = "study.journal"   # the default storage, in the sweep directory
+INFO = "sweep.json"         # where the study is, so `--show DIR` finds it
+DEFINITION = "charrnn_sweep"  # the study's user attribute holding what a rerun must agree with
+NEVER = 10 ** 12            # eval_every until a time budget's step time is measured
+EARLY = 0.25                # an evaluation this much of an interval early counts as on time
+
+
+@dataclass(frozen=True)
+class Sweep:
+    corpus: str                    # a file, directory or corpus name, as `charrnn train` takes
+    sweep_dir: Path                # holds sweep.json, the default journal and the trial runs
+    trials: int = 20               # the study's total number of finished trials
+    minutes: float = 0.0           # each trial's training time (evaluations included) ...
+    steps: int = 0                 # ... or its optimizer steps
+    space: dict = field(default_factory=sweep_space.build)  # sweep_space.build's form
+    evals: int = 4                 # evaluations per trial, at even fractions of the budget
+    eval_chars: int = 120_000      # as `charrnn train --eval-chars`
+    val_frac: float = 0.1
+    seed: int = 1                  # the sampler's seed, and every trial's training seed
+    prune: bool = True
+    storage: str | None = None     # None: the journal file; a URL; or a journal file's path
+    study: str | None = None       # the study's name (default: the sweep directory's name)
+    data_dir: str | None = None    # where named corpora are found
+
+    @property
+    def study_name(self):
+        return self.study or Path(self.sweep_dir).resolve().name
+
+    def check(self):
+        if self.trials < 1:
+            raise ConfigError("--trials must be at least 1")
+        if not (self.minutes > 0 or self.steps > 0) or self.minutes < 0 or self.steps < 0:
+            raise ConfigError("give each trial a budget: --minutes M or --steps N")
+        if self.evals < 1:
+            raise ConfigError("--evals must be at least 1")
+        if self.corpus == "-":
+            raise ConfigError("a sweep reads its text once per trial, so not from stdin; "
+                              "save it to a file")
+        return self
+
+
+class _TrialFailed(Exception):
+    """The trial's own error, already recorded; the sweep goes on."""
+
+
+class _Surplus(Exception):
+    """Other workers took the last trials while this one was starting."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the trial saved its checkpoint; the sweep stops."""
+
+
+def default_dir(corpus):
+    """sweeps/<corpus name>: the same command finds the same sweep again."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(corpus).stem or Path(corpus).name)
+    return Path("sweeps") / (name.strip("-") or "sweep")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("sweeps need Optuna: pip install 'charrnn[sweep]'") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep reports trials itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+# -- storage and the study -------------------------------------------------------------------
+
+def public_url(url):
+    """A database URL without its password (it belongs in ~/.pgpass or PGPASSWORD)."""
+    if url is None or "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).set(password=None).render_as_string(hide_password=False)
+    except Exception:
+        return url
+
+
+def open_storage(sweep_dir, url=None, heartbeat=True):
+    """Optuna storage: the sweep directory's journal file, a journal file at a path, or a
+    database URL (RDBStorage; its heartbeat marks trials of dead workers failed)."""
+    optuna = _optuna()
+    if url is not None and "://" in url:
+        url = _with_driver(url)
+        beat = dict(heartbeat_interval=60, grace_period=180) if heartbeat else {}
+        for attempt in range(4):
+            try:
+                return optuna.storages.RDBStorage(url, **beat)
+            except ImportError as e:
+                raise ConfigError(f"the storage {public_url(url)} needs a database driver ({e});"
+                                  " for PostgreSQL: pip install 'psycopg[binary]'") from None
+            except Exception as e:  # SQLAlchemy's: no server, bad credentials, a bad URL ...
+                if attempt < 3 and ("already exists" in str(e) or "duplicate key" in str(e)):
+                    # workers starting together on an empty database race to create Optuna's
+                    # tables; the loser finds them made a moment later
+                    time.sleep(0.5 + random.random())
+                    continue
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(f"cannot open the storage {public_url(url)}: {first}") from None
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    path = Path(url) if url is not None else Path(sweep_dir) / JOURNAL
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _with_driver(url):
+    """postgresql://... with the PostgreSQL driver that is installed: SQLAlchemy 2.1 takes
+    psycopg (3) for a bare postgresql://, 2.0 took psycopg2."""
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise ConfigError("a PostgreSQL storage needs a driver: pip install 'psycopg[binary]'")
+
+
+def _definition(sw, data_hash):
+    d = {"minutes": sw.minutes, "steps": sw.steps, "space": sw.space, "evals": sw.evals,
+         "eval_chars": sw.eval_chars, "val_frac": sw.val_frac, "seed": sw.seed,
+         "data": data_hash}
+    return json.loads(json.dumps(d))  # as it reads back from storage
+
+
+def open_study(sw):
+    """Create or load the study, check that it was started with the same settings and text,
+    and write sweep.json. Returns the study."""
+    optuna = _optuna()
+    sw.check()
+    from . import idcache
+    from .trainer import data_hash
+    ids = idcache.encoded_corpus(sw.corpus, data_dir=sw.data_dir).ids  # also: corpus readable?
+    try:
+        Path(sw.sweep_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the sweep directory {sw.sweep_dir}: "
+                          f"{e.strerror or e}") from None
+    storage = open_storage(sw.sweep_dir, sw.storage)
+    study = optuna.create_study(study_name=sw.study_name, storage=storage, direction="minimize",
+                                load_if_exists=True, sampler=_sampler(sw, 0),
+                                pruner=_pruner(sw))
+    mine = _definition(sw, data_hash(ids))
+    saved = study.user_attrs.get(DEFINITION)
+    if saved is None:
+        study.set_user_attr(DEFINITION, mine)
+    elif saved != mine:
+        diff = [k for k in mine if saved.get(k) != mine[k]]
+        what = "; ".join("a different text" if k == "data" else
+                         f"{k} {json.dumps(saved.get(k))} there, {json.dumps(mine[k])} here"
+                         for k in diff)
+        raise ConfigError(f"the study {sw.study_name!r} was started with other settings "
+                          f"({what}); rerun it with the same options, or start another with "
+                          "a new -o or --study")
+    _write_info(sw)
+    return study
+
+
+def _write_info(sw):
+    url = sw.storage
+    if url is not None and "://" not in url:  # a journal file's path: found from anywhere
+        url = str(Path(url).resolve())
+    info = {"study": sw.study_name, "storage": public_url(url), "corpus": sw.corpus}
+    path = Path(sw.sweep_dir) / INFO
+    try:
+        if path.exists() and json.loads(path.read_text()) == info:
+            return
+    except (OSError, ValueError):
+        pass
+    tmp = path.with_name(f".{INFO}.{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _sampler(sw, number):
+    """TPE, seeded from the sweep's seed and the trial's number: one process gives the same
+    proposals for the same command, and parallel workers do not propose the same ones."""
+    optuna = _optuna()
+    return optuna.samplers.TPESampler(seed=(sw.seed * 1_000_003 + number) % 2 ** 32,
+                                      n_startup_trials=min(10, max(3, sw.trials // 3)),
+                                      constant_liar=True)
+
+
+def _pruner(sw):
+    optuna = _optuna()
+    if not sw.prune:
+        return optuna.pruners.NopPruner()
+    # intermediate values are reported at steps 1..evals (fractions of the budget); a trial
+    # can be stopped from half its budget on, against the median of the finished trials there
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, sw.evals // 2))
+
+
+# -- the state of trials ---------------------------------------------------------------------
+
+def state_of(t):
+    """complete, pruned, failed, interrupted, running, waiting, or surplus (never shown)."""
+    name = t.state.name.lower()
+    if name == "fail":
+        a = t.user_attrs
+        return "surplus" if a.get("surplus") else "interrupted" if a.get("interrupted") else \
+            "failed"
+    return name
+
+
+def counts(study):
+    """(finished trials that count towards the total, trials running now)."""
+    states = [state_of(t) for t in study.get_trials(deepcopy=False)]
+    done = sum(s in ("complete", "pruned", "failed") for s in states)
+    return done, sum(s in ("running", "waiting") for s in states)
+
+
+def _alive(pid):
+    """Whether a process of this machine with that pid exists (a pid not ours counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead(study):
+    """Mark failed the running trials of this machine whose process is gone (killed, for
+    instance for lack of memory): only the owner's machine can tell."""
+    optuna = _optuna()
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not pid or pid == os.getpid() or _alive(pid):
+            continue
+        # Optuna has no public call to annotate another process's trial; the storage's is stable
+        study._storage.set_trial_user_attr(
+            t._trial_id, "error", f"its process (pid {pid}) ended while training: killed, "
+                                  "perhaps for lack of memory")
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+
+# -- running trials --------------------------------------------------------------------------
+
+def run(sw, should_stop=lambda: False, report=lambda kind, **fields: None, pruner=None):
+    """Run trials until the study holds sw.trials finished ones. Returns "done" or
+    "interrupted". report(kind, **fields) hears of each trial's start, evaluations and end
+    (kinds: start, eval, complete, pruned, failed, interrupted)."""
+    study = open_study(sw)
+    if pruner is not None:
+        study.pruner = pruner
+    objective = _Objective(sw, study, should_stop, report)
+    while True:
+        fail_dead(study)
+        done, running = counts(study)
+        if done + running >= sw.trials:
+            return "done"
+        if should_stop():
+            return "interrupted"
+        try:
+            study.optimize(objective, n_trials=1, catch=(_TrialFailed,))
+        except _Surplus:
+            return "done"
+        except _Interrupted:
+            return "interrupted"
+
+
+class _Objective:
+    def __init__(self, sw, study, should_stop, report):
+        self.sw, self.study, self.should_stop, self.report = sw, study, should_stop, report
+
+    def __call__(self, trial):
+        optuna, sw = _optuna(), self.sw
+        self.study.sampler = _sampler(sw, trial.number)  # before the first suggestion
+        self._claim(trial)
+        params = sweep_space.suggest(trial, sw.space)
+        run_dir = Path(sw.sweep_dir) / f"trial-{trial.number:04d}"
+        from .threads import num_threads
+        for k, v in (("run_dir", str(run_dir.resolve())), ("host", socket.gethostname()),
+                     ("pid", os.getpid()), ("threads", num_threads())):
+            trial.set_user_attr(k, v)
+        self.report("start", trial=trial.number, params=params, run_dir=run_dir)
+        trainer = None
+        try:
+            trainer = self._prepare(run_dir, params)
+            status, pruned = self._train(trial, trainer)
+        except KeyboardInterrupt:  # a second Ctrl-C: the trial is abandoned, not failed
+            trial.set_user_attr("interrupted", True)
+            raise
+        except Exception as e:
+            msg = "out of memory" if isinstance(e, MemoryError) else \
+                str(e) if isinstance(e, CharrnnError) else f"{type(e).__name__}: {e}"
+            if trainer is not None:
+                _record(trial, trainer)
+            trial.set_user_attr("error", msg)
+            self.report("failed", trial=trial.number, error=msg, run_dir=run_dir)
+            raise _TrialFailed(msg) from e
+        _record(trial, trainer)
+        best = trainer.best_val if math.isfinite(trainer.best_val) else None
+        done = dict(trial=trial.number, best_val=best, chars=trainer.chars_seen,
+                    seconds=trainer.elapsed, run_dir=run_dir)
+        if status == "interrupted" and pruned:
+            self.report("pruned", progress=trainer.progress(), **done)
+            raise optuna.TrialPruned(f"pruned at {trainer.progress():.0%} of its budget")
+        if status == "interrupted":
+            trial.set_user_attr("interrupted", True)
+            self.report("interrupted", **done)
+            raise _Interrupted()
+        self.report("complete", **done)
+        return trainer.best_val
+
+    def _claim(self, trial):
+        """Give the trial up if the study already has its total without it: another worker
+        asked for a trial in the same moment as this one."""
+        ahead = sum(1 for t in self.study.get_trials(deepcopy=False)
+                    if t.number < trial.number and state_of(t) not in ("interrupted", "surplus"))
+        if ahead >= self.sw.trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus()
+
+    def _prepare(self, run_dir, params):
+        from . import api, run as runs
+        sw = self.sw
+        every = math.ceil(sw.steps / sw.evals) if sw.steps else NEVER
+        trainer = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
+                               steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
+                               val_frac=sw.val_frac, seed=sw.seed,
+                               **sweep_space.train_options(params))
+        api.warmup(trainer.model.config.cell, trainer.model.dtype)
+        return trainer
+
+    def _train(self, trial, trainer):
+        """Train, reporting the validation loss at each evaluation to the pruner. Returns
+        (trainer.run's status, whether the pruner stopped it)."""
+        from .run import run_directory
+        sw, st = self.sw, {"reported": 0, "pruned": False, "t1": None}
+
+        def on_event(e):
+            _record(trial, trainer)
+            val, p = e["val_loss"], trainer.progress()
+            k = min(sw.evals, int(p * sw.evals + EARLY))  # the fraction of the budget it is at
+            if k > st["reported"] and math.isfinite(val):
+                for j in range(st["reported"] + 1, k + 1):  # steps no evaluation fell on
+                    trial.report(val, j)
+                st["reported"] = k
+                if k < sw.evals and trial.should_prune():
+                    st["pruned"] = True
+            if sw.minutes and not sw.steps and e.get("chars_per_sec"):
+                bt = trainer.cfg.batch_size * trainer.cfg.seq_len  # re-aim at the next fraction
+                _aim(trainer, sw, bt / e["chars_per_sec"])
+            self.report("eval", trial=trial.number, step=e["step"], val=val, progress=p)
+
+        def stop():
+            if trainer.cfg.eval_every == NEVER:
+                _schedule(trainer, st, sw)
+            return st["pruned"] or self.should_stop()
+
+        with run_directory(trainer.run_dir):
+            status = trainer.run(on_event, stop)
+        return status, st["pruned"]
+
+
+def _schedule(trainer, st, sw):
+    """With a time budget, the first evaluation: once a few steps are timed, aim at the first
+    even fraction of the budget."""
+    if trainer.step == 1:
+        st["t1"] = trainer.elapsed  # the first step may include warming up
+    elif st["t1"] is not None and trainer.step >= 3 and \
+            (trainer.elapsed - st["t1"] >= 1.0 or trainer.step >= 50):
+        _aim(trainer, sw, (trainer.elapsed - st["t1"]) / (trainer.step - 1))
+
+
+def _aim(trainer, sw, per_step):
+    """Set the trainer's eval_every (it reads it at every step, evaluating when the step is a
+    multiple of it) so that the next evaluation falls near the next even fraction of the time
+    budget, at per_step seconds a step. After the last fraction it aims past the budget's end,
+    which evaluates anyway."""
+    budget = 60 * sw.minutes
+    tick = int(trainer.elapsed / budget * sw.evals + EARLY) + 1
+    left = tick * budget / sw.evals - trainer.elapsed
+    if tick >= sw.evals:
+        left = 2 * (budget - trainer.elapsed) + budget
+    every = _interval(trainer.step, max(1.0, left / max(per_step, 1e-9)))
+    trainer.cfg = replace(trainer.cfg, eval_every=every)
+
+
+def _interval(step, ahead):
+    """An eval_every whose next multiple after `step` is within 5% of step + ahead, as near
+    `ahead` as can be (step + ahead itself, which always hits, when nothing smaller does)."""
+    ahead = max(1, round(ahead))
+
+    def miss(n):
+        return abs(-(-(step + 1) // n) * n - step - ahead)
+    fits = [n for n in range(1, 2 * ahead + 1) if miss(n) <= ahead // 20]
+    return min(fits, key=lambda n: abs(n - ahead)) if fits else step + ahead
+
+
+def _record(trial, trainer):
+    trial.set_user_attr("progress", {
+        "best_val": trainer.best_val if math.isfinite(trainer.best_val) else None,
+        "chars": trainer.chars_seen, "seconds": round(trainer.elapsed, 1),
+        "step": trainer.step})
+
+
+# -- several workers on one machine ----------------------------------------------------------
+
+def run_workers(command, jobs, should_stop, report=lambda kind, **fields: None, threads=None):
+    """Run `command` (a worker: this sweep with --jobs 1) in `jobs` processes, each with
+    CHARRNN_THREADS = its share of the cores. A worker killed by a signal (the kernel's
+    out-of-memory killer, say) is replaced; the next worker marks its trial failed. On
+    should_stop() every worker gets one SIGTERM (it finishes its step and saves). Returns the
+    exit code: 0, 130 when interrupted, else the first failing worker's."""
+    from .threads import num_threads
+    share = max(1, (threads or num_threads()) // jobs)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, CHARRNN_THREADS=str(share),
+               PYTHONPATH=os.pathsep.join(filter(None, [package_root,
+                                                        os.environ.get("PYTHONPATH")])))
+
+    def spawn():  # a session of its own: Ctrl-C reaches only us, and we pass it on once
+        return subprocess.Popen(command, env=env, start_new_session=True)
+
+    procs = [spawn() for _ in range(jobs)]
+    report("workers", jobs=jobs, threads=share)
+    codes, signalled, restarts = [], 0, 0
+    try:
+        while procs:
+            if should_stop() and not signalled:
+                signalled = _signal_all(procs)
+            time.sleep(0.1)
+            for p in [p for p in procs if p.poll() is not None]:
+                procs.remove(p)
+                if p.returncode < 0 and not signalled and restarts < 100:
+                    report("worker-died", pid=p.pid, signal=-p.returncode)
+                    procs.append(spawn())
+                    restarts += 1
+                else:
+                    codes.append(p.returncode)
+    except KeyboardInterrupt:  # the second Ctrl-C: the workers abandon their trials
+        _signal_all(procs)
+        for p in procs:
+            p.wait()
+        return 130
+    if signalled or 130 in codes:
+        return 130
+    return next((c if c > 0 else 1 for c in codes if c != 0), 0)
+
+
+def _signal_all(procs):
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    return 1
+
+
+# -- results ---------------------------------------------------------------------------------
+
+def results(sweep_dir, storage=None, study=None):
+    """The sweep's trials and its best run, as a JSON-able dict."""
+    sweep_dir = Path(sweep_dir)
+    info = {}
+    if (sweep_dir / INFO).is_file():
+        try:
+            info = json.loads((sweep_dir / INFO).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {sweep_dir / INFO}: {e}") from None
+    elif storage is None and not (sweep_dir / JOURNAL).is_file():
+        raise ConfigError(f"{sweep_dir} holds no sweep (no {INFO}); give the sweep directory "
+                          "that `charrnn sweep -o` wrote")
+    url = storage or info.get("storage")
+    name = study or info.get("study") or sweep_dir.resolve().name
+    optuna = _optuna()
+    try:
+        st = optuna.load_study(study_name=name, storage=open_storage(sweep_dir, url, False))
+    except KeyError:
+        raise ConfigError(f"the storage {public_url(url) or sweep_dir / JOURNAL} holds no "
+                          f"study {name!r}") from None
+    host, rows = socket.gethostname(), []
+    for t in st.get_trials(deepcopy=False):
+        state = state_of(t)
+        if state == "surplus":
+            continue
+        a = t.user_attrs
+        if state == "running" and a.get("host") == host and a.get("pid") and \
+                not _alive(a["pid"]):
+            state = "died"  # the next worker on this machine marks it failed
+        p = a.get("progress", {})
+        rows.append({"number": t.number, "state": state, "params": dict(t.params),
+                     "value": t.value if state == "complete" else None,
+                     "best_val": p.get("best_val"), "chars": p.get("chars"),
+                     "seconds": p.get("seconds"), "run_dir": a.get("run_dir"),
+                     "host": a.get("host"), "error": a.get("error")})
+    complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    best = min(complete, key=lambda r: r["value"]) if complete else None
+    return {"study": name, "storage": public_url(url) or str(sweep_dir / JOURNAL),
+            "sweep_dir": str(sweep_dir), "definition": st.user_attrs.get(DEFINITION),
+            "trials": rows, "best": best}
