@@ -30,12 +30,18 @@ class CharModel(Model):
             text = text.encode("utf-8")
         return data.encode(text, self.vocab, unknown=unknown)
 
-    def loss(self, text, batch_size=50, seq_len=100):
-        """Mean cross-entropy of the text under the model, in nats per character."""
+    def loss(self, text, batch_size=50, seq_len=100, exact=False):
+        """Mean cross-entropy of the text under the model, in nats per character (see score)."""
+        return self.score(text, batch_size, seq_len, exact).nats
+
+    def score(self, text, batch_size=50, seq_len=100, exact=False):
+        """Score(nats per character, characters scored, streams): the text read as up to
+        batch_size streams side by side, each from a zero state, or with exact as one stream
+        from a zero state, every character after the first scored (Model.score_ids)."""
         ids = self.encode(text, unknown="unk" if data.UNK in self.vocab else "error")
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
-        return self.evaluate(ids, batch_size, seq_len)
+        return self.score_ids(ids, batch_size, seq_len, exact)
 
     def start_id(self):
         nl = b"\n"[0] if self.byte_level else "\n"
@@ -126,6 +132,7 @@ def describe(meta):
         "epoch": hist[-1]["epoch"] if hist else pr.get("epoch", 0),  # fractional
         "elapsed_seconds": pr.get("elapsed"),
         "chars_seen": pr.get("chars_seen"), "val_loss": meta.get("val_loss"),
+        "val_loss_full": meta.get("val_loss_full"), "val_chars_full": meta.get("val_chars_full"),
         "best_val_loss": min(vals) if vals else None, "evaluations": len(hist),
         "corpus": meta.get("info", {}).get("corpus"), "charrnn_version": meta.get("charrnn"),
         "train": meta.get("train", {}), "history": hist,
