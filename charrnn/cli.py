@@ -57,16 +57,17 @@ class compile_notice:
     """Says on stderr that Numba is compiling when warming up takes longer than a moment
     (the first run after install); silent when the cache is warm and the machine not busy.
 
-    How long: timed from a clean Numba cache (`charrnn train CORPUS --steps 1 -q`) on this
-    project's 2-core machines, 94 s with the cores shared with 2-3 other jobs and 340 s with
-    4-5; the sampling kernels alone 100 s at the busier time (the issue saw about 30 s)."""
+    How long: timed from a clean Numba cache (`charrnn train CORPUS --steps 1`) on this
+    project's 2-core machine, 94 s and 108 s with the cores shared with other jobs (load 5-7),
+    340 s with load 10; the sampling kernels alone 100 s at load 10. The issue saw about 30 s
+    on a quieter machine."""
 
     def __init__(self, quiet=False, delay=1.5):
         self.quiet, self.delay = quiet, delay
 
     def __enter__(self):
-        msg = ("charrnn: compiling kernels (first run only: about a minute on two free cores, "
-               "several when they are busy; cached for next time)...\n")
+        msg = ("charrnn: compiling kernels (first run only: 30 s to 2 minutes on 2 cores, "
+               "longer when they are busy; cached for next time)...\n")
         self.timer = threading.Timer(self.delay, lambda: sys.stderr.write(msg))
         self.timer.daemon = True
         if not self.quiet:
