@@ -29,16 +29,22 @@ class CharModel(Model):
         """Ids of a text (bytes, or a str taken as UTF-8, for a byte-level model)."""
         return self.vocab.encode(text, unknown=unknown)
 
-    def loss(self, text, batch_size=50, seq_len=100, unknown=None):
-        """Mean cross-entropy of the text under the model, in nats per character. Characters
-        the model does not know are an error, or (unknown="drop") left out; a --max-vocab
-        model reads them as its unknown symbol."""
+    def loss(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+        """Mean cross-entropy of the text under the model, in nats per character (see score)."""
+        return self.score(text, batch_size, seq_len, exact, unknown).nats
+
+    def score(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+        """Score(nats per character, characters scored, streams): the text read as up to
+        batch_size streams side by side, each from a zero state, or with exact as one stream
+        from a zero state, every character after the first scored (Model.score_ids).
+        Characters the model does not know are an error, or (unknown="drop") left out; a
+        --max-vocab model reads them as its unknown symbol."""
         if unknown is None:
             unknown = "unk" if self.vocab.unk_id >= 0 else "error"
         ids = self.encode(text, unknown=unknown)
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
-        return self.evaluate(ids, batch_size, seq_len)
+        return self.score_ids(ids, batch_size, seq_len, exact)
 
     def start_id(self):
         return self.vocab.start_id
@@ -129,6 +135,7 @@ def describe(meta):
         "epoch": hist[-1]["epoch"] if hist else pr.get("epoch", 0),  # fractional
         "elapsed_seconds": pr.get("elapsed"),
         "chars_seen": pr.get("chars_seen"), "val_loss": meta.get("val_loss"),
+        "val_loss_full": meta.get("val_loss_full"), "val_chars_full": meta.get("val_chars_full"),
         "best_val_loss": min(vals) if vals else None, "evaluations": len(hist),
         "corpus": meta.get("info", {}).get("corpus"), "charrnn_version": meta.get("charrnn"),
         "train": meta.get("train", {}), "history": hist,

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,13 +56,19 @@ def user_errors(fn):
 
 class compile_notice:
     """Says on stderr that Numba is compiling when warming up takes longer than a moment
-    (the first run after install); silent when the cache is warm."""
+    (the first run after install); silent when the cache is warm and the machine not busy.
 
-    def __init__(self, quiet=False, delay=0.8):
+    How long: timed from a clean Numba cache (`charrnn train CORPUS --steps 1`) on this
+    project's 2-core machine, 94 s and 108 s with the cores shared with other jobs (load 5-7),
+    340 s with load 10; the sampling kernels alone 100 s at load 10. The issue saw about 30 s
+    on a quieter machine."""
+
+    def __init__(self, quiet=False, delay=1.5):
         self.quiet, self.delay = quiet, delay
 
     def __enter__(self):
-        msg = "charrnn: compiling kernels (first run only; cached for next time)...\n"
+        msg = ("charrnn: compiling kernels (first run only: 30 s to 2 minutes on 2 cores, "
+               "longer when they are busy; cached for next time)...\n")
         self.timer = threading.Timer(self.delay, lambda: sys.stderr.write(msg))
         self.timer.daemon = True
         if not self.quiet:
@@ -266,11 +273,16 @@ def _eta(s):
 
 
 class _Progress:
-    """A live Rich bar when stderr is a terminal; plain lines per evaluation otherwise."""
+    """Progress on stderr. On a terminal, a live Rich bar whose stats follow every event, with a
+    line per evaluation above it; in a pipe or a log, plain lines: one after the first step,
+    then at most every PIPE_SECONDS, and one per evaluation."""
+
+    PIPE_SECONDS = 15.0
 
     def __init__(self, con, trainer, quiet):
         self.con, self.trainer, self.quiet = con, trainer, quiet
         self.live = not quiet and con.is_terminal
+        self.printed = None  # time.monotonic() of the last line printed
 
     def __enter__(self):
         if self.live:
@@ -284,27 +296,50 @@ class _Progress:
         return self
 
     def update(self, e):
-        line = (f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {_fmt(e['train_loss'])}  "
-                f"val {_fmt(e['val_loss'])}{' *' if e['best'] else '  '}  "
-                f"{e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
         if self.quiet:
             return
-        if "grad_norms" in e:
-            g = e["grad_norms"]
-            last = g[-1] or 1.0
-            picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)},
-                           reverse=True)
-            line += "\n  |dL/dh_t| / |dL/dh_T-1|: " + "  ".join(
-                f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks)
+        kind = e.get("kind", "eval")
+        if kind == "full":
+            self._print(f"best.npz (step {e['step']}) on {'all ' if e.get('all') else ''}"
+                        f"{e['val_chars_full']:,} validation characters: "
+                        f"{_fmt(e['val_loss_full'])} nats/char")
+            return
+        line = _progress_line(e)
         if self.live:
             self.bar.update(self.task, completed=self.trainer.progress(), stats=line)
-            self.bar.console.print(line)
-        else:
-            self.con.print(line)
+            if kind == "eval":
+                self.bar.console.print(line + _grad_norms(e))
+        elif kind == "eval" or self.printed is None or \
+                time.monotonic() - self.printed >= self.PIPE_SECONDS:
+            self._print(line + _grad_norms(e))
+
+    def _print(self, line):
+        (self.bar.console if self.live else self.con).print(line)
+        self.printed = time.monotonic()
 
     def __exit__(self, *exc):
         if self.live:
             self.bar.stop()
+
+
+def _progress_line(e):
+    """step, epoch, training loss, the validation loss at an evaluation (* a new best), speed
+    and time left; training-only lines leave the validation column blank."""
+    val = f"val {_fmt(e['val_loss'])}{' *' if e.get('best') else '  '}" if "val_loss" in e \
+        else " " * 12
+    return (f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {_fmt(e['train_loss'])}  "
+            f"{val}  {e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
+
+
+def _grad_norms(e):
+    if "grad_norms" not in e:
+        return ""
+    g = e["grad_norms"]
+    last = g[-1] or 1.0
+    picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)},
+                   reverse=True)
+    return "\n  |dL/dh_t| / |dL/dh_T-1|: " + "  ".join(
+        f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks)
 
 
 def _summary(con, t, status, quiet):
@@ -522,6 +557,9 @@ def evaluate(
     file: Annotated[str, typer.Argument(help="The text to score: a file, '-' for stdin, or a "
                                              "corpus name.")],
     checkpoint: CkptOpt = None,
+    exact: Annotated[bool, Opt("--exact", help="Read the text as one continuous stream from a "
+                                               "zero state and score every character after "
+                                               "the first (one stream: slower).")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = "strict",
@@ -530,8 +568,16 @@ def evaluate(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for.")] = None,
 ):
-    """Print the model's loss on a text in nats and bits per character. The text is read as the
-    model was trained: bytes for a byte-level model, else decoded (--encoding, --errors)."""
+    """Print the model's loss on a text in nats and bits per character, and how many
+    characters it scored. The text is read as the model was trained: bytes for a byte-level
+    model, else decoded (--encoding, --errors).
+
+    By default the text is cut into up to 50 equal streams that the model reads side by side,
+    each from a zero state: fast, but the first characters of every stream are predicted
+    without the text before them and up to 49 characters at the end are left out (on Tiny
+    Shakespeare's validation text the score moves by 0.002-0.007 nats/char). --exact reads
+    the text as one stream, as sampling would, and scores every character after the first.
+    """
     import math
     from . import api, data
     model = api.load(checkpoint)
@@ -544,17 +590,20 @@ def evaluate(
         api.warmup(model.config.cell, model.dtype)
     unknown = "drop" if drop_unknown else None
     try:
-        nats = model.loss(text, unknown=unknown)
+        score = model.score(text, exact=exact, unknown=unknown)
     except CharrnnError as e:
         if drop_unknown or "not in the vocabulary" not in str(e):
             raise
         fail(f"{e}; pass --drop-unknown to leave them out")
-    n = len(text)
+    nats = score.nats
     if as_json:
-        print(json.dumps({"file": desc, "chars": n, "nats_per_char": nats,
+        print(json.dumps({"file": desc, "chars": score.chars, "streams": score.streams,
+                          "exact": exact, "nats_per_char": nats,
                           "bits_per_char": nats / math.log(2)}))
     else:
-        print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  ({n:,} characters)")
+        how = "one stream" if score.streams == 1 else f"{score.streams} streams"
+        print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
+              f"({score.chars:,} characters scored, read as {how})")
 
 
 @app.command()
@@ -577,6 +626,9 @@ def info(
     print(f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
           f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
           f"val loss {_fmt(d['val_loss'])}, best {_fmt(d['best_val_loss'])}")
+    if d["val_loss_full"] is not None:
+        print(f"final larger evaluation, {d['val_chars_full']:,} validation characters: "
+              f"{_fmt(d['val_loss_full'])}")
     for h in d["history"][-10:]:
         print(f"  step {h['step']:>7}  {h['elapsed']:8.1f}s  train {_fmt(h['train_loss'])}  "
               f"val {_fmt(h['val_loss'])}")

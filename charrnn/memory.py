@@ -19,6 +19,7 @@ import numpy as np
 
 from . import kernels as K
 from .errors import ConfigError
+from .evaluation import FULL_TIMES, segments
 from .model import num_params, part_slices, work_shapes
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
@@ -46,8 +47,7 @@ def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float3
             "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms
             "thread gradients": (len(parts) - 1) * N * it}
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
-    for n in _eval_lengths(val_len, eval_chars):
-        keys |= _eval_keys(n, B, T)
+    keys |= _eval_keys(val_len, eval_chars, B, T)
     held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
@@ -61,23 +61,17 @@ def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float3
     return Estimate(held, max(static + start, sum(held.values()) + step))
 
 
-def _eval_lengths(val_len, eval_chars):
-    """Characters each kind of evaluation reads (Trainer.validate): the periodic and the last."""
-    if val_len < 2:
-        return []
-    caps = (eval_chars, 10 * eval_chars) if eval_chars else (0,)
-    return sorted({min(val_len, c) if c else val_len for c in caps})
-
-
-def _eval_keys(n_chars, B, T):
-    """The window shapes Model.evaluate asks buffers for (it cuts the text into up to B
-    streams and reads them T characters at a time; the last window may be shorter)."""
-    n = n_chars - 1
-    Be = max(1, min(B, n // T))
-    per = n // Be
-    lengths = {min(T, per - start) for start in range(0, per, T)} if per else set()
-    return {(t, s.stop - s.start, False, i) for t in lengths
-            for i, s in enumerate(part_slices(Be))}
+def _eval_keys(val_len, eval_chars, B, T):
+    """The window shapes the evaluations ask buffers for (evaluation.Sample: the periodic one
+    and the larger final one, each read as up to B segments side by side, T characters at a
+    time; the last window may be shorter)."""
+    keys = set()
+    for chars in {eval_chars, FULL_TIMES * eval_chars}:
+        starts, length = segments(val_len, chars, B, T)
+        lengths = {min(T, length - at) for at in range(0, length, T)}
+        keys |= {(t, s.stop - s.start, False, i) for t in lengths
+                 for i, s in enumerate(part_slices(len(starts)))}
+    return keys
 
 
 def _work_bytes(mcfg, T, B, dropout, itemsize):

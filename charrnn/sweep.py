@@ -368,6 +368,8 @@ class _Objective:
         sw, st = self.sw, {"reported": 0, "pruned": False, "t1": None}
 
         def on_event(e):
+            if e.get("kind", "eval") != "eval":  # training-loss rows and the final larger one
+                return
             _record(trial, trainer)
             val, p = e["val_loss"], trainer.progress()
             k = min(sw.evals, int(p * sw.evals + EARLY))  # the fraction of the budget it is at
@@ -387,7 +389,7 @@ class _Objective:
                 _schedule(trainer, st, sw)
             return st["pruned"] or self.should_stop()
 
-        with run_directory(trainer.run_dir):
+        with run_directory(trainer.run_dir, seen=trainer.dir_seen):
             status = trainer.run(on_event, stop)
         return status, st["pruned"]
 

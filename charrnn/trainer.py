@@ -17,6 +17,7 @@ import numpy as np
 from . import __version__, checkpoint, dist
 from .errors import ConfigError, CorpusError, TrainingDiverged
 from .api import CharModel, model_from_checkpoint
+from .evaluation import Budget, Sample, Timing
 from .model import num_params
 from .optim import Adam
 
@@ -38,7 +39,8 @@ class TrainConfig:
     epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
     val_frac: float = 0.1         # the last fraction of the text is held out for validation
     eval_every: int = 200         # steps between evaluations (and checkpoints)
-    eval_chars: int = 120_000     # validation characters read per evaluation, 10x at the end (0: all)
+    eval_chars: int = 120_000     # validation characters scored per evaluation, spread over the
+                                  # held-out text (0: all); 10x at the end, for the best model
     keep: int = 0                 # also keep the last N step-stamped checkpoints
     patience: int = 0             # stop after N evaluations without improvement (0: never)
     seed: int = 1                 # seeds initialisation, dropout and everything random
@@ -83,6 +85,7 @@ class Trainer:
         self.xs = train_ids[:B * per].reshape(B, per)
         self.ys = train_ids[1:B * per + 1].reshape(B, per)
         self.val_ids = val_ids
+        self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         self.rng = np.random.default_rng(cfg.seed)
@@ -97,6 +100,10 @@ class Trainer:
         self.chars_seen = 0
         self.history = []
         self.best_val, self.best_step, self.stale = math.inf, 0, 0
+        self.val_full = None  # the larger final evaluation: {"step", "loss", "chars"}
+        save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
+        self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess)
+        self.report_seconds = REPORT_SECONDS
         self.info.setdefault("data_hash", data_hash(train_ids))
 
     # -- construction -----------------------------------------------------------------------
@@ -127,7 +134,16 @@ class Trainer:
         t.step, t.epoch, t.pos = pr["step"], pr["epoch"], pr["pos"]
         t.elapsed, t.chars_seen = pr["elapsed"], pr["chars_seen"]
         t.best_val, t.best_step, t.stale = pr["best_val"], pr["best_step"], pr["stale"]
+        t.val_full = pr.get("val_full")
+        t.budget.timing = Timing(**pr.get("timing", {}))
         t.history = meta.get("history", [])
+        if pr.get("val_sample") != t.sample.spec() and t.best_step:
+            # a new --eval-chars, or a run from before the sample was fixed: the saved best
+            # was scored on other characters than the evaluations to come
+            was = t.best_val
+            if t.rescore_best() is not None:
+                t.notice = (f"the validation sample changed; best.npz (step {t.best_step}) "
+                            f"scores {t.best_val:.4f} on it (was {was:.4f})")
         return t
 
     # -- one step ---------------------------------------------------------------------------
@@ -149,8 +165,8 @@ class Trainer:
         cfg, done = self.cfg, 0.0
         if cfg.steps:
             done = max(done, self.step / cfg.steps)
-        if cfg.minutes:
-            done = max(done, self.elapsed / (60 * cfg.minutes))
+        if cfg.minutes:  # the training time, which ends early enough for the final evaluation
+            done = max(done, self.elapsed / max(1e-9, self.budget.train_seconds()))
         if cfg.epochs:
             done = max(done, (self.epoch + self.pos / self.windows) / cfg.epochs)
         return done
@@ -200,26 +216,45 @@ class Trainer:
             self.c[:] = 0
         return loss
 
-    def validate(self, full=True):
-        """Validation loss: the first eval_chars characters of the held-out text, or at the
-        end of training ten times as many (all of Tiny Shakespeare's either way; a gigabyte
-        corpus is not read whole at every evaluation)."""
-        ids = self.val_ids
-        if len(ids) < 2:
+    def validate(self, model=None):
+        """Loss of the model (default: the one training) on the fixed validation sample: the
+        number every evaluation reports and the best checkpoint is chosen by (nan without
+        validation text)."""
+        if self.sample.length < 1:
             return math.nan
-        cap = self.cfg.eval_chars * (10 if full else 1)
-        if cap and len(ids) > cap:
-            ids = ids[:cap]
         if self.dist.rank != 0:  # rank 0 evaluates; every rank then decides on its number
             return self.dist.bcast(None)
-        return self.dist.bcast(self.model.evaluate(ids, self.cfg.batch_size, self.cfg.seq_len))
+        return self.dist.bcast(self.sample.score(model or self.model, self.val_ids).nats)
+
+    def rescore_best(self):
+        """Score best.npz on this run's sample, after the sample changed (a new --eval-chars on
+        resume, or a checkpoint from before samples): best_val must stay comparable."""
+        path = self.run_dir / checkpoint.BEST
+        if not self.best_step or not path.is_file():
+            self.best_val = math.inf
+            return None
+        self.best_val = self.validate(model_from_checkpoint(path, dtype=None)[0])
+        return self.best_val
 
     # -- the loop ---------------------------------------------------------------------------
 
     def budget_done(self):
+        """Whether a budget is spent: under MPI, on any rank (see agreed)."""
+        return self.agreed(self.spent(), False)[0]
+
+    def agreed(self, done, stop):
+        """(done, stop) as every rank sees them: true if true on any (see dist.py), so all
+        ranks end, or evaluate, after the same step. Every rank must call it alike."""
+        if self.dist.size == 1:
+            return bool(done), bool(stop)
+        stops, done = self.dist.agree(1.0 if stop else 0.0, done)
+        return done, stops > 0
+
+    def spent(self):
         cfg = self.cfg
         return ((cfg.steps and self.step >= cfg.steps)
-                or (cfg.minutes and self.elapsed >= 60 * cfg.minutes)
+                or (cfg.minutes and self.step  # a first step, whatever the budget
+                    and self.elapsed + self.budget.timing.step >= self.budget.train_seconds())
                 or (cfg.epochs and self.epoch + self.pos / self.windows >= cfg.epochs - 1e-12))
 
     def eta(self, rate_steps):
@@ -234,62 +269,98 @@ class Trainer:
                         / rate_steps)
         return max(0.0, min(left)) if left else None
 
+    def tick(self):
+        """Add the wall time since the last tick to elapsed (evaluating and saving count
+        against the budget too); returns now."""
+        now = time.perf_counter()
+        self.elapsed += now - self._mark
+        self._mark = now
+        return now
+
     def run(self, callback=None, should_stop=lambda: False):
         """Train until the budget is spent, patience runs out or should_stop() is true.
         Returns "done", "patience" or "interrupted". The latest checkpoint is always written
-        before returning; callback(event: dict) hears of every evaluation."""
+        before returning. callback(event: dict) hears, and metrics.jsonl records, every
+        evaluation (kind "eval"), the mean training loss after the first step and then every
+        report_seconds (kind "train"), and the final, larger evaluation of the best model
+        (kind "full"). metrics.jsonl also gets a training-loss row before each evaluation, so
+        that its training rows cover every step."""
         callback = callback or (lambda event: None)
-        losses, t_mark, train_secs = [], time.perf_counter(), 0.0
-        status = "done"
+        self._mark = time.perf_counter()
+        since_eval, since_row, next_row = Window(), Window(), 0.0  # a row after the first step
+        status, first_step = "done", self.step
         while True:
-            done, stop = self.agreed(self.budget_done(), should_stop())
+            done, stop = self.agreed(self.spent(), should_stop())
             if done:
                 break
             if stop:
                 status = "interrupted"
                 break
-            losses.append(self.train_step())
-            now = time.perf_counter()
-            self.elapsed += now - t_mark
-            train_secs += now - t_mark
-            t_mark = now
-            last = self.agreed(self.budget_done(), False)[0]
-            if self.step % self.cfg.eval_every == 0 or last:
-                event = self.evaluate_and_save(losses, train_secs, full=bool(last))
-                now = time.perf_counter()  # evaluating and saving count against the budget
-                self.elapsed += now - t_mark
-                t_mark = now
-                losses, train_secs = [], 0.0
+            start, first = self._mark, self.step == first_step
+            loss = self.train_step()
+            now = self.tick()
+            if not first:  # a session's first step also loads compiled code: not typical
+                self.budget.timing.note_step(now - start)
+            since_eval.add(loss, now - start)
+            since_row.add(loss, now - start)
+            if self.budget_done():
+                break  # the last step is evaluated below, with the larger evaluation
+            if self.step % self.cfg.eval_every == 0:
+                self.log(self.train_row(since_row))  # the training curve covers every step
+                events = self.evaluate_and_save(since_eval)
+                since_eval, since_row = Window(), Window()
+            elif now >= next_row:
+                events = [self.log(self.train_row(since_row))]
+                since_row = Window()
+            else:
+                continue
+            next_row = self.tick() + self.report_seconds
+            for event in events:
                 callback(event)
-                if self.cfg.patience and self.stale >= self.cfg.patience:
-                    status = "patience"
-                    break
-        if status != "done" or not self.history or self.history[-1]["step"] != self.step:
-            self.save(checkpoint.LATEST)
+            if self.cfg.patience and self.stale >= self.cfg.patience:
+                status = "patience"
+                break
+        for event in self.end(status, self.step > first_step, since_eval, since_row):
+            callback(event)
         return status
 
-    def agreed(self, done, stop):
-        """(done, stop) as every rank sees them: true if true on any (see dist.py), so all
-        ranks end, or evaluate, after the same step."""
-        if self.dist.size == 1:
-            return bool(done), bool(stop)
-        stops, done = self.dist.agree(1.0 if stop else 0.0, done)
-        return done, stops > 0
+    def end(self, status, stepped, since_eval, since_row):
+        """The last evaluation (unless the last step had one), the larger evaluation of the
+        best model, the last writes; returns the events. stepped: this session trained."""
+        if status == "done" and (not self.history or self.history[-1]["step"] != self.step):
+            if since_row.losses:
+                self.log(self.train_row(since_row))
+            events = self.evaluate_and_save(since_eval, final=True)
+        elif status == "patience" or (status == "done" and stepped):
+            events = self.finish()  # the last step was evaluated as a periodic one
+        else:  # interrupted, or a finished run resumed without more budget
+            events = []
+            if status != "done":
+                self.save(checkpoint.LATEST)
+        self.tick()
+        return events
 
-    def evaluate_and_save(self, losses, train_secs, full):
+    def train_row(self, window):
+        """The "train" event: the mean training loss and the speed over the window's steps."""
+        rate = window.steps_per_sec()
+        return dict(kind="train", step=self.step,
+                    epoch=round(self.epoch + self.pos / self.windows, 4),
+                    elapsed=round(self.elapsed, 3), chars=self.chars_seen,
+                    train_loss=window.mean(), lr=self.lr_now(),
+                    chars_per_sec=rate * self.cfg.batch_size * self.cfg.seq_len,
+                    eta=self.eta(rate))
+
+    def evaluate(self, window):
+        """Score the sample, update best and patience; returns the "eval" event."""
         t0 = time.perf_counter()
-        val = self.validate(full)
+        val = self.validate()
         secs = time.perf_counter() - t0
-        train_loss = float(np.mean(losses)) if losses else math.nan
-        rate = len(losses) / train_secs if train_secs > 0 else 0.0  # steps per second
-        event = dict(step=self.step, epoch=round(self.epoch + self.pos / self.windows, 4),
-                     elapsed=round(self.elapsed, 3), chars=self.chars_seen,
-                     train_loss=train_loss, val_loss=val, lr=self.lr_now(),
-                     chars_per_sec=rate * self.cfg.batch_size * self.cfg.seq_len,
-                     eta=self.eta(rate), eval_seconds=secs)
+        if self.sample.chars:
+            self.budget.timing.eval_per_char = secs / self.sample.chars
+        event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs)
         self.history.append({k: event[k] for k in ("step", "epoch", "elapsed", "chars",
                                                     "train_loss", "val_loss", "lr")})
-        score = val if math.isfinite(val) else train_loss
+        score = val if math.isfinite(val) else event["train_loss"]
         improved = score < self.best_val
         if improved:
             self.best_val, self.best_step, self.stale = score, self.step, 0
@@ -298,15 +369,85 @@ class Trainer:
         event["best"] = improved
         if self.cfg.log_grad_norms:
             event["grad_norms"] = [round(float(v), 6) for v in self.model.grad_norms[0]]
+        return event
+
+    def evaluate_and_save(self, window, final=False):
+        """Evaluate, then write latest.npz, best.npz when it improved and a stamped checkpoint
+        with --keep; at the end of the run (final) also the larger evaluation of the best
+        model. Returns the events, already in metrics.jsonl."""
+        event = self.evaluate(window)
+        full, on_disk = self.evaluate_best_in_full() if final else (None, None)
+        t0, saves = time.perf_counter(), 1
         self.save(checkpoint.LATEST)
-        if improved:
+        if event["best"]:
             self.save(checkpoint.BEST)
+            saves += 1
+        elif on_disk is not None:
+            self.rewrite_best(on_disk)
+            saves += 1
         if self.cfg.keep:
+            score = event["val_loss"] if math.isfinite(event["val_loss"]) else event["train_loss"]
             self.save(f"step{self.step:07d}_val{score:.4f}.npz")
             self.prune()
-        if self.dist.rank == 0:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({k: finite_or_none(v) for k, v in event.items()}) + "\n")
+            saves += 1
+        self.budget.timing.save = (time.perf_counter() - t0) / saves
+        return [self.log(e) for e in (event, full) if e is not None]
+
+    def finish(self):
+        """The end of a run whose last step had its evaluation already (patience, or a budget
+        that ran out during it): the larger evaluation of the best model."""
+        full, on_disk = self.evaluate_best_in_full()
+        if on_disk is not None:
+            self.rewrite_best(on_disk)
+        self.save(checkpoint.LATEST)
+        return [self.log(full)] if full is not None else []
+
+    def evaluate_best_in_full(self):
+        """The final, larger evaluation (ten times eval_chars from the sample's starts, or all
+        of the validation text), of the model users get: best.npz. It is reported, never
+        compared with the sample's numbers. Returns (the "full" event or None, best.npz's
+        contents when it was read back)."""
+        sample = self.sample
+        if not self.best_step or sample.full_len <= sample.length:  # the sample is all of it
+            return None, None
+        if self.dist.rank != 0:  # rank 0 alone: it writes best.npz, and nothing here is shared
+            return None, None
+        length = sample.full_len
+        if self.cfg.minutes:
+            left = 60 * self.cfg.minutes - self.elapsed - (time.perf_counter() - self._mark)
+            length = self.budget.full_length(left - self.budget.saves * self.budget.save_seconds())
+        path = self.run_dir / checkpoint.BEST
+        if not length or (self.best_step != self.step and not path.is_file()):
+            return None, None
+        on_disk, model = None, self.model
+        if self.best_step != self.step:
+            model, meta, train = model_from_checkpoint(path, dtype=None)
+            on_disk = (meta, model.params, train)
+        t0 = time.perf_counter()
+        score = sample.score_full(model, self.val_ids, length)
+        secs = time.perf_counter() - t0
+        self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
+        at = next((h for h in self.history if h["step"] == self.best_step), {})
+        event = dict(kind="full", step=self.best_step, elapsed=at.get("elapsed"),  # of the model
+                     chars=at.get("chars"), val_loss_full=score.nats, val_chars_full=score.chars,
+                     val_chars=sample.chars, best_val=self.best_val,
+                     all=sample.full_is_all and length == sample.full_len, eval_seconds=secs)
+        return event, on_disk
+
+    def rewrite_best(self, on_disk):
+        """best.npz again, with the larger evaluation in its metadata."""
+        meta, params, train = on_disk
+        meta = dict(meta, val_loss_full=self.val_full["loss"],
+                    val_chars_full=self.val_full["chars"])
+        meta["progress"] = dict(meta.get("progress", {}), val_full=self.val_full)
+        checkpoint.save(self.run_dir / checkpoint.BEST, meta, params, train)
+
+    def log(self, event):
+        """Append the event to metrics.jsonl (rank 0); returns it."""
+        if self.dist.rank != 0:
+            return event
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({k: finite_or_none(v) for k, v in event.items()}) + "\n")
         return event
 
     def prune(self):
@@ -320,7 +461,7 @@ class Trainer:
 
     def meta(self):
         m = self.model
-        return {
+        m = {
             "charrnn": __version__,
             "model": m.config.to_dict(),
             "vocab": m.vocab.to_json(),
@@ -330,10 +471,15 @@ class Trainer:
             "progress": {"step": self.step, "epoch": self.epoch, "pos": self.pos,
                          "elapsed": self.elapsed, "chars_seen": self.chars_seen,
                          "best_val": self.best_val, "best_step": self.best_step,
-                         "stale": self.stale, "rng": self.rng.bit_generator.state},
+                         "stale": self.stale, "rng": self.rng.bit_generator.state,
+                         "val_sample": self.sample.spec(), "val_full": self.val_full,
+                         "timing": asdict(self.budget.timing)},
             "val_loss": self.history[-1]["val_loss"] if self.history else None,
             "history": self.history,
         }
+        if self.val_full and self.val_full["step"] == self.step:  # these weights were scored
+            m.update(val_loss_full=self.val_full["loss"], val_chars_full=self.val_full["chars"])
+        return m
 
     def save(self, name):
         """Write a checkpoint (rank 0; under MPI every rank first gathers the carried state of
@@ -345,6 +491,26 @@ class Trainer:
                 return None
         train = {"adam_m": self.opt.m, "adam_v": self.opt.v, "h": self.h, "c": self.c}
         return checkpoint.save(self.run_dir / name, self.meta(), self.model.params, train)
+
+
+REPORT_SECONDS = 5.0  # a training-loss row in metrics.jsonl (and the callback) this often
+
+
+class Window:
+    """Training losses and seconds since some point: their mean and the step rate."""
+
+    def __init__(self):
+        self.losses, self.secs = [], 0.0
+
+    def add(self, loss, secs):
+        self.losses.append(loss)
+        self.secs += secs
+
+    def mean(self):
+        return float(np.mean(self.losses)) if self.losses else math.nan
+
+    def steps_per_sec(self):
+        return len(self.losses) / self.secs if self.secs > 0 else 0.0
 
 
 def finite_or_none(v):

@@ -76,6 +76,7 @@ def test_quiet_training_writes_the_run_directory(cli_run):
     stamped = [n for n in names if n.startswith("step")]
     assert len(stamped) == 2  # --keep 2 of the four evaluations
     records = [json.loads(ln) for ln in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["kind"] == "eval"]  # not the training-loss rows
     assert [r["step"] for r in records] == [10, 20, 30, 40]
     assert all(math.isfinite(r["val_loss"]) for r in records)
     assert records[-1]["val_loss"] < math.log(6)  # better than uniform over the six symbols
@@ -86,9 +87,13 @@ def test_progress_goes_to_stderr_in_whole_lines(tmp_path, corpus_file):
                   *TINY))
     assert r.stdout == ""
     steps = [ln for ln in r.stderr.splitlines() if ln.startswith("step")]
-    assert len(steps) == 2
-    for line in steps:  # a log line is not wrapped at the width of an imagined terminal
+    evals = [ln for ln in steps if " val " in ln]
+    assert len(evals) == 2
+    for line in evals:  # a log line is not wrapped at the width of an imagined terminal
         assert re.fullmatch(r"step +\d+ +epoch .* val \S+ .* chars/s +left \S+", line), line
+    # a first line after the first step, without waiting for an evaluation
+    assert re.fullmatch(r"step +1 +epoch +[\d.]+ +train \d+\.\d+ +[\d,]+ chars/s +left \S+",
+                        steps[0]), steps[0]
     assert "finished at step 6" in r.stderr
 
 
@@ -145,7 +150,13 @@ def test_eval_prints_the_loss(cli_run, corpus_file, corpus_text):
     j = json.loads(ok(invoke("eval", "-c", cli_run, corpus_file, "--json")).stdout)
     assert j["nats_per_char"] == pytest.approx(expected, rel=1e-9)
     assert j["bits_per_char"] == pytest.approx(expected / math.log(2), rel=1e-9)
-    assert j["chars"] == len(corpus_text)
+    n = len(corpus_text) - 1  # predictions; 50 streams of n // 50 are scored
+    assert (j["chars"], j["streams"], j["exact"]) == (50 * (n // 50), 50, False)
+    assert f"({50 * (n // 50):,} characters scored, read as 50 streams)" in r.stdout
+    j = json.loads(ok(invoke("eval", "-c", cli_run, corpus_file, "--exact", "--json")).stdout)
+    assert (j["chars"], j["streams"], j["exact"]) == (n, 1, True)
+    assert j["nats_per_char"] == pytest.approx(api.load(cli_run).loss(corpus_text, exact=True),
+                                               rel=1e-9)
 
 
 def test_info(cli_run):
@@ -281,7 +292,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):
     def read_stderr():
         for raw in iter(p.stderr.readline, b""):
             err.append(raw.decode())
-            if err[-1].startswith("step"):
+            if err[-1].startswith("step") and " val " in err[-1]:  # after an evaluation
                 progress.set()
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()

@@ -59,8 +59,8 @@ def test_the_estimate_counts_what_a_training_holds(tmp_path, corpus_file, model)
     bytes: exactly today, asserted within 1%."""
     trainer = run.prepare(corpus_file, tmp_path / "r", **model, **SHAPE)
     trainer.train_step()
-    trainer.validate(full=False)
-    trainer.validate(full=True)
+    trainer.validate()
+    trainer.sample.score_full(trainer.model, trainer.val_ids, trainer.sample.full_len)
     held = sum(estimate_for(trainer).held.values())
     assert abs(held - held_bytes(trainer)) <= 0.01 * held_bytes(trainer)
     assert len(trainer.model._grads) == 1  # two parts: one copy of the gradients besides grads
@@ -83,8 +83,8 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
         before = tracemalloc.get_traced_memory()[0]
         t = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, tmp_path / "t")
         t.train_step()
-        t.validate(full=False)
-        t.validate(full=True)
+        t.validate()
+        t.sample.score_full(t.model, t.val_ids, t.sample.full_len)
         t.train_step()
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:

@@ -53,7 +53,8 @@ def show(sweep_dir, *extra):
 
 
 def evals_in(run_dir):
-    return [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("kind", "eval") == "eval"]  # not the training-loss rows
 
 
 # ------------------------------------------------------------------------------------ the space

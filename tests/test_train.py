@@ -145,11 +145,18 @@ def test_run_directory_holds_checkpoints_and_metrics(tmp_path, small_corpus):
     assert len(stamped) == 2 and stamped[-1].startswith("step0000023_")
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert [r["step"] for r in records] == [5, 10, 15, 20, 23] == [e["step"] for e in events]
-    assert all(math.isfinite(r["val_loss"]) and math.isfinite(r["train_loss"]) for r in records)
+    assert records[0]["kind"] == "train" and records[0]["step"] == 1  # after the first step
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [5, 10, 15, 20, 23]
+    assert evals == [{k: (None if v != v else v) for k, v in e.items()} for e in events
+                     if e["kind"] == "eval"]
+    # training rows, every few seconds and before each evaluation, cover every step
+    rows = [r["step"] for r in records if r["kind"] == "train"]
+    assert rows == sorted(set(rows)) and {5, 10, 15, 20, 23} <= set(rows)
+    assert all(math.isfinite(r["val_loss"]) and math.isfinite(r["train_loss"]) for r in evals)
     best = checkpoint.load(tmp_path / "r" / "best.npz")[0]
     assert best["progress"]["step"] == t.best_step
-    assert best["val_loss"] == min(r["val_loss"] for r in records)
+    assert best["val_loss"] == min(r["val_loss"] for r in evals)
     assert checkpoint.load(tmp_path / "r" / "latest.npz")[0]["progress"]["step"] == 23
 
 
