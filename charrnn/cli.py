@@ -542,7 +542,7 @@ def inspect(
                                             "counted from 0 (e.g. 1:37): blue for positive, "
                                             "red for negative.")] = None,
     state: Annotated[str, Opt(help="With --unit: h (hidden state), c (lstm cell state, "
-                                   "coloured by tanh c) or a gate: i f g o (lstm), r z n "
+                                   "coloured on its own range) or a gate: i f g o (lstm), r z n "
                                    "(gru).")] = "h",
     html: Annotated[Optional[Path], Opt("--html", help="With --unit: write the coloured text "
                                         "to this standalone HTML page instead.")] = None,
@@ -601,7 +601,7 @@ def inspect(
     if unit is not None:
         accs["unit"] = probe.Trace(model, len(ids), layer, j, state)
     with compile_notice():
-        api.warmup(model.config.cell, model.dtype)
+        probe.warmup(model.config.cell, model.dtype)
     probe.run(model, ids, *accs.values())
     cfg = model.config
     out = {"file": desc, "chars": len(ids),

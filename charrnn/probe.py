@@ -74,6 +74,14 @@ def run(model, ids, *accumulators, window=WINDOW):
     return accumulators
 
 
+def warmup(cell, dtype):
+    """Compile (or load from Numba's cache) the forward kernel on a tiny model: inspect needs
+    nothing else (api.warmup would also build the training kernels)."""
+    from .model import Model, ModelConfig
+    m = Model(ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2), "ab", dtype=dtype)
+    run(m, np.array([0, 1], np.int32))
+
+
 class Collect:
     def __init__(self, model, n):
         L, H = model.config.num_layers, model.config.hidden_size

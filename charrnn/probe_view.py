@@ -3,8 +3,8 @@ HTML page; the colours also serve the terminal view in cli.py) and the gate-satu
 (a PNG through matplotlib, the plot extra).
 
 The colour scale is the one of Karpathy, Johnson and Fei-Fei's figures: a diverging scale from
-red (-1) through white (0) to blue (+1), applied to tanh(c) for a cell state, to h as it is, and
-to 2g - 1 for a gate g in (0, 1).
+red (-1) through white (0) to blue (+1), applied to h as it is, to 2g - 1 for a gate g in (0, 1),
+and to a cell state divided by its own range along the text (see c_scale).
 """
 import codecs
 import html
@@ -20,12 +20,21 @@ RED = np.array([178, 24, 43])     # -1
 STATE_TITLES = {"h": "hidden state", "c": "cell state"}
 
 
+def c_scale(values):
+    """What a cell state is divided by for colouring: its 99th-percentile magnitude along the
+    text. Cells that count grow well past 1, where tanh(c) (the paper's choice) shows one
+    flat colour; the unit's own range keeps its rise and fall visible."""
+    m = float(np.percentile(np.abs(values), 99)) if len(values) else 0.0
+    return m if m > 0 else 1.0
+
+
 def signed(values, kind):
-    """Values mapped onto [-1, 1] for colouring: tanh for a cell state, 2g - 1 for a gate."""
+    """Values mapped onto [-1, 1] for colouring: h as it is, a cell state divided by c_scale,
+    2g - 1 for a gate g in (0, 1)."""
     v = np.asarray(values, np.float64)
     if kind == "c":
-        v = np.tanh(v)
-    elif kind not in ("h",):
+        v = v / c_scale(v)
+    elif kind != "h":
         v = 2 * v - 1
     return np.clip(v, -1, 1)
 
@@ -63,10 +72,13 @@ def html_page(texts, values, kind, title):
         style = f"background:{bg}" + (";color:#fff" if dark else "")
         spans.append(f'<span style="{style}" title="{v:.3f}">{html.escape(piece, quote=True)}'
                      "</span>")
-    low, high = ("0", "1") if kind not in ("h", "c") else ("-1", "+1")
-    scale = "tanh(c)" if kind == "c" else ("value" if kind == "h" else "gate")
-    legend = (f'<div class="legend"><i style="background:#{_hex(RED)}"></i> {scale} {low} '
-              f'<i style="background:#{_hex(WHITE)}"></i> &nbsp; '
+    low, mid, high = ("0", "0.5", "1") if kind not in ("h", "c") else ("-1", "0", "+1")
+    if kind == "c":
+        m = c_scale(values)
+        low, high = f"{-m:.3g}", f"+{m:.3g}"
+    scale = {"c": "c (its 99th-percentile magnitude at full colour)", "h": "h"}.get(kind, kind)
+    legend = (f'<div class="legend">{scale}: <i style="background:#{_hex(RED)}"></i> {low} '
+              f'<i style="background:#{_hex(WHITE)}"></i> {mid} '
               f'<i style="background:#{_hex(BLUE)}"></i> {high} &nbsp; '
               "(hover over a character for its value)</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -342,3 +342,10 @@ def test_cli_unit_in_a_pipe_prints_the_plain_text(cell, tmp_path):
     want = load(path).states(text).h[1, :, 4]
     np.testing.assert_allclose(out["unit"]["values"], want, atol=1e-6)
     assert {u["state"] for u in out["find"]["units"]} == {"h"}
+
+
+def test_help_lists_the_features():
+    r = invoke("--help")
+    assert r.exit_code == 0 and "Usage:" in r.stdout and r.stderr == ""
+    for name in ("--unit", "--find", "--gates", "--html", "--png", "line-position"):
+        assert name in r.stdout
