@@ -547,8 +547,8 @@ def inspect(
     html: Annotated[Optional[Path], Opt("--html", help="With --unit: write the coloured text "
                                         "to this standalone HTML page instead.")] = None,
     find: Annotated[Optional[str], Opt(help="Rank units (h, and the lstm's c) by |Pearson r| "
-                                            "with a per-character feature: string, quote, "
-                                            "brackets, line-position, indent, or "
+                                            "with a per-character feature: string, comment, "
+                                            "quote, brackets, line-position, indent, or "
                                             "re:PATTERN.")] = None,
     regex: Annotated[Optional[str], Opt(help="Same as --find 're:PATTERN': inside any match "
                                              "of this regular expression.")] = None,
@@ -612,8 +612,9 @@ def inspect(
     if gates:
         out["gates"] = accs["gates"].summary()
         if png is not None:
+            name = "stdin" if file == "-" else Path(file).name
             probe_view.saturation_png(accs["gates"].fractions(), png,
-                                      f"{out['model']} on {desc}: gate saturation")
+                                      f"{out['model']}, {name} ({len(ids):,} chars)")
             sys.stderr.write(f"charrnn: wrote {png}\n")
     if unit is not None:
         values = accs["unit"].values

@@ -14,11 +14,11 @@ All but Collect keep O(L H) memory, so a long text costs time, not memory. The v
 is the state *after* reading character t, and the features (below) are defined the same way:
 the quotation mark that opens a string is inside it, the one that closes it is outside.
 
-Features, one number per character: string (inside a Python string literal, a small lexer that
-knows comments, escapes and triple quotes), quote (inside double quotation marks, for prose),
-brackets (depth of ( [ { outside strings and comments), line-position (characters since the last
-newline), indent (leading whitespace of the current line, so far), and re:PATTERN (inside any
-match of a regular expression).
+Features, one number per character: string (inside a Python string literal, by a small lexer
+that knows comments, escapes and triple quotes), comment (inside a # comment), quote (inside
+double quotation marks, for prose), brackets (depth of ( [ { outside strings and comments),
+line-position (characters since the last newline), indent (leading whitespace of the current
+line, so far), and re:PATTERN (inside any match of a regular expression).
 """
 import re
 from typing import NamedTuple, Optional
@@ -34,7 +34,7 @@ SIGMOID_GATES = {K.LSTM: "ifo", K.GRU: "rz", K.RNN: ""}  # the ones --gates repo
 GATE_TITLES = {"i": "input", "f": "forget", "g": "cell candidate", "o": "output",
                "r": "reset", "z": "update", "n": "candidate"}
 LEFT, RIGHT = 0.1, 0.9  # saturation thresholds, as in Karpathy, Johnson and Fei-Fei (2015)
-FEATURES = ("string", "quote", "brackets", "line-position", "indent")
+FEATURES = ("string", "comment", "quote", "brackets", "line-position", "indent")
 
 
 class States(NamedTuple):
@@ -298,6 +298,12 @@ def python_strings(text):
     return inside, code
 
 
+def comment(text):
+    """Inside a Python comment, from its '#' to the end of the line."""
+    inside, code = python_strings(text)
+    return ~(inside | code)
+
+
 def quotes(text):
     """Inside double quotation marks (" or the curly pair), across lines, for prose."""
     inside = np.zeros(len(text), bool)
@@ -379,6 +385,6 @@ def feature(name, text):
     check_feature(name)
     if name.startswith("re:"):
         return regex_feature(text, name[3:]).astype(np.float64)
-    fns = {"string": lambda s: python_strings(s)[0], "quote": quotes, "brackets": bracket_depth,
+    fns = {"string": lambda s: python_strings(s)[0], "comment": comment, "quote": quotes, "brackets": bracket_depth,
            "line-position": line_position, "indent": indent}
     return np.asarray(fns[name](text), np.float64)

@@ -204,6 +204,7 @@ def test_python_string_lexer():
     ]
     assert "".join(t for t, _ in want_parts) == text
     assert got == "".join(w for _, w in want_parts)
+    np.testing.assert_array_equal(probe.feature("comment", text), [ch == "#" for ch in got])
 
 
 def test_bracket_line_and_indent_features():
