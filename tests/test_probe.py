@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import checkpoint, probe, probe_view
-from charrnn import kernels as K
+from charrnn import checkpoint, probe, probe_features, probe_view
 from charrnn.api import CharModel, load
 from charrnn.cli import app
 from charrnn.errors import CharrnnError
@@ -194,7 +193,7 @@ def test_cli_find_string_ranks_the_planted_unit_first(planted_ckpt):
 
 def test_python_string_lexer():
     text = 'x = "a#b" # it\'s "no"\ny = \'\'\'q\n"\'\'\' + r\'\\\'\' + "e\\"f"\n"open\nz'
-    inside, code = probe.python_strings(text)
+    inside, code = probe_features.python_strings(text)
     got = "".join("S" if s else ("." if c else "#") for s, c in zip(inside, code))
     want_parts = [
         ('x = ', "...."), ('"a#b"', "SSSS#"), (" ", "."), ("# it's \"no\"", "#" * 11),
@@ -210,11 +209,11 @@ def test_python_string_lexer():
 def test_bracket_line_and_indent_features():
     text = "f(a[1],\n    '(' {2})\n  x)"
     np.testing.assert_array_equal(
-        probe.bracket_depth(text),
+        probe_features.bracket_depth(text),
         [0, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 0])
-    np.testing.assert_array_equal(probe.line_position("ab\nc\n\nde"), [1, 2, 0, 1, 0, 0, 1, 2])
-    np.testing.assert_array_equal(probe.indent("  a b\n x\n\n"), [1, 2, 2, 2, 2, 0, 1, 1, 0, 0])
-    np.testing.assert_array_equal(probe.quotes('a "b\nc" \u201cd\u201d'),
+    np.testing.assert_array_equal(probe_features.line_position("ab\nc\n\nde"), [1, 2, 0, 1, 0, 0, 1, 2])
+    np.testing.assert_array_equal(probe_features.indent("  a b\n x\n\n"), [1, 2, 2, 2, 2, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(probe_features.quotes('a "b\nc" \u201cd\u201d'),
                                   [0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0])
     np.testing.assert_array_equal(probe.feature("re:b+", "abbcb"), [0, 1, 1, 0, 1])
     with pytest.raises(probe.ConfigError, match="unknown feature"):
