@@ -72,15 +72,14 @@ def html_page(texts, values, kind, title):
         style = f"background:{bg}" + (";color:#fff" if dark else "")
         spans.append(f'<span style="{style}" title="{v:.3f}">{html.escape(piece, quote=True)}'
                      "</span>")
-    low, mid, high = ("0", "0.5", "1") if kind not in ("h", "c") else ("-1", "0", "+1")
+    low, mid, high, note = ("-1", "0", "+1", "") if kind == "h" else ("0", "0.5", "1", "")
     if kind == "c":
         m = c_scale(values)
-        low, high = f"{-m:.3g}", f"+{m:.3g}"
-    scale = {"c": "c (its 99th-percentile magnitude at full colour)", "h": "h"}.get(kind, kind)
-    legend = (f'<div class="legend">{scale}: <i style="background:#{_hex(RED)}"></i> {low} '
+        low, mid, high, note = f"{-m:.3g}", "0", f"+{m:.3g}", " (the 99th percentile of |c|)"
+    legend = (f'<div class="legend">{kind}: <i style="background:#{_hex(RED)}"></i> {low} '
               f'<i style="background:#{_hex(WHITE)}"></i> {mid} '
-              f'<i style="background:#{_hex(BLUE)}"></i> {high} &nbsp; '
-              "(hover over a character for its value)</div>")
+              f'<i style="background:#{_hex(BLUE)}"></i> {high}{note} &middot; '
+              "hover over a character for its value</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>\n"
             "body { font-family: sans-serif; margin: 1.5em; color: #222; }\n"
