@@ -349,3 +349,26 @@ def test_help_lists_the_features():
     assert r.exit_code == 0 and "Usage:" in r.stdout and r.stderr == ""
     for name in ("--unit", "--find", "--gates", "--html", "--png", "line-position"):
         assert name in r.stdout
+
+
+def test_byte_model_shows_whole_characters(tmp_path):
+    """A byte-level model steps once per byte: the page has a span per byte, a multi-byte
+    character whole in its last byte's span, and the features see ASCII as it is."""
+    vocab = bytes(sorted(set("a (é)\n".encode())))
+    cfg = ModelConfig(cell="lstm", num_layers=1, hidden_size=3, vocab_size=len(vocab))
+    m = CharModel(cfg, vocab, dtype=np.float64)
+    m.flat[:] = np.random.default_rng(0).uniform(-0.5, 0.5, m.flat.size)
+    path = tmp_path / "bytes.npz"
+    checkpoint.save(path, {"model": cfg.to_dict(), "vocab": {"kind": "bytes", "ids": list(vocab)}},
+                    m.params)
+    text = "a (é)\n"
+    r = invoke("-", "-c", path, "--unit", "0:1", "--find", "brackets", "--json", input=text)
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["chars"] == 7 and out["unit"]["text"] == text
+    ids = load(path).encode(text)
+    assert probe_features.bracket_depth(probe.step_chars(m, ids)).tolist() == [0, 0, 1, 1, 1, 0, 0]
+    page = probe_view.html_page(probe_view.pieces(m, ids), np.zeros(7), "h", "t")
+    parsed = SpanCounter()
+    parsed.feed(page)
+    assert parsed.text == ["a", " ", "(", "", "é", ")", "\n"]
