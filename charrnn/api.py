@@ -46,6 +46,13 @@ class CharModel(Model):
             raise CorpusError("need at least two characters to measure a loss")
         return self.score_ids(ids, batch_size, seq_len, exact)
 
+    def states(self, text, unknown="error"):
+        """What the model holds after each character of text, read from the zero state: a
+        probe.States of h (L, N, H), c (L, N, H) (lstm; else None) and gates, a dict of
+        (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop"."""
+        from . import probe
+        return probe.states(self, text, unknown)
+
     def start_id(self):
         return self.vocab.start_id
 
