@@ -229,6 +229,7 @@ def train(
     finally:
         stop.restore()
     _summary(con, trainer, status, quiet)
+    world.finish()  # under MPI: no rank leaves while rank 0 still writes
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
 

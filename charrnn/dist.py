@@ -17,6 +17,7 @@ The protocol is simple because every process holds the whole training state:
   same whatever the number of ranks, and rank 0 evaluates, writes and reports.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -64,6 +65,9 @@ class Single:
         """a (..., B, ...) with axis 1 the streams: every rank's own `part` of it, put together."""
         return a
 
+    def finish(self):
+        """The end of a run that went well on every rank (see MPI.finish)."""
+
     def all_ok(self, error):
         """Every rank's error (an exception or None); raises the first one anywhere on every
         rank, so that no rank goes on to a collective the failed one will never reach."""
@@ -100,6 +104,15 @@ class MPI:
         mine = np.ascontiguousarray(np.moveaxis(a[:, part], 1, 0))
         pieces = self.comm.allgather(mine)
         return np.ascontiguousarray(np.moveaxis(np.concatenate(pieces, axis=0), 0, 1))
+
+    def finish(self):
+        """Wait for every rank, then leave MPI. Without it a rank that is done would exit (the
+        command ends with os._exit, which skips mpi4py's own finalisation) while rank 0 still
+        writes its last checkpoint, and the launcher, seeing a rank gone unfinalised, kills
+        the rest: a half-written best.npz.tmp, a lost summary line."""
+        sys.stderr.flush()
+        self.comm.Barrier()
+        self.mpi.Finalize()
 
     def all_ok(self, error):
         errors = self.comm.allgather(None if error is None else (type(error), str(error)))
