@@ -194,20 +194,21 @@ def train(
         names = {k: v for k, v in names.items()
                  if k not in ("cell", "num_layers", "hidden_size") or _flag_of(k) in given}
     dtype = np.float64 if float64 else np.float32
-    trainer, error = None, None
+    prepared, error = None, None
     try:
-        trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
+        prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                               glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
                               dtype=dtype, encoding=encoding, errors=errors, **names)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
     con = _console()
+    trainer = prepared.trainer
     m, cfg = trainer.model, trainer.cfg
-    if getattr(trainer, "notice", None) and not quiet:
-        con.print(f"charrnn: {trainer.notice}")
-    if getattr(trainer, "size_notice", None):  # shown even with --quiet: it may end badly
-        con.print(f"charrnn: {trainer.size_notice}")
+    if prepared.notice and not quiet:
+        con.print(f"charrnn: {prepared.notice}")
+    if prepared.size_notice:  # shown even with --quiet: it may end badly
+        con.print(f"charrnn: {prepared.size_notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
@@ -220,7 +221,7 @@ def train(
             error = None
             if world.rank == 0:  # rank 0 holds the run directory and writes in it
                 try:
-                    stack.enter_context(run.run_directory(trainer.run_dir, seen=trainer.dir_seen))
+                    stack.enter_context(run.run_directory(trainer.run_dir, seen=prepared.dir_seen))
                 except CharrnnError as e:
                     error = e
             world.all_ok(error)
@@ -497,12 +498,11 @@ def sample(
 def _report_novelty(model, sample, data_dir):
     from . import data
     from .novelty import copied_fraction
-    info = model.meta.get("info", {})
-    source = info.get("source")
-    if source == "-":
+    info = model.meta.info
+    if info.source == "-":
         fail("--novelty needs the training text, but this model was trained on stdin")
-    decoding = data.Decoding(info.get("encoding"), info.get("errors") or "strict")
-    corpus, _ = data.read_text(source, data_dir=data_dir, glob=info.get("glob"),
+    decoding = data.Decoding(info.encoding, info.errors or "strict")
+    corpus, _ = data.read_text(info.source, data_dir=data_dir, glob=info.glob,
                                byte_level=model.byte_level, decoding=decoding)
     parts = [f"{n}-grams {100 * f:.1f}%" for n, f in copied_fraction(sample, corpus).items()]
     sys.stderr.write("charrnn: copied verbatim from the training text: "

@@ -576,3 +576,11 @@ def split(ids, val_frac):
         raise ConfigError(f"the validation fraction must be in [0, 1), not {val_frac}")
     n_train = int(len(ids) * (1 - Fraction(str(val_frac))))  # exact decimal: 0.07 of 1000 is 70
     return ids[:n_train], ids[n_train:]
+
+
+def streams(ids, B):
+    """The stream layout of truncated BPTT: ids cut into B contiguous streams side by side,
+    (inputs, targets) as (B, per) views, the targets one character ahead; the few characters
+    left over at the end are not read."""
+    per = (len(ids) - 1) // B
+    return ids[:B * per].reshape(B, per), ids[1:B * per + 1].reshape(B, per)
