@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import urllib.request
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, CorpusError
+from .fsutil import atomic_write
 
 DEFAULT_CORPUS = "python-stdlib"
 UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
@@ -435,9 +435,8 @@ def _save(raw, path):
     """Write atomically (temp file + rename); a cache that cannot be written is not an error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as f:
+        with atomic_write(path, fsync=False) as f:
             f.write(raw)
-        os.replace(f.name, path)
     except OSError:
         pass
 
