@@ -2,7 +2,6 @@
 writable, locked against a second trainer), build or restore the trainer, and run it."""
 import os
 from contextlib import contextmanager
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -11,28 +10,11 @@ import numpy as np
 from . import checkpoint, data, dist, idcache, memory, runs
 from .charmodel import from_arrays
 from .checkpoint import RunInfo
-from .config import ModelConfig, TrainConfig
+from .config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS,
+                     ModelConfig, check_known, resolve, resolve_resume)
+from .config import budget_preset  # noqa: F401  (its home is config.py)
 from .errors import CharrnnError, ConfigError
 from .trainer import Trainer
-
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
-BUDGET_FIELDS = {"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"}
-
-
-def budget_preset(minutes):
-    """(hidden units, dropout) of the model that a time budget trains best on a 2-core CPU.
-
-    Measured on Tiny Shakespeare (README, "Choosing the defaults"): at 3 minutes a 2 x 256 LSTM
-    beats 2 x 384 and 2 x 512, which see half and a third as many characters; at 15 minutes the
-    2 x 512 with dropout wins. Without a time budget (--steps or --epochs) the size is 256.
-    """
-    if minutes >= 10:
-        return 512, 0.2
-    if minutes >= 5:
-        return 384, 0.1
-    return 256, 0.0
-
 
 def default_run_dir(source, runs_dir=None):
     """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./runs."""
@@ -93,9 +75,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
             encoding=None, errors="strict", **options):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
     (cell, num_layers, hidden_size, dropout) and TrainConfig fields. Returns a Prepared."""
-    unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
-    if unknown:
-        raise TypeError(f"unknown options: {sorted(unknown)}")
+    check_known(options)
     if resume is not None:
         return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
                                encoding is not None or errors != "strict")
@@ -104,21 +84,9 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         path = checkpoint.resolve(init_from)
         base_meta, params, _ = checkpoint.load(path)
         base = from_arrays(base_meta, params, dtype, path)
-    mopts = {k: v for k, v in options.items() if k in MODEL_FIELDS and v is not None}
-    if base is not None:
-        for k, v in mopts.items():
-            if getattr(base.config, k) != v and k != "dropout":
-                raise ConfigError(f"--init-from model has {k}={getattr(base.config, k)}, not {v}")
-    if base is None and "hidden_size" not in mopts:  # size (and its dropout) by the budget
-        mopts["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
-        mopts.setdefault("dropout", auto_dropout)
-    topts = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
-    cfg = TrainConfig(**topts).validate()
-    if not cfg.steps and not cfg.minutes and not cfg.epochs:
-        cfg = TrainConfig(**dict(topts, epochs=10))
+    mopts, cfg = resolve(options, base and base.config)
     if base is None:  # a model far too large is refused before the corpus is read
-        at_least = ModelConfig(**dict(mopts, vocab_size=1))
-        at_least.validate()
+        at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
         _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
@@ -127,10 +95,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         vocab=base.vocab if base else None, stdin=stdin, decoding=decoding,
         unknown_hint="the --init-from model's vocabulary lacks them")
     train_ids, val_ids = data.split(ids, cfg.val_frac)
-    mcfg = ModelConfig(**dict((base.config.to_dict() if base else {}),
-                              **{k: v for k, v in mopts.items() if not base or k == "dropout"},
-                              vocab_size=len(vocab)))
-    mcfg.validate()
+    mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     # under MPI every rank takes rank 0's name: the clock may tick between them
     run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
@@ -177,11 +142,7 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
     if meta.train is None:
         raise ConfigError(f"{path} holds no training state to resume from")
     info = meta.info
-    saved = dict(meta.model.to_dict(), **meta.train.to_dict())
-    for k, v in options.items():
-        if k not in BUDGET_FIELDS and v != saved.get(k):
-            raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
-                              f"or start a new run with --init-from")
+    cfg = resolve_resume(meta.model, meta.train, options)
     source = corpus if corpus is not None else info.source
     if source == "-" and corpus is None:
         raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
@@ -194,18 +155,12 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
                                  byte_level=bool(info.bytes), vocab=meta.vocab, stdin=stdin,
                                  decoding=decoding).ids
     train_ids, val_ids = data.split(ids, meta.train.val_frac)
+    size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype,
+                                resume=True)
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
-    size_notice = _check_memory(meta.model, replace(meta.train, **overrides), len(val_ids),
-                                loaded[1]["Wx0"].dtype, resume=True)
     trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent,
                              loaded=loaded)
     return Prepared(trainer, trainer.resync_best(), size_notice, seen)
-
-
-# charrnn.train() takes the command line's option names (`--grad-clip` is grad_clip=); these are
-# the ones whose field has another name.
-CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
-             "seq": "seq_len", "bytes": "byte_level"}
 
 
 def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
@@ -228,7 +183,7 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
                                            "encoding", "errors", "glob", "data_dir", "dtype"}
     unknown = sorted(k for k, f in zip(options, fields_) if f not in known)
     if unknown:
-        names = sorted({({v: k for k, v in CLI_NAMES.items()}).get(f, f) for f in known})
+        names = sorted({FLAG_OF.get(f, f) for f in known})
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
     trainer, _, _, seen = prepare(corpus, out, force=force, **fields_)
     with run_directory(trainer.run_dir, seen=seen):
