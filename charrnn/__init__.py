@@ -2,7 +2,8 @@
 
 The heavy modules (NumPy, Numba kernels) load on first use, so the command line starts fast.
 """
-__version__ = "0.1.0"
+from ._version import __version__
+
 __all__ = ["load", "train", "ModelConfig", "TrainConfig", "__version__"]
 
 
@@ -14,9 +15,9 @@ def __getattr__(name):
         from .run import train
         return train
     if name == "ModelConfig":
-        from .model import ModelConfig
+        from .config import ModelConfig
         return ModelConfig
     if name == "TrainConfig":
-        from .trainer import TrainConfig
+        from .config import TrainConfig
         return TrainConfig
     raise AttributeError(f"module 'charrnn' has no attribute {name!r}")

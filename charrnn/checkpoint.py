@@ -1,9 +1,11 @@
-"""Checkpoint files: one self-describing `.npz` per checkpoint, written atomically.
+"""Checkpoint files and their schema: one self-describing `.npz` per checkpoint, written
+atomically. This module alone writes and reads the metadata; every other module asks it, through
+the typed `Meta`.
 
 Layout (format version 1):
     meta            uint8 array holding UTF-8 JSON: format name and version, charrnn version,
-                    model config, vocabulary, training config, progress and loss history
-    param/<name>    one array per field of kernels.Params (Wx0, Wx, Wh, b, bh, Wy, by)
+                    model config, vocabulary, training config, run info, progress and loss history
+    param/<name>    one array per field of kernels.Params (PARAM_NAMES, in that order)
     train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c)
 
 Files are read with allow_pickle=False: a checkpoint never executes code. Any file that is not
@@ -12,49 +14,162 @@ such a checkpoint raises CheckpointError with a one-line message naming it.
 import json
 import os
 import zipfile
+from collections.abc import Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from ._version import __version__
+from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError
-from .kernels import Params
+from .fsutil import atomic_write
 from .vocab import Vocab
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1
 BEST, LATEST = "best.npz", "latest.npz"
+# the fields of kernels.Params, in order (a test checks that they agree): this module reads and
+# writes files, and has no need of the compiled kernels
+PARAM_NAMES = ("Wx0", "Wx", "Wh", "b", "bh", "Wy", "by")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where a run's text came from and how it was read: what resume and --novelty read again."""
+    corpus: Optional[str] = None      # a description of the text, for people
+    source: Optional[str] = None      # the corpus argument as given ("-": stdin; None: default)
+    glob: Optional[str] = None        # the file pattern of a directory corpus
+    bytes: bool = False               # a byte-level vocabulary
+    max_vocab: Optional[int] = None   # the vocabulary was capped at this many symbols
+    init_from: Optional[str] = None   # the checkpoint the weights started from
+    encoding: Optional[str] = None    # the text's encoding (None: detected)
+    errors: str = "strict"            # what undecodable bytes became
+    data_hash: Optional[str] = None   # of the training ids: resume must see the same text
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Everything about where a run stands that resume needs to continue it exactly."""
+    step: int = 0                     # optimizer steps taken
+    epoch: int = 0                    # whole passes over the training text
+    pos: int = 0                      # window within the epoch
+    elapsed: float = 0.0              # training seconds (evaluations and saves included)
+    chars_seen: int = 0
+    best_val: float = float("inf")    # the best score so far (on the validation sample)
+    best_step: int = 0                # ... and its step (0: none yet)
+    stale: int = 0                    # evaluations since the best
+    rng: Optional[dict] = None        # the generator's bit_generator.state
+    val_sample: Optional[dict] = None  # evaluation.Sample.spec() the scores were taken on
+    val_full: Optional[dict] = None   # the final larger evaluation: {"step", "loss", "chars"}
+    timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
+
+
+@dataclass(frozen=True, eq=True)
+class Meta(Mapping):
+    """A checkpoint's metadata. Reading it as a mapping (meta["progress"]["step"]) gives the JSON
+    form, as scripts written against earlier versions read it."""
+    model: ModelConfig
+    vocab: Vocab
+    train: Optional[TrainConfig] = None   # None: a file saved without a training run
+    info: RunInfo = RunInfo()
+    progress: Optional[Progress] = None
+    history: list = field(default_factory=list)  # one row per evaluation (trainer.evaluate)
+    num_params: Optional[int] = None
+    val_loss: Optional[float] = None        # of the last evaluation
+    val_loss_full: Optional[float] = None   # the larger final evaluation of these weights ...
+    val_chars_full: Optional[int] = None    # ... and how many characters it scored
+    charrnn: str = __version__              # the version that wrote the file
+    version: int = VERSION                  # the format version it was written in
+    extra: dict = field(default_factory=dict)  # keys this version does not know, kept
+
+    def to_json(self):
+        d = dict(self.extra, format=FORMAT, version=VERSION, charrnn=self.charrnn,
+                 model=self.model.to_dict(), vocab=self.vocab.to_json(),
+                 info=asdict(self.info), history=self.history)
+        if self.train is not None:
+            d["train"] = self.train.to_dict()
+        if self.progress is not None:
+            d["progress"] = asdict(self.progress)
+        for k in ("num_params", "val_loss", "val_loss_full", "val_chars_full"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        return d
+
+    @classmethod
+    def from_json(cls, d, path="checkpoint"):
+        """Validated: CheckpointError naming path for anything that is not a known schema."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a charrnn checkpoint")
+        version = d.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise CheckpointError(f"{path} has checkpoint format version {version}, newer than "
+                                  f"this charrnn reads ({VERSION}); upgrade charrnn to read it")
+        for key in ("model", "vocab"):
+            if key not in d:
+                raise CheckpointError(f"{path} is incomplete: no {key!r} in its metadata")
+        try:
+            vocab = Vocab.from_json(d["vocab"])
+        except ValueError as e:
+            raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
+        try:
+            return cls(
+                model=ModelConfig(**d["model"]), vocab=vocab,
+                train=_known(TrainConfig, d["train"]) if "train" in d else None,
+                info=_known(RunInfo, d.get("info") or {}),
+                progress=_known(Progress, d["progress"]) if "progress" in d else None,
+                history=list(d.get("history", [])), num_params=d.get("num_params"),
+                val_loss=d.get("val_loss"), val_loss_full=d.get("val_loss_full"),
+                val_chars_full=d.get("val_chars_full"), charrnn=d.get("charrnn"),
+                version=version, extra={k: v for k, v in d.items() if k not in _KNOWN})
+        except TypeError as e:
+            raise CheckpointError(f"{path} has malformed metadata ({e})") from None
+
+    # the mapping view, over the JSON form
+    def __getitem__(self, key):
+        return self.to_json()[key]
+
+    def __iter__(self):
+        return iter(self.to_json())
+
+    def __len__(self):
+        return len(self.to_json())
+
+
+_KNOWN = {f.name for f in fields(Meta)} | {"format"}
+
+
+def _known(cls, d):
+    """cls from the fields of d it has: a file from an older or newer version keeps loading."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def save(path, meta, params, train_arrays=None):
     """Write atomically: a temporary file in the same directory, fsync, then rename over path.
-    A failure at any point leaves an existing file at path untouched."""
+    A failure at any point leaves an existing file at path untouched. meta: a Meta (or its JSON
+    form as a mapping); params: arrays in PARAM_NAMES order (e.g. a kernels.Params)."""
     path = Path(path)
-    arrays = {"meta": np.frombuffer(json.dumps(dict(meta, format=FORMAT, version=VERSION)).encode(),
-                                    np.uint8)}
-    arrays.update({f"param/{k}": np.asarray(v) for k, v in zip(Params._fields, params)})
+    if not isinstance(meta, Meta):
+        meta = Meta.from_json(dict(meta, format=FORMAT, version=VERSION), path)
+    arrays = {"meta": np.frombuffer(json.dumps(meta.to_json()).encode(), np.uint8)}
+    arrays.update({f"param/{k}": np.asarray(v) for k, v in zip(PARAM_NAMES, params)})
     for k, v in (train_arrays or {}).items():
         arrays[f"train/{k}"] = np.asarray(v)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
 def load(path):
-    """Returns (meta, params as a dict of arrays, train arrays as a dict)."""
+    """Returns (Meta, params as a dict of arrays, train arrays as a dict)."""
     with _opened(path) as (z, meta):
-        params = {k: z[f"param/{k}"] for k in Params._fields}
+        params = {k: z[f"param/{k}"] for k in PARAM_NAMES}
         train = {k[6:]: z[k] for k in z.files if k.startswith("train/")}
     return meta, params, train
 
@@ -95,8 +210,7 @@ def _opened(path):
         with np.load(path, allow_pickle=False) as z:
             if "meta" not in z.files:
                 raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
-            meta = json.loads(z["meta"].tobytes().decode())
-            _check_meta(path, meta)
+            meta = Meta.from_json(json.loads(z["meta"].tobytes().decode()), path)
             yield z, meta
     except CheckpointError:
         raise
@@ -109,22 +223,6 @@ def _opened(path):
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not a charrnn checkpoint, or is corrupt or truncated "
                               f"({type(e).__name__})") from None
-
-
-def _check_meta(path, meta):
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version}, newer than this "
-                              f"charrnn reads ({VERSION}); upgrade charrnn to read it")
-    for key in ("model", "vocab"):
-        if key not in meta:
-            raise CheckpointError(f"{path} is incomplete: no {key!r} in its metadata")
-    try:
-        Vocab.from_json(meta["vocab"])
-    except ValueError as e:
-        raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
 
 
 def runs_root():

@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .config import FLAG_OF, SHAPE_FIELDS, ModelConfig as M, TrainConfig as T
 from .errors import CharrnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -116,45 +117,49 @@ def train(
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
                                        "metrics. Default: <corpus>-<date>-<time> under "
                                        "$CHARRNN_RUNS, else under ./runs.")] = None,
-    cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = "lstm",
-    layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = 2,
+    cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = M.cell,
+    layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = M.num_layers,
     hidden: Annotated[Optional[int], Opt(
         show_default=False, help="Units per layer. Default: sized to the budget, 512 for "
                                  "--minutes 10 or more, 384 for 5 or more, otherwise 256.")] = None,
     dropout: Annotated[Optional[float], Opt(
         show_default=False, help="Dropout between layers and before the decoder. Default: 0.2 "
                                  "with the 512 preset, 0.1 with 384, otherwise 0.")] = None,
-    batch: Annotated[int, Opt(help="Parallel streams per step (batch size).")] = 64,
-    seq: Annotated[int, Opt(help="Characters per step and stream (BPTT window).")] = 100,
-    lr: Annotated[float, Opt(help="Adam learning rate (peak).")] = 3e-3,
-    grad_clip: Annotated[float, Opt(help="Clip the global gradient norm (0: off).")] = 5.0,
+    batch: Annotated[int, Opt(help="Parallel streams per step (batch size).")] = T.batch_size,
+    seq: Annotated[int, Opt(help="Characters per step and stream (BPTT window).")] = T.seq_len,
+    lr: Annotated[float, Opt(help="Adam learning rate (peak).")] = T.lr,
+    grad_clip: Annotated[float, Opt(help="Clip the global gradient norm (0: off).")] = T.grad_clip,
     schedule: Annotated[str, Opt(help="Learning-rate schedule: constant or cosine (decays over "
-                                      "the --steps/--minutes/--epochs budget).")] = "cosine",
-    warmup: Annotated[int, Opt(help="Linear learning-rate warm-up steps.")] = 0,
+                                      "the --steps/--minutes/--epochs budget).")] = T.schedule,
+    warmup: Annotated[int, Opt(help="Linear learning-rate warm-up steps.")] = T.warmup,
     lr_decay: Annotated[float, Opt(help="constant schedule: multiply lr by this each epoch "
-                                        "after --lr-decay-after epochs.")] = 1.0,
-    lr_decay_after: Annotated[int, Opt(help="Epochs before --lr-decay applies.")] = 10,
-    weight_decay: Annotated[float, Opt(help="Decoupled weight decay.")] = 0.0,
-    steps: Annotated[int, Opt(help="Stop after this many optimizer steps (0: no limit).")] = 0,
-    minutes: Annotated[float, Opt(help="Stop after this much training time (0: no limit).")] = 0.0,
+                                        "after --lr-decay-after epochs.")] = T.lr_decay,
+    lr_decay_after: Annotated[int, Opt(
+        help="Epochs before --lr-decay applies.")] = T.lr_decay_after,
+    weight_decay: Annotated[float, Opt(help="Decoupled weight decay.")] = T.weight_decay,
+    steps: Annotated[int, Opt(
+        help="Stop after this many optimizer steps (0: no limit).")] = T.steps,
+    minutes: Annotated[float, Opt(
+        help="Stop after this much training time (0: no limit).")] = T.minutes,
     epochs: Annotated[float, Opt(help="Stop after this many passes over the text (0: no limit; "
-                                      "10 when no budget is given).")] = 0.0,
+                                      "10 when no budget is given).")] = T.epochs,
     val_frac: Annotated[float, Opt(help="Fraction at the end of the text held out for "
-                                        "validation.")] = 0.1,
-    eval_every: Annotated[int, Opt(help="Steps between evaluations and checkpoints.")] = 200,
+                                        "validation.")] = T.val_frac,
+    eval_every: Annotated[int, Opt(
+        help="Steps between evaluations and checkpoints.")] = T.eval_every,
     eval_chars: Annotated[int, Opt(help="Validation characters read per evaluation, ten times "
-                                        "as many at the last one (0: all).")] = 120_000,
-    keep: Annotated[int, Opt(help="Also keep the last N step-stamped checkpoints.")] = 0,
+                                        "as many at the last one (0: all).")] = T.eval_chars,
+    keep: Annotated[int, Opt(help="Also keep the last N step-stamped checkpoints.")] = T.keep,
     patience: Annotated[int, Opt(help="Stop after N evaluations without improvement "
-                                      "(0: never).")] = 0,
-    seed: Annotated[int, Opt(help="Random seed.")] = 1,
+                                      "(0: never).")] = T.patience,
+    seed: Annotated[int, Opt(help="Random seed.")] = T.seed,
     state_reset: Annotated[int, Opt(help="Reset each stream's carried state at random, on "
                                          "average every this many characters (0: never), so "
                                          "the model can start from a zero state as sampling "
-                                         "does.")] = 2000,
+                                         "does.")] = T.state_reset,
     log_grad_norms: Annotated[bool, Opt(help="At each evaluation, show how the gradient "
                                         "|dL/dh_t| of the first layer changes across the window "
-                                        "(vanishing or exploding).")] = False,
+                                        "(vanishing or exploding).")] = T.log_grad_norms,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -189,25 +194,26 @@ def train(
                  state_reset=state_reset)
     given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
     if resume is not None:  # only options the user actually gave may differ from the run's
-        names = {k: v for k, v in names.items() if _flag_of(k) in given}
+        names = {k: v for k, v in names.items() if FLAG_OF.get(k, k) in given}
     elif init_from is not None:  # the model's shape comes from the checkpoint unless given
         names = {k: v for k, v in names.items()
-                 if k not in ("cell", "num_layers", "hidden_size") or _flag_of(k) in given}
+                 if k not in SHAPE_FIELDS or FLAG_OF.get(k, k) in given}
     dtype = np.float64 if float64 else np.float32
-    trainer, error = None, None
+    prepared, error = None, None
     try:
-        trainer = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
+        prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                               glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
                               dtype=dtype, encoding=encoding, errors=errors, **names)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
     con = _console()
+    trainer = prepared.trainer
     m, cfg = trainer.model, trainer.cfg
-    if getattr(trainer, "notice", None) and not quiet:
-        con.print(f"charrnn: {trainer.notice}")
-    if getattr(trainer, "size_notice", None):  # shown even with --quiet: it may end badly
-        con.print(f"charrnn: {trainer.size_notice}")
+    if prepared.notice and not quiet:
+        con.print(f"charrnn: {prepared.notice}")
+    if prepared.size_notice:  # shown even with --quiet: it may end badly
+        con.print(f"charrnn: {prepared.size_notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
@@ -220,7 +226,7 @@ def train(
             error = None
             if world.rank == 0:  # rank 0 holds the run directory and writes in it
                 try:
-                    stack.enter_context(run.run_directory(trainer.run_dir, seen=trainer.dir_seen))
+                    stack.enter_context(run.run_directory(trainer.run_dir, seen=prepared.dir_seen))
                 except CharrnnError as e:
                     error = e
             world.all_ok(error)
@@ -232,11 +238,6 @@ def train(
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def _flag_of(field):
-    return {"num_layers": "layers", "hidden_size": "hidden", "batch_size": "batch",
-            "seq_len": "seq"}.get(field, field)
 
 
 def _stop_flag(announce=True):
@@ -498,12 +499,11 @@ def sample(
 def _report_novelty(model, sample, data_dir):
     from . import data
     from .novelty import copied_fraction
-    info = model.meta.get("info", {})
-    source = info.get("source")
-    if source == "-":
+    info = model.meta.info
+    if info.source == "-":
         fail("--novelty needs the training text, but this model was trained on stdin")
-    decoding = data.Decoding(info.get("encoding"), info.get("errors") or "strict")
-    corpus, _ = data.read_text(source, data_dir=data_dir, glob=info.get("glob"),
+    decoding = data.Decoding(info.encoding, info.errors or "strict")
+    corpus, _ = data.read_text(info.source, data_dir=data_dir, glob=info.glob,
                                byte_level=model.byte_level, decoding=decoding)
     parts = [f"{n}-grams {100 * f:.1f}%" for n, f in copied_fraction(sample, corpus).items()]
     sys.stderr.write("charrnn: copied verbatim from the training text: "

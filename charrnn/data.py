@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import urllib.request
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, CorpusError
+from .fsutil import atomic_write
 
 DEFAULT_CORPUS = "python-stdlib"
 UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
@@ -435,9 +435,8 @@ def _save(raw, path):
     """Write atomically (temp file + rename); a cache that cannot be written is not an error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as f:
+        with atomic_write(path, fsync=False) as f:
             f.write(raw)
-        os.replace(f.name, path)
     except OSError:
         pass
 
@@ -576,3 +575,11 @@ def split(ids, val_frac):
         raise ConfigError(f"the validation fraction must be in [0, 1), not {val_frac}")
     n_train = int(len(ids) * (1 - Fraction(str(val_frac))))  # exact decimal: 0.07 of 1000 is 70
     return ids[:n_train], ids[n_train:]
+
+
+def streams(ids, B):
+    """The stream layout of truncated BPTT: ids cut into B contiguous streams side by side,
+    (inputs, targets) as (B, per) views, the targets one character ahead; the few characters
+    left over at the end are not read."""
+    per = (len(ids) - 1) // B
+    return ids[:B * per].reshape(B, per), ids[1:B * per + 1].reshape(B, per)

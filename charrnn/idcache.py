@@ -21,7 +21,6 @@ import codecs
 import hashlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -30,6 +29,7 @@ import numpy as np
 
 from . import cachedir, data
 from .errors import ConfigError, CorpusError
+from .fsutil import atomic_write
 from .vocab import Vocab
 
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
@@ -191,12 +191,10 @@ def _max_id(ids):
 def _store(where, key, chunks, n, dtype, meta):
     """Write the ids that chunks() yields (n of them) as <key>.npy and meta as <key>.json, each
     atomically: (ids as a memmap, None); or, if that fails, (ids in memory, a one-line notice)."""
-    tmp = None
     try:
         where.mkdir(parents=True, exist_ok=True)
         _sweep(where)
-        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(where / f"{key}.npy", fsync=False) as out:
             np.lib.format.write_array_header_1_0(out, {
                 "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                 "shape": (n,)})
@@ -204,24 +202,13 @@ def _store(where, key, chunks, n, dtype, meta):
             for ids in chunks():
                 written += len(ids)
                 out.write(ids)
-        if written != n:
-            raise CorpusError(f"{meta['source']} changed while it was being read: try again")
-        os.replace(tmp, where / f"{key}.npy")
-        tmp = None
+            if written != n:
+                raise CorpusError(f"{meta['source']} changed while it was being read: try again")
         _write_json(where / f"{key}.json", meta)
         return np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False), None
     except OSError as e:
-        _unlink(tmp)
-        tmp = None
         notice = f"cannot write the id cache in {where} ({e.strerror or e}): encoded in memory"
         return _in_memory(chunks, n, dtype, meta["source"]), notice
-    finally:
-        _unlink(tmp)
-
-
-def _unlink(path):
-    if path is not None:
-        Path(path).unlink(missing_ok=True)
 
 
 def _sweep(where):
@@ -247,14 +234,8 @@ def _in_memory(chunks, n, dtype, name):
 
 
 def _write_json(path, meta):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(meta, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", fsync=False, encoding="utf-8") as f:
+        json.dump(meta, f)
 
 
 # ------------------------------------------------------------------------ streaming, vectorised

@@ -3,29 +3,17 @@
 `Model` owns parameter layout and initialisation and runs the kernels over windows of ids; it knows
 nothing of files, command lines or training schedules.
 """
-from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from . import kernels as K, threads
+from .config import ModelConfig  # noqa: F401  (its home is config.py)
 from .kernels import GATES, Params, Work
 from .vocab import Vocab
 
 
 EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see init_weights)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
-    num_layers: int = 2       # stacked recurrent layers (L)
-    hidden_size: int = 128    # units per layer (H)
-    vocab_size: int = 0       # characters known to the model (V), set from the corpus
-    dropout: float = 0.0      # inverted dropout between layers and before the decoder
-
-    def to_dict(self):
-        return asdict(self)
 
 
 def param_shapes(cfg):

@@ -2,36 +2,19 @@
 writable, locked against a second trainer), build or restore the trainer, and run it."""
 import os
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from . import checkpoint, data, dist, idcache, memory, runs
-from .api import model_from_checkpoint
+from .charmodel import from_arrays
+from .checkpoint import RunInfo
+from .config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS,
+                     ModelConfig, check_known, resolve, resolve_resume)
+from .config import budget_preset  # noqa: F401  (its home is config.py)
 from .errors import CharrnnError, ConfigError
-from .model import ModelConfig
-from .trainer import TrainConfig, Trainer
-from .vocab import Vocab
-
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
-TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
-BUDGET_FIELDS = {"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"}
-
-
-def budget_preset(minutes):
-    """(hidden units, dropout) of the model that a time budget trains best on a 2-core CPU.
-
-    Measured on Tiny Shakespeare (README, "Choosing the defaults"): at 3 minutes a 2 x 256 LSTM
-    beats 2 x 384 and 2 x 512, which see half and a third as many characters; at 15 minutes the
-    2 x 512 with dropout wins. Without a time budget (--steps or --epochs) the size is 256.
-    """
-    if minutes >= 10:
-        return 512, 0.2
-    if minutes >= 5:
-        return 384, 0.1
-    return 256, 0.0
-
+from .trainer import Trainer
 
 def default_run_dir(source, runs_dir=None):
     """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./runs."""
@@ -79,35 +62,31 @@ def run_directory(path, seen=ANY):
         lock.release()
 
 
+class Prepared(NamedTuple):
+    """What prepare() returns: the trainer (not yet run), and what the caller should know."""
+    trainer: Trainer
+    notice: Optional[str] = None       # e.g. the id cache could not be written; the CLI says so
+    size_notice: Optional[str] = None  # the model takes more than half the free memory
+    dir_seen: object = ANY             # what the run directory held: pass to run_directory
+
+
 def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
             byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
             encoding=None, errors="strict", **options):
-    """Build a Trainer (not yet run) and its run directory path from user options: model
-    fields (cell, num_layers, hidden_size, dropout) and TrainConfig fields."""
-    unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
-    if unknown:
-        raise TypeError(f"unknown options: {sorted(unknown)}")
+    """Build a Trainer (not yet run), with its run directory, from user options: model fields
+    (cell, num_layers, hidden_size, dropout) and TrainConfig fields. Returns a Prepared."""
+    check_known(options)
     if resume is not None:
         return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
                                encoding is not None or errors != "strict")
     base = None
     if init_from is not None:
-        base = model_from_checkpoint(checkpoint.resolve(init_from), dtype)[0]
-    mopts = {k: v for k, v in options.items() if k in MODEL_FIELDS and v is not None}
-    if base is not None:
-        for k, v in mopts.items():
-            if getattr(base.config, k) != v and k != "dropout":
-                raise ConfigError(f"--init-from model has {k}={getattr(base.config, k)}, not {v}")
-    if base is None and "hidden_size" not in mopts:  # size (and its dropout) by the budget
-        mopts["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
-        mopts.setdefault("dropout", auto_dropout)
-    topts = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
-    cfg = TrainConfig(**topts).validate()
-    if not cfg.steps and not cfg.minutes and not cfg.epochs:
-        cfg = TrainConfig(**dict(topts, epochs=10))
+        path = checkpoint.resolve(init_from)
+        base_meta, params, _ = checkpoint.load(path)
+        base = from_arrays(base_meta, params, dtype, path)
+    mopts, cfg = resolve(options, base and base.config)
     if base is None:  # a model far too large is refused before the corpus is read
-        at_least = ModelConfig(**dict(mopts, vocab_size=1))
-        _check_model(at_least)
+        at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
         _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
@@ -116,10 +95,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         vocab=base.vocab if base else None, stdin=stdin, decoding=decoding,
         unknown_hint="the --init-from model's vocabulary lacks them")
     train_ids, val_ids = data.split(ids, cfg.val_frac)
-    mcfg = ModelConfig(**dict((base.config.to_dict() if base else {}),
-                              **{k: v for k, v in mopts.items() if not base or k == "dropout"},
-                              vocab_size=len(vocab)))
-    _check_model(mcfg)
+    mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     # under MPI every rank takes rank 0's name: the clock may tick between them
     run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
@@ -128,16 +104,12 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                           "or pass --force to start over there")
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
-    info = {"corpus": desc, "source": source, "glob": glob, "bytes": byte_level,
-            "max_vocab": max_vocab, "init_from": str(init_from) if init_from else None,
-            "encoding": decoding.encoding, "errors": errors}
-    trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype)
-    if base is not None:
-        trainer.model.flat[:] = base.flat
-    trainer.notice = notice  # e.g. the id cache could not be written; the CLI says so
-    trainer.size_notice = size_notice  # the model takes more than half the free memory
-    trainer.dir_seen = ANY if force else None  # see run_directory
-    return trainer
+    info = RunInfo(corpus=desc, source=source, glob=glob, bytes=byte_level, max_vocab=max_vocab,
+                   init_from=str(init_from) if init_from else None,
+                   encoding=decoding.encoding, errors=errors)
+    trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype,
+                          weights=None if base is None else base.flat)
+    return Prepared(trainer, notice, size_notice, ANY if force else None)
 
 
 def _refuse_if_live(run_dir):
@@ -155,15 +127,6 @@ def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
-def _check_model(m):
-    if m.cell not in ("lstm", "gru", "rnn"):
-        raise ConfigError(f"unknown cell {m.cell!r}: choose lstm, gru or rnn")
-    if m.num_layers < 1 or m.hidden_size < 1:
-        raise ConfigError("layers and hidden size must be at least 1")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError("dropout must be in [0, 1)")
-
-
 def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False):
     run_dir = Path(resume)
     if not run_dir.exists() and not run_dir.is_absolute() and \
@@ -174,39 +137,30 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
         raise ConfigError(f"nothing to resume: {path} does not exist")
     _refuse_if_live(path.parent)
     seen = runs.checkpoint_stamp(path.parent)  # before reading: a later save is then noticed
-    meta = checkpoint.load_meta(path)
-    info = meta.get("info", {})
-    saved = dict(meta["model"], **meta["train"])
-    for k, v in options.items():
-        if k not in BUDGET_FIELDS and v != saved.get(k):
-            raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
-                              f"or start a new run with --init-from")
-    source = corpus if corpus is not None else info.get("source")
+    loaded = checkpoint.load(path)  # the one read of the checkpoint
+    meta = loaded[0]
+    if meta.train is None:
+        raise ConfigError(f"{path} holds no training state to resume from")
+    info = meta.info
+    cfg = resolve_resume(meta.model, meta.train, options)
+    source = corpus if corpus is not None else info.source
     if source == "-" and corpus is None:
         raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
     if decoding_given:
         raise ConfigError("--resume reads the text as the run did (encoding "
-                          f"{info.get('encoding') or 'auto'}, errors {info.get('errors') or 'strict'})"
+                          f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
                           "; drop --encoding/--errors")
-    vocab = Vocab.from_json(meta["vocab"])
-    decoding = data.Decoding(info.get("encoding"), info.get("errors") or "strict")
-    ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.get("glob"),
-                                 byte_level=bool(info.get("bytes")), vocab=vocab, stdin=stdin,
+    decoding = data.Decoding(info.encoding, info.errors or "strict")
+    ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.glob,
+                                 byte_level=bool(info.bytes), vocab=meta.vocab, stdin=stdin,
                                  decoding=decoding).ids
-    train_ids, val_ids = data.split(ids, meta["train"]["val_frac"])
+    train_ids, val_ids = data.split(ids, meta.train.val_frac)
+    size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype,
+                                resume=True)
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
-    cfg = TrainConfig(**dict(meta["train"], **overrides))
-    size_notice = _check_memory(ModelConfig(**meta["model"]), cfg, len(val_ids),
-                                checkpoint.param_dtype(path), resume=True)
-    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent)
-    trainer.size_notice, trainer.dir_seen = size_notice, seen
-    return trainer
-
-
-# charrnn.train() takes the command line's option names (`--grad-clip` is grad_clip=); these are
-# the ones whose field has another name.
-CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
-             "seq": "seq_len", "bytes": "byte_level"}
+    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent,
+                             loaded=loaded)
+    return Prepared(trainer, trainer.resync_best(), size_notice, seen)
 
 
 def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
@@ -229,12 +183,12 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
                                            "encoding", "errors", "glob", "data_dir", "dtype"}
     unknown = sorted(k for k, f in zip(options, fields_) if f not in known)
     if unknown:
-        names = sorted({({v: k for k, v in CLI_NAMES.items()}).get(f, f) for f in known})
+        names = sorted({FLAG_OF.get(f, f) for f in known})
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
-    trainer = prepare(corpus, out, force=force, **fields_)
-    with run_directory(trainer.run_dir, seen=trainer.dir_seen):
-        trainer.status = trainer.run(callback, should_stop)
+    trainer, _, _, seen = prepare(corpus, out, force=force, **fields_)
+    with run_directory(trainer.run_dir, seen=seen):
+        trainer.run(callback, should_stop)
     return trainer.model
 
 
-__all__ = ["train", "prepare", "run_directory", "CharrnnError"]
+__all__ = ["train", "prepare", "Prepared", "run_directory", "CharrnnError"]

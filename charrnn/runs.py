@@ -190,11 +190,11 @@ def _blank(d):
 
 
 def _fill(row, meta):
-    model, info, progress = meta.get("model", {}), meta.get("info", {}), meta.get("progress", {})
-    row.update(corpus=info.get("corpus"), cell=model.get("cell"), layers=model.get("num_layers"),
-               hidden=model.get("hidden_size"), params=meta.get("num_params"),
-               steps=progress.get("step"))
-    best = progress.get("best_val")
+    model, progress = meta.model, meta.progress
+    row.update(corpus=meta.info.corpus, cell=model.cell, layers=model.num_layers,
+               hidden=model.hidden_size, params=meta.num_params,
+               steps=progress and progress.step)
+    best = progress and progress.best_val
     if isinstance(best, (int, float)) and math.isfinite(best):
         row["best_val_loss"] = best
 

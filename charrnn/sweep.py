@@ -314,8 +314,8 @@ class _Objective:
         self.report("start", trial=trial.number, params=params, run_dir=run_dir)
         trainer = None
         try:
-            trainer = self._prepare(run_dir, params)
-            status, pruned = self._train(trial, trainer)
+            trainer, seen = self._prepare(run_dir, params)
+            status, pruned = self._train(trial, trainer, seen)
         except KeyboardInterrupt:  # a second Ctrl-C: the trial is abandoned, not failed
             trial.set_user_attr("interrupted", True)
             raise
@@ -354,14 +354,14 @@ class _Objective:
         from . import api, run as runs
         sw = self.sw
         every = math.ceil(sw.steps / sw.evals) if sw.steps else NEVER
-        trainer = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
+        trainer, _, _, seen = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
                                steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
                                val_frac=sw.val_frac, seed=sw.seed,
                                **sweep_space.train_options(params))
         api.warmup(trainer.model.config.cell, trainer.model.dtype)
-        return trainer
+        return trainer, seen
 
-    def _train(self, trial, trainer):
+    def _train(self, trial, trainer, seen):
         """Train, reporting the validation loss at each evaluation to the pruner. Returns
         (trainer.run's status, whether the pruner stopped it)."""
         from .run import run_directory
@@ -389,7 +389,7 @@ class _Objective:
                 _schedule(trainer, st, sw)
             return st["pruned"] or self.should_stop()
 
-        with run_directory(trainer.run_dir, seen=trainer.dir_seen):
+        with run_directory(trainer.run_dir, seen=seen):
             status = trainer.run(on_event, stop)
         return status, st["pruned"]
 

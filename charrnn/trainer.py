@@ -9,59 +9,19 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, checkpoint, dist
+from . import checkpoint, data, dist
+from .charmodel import CharModel, from_arrays, model_from_checkpoint
+from .checkpoint import Meta, Progress, RunInfo
+from .config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from .errors import ConfigError, CorpusError, TrainingDiverged
-from .api import CharModel, model_from_checkpoint
 from .evaluation import Budget, Sample, Timing
 from .model import num_params
 from .optim import Adam
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 64          # B parallel streams of the training text
-    seq_len: int = 100            # T characters per window (truncated BPTT length)
-    lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
-    grad_clip: float = 5.0        # clip the global gradient norm to this (0: off)
-    weight_decay: float = 0.0     # decoupled weight decay
-    schedule: str = "cosine"      # constant (with optional lr_decay) or cosine (over the budget)
-    warmup: int = 0               # linear warm-up steps
-    min_lr_frac: float = 0.05     # cosine ends at lr * min_lr_frac
-    lr_decay: float = 1.0         # constant schedule: multiply lr by this every epoch ...
-    lr_decay_after: int = 10      # ... after this many epochs (char-rnn's scheme)
-    steps: int = 0                # stop after this many optimizer steps (0: no limit)
-    minutes: float = 0.0          # stop after this much training wall time (0: no limit)
-    epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
-    val_frac: float = 0.1         # the last fraction of the text is held out for validation
-    eval_every: int = 200         # steps between evaluations (and checkpoints)
-    eval_chars: int = 120_000     # validation characters scored per evaluation, spread over the
-                                  # held-out text (0: all); 10x at the end, for the best model
-    keep: int = 0                 # also keep the last N step-stamped checkpoints
-    patience: int = 0             # stop after N evaluations without improvement (0: never)
-    seed: int = 1                 # seeds initialisation, dropout and everything random
-    log_grad_norms: bool = False  # report |d loss / d h_t| across the window at evaluations
-    state_reset: int = 2000       # mean characters between random resets of a stream's carried
-                                  # state (0: never); see Trainer.train_step
-
-    def validate(self):
-        for name in ("batch_size", "seq_len", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ConfigError("lr must be a positive number")
-        if not 0 <= self.val_frac < 1:
-            raise ConfigError("val-frac must be in [0, 1)")
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError("schedule must be constant or cosine")
-        if min(self.state_reset, self.grad_clip, self.steps, self.minutes, self.epochs, self.keep,
-               self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
-            raise ConfigError("budgets, counts, clipping and decay cannot be negative")
-        return self
 
 
 def data_hash(ids):
@@ -72,8 +32,8 @@ class Trainer:
     """Holds a run's whole state. Construct with `new` or `resume`, then call `run`."""
 
     def __init__(self, model, train_ids, val_ids, cfg, run_dir, info=None):
+        """info: the run's checkpoint.RunInfo (its data_hash is filled in here)."""
         self.model, self.cfg, self.run_dir = model, cfg.validate(), Path(run_dir)
-        self.info = dict(info or {})
         B, T = cfg.batch_size, cfg.seq_len
         per = (len(train_ids) - 1) // B
         self.windows = per // T
@@ -82,8 +42,7 @@ class Trainer:
             raise CorpusError(f"the training text ({len(train_ids):,} characters) is shorter than one "
                               f"batch of {B} x {T}; try --batch {min(fit, B)} --seq "
                               f"{max(1, min(T, (len(train_ids) - 1) // 2))}")
-        self.xs = train_ids[:B * per].reshape(B, per)
-        self.ys = train_ids[1:B * per + 1].reshape(B, per)
+        self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
@@ -101,50 +60,66 @@ class Trainer:
         self.history = []
         self.best_val, self.best_step, self.stale = math.inf, 0, 0
         self.val_full = None  # the larger final evaluation: {"step", "loss", "chars"}
+        self.saved_sample = None  # on resume, the validation sample the saved scores are on
         save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
         self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess)
         self.report_seconds = REPORT_SECONDS
-        self.info.setdefault("data_hash", data_hash(train_ids))
+        info = info or RunInfo()
+        self.info = info if info.data_hash else replace(info, data_hash=data_hash(train_ids))
 
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def new(cls, model_cfg, vocab, train_ids, val_ids, cfg, run_dir, info=None, dtype=np.float32):
+    def new(cls, model_cfg, vocab, train_ids, val_ids, cfg, run_dir, info=None, dtype=np.float32,
+            weights=None):
+        """A run from its first step: weights randomly initialised from the run's generator,
+        or (weights, e.g. --init-from's) copied, which draws nothing from it."""
         model = CharModel(model_cfg, vocab, dtype=dtype)
         trainer = cls(model, train_ids, val_ids, cfg, run_dir, info)
-        model.init_weights(trainer.rng)
+        if weights is None:
+            model.init_weights(trainer.rng)
+        else:
+            model.flat[:] = weights
         return trainer
 
     @classmethod
-    def resume(cls, path, train_ids, val_ids, overrides=None, run_dir=None):
+    def resume(cls, path, train_ids, val_ids, overrides=None, run_dir=None, loaded=None):
         """Continue the run saved in checkpoint `path`, in the dtype it was trained in;
-        overrides may change budgets."""
-        model, meta, train = model_from_checkpoint(path, dtype=None)
-        if "adam_m" not in train:
+        overrides may change budgets. loaded: checkpoint.load(path), if already read. The
+        caller then calls resync_best (run.prepare does)."""
+        meta, params, train = loaded or checkpoint.load(path)
+        model = from_arrays(meta, params, None, path)
+        if "adam_m" not in train or meta.progress is None or meta.train is None:
             raise ConfigError(f"{path} holds no training state to resume from")
-        cfg = replace(TrainConfig(**meta["train"]), **(overrides or {}))
-        t = cls(model, train_ids, val_ids, cfg, run_dir or Path(path).parent, meta.get("info"))
-        if meta.get("info", {}).get("data_hash") != data_hash(train_ids):
+        cfg = replace(meta.train, **(overrides or {}))
+        t = cls(model, train_ids, val_ids, cfg, run_dir or Path(path).parent, meta.info)
+        if meta.info.data_hash != data_hash(train_ids):
             raise ConfigError(f"{path} was trained on a different text; resume with the same corpus "
                               "and --val-frac, or start a new run with --init-from")
-        pr = meta["progress"]
-        t.opt.m[:], t.opt.v[:], t.opt.t = train["adam_m"], train["adam_v"], pr["step"]
+        pr = meta.progress
+        t.opt.m[:], t.opt.v[:], t.opt.t = train["adam_m"], train["adam_v"], pr.step
         t.h[:], t.c[:] = train["h"], train["c"]
-        t.rng.bit_generator.state = pr["rng"]
-        t.step, t.epoch, t.pos = pr["step"], pr["epoch"], pr["pos"]
-        t.elapsed, t.chars_seen = pr["elapsed"], pr["chars_seen"]
-        t.best_val, t.best_step, t.stale = pr["best_val"], pr["best_step"], pr["stale"]
-        t.val_full = pr.get("val_full")
-        t.budget.timing = Timing(**pr.get("timing", {}))
-        t.history = meta.get("history", [])
-        if pr.get("val_sample") != t.sample.spec() and t.best_step:
-            # a new --eval-chars, or a run from before the sample was fixed: the saved best
-            # was scored on other characters than the evaluations to come
-            was = t.best_val
-            if t.rescore_best() is not None:
-                t.notice = (f"the validation sample changed; best.npz (step {t.best_step}) "
-                            f"scores {t.best_val:.4f} on it (was {was:.4f})")
+        t.rng.bit_generator.state = pr.rng
+        t.step, t.epoch, t.pos = pr.step, pr.epoch, pr.pos
+        t.elapsed, t.chars_seen = pr.elapsed, pr.chars_seen
+        t.best_val, t.best_step, t.stale = pr.best_val, pr.best_step, pr.stale
+        t.val_full = pr.val_full
+        t.budget.timing = Timing(**pr.timing)
+        t.history = list(meta.history)
+        t.saved_sample = pr.val_sample
         return t
+
+    def resync_best(self):
+        """After resume: when the validation sample changed (a new --eval-chars, or a run from
+        before the sample was fixed), the saved best was scored on other characters than the
+        evaluations to come; score it again. Returns a notice saying so, or None."""
+        if self.saved_sample == self.sample.spec() or not self.best_step:
+            return None
+        was = self.best_val
+        if self.rescore_best() is None:
+            return None
+        return (f"the validation sample changed; best.npz (step {self.best_step}) "
+                f"scores {self.best_val:.4f} on it (was {was:.4f})")
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -437,9 +412,9 @@ class Trainer:
     def rewrite_best(self, on_disk):
         """best.npz again, with the larger evaluation in its metadata."""
         meta, params, train = on_disk
-        meta = dict(meta, val_loss_full=self.val_full["loss"],
-                    val_chars_full=self.val_full["chars"])
-        meta["progress"] = dict(meta.get("progress", {}), val_full=self.val_full)
+        meta = replace(meta, val_loss_full=self.val_full["loss"],
+                       val_chars_full=self.val_full["chars"],
+                       progress=replace(meta.progress or Progress(), val_full=self.val_full))
         checkpoint.save(self.run_dir / checkpoint.BEST, meta, params, train)
 
     def log(self, event):
@@ -460,26 +435,19 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def meta(self):
-        m = self.model
-        m = {
-            "charrnn": __version__,
-            "model": m.config.to_dict(),
-            "vocab": m.vocab.to_json(),
-            "train": asdict(self.cfg),
-            "info": self.info,
-            "num_params": num_params(m.config),
-            "progress": {"step": self.step, "epoch": self.epoch, "pos": self.pos,
-                         "elapsed": self.elapsed, "chars_seen": self.chars_seen,
-                         "best_val": self.best_val, "best_step": self.best_step,
-                         "stale": self.stale, "rng": self.rng.bit_generator.state,
-                         "val_sample": self.sample.spec(), "val_full": self.val_full,
-                         "timing": asdict(self.budget.timing)},
-            "val_loss": self.history[-1]["val_loss"] if self.history else None,
-            "history": self.history,
-        }
-        if self.val_full and self.val_full["step"] == self.step:  # these weights were scored
-            m.update(val_loss_full=self.val_full["loss"], val_chars_full=self.val_full["chars"])
-        return m
+        """The checkpoint.Meta of the run as it stands."""
+        m, full = self.model, self.val_full
+        scored = full and full["step"] == self.step  # these weights had the larger evaluation
+        progress = Progress(step=self.step, epoch=self.epoch, pos=self.pos, elapsed=self.elapsed,
+                            chars_seen=self.chars_seen, best_val=self.best_val,
+                            best_step=self.best_step, stale=self.stale,
+                            rng=self.rng.bit_generator.state, val_sample=self.sample.spec(),
+                            val_full=full, timing=asdict(self.budget.timing))
+        return Meta(model=m.config, vocab=m.vocab, train=self.cfg, info=self.info,
+                    progress=progress, history=self.history, num_params=num_params(m.config),
+                    val_loss=self.history[-1]["val_loss"] if self.history else None,
+                    val_loss_full=full["loss"] if scored else None,
+                    val_chars_full=full["chars"] if scored else None)
 
     def save(self, name):
         """Write a checkpoint (rank 0; under MPI every rank first gathers the carried state of

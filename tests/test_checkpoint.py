@@ -20,7 +20,7 @@ def trained(tmp_path_factory):
     text, _ = markov_text("abcd \n", 1500, seed=4)
     (root / "c.txt").write_text(text)
     t = run.prepare(root / "c.txt", root / "run", num_layers=1, hidden_size=8, batch_size=4,
-                    seq_len=10, steps=12, eval_every=6, seed=2)
+                    seq_len=10, steps=12, eval_every=6, seed=2).trainer
     with run.run_directory(t.run_dir):
         t.run()
     return t
@@ -206,3 +206,8 @@ def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):
     assert set(train) == {"h"} and np.array_equal(train["h"], trained.h)
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)
+
+
+def test_the_stored_parameter_names_are_the_kernels_fields():
+    from charrnn.kernels import Params
+    assert checkpoint.PARAM_NAMES == Params._fields

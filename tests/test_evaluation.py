@@ -17,7 +17,7 @@ from conftest import markov_text
 
 
 def train(corpus, out, callback=None, **options):
-    trainer = run.prepare(corpus, out, **options)
+    trainer = run.prepare(corpus, out, **options).trainer
     with run.run_directory(trainer.run_dir):
         trainer.status = trainer.run(callback)
     return trainer
@@ -166,14 +166,15 @@ def test_the_final_larger_evaluation_scores_best_npz_and_is_kept_apart(fair_run)
 
 def test_a_resumed_run_scores_the_same_sample_or_rescores_best(fair_run, tmp_path):
     t, path, _ = fair_run
-    same = run.prepare(resume=t.run_dir, steps=170)
+    same = run.prepare(resume=t.run_dir, steps=170).trainer
     np.testing.assert_array_equal(same.sample.starts, t.sample.starts)
     assert same.sample.length == t.sample.length and same.best_val == t.best_val
     # a new --eval-chars moves the sample: best.npz is scored again on the new one
-    other = run.prepare(resume=t.run_dir, steps=170, eval_chars=1000)
+    prepared = run.prepare(resume=t.run_dir, steps=170, eval_chars=1000)
+    other = prepared.trainer
     assert other.sample.length != t.sample.length
     assert other.best_val == other.validate(api.load(t.run_dir / checkpoint.BEST))
-    assert other.best_val != t.best_val and "validation sample changed" in other.notice
+    assert other.best_val != t.best_val and "validation sample changed" in prepared.notice
 
 
 # ----------------------------------------------------------------------------- the time budget
@@ -194,7 +195,7 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
     path = tmp_path / "c.txt"
     path.write_text(text)
     t = run.prepare(path, tmp_path / "r", num_layers=1, hidden_size=16, batch_size=8, seq_len=16,
-                    minutes=0.1, eval_every=eval_every, eval_chars=4000, val_frac=0.5)
+                    minutes=0.1, eval_every=eval_every, eval_chars=4000, val_frac=0.5).trainer
     t0 = time.perf_counter()
     with run.run_directory(t.run_dir):
         assert t.run() == "done"

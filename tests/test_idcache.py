@@ -314,12 +314,12 @@ def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(idcache, "MIN_BYTES", 0)
     path = write(tmp_path / "c.txt", markov_text("abcdef", 3000, seed=5)[0].encode())
     opts = dict(num_layers=1, hidden_size=8, batch_size=4, seq_len=10, eval_every=5, seed=7)
-    t = run.prepare(path, tmp_path / "r", steps=5, **opts)
+    t = run.prepare(path, tmp_path / "r", steps=5, **opts).trainer
     assert isinstance(t.val_ids, np.memmap) and np.shares_memory(t.xs, t.ys)
     assert len(entries(cache)) == 2
     with run.run_directory(t.run_dir):
         t.run()
-    t2 = run.prepare(resume=tmp_path / "r", steps=10)
+    t2 = run.prepare(resume=tmp_path / "r", steps=10).trainer
     assert t2.step == 5 and isinstance(t2.val_ids, np.memmap)
     path.write_bytes(markov_text("abcdef", 3000, seed=6)[0].encode())
     with pytest.raises(ConfigError, match="different text"):

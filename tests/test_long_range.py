@@ -2,19 +2,12 @@
 against finite differences, the benchmark's task and scoring, and two facts the benchmark relies
 on: a saturated vanilla RNN loses the last step's gradient within a few steps while an LSTM at
 initialisation keeps it, and a small RNN learns a short-range episode."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+import long_range_task as LR
 from charrnn.model import Model, ModelConfig
 from reference import reference_loss
-
-_path = Path(__file__).resolve().parents[1] / "benchmarks" / "long_range.py"
-_spec = importlib.util.spec_from_file_location("long_range", _path)
-LR = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(LR)
 
 CELLS = ["lstm", "gru", "rnn"]
 
@@ -145,7 +138,7 @@ def test_rnn_learns_a_short_range_episode():
     """Learning, not just running: the benchmark's training loop teaches a small vanilla RNN to
     carry a symbol across 3 fillers (chance is 0.25, a chance-level answer costs ln 4 = 1.39 nats;
     measured over seeds 1-6: accuracy 1.0, answer loss about 0.005 after 150 steps)."""
-    args = LR.parse_args(["--budget", "200", "--hidden", "32", "--cells", "rnn", "--ks", "3"])
+    args = LR.TrainArgs(budget=200, hidden=32)
     seed = args.seeds[0]
     model = LR.new_model("rnn", args.hidden, args.symbols, seed)
     LR.train(model, 3, seed, args)

@@ -57,7 +57,7 @@ def estimate_for(trainer, **kw):
 def test_the_estimate_counts_what_a_training_holds(tmp_path, corpus_file, model):
     """After a step and both kinds of evaluation, the arrays held sum to the estimate's held
     bytes: exactly today, asserted within 1%."""
-    trainer = run.prepare(corpus_file, tmp_path / "r", **model, **SHAPE)
+    trainer = run.prepare(corpus_file, tmp_path / "r", **model, **SHAPE).trainer
     trainer.train_step()
     trainer.validate()
     trainer.sample.score_full(trainer.model, trainer.val_ids, trainer.sample.full_len)
@@ -72,7 +72,7 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
     api.warmup("lstm")  # compile outside the traced region
     model = dict(CONFIGS[0], hidden_size=96)
     shape = dict(SHAPE, batch_size=32, seq_len=32)
-    probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape)
+    probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape).trainer
     mcfg, cfg, vocab = probe.model.config, probe.cfg, probe.model.vocab
     train_ids, val_ids = np.array(probe.xs), probe.val_ids  # any ids of the right lengths
     train_ids = np.concatenate([train_ids.ravel(), train_ids.ravel()[:1]])
@@ -107,7 +107,7 @@ def test_a_model_that_cannot_fit_is_refused(tmp_path, corpus_file, monkeypatch):
 
 
 def test_a_model_that_takes_over_half_is_warned_about(tmp_path, corpus_file, monkeypatch):
-    probe = run.prepare(corpus_file, tmp_path / "p", hidden_size=64, **SHAPE)
+    probe = run.prepare(corpus_file, tmp_path / "p", hidden_size=64, **SHAPE).trainer
     need = estimate_for(probe).peak
     monkeypatch.setattr(memory, "available", lambda: int(need * 1.5))
     t = run.prepare(corpus_file, tmp_path / "r", hidden_size=64, **SHAPE)
@@ -119,7 +119,7 @@ def test_a_model_that_takes_over_half_is_warned_about(tmp_path, corpus_file, mon
 
 
 def test_resume_is_checked_too(tmp_path, corpus_file, monkeypatch):
-    t = run.prepare(corpus_file, tmp_path / "r", hidden_size=32, **SHAPE)
+    t = run.prepare(corpus_file, tmp_path / "r", hidden_size=32, **SHAPE).trainer
     with run.run_directory(t.run_dir):
         t.run()
     monkeypatch.setattr(memory, "available", lambda: 1000)

@@ -232,15 +232,15 @@ def test_a_save_between_prepare_and_lock_is_noticed(tmp_path, corpus_file):
     opts = dict(hidden_size=16, num_layers=1, batch_size=8, seq_len=16)
     t = run.prepare(corpus_file, d, steps=2, **opts)
     other = run.prepare(corpus_file, d, steps=2, **opts)
-    with run.run_directory(other.run_dir, seen=other.dir_seen):
-        other.run()
+    with run.run_directory(other.trainer.run_dir, seen=other.dir_seen):
+        other.trainer.run()
     with pytest.raises(ConfigError, match="already holds a run"):
         with run.run_directory(d, seen=t.dir_seen):
             pass
     resumed = run.prepare(corpus_file, resume=d, steps=4)
     again = run.prepare(corpus_file, resume=d, steps=3)
-    with run.run_directory(again.run_dir, seen=again.dir_seen):
-        again.run()
+    with run.run_directory(again.trainer.run_dir, seen=again.dir_seen):
+        again.trainer.run()
     with pytest.raises(ConfigError, match="resume it again"):
         with run.run_directory(d, seen=resumed.dir_seen):
             pass

@@ -13,7 +13,7 @@ from conftest import markov_chain, markov_text
 
 def train(corpus, out, callback=None, should_stop=lambda: False, **options):
     """prepare + run inside the locked run directory, returning the trainer."""
-    trainer = run.prepare(corpus, out, **options)
+    trainer = run.prepare(corpus, out, **options).trainer
     with run.run_directory(trainer.run_dir):
         trainer.status = trainer.run(callback, should_stop)
     return trainer
@@ -69,12 +69,12 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
     assert whole.epoch == 1  # the epoch boundary (state reset) happened inside the run
 
     # stop through should_stop, as Ctrl-C does
-    t1 = run.prepare(small_corpus, tmp_path / "split", steps=N, **RESUME_OPTS)
+    t1 = run.prepare(small_corpus, tmp_path / "split", steps=N, **RESUME_OPTS).trainer
     with run.run_directory(t1.run_dir):
         assert t1.run(should_stop=lambda: t1.step >= stop_at) == "interrupted"
     assert t1.step == stop_at
 
-    t2 = run.prepare(resume=tmp_path / "split", steps=N)
+    t2 = run.prepare(resume=tmp_path / "split", steps=N).trainer
     assert t2.model.dtype == np.float64 and t2.step == stop_at
     with run.run_directory(t2.run_dir):
         assert t2.run() == "done"
@@ -179,7 +179,7 @@ def test_corpus_shorter_than_one_window(tmp_path):
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus):
     from charrnn.errors import TrainingDiverged
-    trainer = run.prepare(small_corpus, tmp_path / "r", steps=30, **RESUME_OPTS)
+    trainer = run.prepare(small_corpus, tmp_path / "r", steps=30, **RESUME_OPTS).trainer
     real, calls = trainer.model.loss_and_grad, []
 
     def poisoned(*args, **kwargs):
@@ -208,7 +208,7 @@ def test_patience_stops_when_validation_stops_improving(tmp_path, small_corpus):
 def test_init_from_continues_from_trained_weights_and_checks_the_vocabulary(tmp_path, small_corpus):
     base = train(small_corpus, tmp_path / "base", steps=10, **RESUME_OPTS)
     tuned = run.prepare(small_corpus, tmp_path / "tuned", steps=1,
-                        init_from=tmp_path / "base", **RESUME_OPTS)
+                        init_from=tmp_path / "base", **RESUME_OPTS).trainer
     np.testing.assert_array_equal(tuned.model.flat, base.model.flat)
     assert tuned.step == 0 and tuned.model.vocab == base.model.vocab
     other = tmp_path / "other.txt"
@@ -221,14 +221,15 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
     """With state_reset equal to the window length every stream restarts from the zero state at
     every step, so a step's loss is the loss from zero whatever state was carried in."""
     opts = dict(RESUME_OPTS, dropout=0.0)
-    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq_len"], **opts)
+    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq_len"],
+                    **opts).trainer
     t.h[:] = 0.7
     t.c[:] = -0.4
     x = np.ascontiguousarray(t.xs[:, :10].T, dtype=np.int32)
     y = np.ascontiguousarray(t.ys[:, :10].T, dtype=np.int32)
     expected, _ = t.model.window_loss(x, y, *t.model.zero_state(4))
     assert abs(t.train_step() - expected) < 1e-12
-    never = run.prepare(small_corpus, tmp_path / "q", steps=3, state_reset=0, **opts)
+    never = run.prepare(small_corpus, tmp_path / "q", steps=3, state_reset=0, **opts).trainer
     never.h[:] = 0.7
     never.c[:] = -0.4
     assert abs(never.train_step() - expected) > 1e-3
@@ -242,7 +243,7 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
     (dict(minutes=15, hidden_size=16), (16, 0.0)), (dict(minutes=3, dropout=0.3), (256, 0.3))])
 def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, budget, size):
     """No --hidden: the size (and its dropout) follow --minutes; a given size keeps dropout 0."""
-    t = run.prepare(small_corpus, tmp_path / "r", batch_size=4, seq_len=10, **budget)
+    t = run.prepare(small_corpus, tmp_path / "r", batch_size=4, seq_len=10, **budget).trainer
     cfg = t.model.config
     assert (cfg.hidden_size, cfg.dropout) == size and cfg.num_layers == 2
     assert t.cfg.schedule == "cosine"
@@ -254,7 +255,7 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
     from charrnn.model import EMBED_INIT
     H = 64
     p = run.prepare(small_corpus, tmp_path / "r", hidden_size=H, batch_size=4, seq_len=10,
-                    steps=1).model.params
+                    steps=1).trainer.model.params
     assert np.abs(p.Wx0).max() <= EMBED_INIT
     assert abs(p.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05  # std of U(-a, a): a / sqrt(3)
     k = 1 / math.sqrt(H)
@@ -266,8 +267,8 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
             q = p.Wh[l, :, g * H:(g + 1) * H].astype(np.float64)
             np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5)
     gru = run.prepare(small_corpus, tmp_path / "g", hidden_size=H, batch_size=4, seq_len=10,
-                      steps=1, cell="gru").model.params
+                      steps=1, cell="gru").trainer.model.params
     rnn = run.prepare(small_corpus, tmp_path / "v", hidden_size=H, batch_size=4, seq_len=10,
-                      steps=1, cell="rnn").model.params
+                      steps=1, cell="rnn").trainer.model.params
     assert abs(gru.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05
     assert np.abs(rnn.Wx0).max() <= k  # wide rows would saturate a vanilla RNN's tanh

@@ -1,0 +1,119 @@
+"""A trained model with its text-level conveniences (encode, score, generate, sample) and the
+checkpoint metadata it was loaded with; and loading one from a checkpoint."""
+import numpy as np
+
+from . import checkpoint
+from .errors import CheckpointError, CorpusError
+from .model import Model
+
+
+class CharModel(Model):
+    """A trained Model with text-level conveniences and its checkpoint metadata."""
+
+    meta = None  # the checkpoint.Meta it was loaded with (None: not loaded from a file)
+
+    @property
+    def byte_level(self):
+        return self.vocab.byte_level
+
+    def encode(self, text, unknown="error"):
+        """Ids of a text (bytes, or a str taken as UTF-8, for a byte-level model)."""
+        return self.vocab.encode(text, unknown=unknown)
+
+    def loss(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+        """Mean cross-entropy of the text under the model, in nats per character (see score)."""
+        return self.score(text, batch_size, seq_len, exact, unknown).nats
+
+    def score(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+        """Score(nats per character, characters scored, streams): the text read as up to
+        batch_size streams side by side, each from a zero state, or with exact as one stream
+        from a zero state, every character after the first scored (Model.score_ids).
+        Characters the model does not know are an error, or (unknown="drop") left out; a
+        --max-vocab model reads them as its unknown symbol."""
+        if unknown is None:
+            unknown = "unk" if self.vocab.unk_id >= 0 else "error"
+        ids = self.encode(text, unknown=unknown)
+        if len(ids) < 2:
+            raise CorpusError("need at least two characters to measure a loss")
+        return self.score_ids(ids, batch_size, seq_len, exact)
+
+    def states(self, text, unknown="error"):
+        """What the model holds after each character of text, read from the zero state: a
+        probe.States of h (L, N, H), c (L, N, H) (lstm; else None) and gates, a dict of
+        (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop"."""
+        from . import probe
+        return probe.states(self, text, unknown)
+
+    def start_id(self):
+        return self.vocab.start_id
+
+    def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
+                 num_samples=1, chunk=256, unknown="error"):
+        """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
+        The prime is checked here, before the first chunk is asked for."""
+        from .sampler import Sampler
+        s = Sampler(self, num_samples)
+        try:
+            ids = self.encode(prime, unknown=unknown) if len(prime) else np.array([self.start_id()])
+        except CorpusError as e:
+            raise CorpusError(f"the prime: {e}; pass --drop-unknown to leave them out") from None
+        if len(ids) == 0:
+            ids = np.array([self.start_id()])
+        s.prime(ids)
+        rng = np.random.default_rng(seed)
+        banned = self.vocab.unk_id
+
+        def chunks():
+            done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
+            while length <= 0 or done < length:
+                if length > 0:
+                    n = min(n, length - done)
+                yield s.generate(n, rng, temp, top_k, top_p, banned)
+                done += n
+                n = chunk
+        return chunks()
+
+    def decoder(self):
+        """A function from an id array to its text: a str (multi-byte characters kept whole),
+        or for a byte-level model the bytes themselves."""
+        return self.vocab.decoder()
+
+    def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
+               include_prime=True):
+        """The prime followed by `length` generated characters, as `charrnn sample` prints them
+        (include_prime=False: the generated part alone). A str, or bytes for a byte-level
+        model (whose prime may be bytes, or a str taken as UTF-8)."""
+        decode = self.decoder()
+        out = [decode(ids[:, 0]) for ids in self.generate(length, temp, prime, seed, top_k, top_p)]
+        if include_prime:
+            p = prime.encode("utf-8", "surrogateescape") if self.byte_level and \
+                isinstance(prime, str) else prime
+            out.insert(0, p)
+        return (b"" if self.byte_level else "").join(out)
+
+
+def model_from_checkpoint(path, dtype=np.float32):
+    """(CharModel, Meta, train arrays) from a checkpoint file; dtype None keeps the saved one."""
+    meta, params, train = checkpoint.load(path)
+    return from_arrays(meta, params, dtype, path), meta, train
+
+
+def from_arrays(meta, params, dtype, path):
+    """The CharModel of a loaded checkpoint (checkpoint.load's meta and params), checked: the
+    weights must fit the model and be finite. dtype None keeps the saved one."""
+    try:
+        if dtype is None:
+            dtype = params["Wx0"].dtype
+            if dtype not in (np.float32, np.float64):
+                raise ValueError(f"weights of type {dtype}")
+        model = CharModel(meta.model, meta.vocab, dtype=dtype)
+        for name, arr in zip(model.params._fields, model.params):
+            if params[name].shape != arr.shape:
+                raise ValueError(f"{name} has shape {params[name].shape}, expected {arr.shape}")
+            arr[:] = params[name]
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path} does not describe a valid model ({e})") from None
+    if not np.isfinite(model.flat).all():
+        raise CheckpointError(f"{path} holds non-finite weights")
+    model.meta = meta
+    return model

@@ -1,0 +1,146 @@
+"""The typed configurations of a model and of a training run: each default written once, with
+its meaning, and the validation of each field. Both go into every checkpoint (checkpoint.py)."""
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
+    num_layers: int = 2       # stacked recurrent layers (L)
+    hidden_size: int = 128    # units per layer (H)
+    vocab_size: int = 0       # characters known to the model (V), set from the corpus
+    dropout: float = 0.0      # inverted dropout between layers and before the decoder
+
+    def to_dict(self):
+        return asdict(self)
+
+    def validate(self):
+        if self.cell not in CELLS:
+            raise ConfigError(f"unknown cell {self.cell!r}: choose lstm, gru or rnn")
+        if self.num_layers < 1 or self.hidden_size < 1:
+            raise ConfigError("layers and hidden size must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout must be in [0, 1)")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64          # B parallel streams of the training text
+    seq_len: int = 100            # T characters per window (truncated BPTT length)
+    lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
+    grad_clip: float = 5.0        # clip the global gradient norm to this (0: off)
+    weight_decay: float = 0.0     # decoupled weight decay
+    schedule: str = "cosine"      # constant (with optional lr_decay) or cosine (over the budget)
+    warmup: int = 0               # linear warm-up steps
+    min_lr_frac: float = 0.05     # cosine ends at lr * min_lr_frac
+    lr_decay: float = 1.0         # constant schedule: multiply lr by this every epoch ...
+    lr_decay_after: int = 10      # ... after this many epochs (char-rnn's scheme)
+    steps: int = 0                # stop after this many optimizer steps (0: no limit)
+    minutes: float = 0.0          # stop after this much training wall time (0: no limit)
+    epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
+    val_frac: float = 0.1         # the last fraction of the text is held out for validation
+    eval_every: int = 200         # steps between evaluations (and checkpoints)
+    eval_chars: int = 120_000     # validation characters scored per evaluation, spread over the
+                                  # held-out text (0: all); 10x at the end, for the best model
+    keep: int = 0                 # also keep the last N step-stamped checkpoints
+    patience: int = 0             # stop after N evaluations without improvement (0: never)
+    seed: int = 1                 # seeds initialisation, dropout and everything random
+    log_grad_norms: bool = False  # report |d loss / d h_t| across the window at evaluations
+    state_reset: int = 2000       # mean characters between random resets of a stream's carried
+                                  # state (0: never); see Trainer.train_step
+
+    def to_dict(self):
+        return asdict(self)
+
+    def validate(self):
+        for name in ("batch_size", "seq_len", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError("lr must be a positive number")
+        if not 0 <= self.val_frac < 1:
+            raise ConfigError("val-frac must be in [0, 1)")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError("schedule must be constant or cosine")
+        if min(self.state_reset, self.grad_clip, self.steps, self.minutes, self.epochs, self.keep,
+               self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
+            raise ConfigError("budgets, counts, clipping and decay cannot be negative")
+        return self
+
+
+# -- resolving a run's configuration from the options given -----------------------------------
+
+MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+# what --resume may change: the budgets and how often the run evaluates and keeps checkpoints
+BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep",
+                           "patience"})
+SHAPE_FIELDS = ("cell", "num_layers", "hidden_size")  # --init-from takes these from its model
+DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
+# the command line's option names whose field has another name (`--grad-clip` is grad_clip)
+CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
+             "seq": "seq_len", "bytes": "byte_level"}
+FLAG_OF = {field: flag for flag, field in CLI_NAMES.items()}
+
+
+def budget_preset(minutes):
+    """(hidden units, dropout) of the model that a time budget trains best on a 2-core CPU.
+
+    Measured on Tiny Shakespeare (README, "Choosing the defaults"): at 3 minutes a 2 x 256 LSTM
+    beats 2 x 384 and 2 x 512, which see half and a third as many characters; at 15 minutes the
+    2 x 512 with dropout wins. Without a time budget (--steps or --epochs) the size is 256.
+    """
+    if minutes >= 10:
+        return 512, 0.2
+    if minutes >= 5:
+        return 384, 0.1
+    return 256, 0.0
+
+
+def check_known(options):
+    unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise TypeError(f"unknown options: {sorted(unknown)}")
+
+
+def resolve(options, base=None):
+    """The configuration of a new run: (model fields without vocab_size, TrainConfig).
+
+    options: model and TrainConfig fields as given (a model field of None: unset). Precedence:
+    a given option; else, with --init-from (base: its ModelConfig), the base model's shape
+    (a given shape that differs is an error; dropout may change); else the budget preset for
+    the size and its dropout; else the dataclass defaults, with DEFAULT_EPOCHS when no budget
+    is given."""
+    check_known(options)
+    model = {k: v for k, v in options.items() if k in MODEL_FIELDS and v is not None}
+    if base is not None:
+        for k, v in model.items():
+            if getattr(base, k) != v and k != "dropout":
+                raise ConfigError(f"--init-from model has {k}={getattr(base, k)}, not {v}")
+        model = dict(base.to_dict(), **{k: v for k, v in model.items() if k == "dropout"})
+        del model["vocab_size"]
+    elif "hidden_size" not in model:  # size (and its dropout) by the budget
+        model["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
+        model.setdefault("dropout", auto_dropout)
+    train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+    cfg = TrainConfig(**train).validate()
+    if not cfg.steps and not cfg.minutes and not cfg.epochs:
+        cfg = replace(cfg, epochs=DEFAULT_EPOCHS)
+    return model, cfg
+
+
+def resolve_resume(saved_model, saved_train, options):
+    """The TrainConfig of a resumed run: the saved one with the budgets given now; any other
+    option must agree with the run's."""
+    saved = dict(saved_model.to_dict(), **saved_train.to_dict())
+    for k, v in options.items():
+        if k not in BUDGET_FIELDS and v != saved.get(k):
+            raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
+                              f"or start a new run with --init-from")
+    return replace(saved_train, **{k: v for k, v in options.items() if k in BUDGET_FIELDS})
