@@ -43,7 +43,7 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, t, max_norm, weight_decay):
 class Adam:
     """Adam state mirroring the flat parameter buffer (the moments are flat arrays too)."""
 
-    def __init__(self, flat, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, grad_clip=5.0,
+    def __init__(self, flat, lr=3e-3, betas=(0.9, 0.999), eps=1e-8, grad_clip=5.0,
                  weight_decay=0.0):
         self.lr, self.betas, self.eps = lr, betas, eps
         self.grad_clip, self.weight_decay = grad_clip, weight_decay
