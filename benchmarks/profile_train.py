@@ -40,6 +40,7 @@ from charrnn.model import Model, ModelConfig, alloc_work  # noqa: E402
 from charrnn.optim import Adam  # noqa: E402
 
 SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
+         "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
          "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
 
 
@@ -105,14 +106,16 @@ def copy_loop(P, Psave, n):
         P[:] = Psave
 
 
-def timeit(fn, *args, repeats=5):
-    """Median seconds of one call of fn(*args) (after a warm-up call)."""
+def timeit(fn, *args, repeats=5, clock=time.thread_time):
+    """Median seconds of one call of fn(*args) (after a warm-up call). The default clock is this
+    thread's CPU time: on a shared machine the wall clock also counts the time other processes
+    hold the core, the thread's CPU time only what it ran (caches they evict still count)."""
     fn(*args)
     out = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn(*args)
-        out.append(time.perf_counter() - t0)
+        out.append(clock() - t0)
     return statistics.median(out)
 
 
@@ -210,18 +213,153 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
           f"parallel (no Adam, no Python)")
 
 
+def blas_report(repeats):
+    """Which BLAS the kernels call (threadpoolctl), and its fp32 GEMM rate on one and on two
+    threads: the 1024^3 product (the machine's practical peak) and the shapes a step uses."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+    threads.set_blas_threads(1)  # loads the BLAS Numba calls, if nothing has yet
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            print(f"  BLAS: {lib['internal_api']} {lib['version']}, kernel {lib.get('architecture')},"
+                  f" {os.path.basename(lib['filepath'])}")
+    rng = np.random.default_rng(0)
+    shapes = [(1024, 1024, 1024), (25, 128, 512), (32, 256, 1024), (32, 512, 2048),
+              (64, 512, 2048), (2500, 128, 512), (3200, 512, 2048)]
+    print(f"  {'SGEMM (m, k, n)':22s} {'1 thread':>9s} {'2 threads':>10s}  GFLOP/s (1 thread: CPU "
+          "time; 2: wall, median and best)")
+    for m, k, n in shapes:
+        a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+        c = np.empty((m, n), np.float32)
+        flops = 2.0 * m * k * n
+        reps = max(1, int(2e8 / flops))
+        rates = {}
+        for nt in (1, 2):
+            with threadpool_limits(nt, user_api="blas"):
+                clock = time.thread_time if nt == 1 else time.perf_counter
+                runs = [flops * reps / timeit(gemm, a, b, c, reps, repeats=1, clock=clock) / 1e9
+                        for _ in range(repeats)]
+            rates[nt] = (statistics.median(runs), max(runs))
+        print(f"  {str((m, k, n)):22s} {rates[1][0]:9.1f} {rates[2][0]:6.1f} ({rates[2][1]:.0f})")
+    threads.set_blas_threads(1)
+
+
+def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeats=20):
+    """A whole training step as the trainer runs it (dropout masks, Model.loss_and_grad over
+    the parts on their threads, Adam), wall clock, and each piece outside the fused kernel."""
+    from charrnn import model as model_mod
+    L, H, B, T, V = layers, hidden, batch, seq, vocab
+    rng = np.random.default_rng(0)
+    m = Model(ModelConfig("lstm", L, H, V, dropout), "".join(chr(32 + i) for i in range(V)))
+    m.init_weights(rng)
+    gflat, grads = m.zeros_like_params()
+    opt = Adam(m.flat)
+    x = rng.integers(0, V, (T, B)).astype(np.int32)
+    y = rng.integers(0, V, (T, B)).astype(np.int32)
+    state = list(m.zero_state(B))
+
+    def masks():
+        if dropout <= 0:
+            return None
+        keep = rng.random((L, T, B, H), dtype=np.float32) >= dropout
+        return keep.astype(np.float32) * np.float32(1 / (1 - dropout))
+
+    inside = []  # (wall seconds) of each fused-kernel call, timed in the thread that runs it
+    fused = K.window_grad
+
+    def timed(*a):
+        t0 = time.perf_counter()
+        out = fused(*a)
+        inside.append(time.perf_counter() - t0)
+        return out
+
+    def step():
+        mk = masks()
+        _, (state[0], state[1]) = m.loss_and_grad(x, y, state[0], state[1], grads, mk)
+        opt.step(m.flat, gflat)
+
+    K.window_grad = timed
+    try:
+        step()
+        walls, slowest = [], []
+        for _ in range(repeats):
+            inside.clear()
+            t0 = time.perf_counter()
+            step()
+            walls.append(time.perf_counter() - t0)
+            slowest.append(max(inside))
+    finally:
+        K.window_grad = fused
+    parts = m.parts(B)
+    print(f"\n{name} whole step: B {B} x T {T}, dropout {dropout}, {len(parts)} parts on "
+          f"{threads.num_threads()} threads (wall clock, median of {repeats})")
+    whole = statistics.median(walls)
+    print(f"  step (masks + loss_and_grad + Adam) {whole * 1e3:9.3f} ms = {B * T / whole:,.0f} "
+          "chars/s")
+    over = statistics.median(np.array(walls) - np.array(slowest))
+    print(f"  slowest part's fused kernel         {statistics.median(slowest) * 1e3:9.3f} ms")
+    print(f"  step minus slowest kernel           {over * 1e3:9.3f} ms ({over / whole:.1%})")
+    print("  pieces outside the kernel, each timed alone on this thread (CPU ms):")
+    ws = [m.work(T, s.stop - s.start, dropout > 0, i) for i, s in enumerate(parts)]
+    pg = [m._part_grads(i) for i in range(1, len(parts))]
+
+    def merge():
+        for gf, g_i in pg:
+            for g, d in zip(grads, g_i):
+                g += d
+            gf[:] = 0
+
+    def copies():
+        for s in parts:
+            for a in (x, y, *state, *state):  # x, y, h0, c0, dh0, dc0 of each part
+                np.ascontiguousarray(a[:, s])
+
+    def handoff():
+        for f in [threads.pool().submit(lambda: None) for _ in parts]:
+            f.result()
+    pieces = [("set_blas_threads(1)", lambda: threads.set_blas_threads(1)),
+              ("parts(B)", lambda: m.parts(B)),
+              ("thread hand-off (submit, result)", handoff),
+              ("slice copies per part", copies),
+              ("gradient merge (Python)", merge),
+              ("state concatenation", lambda: model_mod._join_state(ws)),
+              ("grad-norm sum over parts", lambda: np.sqrt(sum(w.gn ** 2 for w in ws))),
+              ("Adam", lambda: opt.step(m.flat, gflat))]
+    if dropout > 0:
+        pieces.append(("dropout masks", masks))
+    for label, fn in pieces:
+        print(f"    {label:34s} {timeit(fn, repeats=repeats) * 1e3:8.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES))
     ap.add_argument("--threads", type=int, default=threads.num_threads())
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", default="blas,kernel,step", help="sections: blas, kernel, step")
     a = ap.parse_args()
+    only = a.only.split(",")
     threads.set_blas_threads(1)
-    print(f"python {platform.python_version()}, numpy {np.__version__}, "
+    print(f"python {platform.python_version()}, numpy {np.__version__}, {cpu_model()}, "
           f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '-')}")
+    if "blas" in only:
+        blas_report(a.repeats)
     for name in a.sizes.split(","):
-        profile(name, **SIZES[name], nthreads=a.threads, repeats=a.repeats)
+        if "kernel" in only:
+            profile(name, **SIZES[name], nthreads=a.threads, repeats=a.repeats)
+        if "step" in only:
+            profile_step(name, **SIZES[name], repeats=4 * a.repeats)
+            profile_step(name, **SIZES[name], dropout=0.2, repeats=4 * a.repeats)
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 if __name__ == "__main__":
