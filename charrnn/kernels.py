@@ -29,6 +29,8 @@ preload_blas()  # before Numba first looks for BLAS: see threads.preload_blas
 from numba import njit, types  # noqa: E402
 from numba.extending import overload  # noqa: E402
 
+from . import gemm  # noqa: E402
+
 LSTM, GRU, RNN = 0, 1, 2
 
 # One decorator for every kernel: cached on disk, and NumPy's error model, so a float division
@@ -66,6 +68,8 @@ class Work(NamedTuple):
     dc: np.ndarray    # (B, H)          carried dc of the backward time loop
     dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
     gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step
+    Whp: np.ndarray   # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
+    WhTp: np.ndarray  # (L, K*H)        Wh^T packed for the backward steps, if packable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,11 +184,17 @@ def rnn_step(G, h):
 
 
 @kernel
-def cell_step(cell, p, l, G, w):
+def cell_step(cell, p, l, G, w, Whp):
     """Advance layer l by one step in place. G (B, K) holds the input projection; w is a tuple
-    (R, h_prev, c_prev, h, c, aux) of (B, .) arrays."""
+    (R, h_prev, c_prev, h, c, aux) of (B, .) arrays; Whp is p.Wh[l] packed (gemm.pack), or
+    None or empty to multiply by p.Wh[l] itself."""
     R, h_prev, c_prev, h, c, aux = w
-    np.dot(h_prev, p.Wh[l], R)
+    if Whp is None:
+        np.dot(h_prev, p.Wh[l], R)
+    elif Whp.size > 0:
+        gemm.matmul(h_prev, Whp, R)
+    else:
+        np.dot(h_prev, p.Wh[l], R)
     if cell == GRU:
         gru_step(G, R, p.bh[l], h_prev, aux, h)
     else:
@@ -222,10 +232,31 @@ def embed(p, ids, G):
 
 
 @kernel
-def forward(cell, p, x, h0, c0, w):
+def packed(w):
+    """Whether w's windows multiply by packed recurrent weights (gemm.packable)."""
+    return w.Whp.shape[1] > 0
+
+
+@kernel
+def pack_weights(p, w, backward):
+    """Pack every layer's Wh into w.Whp for the forward steps and, with backward, Wh^T into
+    w.WhTp for the backward steps (nothing if the hidden size does not suit packing)."""
+    if packed(w):
+        for l in range(p.Wh.shape[0]):
+            gemm.pack(p.Wh[l], w.Whp[l])
+            if backward:
+                gemm.pack(p.Wh[l].T, w.WhTp[l])
+
+
+@kernel
+def forward(cell, p, x, h0, c0, w, prepacked=False):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
-    w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V)."""
+    w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V). prepacked: w.Whp already
+    holds p.Wh packed (pack_weights), as when the parts of a window share it."""
     L, T, B, K = w.G.shape
+    if not prepacked and packed(w):
+        for l in range(L):
+            gemm.pack(p.Wh[l], w.Whp[l])
     for l in range(L):
         G = w.G[l]  # (T, B, K)
         if l == 0:
@@ -239,7 +270,7 @@ def forward(cell, p, x, h0, c0, w):
         w.Cs[l, 0] = c0[l]
         for t in range(T):
             cell_step(cell, p, l, G[t], (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1],
-                                          w.Cs[l, t + 1], w.Aux[l, t]))
+                                          w.Cs[l, t + 1], w.Aux[l, t]), w.Whp[l])
         if w.M.shape[1] > 0:
             np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
     P = w.P
@@ -329,10 +360,23 @@ def norm2(a):
 
 
 @kernel
-def backward(cell, p, x, w, dp, dh0, dc0):
+def rec_back(WhT, WhTp, dG, out):
+    """out (B, H) = dG (B, K) @ Wh^T, through the packed WhTp when there is one."""
+    if WhTp.size > 0:
+        gemm.matmul(dG, WhTp, out)
+    else:
+        np.dot(dG, WhT, out)
+
+
+@kernel
+def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
-    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H)."""
+    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). prepacked: w.WhTp
+    already holds Wh^T packed (pack_weights)."""
     L, T, B, K = w.G.shape
+    if not prepacked and packed(w):
+        for l in range(L):
+            gemm.pack(p.Wh[l].T, w.WhTp[l])
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
@@ -352,10 +396,10 @@ def backward(cell, p, x, w, dp, dh0, dc0):
             w.gn[l, t] = norm2(dh)
             if cell == LSTM:
                 lstm_step_back(w.G[l, t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, w.dG[t])
-                np.dot(w.dG[t], WhT, w.dh)
+                rec_back(WhT, w.WhTp[l], w.dG[t], w.dh)
             elif cell == GRU:
                 gru_step_back(w.G[l, t], w.Aux[l, t], w.Hs[l, t], w.dh, w.dG[t], w.dR[t], dp.bh[l])
-                np.dot(w.dR[t], WhT, w.dhn)
+                rec_back(WhT, w.WhTp[l], w.dR[t], w.dhn)
                 dh += w.dhn
             else:
                 G = w.G[l, t]
@@ -363,7 +407,7 @@ def backward(cell, p, x, w, dp, dh0, dc0):
                 for bb in range(B):
                     for j in range(K):
                         w.dG[t, bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
-                np.dot(w.dG[t], WhT, w.dh)
+                rec_back(WhT, w.WhTp[l], w.dG[t], w.dh)
         dh0[l] = w.dh
         dc0[l] = w.dc
         dG2 = rows(w.dG)
@@ -380,17 +424,17 @@ def backward(cell, p, x, w, dp, dh0, dc0):
 
 
 @kernel
-def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total):
+def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False):
     """Forward, loss and backward over one window (or a part of its streams): accumulates
     gradients into dp, returns the summed loss."""
-    forward(cell, p, x, h0, c0, w)
+    forward(cell, p, x, h0, c0, w, prepacked)
     loss = xent(w.P, y.reshape(-1), True, n_total)
-    backward(cell, p, x, w, dp, dh0, dc0)
+    backward(cell, p, x, w, dp, dh0, dc0, prepacked)
     return loss
 
 
 @kernel
-def window_loss(cell, p, x, y, h0, c0, w):
+def window_loss(cell, p, x, y, h0, c0, w, prepacked=False):
     """Summed loss over a window, without gradients."""
-    forward(cell, p, x, h0, c0, w)
+    forward(cell, p, x, h0, c0, w, prepacked)
     return xent(w.P, y.reshape(-1), False)

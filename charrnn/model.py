@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import kernels as K, threads
+from . import gemm, kernels as K, threads
 from .kernels import GATES, Params, Work
 
 
@@ -69,6 +69,7 @@ class Model:
         self.params = views(self.flat, self.shapes)
         self._work = {}
         self._grads = {}
+        self._packed = None
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -113,9 +114,11 @@ class Model:
     # own buffers, and all but the first their own gradient accumulator.
 
     def work(self, T, B, dropout=False, part=0):
-        key = (T, B, dropout, part)  # each part (thread) has buffers of its own
+        key = (T, B, dropout, part)  # each part (thread) has buffers of its own ...
         if key not in self._work:
-            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout)
+            if self._packed is None:  # ... but for the packed weights, which all parts read
+                self._packed = alloc_packed(self.config, self.dtype)
+            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed)
         return self._work[key]
 
     def parts(self, B):
@@ -154,9 +157,11 @@ class Model:
         def part(i, s):
             w = self.work(T, s.stop - s.start, False, i)
             loss = K.window_loss(self.cell, self.params, _c(x[:, s]), _c(y[:, s]),
-                                 _c(h0[:, s]), _c(c0[:, s]), w)
+                                 _c(h0[:, s]), _c(c0[:, s]), w, True)
             return loss, w
-        res = self._map(part, self.parts(B))
+        parts = self.parts(B)
+        K.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
+        res = self._map(part, parts)
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None):
@@ -173,9 +178,10 @@ class Model:
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
             loss = K.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
-                                 _c(c0[:, s]), w, dp, dh, dc, x.size)
+                                 _c(c0[:, s]), w, dp, dh, dc, x.size, True)
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
+        K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None), True)
         res = self._map(part, parts)
         self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T) over all streams
         for i in range(1, len(parts)):
@@ -216,12 +222,22 @@ def _join_state(works):
             np.concatenate([w.Cs[:, -1] for w in works], axis=1))
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False):
+def alloc_packed(cfg, dtype):
+    """(Whp, WhTp): buffers for the packed recurrent weights (see kernels.pack_weights), each
+    (L, H*K), or (L, 0) where the hidden size does not suit the packed product."""
+    L, H = cfg.num_layers, cfg.hidden_size
+    n = H * GATES[K.CELLS[cfg.cell]] * H if gemm.packable(np.zeros(1, dtype), H) else 0
+    return np.zeros((L, n), dtype), np.zeros((L, n), dtype)
+
+
+def alloc_work(cfg, T, B, dtype, dropout=False, packed=None):
+    """Buffers for one window (T, B); packed: shared (Whp, WhTp) buffers, or new ones."""
     L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
     G = GATES[K.CELLS[cfg.cell]] * H
     e = lambda *s: np.zeros(s, dtype)
     TD = T if dropout else 0
+    Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
     return Work(G=e(L, T, B, G), Hs=e(L, T + 1, B, H), Cs=e(L, T + 1, B, H), Aux=e(L, T, B, H),
                 M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G), dG=e(T, B, G),
                 dR=e(T if cfg.cell == "gru" else 0, B, G), dH=e(L, T, B, H), dh=e(B, H),
-                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T)))
+                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T)), Whp=Whp, WhTp=WhTp)

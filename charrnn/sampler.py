@@ -29,7 +29,7 @@ def step(cell, p, ids, h, c, G, R, aux):
         else:
             np.dot(h[l - 1], p.Wx[l - 1], G)
             G += p.b[l]
-        K.cell_step(cell, p, l, G, (R, h[l], c[l], h[l], c[l], aux))
+        K.cell_step(cell, p, l, G, (R, h[l], c[l], h[l], c[l], aux), None)
 
 
 @kernel

@@ -27,11 +27,13 @@ def window(rng, T=6, B=3, V=7, L=2, H=5, dtype=np.float64):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("L", [1, 3])
-def test_forward_matches_reference(cell, L):
-    m, rng = tiny(cell, L=L)
-    x, y, h0, c0 = window(rng, L=L)
+@pytest.mark.parametrize("L, H, B", [(1, 5, 3), (3, 5, 3), (2, 16, 7)])
+def test_forward_matches_reference(cell, L, H, B):
+    """H = 16 takes the packed recurrent product (gemm.py), H = 5 np.dot."""
+    m, rng = tiny(cell, L=L, H=H)
+    x, y, h0, c0 = window(rng, L=L, H=H, B=B)
     w = m.forward(x, h0, c0)
+    assert K.packed(w) == (H == 16)
     logits, hT, cT = reference_forward(cell, m.params, x, h0, c0)
     np.testing.assert_allclose(w.P, logits, rtol=0, atol=1e-10)
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
@@ -62,13 +64,13 @@ def assert_grad(analytic, numeric, name):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("dropout", [0.0, 0.4])
-def test_backward_matches_finite_differences(cell, dropout):
-    m, rng = tiny(cell, L=2, dropout=dropout)
-    x, y, h0, c0 = window(rng)
+@pytest.mark.parametrize("dropout, H", [(0.0, 5), (0.4, 5), (0.4, 16)])
+def test_backward_matches_finite_differences(cell, dropout, H):
+    m, rng = tiny(cell, L=2, H=H, dropout=dropout)
+    x, y, h0, c0 = window(rng, H=H)
     masks = None
     if dropout:
-        keep = rng.random((2, 6, 3, 5)) >= dropout
+        keep = rng.random((2, 6, 3, H)) >= dropout
         masks = keep / (1 - dropout)
 
     def loss():
@@ -145,13 +147,14 @@ def test_fast_tanh_is_close_to_exact():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_streams_split_across_threads_give_the_same_window(cell, monkeypatch):
+@pytest.mark.parametrize("H", [5, 16])
+def test_streams_split_across_threads_give_the_same_window(cell, H, monkeypatch):
     """The model splits a window's streams into parts run on separate threads; the loss, the
     gradients and the states must equal one kernel call over the whole window."""
     monkeypatch.setenv("CHARRNN_THREADS", "2")
-    m, rng = tiny(cell)
+    m, rng = tiny(cell, H=H)
     B = 16
-    x, y, h0, c0 = window(rng, B=B)
+    x, y, h0, c0 = window(rng, B=B, H=H)
     assert len(m.parts(B)) == 2
     _, whole = m.zeros_like_params()
     dh_w, dc_w = np.zeros_like(h0), np.zeros_like(c0)
@@ -263,3 +266,26 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
         s.prime(rng.integers(0, 7, 5))
     np.testing.assert_array_equal(serial.generate(30, np.random.default_rng(1), 0.9),
                                   split.generate(30, np.random.default_rng(1), 0.9))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_product_equals_numpy(dtype):
+    """gemm.matmul over a packed matrix, for every row count a tile can leave over (1-5 after
+    full tiles of 6), and for a matrix packed from a transposed view."""
+    from charrnn import gemm
+    rng = np.random.default_rng(0)
+    one = np.zeros(1, dtype)
+    NR = gemm.strip_width(one)
+    assert gemm.packable(one, 3 * NR) and not gemm.packable(one, NR + 1)
+    W = rng.standard_normal((24, 3 * NR)).astype(dtype)
+    Wp = np.empty(W.size, dtype)
+    gemm.pack(W, Wp)
+    WTp = np.empty(W.size, dtype)
+    gemm.pack(np.ascontiguousarray(W.T).T, WTp)  # the same matrix through a transposed view
+    np.testing.assert_array_equal(Wp, WTp)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for m in range(1, 14):
+        A = rng.standard_normal((m, 24)).astype(dtype)
+        C = np.full((m, 3 * NR), np.nan, dtype)
+        gemm.matmul(A, Wp, C)
+        np.testing.assert_allclose(C, A.astype(np.float64) @ W, rtol=0, atol=tol)
