@@ -152,6 +152,9 @@ def train(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for and downloaded to.")] = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
+    threads: Annotated[Optional[int], Opt(
+        envvar="CHARRNN_THREADS", show_default=False,
+        help="Cores to train on. Default: all this process may use.")] = None,
     force: Annotated[bool, Opt(help="Train into a run directory that holds a run, or is "
                                     "locked.")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
@@ -159,6 +162,7 @@ def train(
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
     from . import api, run
+    _use_threads(threads)
     from .trainer import TrainConfig
 
     names = dict(cell=cell, num_layers=layers, hidden_size=hidden, dropout=dropout,
@@ -198,6 +202,15 @@ def train(
     _summary(con, trainer, status, quiet)
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _use_threads(n):
+    """--threads (or CHARRNN_THREADS, which Typer reads into it): one setting for the run."""
+    if n is not None:
+        if n < 1:
+            fail("--threads (or CHARRNN_THREADS) must be at least 1", 2)
+        from . import threads as threads_mod
+        threads_mod.configure(n)
 
 
 def _flag_of(field):
@@ -379,8 +392,13 @@ def sample(
                                       "sample's n-grams occur verbatim in the training text.")] = False,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for (for --novelty).")] = None,
+    threads: Annotated[Optional[int], Opt(
+        envvar="CHARRNN_THREADS", show_default=False,
+        help="Cores to sample on. Default: one. More split each step of a wide LSTM's single "
+             "sample across them: faster on idle cores, far slower beside other busy work.")] = None,
 ):
     """Generate text from a trained model; only the text goes to stdout."""
+    _use_threads(threads)
     _check_sampling(temp, top_k, top_p, length, num_samples)
     text = _read_prime(prime, prime_file)
     from . import api

@@ -187,14 +187,19 @@ def rnn_step(G, h):
 def cell_step(cell, p, l, G, w, Whp):
     """Advance layer l by one step in place. G (B, K) holds the input projection; w is a tuple
     (R, h_prev, c_prev, h, c, aux) of (B, .) arrays; Whp is p.Wh[l] packed (gemm.pack), or
-    None or empty to multiply by p.Wh[l] itself."""
-    R, h_prev, c_prev, h, c, aux = w
-    if Whp is None:
-        np.dot(h_prev, p.Wh[l], R)
-    elif Whp.size > 0:
+    empty to multiply by p.Wh[l] itself."""
+    R, h_prev = w[0], w[1]
+    if Whp.size > 0:
         gemm.matmul(h_prev, Whp, R)
     else:
         np.dot(h_prev, p.Wh[l], R)
+    cell_update(cell, p, l, G, w)
+
+
+@kernel
+def cell_update(cell, p, l, G, w):
+    """cell_step once w's R holds the recurrent product h_prev @ Wh[l]."""
+    R, h_prev, c_prev, h, c, aux = w
     if cell == GRU:
         gru_step(G, R, p.bh[l], h_prev, aux, h)
     else:

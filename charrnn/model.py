@@ -126,7 +126,7 @@ class Model:
         # Always single-threaded BLAS: the parts are the parallelism. A multi-threaded OpenBLAS
         # spins while it waits and, with other busy processes on the machine, collapses
         # (measured here: tens of times slower with three trainings side by side).
-        threads.set_blas_threads(1)
+        threads.single_threaded_blas()
         bounds = np.linspace(0, B, n + 1).astype(int)
         return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
