@@ -17,8 +17,9 @@ instructions; nothing here is specific to one vendor. The width is read when a f
 compiled, never at import, so loading compiled kernels from Numba's cache costs nothing extra.
 
 Flat buffers: packed matrices are 1-d arrays of Kd * N elements whatever the width, so callers
-allocate them without knowing it. Matrices whose N is not a multiple of NR are not packed
-(`packable`); the kernels multiply those with np.dot.
+allocate them without knowing it. Training packs only matrices whose N is a multiple of NR
+(`packable`) and multiplies the others with np.dot; the sampler pads the last strip with zero
+columns (`padded`) and calls no BLAS at all.
 """
 import numpy as np
 from llvmlite import ir
@@ -162,15 +163,27 @@ def packable(a, N):
 
 
 @kernel
+def padded(a, N):
+    """N rounded up to whole strips: the width of a padded packed matrix and of its products."""
+    NR = strip_width(a)
+    return (N + NR - 1) // NR * NR
+
+
+@kernel
 def pack(W, out):
-    """W (Kd, N), any strides -> out (Kd * N,): strip s = W[:, s*NR:(s+1)*NR], row by row."""
+    """W (Kd, N), any strides -> out (Kd * Np,): strip s = W[:, s*NR:(s+1)*NR], row by row;
+    Np = N, or padded(N) with zero columns when out has room for them."""
     NR = strip_width(out)
     Kd, N = W.shape
-    for s in range(N // NR):
+    for s in range(out.size // (Kd * NR)):
         for k in range(Kd):
             base = (s * Kd + k) * NR
             for j in range(NR):
-                out[base + j] = W[k, s * NR + j]
+                col = s * NR + j
+                if col < N:
+                    out[base + j] = W[k, col]
+                else:
+                    out[base + j] = 0
 
 
 @njit(inline="always", error_model="numpy", nogil=True)
@@ -231,12 +244,54 @@ def _tile(A, Wp, C, i0, s, rows):
         vstore(C, o + 5 * N + V, c51)
 
 
+@njit(inline="always", error_model="numpy", nogil=True)
+def _row_strips(A, Wp, C, s):
+    """C[0, strips s..s+3] = A[0] @ W[:, strips s..s+3]: one row, four strips at once, so eight
+    accumulators are in flight (one strip's two would wait on each other's latency)."""
+    Kd = A.shape[1]
+    V = lanes(C)
+    NR = 2 * V
+    span = Kd * NR  # elements in one packed strip
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = vzero(C)
+    w = s * span
+    for k in range(Kd):
+        x = vsplat(A, k)
+        c0 = vfma(x, vload(Wp, w), c0)
+        c1 = vfma(x, vload(Wp, w + V), c1)
+        c2 = vfma(x, vload(Wp, w + span), c2)
+        c3 = vfma(x, vload(Wp, w + span + V), c3)
+        c4 = vfma(x, vload(Wp, w + 2 * span), c4)
+        c5 = vfma(x, vload(Wp, w + 2 * span + V), c5)
+        c6 = vfma(x, vload(Wp, w + 3 * span), c6)
+        c7 = vfma(x, vload(Wp, w + 3 * span + V), c7)
+        w += NR
+    o = s * NR
+    vstore(C, o, c0)
+    vstore(C, o + V, c1)
+    vstore(C, o + NR, c2)
+    vstore(C, o + NR + V, c3)
+    vstore(C, o + 2 * NR, c4)
+    vstore(C, o + 2 * NR + V, c5)
+    vstore(C, o + 3 * NR, c6)
+    vstore(C, o + 3 * NR + V, c7)
+
+
 @kernel
 def matmul(A, Wp, C):
-    """C (m, N) = A (m, Kd) @ W, with Wp = pack(W); A and C C-contiguous."""
+    """C (m, N) = A (m, Kd) @ W, with Wp = pack(W); A and C C-contiguous; N a whole number of
+    strips (for a padded Wp, C has the padded width)."""
     m = A.shape[0]
+    S = C.shape[1] // strip_width(C)
+    if m == 1:  # a batch-1 step (sampling): four strips at a time
+        s = 0
+        while s + 4 <= S:
+            _row_strips(A, Wp, C, s)
+            s += 4
+        for s in range(s, S):
+            _tile(A, Wp, C, 0, s, 1)
+        return
     full = m - m % MR
-    for s in range(C.shape[1] // strip_width(C)):
+    for s in range(S):
         for i0 in range(0, full, MR):
             _tile(A, Wp, C, i0, s, 6)
         r = m - full

@@ -190,19 +190,20 @@ def test_float32_kernels_agree_with_float64(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_stepping_one_character_at_a_time_equals_the_window(cell):
+@pytest.mark.parametrize("H", [5, 16])
+def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
     window forward's logits and final state: sampling sees the model training trained."""
     from charrnn import sampler
-    m, rng = tiny(cell)
-    x, y, h0, c0 = window(rng, T=7)
+    m, rng = tiny(cell, H=H)
+    x, y, h0, c0 = window(rng, T=7, H=H)
     w = m.forward(x, h0, c0)
     logits = w.P.reshape(7, 3, -1).copy()
     h, c = h0.copy(), c0.copy()
-    Kg = m.params.Wh.shape[2]
-    G, R, aux = np.zeros((3, Kg)), np.zeros((3, Kg)), np.zeros((3, 5))
+    s = sampler.Sampler(m, 3)
     for t in range(7):
-        sampler.step(m.cell, m.params, x[t].astype(np.int64), h, c, G, R, aux)
+        sampler.step(m.cell, m.params, s.packed, x[t].astype(np.int64), h, c, s.G, s.R, s.aux,
+                     s.scratch)
         np.testing.assert_allclose(h[-1] @ m.params.Wy + m.params.by, logits[t], atol=1e-12)
     np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
     if cell == "lstm":
@@ -212,31 +213,28 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell):
 @pytest.mark.parametrize("L", [1, 3])
 def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypatch):
     """The wide-LSTM sampling path (each step's units split into chunks run in parallel, with
-    the weights laid out by chunk) gives the serial path's states and, from one seed, its text,
-    also when it times both paths on halves of a chunk and switches between them."""
+    the weights laid out by chunk) gives the serial path's states and, from one seed, its text;
+    it is the default only when more than one thread was asked for."""
     from charrnn import sampler, threads
-    monkeypatch.setattr(threads, "num_threads", lambda: 2)
-    monkeypatch.setattr(sampler, "PROBE_MIN", 3)
-    monkeypatch.setattr(sampler, "PROBE_EVERY", 20)
-    monkeypatch.setattr(sampler, "PROBE_PIECE", 16)  # a 40-character request runs in 3 pieces
-    monkeypatch.setattr(sampler, "cores_idle", lambda: True)
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    monkeypatch.delenv("CHARRNN_THREADS", raising=False)
     m, rng = tiny("lstm", L=L, H=6)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
-    auto = sampler.Sampler(m, 1)
-    assert serial.blocks is None and split.blocks is not None and auto.blocks is not None
+    assert not serial.parallel and split.parallel
+    assert not sampler.Sampler(m, 1).parallel  # two cores, but nobody asked for them
+    monkeypatch.setenv("CHARRNN_THREADS", "2")
+    assert sampler.Sampler(m, 1).parallel
+    assert not sampler.Sampler(tiny("lstm", H=5)[0], 1).parallel  # 5 units: no 2 chunks
     ids = rng.integers(0, 7, 20)
-    for s in (serial, split, auto):
+    for s in (serial, split):
         s.prime(ids)
-    for n in (1, 40, 5, 13, 40, 7):
+    for n in (1, 40, 5, 13):
         a = serial.generate(n, np.random.default_rng(n), 0.9)
-        for other in (split, auto):
-            b = other.generate(n, np.random.default_rng(n), 0.9)
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(other.h, serial.h, atol=1e-12)
-            np.testing.assert_allclose(other.c, serial.c, atol=1e-12)
-    assert None not in auto.rate.values()  # it did time both paths
-    assert sampler.Sampler(tiny("lstm", H=4)[0], 1).blocks is None  # too narrow to split
+        b = split.generate(n, np.random.default_rng(n), 0.9)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
+        np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
 
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
