@@ -66,7 +66,7 @@ def environment():
     import scipy
     from threadpoolctl import threadpool_info
     from charrnn import __version__, threads
-    threads.set_blas_threads(1)  # loads the BLAS that Numba calls
+    threads.single_threaded_blas()  # loads the BLAS that Numba calls
     blas = [f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
             for b in threadpool_info() if b.get("user_api") == "blas"]
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "llvm_cpu": ll.get_host_cpu_name(),
@@ -113,11 +113,12 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
         opt.step(m.flat, gflat)
     for k in range(warmup):
         step(k)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for k in range(warmup, warmup + steps):
         step(k)
-    secs = time.perf_counter() - t
-    return {"chars_per_sec": steps * batch * seq / secs, "peak_rss_mb": peak_rss_mb()}
+    secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"chars_per_sec": steps * batch * seq / secs, "peak_rss_mb": peak_rss_mb(),
+            "chars_per_cpu_sec": steps * batch * seq / cpu}
 
 
 def child_sample(layers, hidden, length, parallel=None):
@@ -143,7 +144,7 @@ def child_peak(repeats):
     from numba import njit
     from threadpoolctl import threadpool_limits
     from charrnn import threads
-    threads.set_blas_threads(1)
+    threads.single_threaded_blas()
 
     @njit(nogil=True)
     def gemm(a, b, c, n):

@@ -9,6 +9,7 @@ takes one such part (B / threads streams) and times, on one thread, each piece t
 runs, using the package's own kernels with the same shapes, each in a jitted loop so no Python
 call overhead is counted:
 
+  pack Wh        Wh and Wh^T of every layer packed for the products below, once per window
   rec fwd GEMM   h_{t-1} (b, H) @ Wh (H, K)            T x L small products per window
   gates fwd      the cell's non-linearities             T x L
   rec bwd GEMM   dG_t (b, K) @ Wh^T (K, H)              T x L small products
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from charrnn import kernels as K, threads  # noqa: E402
+from charrnn import gemm as gemm_mod, kernels as K, threads  # noqa: E402
 from charrnn.kernels import kernel  # noqa: E402
 from charrnn.model import Model, ModelConfig, alloc_work  # noqa: E402
 from charrnn.optim import Adam  # noqa: E402
@@ -49,6 +50,12 @@ def rec_bwd(dG, W, dh, n):
     WT = W.T
     for _ in range(n):
         np.dot(dG, WT, dh)
+
+
+@kernel
+def packed_loop(A, Wp, C, n):
+    for _ in range(n):
+        gemm_mod.matmul(A, Wp, C)
 
 
 @kernel
@@ -148,13 +155,24 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
 
     h, R, dG, dh = r(b, H), r(b, Kg), r(b, Kg), r(b, H)
     W = p.Wh[0].copy()
-    add("rec fwd GEMM  (b,H)@(H,4H)", timeit(gemm, h, W, R, n, repeats=repeats),
-        2.0 * b * H * Kg * n)
+    rec_flops = 2.0 * b * H * Kg * n
+    blas_fwd = timeit(gemm, h, W, R, n, repeats=repeats)
+    blas_bwd = timeit(rec_bwd, dG, W, dh, n, repeats=repeats)
+    if K.packed(w):
+        add("pack Wh, Wh^T (all layers)", timeit(K.pack_weights, p, w, True, repeats=repeats))
+        Wp, WTp = w.Whp[0], w.WhTp[0]
+        add("rec fwd, packed (b,H)@(H,4H)", timeit(packed_loop, h, Wp, R, n, repeats=repeats),
+            rec_flops)
+    else:
+        add("rec fwd GEMM  (b,H)@(H,4H)", blas_fwd, rec_flops)
     G = r(b, Kg)
     c_prev, c, tc = r(b, H), r(b, H), r(b, H)
     add("gates fwd", timeit(gates_fwd, G, c_prev, c, tc, h, n, repeats=repeats))
-    add("rec bwd GEMM  (b,4H)@(4H,H)", timeit(rec_bwd, dG, W, dh, n, repeats=repeats),
-        2.0 * b * H * Kg * n)
+    if K.packed(w):
+        add("rec bwd, packed (b,4H)@(4H,H)", timeit(packed_loop, dG, WTp, dh, n,
+                                                    repeats=repeats), rec_flops)
+    else:
+        add("rec bwd GEMM  (b,4H)@(4H,H)", blas_bwd, rec_flops)
     g = (rng.random((b, Kg)) * 0.8 + 0.1).astype(f32)
     dc = r(b, H)
     add("gates bwd", timeit(gates_bwd, g, c_prev, tc, dh, dc, dG, n, repeats=repeats))
@@ -206,6 +224,10 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     print(f"  {'rest (loops, copies, dropout, norms)':36s} {(whole - total) * 1e3:10.2f} "
           f"{(whole - total) / whole:7.1%}")
     print(f"  Adam over {m.flat.size:,} parameters, once per step: {adam * 1e3:.2f} ms")
+    if K.packed(w):
+        print(f"  the same recurrent products through OpenBLAS: forward {blas_fwd * 1e3:.2f} ms "
+              f"({rec_flops / blas_fwd / 1e9:.1f} GFLOP/s), backward {blas_bwd * 1e3:.2f} ms "
+              f"({rec_flops / blas_bwd / 1e9:.1f} GFLOP/s)")
     all_flops = sum(fl for _, _, fl in rows)
     print(f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
           f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s")
@@ -217,7 +239,7 @@ def blas_report(repeats):
     """Which BLAS the kernels call (threadpoolctl), and its fp32 GEMM rate on one and on two
     threads: the 1024^3 product (the machine's practical peak) and the shapes a step uses."""
     from threadpoolctl import threadpool_info, threadpool_limits
-    threads.set_blas_threads(1)  # loads the BLAS Numba calls, if nothing has yet
+    threads.single_threaded_blas()  # loads the BLAS Numba calls, if nothing has yet
     for lib in threadpool_info():
         if lib.get("user_api") == "blas":
             print(f"  BLAS: {lib['internal_api']} {lib['version']}, kernel {lib.get('architecture')},"
@@ -240,7 +262,7 @@ def blas_report(repeats):
                         for _ in range(repeats)]
             rates[nt] = (statistics.median(runs), max(runs))
         print(f"  {str((m, k, n)):22s} {rates[1][0]:9.1f} {rates[2][0]:6.1f} ({rates[2][1]:.0f})")
-    threads.set_blas_threads(1)
+    threads.single_threaded_blas()
 
 
 def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeats=20):
@@ -316,7 +338,7 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
     def handoff():
         for f in [threads.pool().submit(lambda: None) for _ in parts]:
             f.result()
-    pieces = [("set_blas_threads(1)", lambda: threads.set_blas_threads(1)),
+    pieces = [("single_threaded_blas()", threads.single_threaded_blas),
               ("parts(B)", lambda: m.parts(B)),
               ("thread hand-off (submit, result)", handoff),
               ("slice copies per part", copies),
@@ -338,7 +360,7 @@ def main():
     ap.add_argument("--only", default="blas,kernel,step", help="sections: blas, kernel, step")
     a = ap.parse_args()
     only = a.only.split(",")
-    threads.set_blas_threads(1)
+    threads.single_threaded_blas()
     print(f"python {platform.python_version()}, numpy {np.__version__}, {cpu_model()}, "
           f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '-')}")
