@@ -308,23 +308,26 @@ def measure_pair(name, repeats):
 
 
 def measure_beside(name, repeats, length):
-    """Batch-1 sampling, default path and serial path alternately, while a training runs."""
+    """Batch-1 sampling while a training runs beside it: the default path, the serial path and
+    the two-core split path (what --threads 2 chooses for a wide LSTM), alternately."""
     size = SIZES[name]
     trainer = subprocess.Popen(charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(5)  # past its start-up: the training is running
-        default, serial = [], []
+        runs = {"default": [], "serial": [], "split": []}
         for rep in range(repeats):
             log(f"beside {name}: repeat {rep + 1}/{repeats}")
             kw = dict(layers=size["layers"], hidden=size["hidden"], length=length)
-            default.append(run_json(charrnn_cmd("sample", **kw))["chars_per_sec"])
-            serial.append(run_json(charrnn_cmd("sample", **kw, parallel=False))["chars_per_sec"])
+            for path, parallel in (("default", None), ("serial", False), ("split", True)):
+                runs[path].append(run_json(charrnn_cmd("sample", **kw, parallel=parallel))
+                                  ["chars_per_sec"])
     finally:
         trainer.terminate()
         trainer.wait()
-    return {"default_runs": [round(x) for x in default], "serial_runs": [round(x) for x in serial],
-            "ratio": statistics.median(default) / statistics.median(serial)}
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {**{f"{k}_runs": [round(x) for x in v] for k, v in runs.items()},
+            "ratio": med["default"] / med["serial"], "split_ratio": med["split"] / med["serial"]}
 
 
 def main():
@@ -421,9 +424,9 @@ def print_table(res):
         print(f"two {name} trainings together: {r['ratio']:.0%} of one alone (solo "
               f"{r['solo_runs']}, pair sums {r['pair_sum_runs']} chars/s)")
     for name, r in res.get("beside", {}).items():
-        print(f"{name} sampling beside a training: default path at {r['ratio']:.0%} of the "
-              f"serial path's speed (default {r['default_runs']}, serial {r['serial_runs']} "
-              "chars/s)")
+        print(f"{name} sampling beside a training: the default path at {r['ratio']:.0%} of the "
+              f"serial path's speed, the split path at {r['split_ratio']:.0%} (default "
+              f"{r['default_runs']}, serial {r['serial_runs']}, split {r['split_runs']} chars/s)")
 
 
 if __name__ == "__main__":

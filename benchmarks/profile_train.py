@@ -10,9 +10,9 @@ runs, using the package's own kernels with the same shapes, each in a jitted loo
 call overhead is counted:
 
   pack Wh        Wh and Wh^T of every layer packed for the products below, once per window
-  rec fwd GEMM   h_{t-1} (b, H) @ Wh (H, K)            T x L small products per window
+  rec fwd        h_{t-1} (b, H) @ Wh (H, K)            T x L small products per window
   gates fwd      the cell's non-linearities             T x L
-  rec bwd GEMM   dG_t (b, K) @ Wh^T (K, H)              T x L small products
+  rec bwd        dG_t (b, K) @ Wh^T (K, H)              T x L small products
   gates bwd      the cell's backward step               T x L
   window GEMMs   input projections of layers > 0, the decoder, and every weight gradient and
                  gradient to the layer below: one product each per window
@@ -21,7 +21,12 @@ call overhead is counted:
 
 It prints each piece's time per window, its share of the whole fused kernel, and the GEMMs'
 GFLOP/s next to a large single-thread GEMM's (what this core's BLAS can do at best). The
-"rest" row is the fused kernel's time minus the sum of the pieces.
+"rest" row is the fused kernel's time minus the sum of the pieces. The pieces are timed in
+turn, round after round, so a host whose speed drifts shifts them all alike. The recurrent
+products are also timed through OpenBLAS for comparison (not counted when packed).
+
+Sections (--only): blas (which BLAS, its SGEMM rates on 1 and 2 threads), kernel (the above),
+step (a whole step on all threads, wall clock, and each piece outside the fused kernel).
 """
 import argparse
 import os
@@ -126,6 +131,21 @@ def timeit(fn, *args, repeats=5, clock=time.thread_time):
     return statistics.median(out)
 
 
+def round_robin(pieces, repeats):
+    """Median seconds of each piece (label, fn, args, count): count calls of fn(*args), the
+    pieces timed in turn, `repeats` rounds, so a machine whose speed drifts (a shared host)
+    shifts all of them alike."""
+    for _, fn, args, _ in pieces:
+        fn(*args)
+    times = {label: [] for label, _, _, _ in pieces}
+    for _ in range(repeats):
+        for label, fn, args, count in pieces:
+            t0 = time.thread_time()
+            fn(*args)
+            times[label].append(count * (time.thread_time() - t0))
+    return {label: statistics.median(v) for label, v in times.items()}
+
+
 def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     L, H, T, V = layers, hidden, seq, vocab
     b = batch // nthreads  # streams in one part
@@ -144,91 +164,76 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     h0 = np.zeros((L, b, H), f32)
     c0 = np.zeros((L, b, H), f32)
     dh0, dc0 = np.zeros_like(h0), np.zeros_like(c0)
-
-    whole = timeit(K.window_grad, K.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, T * b,
-                   repeats=repeats)
     n = T * L  # per-step pieces run this many times per window
-    rows = []
-
-    def add(label, secs, flops=0.0):
-        rows.append((label, secs, flops))
-
+    N = T * b
     h, R, dG, dh = r(b, H), r(b, Kg), r(b, Kg), r(b, H)
     W = p.Wh[0].copy()
-    rec_flops = 2.0 * b * H * Kg * n
-    blas_fwd = timeit(gemm, h, W, R, n, repeats=repeats)
-    blas_bwd = timeit(rec_bwd, dG, W, dh, n, repeats=repeats)
-    if K.packed(w):
-        add("pack Wh, Wh^T (all layers)", timeit(K.pack_weights, p, w, True, repeats=repeats))
-        Wp, WTp = w.Whp[0], w.WhTp[0]
-        add("rec fwd, packed (b,H)@(H,4H)", timeit(packed_loop, h, Wp, R, n, repeats=repeats),
-            rec_flops)
-    else:
-        add("rec fwd GEMM  (b,H)@(H,4H)", blas_fwd, rec_flops)
     G = r(b, Kg)
     c_prev, c, tc = r(b, H), r(b, H), r(b, H)
-    add("gates fwd", timeit(gates_fwd, G, c_prev, c, tc, h, n, repeats=repeats))
-    if K.packed(w):
-        add("rec bwd, packed (b,4H)@(4H,H)", timeit(packed_loop, dG, WTp, dh, n,
-                                                    repeats=repeats), rec_flops)
-    else:
-        add("rec bwd GEMM  (b,4H)@(4H,H)", blas_bwd, rec_flops)
     g = (rng.random((b, Kg)) * 0.8 + 0.1).astype(f32)
     dc = r(b, H)
-    add("gates bwd", timeit(gates_bwd, g, c_prev, tc, dh, dc, dG, n, repeats=repeats))
-
-    N = T * b
     A_H, A_K, A_V = r(N, H), r(N, Kg), r(N, V)
-    # per window: layers > 0 input projection (L-1), decoder fwd (1); weight gradients dWh (L),
-    # dWx (L-1), dWy (1); gradients to the layer below (L-1) and from the decoder (1)
-    win = 0.0
-    flops = 0.0
     C_K, C_V, C_H = np.empty((N, Kg), f32), np.empty((N, V), f32), np.empty((N, H), f32)
     WxK, WyV = r(H, Kg), r(H, V)
-    for count, fn, args, fl in [
-            (L - 1, gemm, (A_H, WxK, C_K), 2.0 * N * H * Kg),           # input projection
-            (1, gemm, (A_H, WyV, C_V), 2.0 * N * H * V),                # decoder
-            (2 * L - 1, gemm_tn, (A_H, A_K, np.empty((H, Kg), f32)), 2.0 * N * H * Kg),  # dW
-            (1, gemm_tn, (A_H, A_V, np.empty((H, V), f32)), 2.0 * N * H * V),  # dWy
-            (L - 1, gemm, (A_K, np.ascontiguousarray(WxK.T), C_H), 2.0 * N * H * Kg),  # dH below
-            (1, gemm, (A_V, np.ascontiguousarray(WyV.T), C_H), 2.0 * N * H * V)]:  # dH top
-        if count:
-            win += count * timeit(fn, *args, 1, repeats=repeats)
-            flops += count * fl
-    add("window GEMMs (proj, decoder, dW)", win, flops)
-    add("embed + scatter", timeit(embed_loop, p, x, np.empty((T, b, Kg), f32), 1,
-                                  repeats=repeats)
-        + timeit(scatter_loop, dp.Wx0, x, r(T, b, Kg), 1, repeats=repeats))
     Psave = r(N, V)
-    add("xent", timeit(xent_loop, A_V.copy(), Psave, y.reshape(-1), 1, repeats=repeats)
-        - timeit(copy_loop, A_V.copy(), Psave, 1, repeats=repeats))
+    K.pack_weights(p, w, True)
+    rec_flops = 2.0 * b * H * Kg * n
+    nk, nv = 2.0 * N * H * Kg, 2.0 * N * H * V
+    # (label, fn, args, calls per window, flops per window); the fused kernel comes first
+    pieces = [
+        ("whole", K.window_grad, (K.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, N), 1, 0),
+        ("pack Wh, Wh^T (all layers)", K.pack_weights, (p, w, True), 1, 0)]
+    if K.packed(w):
+        pieces += [("rec fwd, packed (b,H)@(H,4H)", packed_loop, (h, w.Whp[0], R, n), 1,
+                    rec_flops),
+                   ("rec bwd, packed (b,4H)@(4H,H)", packed_loop, (dG, w.WhTp[0], dh, n), 1,
+                    rec_flops)]
+    pieces += [
+        ("rec fwd, OpenBLAS" + (" (not used)" if K.packed(w) else ""), gemm, (h, W, R, n), 1,
+         rec_flops),
+        ("rec bwd, OpenBLAS" + (" (not used)" if K.packed(w) else ""), rec_bwd, (dG, W, dh, n),
+         1, rec_flops),
+        ("gates fwd", gates_fwd, (G, c_prev, c, tc, h, n), 1, 0),
+        ("gates bwd", gates_bwd, (g, c_prev, tc, dh, dc, dG, n), 1, 0),
+        ("input proj (N,H)@(H,4H) x(L-1)", gemm, (A_H, WxK, C_K, 1), L - 1, nk * (L - 1)),
+        ("decoder (N,H)@(H,V)", gemm, (A_H, WyV, C_V, 1), 1, nv),
+        ("dW += (H,N)@(N,4H) x(2L-1)", gemm_tn, (A_H, A_K, np.empty((H, Kg), f32), 1), 2 * L - 1,
+         nk * (2 * L - 1)),
+        ("dWy += (H,N)@(N,V)", gemm_tn, (A_H, A_V, np.empty((H, V), f32), 1), 1, nv),
+        ("dH below (N,4H)@(4H,H) x(L-1)", gemm, (A_K, np.ascontiguousarray(WxK.T), C_H, 1),
+         L - 1, nk * (L - 1)),
+        ("dH top (N,V)@(V,H)", gemm, (A_V, np.ascontiguousarray(WyV.T), C_H, 1), 1, nv),
+        ("embed", embed_loop, (p, x, np.empty((T, b, Kg), f32), 1), 1, 0),
+        ("Wx0 scatter", scatter_loop, (dp.Wx0, x, r(T, b, Kg), 1), 1, 0),
+        ("xent (+ a copy)", xent_loop, (A_V.copy(), Psave, y.reshape(-1), 1), 1, 0)]
+    pieces = [pc for pc in pieces if pc[3] > 0]
+    med = round_robin([pc[:4] for pc in pieces], repeats)
+    flops = {pc[0]: pc[4] for pc in pieces}
+    whole = med.pop("whole")
     opt = Adam(m.flat)
     g = np.zeros_like(m.flat)
-    opt.step(m.flat.copy(), g)
     adam = timeit(opt.step, m.flat.copy(), g, repeats=repeats)
-
-    # the best this core's BLAS does: one large square product
-    S = 1024
+    S = 1024  # the best this core's BLAS does: one large square product
     big_a, big_b, big_c = r(S, S), r(S, S), np.empty((S, S), f32)
     peak = 2.0 * S ** 3 / timeit(gemm, big_a, big_b, big_c, 1, repeats=3) / 1e9
 
     print(f"\n{name}: {L} layers x {H}, batch {batch} x window {T}, {nthreads} parts of "
-          f"{b} streams; one part on one thread")
+          f"{b} streams; one part on one thread, thread CPU time, medians of {repeats} rounds")
     print(f"  fused window kernel (forward + loss + backward): {whole * 1e3:8.2f} ms")
     print(f"  {'piece':36s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
     total = 0.0
-    for label, secs, fl in rows:
-        total += secs
+    for label, secs in med.items():
+        used = "OpenBLAS" not in label or not K.packed(w)
+        total += secs if used else 0.0
+        fl = flops[label]
         gf = f"{fl / secs / 1e9:8.1f}" if fl else ""
-        print(f"  {label:36s} {secs * 1e3:10.2f} {secs / whole:7.1%} {gf:>8s}")
-    print(f"  {'rest (loops, copies, dropout, norms)':36s} {(whole - total) * 1e3:10.2f} "
+        share = f"{secs / whole:7.1%}" if used else "       "
+        print(f"  {label:36s} {secs * 1e3:10.2f} {share} {gf:>8s}")
+    print(f"  {'rest (loops, copies, norms, sums)':36s} {(whole - total) * 1e3:10.2f} "
           f"{(whole - total) / whole:7.1%}")
     print(f"  Adam over {m.flat.size:,} parameters, once per step: {adam * 1e3:.2f} ms")
-    if K.packed(w):
-        print(f"  the same recurrent products through OpenBLAS: forward {blas_fwd * 1e3:.2f} ms "
-              f"({rec_flops / blas_fwd / 1e9:.1f} GFLOP/s), backward {blas_bwd * 1e3:.2f} ms "
-              f"({rec_flops / blas_bwd / 1e9:.1f} GFLOP/s)")
-    all_flops = sum(fl for _, _, fl in rows)
+    all_flops = 2 * rec_flops + sum(fl for label, fl in flops.items()
+                                    if fl and "rec " not in label)
     print(f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
           f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s")
     print(f"  => at most {b * T / whole * nthreads:,.0f} chars/s with {nthreads} parts in "

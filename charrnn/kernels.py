@@ -53,21 +53,22 @@ class Params(NamedTuple):
 
 class Work(NamedTuple):
     """Per-window buffers, allocated once per shape (see model.alloc_work)."""
-    G: np.ndarray     # (L, T, B, K)    gate activations
+    G: np.ndarray     # (L, T, B, K)    gate activations; the backward pass overwrites them,
+                      #                 step by step, with the gate pre-activation gradients
     Hs: np.ndarray    # (L, T+1, B, H)  hidden states, Hs[l, 0] = initial state
     Cs: np.ndarray    # (L, T+1, B, H)  lstm cell states (unused by gru and rnn)
     Aux: np.ndarray   # (L, T, B, H)    lstm: tanh(c);  gru: Wh h + bh of the n gate
     M: np.ndarray     # (L, T, B, H)    inverted-dropout masks, or (L, 0, B, H) for none
     D: np.ndarray     # (L, T, B, H)    masked layer outputs (inputs of the layer above), if dropout
     P: np.ndarray     # (T*B, V)        logits, then probabilities, then dlogits
-    R: np.ndarray     # (B, K)          recurrent product of one step
-    dG: np.ndarray    # (T, B, K)       gate pre-activation gradients of one layer
+    R: np.ndarray     # (B, K)          recurrent product of one step; backward: its dG
     dR: np.ndarray    # (T, B, K)       gru: gradient of the recurrent product (else unused)
     dH: np.ndarray    # (L, T, B, H)    gradient reaching each layer's outputs
     dh: np.ndarray    # (B, H)          carried dh of the backward time loop
     dc: np.ndarray    # (B, H)          carried dc of the backward time loop
     dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
-    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step
+    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step,
+                      #                 or (L, 0) not to measure it
     Whp: np.ndarray   # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
     WhTp: np.ndarray  # (L, K*H)        Wh^T packed for the backward steps, if packable
 
@@ -355,6 +356,14 @@ def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
 
 
 @kernel
+def add_rows(a, out):
+    """out (N,) += the sum of a's rows, a (M, N) (a loop LLVM vectorises; NumPy-style
+    a.sum(axis=0) in Numba does not)."""
+    for i in range(a.shape[0]):
+        out += a[i]
+
+
+@kernel
 def norm2(a):
     """Euclidean norm of a 2-d array, accumulated in float64."""
     s = 0.0
@@ -385,39 +394,43 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
-    dby += w.P.sum(axis=0)
+    add_rows(w.P, dby)
     np.dot(w.P, p.Wy.T, rows(w.dH[L - 1]))
     for l in range(L - 1, -1, -1):
         dH = w.dH[l]
         if w.M.shape[1] > 0:
             dH *= w.M[l]
         WhT = p.Wh[l].T
-        dR = w.dR if cell == GRU else w.dG
+        dG = w.G[l]  # each step's gate gradients replace its activations, once read
+        dg = w.R  # the step's gate gradients, while the step needs them
+        dR = w.dR if cell == GRU else dG
         dh = w.dh
         dh[:] = 0
         w.dc[:] = 0
         for t in range(T - 1, -1, -1):
             dh += dH[t]
-            w.gn[l, t] = norm2(dh)
+            if w.gn.shape[1] > 0:
+                w.gn[l, t] = norm2(dh)
             if cell == LSTM:
-                lstm_step_back(w.G[l, t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, w.dG[t])
-                rec_back(WhT, w.WhTp[l], w.dG[t], w.dh)
+                lstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, dg)
+                rec_back(WhT, w.WhTp[l], dg, w.dh)
             elif cell == GRU:
-                gru_step_back(w.G[l, t], w.Aux[l, t], w.Hs[l, t], w.dh, w.dG[t], w.dR[t], dp.bh[l])
+                gru_step_back(dG[t], w.Aux[l, t], w.Hs[l, t], w.dh, dg, w.dR[t], dp.bh[l])
                 rec_back(WhT, w.WhTp[l], w.dR[t], w.dhn)
                 dh += w.dhn
             else:
-                G = w.G[l, t]
+                G = dG[t]
                 one = like(G[0, 0], 1.0)
                 for bb in range(B):
                     for j in range(K):
-                        w.dG[t, bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
-                rec_back(WhT, w.WhTp[l], w.dG[t], w.dh)
+                        dg[bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
+                rec_back(WhT, w.WhTp[l], dg, w.dh)
+            dG[t] = dg
         dh0[l] = w.dh
         dc0[l] = w.dc
-        dG2 = rows(w.dG)
+        dG2 = rows(dG)
         dp.Wh[l] += np.dot(rows(w.Hs[l][:T]).T, rows(dR))
-        dp.b[l] += dG2.sum(axis=0)
+        add_rows(dG2, dp.b[l])
         if l > 0:
             below = rows(layer_input(w, l - 1))
             dp.Wx[l - 1] += np.dot(below.T, dG2)
@@ -425,7 +438,7 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         else:
             for t in range(T):
                 for bb in range(B):
-                    dp.Wx0[x[t, bb]] += w.dG[t, bb]
+                    dp.Wx0[x[t, bb]] += dG[t, bb]
 
 
 @kernel

@@ -70,6 +70,9 @@ class Model:
         self._work = {}
         self._grads = {}
         self._packed = None
+        # Measure |d loss / d h_t| at every step of loss_and_grad's backward pass, into
+        # self.grad_norms (L, T) (1% of a 2 x 128 window's time, so only when asked).
+        self.track_grad_norms = False
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -114,11 +117,12 @@ class Model:
     # own buffers, and all but the first their own gradient accumulator.
 
     def work(self, T, B, dropout=False, part=0):
-        key = (T, B, dropout, part)  # each part (thread) has buffers of its own ...
-        if key not in self._work:
-            if self._packed is None:  # ... but for the packed weights, which all parts read
+        key = (T, B, dropout, part, self.track_grad_norms)  # each part (thread) has buffers
+        if key not in self._work:  # of its own, but for the packed weights, which all read
+            if self._packed is None:
                 self._packed = alloc_packed(self.config, self.dtype)
-            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed)
+            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed,
+                                         self.track_grad_norms)
         return self._work[key]
 
     def parts(self, B):
@@ -183,7 +187,8 @@ class Model:
             return loss, w
         K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None), True)
         res = self._map(part, parts)
-        self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T) over all streams
+        if self.track_grad_norms:
+            self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
         for i in range(1, len(parts)):
             gflat = self._part_grads(i)[0]
             for g, d in zip(grads, self._part_grads(i)[1]):
@@ -230,14 +235,16 @@ def alloc_packed(cfg, dtype):
     return np.zeros((L, n), dtype), np.zeros((L, n), dtype)
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False, packed=None):
-    """Buffers for one window (T, B); packed: shared (Whp, WhTp) buffers, or new ones."""
+def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
+    """Buffers for one window (T, B); packed: shared (Whp, WhTp) buffers, or new ones;
+    grad_norms: room for the backward pass's |d loss / d h_t| (see Work.gn)."""
     L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
     G = GATES[K.CELLS[cfg.cell]] * H
     e = lambda *s: np.zeros(s, dtype)
     TD = T if dropout else 0
     Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
     return Work(G=e(L, T, B, G), Hs=e(L, T + 1, B, H), Cs=e(L, T + 1, B, H), Aux=e(L, T, B, H),
-                M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G), dG=e(T, B, G),
+                M=e(L, TD, B, H), D=e(L, TD, B, H), P=e(T * B, V), R=e(B, G),
                 dR=e(T if cfg.cell == "gru" else 0, B, G), dH=e(L, T, B, H), dh=e(B, H),
-                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T)), Whp=Whp, WhTp=WhTp)
+                dc=e(B, H), dhn=e(B, H), gn=np.zeros((L, T if grad_norms else 0)),
+                Whp=Whp, WhTp=WhTp)

@@ -287,3 +287,22 @@ def test_packed_product_equals_numpy(dtype):
         C = np.full((m, 3 * NR), np.nan, dtype)
         gemm.matmul(A, Wp, C)
         np.testing.assert_allclose(C, A.astype(np.float64) @ W, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_grad_norms_are_measured_only_when_asked(cell):
+    """With track_grad_norms the backward pass records |d loss / d h_t| of every layer and
+    step; at the top layer's last step that is the decoder's gradient alone."""
+    m, rng = tiny(cell)
+    x, y, h0, c0 = window(rng)
+    _, grads = m.zeros_like_params()
+    m.loss_and_grad(x, y, h0, c0, grads)
+    assert not hasattr(m, "grad_norms")
+    m.track_grad_norms = True
+    m.loss_and_grad(x, y, h0, c0, grads)
+    assert m.grad_norms.shape == (2, 6)
+    w = m.forward(x, h0, c0)
+    P = w.P.copy()
+    K.xent(P, y.reshape(-1), True, 0)
+    top = (P @ m.params.Wy.T).reshape(6, 3, -1)[-1]
+    np.testing.assert_allclose(m.grad_norms[1, -1], np.linalg.norm(top), rtol=1e-12)
