@@ -6,11 +6,18 @@
 
 For each model size it measures, in separate processes run alternately (charrnn, torch,
 charrnn, ...) so both sides see the same machine state:
-  training   characters/second over N optimizer steps (after warm-up), median of the repeats
+  training   characters/second over N optimizer steps (after warm-up), median of the repeats,
+             and the ratio of each repeat's pair
   sampling   batch-1 characters/second at temperature 0.8, median of the repeats
   memory     peak resident set size of the training process
-and, for charrnn, the start-up time of `charrnn sample -n 100` from a small checkpoint with the
-Numba cache warm (median wall time of several runs).
+  peak       the fraction of the machine's fp32 peak a training step reaches: its matrix-product
+             FLOPs per character times chars/s, over the best 1024^3 SGEMM rate of the BLAS
+             charrnn calls, on one thread (x 2 cores) and on two, measured in the same run
+and, for charrnn:
+  start-up   `charrnn sample -n 100` from a small checkpoint, Numba's cache warm (median)
+  pair       two trainings started together: their summed chars/s over one solo run's
+  beside     batch-1 sampling while a training runs beside it: the default path's chars/s over
+             the serial path's in the same conditions
 
 On the machines this project is developed on, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are set and
 force slower BLAS kernels; benchmark with both unset, for both sides:
@@ -29,9 +36,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = Path(os.environ.get("CHARRNN_BENCH_ROOT") or HERE.parent)  # see --baseline
+sys.path.insert(0, str(ROOT))  # this checkout's charrnn, whatever else is installed
 SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
+         "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
          "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
 V = 65  # Tiny Shakespeare's vocabulary size
+SECTIONS = ("train", "peak", "startup", "pair", "beside")
 
 
 def log(*a):
@@ -49,15 +60,31 @@ def cpu_model():
 
 
 def environment():
+    import llvmlite.binding as ll
     import numba
     import numpy
     import scipy
+    from threadpoolctl import threadpool_info
     from charrnn import __version__, threads
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "charrnn": __version__, "numpy": numpy.__version__, "numba": numba.__version__,
-            "scipy": scipy.__version__, "charrnn_threads": threads.num_threads(),
+    threads.single_threaded_blas()  # loads the BLAS that Numba calls
+    blas = [f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
+            for b in threadpool_info() if b.get("user_api") == "blas"]
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "llvm_cpu": ll.get_host_cpu_name(),
+            "python": platform.python_version(), "charrnn": __version__,
+            "numpy": numpy.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
+            "blas": blas, "charrnn_threads": threads.num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+
+
+def flops_per_char(layers, hidden, vocab=V, gates=4):
+    """Matrix-product FLOPs of one training character: the recurrent products of every layer,
+    the input products of layers above the first (the first looks up a row), the decoder;
+    the backward pass does two products of the same size for each (weights and inputs)."""
+    K = gates * hidden
+    forward = layers * 2 * hidden * K + (layers - 1) * 2 * hidden * K + 2 * hidden * vocab
+    return 3 * forward
 
 
 # -- charrnn measurements, each run in a child process --------------------------------------
@@ -71,35 +98,37 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
     m.init_weights(rng)
     gflat, grads = m.zeros_like_params()
     opt = Adam(m.flat)
-    ids = rng.integers(0, V, (steps + warmup + 1) * seq * batch + 1).astype(np.uint8)
+    windows = min(steps + warmup, 200)  # the text repeats after this many windows
+    ids = rng.integers(0, V, (windows + 1) * seq * batch + 1).astype(np.uint8)
     per = (len(ids) - 1) // batch
     xs, ys = ids[:batch * per].reshape(batch, per), ids[1:batch * per + 1].reshape(batch, per)
     h, c = m.zero_state(batch)
 
     def step(k):
         nonlocal h, c
-        s = slice(k * seq, (k + 1) * seq)
+        s = slice((k % windows) * seq, (k % windows + 1) * seq)
         x = np.ascontiguousarray(xs[:, s].T, dtype=np.int32)
         y = np.ascontiguousarray(ys[:, s].T, dtype=np.int32)
         _, (h, c) = m.loss_and_grad(x, y, h, c, grads)
         opt.step(m.flat, gflat)
     for k in range(warmup):
         step(k)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for k in range(warmup, warmup + steps):
         step(k)
-    secs = time.perf_counter() - t
-    return {"chars_per_sec": steps * batch * seq / secs, "peak_rss_mb": peak_rss_mb()}
+    secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+    return {"chars_per_sec": steps * batch * seq / secs, "peak_rss_mb": peak_rss_mb(),
+            "chars_per_cpu_sec": steps * batch * seq / cpu}
 
 
-def child_sample(layers, hidden, length):
+def child_sample(layers, hidden, length, parallel=None):
     import numpy as np
     from charrnn.api import CharModel
     from charrnn.model import ModelConfig
     from charrnn.sampler import Sampler
     m = CharModel(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
     m.init_weights(np.random.default_rng(0))
-    s = Sampler(m, 1)
+    s = Sampler(m, 1, parallel=parallel)
     s.prime(np.array([0]))
     rng = np.random.default_rng(0)
     s.generate(50, rng, 0.8)
@@ -108,19 +137,56 @@ def child_sample(layers, hidden, length):
     return {"chars_per_sec": length / (time.perf_counter() - t)}
 
 
+def child_peak(repeats):
+    """Best fp32 GEMM rate (GFLOP/s) of a 1024^3 product through the BLAS Numba calls, on one
+    thread and on two."""
+    import numpy as np
+    from numba import njit
+    from threadpoolctl import threadpool_limits
+    from charrnn import threads
+    threads.single_threaded_blas()
+
+    @njit(nogil=True)
+    def gemm(a, b, c, n):
+        for _ in range(n):
+            np.dot(a, b, c)
+    rng = np.random.default_rng(0)
+    S = 1024
+    a, b = rng.standard_normal((S, S), np.float32), rng.standard_normal((S, S), np.float32)
+    c = np.empty((S, S), np.float32)
+    out = {}
+    for nt in (1, 2):
+        with threadpool_limits(nt, user_api="blas"):
+            gemm(a, b, c, 1)
+            best = 0.0
+            for _ in range(repeats):
+                t = time.perf_counter()
+                gemm(a, b, c, 4)
+                best = max(best, 4 * 2.0 * S ** 3 / (time.perf_counter() - t) / 1e9)
+        out[f"gflops_{nt}"] = best
+    return out
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_json(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True)
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    log("   ", cmd[-2] if "--child" in cmd else cmd[2], json.dumps(res)[:200])
+    return res
 
 
 def charrnn_cmd(mode, **kw):
     return [sys.executable, str(Path(__file__).resolve()), "--child", mode, json.dumps(kw)]
+
+
+def baseline_env(root):
+    """The environment of a child that measures the charrnn checkout at root instead."""
+    return dict(os.environ, CHARRNN_BENCH_ROOT=str(Path(root).resolve()))
 
 
 def torch_cmd(python, mode, size, steps, warmup, length):
@@ -148,74 +214,169 @@ def startup_seconds(repeats):
         text = Path(d) / "t.txt"
         text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
         exe = [sys.executable, "-m", "charrnn"]
+        run = dict(check=True, cwd=ROOT)
         subprocess.run(exe + ["train", str(text), "-o", f"{d}/run", "--steps", "5", "--batch",
-                              "4", "--seq", "16", "--hidden", "32", "-q"], check=True)
-        subprocess.run(exe + ["sample", "-c", f"{d}/run", "-n", "100"], check=True,
-                       capture_output=True)  # warms the sampling kernels' cache
+                              "4", "--seq", "16", "--hidden", "32", "-q"], **run)
+        subprocess.run(exe + ["sample", "-c", f"{d}/run", "-n", "100"], capture_output=True,
+                       **run)  # warms the sampling kernels' cache
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
             subprocess.run(exe + ["sample", "-c", f"{d}/run", "-n", "100", "--seed", "1"],
-                           check=True, capture_output=True)
+                           capture_output=True, **run)
             times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
+def measure_size(name, args, peak):
+    size = SIZES[name]
+    small = size["hidden"] <= 256
+    steps = args.steps or (40 if size["hidden"] <= 128 else 12 if small else 6)
+    length = args.length or (5000 if small else 1000)
+    warmup = 3 if small else 1
+    r = {"config": dict(size, steps=steps, sample_length=length, vocab=V),
+         "flops_per_char": flops_per_char(size["layers"], size["hidden"])}
+    ours = {"train": [], "sample": [], "rss": []}
+    theirs = {"train": [], "sample": [], "rss": []}
+    before = {"train": [], "sample": [], "rss": []}
+    for rep in range(args.repeats):
+        log(f"{name}: repeat {rep + 1}/{args.repeats}")
+        if args.baseline:
+            env = baseline_env(args.baseline)
+            t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup), env)
+            before["train"].append(t["chars_per_sec"])
+            before["rss"].append(t["peak_rss_mb"])
+            before["sample"].append(run_json(charrnn_cmd(
+                "sample", layers=size["layers"], hidden=size["hidden"], length=length), env)
+                ["chars_per_sec"])
+        t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
+        ours["train"].append(t["chars_per_sec"])
+        ours["rss"].append(t["peak_rss_mb"])
+        ours["sample"].append(run_json(charrnn_cmd("sample", layers=size["layers"],
+                                                   hidden=size["hidden"], length=length))
+                              ["chars_per_sec"])
+        if args.torch_python:
+            t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length))
+            theirs["train"].append(torch_figure(t))
+            theirs["rss"].append(t.get("peak_rss_mb"))
+            s = run_json(torch_cmd(args.torch_python, "sample", size, steps, warmup, length))
+            theirs["sample"].append(torch_figure(s))
+    for side, d in (("charrnn", ours), ("torch", theirs), ("before", before)):
+        if d["train"]:
+            rate = statistics.median(d["train"])
+            r[side] = {"train_chars_per_sec": rate,
+                       "sample_chars_per_sec": statistics.median(d["sample"]),
+                       "peak_rss_mb": max(x for x in d["rss"] if x is not None),
+                       "train_runs": [round(x) for x in d["train"]],
+                       "sample_runs": [round(x) for x in d["sample"]]}
+            if peak:
+                gf = rate * r["flops_per_char"] / 1e9
+                r[side].update(train_gflops=gf, of_peak_2=gf / peak["gflops_2"],
+                               of_peak_1x2=gf / (2 * peak["gflops_1"]))
+    if "torch" in r:
+        r["ratio"] = {k: r["charrnn"][k] / r["torch"][k]
+                      for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
+        r["ratio"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"], theirs["train"])]
+    if "before" in r:
+        r["speedup"] = {k: r["charrnn"][k] / r["before"][k]
+                        for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
+        r["speedup"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"],
+                                                                       before["train"])]
+    return r
+
+
+def measure_pair(name, repeats):
+    """Two trainings started together against one alone, alternately."""
+    size = SIZES[name]
+    steps, warmup = (30, 2) if size["hidden"] <= 128 else (6, 1)
+    cmd = charrnn_cmd("train", **size, steps=steps, warmup=warmup)
+    solo, pair = [], []
+    for rep in range(repeats):
+        log(f"pair {name}: repeat {rep + 1}/{repeats}")
+        solo.append(run_json(cmd)["chars_per_sec"])
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        rates = []
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(err[-2000:])
+            rates.append(json.loads(out.strip().splitlines()[-1])["chars_per_sec"])
+        pair.append(sum(rates))
+    return {"solo_runs": [round(x) for x in solo], "pair_sum_runs": [round(x) for x in pair],
+            "ratio": statistics.median(pair) / statistics.median(solo)}
+
+
+def measure_beside(name, repeats, length):
+    """Batch-1 sampling while a training runs beside it: the default path, the serial path and
+    the two-core split path (what --threads 2 chooses for a wide LSTM), alternately."""
+    size = SIZES[name]
+    trainer = subprocess.Popen(charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(5)  # past its start-up: the training is running
+        runs = {"default": [], "serial": [], "split": []}
+        for rep in range(repeats):
+            log(f"beside {name}: repeat {rep + 1}/{repeats}")
+            kw = dict(layers=size["layers"], hidden=size["hidden"], length=length)
+            for path, parallel in (("default", None), ("serial", False), ("split", True)):
+                runs[path].append(run_json(charrnn_cmd("sample", **kw, parallel=parallel))
+                                  ["chars_per_sec"])
+    finally:
+        trainer.terminate()
+        trainer.wait()
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {**{f"{k}_runs": [round(x) for x in v] for k, v in runs.items()},
+            "ratio": med["default"] / med["serial"], "split_ratio": med["split"] / med["serial"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="2x128,2x512", help="comma-separated: " + ",".join(SIZES))
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ",".join(SIZES))
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="comma-separated: " + ",".join(SECTIONS))
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="training steps per run (default: "
-                                                          "40 at 2x128, 6 at 2x512)")
+                                                          "40 at 2x128, 12 at 2x256, 6 at 2x512)")
     ap.add_argument("--length", type=int, default=0, help="sampled characters per run "
                                                            "(default: 5000 / 1000)")
     ap.add_argument("--torch-python", default=os.environ.get("CHARRNN_TORCH_PYTHON"),
                     help="a Python with torch installed, to measure PyTorch beside charrnn")
+    ap.add_argument("--baseline", help="another charrnn checkout (say, the last release) to "
+                                       "measure alternately with this one")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        fn = {"train": child_train, "sample": child_sample}[args.child[0]]
+        fn = {"train": child_train, "sample": child_sample, "peak": child_peak}[args.child[0]]
         print(json.dumps(fn(**json.loads(args.child[1]))))
         return
+    sections = args.sections.split(",")
     env = environment()
     log("environment:", json.dumps(env))
     results = {"environment": env, "repeats": args.repeats, "sizes": {}}
-    for name in args.sizes.split(","):
-        size = SIZES[name]
-        small = size["hidden"] <= 256
-        steps = args.steps or (40 if small else 6)
-        length = args.length or (5000 if small else 1000)
-        warmup = 3 if small else 1
-        r = {"config": dict(size, steps=steps, sample_length=length, vocab=V)}
-        ours = {"train": [], "sample": [], "rss": []}
-        theirs = {"train": [], "sample": [], "rss": []}
-        for rep in range(args.repeats):
-            log(f"{name}: repeat {rep + 1}/{args.repeats}")
-            t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
-            ours["train"].append(t["chars_per_sec"])
-            ours["rss"].append(t["peak_rss_mb"])
-            ours["sample"].append(run_json(charrnn_cmd("sample", layers=size["layers"],
-                                                       hidden=size["hidden"], length=length))
-                                  ["chars_per_sec"])
-            if args.torch_python:
-                t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length))
-                theirs["train"].append(torch_figure(t))
-                theirs["rss"].append(t.get("peak_rss_mb"))
-                s = run_json(torch_cmd(args.torch_python, "sample", size, steps, warmup, length))
-                theirs["sample"].append(torch_figure(s))
-        for side, d in (("charrnn", ours), ("torch", theirs)):
-            if d["train"]:
-                r[side] = {"train_chars_per_sec": statistics.median(d["train"]),
-                           "sample_chars_per_sec": statistics.median(d["sample"]),
-                           "peak_rss_mb": max(x for x in d["rss"] if x is not None),
-                           "train_runs": [round(x) for x in d["train"]],
-                           "sample_runs": [round(x) for x in d["sample"]]}
-        if "torch" in r:
-            r["ratio"] = {k: r["charrnn"][k] / r["torch"][k]
-                          for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
-        results["sizes"][name] = r
-    results["startup_seconds"] = startup_seconds(args.repeats)
+    peaks = []
+    if "peak" in sections:
+        peaks.append(run_json(charrnn_cmd("peak", repeats=5)))
+    if "train" in sections:
+        for name in args.sizes.split(","):
+            results["sizes"][name] = measure_size(name, args, peaks[0] if peaks else None)
+    if "peak" in sections:  # once more at the end: the best of both is the peak
+        peaks.append(run_json(charrnn_cmd("peak", repeats=5)))
+        results["peak"] = {k: max(p[k] for p in peaks) for k in peaks[0]}
+        results["peak_runs"] = peaks
+        for r in results["sizes"].values():
+            for side in ("charrnn", "torch", "before"):
+                if side in r:
+                    gf = r[side]["train_gflops"]
+                    r[side].update(of_peak_2=gf / results["peak"]["gflops_2"],
+                                   of_peak_1x2=gf / (2 * results["peak"]["gflops_1"]))
+    if "startup" in sections:
+        results["startup_seconds"] = startup_seconds(max(args.repeats, 5))
+    if "pair" in sections:
+        results["pair"] = {n: measure_pair(n, args.repeats) for n in ("2x128", "2x512")}
+    if "beside" in sections:
+        results["beside"] = {n: measure_beside(n, args.repeats, 2000) for n in ("2x512",)}
     if args.json:
         print(json.dumps(results))
     else:
@@ -224,24 +385,48 @@ def main():
 
 def print_table(res):
     env = res["environment"]
-    print(f"# charrnn {env['charrnn']} on {env['cpu']} ({env['cores']} cores), numba "
-          f"{env['numba']}, numpy {env['numpy']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
+    print(f"# charrnn {env['charrnn']} on {env['cpu']} ({env['cores']} cores, LLVM target "
+          f"{env['llvm_cpu']}, BLAS {'; '.join(env['blas'])}), numba {env['numba']}, numpy "
+          f"{env['numpy']}; {env['date']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
           f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs")
-    print("| model | measure | charrnn | PyTorch | ratio |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| model | measure | charrnn | PyTorch | ratio (each run) | baseline | speed-up |")
+    print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name, r in res["sizes"].items():
         c = r["charrnn"]
         t = r.get("torch", {})
         q = r.get("ratio", {})
+        b = r.get("before", {})
+        u = r.get("speedup", {})
         cfg = r["config"]
         label = f"{name} (B{cfg['batch']} T{cfg['seq']})"
         for key, what, fmt in (("train_chars_per_sec", "training chars/s", ",.0f"),
+                               ("of_peak_2", "training, share of 2-core SGEMM peak", ".0%"),
                                ("sample_chars_per_sec", "sampling chars/s (batch 1)", ",.0f"),
                                ("peak_rss_mb", "peak RSS training (MB)", ",.0f")):
+            if key not in c:
+                continue
             tv = format(t[key], fmt) if key in t else "-"
             qv = f"{q[key]:.2f}x" if key in q else "-"
-            print(f"| {label} | {what} | {format(c[key], fmt)} | {tv} | {qv} |")
-    print(f"\nstart-up, `charrnn sample -n 100`, warm cache: {res['startup_seconds']:.2f} s")
+            bv = format(b[key], fmt) if key in b else "-"
+            uv = f"{u[key]:.2f}x" if key in u else "-"
+            if key == "train_chars_per_sec" and "train_runs" in q:
+                qv += " (" + ", ".join(f"{x:.2f}" for x in q["train_runs"]) + ")"
+            if key == "train_chars_per_sec" and "train_runs" in u:
+                uv += " (" + ", ".join(f"{x:.2f}" for x in u["train_runs"]) + ")"
+            print(f"| {label} | {what} | {format(c[key], fmt)} | {tv} | {qv} | {bv} | {uv} |")
+    if "peak" in res:
+        p = res["peak"]
+        print(f"\nSGEMM 1024^3 peak (best of the run): {p['gflops_1']:.0f} GFLOP/s on one thread, "
+              f"{p['gflops_2']:.0f} on two")
+    if "startup_seconds" in res:
+        print(f"start-up, `charrnn sample -n 100`, warm cache: {res['startup_seconds']:.2f} s")
+    for name, r in res.get("pair", {}).items():
+        print(f"two {name} trainings together: {r['ratio']:.0%} of one alone (solo "
+              f"{r['solo_runs']}, pair sums {r['pair_sum_runs']} chars/s)")
+    for name, r in res.get("beside", {}).items():
+        print(f"{name} sampling beside a training: the default path at {r['ratio']:.0%} of the "
+              f"serial path's speed, the split path at {r['split_ratio']:.0%} (default "
+              f"{r['default_runs']}, serial {r['serial_runs']}, split {r['split_runs']} chars/s)")
 
 
 if __name__ == "__main__":

@@ -282,14 +282,15 @@ def cmd_train(args):
     t0 = time.perf_counter()
     run(args.warmup)
     warm_s = time.perf_counter() - t0
-    runs, secs, last_losses = [], [], []
+    runs, secs, cpu_runs, last_losses = [], [], [], []
     mon = CpuMonitor()
     for r in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses = run(args.steps)
         dt = time.perf_counter() - t0
         cps = B * T * args.steps / dt
         runs.append(cps)
+        cpu_runs.append(B * T * args.steps / (time.process_time() - c0))
         secs.append(dt)
         last_losses.append(losses[-1])
         log(f"  repeat {r + 1}/{args.repeats}: {dt:.3f} s, {cps:,.0f} chars/s, "
@@ -304,6 +305,7 @@ def cmd_train(args):
         "chars_per_step": B * T,
         "chars_per_sec_median": round(med, 1),
         "chars_per_sec_runs": [round(c, 1) for c in runs],
+        "chars_per_cpu_sec_runs": [round(c, 1) for c in cpu_runs],  # CPU time of all threads
         "seconds_runs": [round(s, 4) for s in secs],
         "ms_per_step_median": round(1000 * B * T / med, 3),
         "warmup_seconds": round(warm_s, 3),

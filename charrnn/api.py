@@ -47,7 +47,9 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False):
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
         from .sampler import Sampler
-        for parallel in (False, True) if cell == "lstm" else (False,):
+        from . import threads
+        split = cell == "lstm" and (threads.explicit() or 1) > 1  # see sampler.Sampler
+        for parallel in (False, True) if split else (False,):
             s = Sampler(m, 1, parallel=parallel)
             s.prime(np.array([0, 1]))
             s.generate(1, np.random.default_rng(0), 1.0)

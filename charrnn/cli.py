@@ -175,6 +175,9 @@ def train(
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for and downloaded to.")] = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
+    threads: Annotated[Optional[int], Opt(
+        envvar="CHARRNN_THREADS", show_default=False,
+        help="Cores to train on. Default: all this process may use.")] = None,
     force: Annotated[bool, Opt(help="Start over in a run directory that holds a run (one "
                                     "that a live training holds is always refused).")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="No progress output.")] = False,
@@ -182,6 +185,7 @@ def train(
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
     from . import api, dist, run
+    _use_threads(threads)
 
     world = dist.world()  # under mpiexec: one of several processes training one model
     quiet = quiet or world.rank != 0  # rank 0 is the voice
@@ -238,6 +242,15 @@ def train(
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _use_threads(n):
+    """--threads (or CHARRNN_THREADS, which Typer reads into it): one setting for the run."""
+    if n is not None:
+        if n < 1:
+            fail("--threads (or CHARRNN_THREADS) must be at least 1", 2)
+        from . import threads as threads_mod
+        threads_mod.configure(n)
 
 
 def _stop_flag(announce=True):
@@ -468,9 +481,14 @@ def sample(
                                       "sample's n-grams occur verbatim in the training text.")] = False,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for (for --novelty).")] = None,
+    threads: Annotated[Optional[int], Opt(
+        envvar="CHARRNN_THREADS", show_default=False,
+        help="Cores to sample on. Default: one. More split each step of a wide LSTM's single "
+             "sample across them: faster on idle cores, far slower beside other busy work.")] = None,
 ):
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""
+    _use_threads(threads)
     _check_sampling(temp, top_k, top_p, length, num_samples)
     from . import api
     model = api.load(checkpoint)

@@ -29,6 +29,8 @@ preload_blas()  # before Numba first looks for BLAS: see threads.preload_blas
 from numba import njit, types  # noqa: E402
 from numba.extending import overload  # noqa: E402
 
+from . import gemm  # noqa: E402
+
 LSTM, GRU, RNN = 0, 1, 2
 
 # One decorator for every kernel: cached on disk, and NumPy's error model, so a float division
@@ -51,21 +53,24 @@ class Params(NamedTuple):
 
 class Work(NamedTuple):
     """Per-window buffers, allocated once per shape (see model.alloc_work)."""
-    G: np.ndarray     # (L, T, B, K)    gate activations
+    G: np.ndarray     # (L, T, B, K)    gate activations; the backward pass overwrites them,
+                      #                 step by step, with the gate pre-activation gradients
     Hs: np.ndarray    # (L, T+1, B, H)  hidden states, Hs[l, 0] = initial state
     Cs: np.ndarray    # (L, T+1, B, H)  lstm cell states (unused by gru and rnn)
     Aux: np.ndarray   # (L, T, B, H)    lstm: tanh(c);  gru: Wh h + bh of the n gate
     M: np.ndarray     # (L, T, B, H)    inverted-dropout masks, or (L, 0, B, H) for none
     D: np.ndarray     # (L, T, B, H)    masked layer outputs (inputs of the layer above), if dropout
     P: np.ndarray     # (T*B, V)        logits, then probabilities, then dlogits
-    R: np.ndarray     # (B, K)          recurrent product of one step
-    dG: np.ndarray    # (T, B, K)       gate pre-activation gradients of one layer
+    R: np.ndarray     # (B, K)          recurrent product of one step; backward: its dG
     dR: np.ndarray    # (T, B, K)       gru: gradient of the recurrent product (else unused)
     dH: np.ndarray    # (L, T, B, H)    gradient reaching each layer's outputs
     dh: np.ndarray    # (B, H)          carried dh of the backward time loop
     dc: np.ndarray    # (B, H)          carried dc of the backward time loop
     dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
-    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step
+    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step,
+                      #                 or (L, 0) not to measure it
+    Whp: np.ndarray   # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
+    WhTp: np.ndarray  # (L, K*H)        Wh^T packed for the backward steps, if packable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,11 +185,22 @@ def rnn_step(G, h):
 
 
 @kernel
-def cell_step(cell, p, l, G, w):
+def cell_step(cell, p, l, G, w, Whp):
     """Advance layer l by one step in place. G (B, K) holds the input projection; w is a tuple
-    (R, h_prev, c_prev, h, c, aux) of (B, .) arrays."""
+    (R, h_prev, c_prev, h, c, aux) of (B, .) arrays; Whp is p.Wh[l] packed (gemm.pack), or
+    empty to multiply by p.Wh[l] itself."""
+    R, h_prev = w[0], w[1]
+    if Whp.size > 0:
+        gemm.matmul(h_prev, Whp, R)
+    else:
+        np.dot(h_prev, p.Wh[l], R)
+    cell_update(cell, p, l, G, w)
+
+
+@kernel
+def cell_update(cell, p, l, G, w):
+    """cell_step once w's R holds the recurrent product h_prev @ Wh[l]."""
     R, h_prev, c_prev, h, c, aux = w
-    np.dot(h_prev, p.Wh[l], R)
     if cell == GRU:
         gru_step(G, R, p.bh[l], h_prev, aux, h)
     else:
@@ -222,10 +238,31 @@ def embed(p, ids, G):
 
 
 @kernel
-def forward(cell, p, x, h0, c0, w):
+def packed(w):
+    """Whether w's windows multiply by packed recurrent weights (gemm.packable)."""
+    return w.Whp.shape[1] > 0
+
+
+@kernel
+def pack_weights(p, w, backward):
+    """Pack every layer's Wh into w.Whp for the forward steps and, with backward, Wh^T into
+    w.WhTp for the backward steps (nothing if the hidden size does not suit packing)."""
+    if packed(w):
+        for l in range(p.Wh.shape[0]):
+            gemm.pack(p.Wh[l], w.Whp[l])
+            if backward:
+                gemm.pack(p.Wh[l].T, w.WhTp[l])
+
+
+@kernel
+def forward(cell, p, x, h0, c0, w, prepacked=False):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
-    w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V)."""
+    w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V). prepacked: w.Whp already
+    holds p.Wh packed (pack_weights), as when the parts of a window share it."""
     L, T, B, K = w.G.shape
+    if not prepacked and packed(w):
+        for l in range(L):
+            gemm.pack(p.Wh[l], w.Whp[l])
     for l in range(L):
         G = w.G[l]  # (T, B, K)
         if l == 0:
@@ -239,7 +276,7 @@ def forward(cell, p, x, h0, c0, w):
         w.Cs[l, 0] = c0[l]
         for t in range(T):
             cell_step(cell, p, l, G[t], (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1],
-                                          w.Cs[l, t + 1], w.Aux[l, t]))
+                                          w.Cs[l, t + 1], w.Aux[l, t]), w.Whp[l])
         if w.M.shape[1] > 0:
             np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
     P = w.P
@@ -319,6 +356,14 @@ def gru_step_back(g, rn, h_prev, dh, dG, dR, dbh):
 
 
 @kernel
+def add_rows(a, out):
+    """out (N,) += the sum of a's rows, a (M, N) (a loop LLVM vectorises; NumPy-style
+    a.sum(axis=0) in Numba does not)."""
+    for i in range(a.shape[0]):
+        out += a[i]
+
+
+@kernel
 def norm2(a):
     """Euclidean norm of a 2-d array, accumulated in float64."""
     s = 0.0
@@ -329,46 +374,63 @@ def norm2(a):
 
 
 @kernel
-def backward(cell, p, x, w, dp, dh0, dc0):
+def rec_back(WhT, WhTp, dG, out):
+    """out (B, H) = dG (B, K) @ Wh^T, through the packed WhTp when there is one."""
+    if WhTp.size > 0:
+        gemm.matmul(dG, WhTp, out)
+    else:
+        np.dot(dG, WhT, out)
+
+
+@kernel
+def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
-    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H)."""
+    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). prepacked: w.WhTp
+    already holds Wh^T packed (pack_weights)."""
     L, T, B, K = w.G.shape
+    if not prepacked and packed(w):
+        for l in range(L):
+            gemm.pack(p.Wh[l].T, w.WhTp[l])
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
-    dby += w.P.sum(axis=0)
+    add_rows(w.P, dby)
     np.dot(w.P, p.Wy.T, rows(w.dH[L - 1]))
     for l in range(L - 1, -1, -1):
         dH = w.dH[l]
         if w.M.shape[1] > 0:
             dH *= w.M[l]
         WhT = p.Wh[l].T
-        dR = w.dR if cell == GRU else w.dG
+        dG = w.G[l]  # each step's gate gradients replace its activations, once read
+        dg = w.R  # the step's gate gradients, while the step needs them
+        dR = w.dR if cell == GRU else dG
         dh = w.dh
         dh[:] = 0
         w.dc[:] = 0
         for t in range(T - 1, -1, -1):
             dh += dH[t]
-            w.gn[l, t] = norm2(dh)
+            if w.gn.shape[1] > 0:
+                w.gn[l, t] = norm2(dh)
             if cell == LSTM:
-                lstm_step_back(w.G[l, t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, w.dG[t])
-                np.dot(w.dG[t], WhT, w.dh)
+                lstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, dg)
+                rec_back(WhT, w.WhTp[l], dg, w.dh)
             elif cell == GRU:
-                gru_step_back(w.G[l, t], w.Aux[l, t], w.Hs[l, t], w.dh, w.dG[t], w.dR[t], dp.bh[l])
-                np.dot(w.dR[t], WhT, w.dhn)
+                gru_step_back(dG[t], w.Aux[l, t], w.Hs[l, t], w.dh, dg, w.dR[t], dp.bh[l])
+                rec_back(WhT, w.WhTp[l], w.dR[t], w.dhn)
                 dh += w.dhn
             else:
-                G = w.G[l, t]
+                G = dG[t]
                 one = like(G[0, 0], 1.0)
                 for bb in range(B):
                     for j in range(K):
-                        w.dG[t, bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
-                np.dot(w.dG[t], WhT, w.dh)
+                        dg[bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
+                rec_back(WhT, w.WhTp[l], dg, w.dh)
+            dG[t] = dg
         dh0[l] = w.dh
         dc0[l] = w.dc
-        dG2 = rows(w.dG)
+        dG2 = rows(dG)
         dp.Wh[l] += np.dot(rows(w.Hs[l][:T]).T, rows(dR))
-        dp.b[l] += dG2.sum(axis=0)
+        add_rows(dG2, dp.b[l])
         if l > 0:
             below = rows(layer_input(w, l - 1))
             dp.Wx[l - 1] += np.dot(below.T, dG2)
@@ -376,21 +438,21 @@ def backward(cell, p, x, w, dp, dh0, dc0):
         else:
             for t in range(T):
                 for bb in range(B):
-                    dp.Wx0[x[t, bb]] += w.dG[t, bb]
+                    dp.Wx0[x[t, bb]] += dG[t, bb]
 
 
 @kernel
-def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total):
+def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False):
     """Forward, loss and backward over one window (or a part of its streams): accumulates
     gradients into dp, returns the summed loss."""
-    forward(cell, p, x, h0, c0, w)
+    forward(cell, p, x, h0, c0, w, prepacked)
     loss = xent(w.P, y.reshape(-1), True, n_total)
-    backward(cell, p, x, w, dp, dh0, dc0)
+    backward(cell, p, x, w, dp, dh0, dc0, prepacked)
     return loss
 
 
 @kernel
-def window_loss(cell, p, x, y, h0, c0, w):
+def window_loss(cell, p, x, y, h0, c0, w, prepacked=False):
     """Summed loss over a window, without gradients."""
-    forward(cell, p, x, h0, c0, w)
+    forward(cell, p, x, h0, c0, w, prepacked)
     return xent(w.P, y.reshape(-1), False)

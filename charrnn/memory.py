@@ -20,7 +20,7 @@ import numpy as np
 from . import kernels as K
 from .errors import ConfigError
 from .evaluation import FULL_TIMES, segments
-from .model import num_params, part_slices, work_shapes
+from .model import num_params, packed_shape, part_slices, work_shapes
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
 
@@ -49,6 +49,7 @@ def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float3
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
     keys |= _eval_keys(val_len, eval_chars, B, T)
     held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
+    held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # Wh, Wh^T
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
         start = 2 * N * it          # the checkpoint's Adam moments, read before they are copied

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels as K, threads
+from . import gemm, kernels as K, threads
 from .config import ModelConfig  # noqa: F401  (its home is config.py)
 from .kernels import GATES, Params, Work
 from .vocab import Vocab
@@ -59,6 +59,10 @@ class Model:
         self.params = views(self.flat, self.shapes)
         self._work = {}
         self._grads = {}
+        self._packed = None
+        # Measure |d loss / d h_t| at every step of loss_and_grad's backward pass, into
+        # self.grad_norms (L, T) (1% of a 2 x 128 window's time, so only when asked).
+        self.track_grad_norms = False
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -103,16 +107,19 @@ class Model:
     # own buffers, and all but the first their own gradient accumulator.
 
     def work(self, T, B, dropout=False, part=0):
-        key = (T, B, dropout, part)  # each part (thread) has buffers of its own
-        if key not in self._work:
-            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout)
+        key = (T, B, dropout, part, self.track_grad_norms)  # each part (thread) has buffers
+        if key not in self._work:  # of its own, but for the packed weights, which all read
+            if self._packed is None:
+                self._packed = alloc_packed(self.config, self.dtype)
+            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed,
+                                         self.track_grad_norms)
         return self._work[key]
 
     def parts(self, B):
         # Always single-threaded BLAS: the parts are the parallelism. A multi-threaded OpenBLAS
         # spins while it waits and, with other busy processes on the machine, collapses
         # (measured here: tens of times slower with three trainings side by side).
-        threads.set_blas_threads(1)
+        threads.single_threaded_blas()
         return part_slices(B)
 
     def _part_grads(self, i):
@@ -142,9 +149,11 @@ class Model:
         def part(i, s):
             w = self.work(T, s.stop - s.start, False, i)
             loss = K.window_loss(self.cell, self.params, _c(x[:, s]), _c(y[:, s]),
-                                 _c(h0[:, s]), _c(c0[:, s]), w)
+                                 _c(h0[:, s]), _c(c0[:, s]), w, True)
             return loss, w
-        res = self._map(part, self.parts(B))
+        parts = self.parts(B)
+        K.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
+        res = self._map(part, parts)
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None):
@@ -164,11 +173,13 @@ class Model:
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
             loss = K.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
-                                 _c(c0[:, s]), w, dp, dh, dc, n_total)
+                                 _c(c0[:, s]), w, dp, dh, dc, n_total, True)
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
+        K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None), True)
         res = self._map(part, parts)
-        self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T) over all streams
+        if self.track_grad_norms:
+            self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
         for i in range(1, len(parts)):
             gflat = self._part_grads(i)[0]
             for g, d in zip(grads, self._part_grads(i)[1]):
@@ -243,18 +254,36 @@ def part_slices(B):
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
 
-def work_shapes(cfg, T, B, dropout=False):
-    """{field of Work: shape}, the buffers of one part's window; gn is float64, the rest in the
-    model's dtype. alloc_work allocates these and memory.py counts them."""
+def packed_shape(cfg, dtype):
+    """(L, H*K) of each packed copy of the recurrent weights (see kernels.pack_weights), or
+    (L, 0) where the hidden size does not suit the packed product."""
+    L, H = cfg.num_layers, cfg.hidden_size
+    n = H * GATES[K.CELLS[cfg.cell]] * H if gemm.packable(np.zeros(1, dtype), H) else 0
+    return (L, n)
+
+
+def alloc_packed(cfg, dtype):
+    """(Whp, WhTp): the buffers every part's Work shares for the packed recurrent weights."""
+    shape = packed_shape(cfg, dtype)
+    return np.zeros(shape, dtype), np.zeros(shape, dtype)
+
+
+def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
+    """{field of Work: shape}, the buffers of one part's window (the packed weights, shared by
+    all parts, aside); gn is float64, the rest in the model's dtype. alloc_work allocates these
+    and memory.py counts them. grad_norms: room for |d loss / d h_t| (see Work.gn)."""
     L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
     G = GATES[K.CELLS[cfg.cell]] * H
     TD = T if dropout else 0
     return dict(G=(L, T, B, G), Hs=(L, T + 1, B, H), Cs=(L, T + 1, B, H), Aux=(L, T, B, H),
-                M=(L, TD, B, H), D=(L, TD, B, H), P=(T * B, V), R=(B, G), dG=(T, B, G),
+                M=(L, TD, B, H), D=(L, TD, B, H), P=(T * B, V), R=(B, G),
                 dR=(T if cfg.cell == "gru" else 0, B, G), dH=(L, T, B, H), dh=(B, H),
-                dc=(B, H), dhn=(B, H), gn=(L, T))
+                dc=(B, H), dhn=(B, H), gn=(L, T if grad_norms else 0))
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False):
+def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
+    """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones."""
+    Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
     return Work(**{k: np.zeros(shape, np.float64 if k == "gn" else dtype)
-                   for k, shape in work_shapes(cfg, T, B, dropout).items()})
+                   for k, shape in work_shapes(cfg, T, B, dropout, grad_norms).items()},
+                Whp=Whp, WhTp=WhTp)

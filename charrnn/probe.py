@@ -58,7 +58,7 @@ def encode(model, text, unknown="error"):
 def run(model, ids, *accumulators, window=WINDOW):
     """Feed ids (N,) through the model from the zero state; each accumulator's add(start, h, c, G)
     sees every window: h, c (L, T, H) and G (L, T, K), views valid only during the call."""
-    threads.set_blas_threads(1)  # batch-1 products: a second thread only waits (see sampler)
+    threads.single_threaded_blas()  # batch-1 products: a second thread only waits
     h0, c0 = model.zero_state(1)
     for start in range(0, len(ids), window):
         x = np.ascontiguousarray(ids[start:start + window].reshape(-1, 1))

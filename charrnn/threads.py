@@ -1,78 +1,91 @@
-"""Threads: how many cores the kernels use, and the BLAS library's own thread count.
+"""Threads: how many cores a run uses, and the BLAS library's own thread count.
 
-A window's B streams are independent through the whole recurrence, so the model splits them
-into one part per core and runs the parts in Python threads (the kernels release the GIL), each
-with single-threaded BLAS. On small matrices that beats a multi-threaded BLAS call per time step,
-whose threads spend more time waking and spinning than multiplying.
+How many cores is one setting, read where it is needed and never guessed from the machine's
+load: `--threads N` on the command line (cli.py calls `configure`), else the environment
+variable CHARRNN_THREADS, else the cores this process may use (os.sched_getaffinity).
 
-Numba's np.dot calls the OpenBLAS bundled with SciPy; its thread count is set through ctypes.
-`CHARRNN_THREADS` overrides the number of parts (default: the cores this process may use).
+Training splits a window's B streams into one part per thread (model.Model.parts) and runs the
+parts side by side in a thread pool (the kernels release the GIL); the parts meet once per
+window. Every product a part makes runs on its own thread, so the BLAS library is limited to one
+thread, once per process, through threadpoolctl: on small matrices a multi-threaded BLAS call
+spends more time waking and spinning its threads than multiplying, and beside other busy
+processes it collapses. Sampling calls no BLAS (its products are gemm.py's).
 """
-import ctypes
-import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-_pool = None
+_configured = None  # set by configure() (the command line's --threads)
+_pool, _pool_size = None, 0
+_blas_limited = False
 
 
-def num_threads():
-    env = os.environ.get("CHARRNN_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
+def configure(n):
+    """Use n threads from now on (None: back to CHARRNN_THREADS or the available cores)."""
+    global _configured
+    if n is not None and int(n) < 1:
+        raise ValueError("threads must be at least 1")
+    _configured = None if n is None else int(n)
+
+
+def explicit():
+    """The thread count the user asked for (--threads or CHARRNN_THREADS), or None."""
+    if _configured is not None:
+        return _configured
+    env = os.environ.get("CHARRNN_THREADS", "").strip()
+    try:
+        return max(1, int(env)) if env else None
+    except ValueError:
+        return None
+
+
+def available():
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
+    except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
 
 
+def num_threads():
+    """How many threads a run uses: the explicit setting, else the available cores."""
+    return explicit() or available()
+
+
 def pool():
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=num_threads(), thread_name_prefix="charrnn")
+    """The thread pool that runs a window's parts (as many workers as threads)."""
+    global _pool, _pool_size
+    n = num_threads()
+    if _pool_size < n:  # first use, or the setting grew since
+        _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="charrnn"), n
     return _pool
 
 
-def _scipy_blas():
-    try:
-        import scipy
-    except ImportError:
-        return None
-    base = os.path.dirname(os.path.dirname(scipy.__file__))
-    for path in sorted(glob.glob(os.path.join(base, "scipy.libs", "libscipy_openblas*.so*"))):
-        try:
-            lib = ctypes.CDLL(path)
-            return lib.scipy_openblas_set_num_threads
-        except (OSError, AttributeError):
-            continue
-    return None
+def single_threaded_blas():
+    """Limit the BLAS libraries loaded in this process to one thread each (once; NumPy's own
+    included: a process that trains has no other use for them).
 
-
-_setter = None
-
-
-def set_blas_threads(n):
-    """Set the thread count of the BLAS that Numba calls; False if it cannot be set."""
-    global _setter
-    if _setter is None:
-        _setter = _scipy_blas() or False
-    if not _setter:
-        return False
-    _setter(int(n))
-    return True
+    Numba's np.dot calls the OpenBLAS bundled with SciPy, which Numba loads by importing
+    scipy.linalg.cython_blas at the first product; importing it here first makes sure it is
+    among the libraries threadpoolctl limits."""
+    global _blas_limited
+    if not _blas_limited:
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1, user_api="blas")
+        _blas_limited = True
 
 
 def preload_blas():
     """Load SciPy's BLAS wrapper module without running scipy.linalg's package import.
 
-    Numba finds BLAS by importing scipy.linalg.cython_blas the first time it loads a kernel,
-    which imports all of scipy.linalg (a fifth of a second, most of `charrnn sample`'s start-up
-    budget). The extension module itself needs none of that; registering it under its full name
-    first makes Numba's import a dictionary lookup. A later `import scipy.linalg` still works.
+    Numba imports scipy.linalg.cython_blas when its CPU target first initialises (the first
+    time a process loads a kernel, even one that multiplies nothing), and that imports all of
+    scipy.linalg: 0.25 s of CPU on the 2-core EPYC this was measured on, a quarter of
+    `charrnn sample`'s start-up. The extension module itself needs none of it; registering it
+    under its full name first makes Numba's import a dictionary lookup. A later
+    `import scipy.linalg` still works. Without this, start-up there went from 0.9 to 1.15 s.
     """
+    import glob
     import importlib.machinery
     import importlib.util
     import sys

@@ -47,6 +47,7 @@ class Trainer:
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
+        model.track_grad_norms = cfg.log_grad_norms
         self.rng = np.random.default_rng(cfg.seed)
         self.h, self.c = model.zero_state(B)
         self.dist = dist.world()

@@ -116,6 +116,29 @@ def test_same_seed_same_text_and_nothing_else_on_stdout(cli_run, corpus_text):
     assert c.stdout != a.stdout
 
 
+def test_threads_is_one_setting_for_sampling_and_training(cli_run, tmp_path, corpus_file,
+                                                          monkeypatch):
+    """--threads (or CHARRNN_THREADS) sets the cores a command uses; the text from a seed does
+    not depend on it, nor do the trained weights beyond float32 rounding (two parts' gradients
+    are summed in another order); 0 is a usage error."""
+    from charrnn import threads
+    monkeypatch.setattr(threads, "_configured", None)  # the commands below set it
+    a = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3"))
+    b = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3", "--threads", "2"))
+    assert threads.num_threads() == 2 and a.stdout == b.stdout
+    user_error(invoke("sample", "-c", cli_run, "-n", "5", "--threads", "0"), "threads", code=2)
+    monkeypatch.setenv("CHARRNN_THREADS", "0")
+    user_error(invoke("sample", "-c", cli_run, "-n", "5"), "CHARRNN_THREADS", code=2)
+    monkeypatch.delenv("CHARRNN_THREADS")
+    runs = []
+    for n in ("1", "2"):
+        out = tmp_path / f"t{n}"
+        ok(invoke("train", corpus_file, "-o", out, "--steps", "3", "-q", "--threads", n,
+                  *TINY[:4], "--batch", "16", "--seq", "8"))
+        runs.append(api.load(out).flat)
+    np.testing.assert_allclose(*runs, rtol=0, atol=1e-5)
+
+
 def test_greedy_sampling_needs_no_seed(cli_run):
     a = ok(invoke("sample", "-c", cli_run, "-n", "40", "--temp", "0"))
     b = ok(invoke("sample", "-c", cli_run, "-n", "40", "--temp", "0"))

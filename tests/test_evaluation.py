@@ -12,7 +12,7 @@ from charrnn import api, checkpoint, data, run
 from charrnn.api import CharModel
 from charrnn.kernels import GATES
 from charrnn.model import Model, ModelConfig
-from charrnn.sampler import step
+from charrnn.sampler import Sampler, step
 from conftest import markov_text
 
 
@@ -33,13 +33,12 @@ def random_model(cell, V=5, H=8, L=2, seed=1):
 def naive_loss(model, ids):
     """Mean loss of ids[1:] given ids[:-1], one character at a time through the sampler's step
     kernel from a zero state, with the log-softmax in NumPy."""
-    cfg = model.config
-    G = GATES[model.cell] * cfg.hidden_size
     h, c = model.zero_state(1)
-    buf = [np.zeros((1, G)), np.zeros((1, G)), np.zeros((1, cfg.hidden_size))]
+    s = Sampler(model, 1)  # for the step kernel's buffers and packed weights
     p, total = model.params, 0.0
     for t in range(len(ids) - 1):
-        step(model.cell, p, np.array([ids[t]], np.int64), h, c, *buf)
+        step(model.cell, p, s.packed, np.array([ids[t]], np.int64), h, c, s.G, s.R, s.aux,
+             s.scratch)
         logits = h[-1, 0] @ p.Wy + p.by
         top = logits.max()
         total += top + math.log(np.exp(logits - top).sum()) - logits[ids[t + 1]]

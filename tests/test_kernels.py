@@ -27,11 +27,13 @@ def window(rng, T=6, B=3, V=7, L=2, H=5, dtype=np.float64):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("L", [1, 3])
-def test_forward_matches_reference(cell, L):
-    m, rng = tiny(cell, L=L)
-    x, y, h0, c0 = window(rng, L=L)
+@pytest.mark.parametrize("L, H, B", [(1, 5, 3), (3, 5, 3), (2, 16, 7)])
+def test_forward_matches_reference(cell, L, H, B):
+    """H = 16 takes the packed recurrent product (gemm.py), H = 5 np.dot."""
+    m, rng = tiny(cell, L=L, H=H)
+    x, y, h0, c0 = window(rng, L=L, H=H, B=B)
     w = m.forward(x, h0, c0)
+    assert K.packed(w) == (H == 16)
     logits, hT, cT = reference_forward(cell, m.params, x, h0, c0)
     np.testing.assert_allclose(w.P, logits, rtol=0, atol=1e-10)
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
@@ -62,13 +64,13 @@ def assert_grad(analytic, numeric, name):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("dropout", [0.0, 0.4])
-def test_backward_matches_finite_differences(cell, dropout):
-    m, rng = tiny(cell, L=2, dropout=dropout)
-    x, y, h0, c0 = window(rng)
+@pytest.mark.parametrize("dropout, H", [(0.0, 5), (0.4, 5), (0.4, 16)])
+def test_backward_matches_finite_differences(cell, dropout, H):
+    m, rng = tiny(cell, L=2, H=H, dropout=dropout)
+    x, y, h0, c0 = window(rng, H=H)
     masks = None
     if dropout:
-        keep = rng.random((2, 6, 3, 5)) >= dropout
+        keep = rng.random((2, 6, 3, H)) >= dropout
         masks = keep / (1 - dropout)
 
     def loss():
@@ -145,13 +147,14 @@ def test_fast_tanh_is_close_to_exact():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_streams_split_across_threads_give_the_same_window(cell, monkeypatch):
+@pytest.mark.parametrize("H", [5, 16])
+def test_streams_split_across_threads_give_the_same_window(cell, H, monkeypatch):
     """The model splits a window's streams into parts run on separate threads; the loss, the
     gradients and the states must equal one kernel call over the whole window."""
     monkeypatch.setenv("CHARRNN_THREADS", "2")
-    m, rng = tiny(cell)
+    m, rng = tiny(cell, H=H)
     B = 16
-    x, y, h0, c0 = window(rng, B=B)
+    x, y, h0, c0 = window(rng, B=B, H=H)
     assert len(m.parts(B)) == 2
     _, whole = m.zeros_like_params()
     dh_w, dc_w = np.zeros_like(h0), np.zeros_like(c0)
@@ -187,19 +190,20 @@ def test_float32_kernels_agree_with_float64(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_stepping_one_character_at_a_time_equals_the_window(cell):
+@pytest.mark.parametrize("H", [5, 16])
+def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
     window forward's logits and final state: sampling sees the model training trained."""
     from charrnn import sampler
-    m, rng = tiny(cell)
-    x, y, h0, c0 = window(rng, T=7)
+    m, rng = tiny(cell, H=H)
+    x, y, h0, c0 = window(rng, T=7, H=H)
     w = m.forward(x, h0, c0)
     logits = w.P.reshape(7, 3, -1).copy()
     h, c = h0.copy(), c0.copy()
-    Kg = m.params.Wh.shape[2]
-    G, R, aux = np.zeros((3, Kg)), np.zeros((3, Kg)), np.zeros((3, 5))
+    s = sampler.Sampler(m, 3)
     for t in range(7):
-        sampler.step(m.cell, m.params, x[t].astype(np.int64), h, c, G, R, aux)
+        sampler.step(m.cell, m.params, s.packed, x[t].astype(np.int64), h, c, s.G, s.R, s.aux,
+                     s.scratch)
         np.testing.assert_allclose(h[-1] @ m.params.Wy + m.params.by, logits[t], atol=1e-12)
     np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
     if cell == "lstm":
@@ -209,31 +213,28 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell):
 @pytest.mark.parametrize("L", [1, 3])
 def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypatch):
     """The wide-LSTM sampling path (each step's units split into chunks run in parallel, with
-    the weights laid out by chunk) gives the serial path's states and, from one seed, its text,
-    also when it times both paths on halves of a chunk and switches between them."""
+    the weights laid out by chunk) gives the serial path's states and, from one seed, its text;
+    it is the default only when more than one thread was asked for."""
     from charrnn import sampler, threads
-    monkeypatch.setattr(threads, "num_threads", lambda: 2)
-    monkeypatch.setattr(sampler, "PROBE_MIN", 3)
-    monkeypatch.setattr(sampler, "PROBE_EVERY", 20)
-    monkeypatch.setattr(sampler, "PROBE_PIECE", 16)  # a 40-character request runs in 3 pieces
-    monkeypatch.setattr(sampler, "cores_idle", lambda: True)
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
+    monkeypatch.setattr(threads, "available", lambda: 2)
+    monkeypatch.delenv("CHARRNN_THREADS", raising=False)
     m, rng = tiny("lstm", L=L, H=6)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
-    auto = sampler.Sampler(m, 1)
-    assert serial.blocks is None and split.blocks is not None and auto.blocks is not None
+    assert not serial.parallel and split.parallel
+    assert not sampler.Sampler(m, 1).parallel  # two cores, but nobody asked for them
+    monkeypatch.setenv("CHARRNN_THREADS", "2")
+    assert sampler.Sampler(m, 1).parallel
+    assert not sampler.Sampler(tiny("lstm", H=5)[0], 1).parallel  # 5 units: no 2 chunks
     ids = rng.integers(0, 7, 20)
-    for s in (serial, split, auto):
+    for s in (serial, split):
         s.prime(ids)
-    for n in (1, 40, 5, 13, 40, 7):
+    for n in (1, 40, 5, 13):
         a = serial.generate(n, np.random.default_rng(n), 0.9)
-        for other in (split, auto):
-            b = other.generate(n, np.random.default_rng(n), 0.9)
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(other.h, serial.h, atol=1e-12)
-            np.testing.assert_allclose(other.c, serial.c, atol=1e-12)
-    assert None not in auto.rate.values()  # it did time both paths
-    assert sampler.Sampler(tiny("lstm", H=4)[0], 1).blocks is None  # too narrow to split
+        b = split.generate(n, np.random.default_rng(n), 0.9)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
+        np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
 
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
@@ -263,3 +264,45 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
         s.prime(rng.integers(0, 7, 5))
     np.testing.assert_array_equal(serial.generate(30, np.random.default_rng(1), 0.9),
                                   split.generate(30, np.random.default_rng(1), 0.9))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_product_equals_numpy(dtype):
+    """gemm.matmul over a packed matrix, for every row count a tile can leave over (1-5 after
+    full tiles of 6), and for a matrix packed from a transposed view."""
+    from charrnn import gemm
+    rng = np.random.default_rng(0)
+    one = np.zeros(1, dtype)
+    NR = gemm.strip_width(one)
+    assert gemm.packable(one, 3 * NR) and not gemm.packable(one, NR + 1)
+    W = rng.standard_normal((24, 3 * NR)).astype(dtype)
+    Wp = np.empty(W.size, dtype)
+    gemm.pack(W, Wp)
+    WTp = np.empty(W.size, dtype)
+    gemm.pack(np.ascontiguousarray(W.T).T, WTp)  # the same matrix through a transposed view
+    np.testing.assert_array_equal(Wp, WTp)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for m in range(1, 14):
+        A = rng.standard_normal((m, 24)).astype(dtype)
+        C = np.full((m, 3 * NR), np.nan, dtype)
+        gemm.matmul(A, Wp, C)
+        np.testing.assert_allclose(C, A.astype(np.float64) @ W, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_grad_norms_are_measured_only_when_asked(cell):
+    """With track_grad_norms the backward pass records |d loss / d h_t| of every layer and
+    step; at the top layer's last step that is the decoder's gradient alone."""
+    m, rng = tiny(cell)
+    x, y, h0, c0 = window(rng)
+    _, grads = m.zeros_like_params()
+    m.loss_and_grad(x, y, h0, c0, grads)
+    assert not hasattr(m, "grad_norms")
+    m.track_grad_norms = True
+    m.loss_and_grad(x, y, h0, c0, grads)
+    assert m.grad_norms.shape == (2, 6)
+    w = m.forward(x, h0, c0)
+    P = w.P.copy()
+    K.xent(P, y.reshape(-1), True, 0)
+    top = (P @ m.params.Wy.T).reshape(6, 3, -1)[-1]
+    np.testing.assert_allclose(m.grad_norms[1, -1], np.linalg.norm(top), rtol=1e-12)

@@ -49,9 +49,11 @@ def test_states_equal_the_sampler_step_kernel(cell):
     ids = m.encode(text).astype(np.int64)
     for top in range(L):  # run layers 0..top, compare layer top's gates (and all states)
         h, c = np.zeros((top + 1, 1, H)), np.zeros((top + 1, 1, H))
-        G, R, aux = np.zeros((1, Kg)), np.zeros((1, Kg)), np.zeros((1, H))
+        sm = sampler.Sampler(m, 1)  # the step kernel's buffers and packed weights
+        G = sm.G
         for t in range(N):
-            sampler.step(m.cell, m.params, ids[t:t + 1], h, c, G, R, aux)
+            sampler.step(m.cell, m.params, sm.packed, ids[t:t + 1], h, c, G, sm.R, sm.aux,
+                         sm.scratch)
             np.testing.assert_allclose(s.h[:top + 1, t], h[:, 0], rtol=0, atol=1e-12)
             if cell == "lstm":
                 np.testing.assert_allclose(s.c[:top + 1, t], c[:, 0], rtol=0, atol=1e-12)

@@ -1,0 +1,307 @@
+"""Packed matrix products for the recurrent steps, written with explicit vectors.
+
+A recurrent step multiplies a few rows (the B streams of a part) by the same weight matrix W
+(H x 4H for an LSTM) at every one of a window's T time steps. A BLAS call re-packs W at each of
+those calls; here W is packed once per window (`pack`) and `matmul` runs a register-tiled loop
+over it (after the GotoBLAS/BLIS micro-kernel design):
+
+  packed W: strips of NR = 2 vectors of columns; strip s holds W[:, s*NR:(s+1)*NR] row by row,
+            so the loop over k reads it contiguously;
+  tile:     MR = 6 rows x NR columns of the product, 12 vector accumulators held in registers
+            across the whole k loop; at each k, two vector loads of W, one broadcast of A[i, k]
+            per row and 12 fused multiply-adds.
+
+The vectors are LLVM vector values (`Vec`, a Numba type added here) of the widest registers the
+host offers (64 bytes with AVX-512, else 32), so the same code compiles to zmm, ymm or xmm
+instructions; nothing here is specific to one vendor. The width is read when a function is
+compiled, never at import, so loading compiled kernels from Numba's cache costs nothing extra.
+
+Flat buffers: packed matrices are 1-d arrays of Kd * N elements whatever the width, so callers
+allocate them without knowing it. Training packs only matrices whose N is a multiple of NR
+(`packable`) and multiplies the others with np.dot; the sampler pads the last strip with zero
+columns (`padded`) and calls no BLAS at all.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+kernel = njit(cache=True, error_model="numpy", nogil=True)
+MR = 6  # rows of a full tile: 12 accumulators + 2 loads + 1 broadcast fit 16 ymm registers
+
+_vector_bytes = None
+
+
+def vector_bytes():
+    """Bytes in the host's widest vector register that LLVM targets (32 or 64)."""
+    global _vector_bytes
+    if _vector_bytes is None:
+        import llvmlite.binding as ll
+        _vector_bytes = 64 if ll.get_host_cpu_features().get("avx512f") else 32
+    return _vector_bytes
+
+
+class Vec(types.Type):
+    """A vector of `lanes` values of a float type, held in one register (or a few)."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype, self.lanes = dtype, lanes
+        super().__init__(name=f"Vec({dtype} x {lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, fe_type.lanes))
+
+
+def _vec_of(arr):
+    return Vec(arr.dtype, vector_bytes() * 8 // arr.dtype.bitwidth)
+
+
+def _address(context, builder, aty, a, i):
+    """Address of the i-th element of a C-contiguous array's data."""
+    return builder.gep(context.make_array(aty)(context, builder, a).data, [i])
+
+
+def _contiguous(a):
+    if not (isinstance(a, types.Array) and a.layout == "C" and
+            isinstance(a.dtype, types.Float)):
+        raise TypeError(f"expected a C-contiguous float array, got {a}")
+
+
+@intrinsic
+def vload(typingctx, a, i):
+    """The vector of elements i, i+1, ... of a's data (no bounds check)."""
+    _contiguous(a)
+    vt = _vec_of(a)
+
+    def codegen(context, builder, sig, args):
+        p = _address(context, builder, sig.args[0], args[0], args[1])
+        ptr = builder.bitcast(p, context.get_value_type(vt).as_pointer())
+        return builder.load(ptr, align=a.dtype.bitwidth // 8)
+    return vt(a, i), codegen
+
+
+@intrinsic
+def vstore(typingctx, a, i, v):
+    """Store v at elements i, i+1, ... of a's data (no bounds check)."""
+    _contiguous(a)
+
+    def codegen(context, builder, sig, args):
+        p = _address(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], builder.bitcast(p, args[2].type.as_pointer()),
+                      align=a.dtype.bitwidth // 8)
+    return types.none(a, i, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, a, i):
+    """Element i of a's data in every lane."""
+    _contiguous(a)
+    vt = _vec_of(a)
+
+    def codegen(context, builder, sig, args):
+        x = builder.load(_address(context, builder, sig.args[0], args[0], args[1]))
+        ty = context.get_value_type(vt)
+        v = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
+    return vt(a, i), codegen
+
+
+@intrinsic
+def vzero(typingctx, a):
+    """A zero vector of a's element type."""
+    _contiguous(a)
+    vt = _vec_of(a)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), None)
+    return vt(a), codegen
+
+
+@intrinsic
+def vfma(typingctx, x, y, z):
+    """x * y + z, fused into one instruction where the machine has FMA."""
+    if not isinstance(x, Vec) or x != y or x != z:
+        raise TypeError("vfma takes three vectors of one type")
+
+    def codegen(context, builder, sig, args):
+        t = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]),
+                                            f"llvm.fmuladd.v{x.lanes}f{x.dtype.bitwidth}")
+        return builder.call(fn, args)
+    return x(x, y, z), codegen
+
+
+@intrinsic
+def lanes(typingctx, a):
+    """Elements of a's type in one vector: a compile-time constant."""
+    _contiguous(a)
+    n = _vec_of(a).lanes
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, n)
+    return types.intp(a), codegen
+
+
+# ---------------------------------------------------------------------------------------------
+
+@kernel
+def strip_width(a):
+    """NR: columns per packed strip for arrays like a (two vectors)."""
+    return 2 * lanes(a)
+
+
+@kernel
+def packable(a, N):
+    """Whether a product with N columns can use a packed matrix of a's type."""
+    return N % strip_width(a) == 0
+
+
+@kernel
+def padded(a, N):
+    """N rounded up to whole strips: the width of a padded packed matrix and of its products."""
+    NR = strip_width(a)
+    return (N + NR - 1) // NR * NR
+
+
+@kernel
+def pack(W, out):
+    """W (Kd, N), any strides -> out (Kd * Np,): strip s = W[:, s*NR:(s+1)*NR], row by row;
+    Np = N, or padded(N) with zero columns when out has room for them."""
+    NR = strip_width(out)
+    Kd, N = W.shape
+    for s in range(out.size // (Kd * NR)):
+        for k in range(Kd):
+            base = (s * Kd + k) * NR
+            for j in range(NR):
+                col = s * NR + j
+                if col < N:
+                    out[base + j] = W[k, col]
+                else:
+                    out[base + j] = 0
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def _tile(A, Wp, C, i0, s, rows):
+    """C[i0:i0+rows, strip s] = A[i0:i0+rows] @ W[:, strip s]; rows <= 6, a constant after
+    inlining, so the unused accumulators and branches compile away."""
+    Kd, N = A.shape[1], C.shape[1]
+    V = lanes(C)
+    NR = 2 * V
+    c00 = c01 = c10 = c11 = c20 = c21 = vzero(C)
+    c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
+    a = i0 * Kd  # A's rows i0.. start at a, a + Kd, ...
+    w = s * Kd * NR
+    for k in range(Kd):
+        w0 = vload(Wp, w)
+        w1 = vload(Wp, w + V)
+        w += NR
+        x = vsplat(A, a + k)
+        c00 = vfma(x, w0, c00)
+        c01 = vfma(x, w1, c01)
+        if rows > 1:
+            x = vsplat(A, a + Kd + k)
+            c10 = vfma(x, w0, c10)
+            c11 = vfma(x, w1, c11)
+        if rows > 2:
+            x = vsplat(A, a + 2 * Kd + k)
+            c20 = vfma(x, w0, c20)
+            c21 = vfma(x, w1, c21)
+        if rows > 3:
+            x = vsplat(A, a + 3 * Kd + k)
+            c30 = vfma(x, w0, c30)
+            c31 = vfma(x, w1, c31)
+        if rows > 4:
+            x = vsplat(A, a + 4 * Kd + k)
+            c40 = vfma(x, w0, c40)
+            c41 = vfma(x, w1, c41)
+        if rows > 5:
+            x = vsplat(A, a + 5 * Kd + k)
+            c50 = vfma(x, w0, c50)
+            c51 = vfma(x, w1, c51)
+    o = i0 * N + s * NR
+    vstore(C, o, c00)
+    vstore(C, o + V, c01)
+    if rows > 1:
+        vstore(C, o + N, c10)
+        vstore(C, o + N + V, c11)
+    if rows > 2:
+        vstore(C, o + 2 * N, c20)
+        vstore(C, o + 2 * N + V, c21)
+    if rows > 3:
+        vstore(C, o + 3 * N, c30)
+        vstore(C, o + 3 * N + V, c31)
+    if rows > 4:
+        vstore(C, o + 4 * N, c40)
+        vstore(C, o + 4 * N + V, c41)
+    if rows > 5:
+        vstore(C, o + 5 * N, c50)
+        vstore(C, o + 5 * N + V, c51)
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def _row_strips(A, Wp, C, s):
+    """C[0, strips s..s+3] = A[0] @ W[:, strips s..s+3]: one row, four strips at once, so eight
+    accumulators are in flight (one strip's two would wait on each other's latency)."""
+    Kd = A.shape[1]
+    V = lanes(C)
+    NR = 2 * V
+    span = Kd * NR  # elements in one packed strip
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = vzero(C)
+    w = s * span
+    for k in range(Kd):
+        x = vsplat(A, k)
+        c0 = vfma(x, vload(Wp, w), c0)
+        c1 = vfma(x, vload(Wp, w + V), c1)
+        c2 = vfma(x, vload(Wp, w + span), c2)
+        c3 = vfma(x, vload(Wp, w + span + V), c3)
+        c4 = vfma(x, vload(Wp, w + 2 * span), c4)
+        c5 = vfma(x, vload(Wp, w + 2 * span + V), c5)
+        c6 = vfma(x, vload(Wp, w + 3 * span), c6)
+        c7 = vfma(x, vload(Wp, w + 3 * span + V), c7)
+        w += NR
+    o = s * NR
+    vstore(C, o, c0)
+    vstore(C, o + V, c1)
+    vstore(C, o + NR, c2)
+    vstore(C, o + NR + V, c3)
+    vstore(C, o + 2 * NR, c4)
+    vstore(C, o + 2 * NR + V, c5)
+    vstore(C, o + 3 * NR, c6)
+    vstore(C, o + 3 * NR + V, c7)
+
+
+@kernel
+def matmul(A, Wp, C):
+    """C (m, N) = A (m, Kd) @ W, with Wp = pack(W); A and C C-contiguous; N a whole number of
+    strips (for a padded Wp, C has the padded width)."""
+    m = A.shape[0]
+    S = C.shape[1] // strip_width(C)
+    if m == 1:  # a batch-1 step (sampling): four strips at a time
+        s = 0
+        while s + 4 <= S:
+            _row_strips(A, Wp, C, s)
+            s += 4
+        for s in range(s, S):
+            _tile(A, Wp, C, 0, s, 1)
+        return
+    full = m - m % MR
+    for s in range(S):
+        for i0 in range(0, full, MR):
+            _tile(A, Wp, C, i0, s, 6)
+        r = m - full
+        if r == 1:
+            _tile(A, Wp, C, full, s, 1)
+        elif r == 2:
+            _tile(A, Wp, C, full, s, 2)
+        elif r == 3:
+            _tile(A, Wp, C, full, s, 3)
+        elif r == 4:
+            _tile(A, Wp, C, full, s, 4)
+        elif r == 5:
+            _tile(A, Wp, C, full, s, 5)
