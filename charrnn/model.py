@@ -140,10 +140,10 @@ class Model:
         return self._grads[i]
 
     def _map(self, fn, parts):
-        if len(parts) == 1:
-            return [fn(0, parts[0])]
-        futures = [threads.pool().submit(fn, i, s) for i, s in enumerate(parts)]
-        return [f.result() for f in futures]
+        """[fn(i, part) for each part], the first on this thread, the others on the pool's."""
+        futures = [threads.pool().submit(fn, i, s) for i, s in enumerate(parts) if i > 0]
+        first = fn(0, parts[0])
+        return [first] + [f.result() for f in futures]
 
     def forward(self, x, h0, c0, masks=None):
         """Logits for x (T, B) in one part; returns the Work whose P holds them (T*B, V)."""
