@@ -376,7 +376,7 @@ def main():
     if "pair" in sections:
         results["pair"] = {n: measure_pair(n, args.repeats) for n in ("2x128", "2x512")}
     if "beside" in sections:
-        results["beside"] = {n: measure_beside(n, args.repeats, 2000) for n in ("2x512",)}
+        results["beside"] = {n: measure_beside(n, args.repeats, 400) for n in ("2x512",)}
     if args.json:
         print(json.dumps(results))
     else:

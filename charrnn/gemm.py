@@ -34,11 +34,17 @@ _vector_bytes = None
 
 
 def vector_bytes():
-    """Bytes in the host's widest vector register that LLVM targets (32 or 64)."""
+    """Bytes in the widest vector register of the CPU Numba compiles for (64 with AVX-512,
+    else 32): the host's, unless NUMBA_CPU_NAME/NUMBA_CPU_FEATURES name another."""
     global _vector_bytes
     if _vector_bytes is None:
-        import llvmlite.binding as ll
-        _vector_bytes = 64 if ll.get_host_cpu_features().get("avx512f") else 32
+        from numba import config
+        if config.CPU_NAME and config.CPU_NAME != "host":
+            wide = "+avx512f" in (config.CPU_FEATURES or "")
+        else:
+            import llvmlite.binding as ll
+            wide = bool(ll.get_host_cpu_features().get("avx512f"))
+        _vector_bytes = 64 if wide else 32
     return _vector_bytes
 
 

@@ -285,6 +285,21 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
 
 
 @kernel
+def masks_from_bits(bits, p, scale, out):
+    """out (2n,): scale where the float32 uniform made from each 32-bit half of bits (n,)
+    uint64, low half first, is >= p, else 0 (NumPy's float32 uniform: the top 24 bits of a
+    32-bit draw times 2^-24)."""
+    unit = np.float32(1.0 / 16777216.0)
+    zero = scale * 0
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        lo = np.float32((b & np.uint64(0xFFFFFFFF)) >> np.uint64(8)) * unit
+        hi = np.float32(b >> np.uint64(40)) * unit
+        out[2 * i] = scale if float(lo) >= p else zero
+        out[2 * i + 1] = scale if float(hi) >= p else zero
+
+
+@kernel
 def xent(P, y, grad, n_total=0):
     """Summed softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
     With grad, P is overwritten by d(loss)/d(logits) for the loss averaged over n_total

@@ -20,7 +20,7 @@ from .checkpoint import Meta, Progress, RunInfo
 from .config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from .errors import ConfigError, CorpusError, TrainingDiverged
 from .evaluation import Budget, Sample, Timing
-from .model import num_params
+from .model import dropout_masks, num_params
 from .optim import Adam
 
 
@@ -153,8 +153,7 @@ class Trainer:
             return None
         cfg, mc = self.cfg, self.model.config
         shape = (mc.num_layers, cfg.seq_len, cfg.batch_size, mc.hidden_size)
-        keep = self.rng.random(shape, dtype=np.float32) >= p
-        return keep.astype(self.model.dtype) * self.model.dtype.type(1 / (1 - p))
+        return dropout_masks(self.rng, shape, p, self.model.dtype)
 
     def train_step(self):
         T = self.cfg.seq_len
