@@ -240,12 +240,13 @@ EXACT_WINDOW = 1000  # characters per kernel call when reading one stream (exact
 def dropout_masks(rng, shape, p, dtype):
     """Inverted-dropout masks (each element 1 / (1 - p) with probability 1 - p, else 0) from
     rng.random(shape, float32) >= p, drawn as that call would draw them, so a run's random
-    stream is the same either way; the float32 uniforms are made here from the generator's
-    raw 64-bit output (two per draw, low half first), three times faster."""
+    stream is the same either way. With NumPy's default generator (PCG64, which makes a 32-bit
+    draw as one half of a 64-bit output, low half first) the float32 uniforms are made here
+    from its raw output: 1.8 ms instead of 3.5 for a 2 x 128 window of 50 x 50."""
     n = int(np.prod(shape))
     scale = np.dtype(dtype).type(1 / (1 - p))
     state = rng.bit_generator.state
-    if n % 2 or state.get("has_uint32", 1) or not hasattr(rng.bit_generator, "random_raw"):
+    if n % 2 or state["bit_generator"] not in ("PCG64", "PCG64DXSM") or state["has_uint32"]:
         keep = rng.random(shape, dtype=np.float32) >= p  # the general case
         return keep.astype(dtype) * scale
     out = np.empty(n, dtype)
