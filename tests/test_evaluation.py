@@ -12,7 +12,8 @@ from charrnn import api, checkpoint, data, run
 from charrnn.api import CharModel
 from charrnn.kernels import GATES
 from charrnn.model import Model, ModelConfig
-from charrnn.sampler import Sampler, step
+from charrnn.sample_kernels import step
+from charrnn.sampler import Sampler
 from conftest import markov_text
 
 
@@ -37,8 +38,7 @@ def naive_loss(model, ids):
     s = Sampler(model, 1)  # for the step kernel's buffers and packed weights
     p, total = model.params, 0.0
     for t in range(len(ids) - 1):
-        step(model.cell, p, s.packed, np.array([ids[t]], np.int64), h, c, s.G, s.R, s.aux,
-             s.scratch)
+        step(model.cell, p, s.work, np.array([ids[t]], np.int64), h, c)
         logits = h[-1, 0] @ p.Wy + p.by
         top = logits.max()
         total += top + math.log(np.exp(logits - top).sum()) - logits[ids[t + 1]]

@@ -194,7 +194,7 @@ def test_float32_kernels_agree_with_float64(cell):
 def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
     window forward's logits and final state: sampling sees the model training trained."""
-    from charrnn import sampler
+    from charrnn import sample_kernels, sampler
     m, rng = tiny(cell, H=H)
     x, y, h0, c0 = window(rng, T=7, H=H)
     w = m.forward(x, h0, c0)
@@ -202,8 +202,7 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     h, c = h0.copy(), c0.copy()
     s = sampler.Sampler(m, 3)
     for t in range(7):
-        sampler.step(m.cell, m.params, s.packed, x[t].astype(np.int64), h, c, s.G, s.R, s.aux,
-                     s.scratch)
+        sample_kernels.step(m.cell, m.params, s.work, x[t].astype(np.int64), h, c)
         np.testing.assert_allclose(h[-1] @ m.params.Wy + m.params.by, logits[t], atol=1e-12)
     np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
     if cell == "lstm":
@@ -259,7 +258,7 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
     monkeypatch.setattr(threads, "num_threads", lambda: cores)
     m, rng = tiny("lstm", H=H)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
-    assert split.blocks[2].shape[1] == chunks
+    assert split.work.Whb.shape[1] == chunks
     for s in (serial, split):
         s.prime(rng.integers(0, 7, 5))
     np.testing.assert_array_equal(serial.generate(30, np.random.default_rng(1), 0.9),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import checkpoint, probe, probe_features, probe_view
+from charrnn import checkpoint, probe, probe_features, probe_view, sample_kernels
 from charrnn.api import CharModel, load
 from charrnn.cli import app
 from charrnn.errors import CharrnnError
@@ -50,10 +50,9 @@ def test_states_equal_the_sampler_step_kernel(cell):
     for top in range(L):  # run layers 0..top, compare layer top's gates (and all states)
         h, c = np.zeros((top + 1, 1, H)), np.zeros((top + 1, 1, H))
         sm = sampler.Sampler(m, 1)  # the step kernel's buffers and packed weights
-        G = sm.G
+        G = sm.work.G
         for t in range(N):
-            sampler.step(m.cell, m.params, sm.packed, ids[t:t + 1], h, c, G, sm.R, sm.aux,
-                         sm.scratch)
+            sample_kernels.step(m.cell, m.params, sm.work, ids[t:t + 1], h, c)
             np.testing.assert_allclose(s.h[:top + 1, t], h[:, 0], rtol=0, atol=1e-12)
             if cell == "lstm":
                 np.testing.assert_allclose(s.c[:top + 1, t], c[:, 0], rtol=0, atol=1e-12)

@@ -1,0 +1,197 @@
+"""Numba kernels of sampling: one character at a time for N rows, the whole loop in one call.
+
+Beside the training kernels (kernels.py) and written the same way: pure functions over arrays,
+the same decorator, buffers passed as one NamedTuple (`SampleWork`, or `SplitWork` for the
+batch-1 path split across cores) and the drawing settings as another (`Pick`). The products go
+through weights packed once per Sampler (gemm.py, padded to whole strips), not through BLAS.
+Shapes use the legend of kernels.py; N is the number of rows sampled side by side, Kp and Vp
+are K and V padded to whole packed strips.
+"""
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from . import gemm, kernels as K
+from .kernels import kernel
+
+parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
+
+
+class SampleWork(NamedTuple):
+    """Packed weights, state and buffers of one Sampler (see sampler.Sampler)."""
+    Wxp: np.ndarray      # (L-1, H*Kp)  input weights of layers 1..L-1, packed and padded
+    Whp: np.ndarray      # (L, H*Kp)    recurrent weights, packed and padded
+    Wyp: np.ndarray      # (H*Vp,)      decoder, packed and padded
+    h: np.ndarray        # (L, N, H)    state
+    c: np.ndarray        # (L, N, H)    lstm cell state (unused by gru and rnn)
+    cur: np.ndarray      # (N,) int64   the last character of each row, the next input
+    G: np.ndarray        # (N, K)       a step's gates
+    R: np.ndarray        # (N, K)       a step's recurrent product
+    aux: np.ndarray      # (N, H)       lstm: tanh(c); gru: Wh h + bh of the n gate
+    scratch: np.ndarray  # (N, Kp)      a padded product before it is cut to K
+    logits: np.ndarray   # (N, Vp)
+    prob: np.ndarray     # (V,) float64 one row's probabilities while drawing
+
+
+class SplitWork(NamedTuple):
+    """SampleWork of one row of a wide LSTM whose steps are split into k chunks of n units,
+    one per core; weights laid out by chunk (sampler.unit_blocks), each chunk packed."""
+    Wx0b: np.ndarray     # (k, V, 4n)        first layer's input weights
+    Wxb: np.ndarray      # (L-1, k, H*4np)   input weights of layers 1..L-1, packed by chunk
+    Whb: np.ndarray      # (L, k, H*4np)     recurrent weights, packed by chunk
+    bb: np.ndarray       # (L, k, 4n)        biases
+    Wyp: np.ndarray      # (H*Vp,)           decoder, packed and padded
+    by: np.ndarray       # (V,)
+    h: np.ndarray        # (L, 1, H)         state
+    c: np.ndarray        # (L, k, n)         cell state, by chunk (a view of the Sampler's)
+    cur: np.ndarray      # (1,) int64
+    t: np.ndarray        # (k, n)            the new h of a layer, by chunk
+    tc: np.ndarray       # (k, n)            tanh(c)
+    xp: np.ndarray       # (k, 4n)           input projection plus bias
+    acc: np.ndarray      # (k, 4n)           gates
+    scratch: np.ndarray  # (k, 4np)          padded products
+    logits: np.ndarray   # (1, Vp)
+    prob: np.ndarray     # (V,) float64
+
+
+class Pick(NamedTuple):
+    """How each character is drawn from its logits (see pick)."""
+    temp: float   # temperature; 0 is greedy
+    top_k: int    # keep the k most likely (0: all)
+    top_p: float  # keep the smallest set with this much probability (1: all)
+    banned: int   # an id never drawn, or -1
+
+
+@kernel
+def product(A, Wp, out, scratch):
+    """out (N, M) = A (N, Kd) @ W through Wp = W packed and padded to scratch's width."""
+    if scratch.shape[1] == out.shape[1]:
+        gemm.matmul(A, Wp, out)
+    else:
+        gemm.matmul(A, Wp, scratch)
+        out[:] = scratch[:, :out.shape[1]]
+
+
+@kernel
+def step(cell, p, w, ids, h, c):
+    """Advance every layer of state (h, c) (L, N, H) by one character per row: ids (N,);
+    w a SampleWork for its packed weights and buffers (h, c may be its own state or others')."""
+    G = w.G
+    for l in range(h.shape[0]):
+        if l == 0:
+            K.embed(p, ids, G)
+        else:
+            product(h[l - 1], w.Wxp[l - 1], G, w.scratch)
+            G += p.b[l]
+        product(h[l], w.Whp[l], w.R, w.scratch)
+        K.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
+
+
+@kernel
+def pick(row, coin, how, prob):
+    """Draw one id from logits row (V,) with a uniform coin in [0, 1) as how (a Pick) says.
+    prob (V,) float64 scratch."""
+    V = row.shape[0]
+    best, bv = 0, -np.inf
+    for v in range(V):
+        if v != how.banned and row[v] > bv:
+            best, bv = v, row[v]
+    if how.temp <= 0:
+        return best
+    for v in range(V):
+        prob[v] = 0.0 if v == how.banned else np.exp((float(row[v]) - float(bv)) / how.temp)
+    if 0 < how.top_k < V:
+        thr = np.sort(prob)[V - how.top_k]
+        for v in range(V):
+            if prob[v] < thr:
+                prob[v] = 0.0
+    if how.top_p < 1.0:
+        order = np.argsort(-prob)
+        target = how.top_p * prob.sum()
+        acc = 0.0
+        thr = 0.0
+        for v in order:
+            acc += prob[v]
+            if acc >= target:
+                thr = prob[v]
+                break
+        for v in range(V):
+            if prob[v] < thr:
+                prob[v] = 0.0
+    u = coin * prob.sum()
+    acc = 0.0
+    for v in range(V):
+        acc += prob[v]
+        if acc > u and prob[v] > 0:
+            return v
+    return best
+
+
+@kernel
+def generate(cell, p, w, pending, coins, how, out):
+    """Feed the characters pending (m, N) (a prime not yet seen; m may be 0), then draw
+    out.shape[0] characters for each of N rows into out (n, N): w.cur holds the last character
+    seen (updated), coins (n, N) uniforms in [0, 1), how a Pick. One kernel for both, so a
+    command loads one function from Numba's cache."""
+    for s in range(pending.shape[0]):
+        step(cell, p, w, pending[s], w.h, w.c)
+    L, V = w.h.shape[0], p.by.shape[0]
+    for s in range(out.shape[0]):
+        step(cell, p, w, w.cur, w.h, w.c)
+        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        for k in range(w.cur.shape[0]):
+            row = w.logits[k, :V]
+            row += p.by
+            nxt = pick(row, coins[s, k], how, w.prob)
+            out[s, k] = nxt
+            w.cur[k] = nxt
+
+
+@parallel_kernel
+def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc, scratch, tc):
+    """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel.
+    Whb (k, packed): chunk k's columns, gates i f g o of its n units, packed; xb (k, 4n) the
+    input projection plus bias in the same layout; c (k, n) updated in place, h_out (k, n) the
+    new h; each chunk is then the usual lstm_step on a (1, 4n) row."""
+    for k in prange(Whb.shape[0]):
+        product(h_prev, Whb[k], acc[k:k + 1], scratch[k:k + 1])
+        acc[k] += xb[k]
+        K.lstm_step(acc[k:k + 1], c[k:k + 1], c[k:k + 1], tc[k:k + 1], h_out[k:k + 1])
+
+
+@parallel_kernel
+def proj_par(h, Wb, bb, out, scratch):
+    """out[k] = h @ Wb[k] + bb[k] for each chunk k (Wb[k] packed), in parallel."""
+    for k in prange(Wb.shape[0]):
+        product(h, Wb[k], out[k:k + 1], scratch[k:k + 1])
+        out[k] += bb[k]
+
+
+@kernel
+def step_par(w, x):
+    """Advance w's (a SplitWork) state by the character x, each layer chunked across cores."""
+    h = w.h
+    for k in range(w.Whb.shape[1]):
+        w.xp[k] = w.Wx0b[k, x] + w.bb[0, k]
+    for l in range(h.shape[0]):
+        if l > 0:
+            proj_par(h[l - 1], w.Wxb[l - 1], w.bb[l], w.xp, w.scratch)
+        lstm_layer_par(w.xp, h[l], w.c[l], w.Whb[l], w.t, w.acc, w.scratch, w.tc)
+        h[l, 0] = w.t.reshape(h.shape[2])
+
+
+@kernel
+def generate_par(w, pending, coins, how, out):
+    """generate() for one row of a wide LSTM through w, a SplitWork."""
+    for s in range(pending.shape[0]):
+        step_par(w, pending[s, 0])
+    L, V = w.h.shape[0], w.by.shape[0]
+    for s in range(out.shape[0]):
+        step_par(w, w.cur[0])
+        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        row = w.logits[0, :V]
+        row += w.by
+        nxt = pick(row, coins[s, 0], how, w.prob)
+        out[s, 0] = nxt
+        w.cur[0] = nxt
