@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .config import FLAG_OF, SHAPE_FIELDS, ModelConfig as M, TrainConfig as T
+from .config import CLI_NAMES, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig as M, TrainConfig as T
 from .errors import CharrnnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -107,6 +107,15 @@ ErrorsOpt = Annotated[str, Opt(help="Bytes that do not decode: strict (an error)
                                     "a count is reported.")]
 
 
+def Given(help, default=None, *decls, **kw):
+    """An option of the run's configuration: None unless given, so that config.resolve applies
+    the precedence rules (a given option, the --resume run's or --init-from model's, the budget
+    preset, then config.py's default, written there once and shown here)."""
+    if default is not None:
+        help = f"{help}  [default: {default}]"
+    return Opt(*decls, help=help, show_default=False, **kw)
+
+
 @app.command()
 @user_errors
 def train(
@@ -117,49 +126,60 @@ def train(
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
                                        "metrics. Default: <corpus>-<date>-<time> under "
                                        "$CHARRNN_RUNS, else under ./runs.")] = None,
-    cell: Annotated[str, Opt(help="Recurrent cell: lstm, gru or rnn.")] = M.cell,
-    layers: Annotated[int, Opt(help="Number of stacked recurrent layers.")] = M.num_layers,
-    hidden: Annotated[Optional[int], Opt(
-        show_default=False, help="Units per layer. Default: sized to the budget, 512 for "
-                                 "--minutes 10 or more, 384 for 5 or more, otherwise 256.")] = None,
-    dropout: Annotated[Optional[float], Opt(
-        show_default=False, help="Dropout between layers and before the decoder. Default: 0.2 "
-                                 "with the 512 preset, 0.1 with 384, otherwise 0.")] = None,
-    batch: Annotated[int, Opt(help="Parallel streams per step (batch size).")] = T.batch_size,
-    seq: Annotated[int, Opt(help="Characters per step and stream (BPTT window).")] = T.seq_len,
-    lr: Annotated[float, Opt(help="Adam learning rate (peak).")] = T.lr,
-    grad_clip: Annotated[float, Opt(help="Clip the global gradient norm (0: off).")] = T.grad_clip,
-    schedule: Annotated[str, Opt(help="Learning-rate schedule: constant or cosine (decays over "
-                                      "the --steps/--minutes/--epochs budget).")] = T.schedule,
-    warmup: Annotated[int, Opt(help="Linear learning-rate warm-up steps.")] = T.warmup,
-    lr_decay: Annotated[float, Opt(help="constant schedule: multiply lr by this each epoch "
-                                        "after --lr-decay-after epochs.")] = T.lr_decay,
-    lr_decay_after: Annotated[int, Opt(
-        help="Epochs before --lr-decay applies.")] = T.lr_decay_after,
-    weight_decay: Annotated[float, Opt(help="Decoupled weight decay.")] = T.weight_decay,
-    steps: Annotated[int, Opt(
-        help="Stop after this many optimizer steps (0: no limit).")] = T.steps,
-    minutes: Annotated[float, Opt(
-        help="Stop after this much training time (0: no limit).")] = T.minutes,
-    epochs: Annotated[float, Opt(help="Stop after this many passes over the text (0: no limit; "
-                                      "10 when no budget is given).")] = T.epochs,
-    val_frac: Annotated[float, Opt(help="Fraction at the end of the text held out for "
-                                        "validation.")] = T.val_frac,
-    eval_every: Annotated[int, Opt(
-        help="Steps between evaluations and checkpoints.")] = T.eval_every,
-    eval_chars: Annotated[int, Opt(help="Validation characters read per evaluation, ten times "
-                                        "as many at the last one (0: all).")] = T.eval_chars,
-    keep: Annotated[int, Opt(help="Also keep the last N step-stamped checkpoints.")] = T.keep,
-    patience: Annotated[int, Opt(help="Stop after N evaluations without improvement "
-                                      "(0: never).")] = T.patience,
-    seed: Annotated[int, Opt(help="Random seed.")] = T.seed,
-    state_reset: Annotated[int, Opt(help="Reset each stream's carried state at random, on "
-                                         "average every this many characters (0: never), so "
-                                         "the model can start from a zero state as sampling "
-                                         "does.")] = T.state_reset,
-    log_grad_norms: Annotated[bool, Opt(help="At each evaluation, show how the gradient "
-                                        "|dL/dh_t| of the first layer changes across the window "
-                                        "(vanishing or exploding).")] = T.log_grad_norms,
+    cell: Annotated[Optional[str], Given("Recurrent cell: lstm, gru or rnn.", M.cell)] = None,
+    layers: Annotated[Optional[int], Given("Number of stacked recurrent layers.",
+                                           M.num_layers)] = None,
+    hidden: Annotated[Optional[int], Given(
+        "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
+        "or more, otherwise 256.")] = None,
+    dropout: Annotated[Optional[float], Given(
+        "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
+        "with 384, otherwise 0.")] = None,
+    batch: Annotated[Optional[int], Given("Parallel streams per step (batch size).",
+                                          T.batch_size)] = None,
+    seq: Annotated[Optional[int], Given("Characters per step and stream (BPTT window).",
+                                        T.seq_len)] = None,
+    lr: Annotated[Optional[float], Given("Adam learning rate (peak).", T.lr)] = None,
+    grad_clip: Annotated[Optional[float], Given("Clip the global gradient norm (0: off).",
+                                                T.grad_clip)] = None,
+    schedule: Annotated[Optional[str], Given(
+        "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs "
+        "budget).", T.schedule)] = None,
+    warmup: Annotated[Optional[int], Given("Linear learning-rate warm-up steps.",
+                                           T.warmup)] = None,
+    lr_decay: Annotated[Optional[float], Given(
+        "constant schedule: multiply lr by this each epoch after --lr-decay-after epochs.",
+        T.lr_decay)] = None,
+    lr_decay_after: Annotated[Optional[int], Given("Epochs before --lr-decay applies.",
+                                                   T.lr_decay_after)] = None,
+    weight_decay: Annotated[Optional[float], Given("Decoupled weight decay.",
+                                                   T.weight_decay)] = None,
+    steps: Annotated[Optional[int], Given("Stop after this many optimizer steps (0: no limit).",
+                                          T.steps)] = None,
+    minutes: Annotated[Optional[float], Given("Stop after this much training time (0: no limit).",
+                                              T.minutes)] = None,
+    epochs: Annotated[Optional[float], Given(
+        "Stop after this many passes over the text (0: no limit; 10 when no budget is given).",
+        T.epochs)] = None,
+    val_frac: Annotated[Optional[float], Given(
+        "Fraction at the end of the text held out for validation.", T.val_frac)] = None,
+    eval_every: Annotated[Optional[int], Given("Steps between evaluations and checkpoints.",
+                                               T.eval_every)] = None,
+    eval_chars: Annotated[Optional[int], Given(
+        "Validation characters read per evaluation, ten times as many at the last one (0: all).",
+        T.eval_chars)] = None,
+    keep: Annotated[Optional[int], Given("Also keep the last N step-stamped checkpoints.",
+                                         T.keep)] = None,
+    patience: Annotated[Optional[int], Given(
+        "Stop after N evaluations without improvement (0: never).", T.patience)] = None,
+    seed: Annotated[Optional[int], Given("Random seed.", T.seed)] = None,
+    state_reset: Annotated[Optional[int], Given(
+        "Reset each stream's carried state at random, on average every this many characters "
+        "(0: never), so the model can start from a zero state as sampling does.",
+        T.state_reset)] = None,
+    log_grad_norms: Annotated[Optional[bool], Given(
+        "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
+        "the window (vanishing or exploding).", None, "--log-grad-norms")] = None,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -184,36 +204,32 @@ def train(
 ):
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
-    from . import api, dist, run
+    from . import dist, run
     _use_threads(threads)
-
     world = dist.world()  # under mpiexec: one of several processes training one model
-    quiet = quiet or world.rank != 0  # rank 0 is the voice
-    names = dict(cell=cell, num_layers=layers, hidden_size=hidden, dropout=dropout,
-                 batch_size=batch, seq_len=seq, lr=lr, grad_clip=grad_clip, schedule=schedule,
-                 warmup=warmup, lr_decay=lr_decay, lr_decay_after=lr_decay_after,
-                 weight_decay=weight_decay, steps=steps, minutes=minutes, epochs=epochs,
-                 val_frac=val_frac, eval_every=eval_every, eval_chars=eval_chars, keep=keep,
-                 patience=patience, seed=seed, log_grad_norms=log_grad_norms,
-                 state_reset=state_reset)
-    given = {p for p in ctx.params if ctx.get_parameter_source(p).name != "DEFAULT"}
-    if resume is not None:  # only options the user actually gave may differ from the run's
-        names = {k: v for k, v in names.items() if FLAG_OF.get(k, k) in given}
-    elif init_from is not None:  # the model's shape comes from the checkpoint unless given
-        names = {k: v for k, v in names.items()
-                 if k not in SHAPE_FIELDS or FLAG_OF.get(k, k) in given}
-    dtype = np.float64 if float64 else np.float32
+    given = {CLI_NAMES.get(k, k): v for k, v in ctx.params.items()
+             if CLI_NAMES.get(k, k) in MODEL_FIELDS | TRAIN_FIELDS and v is not None}
     prepared, error = None, None
     try:
         prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
-                              glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
-                              dtype=dtype, encoding=encoding, errors=errors, **names)
+                               glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
+                               dtype=np.float64 if float64 else np.float32, encoding=encoding,
+                               errors=errors, **given)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
+    status = _run_training(prepared, world, quiet or world.rank != 0)  # rank 0 is the voice
+    if status == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _run_training(prepared, world, quiet):
+    """Report what is about to train, warm the kernels, and run it in its locked run directory,
+    stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
+    from . import api, run
     con = _console()
     trainer = prepared.trainer
-    m, cfg = trainer.model, trainer.cfg
+    m = trainer.model
     if prepared.notice and not quiet:
         con.print(f"charrnn: {prepared.notice}")
     if prepared.size_notice:  # shown even with --quiet: it may end badly
@@ -223,7 +239,7 @@ def train(
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
                   f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
     with compile_notice(quiet):
-        api.warmup(m.config.cell, dtype)
+        api.warmup(m.config.cell, m.dtype)
     stop = _stop_flag(announce=world.rank == 0)
     try:
         with contextlib.ExitStack() as stack:
@@ -240,8 +256,7 @@ def train(
         stop.restore()
     _summary(con, trainer, status, quiet)
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
-    if status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+    return status
 
 
 def _use_threads(n):
@@ -798,10 +813,10 @@ def sweep(
     evals: Annotated[int, Opt(help="Evaluations per trial, at even fractions of its budget; "
                                    "the pruner compares trials there.")] = 4,
     eval_chars: Annotated[int, Opt(help="Validation characters read per evaluation, ten times "
-                                        "as many at the last one (0: all).")] = 120_000,
+                                        "as many at the last one (0: all).")] = T.eval_chars,
     val_frac: Annotated[float, Opt(help="Fraction at the end of the text held out for "
-                                        "validation.")] = 0.1,
-    seed: Annotated[int, Opt(help="Seeds the sampler and every trial's training.")] = 1,
+                                        "validation.")] = T.val_frac,
+    seed: Annotated[int, Opt(help="Seeds the sampler and every trial's training.")] = T.seed,
     prune: Annotated[bool, Opt(help="Stop trials whose validation loss lags the median of "
                                     "earlier trials at the same point.")] = True,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
@@ -976,30 +991,8 @@ def inspect(
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ):
     """Look inside a model: which units track what along a text."""
-    if find is not None and regex is not None:
-        fail("give --find or --regex, not both", 2)
-    if regex is not None:
-        find = "re:" + regex
-    if unit is None and find is None and not gates:
-        fail("nothing to show: give --unit L:J, --find FEATURE or --gates", 2)
-    if html is not None and unit is None:
-        fail("--html draws a unit: add --unit L:J", 2)
-    if png is not None and not gates:
-        fail("--png draws the gate saturation: add --gates", 2)
-    if top < 1:
-        fail("--top must be at least 1", 2)
-    from . import api, data, probe, probe_view
-    from .errors import ConfigError
-    if find is not None:
-        try:
-            probe.check_feature(find)
-        except ConfigError as e:
-            fail(f"--find: {e}", 2)
-    if unit is not None:
-        try:
-            layer, j = (int(x) for x in unit.split(":"))
-        except ValueError:
-            fail(f"--unit must be LAYER:UNIT, e.g. 1:37, not {unit!r}", 2)
+    find, layer, j = _inspect_request(unit, find, regex, gates, html, png, top)
+    from . import api, data, probe
     model = api.load(checkpoint)
     if unit is not None:
         probe.check_unit(model, layer, j, state)
@@ -1025,27 +1018,67 @@ def inspect(
     if gates:
         out["gates"] = accs["gates"].summary()
         if png is not None:
-            name = "stdin" if file == "-" else Path(file).name
-            probe_view.saturation_png(accs["gates"].fractions(), png,
-                                      f"{out['model']}, {name} ({len(ids):,} chars)")
-            sys.stderr.write(f"charrnn: wrote {png}\n")
+            _saturation_png(accs["gates"], png, out, file, len(ids))
+    shown = None
     if unit is not None:
-        values = accs["unit"].values
-        title = probe_view.describe_unit(layer, j, state, cfg.cell) + f" on {desc}"
-        shown = probe_view.pieces(model, ids)
-        if html is not None:
-            try:
-                html.write_text(probe_view.html_page(shown, values, state, title),
-                                encoding="utf-8")
-            except OSError as e:
-                fail(f"cannot write {html}: {e.strerror or e}")
-            sys.stderr.write(f"charrnn: wrote {html}\n")
-        out["unit"] = {"layer": layer, "unit": j, "state": state, "title": title,
-                       "text": "".join(shown), "values": values.tolist()}
+        out["unit"], shown = _unit_view(model, ids, accs["unit"].values, layer, j, state, desc,
+                                        html)
     if as_json:
         print(json.dumps(out))
         return
-    _inspect_print(out, shown if unit is not None and html is None else None, state)
+    _inspect_print(out, shown if html is None else None, state)
+
+
+def _inspect_request(unit, find, regex, gates, html, png, top):
+    """inspect's options checked (usage errors exit 2): (the feature or None, layer, unit)."""
+    from . import probe
+    from .errors import ConfigError
+    if find is not None and regex is not None:
+        fail("give --find or --regex, not both", 2)
+    if regex is not None:
+        find = "re:" + regex
+    if unit is None and find is None and not gates:
+        fail("nothing to show: give --unit L:J, --find FEATURE or --gates", 2)
+    if html is not None and unit is None:
+        fail("--html draws a unit: add --unit L:J", 2)
+    if png is not None and not gates:
+        fail("--png draws the gate saturation: add --gates", 2)
+    if top < 1:
+        fail("--top must be at least 1", 2)
+    if find is not None:
+        try:
+            probe.check_feature(find)
+        except ConfigError as e:
+            fail(f"--find: {e}", 2)
+    layer = j = None
+    if unit is not None:
+        try:
+            layer, j = (int(x) for x in unit.split(":"))
+        except ValueError:
+            fail(f"--unit must be LAYER:UNIT, e.g. 1:37, not {unit!r}", 2)
+    return find, layer, j
+
+
+def _saturation_png(saturate, png, out, file, n):
+    from . import probe_view
+    name = "stdin" if file == "-" else Path(file).name
+    probe_view.saturation_png(saturate.fractions(), png, f"{out['model']}, {name} ({n:,} chars)")
+    sys.stderr.write(f"charrnn: wrote {png}\n")
+
+
+def _unit_view(model, ids, values, layer, j, state, desc, html):
+    """(inspect's "unit" result, the text's pieces as shown); writes the HTML page if asked."""
+    from . import probe_view
+    title = probe_view.describe_unit(layer, j, state, model.config.cell) + f" on {desc}"
+    shown = probe_view.pieces(model, ids)
+    if html is not None:
+        try:
+            html.write_text(probe_view.html_page(shown, values, state, title), encoding="utf-8")
+        except OSError as e:
+            fail(f"cannot write {html}: {e.strerror or e}")
+        sys.stderr.write(f"charrnn: wrote {html}\n")
+    return {"layer": layer, "unit": j, "state": state, "title": title, "text": "".join(shown),
+            "values": values.tolist()}, shown
 
 
 def _inspect_print(out, shown, kind):

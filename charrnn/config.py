@@ -81,7 +81,6 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 # what --resume may change: the budgets and how often the run evaluates and keeps checkpoints
 BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep",
                            "patience"})
-SHAPE_FIELDS = ("cell", "num_layers", "hidden_size")  # --init-from takes these from its model
 DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
 # the command line's option names whose field has another name (`--grad-clip` is grad_clip)
 CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
@@ -112,7 +111,7 @@ def check_known(options):
 def resolve(options, base=None):
     """The configuration of a new run: (model fields without vocab_size, TrainConfig).
 
-    options: model and TrainConfig fields as given (a model field of None: unset). Precedence:
+    options: model and TrainConfig fields as given (None: unset). Precedence:
     a given option; else, with --init-from (base: its ModelConfig), the base model's shape
     (a given shape that differs is an error; dropout may change); else the budget preset for
     the size and its dropout; else the dataclass defaults, with DEFAULT_EPOCHS when no budget
@@ -128,7 +127,7 @@ def resolve(options, base=None):
     elif "hidden_size" not in model:  # size (and its dropout) by the budget
         model["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
         model.setdefault("dropout", auto_dropout)
-    train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+    train = {k: v for k, v in options.items() if k in TRAIN_FIELDS and v is not None}
     cfg = TrainConfig(**train).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = replace(cfg, epochs=DEFAULT_EPOCHS)
@@ -139,6 +138,7 @@ def resolve_resume(saved_model, saved_train, options):
     """The TrainConfig of a resumed run: the saved one with the budgets given now; any other
     option must agree with the run's."""
     saved = dict(saved_model.to_dict(), **saved_train.to_dict())
+    options = {k: v for k, v in options.items() if v is not None}
     for k, v in options.items():
         if k not in BUDGET_FIELDS and v != saved.get(k):
             raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
