@@ -24,19 +24,18 @@ def load(path=None, dtype=np.float32):
 def describe(meta):
     """A dict summarising a checkpoint's Meta for `charrnn info`."""
     cfg, pr, hist = meta.model, meta.progress, meta.history
-    vals = [h["val_loss"] for h in hist if h.get("val_loss") is not None
-            and math.isfinite(h["val_loss"])]
+    vals = [h.val_loss for h in hist if h.val_loss is not None and math.isfinite(h.val_loss)]
     return {
         "cell": cfg.cell, "layers": cfg.num_layers, "hidden": cfg.hidden_size,
         "vocab_size": cfg.vocab_size, "dropout": cfg.dropout, "params": num_params(cfg),
         "vocab_kind": meta.vocab.kind, "step": pr and pr.step,
-        "epoch": hist[-1]["epoch"] if hist else pr.epoch if pr else 0,  # fractional
+        "epoch": hist[-1].epoch if hist else pr.epoch if pr else 0,  # fractional
         "elapsed_seconds": pr and pr.elapsed, "chars_seen": pr and pr.chars_seen,
         "val_loss": meta.val_loss,
         "val_loss_full": meta.val_loss_full, "val_chars_full": meta.val_chars_full,
         "best_val_loss": min(vals) if vals else None, "evaluations": len(hist),
         "corpus": meta.info.corpus, "charrnn_version": meta.charrnn,
-        "train": meta.train.to_dict() if meta.train else {}, "history": hist,
+        "train": meta.train.to_dict() if meta.train else {}, "history": [dict(h) for h in hist],
     }
 
 

@@ -67,6 +67,33 @@ class Progress:
     timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
 
 
+@dataclass(frozen=True)
+class HistoryRow(Mapping):
+    """One evaluation of a run (Trainer.evaluate writes it, `charrnn info` shows it). Read as a
+    mapping too (row["val_loss"]), as the JSON rows of earlier versions were."""
+    step: int = 0                     # optimizer steps taken
+    epoch: float = 0.0                # passes over the training text, fractional
+    elapsed: float = 0.0              # training seconds
+    chars: int = 0                    # training characters seen
+    train_loss: Optional[float] = None  # mean over the steps since the last evaluation
+    val_loss: Optional[float] = None  # on the validation sample (nan when there is none)
+    lr: Optional[float] = None        # the learning rate at this step
+
+    def __getitem__(self, key):
+        if key not in _ROW_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(_ROW_FIELDS)
+
+    def __len__(self):
+        return len(_ROW_FIELDS)
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(HistoryRow))
+
+
 @dataclass(frozen=True, eq=True)
 class Meta(Mapping):
     """A checkpoint's metadata. Reading it as a mapping (meta["progress"]["step"]) gives the JSON
@@ -76,7 +103,7 @@ class Meta(Mapping):
     train: Optional[TrainConfig] = None   # None: a file saved without a training run
     info: RunInfo = RunInfo()
     progress: Optional[Progress] = None
-    history: list = field(default_factory=list)  # one row per evaluation (trainer.evaluate)
+    history: list = field(default_factory=list)  # a HistoryRow per evaluation
     num_params: Optional[int] = None
     val_loss: Optional[float] = None        # of the last evaluation
     val_loss_full: Optional[float] = None   # the larger final evaluation of these weights ...
@@ -88,7 +115,7 @@ class Meta(Mapping):
     def to_json(self):
         d = dict(self.extra, format=FORMAT, version=VERSION, charrnn=self.charrnn,
                  model=self.model.to_dict(), vocab=self.vocab.to_json(),
-                 info=asdict(self.info), history=self.history)
+                 info=asdict(self.info), history=[dict(r) for r in self.history])
         if self.train is not None:
             d["train"] = self.train.to_dict()
         if self.progress is not None:
@@ -120,7 +147,8 @@ class Meta(Mapping):
                 train=_known(TrainConfig, d["train"]) if "train" in d else None,
                 info=_known(RunInfo, d.get("info") or {}),
                 progress=_known(Progress, d["progress"]) if "progress" in d else None,
-                history=list(d.get("history", [])), num_params=d.get("num_params"),
+                history=[_known(HistoryRow, r) for r in d.get("history", [])],
+                num_params=d.get("num_params"),
                 val_loss=d.get("val_loss"), val_loss_full=d.get("val_loss_full"),
                 val_chars_full=d.get("val_chars_full"), charrnn=d.get("charrnn"),
                 version=version, extra={k: v for k, v in d.items() if k not in _KNOWN})

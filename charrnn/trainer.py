@@ -16,7 +16,7 @@ import numpy as np
 
 from . import checkpoint, data, dist
 from .charmodel import CharModel, from_arrays, model_from_checkpoint
-from .checkpoint import Meta, Progress, RunInfo
+from .checkpoint import HistoryRow, Meta, Progress, RunInfo
 from .config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from .errors import ConfigError, CorpusError, TrainingDiverged
 from .evaluation import Budget, Sample, Timing
@@ -302,7 +302,7 @@ class Trainer:
     def end(self, status, stepped, since_eval, since_row):
         """The last evaluation (unless the last step had one), the larger evaluation of the
         best model, the last writes; returns the events. stepped: this session trained."""
-        if status == "done" and (not self.history or self.history[-1]["step"] != self.step):
+        if status == "done" and (not self.history or self.history[-1].step != self.step):
             if since_row.losses:
                 self.log(self.train_row(since_row))
             events = self.evaluate_and_save(since_eval, final=True)
@@ -333,8 +333,9 @@ class Trainer:
         if self.sample.chars:
             self.budget.timing.eval_per_char = secs / self.sample.chars
         event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs)
-        self.history.append({k: event[k] for k in ("step", "epoch", "elapsed", "chars",
-                                                    "train_loss", "val_loss", "lr")})
+        self.history.append(HistoryRow(**{k: event[k] for k in ("step", "epoch", "elapsed",
+                                                                 "chars", "train_loss",
+                                                                 "val_loss", "lr")}))
         score = val if math.isfinite(val) else event["train_loss"]
         improved = score < self.best_val
         if improved:
@@ -402,9 +403,9 @@ class Trainer:
         score = sample.score_full(model, self.val_ids, length)
         secs = time.perf_counter() - t0
         self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
-        at = next((h for h in self.history if h["step"] == self.best_step), {})
-        event = dict(kind="full", step=self.best_step, elapsed=at.get("elapsed"),  # of the model
-                     chars=at.get("chars"), val_loss_full=score.nats, val_chars_full=score.chars,
+        at = next((h for h in self.history if h.step == self.best_step), HistoryRow())
+        event = dict(kind="full", step=self.best_step, elapsed=at.elapsed,  # of the model
+                     chars=at.chars, val_loss_full=score.nats, val_chars_full=score.chars,
                      val_chars=sample.chars, best_val=self.best_val,
                      all=sample.full_is_all and length == sample.full_len, eval_seconds=secs)
         return event, on_disk
@@ -445,7 +446,7 @@ class Trainer:
                             val_full=full, timing=asdict(self.budget.timing))
         return Meta(model=m.config, vocab=m.vocab, train=self.cfg, info=self.info,
                     progress=progress, history=self.history, num_params=num_params(m.config),
-                    val_loss=self.history[-1]["val_loss"] if self.history else None,
+                    val_loss=self.history[-1].val_loss if self.history else None,
                     val_loss_full=full["loss"] if scored else None,
                     val_chars_full=full["chars"] if scored else None)
 
