@@ -56,109 +56,19 @@ import numpy as np
 
 import charrnn
 from charrnn import kernels as K, threads
-from charrnn.model import Model, ModelConfig
-from charrnn.optim import Adam
 
-FILLER, MARKER = ".", "="
+# the task itself lives beside the tests that check it (tests/long_range_task.py)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from long_range_task import (FILLER, MARKER, answer_accuracy, data_rng,  # noqa: E402
+                             episodes, lag_ratios, last_step_profile, new_model, train,
+                             vocabulary, window)
+
 CELLS = ("rnn", "lstm", "gru")
 LAGS = (1, 2, 5, 10, 20, 40, 80, 160, 320)
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
-
-
-# -- the task -----------------------------------------------------------------------------------
-
-def vocabulary(symbols):
-    return symbols + FILLER + MARKER
-
-
-def episodes(rng, n, k, num_symbols):
-    """n episodes as ids (n, k + 3): symbol, k fillers, marker, symbol. Symbol ids are
-    0..num_symbols-1; the filler is num_symbols and the marker num_symbols + 1."""
-    ids = np.full((n, k + 3), num_symbols, np.int32)
-    sym = rng.integers(0, num_symbols, n)
-    ids[:, 0] = sym
-    ids[:, k + 1] = num_symbols + 1
-    ids[:, k + 2] = sym
-    return ids
-
-
-def window(eps):
-    """Time-major (x, y), each (T, B) with T = k + 2, of a batch of episodes (B, k + 3)."""
-    x = np.ascontiguousarray(eps[:, :-1].T)
-    y = np.ascontiguousarray(eps[:, 1:].T)
-    return x, y
-
-
-def data_rng(seed, k, purpose):
-    """Independent streams per (seed, k): 0 trains, 1 evaluates, 2 probes gradients. The cell is
-    not part of the key, so every cell sees the same episodes."""
-    return np.random.default_rng(np.random.SeedSequence([seed, k, purpose]))
-
-
-# -- measurements -------------------------------------------------------------------------------
-
-def new_model(cell, hidden_size, symbols, seed, dtype=np.float32):
-    vocab = vocabulary(symbols)
-    cfg = ModelConfig(cell=cell, num_layers=1, hidden_size=hidden_size, vocab_size=len(vocab))
-    return Model(cfg, vocab, dtype=dtype).init_weights(np.random.default_rng(seed))
-
-
-def last_step_profile(model, x, y, h0=None, c0=None):
-    """gn (L, T): ||d L_last / d h_t|| for every layer and step, where L_last is the mean loss of
-    the window's last step only. The dlogits of every earlier step are zeroed before backward."""
-    T, B = x.shape
-    if h0 is None:
-        h0, c0 = model.zero_state(B)
-    model.track_grad_norms = True  # buffers with room for the norms (see Work.gn)
-    w = model.forward(x, h0, c0)
-    K.xent(w.P, y.reshape(-1), True, B)
-    w.P[:(T - 1) * B] = 0
-    _, grads = model.zeros_like_params()
-    dh0, dc0 = model.zero_state(B)
-    K.backward(model.cell, model.params, x, w, grads, dh0, dc0)
-    return w.gn.copy()
-
-
-def lag_ratios(gn0, lags):
-    """{lag: ||dL/dh_{T-1-lag}|| / ||dL/dh_{T-1}||} for the lags that fit the window."""
-    T = gn0.shape[0]
-    return {lag: float(gn0[T - 1 - lag] / gn0[T - 1]) for lag in lags if lag <= T - 1}
-
-
-def answer_accuracy(model, eps, batch_size=500):
-    """Fraction of episodes whose answer is the argmax of the logits at the marker step, and the
-    mean loss (nats) of the answer."""
-    hits, loss = 0, 0.0
-    for s in range(0, len(eps), batch_size):
-        x, y = window(eps[s:s + batch_size])
-        T, B = x.shape
-        h0, c0 = model.zero_state(B)
-        P = model.forward(x, h0, c0).P[(T - 1) * B:]  # (B, V) logits at the marker step
-        hits += int((P.argmax(axis=1) == y[-1]).sum())
-        loss += K.xent(P.copy(), y[-1], False)
-    return hits / len(eps), loss / len(eps)
-
-
-def train(model, k, seed, args):
-    """--budget Adam steps on batches of fresh episodes; returns (mean loss of the last 10% of
-    steps, seconds)."""
-    rng = data_rng(seed, k, 0)
-    opt = Adam(model.flat, lr=args.lr, grad_clip=args.grad_clip)
-    grad_flat, grads = model.zeros_like_params()
-    h0, c0 = model.zero_state(args.batch)
-    tail, losses = max(1, args.budget // 10), []
-    start = time.perf_counter()
-    for step in range(args.budget):
-        x, y = window(episodes(rng, args.batch, k, len(args.symbols)))
-        loss, _ = model.loss_and_grad(x, y, h0, c0, grads)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"loss {loss} at step {step + 1}")
-        opt.step(model.flat, grad_flat)
-        losses.append(loss)
-    return float(np.mean(losses[-tail:])), time.perf_counter() - start
 
 
 def run_one(cell, k, seed, args):

@@ -45,6 +45,8 @@ from charrnn.kernels import kernel  # noqa: E402
 from charrnn.model import Model, ModelConfig, alloc_work  # noqa: E402
 from charrnn.optim import Adam  # noqa: E402
 
+from bench import cpu_model  # noqa: E402  (this directory's)
+
 SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
          "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
          "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
@@ -377,16 +379,6 @@ def main():
         if "step" in only:
             profile_step(name, **SIZES[name], repeats=4 * a.repeats)
             profile_step(name, **SIZES[name], dropout=0.2, repeats=4 * a.repeats)
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
