@@ -60,9 +60,6 @@ class Model:
         self._work = {}
         self._grads = {}
         self._packed = None
-        # Measure |d loss / d h_t| at every step of loss_and_grad's backward pass, into
-        # self.grad_norms (L, T) (1% of a 2 x 128 window's time, so only when asked).
-        self.track_grad_norms = False
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -106,13 +103,14 @@ class Model:
     # A window's streams are split into one part per thread (see threads.py); each part has its
     # own buffers, and all but the first their own gradient accumulator.
 
-    def work(self, T, B, dropout=False, part=0):
-        key = (T, B, dropout, part, self.track_grad_norms)  # each part (thread) has buffers
-        if key not in self._work:  # of its own, but for the packed weights, which all read
+    def work(self, T, B, dropout=False, part=0, norms=False):
+        """The buffers of one part's window; norms: with room for |d loss / d h_t| (Work.gn)."""
+        key = (T, B, dropout, part, norms)  # each part (thread) has buffers of its own, but for
+        if key not in self._work:           # the packed weights, which all read
             if self._packed is None:
                 self._packed = alloc_packed(self.config, self.dtype)
             self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed,
-                                         self.track_grad_norms)
+                                         norms)
         return self._work[key]
 
     def parts(self, B):
@@ -133,10 +131,11 @@ class Model:
         first = fn(0, parts[0])
         return [first] + [f.result() for f in futures]
 
-    def forward(self, x, h0, c0, masks=None):
-        """Logits for x (T, B) in one part; returns the Work whose P holds them (T*B, V)."""
+    def forward(self, x, h0, c0, masks=None, norms=False):
+        """Logits for x (T, B) in one part; returns the Work whose P holds them (T*B, V)
+        (norms: buffers in which a backward pass records |d loss / d h_t|, Work.gn)."""
         T, B = x.shape
-        w = self.work(T, B, masks is not None)
+        w = self.work(T, B, masks is not None, norms=norms)
         if masks is not None:
             w.M[:] = masks
         K.forward(self.cell, self.params, x, h0, c0, w)
@@ -156,18 +155,21 @@ class Model:
         res = self._map(part, parts)
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
-    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None):
+    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None,
+                      grad_norms=None):
         """Mean loss of one window; accumulates d loss / d params into grads (a Params).
         Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given.
         n_total: the characters the gradient is averaged over (default x.size; more when x is
-        one process's share of a larger batch); the loss returned is always x's own mean."""
+        one process's share of a larger batch); the loss returned is always x's own mean.
+        grad_norms: an (L, T) array to receive |d loss / d h_t| over all the streams, as the
+        backward pass reaches each step, or None not to measure it (1% of a 2 x 128 window)."""
         T, B = x.shape
         n_total = x.size if n_total is None else n_total
         parts = self.parts(B)
         dh0, dc0 = dstate if dstate is not None else self.zero_state(B)
 
         def part(i, s):
-            w = self.work(T, s.stop - s.start, masks is not None, i)
+            w = self.work(T, s.stop - s.start, masks is not None, i, grad_norms is not None)
             if masks is not None:
                 w.M[:] = masks[:, :, s]
             dp = grads if i == 0 else self._part_grads(i)[1]
@@ -178,8 +180,8 @@ class Model:
             return loss, w
         K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None), True)
         res = self._map(part, parts)
-        if self.track_grad_norms:
-            self.grad_norms = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
+        if grad_norms is not None:
+            grad_norms[:] = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
         for i in range(1, len(parts)):
             gflat = self._part_grads(i)[0]
             for g, d in zip(grads, self._part_grads(i)[1]):

@@ -47,7 +47,8 @@ class Trainer:
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
-        model.track_grad_norms = cfg.log_grad_norms
+        # |d loss / d h_t| of the last step's window, measured only when it is logged
+        self.grad_norms = np.zeros((model.config.num_layers, T)) if cfg.log_grad_norms else None
         self.rng = np.random.default_rng(cfg.seed)
         self.h, self.c = model.zero_state(B)
         self.dist = dist.world()
@@ -174,7 +175,7 @@ class Trainer:
         n = self.cfg.batch_size * T
         loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
             x, y, self.h[:, mine], self.c[:, mine], self.grads,
-            None if masks is None else masks[:, :, mine], n_total=n)
+            None if masks is None else masks[:, :, mine], n_total=n, grad_norms=self.grad_norms)
         if self.dist.size > 1:
             self.dist.sum_(self.grad_flat)
             loss = self.dist.agree(loss * x.size, False)[0] / n
@@ -344,7 +345,7 @@ class Trainer:
             self.stale += 1
         event["best"] = improved
         if self.cfg.log_grad_norms:
-            event["grad_norms"] = [round(float(v), 6) for v in self.model.grad_norms[0]]
+            event["grad_norms"] = [round(float(v), 6) for v in self.grad_norms[0]]
         return event
 
     def evaluate_and_save(self, window, final=False):

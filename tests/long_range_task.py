@@ -70,8 +70,7 @@ def last_step_profile(model, x, y, h0=None, c0=None):
     T, B = x.shape
     if h0 is None:
         h0, c0 = model.zero_state(B)
-    model.track_grad_norms = True  # buffers with room for the norms (see Work.gn)
-    w = model.forward(x, h0, c0)
+    w = model.forward(x, h0, c0, norms=True)  # buffers with room for the norms (Work.gn)
     K.xent(w.P, y.reshape(-1), True, B)
     w.P[:(T - 1) * B] = 0
     _, grads = model.zeros_like_params()
