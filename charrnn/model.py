@@ -178,7 +178,8 @@ class Model:
                                  _c(c0[:, s]), w, dp, dh, dc, n_total, True)
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
-        K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None), True)
+        K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None, 0,
+                                              grad_norms is not None), True)
         res = self._map(part, parts)
         if grad_norms is not None:
             grad_norms[:] = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
