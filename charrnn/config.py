@@ -61,7 +61,8 @@ class TrainConfig:
     def validate(self):
         for name in ("batch_size", "seq_len", "eval_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+                raise ConfigError(f"--{FLAG_OF.get(name, name).replace('_', '-')} must be at "
+                                  "least 1")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ConfigError("lr must be a positive number")
         if not 0 <= self.val_frac < 1:
