@@ -107,7 +107,7 @@ ErrorsOpt = Annotated[str, Opt(help="Bytes that do not decode: strict (an error)
                                     "a count is reported.")]
 
 
-def Given(help, default=None, *decls, **kw):
+def run_opt(help, default=None, *decls, **kw):
     """An option of the run's configuration: None unless given, so that config.resolve applies
     the precedence rules (a given option, the --resume run's or --init-from model's, the budget
     preset, then config.py's default, written there once and shown here)."""
@@ -126,60 +126,61 @@ def train(
     out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
                                        "metrics. Default: <corpus>-<date>-<time> under "
                                        "$CHARRNN_RUNS, else under ./runs.")] = None,
-    cell: Annotated[Optional[str], Given("Recurrent cell: lstm, gru or rnn.", M.cell)] = None,
-    layers: Annotated[Optional[int], Given("Number of stacked recurrent layers.",
-                                           M.num_layers)] = None,
-    hidden: Annotated[Optional[int], Given(
+    cell: Annotated[Optional[str], run_opt("Recurrent cell: lstm, gru or rnn.", M.cell)] = None,
+    layers: Annotated[Optional[int], run_opt("Number of stacked recurrent layers.",
+                                             M.num_layers)] = None,
+    hidden: Annotated[Optional[int], run_opt(
         "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
         "or more, otherwise 256.")] = None,
-    dropout: Annotated[Optional[float], Given(
+    dropout: Annotated[Optional[float], run_opt(
         "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
         "with 384, otherwise 0.")] = None,
-    batch: Annotated[Optional[int], Given("Parallel streams per step (batch size).",
-                                          T.batch_size)] = None,
-    seq: Annotated[Optional[int], Given("Characters per step and stream (BPTT window).",
-                                        T.seq_len)] = None,
-    lr: Annotated[Optional[float], Given("Adam learning rate (peak).", T.lr)] = None,
-    grad_clip: Annotated[Optional[float], Given("Clip the global gradient norm (0: off).",
-                                                T.grad_clip)] = None,
-    schedule: Annotated[Optional[str], Given(
+    batch: Annotated[Optional[int], run_opt("Parallel streams per step (batch size).",
+                                            T.batch_size)] = None,
+    seq: Annotated[Optional[int], run_opt("Characters per step and stream (BPTT window).",
+                                          T.seq_len)] = None,
+    lr: Annotated[Optional[float], run_opt("Adam learning rate (peak).", T.lr)] = None,
+    grad_clip: Annotated[Optional[float], run_opt("Clip the global gradient norm (0: off).",
+                                                  T.grad_clip)] = None,
+    schedule: Annotated[Optional[str], run_opt(
         "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs "
         "budget).", T.schedule)] = None,
-    warmup: Annotated[Optional[int], Given("Linear learning-rate warm-up steps.",
-                                           T.warmup)] = None,
-    lr_decay: Annotated[Optional[float], Given(
+    warmup: Annotated[Optional[int], run_opt("Linear learning-rate warm-up steps.",
+                                             T.warmup)] = None,
+    lr_decay: Annotated[Optional[float], run_opt(
         "constant schedule: multiply lr by this each epoch after --lr-decay-after epochs.",
         T.lr_decay)] = None,
-    lr_decay_after: Annotated[Optional[int], Given("Epochs before --lr-decay applies.",
-                                                   T.lr_decay_after)] = None,
-    weight_decay: Annotated[Optional[float], Given("Decoupled weight decay.",
-                                                   T.weight_decay)] = None,
-    steps: Annotated[Optional[int], Given("Stop after this many optimizer steps (0: no limit).",
-                                          T.steps)] = None,
-    minutes: Annotated[Optional[float], Given("Stop after this much training time (0: no limit).",
-                                              T.minutes)] = None,
-    epochs: Annotated[Optional[float], Given(
+    lr_decay_after: Annotated[Optional[int], run_opt("Epochs before --lr-decay applies.",
+                                                     T.lr_decay_after)] = None,
+    weight_decay: Annotated[Optional[float], run_opt("Decoupled weight decay.",
+                                                     T.weight_decay)] = None,
+    steps: Annotated[Optional[int], run_opt("Stop after this many optimizer steps (0: no limit).",
+                                            T.steps)] = None,
+    minutes: Annotated[Optional[float], run_opt("Stop after this much training time (0: no limit).",
+                                                T.minutes)] = None,
+    epochs: Annotated[Optional[float], run_opt(
         "Stop after this many passes over the text (0: no limit; 10 when no budget is given).",
         T.epochs)] = None,
-    val_frac: Annotated[Optional[float], Given(
+    val_frac: Annotated[Optional[float], run_opt(
         "Fraction at the end of the text held out for validation.", T.val_frac)] = None,
-    eval_every: Annotated[Optional[int], Given("Steps between evaluations and checkpoints.",
-                                               T.eval_every)] = None,
-    eval_chars: Annotated[Optional[int], Given(
+    eval_every: Annotated[Optional[int], run_opt("Steps between evaluations and checkpoints.",
+                                                 T.eval_every)] = None,
+    eval_chars: Annotated[Optional[int], run_opt(
         "Validation characters read per evaluation, ten times as many at the last one (0: all).",
         T.eval_chars)] = None,
-    keep: Annotated[Optional[int], Given("Also keep the last N step-stamped checkpoints.",
-                                         T.keep)] = None,
-    patience: Annotated[Optional[int], Given(
+    keep: Annotated[Optional[int], run_opt("Also keep the last N step-stamped checkpoints.",
+                                           T.keep)] = None,
+    patience: Annotated[Optional[int], run_opt(
         "Stop after N evaluations without improvement (0: never).", T.patience)] = None,
-    seed: Annotated[Optional[int], Given("Random seed.", T.seed)] = None,
-    state_reset: Annotated[Optional[int], Given(
+    seed: Annotated[Optional[int], run_opt("Random seed.", T.seed)] = None,
+    state_reset: Annotated[Optional[int], run_opt(
         "Reset each stream's carried state at random, on average every this many characters "
         "(0: never), so the model can start from a zero state as sampling does.",
         T.state_reset)] = None,
-    log_grad_norms: Annotated[Optional[bool], Given(
+    log_grad_norms: Annotated[Optional[bool], run_opt(
         "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
-        "the window (vanishing or exploding).", None, "--log-grad-norms")] = None,
+        "the window (vanishing or exploding).", None,
+        "--log-grad-norms/--no-log-grad-norms")] = None,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -839,7 +840,8 @@ def sweep(
         fail("give a CORPUS to sweep over (or --show DIR)", 2)
     if jobs < 1:
         fail("--jobs must be at least 1", 2)
-    sw = sweeps.Sweep(corpus, out if out is not None else sweeps.default_dir(corpus), trials=trials, minutes=minutes, steps=steps,
+    sw = sweeps.Sweep(corpus, out if out is not None else sweeps.default_dir(corpus),
+                      trials=trials, minutes=minutes, steps=steps,
                       space=sweep_space.build(sweep_space.load(space) if space else None),
                       evals=evals, eval_chars=eval_chars, val_frac=val_frac, seed=seed,
                       prune=prune, storage=storage, study=study,
