@@ -21,15 +21,10 @@ float64 arrays use the exact functions, so gradient tests see the true derivativ
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit, types
+from numba.extending import overload
 
-from .threads import preload_blas
-
-preload_blas()  # before Numba first looks for BLAS: see threads.preload_blas
-
-from numba import njit, types  # noqa: E402
-from numba.extending import overload  # noqa: E402
-
-from . import gemm  # noqa: E402
+from . import gemm
 
 LSTM, GRU, RNN = 0, 1, 2
 

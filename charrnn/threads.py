@@ -83,8 +83,11 @@ def preload_blas():
     scipy.linalg: 0.25 s of CPU on the 2-core EPYC this was measured on, a quarter of
     `charrnn sample`'s start-up. The extension module itself needs none of it; registering it
     under its full name first makes Numba's import a dictionary lookup. A later
-    `import scipy.linalg` still works. Without this, start-up there went from 0.9 to 1.15 s.
-    """
+    `import scipy.linalg` still works. Without this, start-up there went from 0.9 to 1.15 s
+    (measured again on 2026-11-27: 1.12 s against 1.35, medians of 10).
+
+    Only the command line calls it, first thing in every command: the library's import has no
+    such side effect, and a program that imports charrnn pays the 0.2 s once."""
     import glob
     import importlib.machinery
     import importlib.util
