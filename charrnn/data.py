@@ -22,13 +22,11 @@ import codecs
 import fnmatch
 import functools
 import hashlib
-import http.client
 import importlib.resources
 import json
 import os
 import sys
 import sysconfig
-import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -417,6 +415,8 @@ def _check_sha256(digest, entry, name, path):
 
 
 def _download(name, entry, cache, hint_dir):
+    import http.client  # here, not at the top: 40 ms of every command's start-up
+    import urllib.request
     url, file = entry["url"], entry["file"]
     fix = f"put {file} ({url}) in {hint_dir} or set CHARRNN_DATA_DIR"
     try:
