@@ -210,14 +210,14 @@ def train(
     from . import dist, run
     _use_threads(threads)
     world = dist.world()  # under mpiexec: one of several processes training one model
-    given = {CLI_NAMES.get(k, k): v for k, v in ctx.params.items()
-             if CLI_NAMES.get(k, k) in MODEL_FIELDS | TRAIN_FIELDS and v is not None}
+    options = {CLI_NAMES.get(k, k): v for k, v in ctx.params.items()
+             if CLI_NAMES.get(k, k) in MODEL_FIELDS | TRAIN_FIELDS}
     prepared, error = None, None
     try:
         prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                                glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
                                dtype=np.float64 if float64 else np.float32, encoding=encoding,
-                               errors=errors, **given)
+                               errors=errors, **options)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
@@ -1022,7 +1022,7 @@ def inspect(
     if gates:
         out["gates"] = accs["gates"].summary()
         if png is not None:
-            _saturation_png(accs["gates"], png, out, file, len(ids))
+            _saturation_png(accs["gates"], png, out["model"], file, len(ids))
     shown = None
     if unit is not None:
         out["unit"], shown = _unit_view(model, ids, accs["unit"].values, layer, j, state, desc,
@@ -1063,10 +1063,10 @@ def _inspect_request(unit, find, regex, gates, html, png, top):
     return find, layer, j
 
 
-def _saturation_png(saturate, png, out, file, n):
+def _saturation_png(saturate, png, model_name, file, n):
     from . import probe_view
     name = "stdin" if file == "-" else Path(file).name
-    probe_view.saturation_png(saturate.fractions(), png, f"{out['model']}, {name} ({n:,} chars)")
+    probe_view.saturation_png(saturate.fractions(), png, f"{model_name}, {name} ({n:,} chars)")
     sys.stderr.write(f"charrnn: wrote {png}\n")
 
 

@@ -112,7 +112,7 @@ def check_known(options):
 def resolve(options, base=None):
     """The configuration of a new run: (model fields without vocab_size, TrainConfig).
 
-    options: model and TrainConfig fields as given (None: unset). Precedence:
+    options: model and TrainConfig fields as given (run.prepare drops any of None). Precedence:
     a given option; else, with --init-from (base: its ModelConfig), the base model's shape
     (a given shape that differs is an error; dropout may change); else the budget preset for
     the size and its dropout; else the dataclass defaults, with DEFAULT_EPOCHS when no budget
@@ -128,7 +128,7 @@ def resolve(options, base=None):
     elif "hidden_size" not in model:  # size (and its dropout) by the budget
         model["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
         model.setdefault("dropout", auto_dropout)
-    train = {k: v for k, v in options.items() if k in TRAIN_FIELDS and v is not None}
+    train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
     cfg = TrainConfig(**train).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = replace(cfg, epochs=DEFAULT_EPOCHS)
@@ -139,7 +139,6 @@ def resolve_resume(saved_model, saved_train, options):
     """The TrainConfig of a resumed run: the saved one with the budgets given now; any other
     option must agree with the run's."""
     saved = dict(saved_model.to_dict(), **saved_train.to_dict())
-    options = {k: v for k, v in options.items() if v is not None}
     for k, v in options.items():
         if k not in BUDGET_FIELDS and v != saved.get(k):
             raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "

@@ -74,8 +74,10 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
             byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
             encoding=None, errors="strict", **options):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
-    (cell, num_layers, hidden_size, dropout) and TrainConfig fields. Returns a Prepared."""
+    (cell, num_layers, hidden_size, dropout) and TrainConfig fields, None meaning not given
+    (the command line passes those it was not given so). Returns a Prepared."""
     check_known(options)
+    options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
         return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
                                encoding is not None or errors != "strict")
