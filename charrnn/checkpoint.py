@@ -79,6 +79,11 @@ class HistoryRow(Mapping):
     val_loss: Optional[float] = None  # on the validation sample (nan when there is none)
     lr: Optional[float] = None        # the learning rate at this step
 
+    @classmethod
+    def of_event(cls, event):
+        """The row of an evaluation event (a dict with at least these fields)."""
+        return cls(**{k: event[k] for k in _ROW_FIELDS})
+
     def __getitem__(self, key):
         if key not in _ROW_FIELDS:
             raise KeyError(key)

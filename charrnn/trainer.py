@@ -334,9 +334,7 @@ class Trainer:
         if self.sample.chars:
             self.budget.timing.eval_per_char = secs / self.sample.chars
         event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs)
-        self.history.append(HistoryRow(**{k: event[k] for k in ("step", "epoch", "elapsed",
-                                                                 "chars", "train_loss",
-                                                                 "val_loss", "lr")}))
+        self.history.append(HistoryRow.of_event(event))
         score = val if math.isfinite(val) else event["train_loss"]
         improved = score < self.best_val
         if improved:
@@ -404,9 +402,11 @@ class Trainer:
         score = sample.score_full(model, self.val_ids, length)
         secs = time.perf_counter() - t0
         self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
-        at = next((h for h in self.history if h.step == self.best_step), HistoryRow())
-        event = dict(kind="full", step=self.best_step, elapsed=at.elapsed,  # of the model
-                     chars=at.chars, val_loss_full=score.nats, val_chars_full=score.chars,
+        at = next((h for h in self.history if h.step == self.best_step), None)  # of the model
+        event = dict(kind="full", step=self.best_step,
+                     elapsed=None if at is None else at.elapsed,
+                     chars=None if at is None else at.chars,
+                     val_loss_full=score.nats, val_chars_full=score.chars,
                      val_chars=sample.chars, best_val=self.best_val,
                      all=sample.full_is_all and length == sample.full_len, eval_seconds=secs)
         return event, on_disk
