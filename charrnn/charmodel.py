@@ -3,7 +3,9 @@ checkpoint metadata it was loaded with; and loading one from a checkpoint."""
 import numpy as np
 
 from . import checkpoint
-from .errors import CheckpointError, CorpusError
+from .completion import Stream, complete, prepare_prime
+from .config import SampleConfig
+from .errors import CheckpointError, CorpusError, UsageError
 from .model import Model
 
 
@@ -29,13 +31,14 @@ class CharModel(Model):
         batch_size streams side by side, each from a zero state, or with exact as one stream
         from a zero state, every character after the first scored (Model.score_ids).
         Characters the model does not know are an error, or (unknown="drop") left out; a
-        --max-vocab model reads them as its unknown symbol."""
+        --max-vocab model reads them as its unknown symbol, and the Score counts those targets
+        (unknown) and gives the loss over the others apart (nats_known)."""
         if unknown is None:
             unknown = "unk" if self.vocab.unk_id >= 0 else "error"
         ids = self.encode(text, unknown=unknown)
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
-        return self.score_ids(ids, batch_size, seq_len, exact)
+        return self.score_ids(ids, batch_size, seq_len, exact, self.vocab.unk_id)
 
     def states(self, text, unknown="error"):
         """What the model holds after each character of text, read from the zero state: a
@@ -47,31 +50,47 @@ class CharModel(Model):
     def start_id(self):
         return self.vocab.start_id
 
-    def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-                 num_samples=1, chunk=256, unknown="error"):
-        """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
-        The prime is checked here, before the first chunk is asked for."""
+    def generate_ids(self, cfg, ids, chunk=256):
+        """An iterator of (n, cfg.num_samples) arrays of new ids after the prime ids (a 1-d
+        sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
         from .sampler import Sampler
-        s = Sampler(self, num_samples)
-        try:
-            ids = self.encode(prime, unknown=unknown) if len(prime) else np.array([self.start_id()])
-        except CorpusError as e:
-            raise CorpusError(f"the prime: {e}; pass --drop-unknown to leave them out") from None
-        if len(ids) == 0:
-            ids = np.array([self.start_id()])
+        cfg.validate()
+        s = Sampler(self, cfg.num_samples)
         s.prime(ids)
-        rng = np.random.default_rng(seed)
-        banned = self.vocab.unk_id
+        rng = np.random.default_rng(cfg.seed)
+        banned, length = self.vocab.unk_id, cfg.length
 
         def chunks():
             done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
             while length <= 0 or done < length:
                 if length > 0:
                     n = min(n, length - done)
-                yield s.generate(n, rng, temp, top_k, top_p, banned)
+                yield s.generate(n, rng, cfg.temp, cfg.top_k, cfg.top_p, banned)
                 done += n
                 n = chunk
         return chunks()
+
+    def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
+                 num_samples=1, chunk=256, unknown="error"):
+        """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
+        The options are checked, and the prime read, here, before the first chunk is asked
+        for (completion.prepare_prime: unknown "error" or "drop")."""
+        cfg = SampleConfig(length, temp, top_k, top_p, num_samples, seed=seed).validate()
+        return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
+
+    def stream(self, prime="", unknown="error", **options):
+        """One sample as a completion.Stream of text pieces; options are SampleConfig's fields
+        (length, temp, top_k, top_p, stop, seed); its finish_reason says why it ended."""
+        cfg = SampleConfig(**options).validate()
+        if cfg.num_samples != 1:
+            raise UsageError("a stream is one sample: use complete() for several")
+        return Stream(self, cfg, prepare_prime(self, prime, unknown))
+
+    def complete(self, prime="", unknown="error", **options):
+        """cfg.num_samples completion.Completions (text, finish_reason) of the prime, drawn
+        together; options are SampleConfig's fields, and length must be positive."""
+        cfg = SampleConfig(**options).validate(endless_ok=False)
+        return complete(self, cfg, prepare_prime(self, prime, unknown))
 
     def decoder(self):
         """A function from an id array to its text: a str (multi-byte characters kept whole),
@@ -79,17 +98,16 @@ class CharModel(Model):
         return self.vocab.decoder()
 
     def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-               include_prime=True):
-        """The prime followed by `length` generated characters, as `charrnn sample` prints them
-        (include_prime=False: the generated part alone). A str, or bytes for a byte-level
-        model (whose prime may be bytes, or a str taken as UTF-8)."""
-        decode = self.decoder()
-        out = [decode(ids[:, 0]) for ids in self.generate(length, temp, prime, seed, top_k, top_p)]
-        if include_prime:
-            p = prime.encode("utf-8", "surrogateescape") if self.byte_level and \
-                isinstance(prime, str) else prime
-            out.insert(0, p)
-        return (b"" if self.byte_level else "").join(out)
+               include_prime=True, stop=None, unknown="error"):
+        """The prime followed by `length` generated characters (fewer when a stop string ends
+        it), as `charrnn sample` prints them (include_prime=False: the generated part alone).
+        A str, or bytes for a byte-level model (whose prime may be bytes, or a str taken as
+        UTF-8). The prime is read as the corpus was: newlines folded."""
+        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed)
+        cfg.validate(endless_ok=False)
+        p = prepare_prime(self, prime, unknown)
+        text = complete(self, cfg, p)[0].text
+        return p.text + text if include_prime else text
 
 
 def model_from_checkpoint(path, dtype=np.float32):

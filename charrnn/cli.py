@@ -20,13 +20,13 @@ import typer
 
 from . import __version__
 from .config import CLI_NAMES, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig as M, TrainConfig as T
-from .errors import CharrnnError
+from .errors import CharrnnError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help="Train character-level recurrent language models and sample text from them.")
 
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _console():
@@ -45,6 +45,8 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except UsageError as e:
+            fail(str(e), EXIT_USAGE)
         except CharrnnError as e:
             fail(str(e))
         except KeyboardInterrupt:
@@ -237,6 +239,8 @@ def _run_training(prepared, world, quiet):
         con.print(f"charrnn: {prepared.notice}")
     if prepared.size_notice:  # shown even with --quiet: it may end badly
         con.print(f"charrnn: {prepared.size_notice}")
+    if prepared.unknown_notice:  # so is this: every loss of the run depends on it
+        con.print(f"charrnn: warning: {prepared.unknown_notice}")
     if not quiet:
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
@@ -380,7 +384,9 @@ def _summary(con, t, status, quiet):
         return
     how = {"done": "finished", "patience": "stopped early (no improvement)",
            "interrupted": "interrupted"}[status]
-    best = f"best val {_fmt(t.best_val)} at step {t.best_step}" if t.best_step else "no evaluation"
+    best = ("no validation text (best.npz is the last model)" if not t.sample.length else
+            f"best val {_fmt(t.best_val)} at step {t.best_step}" if t.best_step else
+            "no evaluation")
     rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
     con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
               f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}")
@@ -419,21 +425,6 @@ def _read_prime(prime, prime_file, byte_level):
     return data.prepare_input(raw, name, False, data.Decoding(hint="")) if raw else ""
 
 
-def _check_sampling(temp, top_k, top_p, length, num_samples):
-    if not temp >= 0 or temp != temp or temp == float("inf"):
-        fail("--temp must be 0 (greedy) or a positive number", 2)
-    if top_k < 0:
-        fail("--top-k must be 0 (off) or positive", 2)
-    if not 0 < top_p <= 1:
-        fail("--top-p must be in (0, 1]", 2)
-    if length < 0:
-        fail("--length must be 0 (endless) or positive", 2)
-    if num_samples < 1:
-        fail("--num-samples must be at least 1", 2)
-    if num_samples > 1 and length == 0:  # samples are written when all are done: never
-        fail("--num-samples above 1 needs a --length", 2)
-
-
 class _Out:
     """Writes text (or a byte-level model's bytes) to stdout as it comes; a reader that went
     away ends generation quietly."""
@@ -459,6 +450,16 @@ class _Out:
         if self.last and self.last != newline and sys.stdout.isatty():
             self.stream.write(newline)
             self.stream.flush()
+
+
+def _load(checkpoint):
+    """The model of -c (see checkpoint.resolve); says on stderr which checkpoint it is when the
+    choice was implicit (no -c, a run without best.npz, a directory of runs)."""
+    from . import api, checkpoint as ck
+    path, note = ck.resolve_explained(checkpoint)
+    if note:
+        sys.stderr.write(f"charrnn: {note}\n")
+    return api.load(path)
 
 
 def _quiet_broken_pipe():
@@ -507,29 +508,45 @@ def sample(
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""
     _use_threads(threads)
-    _check_sampling(temp, top_k, top_p, length, num_samples)
+    from .completion import Stream, check_stop, complete, prepare_prime
+    from .config import SampleConfig
+    cfg = SampleConfig(length, temp, top_k, top_p, num_samples,
+                       stop=_unescape(stop) if stop else None, seed=seed).validate()
     from . import api
-    model = api.load(checkpoint)
-    text = _read_prime(prime, prime_file, model.byte_level)
+    model = _load(checkpoint)
+    p = prepare_prime(model, _read_prime(prime, prime_file, model.byte_level),
+                      "drop" if drop_unknown else "error")
+    if p.dropped:
+        sys.stderr.write(f"charrnn: left {p.dropped} character{'s'[:p.dropped != 1]} the model "
+                         "does not know out of the prime\n")
+    check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
     with compile_notice():
         api.warmup(model.config.cell, model.dtype, sampling=True)
-    unknown = "drop" if drop_unknown else "error"
-    gen = model.generate(length, temp, text, seed, top_k, top_p, num_samples, unknown=unknown)
-    as_output = _as_bytes if model.byte_level else (lambda s: s)
-    stop = as_output(_unescape(stop)) if stop else None
     out = _Out(model.byte_level, keep=novelty)
     try:
+        out.write(p.text)
         if num_samples == 1:
-            out.write(text)
-            _stream_one(model, gen, stop, out)
+            stream = Stream(model, cfg, p)
+            for piece in stream:
+                out.write(piece)
+            ends = [stream.finish_reason]
         else:
-            _write_batch(model, gen, num_samples, text, stop, as_output(_unescape(separator)), out)
+            done = complete(model, cfg, p)
+            sep = _unescape(separator)
+            sep = sep.encode("utf-8", "surrogateescape") if model.byte_level else sep
+            out.write((sep + p.text).join(c.text for c in done))
+            ends = [c.finish_reason for c in done]
         out.end_line()
     except BrokenPipeError:
         _quiet_broken_pipe()
         return
+    cut = ends.count("length")
+    if cfg.stop and cut:
+        which = "the sample" if num_samples == 1 else f"{cut} of {num_samples} samples"
+        sys.stderr.write(f"charrnn: {which} ended at --length {length}, not at the stop "
+                         "string\n")
     if novelty:
-        _report_novelty(model, out.written[len(text):], data_dir)
+        _report_novelty(model, out.written[len(p.text):], data_dir)
 
 
 def _report_novelty(model, sample, data_dir):
@@ -552,42 +569,6 @@ def _unescape(s):
     return s.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
-def _as_bytes(s):
-    return s.encode("utf-8", "surrogateescape")
-
-
-def _stream_one(model, gen, stop, out):
-    decode = model.decoder()
-    held = out.empty  # text that might be the start of the stop string
-    for ids in gen:
-        held += decode(ids[:, 0])
-        if stop:
-            cut = held.find(stop)
-            if cut >= 0:
-                out.write(held[:cut + len(stop)])
-                return
-            keep = len(stop) - 1
-            ready, held = (held[:-keep], held[-keep:]) if keep else (held, out.empty)
-            out.write(ready)
-        else:
-            out.write(held)
-            held = out.empty
-    out.write(held)
-
-
-def _write_batch(model, gen, n, prime, stop, sep, out):
-    decoders = [model.decoder() for _ in range(n)]
-    texts = [out.empty for _ in range(n)]
-    for ids in gen:
-        for k in range(n):
-            texts[k] += decoders[k](ids[:, k])
-        if stop and all(stop in t for t in texts):
-            break
-    if stop:
-        texts = [t[:t.find(stop) + len(stop)] if stop in t else t for t in texts]
-    out.write(sep.join(prime + t for t in texts))
-
-
 @app.command("eval")
 @user_errors
 def evaluate(
@@ -604,6 +585,11 @@ def evaluate(
                                            "of failing.")] = False,
     data_dir: Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
                                             "are looked for.")] = None,
+    max_unknown: Annotated[float, Opt(help="A --max-vocab model reads the characters it lacks "
+                                           "as its unknown symbol, which is cheap to predict: "
+                                           "refuse to score a text with more than this share "
+                                           "of them (the loss over the known characters is "
+                                           "reported apart either way).")] = 0.05,
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
@@ -617,7 +603,9 @@ def evaluate(
     """
     import math
     from . import api, data
-    model = api.load(checkpoint)
+    if not 0 <= max_unknown <= 1:
+        fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
+    model = _load(checkpoint)
     decoding = data.Decoding(encoding, errors, hint="")
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
                                 decoding=decoding)
@@ -632,15 +620,32 @@ def evaluate(
         if drop_unknown or "not in the vocabulary" not in str(e):
             raise
         fail(f"{e}; pass --drop-unknown to leave them out")
-    nats = score.nats
+    nats, share = score.nats, score.unknown_share
+    if share > max_unknown:
+        fail(f"{100 * share:.1f}% of the scored characters ({score.unknown:,} of "
+             f"{score.chars:,}) are unknown to the model, and it predicts its unknown symbol "
+             f"cheaply: the loss would be {nats:.4f}, but {_fmt(score.nats_known)} nats/char "
+             f"over the known ones; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)}"
+             " to score it anyway")
     if as_json:
         print(json.dumps({"file": desc, "chars": score.chars, "streams": score.streams,
                           "exact": exact, "nats_per_char": nats,
-                          "bits_per_char": nats / math.log(2)}))
+                          "bits_per_char": nats / math.log(2), "unknown_chars": score.unknown,
+                          "nats_per_char_known": _finite(score.nats_known)}))
     else:
         how = "one stream" if score.streams == 1 else f"{score.streams} streams"
+        unk = ""
+        if score.unknown:
+            unk = (f"; {score.unknown:,} ({100 * share:.2f}%) unknown to the model, "
+                   f"{_fmt(score.nats_known)} nats/char over the known ones")
         print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
-              f"({score.chars:,} characters scored, read as {how})")
+              f"({score.chars:,} characters scored, read as {how}{unk})")
+
+
+def _finite(x):
+    """x, or None where JSON would need NaN or Infinity."""
+    import math
+    return x if x is not None and math.isfinite(x) else None
 
 
 @app.command()

@@ -2,8 +2,9 @@
 its meaning, and the validation of each field. Both go into every checkpoint (checkpoint.py)."""
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -73,6 +74,58 @@ class TrainConfig:
                self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
             raise ConfigError("budgets, counts, clipping and decay cannot be negative")
         return self
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    length: int = 500             # characters generated per sample (0: without end)
+    temp: float = 1.0             # temperature: lower is safer, higher is wilder; 0 is greedy
+    top_k: int = 0                # draw only among the K likeliest characters (0: off)
+    top_p: float = 1.0            # nucleus: the smallest set of characters holding this much
+                                  # probability (1: off)
+    num_samples: int = 1          # independent samples, generated together in one batch
+    stop: Optional[Union[str, bytes]] = None  # end a sample at the first occurrence of this
+    seed: Optional[int] = None    # the same seed gives the same text (None: fresh randomness)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def validate(self, endless_ok=True):
+        """Raise UsageError for a value no sampler can use, in the command line's words.
+        endless_ok: length 0 (without end) is allowed; it is not where the caller wants the
+        samples whole."""
+        check_int("--length", self.length, 0)
+        if self.length == 0 and not endless_ok:
+            raise UsageError("--length must be at least 1 for samples returned whole (0, "
+                             "without end, only streams)")
+        if not (isinstance(self.temp, (int, float)) and 0 <= self.temp < math.inf):
+            raise UsageError("--temp must be 0 (greedy) or a positive number")
+        check_int("--top-k", self.top_k, 0)
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise UsageError("--top-p must be in (0, 1]")
+        check_int("--num-samples", self.num_samples, 1)
+        if self.num_samples > 1 and self.length == 0:  # samples are written when all are done
+            raise UsageError("--num-samples above 1 needs a --length")
+        if self.stop is not None and not (isinstance(self.stop, (str, bytes)) and self.stop):
+            raise UsageError("--stop must be a non-empty string")
+        if self.seed is not None:
+            check_seed(self.seed)
+        return self
+
+
+SEED_MAX = 2 ** 63 - 1
+
+
+def check_int(flag, value, low, high=None):
+    """Raise UsageError unless value is an int in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or \
+            (high is not None and value > high):
+        bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
+        raise UsageError(f"{flag} must be a whole number {bound}, not {value!r}")
+
+
+def check_seed(seed):
+    check_int("--seed", seed, 0, SEED_MAX)
 
 
 # -- resolving a run's configuration from the options given -----------------------------------

@@ -131,7 +131,11 @@ def prepare_input(raw, name, byte_level, decoding=None):
     """The bytes of one input as the training text: unchanged bytes, or decoded, normalised text."""
     if byte_level:
         return raw
-    text = (decoding if decoding is not None else Decoding()).decode(raw, name)
+    return fold_newlines((decoding if decoding is not None else Decoding()).decode(raw, name))
+
+
+def fold_newlines(text):
+    """CRLF and lone CR as LF: how every text is read (corpora, primes, stop strings)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text

@@ -18,5 +18,10 @@ class ConfigError(CharrnnError):
     """An option value is out of range, or conflicts with a checkpoint."""
 
 
+class UsageError(ConfigError):
+    """An option's value is one no run could use (out of range, NaN, infinite): the command
+    line's usage error, exit 2."""
+
+
 class TrainingDiverged(CharrnnError):
     """The loss became NaN or infinite."""

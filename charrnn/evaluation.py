@@ -53,10 +53,12 @@ class Sample:
         return [len(self.starts), every, self.length]
 
     def score(self, model, ids):
-        return model.score_segments(ids, self.starts, self.length, self.seq_len)
+        return model.score_segments(ids, self.starts, self.length, self.seq_len,
+                                    model.vocab.unk_id)
 
     def score_full(self, model, ids, length):
-        return model.score_segments(ids, self.full_starts, length, self.seq_len)
+        return model.score_segments(ids, self.full_starts, length, self.seq_len,
+                                    model.vocab.unk_id)
 
 
 @dataclass

@@ -141,18 +141,23 @@ class Model:
         K.forward(self.cell, self.params, x, h0, c0, w)
         return w
 
-    def window_loss(self, x, y, h0, c0):
-        """Mean loss over a window and the final state (h, c)."""
+    def window_loss(self, x, y, h0, c0, tally=None):
+        """Mean loss over a window and the final state (h, c). tally: an Unknowns to which
+        the loss and count of the targets that are its symbol are added."""
         T, B = x.shape
 
         def part(i, s):
             w = self.work(T, s.stop - s.start, False, i)
-            loss = K.window_loss(self.cell, self.params, _c(x[:, s]), _c(y[:, s]),
-                                 _c(h0[:, s]), _c(c0[:, s]), w, True)
-            return loss, w
+            ys = _c(y[:, s])
+            loss = K.window_loss(self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]),
+                                 _c(c0[:, s]), w, True)
+            return loss, w, tally.of(w.P, ys) if tally is not None else None
         parts = self.parts(B)
         K.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
         res = self._map(part, parts)
+        if tally is not None:
+            for r in res:
+                tally.add(*r[2])
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None,
@@ -194,7 +199,7 @@ class Model:
         """Mean loss in nats/char of predicting ids[1:] from ids[:-1] (see score_ids)."""
         return self.score_ids(ids, batch_size, seq_len, exact).nats
 
-    def score_ids(self, ids, batch_size=50, seq_len=100, exact=False):
+    def score_ids(self, ids, batch_size=50, seq_len=100, exact=False, unk=-1):
         """Score(mean loss in nats/char, characters scored, streams) of predicting ids[1:] from
         ids[:-1].
 
@@ -203,38 +208,72 @@ class Model:
         predicted without the text before them, and the last n mod B are not scored (0.002-0.007
         nats/char apart from the exact reading on Tiny Shakespeare). exact: one continuous
         stream from a zero state, every prediction scored (batch 1, through the same window
-        kernel in windows of EXACT_WINDOW characters)."""
+        kernel in windows of EXACT_WINDOW characters). unk: the id of the vocabulary's unknown
+        symbol (-1: none), whose targets the Score counts apart."""
         ids = np.asarray(ids)
         n = len(ids) - 1
         if n < 1:
             raise ValueError("need at least two characters to measure a loss")
         if exact:
-            return self.score_segments(ids, [0], n, max(seq_len, EXACT_WINDOW))
+            return self.score_segments(ids, [0], n, max(seq_len, EXACT_WINDOW), unk)
         B = max(1, min(batch_size, n // seq_len))
         per = n // B
-        return self.score_segments(ids, np.arange(B) * per, per, seq_len)
+        return self.score_segments(ids, np.arange(B) * per, per, seq_len, unk)
 
-    def score_segments(self, ids, starts, length, seq_len=100):
+    def score_segments(self, ids, starts, length, seq_len=100, unk=-1):
         """Score of the segments that predict ids[s + 1 : s + length + 1] from ids[s : s + length]
         for each s in starts, each read as one stream from a zero state, side by side in windows
         of seq_len. ids may be a memory map: only one window of it is read at a time."""
         ids, starts = np.asarray(ids), np.asarray(starts, np.int64)
         B = len(starts)
         h, c = self.zero_state(B)
-        total = 0.0
+        total, tally = 0.0, Unknowns(unk) if unk >= 0 else None
         for at in range(0, length, seq_len):
             where = starts[None, :] + np.arange(at, min(at + seq_len, length))[:, None]  # (T, B)
             x = np.asarray(ids[where], dtype=np.int32)
             y = np.asarray(ids[where + 1], dtype=np.int32)
-            loss, (h, c) = self.window_loss(x, y, h, c)
+            loss, (h, c) = self.window_loss(x, y, h, c, tally)
             total += loss * x.size
-        return Score(total / (B * length), B * length, B)
+        n = B * length
+        if tally is None or tally.count == 0:
+            return Score(total / n, n, B, 0, total / n)
+        known = (total - tally.loss) / (n - tally.count) if n > tally.count else float("nan")
+        return Score(total / n, n, B, tally.count, known)
 
 
 class Score(NamedTuple):
-    nats: float    # mean loss, nats per character
-    chars: int     # characters scored (predictions made)
-    streams: int   # streams the text was read as, each from a zero state
+    nats: float        # mean loss, nats per character
+    chars: int         # characters scored (predictions made)
+    streams: int       # streams the text was read as, each from a zero state
+    unknown: int = 0   # of them, targets that are the unknown symbol (a --max-vocab model's
+                       # stand-in for every character it lacks: cheap to predict)
+    nats_known: float = float("nan")  # mean loss over the other targets (nan: none)
+
+    @property
+    def unknown_share(self):
+        return self.unknown / self.chars if self.chars else 0.0
+
+
+class Unknowns:
+    """The summed loss and count of the targets that are the unknown symbol (unk_id), from the
+    logits a window's forward pass leaves (kernels.window_loss keeps them in Work.P)."""
+
+    def __init__(self, unk_id):
+        self.id, self.loss, self.count = unk_id, 0.0, 0
+
+    def of(self, P, y):
+        """(summed loss, count) of the rows of logits P (N, V) whose target y (N,) is unk."""
+        rows = np.flatnonzero(y.reshape(-1) == self.id)
+        if rows.size == 0:
+            return 0.0, 0
+        z = P[rows].astype(np.float64)
+        m = z.max(axis=1)
+        lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
+        return float((lse - z[:, self.id]).sum()), int(rows.size)
+
+    def add(self, loss, count):
+        self.loss += loss
+        self.count += count
 
 
 EXACT_WINDOW = 1000  # characters per kernel call when reading one stream (exact scoring)

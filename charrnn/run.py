@@ -68,6 +68,29 @@ class Prepared(NamedTuple):
     notice: Optional[str] = None       # e.g. the id cache could not be written; the CLI says so
     size_notice: Optional[str] = None  # the model takes more than half the free memory
     dir_seen: object = ANY             # what the run directory held: pass to run_directory
+    unknown_notice: Optional[str] = None  # much of the text is the unknown symbol
+
+
+UNKNOWN_WARN = 0.01  # say so when more of the training or validation text is unknown
+
+
+def unknown_notice(vocab, train_ids, val_ids):
+    """A line saying how much of the text a capped (--max-vocab) or inherited (--init-from)
+    vocabulary reads as its unknown symbol, when that is over UNKNOWN_WARN; else None. The
+    unknown symbol is cheap to predict, so such a validation loss flatters the model."""
+    unk = vocab.unk_id
+    if unk < 0:
+        return None
+    shares = [(name, np.count_nonzero(np.asarray(ids) == unk) / len(ids))
+              for name, ids in (("training", train_ids), ("validation", val_ids)) if len(ids)]
+    high = [f"{100 * f:.1f}% of the {name} text" for name, f in shares if f > UNKNOWN_WARN]
+    if not high:
+        return None
+    mostly = any(name == "validation" and f > 0.5 for name, f in shares)
+    return (f"{' and '.join(high)} is outside the vocabulary (read as the unknown symbol, "
+            "which is cheap to predict: the validation loss flatters the model"
+            + ("; it is mostly unknown, so its loss says little" if mostly else "")
+            + "); a larger --max-vocab, or a new run without --init-from, keeps them")
 
 
 def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
@@ -111,7 +134,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                    encoding=decoding.encoding, errors=errors)
     trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype,
                           weights=None if base is None else base.flat)
-    return Prepared(trainer, notice, size_notice, ANY if force else None)
+    return Prepared(trainer, notice, size_notice, ANY if force else None,
+                    unknown_notice(vocab, train_ids, val_ids))
 
 
 def _refuse_if_live(run_dir):
@@ -187,7 +211,8 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
     if unknown:
         names = sorted({FLAG_OF.get(f, f) for f in known})
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
-    trainer, _, _, seen = prepare(corpus, out, force=force, **fields_)
+    prepared = prepare(corpus, out, force=force, **fields_)
+    trainer, seen = prepared.trainer, prepared.dir_seen
     with run_directory(trainer.run_dir, seen=seen):
         trainer.run(callback, should_stop)
     return trainer.model

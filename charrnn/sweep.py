@@ -354,10 +354,11 @@ class _Objective:
         from . import api, run as runs
         sw = self.sw
         every = math.ceil(sw.steps / sw.evals) if sw.steps else NEVER
-        trainer, _, _, seen = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
-                               steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
-                               val_frac=sw.val_frac, seed=sw.seed,
-                               **sweep_space.train_options(params))
+        prepared = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
+                                steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
+                                val_frac=sw.val_frac, seed=sw.seed,
+                                **sweep_space.train_options(params))
+        trainer, seen = prepared.trainer, prepared.dir_seen
         api.warmup(trainer.model.config.cell, trainer.model.dtype)
         return trainer, seen
 

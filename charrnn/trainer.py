@@ -45,6 +45,9 @@ class Trainer:
         self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
+        if cfg.patience and self.sample.length < 1:
+            raise ConfigError("--patience stops on the validation loss, and this run has no "
+                              "validation text; drop --patience or give a --val-frac")
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         # |d loss / d h_t| of the last step's window, measured only when it is logged
@@ -335,12 +338,14 @@ class Trainer:
             self.budget.timing.eval_per_char = secs / self.sample.chars
         event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs)
         self.history.append(HistoryRow.of_event(event))
-        score = val if math.isfinite(val) else event["train_loss"]
-        improved = score < self.best_val
-        if improved:
-            self.best_val, self.best_step, self.stale = score, self.step, 0
-        else:
-            self.stale += 1
+        if math.isfinite(val):
+            improved = val < self.best_val
+            if improved:
+                self.best_val, self.best_step, self.stale = val, self.step, 0
+            else:
+                self.stale += 1
+        else:  # no validation text: best.npz is the newest model, and there is no best val
+            improved, self.best_step, self.stale = True, self.step, 0
         event["best"] = improved
         if self.cfg.log_grad_norms:
             event["grad_norms"] = [round(float(v), 6) for v in self.grad_norms[0]]
@@ -361,8 +366,9 @@ class Trainer:
             self.rewrite_best(on_disk)
             saves += 1
         if self.cfg.keep:
-            score = event["val_loss"] if math.isfinite(event["val_loss"]) else event["train_loss"]
-            self.save(f"step{self.step:07d}_val{score:.4f}.npz")
+            val = event["val_loss"]
+            self.save(f"step{self.step:07d}_val{val:.4f}.npz" if math.isfinite(val) else
+                      f"step{self.step:07d}.npz")
             self.prune()
             saves += 1
         self.budget.timing.save = (time.perf_counter() - t0) / saves
@@ -430,7 +436,7 @@ class Trainer:
     def prune(self):
         if self.dist.rank != 0:
             return
-        stamped = sorted(self.run_dir.glob("step*_val*.npz"))
+        stamped = sorted(self.run_dir.glob("step[0-9]*.npz"))
         for old in stamped[:-self.cfg.keep]:
             old.unlink(missing_ok=True)
 

@@ -1,0 +1,157 @@
+"""Samples as text: the prime read as the corpus was (newlines folded, unknown characters
+refused or dropped and counted), stop strings the vocabulary must be able to spell, several
+samples drawn together, and why each sample ended ("stop" or "length").
+
+The command line, `CharModel.sample` and a server all go through here, so a Python caller gets
+the same checks and the same text as `charrnn sample`.
+"""
+from typing import NamedTuple, Union
+
+import numpy as np
+
+from . import data
+from .config import SampleConfig
+from .errors import CorpusError, UsageError
+
+
+class Completion(NamedTuple):
+    text: Union[str, bytes]  # the generated text after the prime; with finish_reason "stop"
+                             # it ends with the stop string
+    finish_reason: str       # "stop": the stop string was written; "length": the length ran out
+
+
+class Prime(NamedTuple):
+    text: Union[str, bytes]  # the prime as the model reads it (and as it is echoed)
+    ids: np.ndarray          # its ids; the start symbol alone for an empty prime
+    dropped: int             # characters left out (unknown="drop")
+
+
+def fold_text(model, s):
+    """s as the model's text is: newlines folded for a character model (as the corpus was)."""
+    if model.byte_level:
+        return s.encode("utf-8", "surrogateescape") if isinstance(s, str) else bytes(s)
+    if isinstance(s, (bytes, bytearray)):
+        raise TypeError("a character model reads str, not bytes")
+    return data.fold_newlines(s)
+
+
+def prepare_prime(model, prime, unknown="error"):
+    """The Prime of a prime text. unknown: "error" (a CorpusError naming the characters the
+    model does not know) or "drop" (they are left out of the text and of what is echoed)."""
+    text = fold_text(model, prime or "")
+    missing = _unspellable(model, text)
+    dropped = 0
+    if missing:
+        if unknown != "drop":
+            raise CorpusError(f"the prime has characters not in the vocabulary: "
+                              f"{_show(missing)}; pass --drop-unknown to leave them out")
+        kept = [s for s in _symbols(text) if s not in missing]
+        dropped = len(_symbols(text)) - len(kept)
+        text = bytes(kept) if model.byte_level else "".join(kept)
+    ids = model.encode(text, unknown="error") if len(text) else np.zeros(0, np.int64)
+    if len(ids) == 0:
+        ids = np.array([model.start_id()])
+    return Prime(text, np.asarray(ids, np.int64), dropped)
+
+
+def check_stop(model, stop):
+    """The stop string as the model writes text (newlines folded), or UsageError when the
+    model can never write it: a stop string it cannot spell would let an endless sample run
+    for ever."""
+    if stop is None:
+        return None
+    folded = fold_text(model, stop)
+    missing = _unspellable(model, folded)
+    if missing:
+        raise UsageError(f"--stop {_show_string(stop)} can never appear: the model never writes "
+                         f"{_show(missing)}")
+    return folded
+
+
+def _symbols(text):
+    return list(text)  # characters of a str; byte values of bytes
+
+
+def _unspellable(model, text):
+    """The distinct symbols of text that the model cannot produce (not in its vocabulary, or
+    its unknown symbol, which sampling never draws), in order of first appearance."""
+    vocab, unk = model.vocab, model.vocab.unk_id
+    out = {}
+    for s in _symbols(text):
+        if s in out:
+            continue
+        sym = bytes([s]) if model.byte_level else s
+        if sym not in vocab.symbols or (unk >= 0 and vocab.symbols.find(sym) == unk):
+            out[s] = True
+    return list(out)
+
+
+def _show(symbols, most=8):
+    def one(s):
+        return f"byte 0x{s:02x}" if isinstance(s, int) else \
+            (repr(s) if s.isprintable() else f"U+{ord(s):04X}")
+    shown = ", ".join(one(s) for s in symbols[:most])
+    return shown + (f" and {len(symbols) - most} more" if len(symbols) > most else "")
+
+
+def _show_string(s):
+    return repr(s.decode("utf-8", "backslashreplace") if isinstance(s, bytes) else s)
+
+
+class Stream:
+    """One sample's text as it is generated, piece by piece (a str, or bytes for a byte-level
+    model), cut after the stop string; `finish_reason` once it is exhausted ("stop" or
+    "length"; None while it runs, and for ever with length 0 and no stop)."""
+
+    def __init__(self, model, cfg, prime):
+        self.decode = model.decoder()
+        self.empty = b"" if model.byte_level else ""
+        self.stop = check_stop(model, cfg.stop)
+        self.gen = model.generate_ids(cfg, prime.ids)
+        self.finish_reason = None
+
+    def __iter__(self):
+        stop, held = self.stop, self.empty  # held: text that may begin the stop string
+        for ids in self.gen:
+            held += self.decode(ids[:, 0])
+            if stop:
+                cut = held.find(stop)
+                if cut >= 0:
+                    self.finish_reason = "stop"
+                    yield held[:cut + len(stop)]
+                    return
+                keep = len(stop) - 1
+                ready, held = (held[:-keep], held[-keep:]) if keep else (held, self.empty)
+                if ready:
+                    yield ready
+            else:
+                yield held
+                held = self.empty
+        self.finish_reason = "length"
+        if held:
+            yield held
+
+
+def complete(model, cfg, prime):
+    """cfg.num_samples Completions of a Prime, drawn together in one batch; each ends at its
+    first stop string or after cfg.length characters. cfg.length must be positive."""
+    cfg.validate(endless_ok=False)
+    stop = check_stop(model, cfg.stop)
+    n = cfg.num_samples
+    decoders = [model.decoder() for _ in range(n)]
+    empty = b"" if model.byte_level else ""
+    texts = [empty] * n
+    done = [False] * n
+    for ids in model.generate_ids(cfg, prime.ids):
+        for k in range(n):
+            if not done[k]:
+                at = max(0, len(texts[k]) - len(stop) + 1) if stop else 0  # search the new part
+                texts[k] += decoders[k](ids[:, k])
+                done[k] = bool(stop) and texts[k].find(stop, at) >= 0
+        if all(done):
+            break
+    out = []
+    for t, d in zip(texts, done):
+        out.append(Completion(t[:t.find(stop) + len(stop)], "stop") if d else
+                   Completion(t, "length"))
+    return out
