@@ -657,7 +657,9 @@ def info(
 ):
     """Show a checkpoint's model, vocabulary and training history."""
     from . import api, checkpoint as ck
-    path = ck.resolve(checkpoint)
+    path, note = ck.resolve_explained(checkpoint)
+    if note:
+        sys.stderr.write(f"charrnn: {note}\n")
     d = api.describe(ck.load(path)[0])
     d["path"] = str(path)
     if as_json:
@@ -1001,8 +1003,8 @@ def inspect(
 ):
     """Look inside a model: which units track what along a text."""
     find, layer, j = _inspect_request(unit, find, regex, gates, html, png, top)
-    from . import api, data, probe
-    model = api.load(checkpoint)
+    from . import data, probe
+    model = _load(checkpoint)
     if unit is not None:
         probe.check_unit(model, layer, j, state)
     text, desc = data.read_text(file, byte_level=model.byte_level)

@@ -10,7 +10,6 @@ from typing import NamedTuple, Union
 import numpy as np
 
 from . import data
-from .config import SampleConfig
 from .errors import CorpusError, UsageError
 
 
