@@ -382,11 +382,17 @@ def _grad_norms(e):
 def _summary(con, t, status, quiet):
     if quiet:
         return
+    import numpy as np
     how = {"done": "finished", "patience": "stopped early (no improvement)",
            "interrupted": "interrupted"}[status]
     best = ("no validation text (best.npz is the last model)" if not t.sample.length else
             f"best val {_fmt(t.best_val)} at step {t.best_step}" if t.best_step else
             "no evaluation")
+    unk = t.model.vocab.unk_id
+    if t.best_step and t.sample.length and unk >= 0:
+        share = np.count_nonzero(np.asarray(t.val_ids) == unk) / len(t.val_ids)
+        if share > 0.01:
+            best += f" ({100 * share:.0f}% of the validation text is the unknown symbol)"
     rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
     con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
               f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}")
@@ -624,9 +630,11 @@ def evaluate(
     if share > max_unknown:
         fail(f"{100 * share:.1f}% of the scored characters ({score.unknown:,} of "
              f"{score.chars:,}) are unknown to the model, and it predicts its unknown symbol "
-             f"cheaply: the loss would be {nats:.4f}, but {_fmt(score.nats_known)} nats/char "
-             f"over the known ones; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)}"
-             " to score it anyway")
+             f"cheaply: the loss would be {nats:.4f}, "
+             + (f"but {score.nats_known:.4f} nats/char over the known ones"
+                if math.isfinite(score.nats_known) else "and none of them is known")
+             + f"; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)} to score it "
+             "anyway")
     if as_json:
         print(json.dumps({"file": desc, "chars": score.chars, "streams": score.streams,
                           "exact": exact, "nats_per_char": nats,
@@ -637,7 +645,8 @@ def evaluate(
         unk = ""
         if score.unknown:
             unk = (f"; {score.unknown:,} ({100 * share:.2f}%) unknown to the model, "
-                   f"{_fmt(score.nats_known)} nats/char over the known ones")
+                   + (f"{score.nats_known:.4f} nats/char over the known ones"
+                      if math.isfinite(score.nats_known) else "none known"))
         print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
               f"({score.chars:,} characters scored, read as {how}{unk})")
 
