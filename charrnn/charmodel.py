@@ -1,5 +1,7 @@
 """A trained model with its text-level conveniences (encode, score, generate, sample) and the
 checkpoint metadata it was loaded with; and loading one from a checkpoint."""
+from dataclasses import replace
+
 import numpy as np
 
 from . import checkpoint
@@ -108,6 +110,26 @@ class CharModel(Model):
         p = prepare_prime(self, prime, unknown)
         text = complete(self, cfg, p)[0].text
         return p.text + text if include_prime else text
+
+
+def grown(base, vocab, rng):
+    """A CharModel over vocab (a superset of base's, as Vocab.grown makes it) with base's
+    weights: its symbols' input rows and output columns copied exactly, the new symbols' drawn
+    as for a fresh model (Model.init_weights from rng), every other weight copied."""
+    cfg = replace(base.config, vocab_size=len(vocab))
+    model = CharModel(cfg, vocab, dtype=base.dtype)
+    model.init_weights(rng)
+    old = np.array([vocab.index(s) for s in base.vocab.symbols])
+    for name, new, was in zip(model.params._fields, model.params, base.params):
+        if name == "Wx0":
+            new[old] = was
+        elif name == "Wy":
+            new[:, old] = was
+        elif name == "by":
+            new[old] = was
+        else:
+            new[...] = was
+    return model
 
 
 def model_from_checkpoint(path, dtype=np.float32):

@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import checkpoint, data, dist, idcache, memory, runs
-from .charmodel import from_arrays
+from .charmodel import from_arrays, grown
 from .checkpoint import RunInfo
 from .config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS,
                      ModelConfig, check_known, resolve, resolve_resume)
@@ -115,10 +115,18 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
+    grow = base is not None and base.vocab.unk_id < 0 and base.vocab.byte_level == byte_level
     ids, vocab, desc, notice = idcache.encoded_corpus(
         corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
-        vocab=base.vocab if base else None, stdin=stdin, decoding=decoding,
+        vocab=base.vocab if base and not grow else None, stdin=stdin, decoding=decoding,
         unknown_hint="the --init-from model's vocabulary lacks them")
+    if grow:  # fine-tuning keeps the model's characters and learns the new text's
+        vocab, added, remap = base.vocab.grown(vocab)
+        if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
+            ids = remap[ids]
+        if added:
+            base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
+            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
@@ -136,6 +144,13 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                           weights=None if base is None else base.flat)
     return Prepared(trainer, notice, size_notice, ANY if force else None,
                     unknown_notice(vocab, train_ids, val_ids))
+
+
+def _added_notice(vocab, added):
+    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]]))
+    more = f" and {len(added) - 40} more" if len(added) > 40 else ""
+    return (f"the text has {len(added)} character{'s'[:len(added) != 1]} the --init-from model "
+            f"lacks, added to its vocabulary (now {len(vocab)}): {shown!r}{more}")
 
 
 def _refuse_if_live(run_dir):

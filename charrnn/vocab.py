@@ -111,6 +111,24 @@ class Vocab:
         dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
         return lambda ids: dec.decode(self.decode(ids))
 
+    def grown(self, other):
+        """(the union of the two vocabularies, the symbols of other it adds, the id in the
+        union of each of other's ids): how a fine-tuned model keeps its characters and learns
+        the new text's."""
+        if other.byte_level != self.byte_level:
+            raise TypeError("a byte and a character vocabulary do not combine")
+        added = [s for s in other.symbols if s not in self.symbols]
+        if not added:
+            union = self
+        elif self.byte_level:
+            union = Vocab(bytes(sorted(set(self.symbols) | set(other.symbols))))
+        else:
+            union = Vocab("".join(sorted(set(self.symbols) | set(other.symbols))))
+        where = {s: i for i, s in enumerate(union.symbols)}
+        remap = np.array([where[s] for s in other.symbols], data.id_dtype(len(union)))
+        added = bytes(added) if self.byte_level else "".join(added)
+        return union, added, remap
+
     # -- (de)serialisation --------------------------------------------------------------------
 
     def to_json(self):
