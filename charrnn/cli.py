@@ -596,6 +596,13 @@ def evaluate(
                                            "refuse to score a text with more than this share "
                                            "of them (the loss over the known characters is "
                                            "reported apart either way).")] = 0.05,
+    dynamic: Annotated[bool, Opt("--dynamic", help="Also report the dynamic-evaluation loss "
+                                                   "(Krause et al. 2018): the text read as one "
+                                                   "stream, the weights adapted by one SGD step "
+                                                   "on each 100-character segment after it is "
+                                                   "scored. A separate number, never the "
+                                                   "model's static loss.")] = False,
+    dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
@@ -611,6 +618,8 @@ def evaluate(
     from . import api, data
     if not 0 <= max_unknown <= 1:
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
+    if not 0 <= dynamic_lr < math.inf:
+        fail("--dynamic-lr must be 0 or a positive number", EXIT_USAGE)
     model = _load(checkpoint)
     decoding = data.Decoding(encoding, errors, hint="")
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
@@ -635,11 +644,19 @@ def evaluate(
                 if math.isfinite(score.nats_known) else "and none of them is known")
              + f"; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)} to score it "
              "anyway")
+    adapted = None
+    if dynamic:
+        from .dynamic import dynamic_score
+        ids = model.encode(text, unknown="drop" if drop_unknown else
+                           "unk" if model.vocab.unk_id >= 0 else "error")
+        adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
     if as_json:
-        print(json.dumps({"file": desc, "chars": score.chars, "streams": score.streams,
-                          "exact": exact, "nats_per_char": nats,
-                          "bits_per_char": nats / math.log(2), "unknown_chars": score.unknown,
-                          "nats_per_char_known": _finite(score.nats_known)}))
+        d = {"file": desc, "chars": score.chars, "streams": score.streams, "exact": exact,
+             "nats_per_char": nats, "bits_per_char": nats / math.log(2),
+             "unknown_chars": score.unknown, "nats_per_char_known": _finite(score.nats_known)}
+        if dynamic:
+            d.update(dynamic_nats_per_char=adapted, dynamic_lr=dynamic_lr)
+        print(json.dumps(d))
     else:
         how = "one stream" if score.streams == 1 else f"{score.streams} streams"
         unk = ""
@@ -649,6 +666,10 @@ def evaluate(
                       if math.isfinite(score.nats_known) else "none known"))
         print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
               f"({score.chars:,} characters scored, read as {how}{unk})")
+        if dynamic:
+            print(f"{adapted:.4f} nats/char  {adapted / math.log(2):.4f} bits/char  dynamic "
+                  f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "
+                  "segment; not the static loss)")
 
 
 def _finite(x):
