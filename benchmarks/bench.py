@@ -65,7 +65,8 @@ def environment():
     import numpy
     import scipy
     from threadpoolctl import threadpool_info
-    from charrnn import __version__, threads
+    from charrnn import __version__
+    from charrnn.engine import threads
     threads.single_threaded_blas()  # loads the BLAS that Numba calls
     blas = [f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
             for b in threadpool_info() if b.get("user_api") == "blas"]
@@ -91,10 +92,10 @@ def flops_per_char(layers, hidden, vocab=V, gates=4):
 
 def child_train(layers, hidden, batch, seq, steps, warmup):
     import numpy as np
-    from charrnn.model import Model, ModelConfig
-    from charrnn.optim import Adam
+    from charrnn.engine.model import Model, ModelConfig
+    from charrnn.engine.optim import Adam
     rng = np.random.default_rng(0)
-    m = Model(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
+    m = Model(ModelConfig("lstm", layers, hidden, V))
     m.init_weights(rng)
     gflat, grads = m.zeros_like_params()
     opt = Adam(m.flat)
@@ -124,8 +125,8 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
 def child_sample(layers, hidden, length, parallel=None):
     import numpy as np
     from charrnn.api import CharModel
-    from charrnn.model import ModelConfig
-    from charrnn.sampler import Sampler
+    from charrnn.engine.model import ModelConfig
+    from charrnn.engine.sampler import Sampler
     m = CharModel(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
     m.init_weights(np.random.default_rng(0))
     s = Sampler(m, 1, parallel=parallel)
@@ -143,7 +144,7 @@ def child_peak(repeats):
     import numpy as np
     from numba import njit
     from threadpoolctl import threadpool_limits
-    from charrnn import threads
+    from charrnn.engine import threads
     threads.single_threaded_blas()
 
     @njit(nogil=True)

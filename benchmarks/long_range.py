@@ -55,7 +55,7 @@ import time
 import numpy as np
 
 import charrnn
-from charrnn import kernels as K, threads
+from charrnn.engine import kernels as K, threads
 
 # the task itself lives beside the tests that check it (tests/long_range_task.py)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from charrnn import gemm as gemm_mod, kernels as K, threads  # noqa: E402
-from charrnn.kernels import kernel  # noqa: E402
-from charrnn.model import Model, ModelConfig, alloc_work  # noqa: E402
-from charrnn.optim import Adam  # noqa: E402
+from charrnn.engine import gemm as gemm_mod, kernels as K, threads  # noqa: E402
+from charrnn.engine.kernels import kernel  # noqa: E402
+from charrnn.engine.model import Model, ModelConfig, alloc_work  # noqa: E402
+from charrnn.engine.optim import Adam  # noqa: E402
 
 from bench import cpu_model  # noqa: E402  (this directory's)
 
@@ -155,8 +155,7 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     rng = np.random.default_rng(0)
     f32 = np.float32
     r = lambda *s: rng.standard_normal(s).astype(f32) * f32(0.1)  # noqa: E731
-    m = Model(ModelConfig(cell="lstm", num_layers=L, hidden_size=H, vocab_size=V),
-              "".join(chr(32 + i) for i in range(V)))
+    m = Model(ModelConfig(cell="lstm", num_layers=L, hidden_size=H, vocab_size=V))
     m.init_weights(rng)
     p = m.params
     x = rng.integers(0, V, (T, b)).astype(np.int32)
@@ -275,10 +274,10 @@ def blas_report(repeats):
 def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeats=20):
     """A whole training step as the trainer runs it (dropout masks, Model.loss_and_grad over
     the parts on their threads, Adam), wall clock, and each piece outside the fused kernel."""
-    from charrnn import model as model_mod
+    from charrnn.engine import model as model_mod
     L, H, B, T, V = layers, hidden, batch, seq, vocab
     rng = np.random.default_rng(0)
-    m = Model(ModelConfig("lstm", L, H, V, dropout), "".join(chr(32 + i) for i in range(V)))
+    m = Model(ModelConfig("lstm", L, H, V, dropout))
     m.init_weights(rng)
     gflat, grads = m.zeros_like_params()
     opt = Adam(m.flat)

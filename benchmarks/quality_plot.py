@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charrnn.plot import read_metrics  # noqa: E402
+from charrnn.training.plot import read_metrics  # noqa: E402
 
 
 def curves(run_dir, torch_json):

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charrnn.model import Model, ModelConfig  # noqa: E402
-from charrnn.optim import Adam  # noqa: E402
+from charrnn.engine.model import Model, ModelConfig  # noqa: E402
+from charrnn.engine.optim import Adam  # noqa: E402
 
 MODELS = [("2x128", 2, 128, 50, 50), ("2x512", 2, 512, 64, 100), ("3x1024", 3, 1024, 64, 100)]
 NETWORKS = [("10 Gbit/s", 10e9 / 8 * 0.9, 30e-6), ("25 Gbit/s", 25e9 / 8 * 0.9, 20e-6)]
@@ -39,7 +39,7 @@ V = 65
 
 def step_seconds(layers, hidden, B, T, steps):
     """Median wall time of a training step (forward, backward, Adam) on this machine."""
-    m = Model(ModelConfig("lstm", layers, hidden, V), "".join(chr(32 + i) for i in range(V)))
+    m = Model(ModelConfig("lstm", layers, hidden, V))
     m.init_weights(np.random.default_rng(0))
     gflat, grads = m.zeros_like_params()
     opt = Adam(m.flat)

@@ -12,7 +12,7 @@ def __getattr__(name):
         from . import api
         return getattr(api, name)
     if name == "train":
-        from .run import train
+        from .training.run import train
         return train
     if name == "ModelConfig":
         from .config import ModelConfig

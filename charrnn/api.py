@@ -13,7 +13,7 @@ import numpy as np
 from . import checkpoint
 from .charmodel import CharModel, model_from_checkpoint  # noqa: F401  (the façade's names)
 from .config import ModelConfig
-from .model import num_params
+from .engine.model import num_params
 
 
 def load(path=None, dtype=np.float32):
@@ -45,15 +45,15 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False):
     cfg = ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2)
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
-        from .sampler import Sampler
-        from . import threads
+        from .engine.sampler import Sampler
+        from .engine import threads
         split = cell == "lstm" and (threads.explicit() or 1) > 1  # see sampler.Sampler
         for parallel in (False, True) if split else (False,):
             s = Sampler(m, 1, parallel=parallel)
             s.prime(np.array([0, 1]))
             s.generate(1, np.random.default_rng(0), 1.0)
         return
-    from .optim import Adam
+    from .engine.optim import Adam
     x = np.zeros((1, 1), np.int32)  # windows are int32 whatever the ids' storage type
     gflat, grads = m.zeros_like_params()
     m.loss_and_grad(x, x, *m.zero_state(1), grads)  # dropout masks take the same kernel

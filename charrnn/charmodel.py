@@ -8,13 +8,22 @@ from . import checkpoint
 from .completion import Stream, complete, prepare_prime
 from .config import SampleConfig
 from .errors import CheckpointError, CorpusError, UsageError
-from .model import Model
+from .engine.model import Model
+from .text.vocab import Vocab
 
 
 class CharModel(Model):
     """A trained Model with text-level conveniences and its checkpoint metadata."""
 
     meta = None  # the checkpoint.Meta it was loaded with (None: not loaded from a file)
+
+    def __init__(self, config, vocab, flat=None, dtype=np.float32):
+        """vocab: a Vocab, or its symbols (a str of characters, or bytes of byte values);
+        id = index."""
+        if len(vocab) != config.vocab_size:
+            raise ValueError("vocabulary size does not match the config")
+        super().__init__(config, flat, dtype)
+        self.vocab = Vocab(vocab)
 
     @property
     def byte_level(self):
@@ -46,7 +55,7 @@ class CharModel(Model):
         """What the model holds after each character of text, read from the zero state: a
         probe.States of h (L, N, H), c (L, N, H) (lstm; else None) and gates, a dict of
         (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop"."""
-        from . import probe
+        from .inspect import probe
         return probe.states(self, text, unknown)
 
     def start_id(self):
@@ -55,7 +64,7 @@ class CharModel(Model):
     def generate_ids(self, cfg, ids, chunk=256):
         """An iterator of (n, cfg.num_samples) arrays of new ids after the prime ids (a 1-d
         sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
-        from .sampler import Sampler
+        from .engine.sampler import Sampler
         cfg.validate()
         s = Sampler(self, cfg.num_samples)
         s.prime(ids)

@@ -27,7 +27,7 @@ from ._version import __version__
 from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError
 from .fsutil import atomic_write
-from .vocab import Vocab
+from .text.vocab import Vocab
 
 FORMAT = "charrnn-checkpoint"
 VERSION = 1

@@ -94,7 +94,7 @@ def main_options(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
 ):
     """charrnn: character-level LSTM/GRU/RNN language models with hand-written Numba kernels."""
-    from .threads import preload_blas
+    from .engine.threads import preload_blas
     preload_blas()  # before Numba first initialises: 0.2 s of every command's start-up
 
 
@@ -209,7 +209,7 @@ def train(
 ):
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
-    from . import dist, run
+    from .training import dist, run
     _use_threads(threads)
     world = dist.world()  # under mpiexec: one of several processes training one model
     options = {CLI_NAMES.get(k, k): v for k, v in ctx.params.items()
@@ -231,7 +231,8 @@ def train(
 def _run_training(prepared, world, quiet):
     """Report what is about to train, warm the kernels, and run it in its locked run directory,
     stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
-    from . import api, run
+    from . import api
+    from .training import run
     con = _console()
     trainer = prepared.trainer
     m = trainer.model
@@ -271,7 +272,7 @@ def _use_threads(n):
     if n is not None:
         if n < 1:
             fail("--threads (or CHARRNN_THREADS) must be at least 1", 2)
-        from . import threads as threads_mod
+        from .engine import threads as threads_mod
         threads_mod.configure(n)
 
 
@@ -410,7 +411,7 @@ CkptOpt = Annotated[Optional[Path], Opt(
 def _read_prime(prime, prime_file, byte_level):
     """The prime: text for a character model (a file or stdin decoded as the training text
     is: UTF-8, or UTF-16/32 with a byte-order mark), raw bytes for a byte-level one."""
-    from . import data
+    from .text import data
     if prime is not None and prime_file is not None:
         fail("give --prime or --prime-file, not both", 2)
     if prime_file is not None:
@@ -556,8 +557,8 @@ def sample(
 
 
 def _report_novelty(model, sample, data_dir):
-    from . import data
-    from .novelty import copied_fraction
+    from .text import data
+    from .text.novelty import copied_fraction
     info = model.meta.info
     if info.source == "-":
         fail("--novelty needs the training text, but this model was trained on stdin")
@@ -615,7 +616,8 @@ def evaluate(
     the text as one stream, as sampling would, and scores every character after the first.
     """
     import math
-    from . import api, data
+    from . import api
+    from .text import data
     if not 0 <= max_unknown <= 1:
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
     if not 0 <= dynamic_lr < math.inf:
@@ -646,7 +648,7 @@ def evaluate(
              "anyway")
     adapted = None
     if dynamic:
-        from .dynamic import dynamic_score
+        from .engine.dynamic import dynamic_score
         ids = model.encode(text, unknown="drop" if drop_unknown else
                            "unk" if model.vocab.unk_id >= 0 else "error")
         adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
@@ -717,7 +719,7 @@ def plot(
     x: Annotated[str, Opt(help="Horizontal axis: elapsed (seconds) or chars.")] = "elapsed",
 ):
     """Draw the run's training and validation loss against time or characters seen."""
-    from . import plot as plotting
+    from .training import plot as plotting
     if x not in ("elapsed", "chars"):
         fail("--x must be elapsed or chars", 2)
     rows = plotting.read_metrics(run_dir)
@@ -741,7 +743,8 @@ def list_runs(
 ):
     """List runs with their corpus, model, steps, best validation loss and last write, oldest
     first."""
-    from . import checkpoint as ck, runs
+    from . import checkpoint as ck
+    from .training import runs
     where = ck.runs_root() if directory is None else directory
     if not where.is_dir():
         if directory is not None:
@@ -793,8 +796,8 @@ def cache(
     size and entries, least recently used first. It keeps itself under CHARRNN_CACHE_MAX
     (default 4G; 0: no cap) by removing least recently used entries."""
     from datetime import datetime
-    from . import cachedir, idcache
-    from .memory import fmt_bytes
+    from .text import cachedir, idcache
+    from .training.memory import fmt_bytes
     where = idcache.cache_dir()
     if clear:
         count, freed = cachedir.clear(where)
@@ -868,7 +871,7 @@ def sweep(
 ):
     """Search cell, layers, hidden size, dropout, learning rate, window and batch with Optuna
     (pip install 'charrnn[sweep]'); each trial is a run directory under the sweep directory."""
-    from . import sweep as sweeps, sweep_space
+    from .sweep import study as sweeps, space as sweep_space
     if show is not None:
         if corpus is not None:
             fail("--show takes a sweep directory, not a CORPUS", 2)
@@ -1033,7 +1036,8 @@ def inspect(
 ):
     """Look inside a model: which units track what along a text."""
     find, layer, j = _inspect_request(unit, find, regex, gates, html, png, top)
-    from . import data, probe
+    from .text import data
+    from .inspect import probe
     model = _load(checkpoint)
     if unit is not None:
         probe.check_unit(model, layer, j, state)
@@ -1072,7 +1076,7 @@ def inspect(
 
 def _inspect_request(unit, find, regex, gates, html, png, top):
     """inspect's options checked (usage errors exit 2): (the feature or None, layer, unit)."""
-    from . import probe
+    from .inspect import probe
     from .errors import ConfigError
     if find is not None and regex is not None:
         fail("give --find or --regex, not both", 2)
@@ -1101,7 +1105,7 @@ def _inspect_request(unit, find, regex, gates, html, png, top):
 
 
 def _saturation_png(saturate, png, model_name, file, n):
-    from . import probe_view
+    from .inspect import view as probe_view
     name = "stdin" if file == "-" else Path(file).name
     probe_view.saturation_png(saturate.fractions(), png, f"{model_name}, {name} ({n:,} chars)")
     sys.stderr.write(f"charrnn: wrote {png}\n")
@@ -1109,7 +1113,7 @@ def _saturation_png(saturate, png, model_name, file, n):
 
 def _unit_view(model, ids, values, layer, j, state, desc, html):
     """(inspect's "unit" result, the text's pieces as shown); writes the HTML page if asked."""
-    from . import probe_view
+    from .inspect import view as probe_view
     title = probe_view.describe_unit(layer, j, state, model.config.cell) + f" on {desc}"
     shown = probe_view.pieces(model, ids)
     if html is not None:
@@ -1126,8 +1130,8 @@ def _inspect_print(out, shown, kind):
     """The human-readable forms of inspect's results, on stdout."""
     from rich.console import Console
     from rich.text import Text
-    from .probe import GATE_TITLES
-    from .probe_view import colours
+    from .inspect.probe import GATE_TITLES
+    from .inspect.view import colours
     if "find" in out:
         f = out["find"]
         sys.stderr.write(f"charrnn: {out['model']} on {out['file']}: units by |r| with "

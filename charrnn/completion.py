@@ -9,7 +9,7 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-from . import data
+from .text import data
 from .errors import CorpusError, UsageError
 
 

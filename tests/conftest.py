@@ -39,7 +39,7 @@ def write_bytes(path, content):
 
 def streamed(path, chunk_size=3, **kwargs):
     """A file encoded through the id cache's streamed path, whatever its size."""
-    from charrnn import idcache
+    from charrnn.text import idcache
     return idcache.encoded_corpus(str(path), chunk_size=chunk_size, min_bytes=0, **kwargs)
 
 

@@ -7,9 +7,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from charrnn import kernels as K
-from charrnn.model import Model, ModelConfig
-from charrnn.optim import Adam
+from charrnn.engine import kernels as K
+from charrnn.engine.model import Model, ModelConfig
+from charrnn.engine.optim import Adam
 
 
 class TrainArgs(NamedTuple):
@@ -61,7 +61,7 @@ def data_rng(seed, k, purpose):
 def new_model(cell, hidden_size, symbols, seed, dtype=np.float32):
     vocab = vocabulary(symbols)
     cfg = ModelConfig(cell=cell, num_layers=1, hidden_size=hidden_size, vocab_size=len(vocab))
-    return Model(cfg, vocab, dtype=dtype).init_weights(np.random.default_rng(seed))
+    return Model(cfg, dtype=dtype).init_weights(np.random.default_rng(seed))
 
 
 def last_step_profile(model, x, y, h0=None, c0=None):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import cachedir, idcache
+from charrnn.text import cachedir, idcache
 from charrnn.cli import app
 from charrnn.errors import ConfigError
-from charrnn.memory import fmt_bytes
+from charrnn.training.memory import fmt_bytes
 
 
 @pytest.fixture(autouse=True)

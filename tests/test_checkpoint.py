@@ -8,7 +8,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from charrnn import api, checkpoint, run
+from charrnn import api, checkpoint
+from charrnn.training import run
 from charrnn.errors import CheckpointError
 from conftest import markov_text
 
@@ -209,5 +210,5 @@ def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):
 
 
 def test_the_stored_parameter_names_are_the_kernels_fields():
-    from charrnn.kernels import Params
+    from charrnn.engine.kernels import Params
     assert checkpoint.PARAM_NAMES == Params._fields

@@ -121,7 +121,7 @@ def test_threads_is_one_setting_for_sampling_and_training(cli_run, tmp_path, cor
     """--threads (or CHARRNN_THREADS) sets the cores a command uses; the text from a seed does
     not depend on it, nor do the trained weights beyond float32 rounding (two parts' gradients
     are summed in another order); 0 is a usage error."""
-    from charrnn import threads
+    from charrnn.engine import threads
     monkeypatch.setattr(threads, "_configured", None)  # the commands below set it
     a = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3"))
     b = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3", "--threads", "2"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import data as D
+from charrnn.text import data as D
 from charrnn.errors import ConfigError, CorpusError
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -231,7 +231,7 @@ def test_manifest():
     entry = D._manifest()["tinyshakespeare"]
     assert entry["file"] == "tinyshakespeare.txt" and entry["chars"] == 1115394
     assert len(entry["sha256"]) == 64 and entry["url"].startswith("https://")
-    source = Path(D.__file__).resolve().parents[1] / "corpora" / "manifest.json"
+    source = Path(D.__file__).resolve().parents[2] / "corpora" / "manifest.json"
     assert json.loads(source.read_text()) == D._manifest()
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import charrnn
 from charrnn.cli import app
-from charrnn.dynamic import dynamic_score
+from charrnn.engine.dynamic import dynamic_score
 from conftest import markov_text
 
 

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from charrnn import api
-from charrnn import data as D
+from charrnn.text import data as D
 from charrnn.cli import app
 from charrnn.errors import ConfigError, CorpusError
-from charrnn.vocab import Vocab
+from charrnn.text.vocab import Vocab
 from conftest import TINY, markov_text, streamed, write_bytes
 
 CHUNKS = [1, 2, 3, 5, 4096]

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from charrnn import api, checkpoint, data, run
+from charrnn import api, checkpoint
+from charrnn.training import run
 from charrnn.api import CharModel
-from charrnn.kernels import GATES
-from charrnn.model import Model, ModelConfig
-from charrnn.sample_kernels import step
-from charrnn.sampler import Sampler
+from charrnn.engine.model import Model, ModelConfig
+from charrnn.engine.sample_kernels import step
+from charrnn.engine.sampler import Sampler
 from conftest import markov_text
 
 
@@ -74,7 +74,7 @@ def test_default_scoring_reads_streams_from_zero_and_counts_what_it_scored():
     (10_001, 1000, 20, 25), (10_001, 0, 20, 25), (10_001, 20_000, 20, 25), (5_000, 1000, 64, 100),
     (1_000_000, 120_000, 64, 100), (50, 120_000, 4, 10), (3, 10, 4, 10)])
 def test_the_sample_is_spread_over_the_whole_validation_text(n, chars, streams, seq_len):
-    from charrnn.evaluation import segments
+    from charrnn.training.evaluation import segments
     starts, length = segments(n, chars, streams, seq_len)
     total = n - 1  # predictions
     S = len(starts)
@@ -206,7 +206,7 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
 # ------------------------------------------------------------------------ rows for the plots
 
 def test_training_loss_rows_are_written_and_plotted(tmp_path, corpus_file):
-    from charrnn import plot
+    from charrnn.training import plot
     t = train(corpus_file, tmp_path / "r", num_layers=1, hidden_size=16, batch_size=8,
               seq_len=16, steps=12, eval_every=4)
     rows = plot.read_metrics(t.run_dir)

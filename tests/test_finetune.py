@@ -5,9 +5,10 @@ import numpy as np
 from typer.testing import CliRunner
 
 import charrnn
-from charrnn import checkpoint, run
+from charrnn import checkpoint
+from charrnn.training import run
 from charrnn.cli import app
-from charrnn.vocab import Vocab
+from charrnn.text.vocab import Vocab
 from conftest import TINY, markov_text
 
 TINY_API = dict(num_layers=1, hidden_size=16, batch_size=8, seq_len=16)

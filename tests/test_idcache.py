@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from charrnn import data as D
-from charrnn import idcache, run
+from charrnn.text import data as D
+from charrnn.text import idcache
+from charrnn.training import run
 from charrnn.errors import ConfigError, CorpusError
 from conftest import markov_text
 

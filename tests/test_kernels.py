@@ -3,8 +3,8 @@ invariants, for every cell, in float64 at tiny sizes."""
 import numpy as np
 import pytest
 
-from charrnn import kernels as K
-from charrnn.model import Model, ModelConfig
+from charrnn.engine import kernels as K
+from charrnn.engine.model import Model, ModelConfig
 from reference import reference_forward, reference_loss
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -12,7 +12,7 @@ CELLS = ["lstm", "gru", "rnn"]
 
 def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):
     cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V, dropout=dropout)
-    m = Model(cfg, "abcdefg"[:V], dtype=dtype)
+    m = Model(cfg, dtype=dtype)
     rng = np.random.default_rng(seed)
     m.flat[:] = rng.uniform(-0.6, 0.6, m.flat.size)  # every weight non-trivial, biases too
     return m, rng
@@ -177,7 +177,7 @@ def test_streams_split_across_threads_give_the_same_window(cell, H, monkeypatch)
 def test_float32_kernels_agree_with_float64(cell):
     """float32 uses the arithmetic-only tanh; loss and gradients must stay close to float64."""
     m64, rng = tiny(cell, H=16)
-    m32 = Model(m64.config, m64.vocab, flat=m64.flat.astype(np.float32), dtype=np.float32)
+    m32 = Model(m64.config, flat=m64.flat.astype(np.float32), dtype=np.float32)
     x, y, h0, c0 = window(rng, T=10, B=4, H=16)
     _, g64 = m64.zeros_like_params()
     _, g32 = m32.zeros_like_params()
@@ -194,7 +194,7 @@ def test_float32_kernels_agree_with_float64(cell):
 def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
     window forward's logits and final state: sampling sees the model training trained."""
-    from charrnn import sample_kernels, sampler
+    from charrnn.engine import sample_kernels, sampler
     m, rng = tiny(cell, H=H)
     x, y, h0, c0 = window(rng, T=7, H=H)
     w = m.forward(x, h0, c0)
@@ -214,7 +214,7 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
     """The wide-LSTM sampling path (each step's units split into chunks run in parallel, with
     the weights laid out by chunk) gives the serial path's states and, from one seed, its text;
     it is the default only when more than one thread was asked for."""
-    from charrnn import sampler, threads
+    from charrnn.engine import sampler, threads
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
     monkeypatch.setattr(threads, "available", lambda: 2)
     monkeypatch.delenv("CHARRNN_THREADS", raising=False)
@@ -237,7 +237,7 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
 
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
-    from charrnn.sampler import unit_blocks
+    from charrnn.engine.sampler import unit_blocks
     H, k = 4, 2
     W = np.arange(3 * 4 * H).reshape(3, 4 * H)  # column index g * H + u
     B = unit_blocks(W, k)
@@ -254,7 +254,7 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
                                                                         monkeypatch):
     """As many chunks as cores when they divide H, else the largest count that does (the
     warm-up forces the split path on a 2-unit model on any machine)."""
-    from charrnn import sampler, threads
+    from charrnn.engine import sampler, threads
     monkeypatch.setattr(threads, "num_threads", lambda: cores)
     m, rng = tiny("lstm", H=H)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
@@ -269,7 +269,7 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
 def test_packed_product_equals_numpy(dtype):
     """gemm.matmul over a packed matrix, for every row count a tile can leave over (1-5 after
     full tiles of 6), and for a matrix packed from a transposed view."""
-    from charrnn import gemm
+    from charrnn.engine import gemm
     rng = np.random.default_rng(0)
     one = np.zeros(1, dtype)
     NR = gemm.strip_width(one)
@@ -314,7 +314,7 @@ def test_dropout_masks_are_the_ones_rng_random_would_draw(shape, dtype, bits):
     """The fast masks (from the generator's raw output) equal (rng.random(shape, float32) >= p)
     / (1 - p), and leave the generator exactly as that call would, odd sizes and other bit
     generators included."""
-    from charrnn.model import dropout_masks
+    from charrnn.engine.model import dropout_masks
     a, b = np.random.Generator(bits(7)), np.random.Generator(bits(7))
     for _ in range(3):
         ref = (a.random(shape, dtype=np.float32) >= 0.3).astype(dtype) * dtype(1 / 0.7)

@@ -1,71 +1,115 @@
 """The import rules, checked by walking every module's imports (docs/design.md states them):
-only the command line imports Typer and Rich, nothing imports the command line, the numeric
-kernels import only NumPy, Numba (with llvmlite) and each other, and the library never prints."""
+the subsystems stack in layers and import only downwards, only the command line imports Typer
+and Rich, nothing imports the command line, the engine imports only NumPy, Numba and SciPy (and
+the package's config and errors), the numeric kernels only NumPy, Numba and each other, and the
+library never prints."""
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "charrnn"
-KERNELS = {"kernels", "gemm", "sample_kernels", "optim"}  # the numeric core
-KERNEL_DEPS = {"numpy", "numba", "llvmlite", "typing", "math"}
+
+# Each subsystem (a folder, or a top-level module) may import from its own layer's members only
+# when they are the same subsystem, and otherwise only from lower layers.
+LAYERS = [
+    {"errors", "_version", "fsutil"},
+    {"config"},
+    {"engine"},
+    {"text"},
+    {"checkpoint", "completion"},
+    {"inspect"},
+    {"charmodel"},
+    {"training"},
+    {"api"},
+    {"sweep", "serve", "export"},
+    {"", "cli"},  # "" is the package's __init__ (charrnn.train, charrnn.load)
+    {"__main__"},
+]
+LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
+CORE = {"engine.kernels", "engine.gemm", "engine.sample_kernels", "engine.optim"}
+CORE_DEPS = {"numpy", "numba", "llvmlite"}
+ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}
 CLI_ONLY = {"typer", "rich", "click"}
 
 
 def modules():
     for path in sorted(PACKAGE.rglob("*.py")):
-        rel = path.relative_to(PACKAGE).with_suffix("")
-        yield ".".join(rel.parts), path
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def subsystem(name):
+    return name.split(".")[0]
 
 
 def imports(path):
-    """(top-level name, or '.name' for a module of the package) of every import in a file,
-    at any depth (lazy imports inside functions count)."""
+    """(package modules, outside top-level names) a file imports, at any depth (lazy imports
+    inside functions count). A package module is its dotted name under charrnn ('' for the
+    package itself); `from . import x` counts as the module x."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    pkg_parts = path.relative_to(PACKAGE).parent.parts
+    here = list(path.relative_to(PACKAGE).parent.parts)
+    inside, outside = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                top = a.name.split(".")[0]
-                yield ("." + a.name.split(".")[1]) if top == "charrnn" and "." in a.name \
-                    else top
+                parts = a.name.split(".")
+                if parts[0] == "charrnn":
+                    inside.add(".".join(parts[1:]))
+                else:
+                    outside.add(parts[0])
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
-                top = (node.module or "").split(".")[0]
-                if top == "charrnn":
-                    rest = (node.module or "").split(".")[1:]
-                    yield from ("." + n for n in (rest[:1] or [a.name for a in node.names]))
-                else:
-                    yield top
+                parts = (node.module or "").split(".")
+                if parts[0] != "charrnn":
+                    outside.add(parts[0])
+                    continue
+                base = parts[1:]
             else:
-                base = list(pkg_parts[:len(pkg_parts) - (node.level - 1)])
-                target = base + (node.module.split(".") if node.module else [])
-                if target:
-                    yield "." + target[0]
-                else:  # from . import x, y
-                    yield from ("." + a.name for a in node.names)
+                base = here[:len(here) - (node.level - 1)] + (
+                    node.module.split(".") if node.module else [])
+            if base and (node.level == 0 or node.module):
+                inside.add(".".join(base))
+            else:
+                inside.update(".".join(base + [a.name]) for a in node.names)
+    return inside, outside - set(sys.stdlib_module_names)
 
 
 ALL = list(modules())
 
 
 def is_cli(name):
-    return name == "cli" or name.startswith("cli.") or name == "__main__"
+    return subsystem(name) in ("cli", "__main__")
 
 
-@pytest.mark.parametrize("name, path", ALL, ids=[n for n, _ in ALL])
+@pytest.mark.parametrize("name, path", ALL, ids=[n or "charrnn" for n, _ in ALL])
 def test_import_rules(name, path):
-    found = set(imports(path))
+    inside, outside = imports(path)
+    sub = subsystem(name)
+    assert sub in LAYER, f"{name}: a new subsystem needs its place in LAYERS"
     if not is_cli(name):
-        assert not found & CLI_ONLY, f"{name} imports {found & CLI_ONLY}: only the CLI may"
-        assert ".cli" not in found, f"{name} imports the command line"
-    if name in KERNELS:
-        outside = {f for f in found if not f.startswith(".")} - KERNEL_DEPS
-        inside = {f[1:] for f in found if f.startswith(".")} - KERNELS
-        assert not outside and not inside, f"the kernel module {name} imports {outside | inside}"
+        assert not outside & CLI_ONLY, f"{name} imports {outside & CLI_ONLY}: only the CLI may"
+    for target in inside:
+        tsub = subsystem(target)
+        assert tsub != "cli" or name == "__main__", f"{name} imports the command line"
+        if tsub == sub or target == "__version__":
+            continue
+        assert LAYER[tsub] < LAYER[sub], (
+            f"{name} imports {target}: {sub} sits on layer {LAYER[sub]}, {tsub} on {LAYER[tsub]}")
+    if sub == "engine":
+        stray = {t for t in inside if subsystem(t) not in ("engine", "config", "errors")}
+        assert not stray and not outside - ENGINE_DEPS, (
+            f"the engine module {name} imports {stray | (outside - ENGINE_DEPS)}")
+    if name in CORE:
+        stray = {t for t in inside if t not in CORE and t != "engine"}
+        assert not stray and not outside - CORE_DEPS, (
+            f"the kernel module {name} imports {stray | (outside - CORE_DEPS)}")
 
 
-@pytest.mark.parametrize("name, path", ALL, ids=[n for n, _ in ALL])
+@pytest.mark.parametrize("name, path", ALL, ids=[n or "charrnn" for n, _ in ALL])
 def test_library_modules_never_print(name, path):
     if is_cli(name):
         return
@@ -76,6 +120,10 @@ def test_library_modules_never_print(name, path):
 
 
 def test_the_walk_sees_imports():
-    """The checker itself: it finds lazy, relative and absolute imports."""
-    found = set(imports(PACKAGE / "cli.py"))
-    assert {"typer", ".api", ".config", ".errors"} <= found
+    """The checker itself: it finds lazy, relative and absolute imports, and a stray one."""
+    inside, outside = imports(PACKAGE / "cli.py")
+    assert {"typer", "rich"} <= outside and {"api", "config", "errors"} <= inside
+    inside, outside = imports(PACKAGE / "engine" / "model.py")
+    assert {"engine.kernels", "config"} <= inside and "numpy" in outside
+    inside, _ = imports(PACKAGE / "training" / "run.py")
+    assert "charmodel" in inside and LAYER["charmodel"] < LAYER["training"]

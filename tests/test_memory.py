@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import api, memory, run
+from charrnn import api
+from charrnn.training import memory, run
 from charrnn.cli import app
 from charrnn.errors import ConfigError
-from charrnn.model import ModelConfig
+from charrnn.engine.model import ModelConfig
 from conftest import TINY
 
 CONFIGS = [dict(cell="lstm", num_layers=2, hidden_size=48, dropout=0.1),
@@ -77,7 +78,7 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
     train_ids, val_ids = np.array(probe.xs), probe.val_ids  # any ids of the right lengths
     train_ids = np.concatenate([train_ids.ravel(), train_ids.ravel()[:1]])
     del probe
-    from charrnn.trainer import Trainer
+    from charrnn.training.trainer import Trainer
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]

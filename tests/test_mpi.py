@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import dist
+from charrnn.training import dist
 from charrnn.errors import CorpusError
 from conftest import markov_text
 

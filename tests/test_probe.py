@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import checkpoint, probe, probe_features, probe_view, sample_kernels
+from charrnn import checkpoint
+from charrnn.inspect import probe, features as probe_features, view as probe_view
+from charrnn.engine import sample_kernels
 from charrnn.api import CharModel, load
 from charrnn.cli import app
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig
+from charrnn.engine.model import ModelConfig
 
 CELLS = ["lstm", "gru", "rnn"]
 VOCAB = "\n \"'()<>&=abc"
@@ -37,7 +39,7 @@ def test_states_equal_the_sampler_step_kernel(cell):
     """Windows of the forward kernel with the state carried (window 5 over 23 characters) give
     what the sampler's one-character kernel gives, fed the same text from the zero state: h, c
     and every layer's gates (a stack cut to l+1 layers leaves layer l's gates in G)."""
-    from charrnn import sampler
+    from charrnn.engine import sampler
     m = random_model(cell, L=3)
     text = random_text(23)
     s = probe.states(m, text, window=5)
@@ -45,7 +47,6 @@ def test_states_equal_the_sampler_step_kernel(cell):
     assert (L, N, H) == (3, 23, 5)
     assert (s.c is None) == (cell != "lstm")
     assert list(s.gates) == list(probe.GATE_NAMES[m.cell])
-    Kg = m.params.Wh.shape[2]
     ids = m.encode(text).astype(np.int64)
     for top in range(L):  # run layers 0..top, compare layer top's gates (and all states)
         h, c = np.zeros((top + 1, 1, H)), np.zeros((top + 1, 1, H))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import checkpoint, run, runs
+from charrnn import checkpoint
+from charrnn.training import run, runs
 from charrnn.cli import app
 from charrnn.errors import CheckpointError, ConfigError
 from conftest import TINY
@@ -137,7 +138,8 @@ def test_runs_lists_runs_oldest_first_and_notes_broken_ones(root, corpus_file):
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["date", "run", "corpus", "model", "steps", "best", "val"]
     assert [ln.split()[2] for ln in lines[1:]] == [row["name"] for row in rows]
-    assert "  corpus.txt (6,000 chars)  lstm 1x16  " in lines[1] and f"{first['best_val_loss']:.4f}" in lines[1]
+    assert "  corpus.txt (6,000 chars)  lstm 1x16  " in lines[1]
+    assert f"{first['best_val_loss']:.4f}" in lines[1]
     assert "Traceback" not in r.stderr and str(root) in r.stderr
     # one run directory, given as DIR, lists itself
     (row,) = json.loads(ok(invoke("runs", root / "second", "--json")).stdout)
@@ -166,7 +168,7 @@ def test_load_meta_reads_no_weights_and_validates_as_load_does(tmp_path, corpus_
 
 HOLD = """
 import sys, time
-from charrnn import run
+from charrnn.training import run
 with run.run_directory(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)

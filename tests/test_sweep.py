@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 optuna = pytest.importorskip("optuna")
 
-from charrnn import sweep, sweep_space  # noqa: E402
+from charrnn.sweep import study as sweep, space as sweep_space  # noqa: E402
 from charrnn.cli import app  # noqa: E402
 from charrnn.errors import ConfigError  # noqa: E402
 
@@ -201,7 +201,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, corpus_file
 
 
 def test_out_of_memory_fails_one_trial(tmp_path, corpus_file, monkeypatch):
-    from charrnn import run
+    from charrnn.training import run
     real, calls = run.prepare, []
 
     def prepare(*args, **kwargs):  # the second trial runs out of memory
@@ -250,7 +250,7 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     quarter of the budget (1 minute, 4 evaluations: 15, 30, 45 s), and past its end after
     the last quarter."""
     from types import SimpleNamespace
-    from charrnn.trainer import TrainConfig
+    from charrnn.training.trainer import TrainConfig
     sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
     t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=sweep.NEVER))
     st = {"t1": None}

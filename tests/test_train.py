@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, run
+from charrnn import checkpoint
+from charrnn.training import run
 from charrnn.errors import ConfigError, CorpusError
 from conftest import markov_chain, markov_text
 
@@ -254,7 +255,7 @@ def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, b
 def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, small_corpus):
     """Wx0 ~ U(-2, 2) (a one-hot input's embedding) for the gated cells; other weights within
     1/sqrt(H); forget bias 1; recurrent blocks orthogonal."""
-    from charrnn.model import EMBED_INIT
+    from charrnn.engine.model import EMBED_INIT
     H = 64
     p = run.prepare(small_corpus, tmp_path / "r", hidden_size=H, batch_size=4, seq_len=10,
                     steps=1).trainer.model.params

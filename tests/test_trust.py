@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 import charrnn
-from charrnn import checkpoint, data, runs
+from charrnn import checkpoint
+from charrnn.text import data
+from charrnn.training import runs
 from charrnn.cli import app
 from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError, UsageError
@@ -83,7 +85,7 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
 
 
 def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
-    from charrnn import run
+    from charrnn.training import run
     text, _ = markov_text("abcdefgh", 6000, seed=2)
     (tmp_path / "c.txt").write_text(text)
     prepared = run.prepare(tmp_path / "c.txt", tmp_path / "r", max_vocab=3, steps=1, **TINY_API)

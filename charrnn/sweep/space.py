@@ -15,7 +15,7 @@ Optuna is not imported here: a trial object is passed in.
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The searched options and their default ranges: sizes a 2-core CPU trains in minutes.
 DEFAULT = {

@@ -4,7 +4,7 @@ import json
 import math
 from pathlib import Path
 
-from .errors import CharrnnError
+from ..errors import CharrnnError
 
 
 def read_metrics(run_dir):

@@ -11,7 +11,7 @@ import html
 
 import numpy as np
 
-from .errors import CharrnnError
+from ..errors import CharrnnError
 from .probe import GATE_TITLES
 
 WHITE = np.array([247, 247, 247])

@@ -1,4 +1,4 @@
-"""The model: a vocabulary, a config, and weights living in one flat buffer.
+"""The model: a config and weights living in one flat buffer (the vocabulary is the caller's).
 
 `Model` owns parameter layout and initialisation and runs the kernels over windows of ids; it knows
 nothing of files, command lines or training schedules.
@@ -8,9 +8,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import gemm, kernels as K, threads
-from .config import ModelConfig  # noqa: F401  (its home is config.py)
+from ..config import ModelConfig  # noqa: F401  (its home is config.py)
 from .kernels import GATES, Params, Work
-from .vocab import Vocab
 
 
 EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see init_weights)
@@ -39,16 +38,11 @@ def num_params(cfg):
 
 
 class Model:
-    """A character-level recurrent language model.
+    """A character-level recurrent language model over ids 0..vocab_size-1 (what the ids mean
+    is the caller's: charmodel.CharModel adds the vocabulary)."""
 
-    vocab: a Vocab, or its symbols (a str of characters, or bytes of byte values); id = index.
-    """
-
-    def __init__(self, config, vocab, flat=None, dtype=np.float32):
-        if len(vocab) != config.vocab_size:
-            raise ValueError("vocabulary size does not match the config")
+    def __init__(self, config, flat=None, dtype=np.float32):
         self.config = config
-        self.vocab = Vocab(vocab)
         self.cell = K.CELLS[config.cell]
         self.dtype = np.dtype(dtype)
         self.shapes = param_shapes(config)

@@ -14,15 +14,15 @@ All but Collect keep O(L H) memory, so a long text costs time, not memory. The v
 is the state *after* reading character t, and the features (below) are defined the same way:
 the quotation mark that opens a string is inside it, the one that closes it is outside.
 
-The features units are compared with are in probe_features.py.
+The features units are compared with are in features.py.
 """
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import kernels as K, threads
-from .errors import ConfigError, CorpusError
-from .probe_features import FEATURES, check_feature, feature  # noqa: F401 (re-exported)
+from ..engine import kernels as K, threads
+from ..errors import ConfigError, CorpusError
+from .features import FEATURES, check_feature, feature  # noqa: F401 (re-exported)
 
 WINDOW = 128  # characters per forward call
 GATE_NAMES = {K.LSTM: "ifgo", K.GRU: "rzn", K.RNN: ""}  # in the fused block's order
@@ -72,8 +72,8 @@ def run(model, ids, *accumulators, window=WINDOW):
 def warmup(cell, dtype):
     """Compile (or load from Numba's cache) the forward kernel on a tiny model: inspect needs
     nothing else (api.warmup would also build the training kernels)."""
-    from .model import Model, ModelConfig
-    m = Model(ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2), "ab", dtype=dtype)
+    from ..engine.model import Model, ModelConfig
+    m = Model(ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2), dtype=dtype)
     run(m, np.array([0, 1], np.int32))
 
 
@@ -159,8 +159,8 @@ class Correlate:
     accumulated over windows: sums of x, x^2 and x f, shifted by each unit's first value so
     that large, steady cell states lose no precision."""
 
-    def __init__(self, model, feature):
-        f = np.asarray(feature, np.float64)
+    def __init__(self, model, values):
+        f = np.asarray(values, np.float64)
         self.mean = float(f.mean())
         self.f = f - self.mean
         if not np.any(self.f):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The ids of a 1 GB corpus take 1 GB (up to 256 symbols) or 2 GB (up to 65,536): 4 GB keeps
 # one such corpus, or a few of the tens-of-megabytes kind, encoded, and is small beside a disk.

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, dist
-from .charmodel import CharModel, from_arrays, model_from_checkpoint
-from .checkpoint import HistoryRow, Meta, Progress, RunInfo
-from .config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
-from .errors import ConfigError, CorpusError, TrainingDiverged
+from .. import checkpoint
+from ..text import data
+from . import dist
+from ..charmodel import CharModel, from_arrays, model_from_checkpoint
+from ..checkpoint import HistoryRow, Meta, Progress, RunInfo
+from ..config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
+from ..errors import ConfigError, CorpusError, TrainingDiverged
 from .evaluation import Budget, Sample, Timing
-from .model import dropout_masks, num_params
-from .optim import Adam
+from ..engine.model import dropout_masks, num_params
+from ..engine.optim import Adam
 
 
 def data_hash(ids):

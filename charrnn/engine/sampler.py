@@ -51,7 +51,7 @@ class Sampler:
         """parallel: split each step across the cores: True always, False never, None (the
         default) for a wide LSTM and one row when more than one thread was asked for
         (threads.explicit)."""
-        cfg, p = model.config, model.params
+        cfg = model.config
         self.model, self.N = model, num_samples
         H = cfg.hidden_size
         self.h, self.c = model.zero_state(num_samples)

@@ -20,8 +20,8 @@ import unicodedata
 from datetime import datetime
 from pathlib import Path
 
-from . import checkpoint
-from .errors import CheckpointError, ConfigError
+from .. import checkpoint
+from ..errors import CheckpointError, ConfigError
 
 LOCK = ".lock"
 NAME_BYTES = 120   # of a run name's corpus part: a file name has 255 on most file systems

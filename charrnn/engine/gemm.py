@@ -21,7 +21,6 @@ allocate them without knowing it. Training packs only matrices whose N is a mult
 (`packable`) and multiplies the others with np.dot; the sampler pads the last strip with zero
 columns (`padded`) and calls no BLAS at all.
 """
-import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -293,8 +292,8 @@ def matmul(A, Wp, C):
         while s + 4 <= S:
             _row_strips(A, Wp, C, s)
             s += 4
-        for s in range(s, S):
-            _tile(A, Wp, C, 0, s, 1)
+        for t in range(s, S):
+            _tile(A, Wp, C, 0, t, 1)
         return
     full = m - m % MR
     for s in range(S):

@@ -28,8 +28,8 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import sweep_space
-from .errors import CharrnnError, ConfigError
+from . import space as sweep_space
+from ..errors import CharrnnError, ConfigError
 
 JOURNAL = "study.journal"   # the default storage, in the sweep directory
 INFO = "sweep.json"         # where the study is, so `--show DIR` finds it
@@ -164,8 +164,8 @@ def open_study(sw):
     and write sweep.json. Returns the study."""
     optuna = _optuna()
     sw.check()
-    from . import idcache
-    from .trainer import data_hash
+    from ..text import idcache
+    from ..training.trainer import data_hash
     ids = idcache.encoded_corpus(sw.corpus, data_dir=sw.data_dir).ids  # also: corpus readable?
     try:
         Path(sw.sweep_dir).mkdir(parents=True, exist_ok=True)
@@ -307,7 +307,7 @@ class _Objective:
         self._claim(trial)
         params = sweep_space.suggest(trial, sw.space)
         run_dir = Path(sw.sweep_dir) / f"trial-{trial.number:04d}"
-        from .threads import num_threads
+        from ..engine.threads import num_threads
         for k, v in (("run_dir", str(run_dir.resolve())), ("host", socket.gethostname()),
                      ("pid", os.getpid()), ("threads", num_threads())):
             trial.set_user_attr(k, v)
@@ -351,7 +351,8 @@ class _Objective:
             raise _Surplus()
 
     def _prepare(self, run_dir, params):
-        from . import api, run as runs
+        from .. import api
+        from ..training import run as runs
         sw = self.sw
         every = math.ceil(sw.steps / sw.evals) if sw.steps else NEVER
         prepared = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
@@ -365,7 +366,7 @@ class _Objective:
     def _train(self, trial, trainer, seen):
         """Train, reporting the validation loss at each evaluation to the pruner. Returns
         (trainer.run's status, whether the pruner stopped it)."""
-        from .run import run_directory
+        from ..training.run import run_directory
         sw, st = self.sw, {"reported": 0, "pruned": False, "t1": None}
 
         def on_event(e):
@@ -445,9 +446,9 @@ def run_workers(command, jobs, should_stop, report=lambda kind, **fields: None, 
     out-of-memory killer, say) is replaced; the next worker marks its trial failed. On
     should_stop() every worker gets one SIGTERM (it finishes its step and saves). Returns the
     exit code: 0, 130 when interrupted, else the first failing worker's."""
-    from .threads import num_threads
+    from ..engine.threads import num_threads
     share = max(1, (threads or num_threads()) // jobs)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, CHARRNN_THREADS=str(share),
                PYTHONPATH=os.pathsep.join(filter(None, [package_root,
                                                         os.environ.get("PYTHONPATH")])))

@@ -27,7 +27,7 @@ def dynamic_score(model, ids, seq_len=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
     n = len(ids) - 1
     if n < 1:
         raise ValueError("need at least two characters to measure a loss")
-    m = Model(model.config, model.vocab, model.flat.copy(), model.dtype)
+    m = Model(model.config, model.flat.copy(), model.dtype)
     w0 = model.flat
     gflat, grads = m.zeros_like_params()
     h, c = m.zero_state(1)

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 FEATURES = ("string", "comment", "quote", "brackets", "line-position", "indent")
 
@@ -144,6 +144,6 @@ def feature(name, text):
     check_feature(name)
     if name.startswith("re:"):
         return regex_feature(text, name[3:]).astype(np.float64)
-    fns = {"string": lambda s: python_strings(s)[0], "comment": comment, "quote": quotes, "brackets": bracket_depth,
-           "line-position": line_position, "indent": indent}
+    fns = {"string": lambda s: python_strings(s)[0], "comment": comment, "quote": quotes,
+           "brackets": bracket_depth, "line-position": line_position, "indent": indent}
     return np.asarray(fns[name](text), np.float64)

@@ -17,7 +17,6 @@ character may straddle two chunks), a leading byte-order mark dropped, CRLF and 
 bytes and invalid UTF-8. Directories, stdin, the default corpus and small files are read and
 encoded in memory, as data.read_text, build_vocab and encode do.
 """
-import codecs
 import hashlib
 import json
 import os
@@ -28,8 +27,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import cachedir, data
-from .errors import ConfigError, CorpusError
-from .fsutil import atomic_write
+from ..errors import ConfigError, CorpusError
+from ..fsutil import atomic_write
 from .vocab import Vocab
 
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
@@ -168,7 +167,8 @@ def _load(where, key):
         meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
         vocab = Vocab.from_json(meta["vocab"])
         ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(ids, np.memmap) and ids.shape == (meta["length"],) and len(ids) > 0
+        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(ids, np.memmap)
+                 and ids.shape == (meta["length"],) and len(ids) > 0
                  and ids.dtype == data.id_dtype(len(vocab))
                  and os.path.getsize(where / f"{key}.npy") == ids.offset + ids.nbytes)
         if sound and len(vocab) <= np.iinfo(ids.dtype).max:  # an id past the vocabulary would

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Environment variables by which launchers tell a process it is one of several.
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")

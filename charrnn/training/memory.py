@@ -17,10 +17,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import kernels as K
-from .errors import ConfigError
+from ..engine import kernels as K
+from ..errors import ConfigError
 from .evaluation import FULL_TIMES, segments
-from .model import num_params, packed_shape, part_slices, work_shapes
+from ..engine.model import num_params, packed_shape, part_slices, work_shapes
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
 

@@ -7,13 +7,15 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import checkpoint, data, dist, idcache, memory, runs
-from .charmodel import from_arrays, grown
-from .checkpoint import RunInfo
-from .config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS,
-                     ModelConfig, check_known, resolve, resolve_resume)
-from .config import budget_preset  # noqa: F401  (its home is config.py)
-from .errors import CharrnnError, ConfigError
+from .. import checkpoint
+from ..text import data, idcache
+from . import dist, memory, runs
+from ..charmodel import from_arrays, grown
+from ..checkpoint import RunInfo
+from ..config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
+                      check_known, resolve, resolve_resume)
+from ..config import budget_preset  # noqa: F401  (its home is config.py)
+from ..errors import CharrnnError, ConfigError
 from .trainer import Trainer
 
 def default_run_dir(source, runs_dir=None):

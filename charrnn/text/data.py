@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError
-from .fsutil import atomic_write
+from ..errors import ConfigError, CorpusError
+from ..fsutil import atomic_write
 
 DEFAULT_CORPUS = "python-stdlib"
 UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
@@ -123,7 +123,7 @@ def _manifest():
     try:
         resource = importlib.resources.files("charrnn.corpora") / "manifest.json"
     except ModuleNotFoundError:  # an editable install may not map the data-only package
-        resource = Path(__file__).resolve().parents[1] / "corpora" / "manifest.json"
+        resource = Path(__file__).resolve().parents[2] / "corpora" / "manifest.json"
     return json.loads(resource.read_text(encoding="utf-8"))
 
 

@@ -1,0 +1,1 @@
+"""Looking inside a model: unit probes, features and their terminal view."""

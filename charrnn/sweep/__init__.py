@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps with Optuna: the study (study.py) and its search space (space.py)."""

@@ -1,0 +1,1 @@
+"""Text in: corpus sources and names, decoding, the vocabulary, the id cache."""
