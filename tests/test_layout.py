@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "charrnn"
-KERNELS = {"kernels", "gemm", "sample_kernels", "optim"}  # the numeric core
+KERNELS = {"kernels", "gemm", "sample_kernels", "repetition", "optim"}  # the numeric core
 KERNEL_DEPS = {"numpy", "numba", "llvmlite", "typing", "math"}
 CLI_ONLY = {"typer", "rich", "click"}
 
