@@ -6,8 +6,9 @@ ways it changes the next draw (kernels; NumPy and Numba only, called from sample
   k generated c: in the whole sample so far, or (window W > 0) in its last W characters. The
   prime is not counted.
 - No-repeat n-grams: an id that would complete an n-character sequence the row has already
-  generated is not drawn. When every id would, the step draws as if no-repeat were off (that
-  one n-gram repeats; the sample goes on rather than ending or failing).
+  generated is not drawn. When every id would, the step takes the one whose n-gram was
+  generated longest ago (that n-gram repeats, whatever the temperature; the sample goes on,
+  round the followers rather than staying in the likeliest one's loop).
 
 The n-gram memory is exact, not a Bloom filter: an open-addressing table of the (n-1)-grams
 generated (each slot: where the context first occurred, verified against the history), each
@@ -37,6 +38,7 @@ class Repeat(NamedTuple):
     chead: np.ndarray   # (N, S) int64  1 + the context's first follower entry; 0 none
     fol: np.ndarray     # (N, C) int64  entry e: an id that followed the context
     nxt: np.ndarray     # (N, C) int64  1 + the next entry of the same context; 0 the last
+    last: np.ndarray    # (N, C) int64  entry e: where its n-gram last ended in hist
     nent: np.ndarray    # (N,) int64    entries used
     slot: np.ndarray    # (N,) int64    the slot of the current context (from the ban to the record)
 
@@ -46,7 +48,7 @@ def empty(N, V, how):
     z = lambda *s: np.zeros(s, np.int64)  # noqa: E731
     counting = how.presence != 0 or how.frequency != 0
     return Repeat(z(1), z(N, V if counting else 0), np.zeros((N, V), np.bool_),
-                  z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N), z(N))
+                  z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N), z(N))
 
 
 def keeps_history(how):
@@ -66,6 +68,7 @@ def reserve(rep, n, how):
     grow = lambda a: np.concatenate([a, np.zeros((N, C - a.shape[1]), a.dtype)], 1)  # noqa: E731
     S = 1 << (2 * C - 1).bit_length() if how.no_repeat > 0 else 0
     new = rep._replace(hist=grow(rep.hist), fol=grow(rep.fol), nxt=grow(rep.nxt),
+                       last=grow(rep.last),
                        ctab=np.zeros((N, S), np.int64), chead=np.zeros((N, S), np.int64))
     if how.no_repeat > 0:
         rehash(rep.ctab, rep.chead, new, how.no_repeat - 1)
@@ -139,7 +142,13 @@ def prepare(row, k, how, rep):
         for v in range(V):
             if v != how.banned and not ban[v]:
                 return
-        ban[:] = False  # every id would repeat an n-gram: draw as without no-repeat
+        oldest, e = -1, rep.chead[k, s]  # every id would repeat: the least recent n-gram's
+        while e:
+            if oldest < 0 or rep.last[k, e - 1] < rep.last[k, oldest]:
+                oldest = e - 1
+            e = rep.nxt[k, e - 1]
+        ban[:] = True
+        ban[rep.fol[k, oldest]] = False
 
 
 @kernel
@@ -160,10 +169,12 @@ def record(k, x, how, rep):
         e = rep.chead[k, s]
         while e:
             if rep.fol[k, e - 1] == x:
-                return  # a repeat the fallback allowed: its n-gram is known already
+                rep.last[k, e - 1] = t  # a repeat the fallback chose
+                return
             e = rep.nxt[k, e - 1]
         e = rep.nent[k]
         rep.fol[k, e] = x
+        rep.last[k, e] = t
         rep.nxt[k, e] = rep.chead[k, s]
         rep.chead[k, s] = e + 1
         rep.nent[k] = e + 1
