@@ -181,20 +181,24 @@ def test_a_long_greedy_sample_never_repeats_an_ngram(cli_run):
         assert len(text) == 3000
         repeats, unforced = forced_repeats(text, n, model.vocab.symbols)
         assert unforced == 0 and repeats < 100, (n, repeats)
-
-
-def test_a_long_greedy_sample_of_a_random_model_has_no_repeat_at_all():
-    m = tiny("gru", H=16)
-    s = sampler.Sampler(m, 2)
-    s.prime(np.array([0]))
-    text = ["".join("abcdefg"[i] for i in col) for col in
-            s.generate(4000, np.random.default_rng(0), 0.0, no_repeat=7).T]
-    for t in text:
-        assert forced_repeats(t, 7, "abcdefg") == (0, 0)
     # 6 characters: after the first six every one repeats a 1-gram, and the sample goes on,
     # round the characters by the fallback (the least recent n-gram)
     one = model.sample(60, temp=0, include_prime=False, no_repeat=1)
     assert len(set(one[:6])) == 6 and one[6:] == one[:6] * 9
+
+
+def test_each_row_of_a_batch_repeats_only_where_forced():
+    m = tiny("gru", H=16)
+    texts = {}
+    for n in (0, 7):
+        s = sampler.Sampler(m, 2)
+        s.prime(np.array([0]))
+        texts[n] = ["".join("abcdefg"[i] for i in col) for col in
+                    s.generate(4000, np.random.default_rng(0), 0.0, no_repeat=n).T]
+    for plain, t in zip(texts[0], texts[7]):
+        assert forced_repeats(plain, 7, "abcdefg")[0] > 3000
+        repeats, unforced = forced_repeats(t, 7, "abcdefg")
+        assert unforced == 0 and repeats < 100
 
 
 def test_stream_and_complete_take_them(cli_run):
@@ -202,8 +206,9 @@ def test_stream_and_complete_take_them(cli_run):
     opts = dict(length=300, temp=0.8, seed=4, presence_penalty=0.6, frequency_penalty=0.2,
                 no_repeat=6)
     streamed = "".join(model.stream("ab", **opts))
+    assert streamed == model.complete("ab", **opts)[0].text == model.sample(
+        prime="ab", include_prime=False, **opts)
     done = model.complete("ab", num_samples=2, **opts)
-    assert streamed == done[0].text  # row 0 of a batch is the single sample, same seed
     assert done[0].text != done[1].text
     assert streamed != "".join(model.stream("ab", **dict(opts, presence_penalty=0.0)))
 
