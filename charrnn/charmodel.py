@@ -76,22 +76,27 @@ class CharModel(Model):
             while length <= 0 or done < length:
                 if length > 0:
                     n = min(n, length - done)
-                yield s.generate(n, rng, cfg.temp, cfg.top_k, cfg.top_p, banned)
+                yield s.generate(n, rng, cfg.temp, cfg.top_k, cfg.top_p, banned,
+                                 cfg.presence_penalty, cfg.frequency_penalty,
+                                 cfg.penalty_window, cfg.no_repeat)
                 done += n
                 n = chunk
         return chunks()
 
     def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-                 num_samples=1, chunk=256, unknown="error"):
+                 num_samples=1, chunk=256, unknown="error", **repetition):
         """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
         The options are checked, and the prime read, here, before the first chunk is asked
-        for (completion.prepare_prime: unknown "error" or "drop")."""
-        cfg = SampleConfig(length, temp, top_k, top_p, num_samples, seed=seed).validate()
+        for (completion.prepare_prime: unknown "error" or "drop"); repetition: SampleConfig's
+        presence_penalty, frequency_penalty, penalty_window, no_repeat."""
+        cfg = SampleConfig(length, temp, top_k, top_p, num_samples, seed=seed,
+                           **repetition).validate()
         return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
 
     def stream(self, prime="", unknown="error", **options):
         """One sample as a completion.Stream of text pieces; options are SampleConfig's fields
-        (length, temp, top_k, top_p, stop, seed); its finish_reason says why it ended."""
+        (length, temp, top_k, top_p, stop, seed, presence_penalty, frequency_penalty,
+        penalty_window, no_repeat); its finish_reason says why it ended."""
         cfg = SampleConfig(**options).validate()
         if cfg.num_samples != 1:
             raise UsageError("a stream is one sample: use complete() for several")
@@ -109,12 +114,13 @@ class CharModel(Model):
         return self.vocab.decoder()
 
     def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-               include_prime=True, stop=None, unknown="error"):
+               include_prime=True, stop=None, unknown="error", **repetition):
         """The prime followed by `length` generated characters (fewer when a stop string ends
         it), as `charrnn sample` prints them (include_prime=False: the generated part alone).
         A str, or bytes for a byte-level model (whose prime may be bytes, or a str taken as
-        UTF-8). The prime is read as the corpus was: newlines folded."""
-        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed)
+        UTF-8). The prime is read as the corpus was: newlines folded. repetition:
+        SampleConfig's presence_penalty, frequency_penalty, penalty_window, no_repeat."""
+        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed, **repetition)
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)
         text = complete(self, cfg, p)[0].text

@@ -86,6 +86,11 @@ class SampleConfig:
     num_samples: int = 1          # independent samples, generated together in one batch
     stop: Optional[Union[str, bytes]] = None  # end a sample at the first occurrence of this
     seed: Optional[int] = None    # the same seed gives the same text (None: fresh randomness)
+    presence_penalty: float = 0.0   # OpenAI's: logit -= P for each character already generated
+    frequency_penalty: float = 0.0  # OpenAI's: logit -= F * the times it was generated
+    penalty_window: int = 0       # count only the last W characters generated (0: the whole
+                                  # sample); see repetition.py
+    no_repeat: int = 0            # never generate an N-character sequence twice (0: off)
 
     def to_dict(self):
         return asdict(self)
@@ -110,10 +115,19 @@ class SampleConfig:
             raise UsageError("--stop must be a non-empty string")
         if self.seed is not None:
             check_seed(self.seed)
+        for flag, value in (("--presence-penalty", self.presence_penalty),
+                            ("--frequency-penalty", self.frequency_penalty)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not -PENALTY_MAX <= value <= PENALTY_MAX:  # NaN fails too
+                raise UsageError(f"{flag} must be a number in [-2, 2] (as in OpenAI's API), "
+                                 f"not {value!r}")
+        check_int("--penalty-window", self.penalty_window, 0)
+        check_int("--no-repeat", self.no_repeat, 0)
         return self
 
 
 SEED_MAX = 2 ** 63 - 1
+PENALTY_MAX = 2.0  # presence and frequency penalties lie in [-2, 2], as in OpenAI's API
 
 
 def check_int(flag, value, low, high=None):

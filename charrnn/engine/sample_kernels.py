@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from . import gemm, kernels as K
+from . import gemm, kernels as K, repetition as R
 from .kernels import kernel
 
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -56,11 +56,15 @@ class SplitWork(NamedTuple):
 
 
 class Pick(NamedTuple):
-    """How each character is drawn from its logits (see pick)."""
+    """How each character is drawn from its logits (see pick, and choose for the last four)."""
     temp: float   # temperature; 0 is greedy
     top_k: int    # keep the k most likely (0: all)
     top_p: float  # keep the smallest set with this much probability (1: all)
     banned: int   # an id never drawn, or -1
+    presence: float = 0.0   # logit -= presence * (count > 0) ...
+    frequency: float = 0.0  # ... + frequency * count, count over the row's generated ids
+    window: int = 0         # count over the last `window` generated ids only (0: all of them)
+    no_repeat: int = 0      # never complete an n-gram of this length already generated (0: off)
 
 
 @kernel
@@ -89,18 +93,21 @@ def step(cell, p, w, ids, h, c):
 
 
 @kernel
-def pick(row, coin, how, prob):
-    """Draw one id from logits row (V,) with a uniform coin in [0, 1) as how (a Pick) says.
+def pick(row, coin, how, prob, ban):
+    """Draw one id from logits row (V,) with a uniform coin in [0, 1) as how (a Pick) says,
+    never how.banned nor (with how.no_repeat) an id whose ban (V,) bool is set.
     prob (V,) float64 scratch."""
     V = row.shape[0]
+    nr = how.no_repeat > 0
     best, bv = 0, -np.inf
     for v in range(V):
-        if v != how.banned and row[v] > bv:
+        if v != how.banned and not (nr and ban[v]) and row[v] > bv:
             best, bv = v, row[v]
     if how.temp <= 0:
         return best
     for v in range(V):
-        prob[v] = 0.0 if v == how.banned else np.exp((float(row[v]) - float(bv)) / how.temp)
+        prob[v] = 0.0 if v == how.banned or (nr and ban[v]) else \
+            np.exp((float(row[v]) - float(bv)) / how.temp)
     if 0 < how.top_k < V:
         thr = np.sort(prob)[V - how.top_k]
         for v in range(V):
@@ -129,11 +136,23 @@ def pick(row, coin, how, prob):
 
 
 @kernel
-def generate(cell, p, w, pending, coins, how, out):
+def choose(row, k, coin, how, prob, rep):
+    """Row k's next id from its logits row (V,): penalties and no-repeat (repetition.py,
+    with rep a repetition.Repeat) and then pick; recorded in rep (rep.t advances after the
+    step's last row)."""
+    R.prepare(row, k, how, rep)
+    nxt = pick(row, coin, how, prob, rep.ban[k])
+    R.record(k, nxt, how, rep)
+    return nxt
+
+
+@kernel
+def generate(cell, p, w, pending, coins, how, rep, out):
     """Feed the characters pending (m, N) (a prime not yet seen; m may be 0), then draw
     out.shape[0] characters for each of N rows into out (n, N): w.cur holds the last character
-    seen (updated), coins (n, N) uniforms in [0, 1), how a Pick. One kernel for both, so a
-    command loads one function from Numba's cache."""
+    seen (updated), coins (n, N) uniforms in [0, 1), how a Pick, rep each row's memory of its
+    sample (repetition.Repeat, updated). One kernel for both, so a command loads one function
+    from Numba's cache."""
     for s in range(pending.shape[0]):
         step(cell, p, w, pending[s], w.h, w.c)
     L, V = w.h.shape[0], p.by.shape[0]
@@ -143,9 +162,10 @@ def generate(cell, p, w, pending, coins, how, out):
         for k in range(w.cur.shape[0]):
             row = w.logits[k, :V]
             row += p.by
-            nxt = pick(row, coins[s, k], how, w.prob)
+            nxt = choose(row, k, coins[s, k], how, w.prob, rep)
             out[s, k] = nxt
             w.cur[k] = nxt
+        rep.t[0] += 1
 
 
 @parallel_kernel
@@ -182,7 +202,7 @@ def step_par(w, x):
 
 
 @kernel
-def generate_par(w, pending, coins, how, out):
+def generate_par(w, pending, coins, how, rep, out):
     """generate() for one row of a wide LSTM through w, a SplitWork."""
     for s in range(pending.shape[0]):
         step_par(w, pending[s, 0])
@@ -192,6 +212,7 @@ def generate_par(w, pending, coins, how, out):
         gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
         row = w.logits[0, :V]
         row += w.by
-        nxt = pick(row, coins[s, 0], how, w.prob)
+        nxt = choose(row, 0, coins[s, 0], how, w.prob, rep)
         out[s, 0] = nxt
         w.cur[0] = nxt
+        rep.t[0] += 1

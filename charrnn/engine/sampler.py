@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import gemm, kernels as K, sample_kernels as SK, threads
+from . import gemm, kernels as K, repetition, sample_kernels as SK, threads
 
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
 
@@ -63,6 +63,7 @@ class Sampler:
                         and num_samples == 1 and k > 1 and H >= PARALLEL_MIN_HIDDEN)
         self.parallel = bool(parallel)
         self.work = self._split_work(k) if self.parallel else self._work()
+        self.rep = None  # repetition.Repeat, made at the first generate
 
     def _work(self):
         p, dt, N = self.model.params, self.model.dtype, self.N
@@ -100,15 +101,25 @@ class Sampler:
         self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
-    def generate(self, n, rng, temp=1.0, top_k=0, top_p=1.0, banned=-1):
-        """The next n ids of each row, shape (n, N)."""
+    def generate(self, n, rng, temp=1.0, top_k=0, top_p=1.0, banned=-1, presence=0.0,
+                 frequency=0.0, window=0, no_repeat=0):
+        """The next n ids of each row, shape (n, N). presence, frequency (penalties), window
+        and no_repeat: see repetition.py; each row counts its own ids from its first one
+        generated, so they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = SK.Pick(float(temp), int(top_k), float(top_p), int(banned))
+        how = SK.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
+                      float(frequency), int(window), int(no_repeat))
+        if self.rep is None:
+            self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0],
+                                                          how), how[4:]
+        elif how[4:] != self.rep_options:
+            raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
+        self.rep = repetition.reserve(self.rep, n, how)
         if self.parallel:
-            SK.generate_par(self.work, self.pending, coins, how, out)
+            SK.generate_par(self.work, self.pending, coins, how, self.rep, out)
         else:
             SK.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
-                        out)
+                        self.rep, out)
         self.pending = self.pending[:0]
         return out
