@@ -1175,11 +1175,45 @@ def _inspect_print(out, shown, kind):
         con.print(text, end="" if u["text"].endswith("\n") else "\n")
 
 
+class _Stderr:
+    """stderr that outlives its reader: when the pipe it writes to closes (`charrnn train 2>&1 |
+    head -1`), the descriptor is pointed at /dev/null and the run goes on, checkpoints and all;
+    only the messages stop."""
+
+    def __init__(self, stream):
+        self._stream, self.gone = stream, False
+
+    def _call(self, name, *args):
+        if self.gone:
+            return None
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            self.gone = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+            except (OSError, ValueError):
+                pass
+            return None
+
+    def write(self, text):
+        self._call("write", text)
+        return len(text)
+
+    def flush(self):
+        self._call("flush")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main():
     """The console script. Exits without the interpreter's teardown: everything worth keeping
     is flushed or fsynced by then, and tearing down Numba's compiled state took a quarter of a
     second, a third of `charrnn sample`'s whole start-up budget."""
     code = 0
+    sys.stderr = _Stderr(sys.stderr)
     try:
         app()
     except SystemExit as e:

@@ -22,11 +22,11 @@ class ModelConfig:
 
     def validate(self):
         if self.cell not in CELLS:
-            raise ConfigError(f"unknown cell {self.cell!r}: choose lstm, gru or rnn")
+            raise UsageError(f"unknown cell {self.cell!r}: choose lstm, gru or rnn")
         if self.num_layers < 1 or self.hidden_size < 1:
-            raise ConfigError("layers and hidden size must be at least 1")
+            raise UsageError("layers and hidden size must be at least 1")
         if not 0 <= self.dropout < 1:
-            raise ConfigError("dropout must be in [0, 1)")
+            raise UsageError("dropout must be in [0, 1)")
         return self
 
 
@@ -60,19 +60,23 @@ class TrainConfig:
         return asdict(self)
 
     def validate(self):
+        for f in fields(self):  # nan and inf get past every comparison below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"--{_flag(f.name)} must be a finite number, not {value}")
+        check_seed(self.seed)
         for name in ("batch_size", "seq_len", "eval_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{FLAG_OF.get(name, name).replace('_', '-')} must be at "
-                                  "least 1")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ConfigError("lr must be a positive number")
+                raise UsageError(f"--{_flag(name)} must be at least 1")
+        if not self.lr > 0:
+            raise UsageError("lr must be a positive number")
         if not 0 <= self.val_frac < 1:
-            raise ConfigError("val-frac must be in [0, 1)")
+            raise UsageError("val-frac must be in [0, 1)")
         if self.schedule not in ("constant", "cosine"):
-            raise ConfigError("schedule must be constant or cosine")
+            raise UsageError("schedule must be constant or cosine")
         if min(self.state_reset, self.grad_clip, self.steps, self.minutes, self.epochs, self.keep,
                self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
-            raise ConfigError("budgets, counts, clipping and decay cannot be negative")
+            raise UsageError("budgets, counts, clipping and decay cannot be negative")
         return self
 
 
@@ -136,6 +140,10 @@ def check_int(flag, value, low, high=None):
             (high is not None and value > high):
         bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
         raise UsageError(f"{flag} must be a whole number {bound}, not {value!r}")
+
+
+def _flag(field):
+    return FLAG_OF.get(field, field).replace("_", "-")
 
 
 def check_seed(seed):

@@ -5,6 +5,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path, mode="wb", fsync=True, encoding=None):
     """An open temporary file beside path (named .<name>.<random>.tmp, which cache sweeps
@@ -15,6 +21,7 @@ def atomic_write(path, mode="wb", fsync=True, encoding=None):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every result private
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()

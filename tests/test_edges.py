@@ -1,0 +1,96 @@
+"""Issue 19's edges: numeric options that got past the checks (NaN, infinities, a negative
+seed) are one-line usage errors (exit 2) in every command, in the library too; results are
+written with the usual file mode, not mkstemp's private 0600."""
+import os
+import stat
+
+import pytest
+from typer.testing import CliRunner
+
+import charrnn
+from charrnn.cli import app
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import UsageError
+from charrnn.fsutil import atomic_write
+from conftest import TINY
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_usage_line(r):
+    assert r.exit_code == 2, (r.exit_code, r.stderr, r.exception)
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("charrnn: compiling")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--minutes", "inf"), ("--minutes", "nan"), ("--epochs", "nan"), ("--epochs", "inf"),
+    ("--lr", "nan"), ("--grad-clip", "inf"), ("--dropout", "nan"), ("--seed", "-1"),
+    ("--batch", "0"), ("--seq", "0"), ("--minutes", "-1"), ("--val-frac", "nan"),
+])
+def test_train_refuses_nonfinite_and_out_of_range(corpus_file, tmp_path, option, value):
+    r = invoke("train", corpus_file, *TINY, "--steps", 1, "-o", tmp_path / "r", option, value)
+    line = one_usage_line(r)
+    assert option in line or option.lstrip("-").replace("-", " ") in line or "negative" in line
+    assert not (tmp_path / "r" / "best.npz").exists()
+
+
+@pytest.mark.parametrize("field, value", [("minutes", float("inf")), ("epochs", float("nan")),
+                                          ("lr", float("nan")), ("seed", -1), ("batch_size", 0)])
+def test_the_library_refuses_the_same(field, value):
+    with pytest.raises(UsageError):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_model_config_refuses_nan_dropout():
+    with pytest.raises(UsageError):
+        ModelConfig(dropout=float("nan"), vocab_size=3).validate()
+
+
+def test_sample_refuses_a_negative_seed_in_one_line(corpus_file, tmp_path):
+    run = tmp_path / "r"
+    assert invoke("train", corpus_file, *TINY, "--steps", 2, "-o", run).exit_code == 0
+    line = one_usage_line(invoke("sample", "-c", run, "-n", 5, "--seed", -1))
+    assert "--seed" in line
+    assert (os.stat(run / "best.npz").st_mode & 0o777) == 0o666 & ~current_umask()
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_write_uses_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f") as f:
+            f.write(b"x")
+        assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_charrnn_train_refuses_infinite_minutes(corpus_file, tmp_path):
+    with pytest.raises(UsageError):
+        charrnn.train(corpus_file, out=tmp_path / "r", minutes=float("inf"), num_layers=1,
+                      hidden_size=8, batch_size=4, seq_len=8)
+
+
+def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path):
+    """`charrnn train ... 2>&1 | head -1`: the reader leaves after one line; the training goes
+    on to its end and writes its checkpoints."""
+    import subprocess
+    import sys
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus_file), *TINY, "--steps", "30",
+           "--eval-every", "10", "-o", str(run)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p.stderr.readline()
+    p.stderr.close()  # the reader goes away
+    assert p.wait(timeout=300) == 0
+    assert (run / "best.npz").exists() and (run / "latest.npz").exists()
+    assert '"step": 30' in (run / "metrics.jsonl").read_text().splitlines()[-1]
