@@ -233,10 +233,11 @@ def test_option_errors(cli_run, corpus_file, tmp_path):
     user_error(invoke("sample", "-c", cli_run, "-n", "0", "--num-samples", "2"), "--length",
                code=2)
     user_error(invoke("sample", "-c", cli_run, "--prime", "xyz"), "not in the vocabulary")
+    # an option's bad value is a usage error in train as in sample (issue 19, item 8)
     user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--hidden", "0", "-q"),
-               "hidden")
+               "hidden", code=2)
     user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--cell", "transformer", "-q"),
-               "transformer")
+               "transformer", code=2)
 
 
 @pytest.mark.parametrize("command", ["sample", "info", "eval"])

@@ -11,7 +11,9 @@ from charrnn import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "docs/usage.md"]
-EXAMPLES = {("minutes", "10"), ("hidden", "8192")}  # a preset's threshold; a size too large
+EXAMPLES = {("minutes", "10"), ("hidden", "8192"),  # a preset's threshold; a size too large
+            # the repetition table's rows
+            ("presence-penalty", "0.5"), ("frequency-penalty", "0.1"), ("no-repeat", "20")}
 QUOTED = re.compile(r"`--([a-z][a-z-]*) ([0-9][0-9e.+_-]*)`"          # `--batch 64`
                     r"|`--([a-z][a-z-]*)` \(([^)\s,;]+)\)"             # `--batch` (64)
                     r"|`--([a-z][a-z-]*)[^`]*` \(default ([^)\s,;]+)\)")  # `--cell a|b` (default a)
