@@ -94,3 +94,48 @@ def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path
     assert p.wait(timeout=300) == 0
     assert (run / "best.npz").exists() and (run / "latest.npz").exists()
     assert '"step": 30' in (run / "metrics.jsonl").read_text().splitlines()[-1]
+
+
+def test_resume_from_another_directory_and_options_it_cannot_change(tmp_path, monkeypatch):
+    """The run stores its corpus path absolute, so --resume works from anywhere; --bytes and
+    --max-vocab, which a resumed run cannot change, are refused rather than ignored."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "c.txt").write_text("the cat sat on the mat. " * 300)
+    monkeypatch.chdir(tmp_path / "a")
+    run = tmp_path / "run"
+    assert invoke("train", "c.txt", *TINY, "--steps", 2, "-o", run, "-q").exit_code == 0
+    monkeypatch.chdir(tmp_path / "b")
+    r = invoke("train", "--resume", run, "--steps", 4, "-q")
+    assert r.exit_code == 0, r.stderr
+    for extra in (["--bytes"], ["--max-vocab", "50"]):
+        r = invoke("train", "--resume", run, "--steps", 6, "-q", *extra)
+        assert r.exit_code == 1 and extra[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "a" / "c.txt").rename(tmp_path / "a" / "moved.txt")
+    r = invoke("train", "--resume", run, "--steps", 6, "-q")
+    assert r.exit_code == 1 and "pass the file again" in r.stderr, r.stderr
+
+
+def test_a_killed_writers_temporaries_are_swept_when_the_run_is_opened(corpus_file, tmp_path):
+    run = tmp_path / "r"
+    assert invoke("train", corpus_file, *TINY, "--steps", 2, "-o", run, "-q").exit_code == 0
+    stale = [run / ".best.npz.k2j3h4.tmp", run / ".probe12345"]
+    for f in stale:
+        f.write_bytes(b"\0" * 1000)
+    assert invoke("train", "--resume", run, "--steps", 3, "-q").exit_code == 0
+    assert not any(f.exists() for f in stale)
+    assert (run / "best.npz").exists()
+
+
+def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    symbols = [chr(0x4E00 + k) for k in range(1500)]
+    weights = 1.0 / np.arange(1, 1501)  # Zipf: a few hundred characters hold most of the text
+    text = "".join(rng.choice(symbols, 20000, p=weights / weights.sum()))
+    (tmp_path / "cjk.txt").write_text(text, encoding="utf-8")
+    r = invoke("train", tmp_path / "cjk.txt", *TINY, "--steps", 1, "-o", tmp_path / "r")
+    assert r.exit_code == 0, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if "distinct characters" in ln)
+    assert f"{len(set(text)):,} distinct" in line and "--max-vocab 500" in line
+    assert "% of the text" in line

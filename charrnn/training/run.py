@@ -2,6 +2,7 @@
 writable, locked against a second trainer), build or restore the trainer, and run it."""
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -11,6 +12,7 @@ from .. import checkpoint
 from ..text import data, idcache
 from . import dist, memory, runs
 from ..charmodel import from_arrays, grown
+from ..engine.model import num_params
 from ..checkpoint import RunInfo
 from ..config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
                       check_known, resolve, resolve_resume)
@@ -59,6 +61,7 @@ def run_directory(path, seen=ANY):
                 f"it with --resume {path}, or pass --force to start over there" if seen is None
                 else f"{path} was saved to by another training while this one was being "
                      "prepared; resume it again")
+        runs.sweep_temporaries(path)
         yield path
     finally:
         lock.release()
@@ -105,7 +108,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
         return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
-                               encoding is not None or errors != "strict")
+                               encoding is not None or errors != "strict",
+                               byte_level, max_vocab)
     base = None
     if init_from is not None:
         path = checkpoint.resolve(init_from)
@@ -132,6 +136,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
+    if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
+        notice = "; ".join(filter(None, [notice, alphabet_notice(mcfg, ids)]))
     # under MPI every rank takes rank 0's name: the clock may tick between them
     run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
     _refuse_if_live(run_dir)
@@ -139,6 +145,8 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                           "or pass --force to start over there")
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
+    if source not in (None, "-") and Path(source).exists():
+        source = os.path.abspath(source)  # --resume from another directory finds it
     info = RunInfo(corpus=desc, source=source, glob=glob, bytes=byte_level, max_vocab=max_vocab,
                    init_from=str(init_from) if init_from else None,
                    encoding=decoding.encoding, errors=errors)
@@ -146,6 +154,21 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
                           weights=None if base is None else base.flat)
     return Prepared(trainer, notice, size_notice, ANY if force else None,
                     unknown_notice(vocab, train_ids, val_ids))
+
+
+LARGE_ALPHABET = 1000  # past this many symbols the input and output layers dominate a model
+
+
+def alphabet_notice(mcfg, ids, keep=500):
+    """A line for a text of very many distinct characters: what they cost the model, and what
+    share of the text the `keep` most frequent cover (the hint: --max-vocab)."""
+    counts = np.sort(np.bincount(np.asarray(ids), minlength=mcfg.vocab_size))[::-1]
+    share = counts[:keep].sum() / max(1, counts.sum())
+    small = num_params(replace(mcfg, vocab_size=keep + 1))
+    return (f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
+            f"{num_params(mcfg):,} parameters and slow to train; the {keep} most frequent cover "
+            f"{share:.1%} of the text: --max-vocab {keep} would make it {small:,} (the rest "
+            "become one unknown symbol, counted apart in every score)")
 
 
 def _added_notice(vocab, added):
@@ -170,7 +193,8 @@ def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
-def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False):
+def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False,
+                    byte_level=False, max_vocab=None):
     run_dir = Path(resume)
     if not run_dir.exists() and not run_dir.is_absolute() and \
             (checkpoint.runs_root() / run_dir).exists():
@@ -193,6 +217,16 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
         raise ConfigError("--resume reads the text as the run did (encoding "
                           f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
                           "; drop --encoding/--errors")
+    if byte_level and not info.bytes:
+        raise ConfigError("--resume keeps the run's characters; this run models characters, "
+                          "not bytes: drop --bytes")
+    if max_vocab is not None and max_vocab != info.max_vocab:
+        raise ConfigError(f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); "
+                          "drop --max-vocab")
+    if corpus is None and source is not None and source != "-" and not Path(source).exists() \
+            and source not in data.corpus_names():
+        raise ConfigError(f"this run read its text from {source}, which is not there from "
+                          f"{os.getcwd()}; pass the file again: charrnn train FILE --resume {resume}")
     decoding = data.Decoding(info.encoding, info.errors or "strict")
     ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.glob,
                                  byte_level=bool(info.bytes), vocab=meta.vocab, stdin=stdin,

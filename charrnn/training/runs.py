@@ -209,3 +209,18 @@ def _last_write(d):
         except OSError:
             pass
     return max(times) if times else d.stat().st_mtime
+
+
+def sweep_temporaries(path):
+    """Remove what a killed writer left in a run directory whose lock is now held: the
+    atomic writes' `.<name>.<random>.tmp` files (fsutil.atomic_write) and the write probes'
+    `.probe<pid>`. Holding the lock means no live training of ours writes there. Returns
+    the names removed."""
+    removed = []
+    for f in list(Path(path).glob(".*.tmp")) + list(Path(path).glob(".probe[0-9]*")):
+        try:
+            f.unlink()
+            removed.append(f.name)
+        except OSError:
+            pass
+    return sorted(removed)
