@@ -51,6 +51,12 @@ def empty(N, V, how):
                   z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N), z(N))
 
 
+@kernel
+def active(how):
+    """Any of the options on (else sampling draws exactly as without them)."""
+    return how.presence != 0 or how.frequency != 0 or how.no_repeat > 0 or how.window > 0
+
+
 def keeps_history(how):
     return how.no_repeat > 0 or how.window > 0
 

@@ -98,16 +98,23 @@ def pick(row, coin, how, prob, ban):
     never how.banned nor (with how.no_repeat) an id whose ban (V,) bool is set.
     prob (V,) float64 scratch."""
     V = row.shape[0]
-    nr = how.no_repeat > 0
     best, bv = 0, -np.inf
-    for v in range(V):
-        if v != how.banned and not (nr and ban[v]) and row[v] > bv:
-            best, bv = v, row[v]
+    if how.no_repeat > 0:  # two loops, so that the usual draw stays the loop it was
+        for v in range(V):
+            if v != how.banned and not ban[v] and row[v] > bv:
+                best, bv = v, row[v]
+    else:
+        for v in range(V):
+            if v != how.banned and row[v] > bv:
+                best, bv = v, row[v]
     if how.temp <= 0:
         return best
     for v in range(V):
-        prob[v] = 0.0 if v == how.banned or (nr and ban[v]) else \
-            np.exp((float(row[v]) - float(bv)) / how.temp)
+        prob[v] = 0.0 if v == how.banned else np.exp((float(row[v]) - float(bv)) / how.temp)
+    if how.no_repeat > 0:
+        for v in range(V):
+            if ban[v]:
+                prob[v] = 0.0
     if 0 < how.top_k < V:
         thr = np.sort(prob)[V - how.top_k]
         for v in range(V):
@@ -140,6 +147,8 @@ def choose(row, k, coin, how, prob, rep):
     """Row k's next id from its logits row (V,): penalties and no-repeat (repetition.py,
     with rep a repetition.Repeat) and then pick; recorded in rep (rep.t advances after the
     step's last row)."""
+    if not R.active(how):
+        return pick(row, coin, how, prob, rep.ban[0])
     R.prepare(row, k, how, rep)
     nxt = pick(row, coin, how, prob, rep.ban[k])
     R.record(k, nxt, how, rep)
