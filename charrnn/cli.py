@@ -53,8 +53,15 @@ def user_errors(fn):
             sys.stderr.write("charrnn: interrupted\n")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except MemoryError:
-            fail("out of memory; try a smaller --batch, --seq or --hidden")
+            fail(f"out of memory; {MEMORY_HINTS.get(fn.__name__, MEMORY_HINT)}")
     return wrapper
+
+
+# what each command can do about memory (sample has no --batch, --seq or --hidden)
+MEMORY_HINT = "the model needs more memory than this machine has free"
+MEMORY_HINTS = {"train": "try a smaller --batch, --seq or --hidden",
+                "sample": "try fewer --num-samples; " + MEMORY_HINT,
+                "eval": MEMORY_HINT}
 
 
 class compile_notice:
@@ -246,6 +253,9 @@ def _run_training(prepared, world, quiet):
         con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
                   f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
+        if world.size > 1:
+            con.print(f"charrnn: data-parallel over {world.size} MPI ranks, "
+                      f"{trainer.cfg.batch_size} streams shared between them")
     with compile_notice(quiet):
         api.warmup(m.config.cell, m.dtype)
     stop = _stop_flag(announce=world.rank == 0)
@@ -1143,7 +1153,7 @@ def _inspect_print(out, shown, kind):
     from rich.console import Console
     from rich.text import Text
     from .inspect.probe import GATE_TITLES
-    from .inspect.view import colours
+    from .inspect.view import colours, visible
     if "find" in out:
         f = out["find"]
         sys.stderr.write(f"charrnn: {out['model']} on {out['file']}: units by |r| with "
@@ -1171,7 +1181,7 @@ def _inspect_print(out, shown, kind):
         con = Console(highlight=False, soft_wrap=True)  # plain text when not a terminal
         text = Text()
         for piece, (bg, dark) in zip(shown, colours(u["values"], kind)):
-            text.append(piece, style=f"{'#ffffff' if dark else '#000000'} on {bg}")
+            text.append(visible(piece), style=f"{'#ffffff' if dark else '#000000'} on {bg}")
         con.print(text, end="" if u["text"].endswith("\n") else "\n")
 
 

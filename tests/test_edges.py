@@ -139,3 +139,25 @@ def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
     line = next(ln for ln in r.stderr.splitlines() if "distinct characters" in ln)
     assert f"{len(set(text)):,} distinct" in line and "--max-vocab 500" in line
     assert "% of the text" in line
+
+
+def test_inspect_shows_the_texts_control_characters_as_pictures():
+    from charrnn.inspect.view import visible
+    assert visible("a\x1b[31mb\tc\n\x7f") == "a\u241b[31mb\tc\n\u2421"
+    assert "\x1b" not in visible("".join(map(chr, range(32))))
+
+
+@pytest.mark.parametrize("command, hint, absent", [
+    ("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")])
+def test_out_of_memory_hints_name_only_the_commands_options(monkeypatch, corpus_file, tmp_path,
+                                                            command, hint, absent):
+    from charrnn import cli
+
+    def no_memory(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(cli, "_load", no_memory)
+    args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path,
+                                                                   corpus_file]
+    r = invoke(*args)
+    assert r.exit_code == 1 and "out of memory" in r.stderr and hint in r.stderr, r.stderr
+    assert absent not in r.stderr

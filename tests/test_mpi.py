@@ -68,6 +68,7 @@ def test_two_ranks_train_what_one_process_trains(corpus, tmp_path):
     r = charrnn("train", corpus, "-o", tmp_path / "two", "--steps", "6", *RUN[:-1], ranks=2)
     # rank 0 speaks, to the end: no rank may leave (and the launcher kill it) before it is done
     assert r.stderr.count("finished at step 6 after") == 1, r.stderr
+    assert r.stderr.count("data-parallel over 2 MPI ranks") == 1, r.stderr  # said once
     names = {p.name for p in (tmp_path / "two").iterdir()}
     assert {"best.npz", "latest.npz"} <= names and not [n for n in names if ".tmp" in n]
     charrnn("train", corpus, "-o", tmp_path / "one", "--steps", "6", *RUN)

@@ -58,6 +58,16 @@ def pieces(model, ids):
     return [dec.decode(model.vocab.decode(ids[k:k + 1])) for k in range(len(ids))]
 
 
+# C0 controls (but newline and tab) and DEL as their Unicode pictures: the text's own ESC
+# bytes would otherwise reach the terminal inside the colouring and act on it
+_PICTURES = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {127: 0x2421}
+
+
+def visible(piece):
+    """A piece of text as the terminal view shows it: control characters as ␛-like pictures."""
+    return piece.translate(_PICTURES)
+
+
 def describe_unit(layer, unit, kind, cell):
     what = STATE_TITLES.get(kind) or f"{GATE_TITLES[kind]} gate"
     return f"{cell} layer {layer} unit {unit}, {what} ({kind})"
