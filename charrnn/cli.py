@@ -834,17 +834,20 @@ def cache(
                           "entries": [{"source": e.source, "bytes": e.size,
                                        "vocab_size": e.vocab_size, "length": e.length,
                                        "last_used": when(e).isoformat("T", "seconds"),
-                                       "key": e.key} for e in found]}, ensure_ascii=False))
+                                       "key": e.key, "read_as": e.mode, "current": e.current}
+                                      for e in found]}, ensure_ascii=False))
         return
     limit = f"of a {fmt_bytes(cap)} cap" if cap else "(no cap)"
     print(f"{where}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {fmt_bytes(total)} "
           f"{limit}")
     if found:
-        table = [("last used", "size", "vocab", "length", "source")]
+        table = [("last used", "size", "vocab", "length", "key", "read as", "source")]
         table += [(when(e).strftime("%Y-%m-%d %H:%M"), fmt_bytes(e.size),
                    "-" if e.vocab_size is None else e.vocab_size,
-                   "-" if e.length is None else f"{e.length:,}",
-                   e.source or "(incomplete entry)") for e in found]
+                   "-" if e.length is None else f"{e.length:,}", e.key[:8], e.mode or "-",
+                   (e.source or "(incomplete entry)")
+                   + (" (changed since: a stale entry)" if e.current is False else ""))
+                  for e in found]
         _print_table(table, right={1, 2, 3})
 
 

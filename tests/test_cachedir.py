@@ -117,7 +117,8 @@ def test_cache_command_shows_and_clears(tmp_path, cache):
     r = runner.invoke(app, ["cache"])
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"{cache}: 2 entries, ")
-    assert lines[1].split() == ["last", "used", "size", "vocab", "length", "source"]
+    assert lines[1].split() == ["last", "used", "size", "vocab", "length", "key", "read", "as",
+                                 "source"]
     assert lines[2].endswith("small.txt") and " 1,000 " in lines[2]  # least recently used first
     assert lines[3].endswith("wide.txt") and " 2,000 " in lines[3]
 
@@ -127,3 +128,22 @@ def test_cache_command_shows_and_clears(tmp_path, cache):
     assert r.stderr == f"charrnn: removed 2 entries, freed {fmt_bytes(freed)} in {cache}\n"
     assert list(cache.iterdir()) == []
     assert runner.invoke(app, ["cache"]).stdout.startswith(f"{cache}: 0 entries, 0 B")
+
+
+def test_two_entries_of_one_file_tell_apart_and_a_changed_file_is_stale(tmp_path, cache):
+    """One file read as text, as bytes and with --max-vocab is three entries: the listing says
+    how each was read, and marks the ones whose file has changed since."""
+    path = corpus(tmp_path, "one.txt", 3000, symbols="abcdefg\n")
+    encode(path)
+    idcache.encoded_corpus(str(path), min_bytes=0, byte_level=True)
+    idcache.encoded_corpus(str(path), min_bytes=0, max_vocab=3)
+    modes = sorted(e.mode for e in cachedir.entries(cache))
+    assert modes == ["bytes", "text", "text, max-vocab 3"]
+    assert all(e.current for e in cachedir.entries(cache))
+    path.write_text("changed")
+    assert not any(e.current for e in cachedir.entries(cache))
+    r = CliRunner().invoke(app, ["cache"])
+    rows = r.stdout.splitlines()[2:]
+    assert len(rows) == 3 and all("stale entry" in row for row in rows)
+    keys = {e.key[:8] for e in cachedir.entries(cache)}
+    assert len(keys) == 3 and all(sum(k in row for k in keys) == 1 for row in rows)

@@ -33,6 +33,8 @@ class Entry(NamedTuple):
     length: Optional[int]     # ids (characters or bytes) it holds
     last_used: float          # a time.time() stamp
     files: tuple              # its paths
+    mode: Optional[str] = None  # how it was encoded: "text", "bytes", "text, max-vocab 50", ...
+    current: Optional[bool] = None  # the source file still has the size and time it was read at
 
 
 def max_bytes():
@@ -83,9 +85,22 @@ def _entry(key, files):
     vocab = None
     if isinstance(v, dict):
         vocab = v.get("chars") if v.get("kind") != "bytes" else v.get("ids")
-    return Entry(key, meta.get("source") if isinstance(meta, dict) else None, size,
+    meta = meta if isinstance(meta, dict) else {}
+    return Entry(key, meta.get("source"), size,
                  len(vocab) if isinstance(vocab, (str, list)) else None,
-                 meta.get("length") if isinstance(meta, dict) else None, stamp, files)
+                 meta.get("length"), stamp, files, meta.get("mode"), _current(meta))
+
+
+def _current(meta):
+    """Whether the entry's source file is as it was read (None: not known)."""
+    source, size, mtime = meta.get("source"), meta.get("size"), meta.get("mtime_ns")
+    if not source or size is None or mtime is None:
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_mtime_ns == mtime
 
 
 def mark_used(where, key):

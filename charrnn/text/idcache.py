@@ -84,8 +84,21 @@ def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, m
                              decoding)
 
 
+def _mode(byte_level, max_vocab, given, decoding):
+    """How an entry was encoded, in words, so that two entries of one file tell apart."""
+    parts = ["bytes" if byte_level else "text"]
+    if given:
+        parts.append("a given vocabulary")
+    elif max_vocab is not None and not byte_level:
+        parts.append(f"max-vocab {max_vocab}")
+    if not byte_level and (decoding.encoding is not None or decoding.errors != "strict"):
+        parts.append(f"{decoding.encoding or 'auto'}/{decoding.errors}")
+    return ", ".join(parts)
+
+
 def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding):
     stamp = _stamp(f)
+    mode = _mode(byte_level, max_vocab, vocab is not None, decoding)
     key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab,
                decoding)
     where = cache_dir()
@@ -113,7 +126,8 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
         if _stamp(f) != stamp:
             raise CorpusError(f"{name} changed while it was being read: try again")
 
-    meta = {"format": FORMAT, "key": key, "length": n, "source": name, "vocab": vocab.to_json(),
+    meta = {"format": FORMAT, "key": key, "length": n, "source": name, "mode": mode,
+            "size": stamp[0], "mtime_ns": stamp[1], "vocab": vocab.to_json(),
             "replaced": ({"count": decoding.replaced, "first": list(decoding.first)}
                          if decoding.replaced else None)}
     ids, notice = _store(where, key, chunks, n, table.dtype, meta)
