@@ -218,8 +218,8 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
                           f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
                           "; drop --encoding/--errors")
     if byte_level and not info.bytes:
-        raise ConfigError("--resume keeps the run's characters; this run models characters, "
-                          "not bytes: drop --bytes")
+        raise ConfigError("this run models characters, not bytes, and --resume keeps that: "
+                          "drop --bytes")
     if max_vocab is not None and max_vocab != info.max_vocab:
         raise ConfigError(f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); "
                           "drop --max-vocab")
