@@ -67,11 +67,7 @@ MEMORY_HINTS = {"train": "try a smaller --batch, --seq or --hidden",
 class compile_notice:
     """Says on stderr that Numba is compiling when warming up takes longer than a moment
     (the first run after install); silent when the cache is warm and the machine not busy.
-
-    How long: timed from a clean Numba cache (`charrnn train CORPUS --steps 1`) on this
-    project's 2-core machine, 94 s and 108 s with the cores shared with other jobs (load 5-7),
-    340 s with load 10; the sampling kernels alone 100 s at load 10. The issue saw about 30 s
-    on a quieter machine."""
+    How long a first compile takes: docs/benchmarks.md, "Figures behind the code"."""
 
     def __init__(self, quiet=False, delay=1.5):
         self.quiet, self.delay = quiet, delay

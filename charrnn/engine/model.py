@@ -278,7 +278,7 @@ def dropout_masks(rng, shape, p, dtype):
     rng.random(shape, float32) >= p, drawn as that call would draw them, so a run's random
     stream is the same either way. With NumPy's default generator (PCG64, which makes a 32-bit
     draw as one half of a 64-bit output, low half first) the float32 uniforms are made here
-    from its raw output: 1.8 ms instead of 3.5 for a 2 x 128 window of 50 x 50."""
+    from its raw output, in about half the time of rng.random's float32 path."""
     n = int(np.prod(shape))
     scale = np.dtype(dtype).type(1 / (1 - p))
     state = rng.bit_generator.state

@@ -80,14 +80,13 @@ def preload_blas():
 
     Numba imports scipy.linalg.cython_blas when its CPU target first initialises (the first
     time a process loads a kernel, even one that multiplies nothing), and that imports all of
-    scipy.linalg: 0.25 s of CPU on the 2-core EPYC this was measured on, a quarter of
-    `charrnn sample`'s start-up. The extension module itself needs none of it; registering it
-    under its full name first makes Numba's import a dictionary lookup. A later
-    `import scipy.linalg` still works. Without this, start-up there went from 0.9 to 1.15 s
-    (measured again on 2026-11-27: 1.12 s against 1.35, medians of 10).
+    scipy.linalg, a large share of `charrnn sample`'s start-up (docs/benchmarks.md, "Figures
+    behind the code"). The extension module itself needs none of it; registering it under its
+    full name first makes Numba's import a dictionary lookup. A later `import scipy.linalg`
+    still works.
 
     Only the command line calls it, first thing in every command: the library's import has no
-    such side effect, and a program that imports charrnn pays the 0.2 s once."""
+    such side effect, and a program that imports charrnn pays that import once."""
     import glob
     import importlib.machinery
     import importlib.util
