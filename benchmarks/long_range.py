@@ -42,8 +42,8 @@ Measurements, for each run:
 Configuration and environment go to stdout first, then the tables; progress goes to stderr.
 --json prints one JSON object instead. Run from the repository root:
 
-    /work/venv/bin/python benchmarks/long_range.py
-    /work/venv/bin/python benchmarks/long_range.py --budget 6000 --ks 5,20,80,160 --json
+    python -m benchmarks.long_range
+    python -m benchmarks.long_range --budget 6000 --ks 5,20,80,160 --json
 """
 import argparse
 import json
@@ -57,11 +57,12 @@ import numpy as np
 import charrnn
 from charrnn.engine import kernels as K, threads
 
-# the task itself lives beside the tests that check it (tests/long_range_task.py)
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from long_range_task import (FILLER, MARKER, answer_accuracy, data_rng,  # noqa: E402
-                             episodes, lag_ratios, last_step_profile, new_model, train,
-                             vocabulary, window)
+# the task itself lives beside the tests that check it (tests/long_range_task.py); run this
+# from the checkout's root as a module, `python -m benchmarks.long_range`, so that `tests` is
+# importable without touching sys.path
+from tests.long_range_task import (FILLER, MARKER, answer_accuracy, data_rng, episodes,
+                                   lag_ratios, last_step_profile, new_model, train, vocabulary,
+                                   window)
 
 CELLS = ("rnn", "lstm", "gru")
 LAGS = (1, 2, 5, 10, 20, 40, 80, 160, 320)

@@ -13,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn.training.plot import read_metrics  # noqa: E402
 

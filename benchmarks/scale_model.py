@@ -20,13 +20,10 @@ Efficiency = ideal time / (compute + allreduce), the communication not overlappe
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn.engine.model import Model, ModelConfig  # noqa: E402
 from charrnn.engine.optim import Adam  # noqa: E402
