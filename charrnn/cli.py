@@ -477,10 +477,15 @@ def _load(checkpoint):
 
 def _quiet_broken_pipe():
     """The reader closed the pipe: silence stdout so interpreter shutdown does not complain."""
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream):
+    """Point a stream's descriptor at /dev/null (its reader has gone)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
         pass
 
 
@@ -1199,11 +1204,7 @@ class _Stderr:
             return getattr(self._stream, name)(*args)
         except BrokenPipeError:
             self.gone = True
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self._stream.fileno())
-            except (OSError, ValueError):
-                pass
+            _to_devnull(self._stream)
             return None
 
     def write(self, text):
