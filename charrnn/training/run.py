@@ -46,7 +46,7 @@ def run_directory(path, seen=ANY):
             f.write(b"\0" * 65536)  # a full disk shows itself now, not at the first save
             f.flush()
             os.fsync(f.fileno())
-        probe.unlink()
+        probe.unlink(missing_ok=True)  # a concurrent opener's sweep may have taken it
     except OSError as e:
         raise ConfigError(f"cannot write to the run directory {path}: {e.strerror or e}") from None
     lock = runs.RunLock(path)
