@@ -151,11 +151,12 @@ def test_inspect_shows_the_texts_control_characters_as_pictures():
     ("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")])
 def test_out_of_memory_hints_name_only_the_commands_options(monkeypatch, corpus_file, tmp_path,
                                                             command, hint, absent):
-    from charrnn import cli
+    from charrnn.cli import evaluate, sample
 
     def no_memory(*a, **k):
         raise MemoryError
-    monkeypatch.setattr(cli, "_load", no_memory)
+    monkeypatch.setattr(sample, "load", no_memory)
+    monkeypatch.setattr(evaluate, "load", no_memory)
     args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path,
                                                                    corpus_file]
     r = invoke(*args)
