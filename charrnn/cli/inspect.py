@@ -60,7 +60,7 @@ def inspect(
     probe.run(model, ids, *accs.values())
     cfg = model.config
     out = {"file": desc, "chars": len(ids),
-           "model": f"{cfg.cell} {cfg.num_layers}x{cfg.hidden_size}"}
+           "model": f"{cfg.cell} {cfg.layers}x{cfg.hidden}"}
     if find is not None:
         out["find"] = {"feature": find, "mean": accs["find"].mean,
                        "units": probe.rank(accs["find"].result(), top)}

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import CLI_NAMES, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
 from ..errors import CharrnnError
 from .common import (EXIT_INTERRUPTED, DataDirOpt, EncodingOpt, ErrorsOpt, Opt, QuietOpt,
                      compile_notice, console, fmt, stop_flag, threads_opt, use_threads,
@@ -33,7 +33,7 @@ def train(
                                        "$CHARRNN_RUNS, else under ./runs.")] = None,
     cell: Annotated[Optional[str], run_opt("Recurrent cell: lstm, gru or rnn.", ModelConfig.cell)] = None,
     layers: Annotated[Optional[int], run_opt("Number of stacked recurrent layers.",
-                                             ModelConfig.num_layers)] = None,
+                                             ModelConfig.layers)] = None,
     hidden: Annotated[Optional[int], run_opt(
         "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
         "or more, otherwise 256.")] = None,
@@ -41,9 +41,9 @@ def train(
         "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
         "with 384, otherwise 0.")] = None,
     batch: Annotated[Optional[int], run_opt("Parallel streams per step (batch size).",
-                                            TrainConfig.batch_size)] = None,
+                                            TrainConfig.batch)] = None,
     seq: Annotated[Optional[int], run_opt("Characters per step and stream (BPTT window).",
-                                          TrainConfig.seq_len)] = None,
+                                          TrainConfig.seq)] = None,
     lr: Annotated[Optional[float], run_opt("Adam learning rate (peak).", TrainConfig.lr)] = None,
     grad_clip: Annotated[Optional[float], run_opt("Clip the global gradient norm (0: off).",
                                                   TrainConfig.grad_clip)] = None,
@@ -90,8 +90,8 @@ def train(
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
                                              "(fine-tuning).")] = None,
-    byte_level: Annotated[bool, Opt("--bytes", help="Model raw bytes instead of Unicode "
-                                    "characters.")] = False,
+    byte_level: Annotated[bool, Opt("--byte-level", "--bytes", help="Model raw bytes instead of "
+                                    "Unicode characters.")] = False,
     max_vocab: Annotated[Optional[int], Opt(help="Keep the N most frequent characters; the rest "
                                             "become one unknown symbol.")] = None,
     encoding: EncodingOpt = None,
@@ -110,8 +110,7 @@ def train(
     from ..training import dist, run
     use_threads(threads)
     world = dist.world()  # under mpiexec: one of several processes training one model
-    options = {CLI_NAMES.get(k, k): v for k, v in ctx.params.items()
-             if CLI_NAMES.get(k, k) in MODEL_FIELDS | TRAIN_FIELDS}
+    options = {k: v for k, v in ctx.params.items() if k in MODEL_FIELDS | TRAIN_FIELDS}
     prepared, error = None, None
     try:
         prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
@@ -141,12 +140,12 @@ def _run_training(prepared, world, quiet):
     if prepared.unknown_notice:  # so is this: every loss of the run depends on it
         con.print(f"charrnn: warning: {prepared.unknown_notice}")
     if not quiet:
-        con.print(f"charrnn: {m.config.cell} {m.config.num_layers}x{m.config.hidden_size}, "
+        con.print(f"charrnn: {m.config.cell} {m.config.layers}x{m.config.hidden}, "
                   f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
                   f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
         if world.size > 1:
             con.print(f"charrnn: data-parallel over {world.size} MPI ranks, "
-                      f"{trainer.cfg.batch_size} streams shared between them")
+                      f"{trainer.cfg.batch} streams shared between them")
     with compile_notice(quiet):
         api.warmup(m.config.cell, m.dtype)
     stop = stop_flag(announce=world.rank == 0)

@@ -358,7 +358,7 @@ class _Objective:
         prepared = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
                                 steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
                                 val_frac=sw.val_frac, seed=sw.seed,
-                                **sweep_space.train_options(params))
+                                **params)
         trainer, seen = prepared.trainer, prepared.dir_seen
         api.warmup(trainer.model.config.cell, trainer.model.dtype)
         return trainer, seen
@@ -382,7 +382,7 @@ class _Objective:
                 if k < sw.evals and trial.should_prune():
                     st["pruned"] = True
             if sw.minutes and not sw.steps and e.get("chars_per_sec"):
-                bt = trainer.cfg.batch_size * trainer.cfg.seq_len  # re-aim at the next fraction
+                bt = trainer.cfg.batch * trainer.cfg.seq  # re-aim at the next fraction
                 _aim(trainer, sw, bt / e["chars_per_sec"])
             self.report("eval", trial=trial.number, step=e["step"], val=val, progress=p)
 
