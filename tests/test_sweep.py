@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 optuna = pytest.importorskip("optuna")
 
-from charrnn.sweep import study as sweep, space as sweep_space  # noqa: E402
+from charrnn.sweep import study as sweep, space as sweep_space, trials  # noqa: E402
 from charrnn.cli import app  # noqa: E402
 from charrnn.errors import ConfigError  # noqa: E402
 
@@ -224,7 +224,7 @@ def test_out_of_memory_fails_one_trial(tmp_path, corpus_file, monkeypatch):
     monkeypatch.setattr(run, "prepare", prepare)
     sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=8,
                      space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
-    assert sweep.run(sw) == "done"
+    assert trials.run(sw) == "done"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "failed", "complete"]
     assert res["trials"][1]["error"] == "out of memory"
@@ -239,7 +239,7 @@ def test_a_pruned_trial_stops_and_keeps_its_checkpoint(tmp_path, corpus_file):
     sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=40,
                      space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
     events = []
-    assert sweep.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))),
+    assert trials.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))),
                      pruner=PruneTrialOne()) == "done"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "pruned", "complete"]
@@ -264,28 +264,28 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     from types import SimpleNamespace
     from charrnn.training.trainer import TrainConfig
     sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
-    t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=sweep.NEVER))
+    t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=trials.NEVER))
     st = {"t1": None}
-    sweep._schedule(t, st, sw)
-    assert st["t1"] == 0.7 and t.cfg.eval_every == sweep.NEVER
+    trials._schedule(t, st, sw)
+    assert st["t1"] == 0.7 and t.cfg.eval_every == trials.NEVER
     t.step, t.elapsed = 3, 0.9  # too little time to trust
-    sweep._schedule(t, st, sw)
-    assert t.cfg.eval_every == sweep.NEVER
+    trials._schedule(t, st, sw)
+    assert t.cfg.eval_every == trials.NEVER
     t.step, t.elapsed = 11, 1.7  # 0.1 s a step: 133 more steps to 15 s
-    sweep._schedule(t, st, sw)
+    trials._schedule(t, st, sw)
     assert abs(next_eval(t) - 144) <= 133 // 20
     t.step, t.elapsed = 144, 16.0  # evaluated, 1 s late; now at 0.2 s a step: 70 to 30 s
-    sweep._aim(t, sw, 0.2)
+    trials._aim(t, sw, 0.2)
     assert abs(next_eval(t) - 214) <= 70 // 20
     t.step, t.elapsed = 428, 46.0  # past the last quarter: the next one is beyond the end
-    sweep._aim(t, sw, 0.2)
+    trials._aim(t, sw, 0.2)
     assert next_eval(t) > 428 + 14 / 0.2
 
 
 @pytest.mark.parametrize("step, ahead", [(0, 1), (0, 150), (7, 14), (144, 70), (1000, 3),
                                          (12345, 997)])
 def test_interval_hits_the_step_aimed_at(step, ahead):
-    n = sweep._interval(step, ahead)
+    n = trials._interval(step, ahead)
     assert abs((step // n + 1) * n - step - ahead) <= ahead // 20
     assert n <= 2 * ahead or n == step + ahead
 
@@ -300,12 +300,12 @@ def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
     def report(kind, **f):
         seen.append((kind, f.get("trial"), f.get("step")))
     stop = lambda: ("eval", 1, 20) in seen  # noqa: E731  Ctrl-C in trial 1, after step 20
-    assert sweep.run(sw, stop, report) == "interrupted"
+    assert trials.run(sw, stop, report) == "interrupted"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "interrupted"]
     cut = res["trials"][1]
     assert (Path(cut["run_dir"]) / "latest.npz").is_file() and cut["chars"] == 20 * 8 * 16
-    assert sweep.run(sw, report=report) == "done"  # the same sweep again
+    assert trials.run(sw, report=report) == "done"  # the same sweep again
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "interrupted", "complete",
                                                    "complete"]  # 3 count; 1 is replaced

@@ -59,7 +59,7 @@ def run_sweep(
 ):
     """Run a study's trials (pip install 'charrnn[sweep]'); each trial is a run directory under
     the sweep directory."""
-    from ..sweep import study as sweeps, space as sweep_space
+    from ..sweep import study as sweeps, space as sweep_space, trials as trial_runs
     if corpus is None:
         fail("give a CORPUS to sweep over (or `charrnn sweep show DIR`)", EXIT_USAGE)
     if jobs < 1:
@@ -75,11 +75,11 @@ def run_sweep(
     stop = stop_flag()
     try:
         if jobs == 1:
-            status = sweeps.run(sw, stop.is_set, say)
+            status = trial_runs.run(sw, stop.is_set, say)
             code = EXIT_INTERRUPTED if status == "interrupted" else 0
         else:
             sweeps.open_study(sw)  # created once, settings checked once, before the workers
-            code = sweeps.run_workers(_worker_command(sw, space, quiet), jobs, stop.is_set, say)
+            code = trial_runs.run_workers(_worker_command(sw, space, quiet), jobs, stop.is_set, say)
     finally:
         stop.restore()
     if not quiet:
