@@ -8,6 +8,7 @@ supervisor starts N processes on the same socket, each of which loads the models
 reach them in the environment, CHARRNN_SERVE_OPTIONS), and restarts one that dies.
 """
 import contextlib
+import copy
 import ipaddress
 import json
 import os
@@ -84,7 +85,7 @@ def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
                    max_batch=max_batch, max_queue=max_queue, api_key=api_key,
                    drop_unknown=drop_unknown, max_body=max_body, max_tokens=max_tokens,
                    max_n=max_n)
-    common = dict(host=host, port=port, log_level=log_level,
+    common = dict(host=host, port=port, log_level=log_level, log_config=log_config(),
                   timeout_graceful_shutdown=DRAIN_SECONDS)
     if workers > 1:
         os.environ[OPTIONS_ENV] = json.dumps(options)
@@ -97,6 +98,14 @@ def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
         Server(uvicorn.Config(app, lifespan="off", **common)).run()
     finally:
         reg.close()
+
+
+def log_config():
+    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default)."""
+    cfg = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for handler in cfg["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
+    return cfg
 
 
 def _url_host(host):
