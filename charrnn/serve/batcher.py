@@ -93,6 +93,9 @@ class Batcher:
         self.queued = 0          # rows submitted and not yet in the batch
         self.closing = False
         self.steps = 0
+        # a character model's symbols by id (None: bytes, decoded incrementally per row)
+        self.symbol = None if model.byte_level else model.vocab.symbols
+        self._regroup()
         self.thread = threading.Thread(target=self._run, name="charrnn-batcher", daemon=True)
         self.thread.start()
 
@@ -190,6 +193,7 @@ class Batcher:
         self.c = np.concatenate([self.c, np.repeat(job.c, job.n, axis=1)], axis=1)
         self.cur = np.concatenate([self.cur, np.full(job.n, job.ids[-1], np.int64)])
         job.h = job.c = None
+        self._regroup()
         with self.cv:
             self.queued -= job.n
 
@@ -199,69 +203,73 @@ class Batcher:
         self.h = np.ascontiguousarray(self.h[:, mask])
         self.c = np.ascontiguousarray(self.c[:, mask])
         self.cur = self.cur[mask]
+        self._regroup()
+
+    def _regroup(self):
+        """The per-row settings of the batch as arrays, after rows joined or left."""
+        rows = self.rows
+        self.groups = {}
+        for i, r in enumerate(rows):
+            self.groups.setdefault(id(r.job), (r.job, [], []))
+            self.groups[id(r.job)][1].append(i)
+            self.groups[id(r.job)][2].append(r.k)
+        self.groups = [(j, np.array(idx), np.array(ks)) for j, idx, ks in self.groups.values()]
+        self.temp = np.array([r.job.temp for r in rows], np.float64)
+        self.top_k = np.array([r.job.top_k for r in rows], np.int64)
+        self.top_p = np.array([r.job.top_p for r in rows], np.float64)
+        self.plain = np.array([r.job.how is None for r in rows], np.bool_)
 
     def _step(self):
-        z = self.stepper.step(self.cur, self.h, self.c)  # (N, V)
-        self.steps += 1
         N = len(self.rows)
-        by_job = {}
-        for i, r in enumerate(self.rows):
-            by_job.setdefault(id(r.job), (r.job, []))[1].append(i)
         coins = np.zeros(N)
+        for job, idx, ks in self.groups:
+            coins[idx] = job.rng.random(job.n)[ks]  # all n, as the sampler draws them
+        z, nxt = self.stepper.step_pick(self.cur, self.h, self.c, coins, self.temp, self.top_k,
+                                        self.top_p, self.plain)
+        self.steps += 1
         lps = {}
-        plain = []
-        for job, idx in by_job.values():
-            u = job.rng.random(job.n)  # all n, as the sampler draws them, finished rows too
-            for i in idx:
-                coins[i] = u[self.rows[i].k]
+        for job, idx, ks in self.groups:
             if job.logprobs is not None:
-                lps.update(zip(idx, log_softmax(z[idx])))
-            if job.how is None:
-                plain += idx
-        nxt = np.zeros(N, np.int64)
-        if plain:
-            rows = [self.rows[i].job for i in plain]
-            nxt[plain] = self.stepper.pick(z[plain], coins[plain], [j.temp for j in rows],
-                                           [j.top_k for j in rows], [j.top_p for j in rows])
-        for job, idx in by_job.values():
+                lps.update(zip(idx.tolist(), log_softmax(z[idx])))
             if job.how is not None:
                 job.rep = repetition.reserve(job.rep, 1, job.how)
-                for i in idx:
-                    nxt[i] = self.stepper.choose(z[i], self.rows[i].k, coins[i], job.how,
-                                                 job.rep)
+                for i, k in zip(idx.tolist(), ks.tolist()):
+                    nxt[i] = self.stepper.choose(z[i], k, coins[i], job.how, job.rep)
                 job.rep.t[0] += 1
         self.cur = nxt
-        self._emit(by_job, nxt, lps)
+        self._emit(nxt, lps)
 
-    def _emit(self, by_job, nxt, lps):
-        keep = np.ones(len(self.rows), bool)
-        for job, idx in by_job.values():
+    def _emit(self, nxt, lps):
+        keep = None
+        ids = nxt.tolist()
+        for job, idx, _ in self.groups:
             events = []
-            for i in idx:
-                r = self.rows[i]
-                ev = advance(r, int(nxt[i]), lps.get(i), self.model.vocab)
+            for i in idx.tolist():
+                ev = advance(self.rows[i], ids[i], lps.get(i), self.symbol)
                 if ev is not None:
                     events.append(ev)
                     if ev[2] is not None:
+                        if keep is None:
+                            keep = np.ones(len(self.rows), bool)
                         keep[i] = False
                         job.left -= 1
             if events:
                 job.deliver(events)
-        if not keep.all():
+        if keep is not None:
             self._keep(keep)
 
 
-def advance(r, x, lp, vocab):
+def advance(r, x, lp, symbol):
     """Row r drew id x (lp: the log probabilities of that step, or None): its text grows; the
     event to deliver (k, new text, finish_reason or None, logprob entries, ids drawn), or
     None."""
     job = r.job
-    piece = r.decode(np.array([x]))
+    piece = symbol[x] if symbol is not None else r.decode(np.array([x]))
     at = len(r.text)
     r.text += piece
     r.count += 1
     if lp is not None:
-        r.lps.append((at, piece, float(lp[x]), top_of(lp, job.logprobs, vocab)))
+        r.lps.append((at, piece, float(lp[x]), top_of(lp, job.logprobs, symbol)))
     finish, end = None, len(r.text)
     if job.stops:
         longest = max(len(s) for s in job.stops)
@@ -285,12 +293,13 @@ def advance(r, x, lp, vocab):
     return r.k, text, finish, entries, r.count
 
 
-def top_of(lp, k, vocab):
+def top_of(lp, k, symbol):
     """{character: log p} of the k likeliest at one step."""
     if k <= 0:
         return {}
     k = min(k, lp.shape[0])
     top = np.argpartition(-lp, k - 1)[:k]
     top = top[np.argsort(-lp[top])]
-    dec = vocab.text_decoder()
-    return {dec(np.array([t])): float(lp[t]) for t in top}
+    if symbol is None:  # bytes: each shown as the text it is alone
+        return {bytes([int(t)]).decode("utf-8", "replace"): float(lp[t]) for t in top}
+    return {symbol[t]: float(lp[t]) for t in top}

@@ -27,6 +27,24 @@ def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
         out[k] = SK.pick(z[k], coins[k], how, prob, ban)
 
 
+@kernel
+def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, prob, ban, z,
+              out):
+    """One tick in one call: advance the rows' state h, c (L, N, H) by ids (N,) (w a
+    SampleWork of N rows), write their logits into z (N, V) as the sampler computes them, and
+    for each row k with plain[k] draw out[k] as pick_rows does."""
+    SK.step(cell, p, w, ids, h, c)
+    L, V = h.shape[0], p.by.shape[0]
+    gemm.matmul(h[L - 1], w.Wyp, w.logits)
+    for k in range(ids.shape[0]):
+        row = z[k]
+        row[:] = w.logits[k, :V]
+        row += p.by
+        if plain[k]:
+            how = SK.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
+            out[k] = SK.pick(row, coins[k], how, prob, ban)
+
+
 class Stepper:
     """The packed weights of one model and the buffers of each batch size."""
 
@@ -73,6 +91,17 @@ class Stepper:
         gemm.matmul(h[self.L - 1], self.Wyp, w.logits)
         return w.logits[:, :self.V] + self.model.params.by
 
+    def step_pick(self, ids, h, c, coins, temp, top_k, top_p, plain):
+        """step() and, for the rows where plain (N,) bool is set, pick() in one kernel call:
+        (logits (N, V), draws (N,), 0 where not plain)."""
+        N = ids.shape[0]
+        w = self.work(N)
+        z = np.empty((N, self.V), self.model.dtype)
+        out = np.zeros(N, np.int64)
+        step_pick(self.model.cell, self.model.params, w, ids, h, c, coins, temp, top_k, top_p,
+                  plain, self.banned, self.prob, self.ban, z, out)
+        return z, out
+
     def read(self, ids, h, c):
         """Feed ids (1-d) into one row's state h, c (L, 1, H), in place, in one kernel call."""
         if len(ids) == 0:
@@ -115,6 +144,9 @@ def warm(cell, dtype):
     s.read(np.array([0, 1]), h, c)
     z = s.step(np.array([1]), h, c)
     s.pick(z, [0.5], [1.0], [0], [1.0])
+    one = lambda v, t: np.full(1, v, t)  # noqa: E731
+    s.step_pick(np.array([1]), h, c, one(0.5, float), one(1.0, float), one(0, np.int64),
+                one(1.0, float), one(True, bool))
     how = Pick(1.0, 0, 1.0, -1, 0.5, 0.5, 4, 3)
     rep = repetition.reserve(repetition.empty(1, 2, how), 1, how)
     s.choose(z[0], 0, 0.5, how, rep)
