@@ -84,6 +84,15 @@ def lookup_table(vocab):
     return table
 
 
+@functools.lru_cache(maxsize=8)
+def _read_only_table(vocab):
+    """lookup_table(vocab), kept for the next encode: a text table is 4 MB to fill, and a server
+    encodes a prompt per request."""
+    table = lookup_table(vocab)
+    table.flags.writeable = False
+    return table
+
+
 def encode(text, vocab, *, unknown="auto"):
     """Ids of text's characters (bytes) in vocab, as uint8/uint16/uint32 (see id_dtype).
 
@@ -92,7 +101,7 @@ def encode(text, vocab, *, unknown="auto"):
     """
     _check_kinds(text, vocab)
     vocab = _symbols_of(vocab)
-    table = lookup_table(vocab)
+    table = _read_only_table(vocab)
     unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
     if unknown == "auto":
         unknown = "unk" if unk_id >= 0 else "error"
