@@ -61,7 +61,7 @@ async def fuzz(app, count):
     statuses = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as c:
-        for i in range(count):
+        for _ in range(count):
             r = rng.random()
             if r < 0.55:
                 raw = json.dumps(sane(rng)).encode()
