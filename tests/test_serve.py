@@ -217,3 +217,17 @@ def test_a_full_server_says_429(model):
         r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3})
         assert r.status_code == 200
     reg.close()
+
+
+def test_a_byte_level_model(model):
+    from charrnn.charmodel import CharModel
+    from charrnn.config import ModelConfig
+    vocab = b"abc def\n\xc3\xa9"
+    m = CharModel(ModelConfig("gru", 1, 12, len(vocab)), vocab)
+    m.init_weights(np.random.default_rng(5))
+    app, reg = app_of(("bytes", m))
+    with TestClient(app) as c:
+        got = complete(c, model="bytes", prompt="ab é", max_tokens=30, temperature=0.9, seed=2)
+    reg.close()
+    want = m.complete("ab é", length=30, temp=0.9, seed=2)[0].text
+    assert got["choices"][0]["text"] == want.decode("utf-8", "replace")

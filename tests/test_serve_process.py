@@ -123,3 +123,13 @@ def test_reload_picks_up_a_newer_checkpoint_and_never_a_torn_one(tmp_path, monke
             t.join()
     reg.close()
     assert seen <= {"a", "b"}
+
+
+def test_bad_options_are_usage_errors_and_sample_does_not_import_the_http_stack(run_dir):
+    from typer.testing import CliRunner
+    from charrnn.cli import app
+    r = CliRunner().invoke(app, ["serve", "-c", str(run_dir), "--max-batch", "0"])
+    assert r.exit_code == 2 and "--max-batch" in r.stderr
+    code = ("import sys, charrnn.cli; "
+            "assert not {'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

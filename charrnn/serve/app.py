@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def build_app(registry, settings=Settings()):
         return Response(page, media_type="text/html; charset=utf-8")
 
     async def health(request):
-        return json_response({"status": "ok", "models": {
+        return json_response({"status": "ok", "pid": os.getpid(), "models": {
             n: s.batcher.load() for n, s in registry.models.items()}})
 
     async def models(request):
