@@ -205,6 +205,27 @@ class Call:
             left -= sum(1 for e in events if e[2] is not None)
             yield i, events
 
+    async def _merged(self):
+        """Lists of (choice index, text, finish_reason, logprob entries, ids drawn): each
+        choice's part of everything the batcher has delivered by now, in one item, so that a
+        stream that falls behind catches up in fewer, larger events."""
+        left = len(self.primes) * self.req.n
+        while left:
+            got = [await self.queue.get()]
+            while not self.queue.empty():
+                got.append(self.queue.get_nowait())
+            merged = {}
+            for i, events in got:
+                for k, text, why, entries, count in events:
+                    j = self.index(i, k)
+                    if j in merged:
+                        _, t0, _, e0, _ = merged[j]
+                        merged[j] = (j, t0 + text, why, (e0 or []) + (entries or []), count)
+                    else:
+                        merged[j] = (j, text, why, entries, count)
+                    left -= why is not None
+            yield list(merged.values())
+
     async def whole(self, request):
         """The JSON answer, waiting for every row; a dropped connection cancels the jobs."""
         n = self.req.n
@@ -259,13 +280,13 @@ class Call:
                 for i, p in enumerate(self.primes):
                     for k in range(self.req.n):
                         yield self._chunk(self.index(i, k), p.text)
-            async for i, events in self._gather():
+            async for events in self._merged():
                 out = []
-                for k, text, why, entries, count in events:
+                for j, text, why, entries, count in events:
                     lp = None
                     if self.req.logprobs is not None:
                         lp = self._logprobs(entries or [], "")
-                    out.append(self._chunk(self.index(i, k), text, why, lp))
+                    out.append(self._chunk(j, text, why, lp))
                     if why is not None:
                         generated += count
                 yield "".join(out)

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import signal
+import sys
 import threading
 
 import uvicorn
@@ -25,6 +26,7 @@ from .stepper import warm
 OPTIONS_ENV = "CHARRNN_SERVE_OPTIONS"
 KEY_ENV = "CHARRNN_API_KEY"
 DRAIN_SECONDS = 120  # the longest a shutdown waits for requests in flight
+SWITCH_INTERVAL = 0.0005  # seconds: see make_app
 
 
 def is_loopback(host):
@@ -55,6 +57,9 @@ class Server(uvicorn.Server):
 
 def make_app(options):
     """(app, registry) of the options serve() takes (JSON-able: a worker gets them so)."""
+    # The batcher's thread gives the GIL up in each kernel call and must get it back from the
+    # event loop's thread; at the default 5 ms switch interval that wait was most of a tick.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     reg = Registry(options["checkpoints"], reload=options["reload"],
                    max_batch=options["max_batch"], max_queue=options["max_queue"])
     for s in reg.models.values():
