@@ -266,11 +266,14 @@ class Call:
                 + [offset + len(echo) + e[0] for e in entries]}
 
     def _chunk(self, j, text, why=None, logprobs=None):
-        return "data: " + json.dumps({
-            "id": self.id, "object": "text_completion", "created": self.created,
-            "model": self.served.name,
-            "choices": [{"text": text, "index": j, "logprobs": logprobs,
-                         "finish_reason": why}]}) + "\n\n"
+        """One event: the JSON of a completion chunk, its constant part written once (a
+        stream sends an event per choice and step)."""
+        if not hasattr(self, "_head"):
+            self._head = "data: " + json.dumps({
+                "id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.served.name})[:-1] + ', "choices": [{"text": '
+        return (f'{self._head}{json.dumps(text)}, "index": {j}, "logprobs": '
+                f'{json.dumps(logprobs)}, "finish_reason": {json.dumps(why)}}}]}}\n\n')
 
     async def events(self):
         """The server-sent events of a stream; a dropped connection cancels the jobs."""
