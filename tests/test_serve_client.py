@@ -99,3 +99,20 @@ def test_concurrent_requests_share_steps(client, model, server):
     assert batcher.load()["steps"] - before < 8 * 200 * 3 // 4
     for i in range(8):
         assert out[i] == model.complete(PROMPT[:i + 1], length=200, temp=0)[0].text
+
+
+def test_a_client_gone_before_its_answer_leaves_the_batch():
+    """A non-streaming request whose client gives up: its rows leave long before the end."""
+    httpx = pytest.importorskip("httpx")
+    m = tiny_model(3, hidden=128)
+    app, reg = app_of(("big", m))
+    batcher = reg.get("big").batcher
+    with live(app) as url:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url + "/v1/completions", timeout=0.5,
+                       json={"prompt": "ab", "max_tokens": 4096, "n": 4})
+        deadline = time.monotonic() + 30
+        while batcher.load()["active"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert batcher.load()["active"] == 0 and batcher.load()["steps"] < 4096
+    reg.close()
