@@ -133,3 +133,21 @@ def test_bad_options_are_usage_errors_and_sample_does_not_import_the_http_stack(
     code = ("import sys, charrnn.cli; "
             "assert not {'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_seeded_request_is_charrnn_sample(run_dir):
+    """The server's text for a seed and options is `charrnn sample`'s for the same ones."""
+    from starlette.testclient import TestClient
+    from typer.testing import CliRunner
+    from charrnn.cli import app as cli
+    args = ["--seed", "3", "--temp", "0.8", "--top-p", "0.9", "--presence-penalty", "0.3",
+            "-n", "120", "--prime", "abc d"]
+    r = CliRunner().invoke(cli, ["sample", "-c", str(run_dir), *args])
+    assert r.exit_code == 0, r.stderr
+    app, reg = app_of(str(run_dir))
+    with TestClient(app) as c:
+        got = c.post("/v1/completions", json={
+            "prompt": "abc d", "seed": 3, "temperature": 0.8, "top_p": 0.9,
+            "presence_penalty": 0.3, "max_tokens": 120, "echo": True}).json()
+    reg.close()
+    assert got["choices"][0]["text"] == r.stdout
