@@ -86,7 +86,6 @@ def test_logprobs_are_the_models(client, model):
     # the reference: the model's window forward over the prompt and text, in float64
     ids = model.encode(PROMPT + text)
     h, c = model.zero_state(1)
-    from charrnn.engine import kernels as K
     w = model.forward(ids[None, :].T.astype(np.int32), h, c)
     P = w.P.astype(np.float64)  # (T, V) logits after each character
     for t in range(5):
@@ -95,7 +94,6 @@ def test_logprobs_are_the_models(client, model):
         assert lp["token_logprobs"][t] == pytest.approx(logp[ids[len(PROMPT) + t]], abs=1e-4)
         top = lp["top_logprobs"][t]
         assert len(top) == 3 and max(top.values()) == pytest.approx(logp.max(), abs=1e-4)
-    del K
 
 
 def test_streaming_sends_the_same_text(client, model):

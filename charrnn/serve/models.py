@@ -56,8 +56,8 @@ class Served:
     def describe(self):
         cfg = self.model.config
         return {"id": self.name, "object": "model", "created": int(self.loaded_at),
-                "owned_by": "charrnn", "cell": cfg.cell, "layers": cfg.num_layers,
-                "hidden": cfg.hidden_size, "vocab_size": cfg.vocab_size,
+                "owned_by": "charrnn", "cell": cfg.cell, "layers": cfg.layers,
+                "hidden": cfg.hidden, "vocab_size": cfg.vocab_size,
                 "checkpoint": str(self.path)}
 
     def maybe_reload(self):

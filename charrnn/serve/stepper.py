@@ -12,7 +12,7 @@ Shapes: L layers, N active rows, H hidden units, V vocabulary, Vp and Kp padded 
 """
 import numpy as np
 
-from ..engine import gemm, repetition, sample_kernels as SK
+from ..engine import gemm, repetition, sample_kernels
 from ..engine.kernels import kernel
 from ..engine.sample_kernels import Pick
 from ..engine.sampler import pack_padded, padded
@@ -23,8 +23,8 @@ def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
     """out[k] = sample_kernels.pick of row k of z (N, V) with its own temperature, top-k and
     top-p (each (N,)), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
     for k in range(z.shape[0]):
-        how = SK.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
-        out[k] = SK.pick(z[k], coins[k], how, prob, ban)
+        how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
+        out[k] = sample_kernels.pick(z[k], coins[k], how, prob, ban)
 
 
 @kernel
@@ -33,7 +33,7 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
     """One tick in one call: advance the rows' state h, c (L, N, H) by ids (N,) (w a
     SampleWork of N rows), write their logits into z (N, V) as the sampler computes them, and
     for each row k with plain[k] draw out[k] as pick_rows does."""
-    SK.step(cell, p, w, ids, h, c)
+    sample_kernels.step(cell, p, w, ids, h, c)
     L, V = h.shape[0], p.by.shape[0]
     gemm.matmul(h[L - 1], w.Wyp, w.logits)
     for k in range(ids.shape[0]):
@@ -41,8 +41,8 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
         row[:] = w.logits[k, :V]
         row += p.by
         if plain[k]:
-            how = SK.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
-            out[k] = SK.pick(row, coins[k], how, prob, ban)
+            how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
+            out[k] = sample_kernels.pick(row, coins[k], how, prob, ban)
 
 
 class Stepper:
@@ -60,7 +60,7 @@ class Stepper:
         self._works = {}
         self.prob = np.zeros(V, np.float64)
         self.ban = np.zeros(V, np.bool_)
-        self.plain = SK.Pick(1.0, 0, 1.0, self.banned)
+        self.plain = sample_kernels.Pick(1.0, 0, 1.0, self.banned)
         self.no_rep = repetition.empty(1, V, self.plain)
 
     def zero_state(self, n=1):
@@ -74,7 +74,7 @@ class Stepper:
                 self._works.clear()
             dt, Kg = self.model.dtype, self.Whp.shape[1] // self.H
             h, c = self.model.zero_state(N)
-            self._works[N] = SK.SampleWork(
+            self._works[N] = sample_kernels.SampleWork(
                 Wxp=self.Wxp, Whp=self.Whp, Wyp=self.Wyp, h=h, c=c, cur=np.zeros(N, np.int64),
                 G=np.zeros((N, self.model.params.Wh.shape[2]), dt),
                 R=np.zeros((N, self.model.params.Wh.shape[2]), dt),
@@ -87,7 +87,7 @@ class Stepper:
         (a fresh array in the model's dtype, as the sampler computes them)."""
         N = ids.shape[0]
         w = self.work(N)
-        SK.step(self.model.cell, self.model.params, w, ids, h, c)
+        sample_kernels.step(self.model.cell, self.model.params, w, ids, h, c)
         gemm.matmul(h[self.L - 1], self.Wyp, w.logits)
         return w.logits[:, :self.V] + self.model.params.by
 
@@ -109,7 +109,7 @@ class Stepper:
         w = self.work(1)._replace(h=h, c=c)
         pending = np.ascontiguousarray(np.asarray(ids, np.int64).reshape(-1, 1))
         none = np.zeros((0, 1), np.int64)
-        SK.generate(self.model.cell, self.model.params, w, pending, np.zeros((0, 1)),
+        sample_kernels.generate(self.model.cell, self.model.params, w, pending, np.zeros((0, 1)),
                     self.plain, self.no_rep, none)
 
     def pick(self, z, coins, temp, top_k, top_p):
@@ -122,7 +122,7 @@ class Stepper:
 
     def choose(self, row, k, coin, how, rep):
         """Row k of a request with penalties: sample_kernels.choose (row (V,) is changed)."""
-        return int(SK.choose(row, k, float(coin), how, self.prob, rep))
+        return int(sample_kernels.choose(row, k, float(coin), how, self.prob, rep))
 
 
 def log_softmax(z):
@@ -137,7 +137,7 @@ def warm(cell, dtype):
     and dtype: the compiled code depends on types, not sizes."""
     from ..charmodel import CharModel
     from ..config import ModelConfig
-    m = CharModel(ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2), "ab",
+    m = CharModel(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), "ab",
                   dtype=dtype)
     s = Stepper(m)
     h, c = s.zero_state(1)

@@ -8,6 +8,7 @@ A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted di
 values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
 vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
 """
+import functools
 from fractions import Fraction
 
 import numpy as np
