@@ -14,10 +14,16 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ConfigError, CorpusError
-from .decoding import (BOM, UNK, Decoding, binary_message, decode_message, fold_newlines,  # noqa: F401
+from .decoding import (BOM, UNK, Decoding, binary_message, decode_message, fold_newlines,
                        prepare_input)
-from .sources import (DEFAULT_CORPUS, STDLIB_CAP, corpus_file, corpus_names,  # noqa: F401
-                      default_data_dir, describe, hash_stream, read_text)
+from .sources import (DEFAULT_CORPUS, STDLIB_CAP, corpus_file, corpus_names, default_data_dir,
+                      describe, hash_stream, read_text)
+
+__all__ = [  # the text-in path's names, from here and from sources.py and decoding.py
+    "BOM", "UNK", "Decoding", "binary_message", "decode_message", "fold_newlines", "prepare_input",
+    "DEFAULT_CORPUS", "STDLIB_CAP", "corpus_file", "corpus_names", "default_data_dir", "describe",
+    "hash_stream", "read_text", "CHUNK", "build_vocab", "vocab_from_counts", "id_dtype",
+    "lookup_table", "encode", "unknown_message", "decode_bytes", "decode", "split", "streams"]
 
 CHUNK = 1 << 22                   # characters encoded or counted at a time
 _CODE_POINTS = 0x110000
