@@ -187,7 +187,9 @@ def _refuse_if_live(run_dir):
 
 def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
-    est = memory.training(mcfg, cfg.batch_size, cfg.seq_len, val_len, cfg.eval_chars, dtype, **kw)
+    est = memory.training(mcfg, cfg.batch_size, cfg.seq_len, val_len, cfg.eval_chars, dtype,
+                          weight_drop=cfg.weight_drop, embed_drop=cfg.embed_drop, ema=cfg.ema,
+                          **kw)
     what = (f"training a {mcfg.cell} {mcfg.num_layers} x {mcfg.hidden_size} model with batch "
             f"{cfg.batch_size} x {cfg.seq_len}")
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
