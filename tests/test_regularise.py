@@ -206,3 +206,28 @@ def test_a_checkpoint_from_before_the_regularisers_loads_with_them_off(tmp_path,
     checkpoint.save(tmp_path / "r" / checkpoint.LATEST, old, params.values(), tr)
     t = run.prepare(resume=tmp_path / "r", steps=8).trainer
     assert t.average is None and t.step == 5
+
+
+# --------------------------------------------------------------------------------- command line
+
+def test_the_train_command_takes_the_regularisers_and_says_which_weights_it_scores(
+        tmp_path, corpus_file):
+    from conftest import TINY
+    from typer.testing import CliRunner
+    from charrnn.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+    r = invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "4", "--eval-every", "2",
+               "--dropout", "0.2", "--dropout-mode", "variational", "--weight-drop", "0.2",
+               "--embed-drop", "0.1", "--ema", "0.99", *TINY)
+    assert r.exit_code == 0, r.stderr
+    evals = [ln for ln in r.stderr.splitlines() if ln.startswith("step") and " val " in ln]
+    assert len(evals) == 2 and all("(averaged weights)" in ln for ln in evals)
+    meta = checkpoint.load_meta(tmp_path / "r" / checkpoint.BEST)
+    assert (meta.train.dropout_mode, meta.train.weight_drop, meta.train.embed_drop,
+            meta.train.ema) == ("variational", 0.2, 0.1, 0.99)
+    for flag, value in (("--weight-drop", "1.5"), ("--ema", "1"), ("--dropout-mode", "x")):
+        r = invoke("train", corpus_file, "-o", tmp_path / "bad", "--steps", "1", flag, value,
+                   *TINY)
+        assert r.exit_code == 2 and flag in r.stderr, (flag, r.stderr)
