@@ -23,6 +23,21 @@ def loss_of(m, x, y, h0, c0, masks=None):
     return K.xent(w.P, y.reshape(-1), False) / y.size
 
 
+def numeric_grad_at(f, arr, at, eps=1e-6):
+    """Central differences of f at the flat indices `at` of arr (test_kernels' numeric_grad
+    at a subset of the elements)."""
+    flat, out = arr.reshape(-1), np.zeros(len(at))
+    for n, i in enumerate(at):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[n] = (fp - fm) / (2 * eps)
+    return out
+
+
 # ------------------------------------------------------------------------- variational dropout
 
 def test_variational_masks_are_one_draw_for_all_steps():
@@ -82,11 +97,14 @@ def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_
         loss, _ = m.loss_and_grad(x, y, h0, c0, grads)
     np.testing.assert_array_equal(m.flat, raw)
     assert abs(loss - reference_masked_loss(cell, m.params, masks, x, y, h0, c0)) < 1e-10
+    def f():
+        return reference_masked_loss(cell, m.params, masks, x, y, h0, c0)
     for name, g in zip(grads._fields, grads):
-        if g.size:
-            num = numeric_grad(lambda: reference_masked_loss(cell, m.params, masks, x, y, h0, c0),
-                               getattr(m.params, name))
-            assert_grad(g, num, name)
+        if g.size and H < 16:
+            assert_grad(g, numeric_grad(f, getattr(m.params, name)), name)
+        elif g.size:  # at 16, 150 elements of each: quicker
+            at = rng.choice(g.size, min(g.size, 150), replace=False)
+            assert_grad(g.reshape(-1)[at], numeric_grad_at(f, getattr(m.params, name), at), name)
     if "Wx0" in masks:  # a dropped character's row gets no gradient
         dropped = masks["Wx0"][:, 0] == 0
         assert np.all(grads.Wx0[dropped] == 0)
