@@ -200,6 +200,10 @@ def train(
         "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
         "the window (vanishing or exploding).", None,
         "--log-grad-norms/--no-log-grad-norms")] = None,
+    auto_size: Annotated[bool, Opt(
+        "--auto-size", help="With --minutes and no --hidden: choose the size and dropout from "
+                            "the characters the budget buys, from a rate measured for a few "
+                            "seconds here and the corpus size (said in one line).")] = False,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -234,7 +238,7 @@ def train(
         prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                                glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
                                dtype=np.float64 if float64 else np.float32, encoding=encoding,
-                               errors=errors, **options)
+                               errors=errors, auto_size=auto_size, **options)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
