@@ -245,6 +245,8 @@ def test_the_train_command_takes_the_regularisers_and_says_which_weights_it_scor
     meta = checkpoint.load_meta(tmp_path / "r" / checkpoint.BEST)
     assert (meta.train.dropout_mode, meta.train.weight_drop, meta.train.embed_drop,
             meta.train.ema) == ("variational", 0.2, 0.1, 0.99)
+    r = invoke("info", tmp_path / "r")
+    assert r.exit_code == 0 and "averaged weights (--ema 0.99)" in r.stdout
     for flag, value in (("--weight-drop", "1.5"), ("--ema", "1"), ("--dropout-mode", "x")):
         r = invoke("train", corpus_file, "-o", tmp_path / "bad", "--steps", "1", flag, value,
                    *TINY)
