@@ -129,7 +129,9 @@ def info(
         print(json.dumps(d))
         return
     print(f"{path}: {d['cell']} {d['layers']}x{d['hidden']}, {d['params']:,} parameters, "
-          f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}")
+          f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}"
+          + (f", averaged weights (--ema {d['train']['ema']})" if d["weights"] == "averaged"
+             else ""))
     print(f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
           f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
           f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}")

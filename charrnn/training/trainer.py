@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from ..checkpoint import HistoryRow, Meta, Progress, RunInfo
 from ..config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from ..errors import ConfigError, CorpusError, TrainingDiverged
 from .evaluation import Budget, Sample, Timing
-from ..engine.model import dropout_masks, num_params
+from .regularise import Average, masked, weight_masks, window_masks
+from ..engine.model import num_params
 from ..engine.optim import Adam
 
 
@@ -55,6 +57,7 @@ class Trainer:
         # |d loss / d h_t| of the last step's window, measured only when it is logged
         self.grad_norms = np.zeros((model.config.layers, T)) if cfg.log_grad_norms else None
         self.rng = np.random.default_rng(cfg.seed)
+        self.average = None  # the Average of the weights (--ema), once the weights are set
         self.h, self.c = model.zero_state(B)
         self.dist = dist.world()
         if B < self.dist.size:
@@ -87,6 +90,8 @@ class Trainer:
             model.init_weights(trainer.rng)
         else:
             model.flat[:] = weights
+        if cfg.ema:
+            trainer.average = Average(model.flat, cfg.ema)
         return trainer
 
     @classmethod
@@ -114,6 +119,11 @@ class Trainer:
         t.budget.timing = Timing(**pr.timing)
         t.history = list(meta.history)
         t.saved_sample = pr.val_sample
+        if cfg.ema:  # the file's weights are the average; the trained ones are resume state
+            if "weights" not in train:
+                raise ConfigError(f"{path} holds no trained weights beside the averaged ones")
+            t.average = Average(model.flat, cfg.ema)
+            model.flat[:] = train["weights"]
         return t
 
     def resync_best(self):
@@ -154,12 +164,10 @@ class Trainer:
         return done
 
     def masks(self):
-        p = self.model.config.dropout
-        if p <= 0:
-            return None
+        """The window's dropout masks (L, T, B, H), or None without dropout."""
         cfg, mc = self.cfg, self.model.config
-        shape = (mc.layers, cfg.seq, cfg.batch, mc.hidden)
-        return dropout_masks(self.rng, shape, p, self.model.dtype)
+        return window_masks(self.rng, cfg.dropout_mode, mc.dropout, mc.layers, cfg.seq,
+                            cfg.batch, mc.hidden, self.model.dtype)
 
     def train_step(self):
         T = self.cfg.seq
@@ -177,10 +185,14 @@ class Trainer:
         x = np.ascontiguousarray(self.xs[mine, s].T, dtype=np.int32)
         y = np.ascontiguousarray(self.ys[mine, s].T, dtype=np.int32)
         masks = self.masks()  # drawn for all B streams on every rank: the same random numbers
+        weights = weight_masks(self.rng, self.model.params, self.cfg.weight_drop,
+                               self.cfg.embed_drop, self.model.dtype)
         n = self.cfg.batch * T
-        loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
-            x, y, self.h[:, mine], self.c[:, mine], self.grads,
-            None if masks is None else masks[:, :, mine], n_total=n, grad_norms=self.grad_norms)
+        with masked(self.model.params, self.grads, weights):
+            loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
+                x, y, self.h[:, mine], self.c[:, mine], self.grads,
+                None if masks is None else masks[:, :, mine], n_total=n,
+                grad_norms=self.grad_norms)
         if self.dist.size > 1:
             self.dist.sum_(self.grad_flat)
             loss = self.dist.agree(loss * x.size, False)[0] / n
@@ -189,6 +201,8 @@ class Trainer:
                                    "the last checkpoint was saved. Try a lower --lr or --grad-clip")
         self.opt.step(self.model.flat, self.grad_flat, self.lr_now())
         self.step += 1
+        if self.average is not None:
+            self.average.update(self.model.flat, self.step)
         self.chars_seen += n
         self.pos += 1
         if self.pos == self.windows:  # next epoch: streams restart, so does the state
@@ -205,7 +219,21 @@ class Trainer:
             return math.nan
         if self.dist.rank != 0:  # rank 0 evaluates; every rank then decides on its number
             return self.dist.bcast(None)
-        return self.dist.bcast(self.sample.score(model or self.model, self.val_ids).nats)
+        if model is not None:
+            return self.dist.bcast(self.sample.score(model, self.val_ids).nats)
+        with self.eval_model() as model:
+            return self.dist.bcast(self.sample.score(model, self.val_ids).nats)
+
+    def eval_model(self):
+        """A context holding the model with the weights evaluations and checkpoints use: the
+        average with --ema (swapped in, and out again exactly), else the trained ones."""
+        if self.average is not None:
+            return self.average.swapped_into(self.model)
+        return nullcontext(self.model)
+
+    def weights_kind(self):
+        """Which weights evaluations score and checkpoints hold: "averaged" or "trained"."""
+        return "averaged" if self.average is not None else "trained"
 
     def rescore_best(self):
         """Score best.npz on this run's sample, after the sample changed (a new --eval-chars on
@@ -338,7 +366,8 @@ class Trainer:
         secs = time.perf_counter() - t0
         if self.sample.chars:
             self.budget.timing.eval_per_char = secs / self.sample.chars
-        event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs)
+        event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs,
+                     weights=self.weights_kind())
         self.history.append(HistoryRow.of_event(event))
         if math.isfinite(val):
             improved = val < self.best_val
@@ -407,7 +436,8 @@ class Trainer:
             model, meta, train = model_from_checkpoint(path, dtype=None)
             on_disk = (meta, model.params, train)
         t0 = time.perf_counter()
-        score = sample.score_full(model, self.val_ids, length)
+        with self.eval_model() if model is self.model else nullcontext(model) as model:
+            score = sample.score_full(model, self.val_ids, length)
         secs = time.perf_counter() - t0
         self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
         at = next((h for h in self.history if h.step == self.best_step), None)  # of the model
@@ -416,7 +446,8 @@ class Trainer:
                      chars=None if at is None else at.chars,
                      val_loss_full=score.nats, val_chars_full=score.chars,
                      val_chars=sample.chars, best_val=self.best_val,
-                     all=sample.full_is_all and length == sample.full_len, eval_seconds=secs)
+                     all=sample.full_is_all and length == sample.full_len, eval_seconds=secs,
+                     weights=self.weights_kind())
         return event, on_disk
 
     def rewrite_best(self, on_disk):
@@ -468,7 +499,11 @@ class Trainer:
             if self.dist.rank != 0:
                 return None
         train = {"adam_m": self.opt.m, "adam_v": self.opt.v, "h": self.h, "c": self.c}
-        return checkpoint.save(self.run_dir / name, self.meta(), self.model.params, train)
+        if self.average is None:
+            return checkpoint.save(self.run_dir / name, self.meta(), self.model.params, train)
+        train["weights"] = self.model.flat.copy()  # the file's weights are the average (--ema)
+        with self.average.swapped_into(self.model):
+            return checkpoint.save(self.run_dir / name, self.meta(), self.model.params, train)
 
 
 REPORT_SECONDS = 5.0  # a training-loss row in metrics.jsonl (and the callback) this often
