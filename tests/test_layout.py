@@ -130,6 +130,17 @@ def test_the_walk_sees_imports():
     assert "charmodel" in inside and LAYER["charmodel"] < LAYER["training"]
 
 
+MAX_LINES = 400  # a module longer than this holds two jobs; the kernels are one long job
+LONG_ALLOWED = {"engine.kernels"}
+
+
+@pytest.mark.parametrize("name, path", ALL, ids=[n or "charrnn" for n, _ in ALL])
+def test_modules_stay_small(name, path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES or name in LONG_ALLOWED, (
+        f"{name} has {lines} lines: split it by what its parts do (at most {MAX_LINES})")
+
+
 def module_map():
     """Each module with its lines and the package modules it imports: `python tests/test_layout.py`
     prints it (the map the layout is judged by)."""
