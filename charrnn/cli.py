@@ -1189,6 +1189,33 @@ def _inspect_print(out, shown, kind):
         con.print(text, end="" if u["text"].endswith("\n") else "\n")
 
 
+# ---------------------------------------------------------------------------------------------
+# export (issue 24): the logic is charrnn/export/; this is the thin command
+
+@app.command()
+@user_errors
+def export(
+    checkpoint: CkptOpt = None,
+    format: Annotated[str, Opt("--format", "-f", help="onnx: a graph of one sampling step "
+                                                       "(ONNX Runtime and others); html: one "
+                                                       "self-contained page that writes in the "
+                                                       "browser.")] = "onnx",
+    output: Annotated[Path, Opt("--output", "-o", help="The file to write (atomically).")] = ...,
+    precision: Annotated[Optional[str], Opt(show_default=False, help="The page's weights: fp32 "
+                                            "(default: the same text as `charrnn sample`) or "
+                                            "fp16 (half the size).")] = None,
+    sequence: Annotated[bool, Opt(help="ONNX: a graph scoring a whole sequence (ONNX's "
+                                       "LSTM/GRU/RNN operators) instead of one step.")] = False,
+):
+    """Export a model to run without charrnn: an ONNX graph, or an HTML page that writes."""
+    from . import export as ex
+    ex.check_options(format, precision, sequence)  # before loading: a bad option fails at once
+    ex.check_output(output, format)
+    done = ex.write(_load(checkpoint), format, output, precision, sequence)
+    sys.stderr.write(f"charrnn: wrote {done.path} ({done.size / 1e6:.2f} MB, {format}, "
+                     f"{done.precision} weights)\n")
+
+
 class _Stderr:
     """stderr that outlives its reader: when the pipe it writes to closes (`charrnn train 2>&1 |
     head -1`), the descriptor is pointed at /dev/null and the run goes on, checkpoints and all;
