@@ -84,3 +84,18 @@ def onnx_greedy(session, prime_ids, length):
         feed = [int(np.argmax(row))]
         out.append(feed[0])
     return out
+
+
+def sampler_logits(model, ids):
+    """The logits (T, V) `charrnn sample` computes after each of ids (its packed float32 step,
+    sample_kernels.step, and decoder), from the zero state."""
+    from charrnn.engine import gemm, sample_kernels as SK
+    from charrnn.engine.sampler import Sampler
+    s = Sampler(model, 1, parallel=False)
+    w, p, V, L = s.work, model.params, model.config.vocab_size, model.config.num_layers
+    out = []
+    for i in ids:
+        SK.step(model.cell, p, w, np.array([i], np.int64), w.h, w.c)
+        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        out.append(w.logits[0, :V] + p.by)
+    return np.array(out)
