@@ -101,10 +101,11 @@ def test_byte_level_model_exports_its_256_bytes(tmp_path):
     assert charrnn_sample(ckpt, prime, 120) == prime.encode() + bytes(vocab[i] for i in ids)
 
 
-def test_docs_example_samples_as_charrnn_does(tmp_path, capsys):
-    """docs/export.md's ONNX Runtime example, run as written on an exported model."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
-    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+@pytest.mark.parametrize("doc", ["docs/export.md", "README.md"])
+def test_docs_example_samples_as_charrnn_does(tmp_path, capsys, doc):
+    """The ONNX Runtime example of the docs, run as written on an exported model."""
+    text = (Path(__file__).resolve().parents[1] / doc).read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "onnxruntime" in c)
     m = tiny_model("lstm", 2, seed=11)
     ckpt = save(m, tmp_path / "m.npz")
     assert _cli("export", "-c", ckpt, "-o", tmp_path / "model.onnx").returncode == 0
@@ -112,11 +113,19 @@ def test_docs_example_samples_as_charrnn_does(tmp_path, capsys):
     here = os.getcwd()
     os.chdir(tmp_path)
     try:
-        exec(compile(code.replace('"ROMEO:"', '"the "'), "export.md", "exec"), {})
+        exec(compile(code.replace('"ROMEO:"', '"the "'), doc, "exec"), {})
     finally:
         os.chdir(here)
     n = int(re.search(r"range\((\d+)\)", code).group(1))
     assert capsys.readouterr().out == charrnn_sample(ckpt, "the ", n).decode() + "\n"
+
+
+def test_sequence_option_writes_the_scoring_graph(tmp_path):
+    ckpt = save(tiny_model("gru", 2, 8), tmp_path / "m.npz")
+    out = tmp_path / "score.onnx"
+    assert _cli("export", "-c", ckpt, "--sequence", "-o", out).returncode == 0
+    s = onnx_session(out.read_bytes())
+    assert [i.name for i in s.get_inputs()] == ["ids", "h"] and onnx_meta(s)["graph"] == "sequence"
 
 
 # -- bad input ---------------------------------------------------------------------------------
