@@ -78,8 +78,9 @@ def test_greedy_page_writes_charrnn_samples_text(browser, tmp_path, cell, layers
     assert len(set(text)) > 5
 
 
-def test_page_logits_are_charrnn_samplers_bit_for_bit(browser, tmp_path):
-    m = tiny_model("lstm", 2, 40, seed=9)
+@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 3), ("rnn", 1)])
+def test_page_logits_are_charrnn_samplers_bit_for_bit(browser, tmp_path, cell, layers):
+    m = tiny_model(cell, layers, 40, seed=9)
     _, html = export(m, tmp_path)
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 300)
     p = Page(browser, html)

@@ -64,6 +64,17 @@ def test_sequence_graph_with_onnx_recurrent_operators(cell, layers):
         np.testing.assert_allclose(rest[0][:, 1], w.Cs[:, -1, 0], rtol=0, atol=1e-5)
 
 
+def test_step_graph_steps_several_rows_at_once():
+    m = tiny_model("lstm", 2, 16)
+    s = onnx_session(onnxgraph.to_bytes(m))
+    rows = [m.encode("the cat"), m.encode("a dog i")]
+    h = c = np.zeros((2, 2, 16), np.float32)
+    for t in range(7):
+        logits, h, c = s.run(None, {"id": np.array([r[t] for r in rows], np.int64), "h": h, "c": c})
+    for k, r in enumerate(rows):
+        np.testing.assert_allclose(logits[k], charrnn_logits(m, r)[-1], rtol=0, atol=1e-5)
+
+
 def test_metadata_describes_the_model():
     m = tiny_model("gru", 2, 16)
     meta = onnx_meta(onnx_session(onnxgraph.to_bytes(m)))
