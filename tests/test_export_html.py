@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("playwright.sync_api")
 
 from browser import chromium  # noqa: E402
 from charrnn import api  # noqa: E402
