@@ -181,3 +181,15 @@ def test_byte_level_page_decodes_utf8_as_it_streams(browser, tmp_path):
     p.close()
     raw = charrnn_sample(ckpt, "héllo ", 200)
     assert text == raw.decode("utf-8", "replace")
+
+
+def test_any_symbols_survive_the_page(browser, tmp_path):
+    """Symbols that could close the script element, need escaping, or take two UTF-16 units."""
+    vocab = "".join(sorted("\n <>/&\"'\\abcde\u00e9\U0001d11e\u2028"))
+    m = tiny_model("gru", 2, 16, vocab=vocab, seed=3, sharpen=2.0)
+    ckpt, html = export(m, tmp_path)
+    p = Page(browser, html)
+    text = p.write("a</\U0001d11e", 150)
+    p.close()
+    assert text == charrnn_sample(ckpt, "a</\U0001d11e", 150).decode()
+    assert len(set(text)) > 5

@@ -189,3 +189,9 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     monkeypatch.undo()
     export.write(m, "onnx", out)
     assert onnx_meta(onnx_session(out.read_bytes()))["vocab"] == list(VOCAB)
+
+
+def test_metadata_keeps_any_symbol():
+    vocab = "".join(sorted("\n <>/&\"'\\abc\u00e9\U0001d11e\u2028\udc80"))  # a lone surrogate too
+    m = tiny_model("rnn", 1, 8, vocab=vocab)
+    assert "".join(onnx_meta(onnx_session(onnxgraph.to_bytes(m)))["vocab"]) == vocab

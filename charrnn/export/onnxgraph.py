@@ -203,7 +203,7 @@ def _finish(onnx, helper, g, name, inputs, outputs, meta):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                           producer_name="charrnn", producer_version=__version__)
     m.ir_version = 8  # what opset 17 needs; older runtimes refuse newer IR versions
-    helper.set_model_props(m, {META_KEY: json.dumps(meta, ensure_ascii=False)})
+    helper.set_model_props(m, {META_KEY: json.dumps(meta)})  # ASCII: any symbol survives
     m.doc_string = ("charrnn character model: feed a character id and the state, get the next "
                     "character's logits and the new state; vocabulary in metadata_props['charrnn']")
     onnx.checker.check_model(m)

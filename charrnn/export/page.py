@@ -76,7 +76,7 @@ def _title(model):
 
 def _script_json(obj):
     """JSON safe inside a <script> element: no '<' can close it or open a comment."""
-    return json.dumps(obj, ensure_ascii=False).replace("<", "\\u003c")
+    return json.dumps(obj).replace("<", "\\u003c")
 
 
 def render(model, precision="fp32"):
