@@ -51,7 +51,7 @@ def cpu_model():
 
 def random_model(cell, hidden):
     vocab = "".join(chr(c) for c in range(32, 32 + V - 1)) + "\n"
-    cfg = ModelConfig(cell=cell, num_layers=2, hidden_size=hidden, vocab_size=V)
+    cfg = ModelConfig(cell=cell, layers=2, hidden=hidden, vocab_size=V)
     return CharModel(cfg, "".join(sorted(vocab))).init_weights(np.random.default_rng(0))
 
 

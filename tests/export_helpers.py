@@ -17,7 +17,7 @@ VOCAB = "\n !',.?abcdefghijklmnopqrstuvwxyzAEIOU"
 def tiny_model(cell="lstm", layers=2, hidden=24, vocab=VOCAB, seed=0, sharpen=3.0):
     """A CharModel with charrnn's initial weights; sharpen scales the decoder, so that the
     greedy choice is seldom a near tie (a random model's logits are nearly flat)."""
-    cfg = ModelConfig(cell=cell, num_layers=layers, hidden_size=hidden, vocab_size=len(vocab))
+    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, vocab_size=len(vocab))
     m = CharModel(cfg, vocab).init_weights(np.random.default_rng(seed))
     m.params.Wy[:] *= sharpen
     m.params.by[:] = np.random.default_rng(seed + 1).normal(0, 0.5, m.params.by.shape)
@@ -58,7 +58,7 @@ def onnx_steps(session, ids):
     """The step graph's logits (T, V) after each of ids, from the zero state, one run per id."""
     meta = onnx_meta(session)
     names = meta["inputs"][1:]
-    state = {n: np.zeros((meta["num_layers"], 1, meta["hidden_size"]), np.float32) for n in names}
+    state = {n: np.zeros((meta["layers"], 1, meta["hidden"]), np.float32) for n in names}
     out = []
     for i in ids:
         logits, *new = session.run(None, {"id": np.array([i], np.int64), **state})
@@ -72,7 +72,7 @@ def onnx_greedy(session, prime_ids, length):
     equals, never the unknown symbol), as `charrnn sample --temp 0` picks them."""
     meta = onnx_meta(session)
     names = meta["inputs"][1:]
-    state = {n: np.zeros((meta["num_layers"], 1, meta["hidden_size"]), np.float32) for n in names}
+    state = {n: np.zeros((meta["layers"], 1, meta["hidden"]), np.float32) for n in names}
     feed, out = list(prime_ids), []
     for _ in range(length):
         for i in feed:
@@ -89,13 +89,13 @@ def onnx_greedy(session, prime_ids, length):
 def sampler_logits(model, ids):
     """The logits (T, V) `charrnn sample` computes after each of ids (its packed float32 step,
     sample_kernels.step, and decoder), from the zero state."""
-    from charrnn.engine import gemm, sample_kernels as SK
+    from charrnn.engine import gemm, sample_kernels
     from charrnn.engine.sampler import Sampler
     s = Sampler(model, 1, parallel=False)
-    w, p, V, L = s.work, model.params, model.config.vocab_size, model.config.num_layers
+    w, p, V, L = s.work, model.params, model.config.vocab_size, model.config.layers
     out = []
     for i in ids:
-        SK.step(model.cell, p, w, np.array([i], np.int64), w.h, w.c)
+        sample_kernels.step(model.cell, p, w, np.array([i], np.int64), w.h, w.c)
         gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
         out.append(w.logits[0, :V] + p.by)
     return np.array(out)

@@ -95,13 +95,13 @@ def test_page_logits_are_charrnn_samplers_bit_for_bit(browser, tmp_path, cell, l
 def test_tanh_and_sigmoid_are_the_kernels(browser, tmp_path):
     """The page's float32 tanh and sigmoid equal kernels.py's, value by value."""
     from numba import njit
-    from charrnn.engine import kernels as K
+    from charrnn.engine import kernels
 
     @njit
     def both(x, t, s):
         for i in range(x.shape[0]):
-            t[i] = K.tanh_(x[i])
-            s[i] = K.sigmoid_(x[i])
+            t[i] = kernels.tanh_(x[i])
+            s[i] = kernels.sigmoid_(x[i])
     x = np.concatenate([np.random.default_rng(1).normal(0, 3, 20000), [0, -0.0, 7.9, -8, 20, 1e-8]])
     x = x.astype(np.float32)
     t, s = np.empty_like(x), np.empty_like(x)

@@ -45,7 +45,7 @@ def test_sequence_graph_with_onnx_recurrent_operators(cell, layers):
     m = tiny_model(cell, layers)
     ids = np.asarray(m.encode(TEXT), np.int64)
     s = onnx_session(onnxgraph.to_bytes(m, sequence=True))
-    L, H = layers, m.config.hidden_size
+    L, H = layers, m.config.hidden
     rng = np.random.default_rng(3)
     h0 = np.zeros((L, 2, H), np.float32)
     c0 = np.zeros((L, 2, H), np.float32)
@@ -79,7 +79,7 @@ def test_metadata_describes_the_model():
     m = tiny_model("gru", 2, 16)
     meta = onnx_meta(onnx_session(onnxgraph.to_bytes(m)))
     assert meta["vocab"] == list(VOCAB) and meta["vocab_size"] == len(VOCAB)
-    assert (meta["cell"], meta["num_layers"], meta["hidden_size"]) == ("gru", 2, 16)
+    assert (meta["cell"], meta["layers"], meta["hidden"]) == ("gru", 2, 16)
     assert meta["byte_level"] is False and meta["start_id"] == VOCAB.index("\n")
     assert meta["inputs"] == ["id", "h"] and meta["outputs"] == ["logits", "h_out"]
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", meta["charrnn_version"])

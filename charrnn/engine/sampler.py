@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import gemm, kernels as K, repetition, sample_kernels as SK, threads
+from . import gemm, kernels, repetition, sample_kernels, threads
 
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
 
@@ -53,13 +53,13 @@ class Sampler:
         (threads.explicit)."""
         cfg = model.config
         self.model, self.N = model, num_samples
-        H = cfg.hidden_size
+        H = cfg.hidden
         self.h, self.c = model.zero_state(num_samples)
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
         k = math.gcd(H, threads.num_threads())  # chunks of units: as many as cores, dividing H
         if parallel is None:
-            parallel = ((threads.explicit() or 1) > 1 and model.cell == K.LSTM
+            parallel = ((threads.explicit() or 1) > 1 and model.cell == kernels.LSTM
                         and num_samples == 1 and k > 1 and H >= PARALLEL_MIN_HIDDEN)
         self.parallel = bool(parallel)
         self.work = self._split_work(k) if self.parallel else self._work()
@@ -69,7 +69,7 @@ class Sampler:
         p, dt, N = self.model.params, self.model.dtype, self.N
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         Kp = padded(dt, Kg)
-        return SK.SampleWork(
+        return sample_kernels.SampleWork(
             Wxp=(np.stack([pack_padded(p.Wx[l]) for l in range(L - 1)])
                  if L > 1 else np.zeros((0, H * Kp), dt)),
             Whp=np.stack([pack_padded(p.Wh[l]) for l in range(L)]), Wyp=pack_padded(p.Wy),
@@ -83,7 +83,7 @@ class Sampler:
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         n4 = Kg // k
         pk = lambda W: np.stack([pack_padded(W[j]) for j in range(k)])  # noqa: E731
-        return SK.SplitWork(
+        return sample_kernels.SplitWork(
             Wx0b=unit_blocks(p.Wx0, k),
             Wxb=(np.stack([pk(unit_blocks(p.Wx[l], k)) for l in range(L - 1)])
                  if L > 1 else np.zeros((0, k, H * padded(dt, n4)), dt)),
@@ -108,7 +108,7 @@ class Sampler:
         generated, so they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = SK.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
+        how = sample_kernels.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
                       float(frequency), int(window), int(no_repeat))
         if self.rep is None:
             self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0],
@@ -117,9 +117,9 @@ class Sampler:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
         self.rep = repetition.reserve(self.rep, n, how)
         if self.parallel:
-            SK.generate_par(self.work, self.pending, coins, how, self.rep, out)
+            sample_kernels.generate_par(self.work, self.pending, coins, how, self.rep, out)
         else:
-            SK.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
+            sample_kernels.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
                         self.rep, out)
         self.pending = self.pending[:0]
         return out

@@ -38,7 +38,7 @@ def metadata(model, graph):
     cfg, vocab = model.config, model.vocab
     return {
         "format": "charrnn-onnx", "graph": graph, "charrnn_version": __version__,
-        "cell": cfg.cell, "num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size,
+        "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
         "vocab_size": cfg.vocab_size, "byte_level": model.byte_level,
         # id = index: a character (str) per id, or a byte value (int) for a byte-level model
         "vocab": list(vocab.symbols),
@@ -92,7 +92,7 @@ def step_model(model):
     onnx, helper, numpy_helper, TP = _lib()
     g = _Graph(helper, numpy_helper)
     p, cfg = model.params, model.config
-    L, H, cell = cfg.num_layers, cfg.hidden_size, cfg.cell
+    L, H, cell = cfg.layers, cfg.hidden, cfg.cell
     G = p.Wh.shape[2]
     split = g.const("split_gates", np.array([H] * (G // H), np.int64)) if G > H else None
     hs, cs = [], []
@@ -157,7 +157,7 @@ def sequence_model(model):
     onnx, helper, numpy_helper, TP = _lib()
     g = _Graph(helper, numpy_helper)
     p, cfg = model.params, model.config
-    L, H, V, cell = cfg.num_layers, cfg.hidden_size, cfg.vocab_size, cfg.cell
+    L, H, V, cell = cfg.layers, cfg.hidden, cfg.vocab_size, cfg.cell
     K = p.Wh.shape[2]
     op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell]
     x = g.op("OneHot", "ids", g.const("depth", np.array(V, np.int64)),

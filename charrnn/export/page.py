@@ -23,7 +23,7 @@ from importlib import resources
 import numpy as np
 
 from .. import __version__
-from ..engine import kernels as K
+from ..engine import kernels
 from ..engine.model import param_shapes
 
 TEMPLATE = "writer.html"
@@ -35,7 +35,7 @@ TANH_LIM = 7.90531110763549805
 def layout(cfg):
     """{Params field: [offset, size]} of each weight array in the flat buffer (model.views)."""
     out, at = {}, 0
-    for name, shape in zip(K.Params._fields, param_shapes(cfg)):
+    for name, shape in zip(kernels.Params._fields, param_shapes(cfg)):
         n = int(np.prod(shape))
         out[name] = [at, n]
         at += n
@@ -57,13 +57,13 @@ def rounded(model, precision):
 def description(model, precision):
     cfg, vocab = model.config, model.vocab
     return {
-        "charrnn_version": __version__, "cell": cfg.cell, "num_layers": cfg.num_layers,
-        "hidden_size": cfg.hidden_size, "vocab_size": cfg.vocab_size,
-        "gates": K.GATES[K.CELLS[cfg.cell]], "byte_level": model.byte_level,
+        "charrnn_version": __version__, "cell": cfg.cell, "layers": cfg.layers,
+        "hidden": cfg.hidden, "vocab_size": cfg.vocab_size,
+        "gates": kernels.GATES[kernels.CELLS[cfg.cell]], "byte_level": model.byte_level,
         "vocab": list(vocab.symbols),  # a character per id, or byte values
         "start_id": int(vocab.start_id), "unk_id": int(vocab.unk_id),
         "precision": precision, "layout": layout(cfg),
-        "tanh": {"a": list(K._TA), "b": list(K._TB), "lim": TANH_LIM},
+        "tanh": {"a": list(kernels._TA), "b": list(kernels._TB), "lim": TANH_LIM},
         "title": _title(model),
     }
 
@@ -71,7 +71,7 @@ def description(model, precision):
 def _title(model):
     cfg = model.config
     kind = "bytes" if model.byte_level else f"{cfg.vocab_size} characters"
-    return f"{cfg.num_layers}\u00d7{cfg.hidden_size} {cfg.cell.upper()}, {kind}"
+    return f"{cfg.layers}\u00d7{cfg.hidden} {cfg.cell.upper()}, {kind}"
 
 
 def _script_json(obj):
