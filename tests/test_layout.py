@@ -141,6 +141,17 @@ def test_modules_stay_small(name, path):
         f"{name} has {lines} lines: split it by what its parts do (at most {MAX_LINES})")
 
 
+def test_export_imports_its_extra_only_when_used():
+    """charrnn.export imports onnx inside the functions that need it: the HTML page and the
+    command's option checks work without the export extra."""
+    for path in sorted((PACKAGE / "export").glob("*.py")):
+        top = [n for n in ast.parse(path.read_text(encoding="utf-8")).body
+               if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+        assert not names & {"onnx", "onnxruntime"}, f"{path.name} imports {names} at the top"
+
+
 def module_map():
     """Each module with its lines and the package modules it imports: `python tests/test_layout.py`
     prints it (the map the layout is judged by)."""
