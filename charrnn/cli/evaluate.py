@@ -116,11 +116,15 @@ def _finite(x):
 def info(
     checkpoint: Annotated[Optional[Path], typer.Argument(
         help="A checkpoint file, run directory or run name (default: the latest run).")] = None,
+    checkpoint_opt: CheckpointOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Show a checkpoint's model, vocabulary and training history."""
+    """Show a checkpoint's model, vocabulary and training history (the checkpoint given as an
+    argument, or with -c as the other commands take it)."""
     from .. import api, checkpoint as ck
-    path, note = ck.resolve_explained(checkpoint)
+    if checkpoint is not None and checkpoint_opt is not None:
+        fail("give the checkpoint as an argument or with -c, not both", EXIT_USAGE)
+    path, note = ck.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
     d = api.describe(ck.load(path)[0])
