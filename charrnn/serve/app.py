@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from ..completion import check_stop, prepare_prime
 from ..errors import CharrnnError
-from .batcher import Busy, Job
+from .batcher import Busy, Job, top_dict
 from .schemas import ApiError, Limits, error_body, parse_completion, parse_json
 
 log = logging.getLogger("charrnn.serve")
@@ -156,6 +156,7 @@ class Call:
             self.stops = tuple(check_stop(self.model, s) for s in req.stop)
         except CharrnnError as e:
             raise ApiError(400, str(e).replace("--stop", "stop"), "stop") from None
+        self.score = req.echo and req.logprobs is not None
         self.queue = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
         self.jobs = []
@@ -166,7 +167,8 @@ class Call:
             job = Job(p.ids, r.n, r.max_tokens, self._deliver(i), temp=r.temperature,
                       top_k=r.top_k, top_p=r.top_p, presence=r.presence_penalty,
                       frequency=r.frequency_penalty, window=r.penalty_window,
-                      no_repeat=r.no_repeat, stops=self.stops, logprobs=r.logprobs, seed=r.seed)
+                      no_repeat=r.no_repeat, stops=self.stops, logprobs=r.logprobs,
+                      score=self.score, seed=r.seed)
             try:
                 try:
                     self.served.batcher.submit(job)
@@ -191,6 +193,36 @@ class Call:
 
     def index(self, i, k):
         return i * self.req.n + k
+
+    def echo(self, i):
+        """The text echoed for prompt i ("" without echo)."""
+        if not self.req.echo:
+            return ""
+        t = self.primes[i].text
+        return t.decode("utf-8", "replace") if isinstance(t, bytes) else t
+
+    def prompt_logprobs(self, i):
+        """Prompt i's logprobs lists, as OpenAI's echo gives them: each character scored
+        given those before it, the first null (the job's scores, complete by now)."""
+        p, job, model = self.primes[i], self.jobs[i], self.model
+        if not len(p.text):
+            return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        symbol = None if model.byte_level else model.vocab.symbols
+        if symbol is None:
+            dec = model.vocab.text_decoder()
+            tokens = [dec(p.ids[a:a + 1]) for a in range(len(p.ids))]
+        else:
+            tokens = [symbol[x] for x in p.ids.tolist()]
+        lps, tops = [None], [None]
+        for tok, ids, vals in job.scores:
+            lps += tok.tolist()
+            tops += [top_dict(ids[a], vals[a], symbol) for a in range(len(tok))]
+        offsets, at = [], 0
+        for t in tokens:
+            offsets.append(at)
+            at += len(t)
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
+                "text_offset": offsets}
 
     def usage(self, generated):
         p = sum(len(pr.text) for pr in self.primes)
@@ -247,23 +279,27 @@ class Call:
         for i, p in enumerate(self.primes):
             for k in range(n):
                 j = self.index(i, k)
-                echo = p.text if self.req.echo else ""
+                echo = self.echo(i)
                 choices.append({"text": echo + texts.get(j, ""), "index": j,
-                                "logprobs": self._logprobs(lps.get(j, []), echo),
+                                "logprobs": self._logprobs(lps.get(j, []), i),
                                 "finish_reason": finish.get(j, "length")})
         return {"id": self.id, "object": "text_completion", "created": self.created,
                 "model": self.served.name, "choices": choices,
                 "usage": self.usage(sum(counts.values()))}
 
-    def _logprobs(self, entries, echo, offset=0):
+    def _logprobs(self, entries, i, lead=True):
+        """The logprobs of a choice of prompt i: its generated entries, after the prompt's
+        when echoed (lead=False: a stream's later chunk, whose offsets still count the echo)."""
         if self.req.logprobs is None:
             return None
-        lead = list(echo)
-        return {"tokens": lead + [e[1] for e in entries],
-                "token_logprobs": [None] * len(lead) + [e[2] for e in entries],
-                "top_logprobs": [None] * len(lead) + [e[3] for e in entries],
-                "text_offset": [offset + a for a in range(len(lead))]
-                + [offset + len(echo) + e[0] for e in entries]}
+        echo = self.echo(i)
+        out = (self.prompt_logprobs(i) if self.score and lead else
+               {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []})
+        out["tokens"] += [e[1] for e in entries]
+        out["token_logprobs"] += [e[2] for e in entries]
+        out["top_logprobs"] += [e[3] for e in entries]
+        out["text_offset"] += [len(echo) + e[0] for e in entries]
+        return out
 
     def _chunk(self, j, text, why=None, logprobs=None):
         """One event: the JSON of a completion chunk, its constant part written once (a
@@ -277,18 +313,22 @@ class Call:
 
     async def events(self):
         """The server-sent events of a stream; a dropped connection cancels the jobs."""
-        generated = 0
+        generated, echoed = 0, set()
         try:
-            if self.req.echo:
-                for i, p in enumerate(self.primes):
+            if self.req.echo and not self.score:  # at once; scored, with the first event
+                for i in range(len(self.primes)):
                     for k in range(self.req.n):
-                        yield self._chunk(self.index(i, k), p.text)
+                        yield self._chunk(self.index(i, k), self.echo(i))
             async for events in self._merged():
                 out = []
                 for j, text, why, entries, count in events:
+                    i = j // self.req.n
+                    if self.score and j not in echoed:
+                        echoed.add(j)
+                        out.append(self._chunk(j, self.echo(i), None, self.prompt_logprobs(i)))
                     lp = None
                     if self.req.logprobs is not None:
-                        lp = self._logprobs(entries or [], "")
+                        lp = self._logprobs(entries or [], i, lead=False)
                     out.append(self._chunk(j, text, why, lp))
                     if why is not None:
                         generated += count
