@@ -7,11 +7,14 @@ server-sent events ending `data: [DONE]` with stream: true). With an API key, /v
 """
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 
@@ -27,6 +30,47 @@ from .batcher import Busy, Job, top_dict
 from .schemas import ApiError, Limits, error_body, parse_completion, parse_json
 
 log = logging.getLogger("charrnn.serve")
+# completion ids: this process's random prefix and a count. uuid4 per request read os.urandom,
+# which gives the GIL up, and getting it back from a busy batcher thread cost the event loop
+# up to a switch interval per request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNT = itertools.count()
+
+
+class Mailbox:
+    """Items from the batcher threads into the queues of one event loop, with at most one
+    wake-up of the loop waiting: call_soon_threadsafe writes to the loop's socket, a system
+    call that gives the GIL up, and once per job and tick it was a good part of a tick."""
+
+    def __init__(self, loop):
+        self.loop, self.lock = loop, threading.Lock()
+        self.items, self.woken = [], False
+
+    def post(self, queue, item):
+        with self.lock:
+            self.items.append((queue, item))
+            if self.woken:
+                return
+            self.woken = True
+        self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self):
+        with self.lock:
+            items, self.items, self.woken = self.items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+_MAILBOXES = weakref.WeakKeyDictionary()
+
+
+def mailbox():
+    """The running loop's Mailbox."""
+    loop = asyncio.get_running_loop()
+    box = _MAILBOXES.get(loop)
+    if box is None:
+        box = _MAILBOXES[loop] = Mailbox(loop)
+    return box
 
 
 @dataclass(frozen=True)
@@ -142,7 +186,7 @@ class Call:
 
     def __init__(self, req, served, settings):
         self.req, self.served, self.model = req, served, served.model
-        self.id = "cmpl-" + uuid.uuid4().hex[:24]
+        self.id = f"cmpl-{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
         self.created = int(time.time())
         unknown = "drop" if settings.drop_unknown else "error"
         try:
@@ -158,7 +202,7 @@ class Call:
             raise ApiError(400, str(e).replace("--stop", "stop"), "stop") from None
         self.score = req.echo and req.logprobs is not None
         self.queue = asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
+        self.mailbox = mailbox()
         self.jobs = []
 
     def submit(self):
@@ -184,7 +228,7 @@ class Call:
 
     def _deliver(self, i):
         def deliver(events):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (i, events))
+            self.mailbox.post(self.queue, (i, events))
         return deliver
 
     def cancel(self):
