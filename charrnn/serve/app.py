@@ -131,8 +131,7 @@ def build_app(registry, settings=Settings()):
             call = Call(req, served, settings)
             jobs = call.submit()
             if req.stream:
-                return StreamingResponse(call.events(), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
+                return EventStream(call)
             return json_response(await call.whole(request))
         except ApiError as e:
             for j in jobs:
@@ -201,6 +200,7 @@ class Call:
         except CharrnnError as e:
             raise ApiError(400, str(e).replace("--stop", "stop"), "stop") from None
         self.score = req.echo and req.logprobs is not None
+        self.gone = False
         self.queue = asyncio.Queue()
         self.mailbox = mailbox()
         self.jobs = []
@@ -234,6 +234,18 @@ class Call:
     def cancel(self):
         for j in self.jobs:
             j.cancel()
+
+    def hang_up(self):
+        """The client has gone: the jobs leave the batch, and what waits for them ends."""
+        self.gone = True
+        self.cancel()
+        self.queue.put_nowait(None)
+
+    def watch(self, receive):
+        """A task that hangs up when receive says the client has gone."""
+        task = asyncio.ensure_future(_disconnected(receive))
+        task.add_done_callback(lambda t: t.cancelled() or self.hang_up())
+        return task
 
     def index(self, i, k):
         return i * self.req.n + k
@@ -277,9 +289,11 @@ class Call:
         """(prompt i, events) as the batcher delivers them, until every row has finished."""
         left = len(self.primes) * self.req.n
         while left:
-            i, events = await self.queue.get()
-            left -= sum(1 for e in events if e[2] is not None)
-            yield i, events
+            got = await self.queue.get()
+            if got is None:  # hung up
+                return
+            left -= sum(1 for e in got[1] if e[2] is not None)
+            yield got
 
     async def _merged(self):
         """Lists of (choice index, text, finish_reason, logprob entries, ids drawn): each
@@ -290,6 +304,8 @@ class Call:
             got = [await self.queue.get()]
             while not self.queue.empty():
                 got.append(self.queue.get_nowait())
+            if None in got:  # hung up
+                return
             merged = {}
             for i, events in got:
                 for k, text, why, entries, count in events:
@@ -307,9 +323,9 @@ class Call:
         n = self.req.n
         texts = {}
         finish, lps, counts = {}, {}, {}
-        watch = asyncio.ensure_future(_disconnected(request))
+        watch = self.watch(request.receive)
         try:
-            async for i, events in _until(self._gather(), watch):
+            async for i, events in self._gather():
                 for k, text, why, entries, count in events:
                     j = self.index(i, k)
                     texts[j] = texts.get(j, "") + text
@@ -377,6 +393,8 @@ class Call:
                     if why is not None:
                         generated += count
                 yield "".join(out)
+            if self.gone:
+                return
             if self.req.include_usage:
                 yield "data: " + json.dumps({
                     "id": self.id, "object": "text_completion", "created": self.created,
@@ -387,23 +405,29 @@ class Call:
             self.cancel()
 
 
-async def _disconnected(request):
+class EventStream(StreamingResponse):
+    """A Call's server-sent events. Starlette's StreamingResponse, but hearing a disconnect
+    through one plain task (Call.watch): under ASGI 2.3, which uvicorn speaks, Starlette's
+    opens an anyio task group per response for it, a good part of a stream's set-up."""
+
+    def __init__(self, call):
+        super().__init__(call.events(), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self.call = call
+
+    async def __call__(self, scope, receive, send):
+        watch = self.call.watch(receive)
+        try:
+            await self.stream_response(send)
+        except OSError:
+            raise ClientDisconnect() from None
+        finally:
+            watch.cancel()
+
+
+async def _disconnected(receive):
     """Returns when the client has gone."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
-            return
-
-
-async def _until(agen, watch):
-    """agen's items until watch (a task) finishes first."""
-    while True:
-        nxt = asyncio.ensure_future(agen.__anext__())
-        done, _ = await asyncio.wait({nxt, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if nxt not in done:
-            nxt.cancel()
-            return
-        try:
-            yield nxt.result()
-        except StopAsyncIteration:
             return
