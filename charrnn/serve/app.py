@@ -336,7 +336,7 @@ class Call:
             watch.cancel()
             self.cancel()
         choices = []
-        for i, p in enumerate(self.primes):
+        for i in range(len(self.primes)):
             for k in range(n):
                 j = self.index(i, k)
                 echo = self.echo(i)

@@ -6,9 +6,9 @@ from the longest cached prefix on (cache.PrefixCache), a bounded number of chara
 so that a long prompt does not stall the rows already writing; then its n rows join the batch
 at the next step (a job with max_tokens 0 ends there). A job that scores its prompt (echo with
 logprobs) reads it from the start, logits and all: the cache keeps states, not the per-character
-scores that would be 100 times their size. A row leaves when it reaches its max_tokens or a stop string; a cancelled
-job (a dropped connection) leaves at the next tick. At most max_batch rows are active; at most
-max_queue more wait; beyond that submit raises Busy.
+scores that would be 100 times their size. A row leaves when it reaches its max_tokens or a
+stop string; a cancelled job (a dropped connection) leaves at the next tick. At most
+max_batch rows are active; at most max_queue more wait; beyond that submit raises Busy.
 
 The batcher runs in a thread of its own (the kernels release the GIL) and hands each tick's
 text to the job's `deliver` callback, from that thread.
