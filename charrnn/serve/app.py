@@ -52,7 +52,10 @@ class Mailbox:
             if self.woken:
                 return
             self.woken = True
-        self.loop.call_soon_threadsafe(self._flush)
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop has closed: nobody is left to read these
+            pass
 
     def _flush(self):
         with self.lock:
