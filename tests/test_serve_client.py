@@ -47,9 +47,10 @@ def test_completion(client, model):
 
 
 def test_stream(client, model):
-    want = model.complete(PROMPT, length=60, temp=0.7, seed=1)[0].text
+    # long enough to come in several events (those waiting for a slow reader are merged)
+    want = model.complete(PROMPT, length=400, temp=0.7, seed=1)[0].text
     pieces, reasons = [], []
-    for chunk in client.completions.create(model="tiny", prompt=PROMPT, max_tokens=60,
+    for chunk in client.completions.create(model="tiny", prompt=PROMPT, max_tokens=400,
                                            temperature=0.7, seed=1, stream=True):
         pieces.append(chunk.choices[0].text)
         reasons.append(chunk.choices[0].finish_reason)

@@ -7,11 +7,14 @@ server-sent events ending `data: [DONE]` with stream: true). With an API key, /v
 """
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
+import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 
@@ -23,10 +26,54 @@ from starlette.routing import Route
 
 from ..completion import check_stop, prepare_prime
 from ..errors import CharrnnError
-from .batcher import Busy, Job
+from .batcher import Busy, Job, top_dict
 from .schemas import ApiError, Limits, error_body, parse_completion, parse_json
 
 log = logging.getLogger("charrnn.serve")
+# completion ids: this process's random prefix and a count. uuid4 per request read os.urandom,
+# which gives the GIL up, and getting it back from a busy batcher thread cost the event loop
+# up to a switch interval per request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNT = itertools.count()
+
+
+class Mailbox:
+    """Items from the batcher threads into the queues of one event loop, with at most one
+    wake-up of the loop waiting: call_soon_threadsafe writes to the loop's socket, a system
+    call that gives the GIL up, and once per job and tick it was a good part of a tick."""
+
+    def __init__(self, loop):
+        self.loop, self.lock = loop, threading.Lock()
+        self.items, self.woken = [], False
+
+    def post(self, queue, item):
+        with self.lock:
+            self.items.append((queue, item))
+            if self.woken:
+                return
+            self.woken = True
+        try:
+            self.loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop has closed: nobody is left to read these
+            pass
+
+    def _flush(self):
+        with self.lock:
+            items, self.items, self.woken = self.items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+_MAILBOXES = weakref.WeakKeyDictionary()
+
+
+def mailbox():
+    """The running loop's Mailbox."""
+    loop = asyncio.get_running_loop()
+    box = _MAILBOXES.get(loop)
+    if box is None:
+        box = _MAILBOXES[loop] = Mailbox(loop)
+    return box
 
 
 @dataclass(frozen=True)
@@ -87,8 +134,7 @@ def build_app(registry, settings=Settings()):
             call = Call(req, served, settings)
             jobs = call.submit()
             if req.stream:
-                return StreamingResponse(call.events(), media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
+                return EventStream(call)
             return json_response(await call.whole(request))
         except ApiError as e:
             for j in jobs:
@@ -142,7 +188,7 @@ class Call:
 
     def __init__(self, req, served, settings):
         self.req, self.served, self.model = req, served, served.model
-        self.id = "cmpl-" + uuid.uuid4().hex[:24]
+        self.id = f"cmpl-{_ID_PREFIX}{next(_ID_COUNT) & 0xFFFFFFFFFFFF:012x}"
         self.created = int(time.time())
         unknown = "drop" if settings.drop_unknown else "error"
         try:
@@ -156,8 +202,10 @@ class Call:
             self.stops = tuple(check_stop(self.model, s) for s in req.stop)
         except CharrnnError as e:
             raise ApiError(400, str(e).replace("--stop", "stop"), "stop") from None
+        self.score = req.echo and req.logprobs is not None
+        self.gone = False
         self.queue = asyncio.Queue()
-        self.loop = asyncio.get_running_loop()
+        self.mailbox = mailbox()
         self.jobs = []
 
     def submit(self):
@@ -166,7 +214,8 @@ class Call:
             job = Job(p.ids, r.n, r.max_tokens, self._deliver(i), temp=r.temperature,
                       top_k=r.top_k, top_p=r.top_p, presence=r.presence_penalty,
                       frequency=r.frequency_penalty, window=r.penalty_window,
-                      no_repeat=r.no_repeat, stops=self.stops, logprobs=r.logprobs, seed=r.seed)
+                      no_repeat=r.no_repeat, stops=self.stops, logprobs=r.logprobs,
+                      score=self.score, seed=r.seed)
             try:
                 try:
                     self.served.batcher.submit(job)
@@ -182,15 +231,57 @@ class Call:
 
     def _deliver(self, i):
         def deliver(events):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (i, events))
+            self.mailbox.post(self.queue, (i, events))
         return deliver
 
     def cancel(self):
         for j in self.jobs:
             j.cancel()
 
+    def hang_up(self):
+        """The client has gone: the jobs leave the batch, and what waits for them ends."""
+        self.gone = True
+        self.cancel()
+        self.queue.put_nowait(None)
+
+    def watch(self, receive):
+        """A task that hangs up when receive says the client has gone."""
+        task = asyncio.ensure_future(_disconnected(receive))
+        task.add_done_callback(lambda t: t.cancelled() or self.hang_up())
+        return task
+
     def index(self, i, k):
         return i * self.req.n + k
+
+    def echo(self, i):
+        """The text echoed for prompt i ("" without echo)."""
+        if not self.req.echo:
+            return ""
+        t = self.primes[i].text
+        return t.decode("utf-8", "replace") if isinstance(t, bytes) else t
+
+    def prompt_logprobs(self, i):
+        """Prompt i's logprobs lists, as OpenAI's echo gives them: each character scored
+        given those before it, the first null (the job's scores, complete by now)."""
+        p, job, model = self.primes[i], self.jobs[i], self.model
+        if not len(p.text):
+            return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        symbol = None if model.byte_level else model.vocab.symbols
+        if symbol is None:
+            dec = model.vocab.text_decoder()
+            tokens = [dec(p.ids[a:a + 1]) for a in range(len(p.ids))]
+        else:
+            tokens = [symbol[x] for x in p.ids.tolist()]
+        lps, tops = [None], [None]
+        for tok, ids, vals in job.scores:
+            lps += tok.tolist()
+            tops += [top_dict(ids[a], vals[a], symbol) for a in range(len(tok))]
+        offsets, at = [], 0
+        for t in tokens:
+            offsets.append(at)
+            at += len(t)
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
+                "text_offset": offsets}
 
     def usage(self, generated):
         p = sum(len(pr.text) for pr in self.primes)
@@ -201,9 +292,11 @@ class Call:
         """(prompt i, events) as the batcher delivers them, until every row has finished."""
         left = len(self.primes) * self.req.n
         while left:
-            i, events = await self.queue.get()
-            left -= sum(1 for e in events if e[2] is not None)
-            yield i, events
+            got = await self.queue.get()
+            if got is None:  # hung up
+                return
+            left -= sum(1 for e in got[1] if e[2] is not None)
+            yield got
 
     async def _merged(self):
         """Lists of (choice index, text, finish_reason, logprob entries, ids drawn): each
@@ -214,6 +307,8 @@ class Call:
             got = [await self.queue.get()]
             while not self.queue.empty():
                 got.append(self.queue.get_nowait())
+            if None in got:  # hung up
+                return
             merged = {}
             for i, events in got:
                 for k, text, why, entries, count in events:
@@ -231,9 +326,9 @@ class Call:
         n = self.req.n
         texts = {}
         finish, lps, counts = {}, {}, {}
-        watch = asyncio.ensure_future(_disconnected(request))
+        watch = self.watch(request.receive)
         try:
-            async for i, events in _until(self._gather(), watch):
+            async for i, events in self._gather():
                 for k, text, why, entries, count in events:
                     j = self.index(i, k)
                     texts[j] = texts.get(j, "") + text
@@ -244,26 +339,30 @@ class Call:
             watch.cancel()
             self.cancel()
         choices = []
-        for i, p in enumerate(self.primes):
+        for i in range(len(self.primes)):
             for k in range(n):
                 j = self.index(i, k)
-                echo = p.text if self.req.echo else ""
+                echo = self.echo(i)
                 choices.append({"text": echo + texts.get(j, ""), "index": j,
-                                "logprobs": self._logprobs(lps.get(j, []), echo),
+                                "logprobs": self._logprobs(lps.get(j, []), i),
                                 "finish_reason": finish.get(j, "length")})
         return {"id": self.id, "object": "text_completion", "created": self.created,
                 "model": self.served.name, "choices": choices,
                 "usage": self.usage(sum(counts.values()))}
 
-    def _logprobs(self, entries, echo, offset=0):
+    def _logprobs(self, entries, i, lead=True):
+        """The logprobs of a choice of prompt i: its generated entries, after the prompt's
+        when echoed (lead=False: a stream's later chunk, whose offsets still count the echo)."""
         if self.req.logprobs is None:
             return None
-        lead = list(echo)
-        return {"tokens": lead + [e[1] for e in entries],
-                "token_logprobs": [None] * len(lead) + [e[2] for e in entries],
-                "top_logprobs": [None] * len(lead) + [e[3] for e in entries],
-                "text_offset": [offset + a for a in range(len(lead))]
-                + [offset + len(echo) + e[0] for e in entries]}
+        echo = self.echo(i)
+        out = (self.prompt_logprobs(i) if self.score and lead else
+               {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []})
+        out["tokens"] += [e[1] for e in entries]
+        out["token_logprobs"] += [e[2] for e in entries]
+        out["top_logprobs"] += [e[3] for e in entries]
+        out["text_offset"] += [len(echo) + e[0] for e in entries]
+        return out
 
     def _chunk(self, j, text, why=None, logprobs=None):
         """One event: the JSON of a completion chunk, its constant part written once (a
@@ -277,22 +376,28 @@ class Call:
 
     async def events(self):
         """The server-sent events of a stream; a dropped connection cancels the jobs."""
-        generated = 0
+        generated, echoed = 0, set()
         try:
-            if self.req.echo:
-                for i, p in enumerate(self.primes):
+            if self.req.echo and not self.score:  # at once; scored, with the first event
+                for i in range(len(self.primes)):
                     for k in range(self.req.n):
-                        yield self._chunk(self.index(i, k), p.text)
+                        yield self._chunk(self.index(i, k), self.echo(i))
             async for events in self._merged():
                 out = []
                 for j, text, why, entries, count in events:
+                    i = j // self.req.n
+                    if self.score and j not in echoed:
+                        echoed.add(j)
+                        out.append(self._chunk(j, self.echo(i), None, self.prompt_logprobs(i)))
                     lp = None
                     if self.req.logprobs is not None:
-                        lp = self._logprobs(entries or [], "")
+                        lp = self._logprobs(entries or [], i, lead=False)
                     out.append(self._chunk(j, text, why, lp))
                     if why is not None:
                         generated += count
                 yield "".join(out)
+            if self.gone:
+                return
             if self.req.include_usage:
                 yield "data: " + json.dumps({
                     "id": self.id, "object": "text_completion", "created": self.created,
@@ -303,23 +408,29 @@ class Call:
             self.cancel()
 
 
-async def _disconnected(request):
+class EventStream(StreamingResponse):
+    """A Call's server-sent events. Starlette's StreamingResponse, but hearing a disconnect
+    through one plain task (Call.watch): under ASGI 2.3, which uvicorn speaks, Starlette's
+    opens an anyio task group per response for it, a good part of a stream's set-up."""
+
+    def __init__(self, call):
+        super().__init__(call.events(), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+        self.call = call
+
+    async def __call__(self, scope, receive, send):
+        watch = self.call.watch(receive)
+        try:
+            await self.stream_response(send)
+        except OSError:
+            raise ClientDisconnect() from None
+        finally:
+            watch.cancel()
+
+
+async def _disconnected(receive):
     """Returns when the client has gone."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
-            return
-
-
-async def _until(agen, watch):
-    """agen's items until watch (a task) finishes first."""
-    while True:
-        nxt = asyncio.ensure_future(agen.__anext__())
-        done, _ = await asyncio.wait({nxt, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if nxt not in done:
-            nxt.cancel()
-            return
-        try:
-            yield nxt.result()
-        except StopAsyncIteration:
             return
