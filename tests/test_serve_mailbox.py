@@ -1,12 +1,12 @@
 """The batcher's deliveries reach each request's queue in order, and wake the event loop once
-for everything posted before it runs (serve.app.Mailbox)."""
+for everything posted before it runs (serve.calls.Mailbox)."""
 import asyncio
 import threading
 
 import pytest
 
 pytest.importorskip("starlette")
-from charrnn.serve.app import mailbox  # noqa: E402
+from charrnn.serve.calls import mailbox  # noqa: E402
 
 
 def test_posts_arrive_in_order_with_one_wake_up():
