@@ -1,7 +1,6 @@
 """A training run from start to finish: read the corpus, prepare the run directory (checked
 writable, locked against a second trainer), build or restore the trainer, and run it."""
 import os
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -18,53 +17,8 @@ from ..config import (BUDGET_FIELDS, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
                       check_known, resolve, resolve_resume)
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
+from .runs import ANY, default_run_dir, run_directory
 from .trainer import Trainer
-
-def default_run_dir(source, runs_dir=None):
-    """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./runs."""
-    name = data.DEFAULT_CORPUS if source is None else "stdin" if source == "-" else \
-        Path(source).stem or Path(source).name
-    return runs.new_run_dir(name, runs_dir)
-
-
-ANY = object()  # run_directory(seen=ANY): whatever the directory holds
-
-
-@contextmanager
-def run_directory(path, seen=ANY):
-    """Create path, prove it writable, and hold its lock for the run's duration (runs.RunLock:
-    a live training's lock is never taken over, a dead one's never stands in the way).
-
-    seen: what prepare() found there, runs.checkpoint_stamp(path), checked again once the lock
-    is held: a training that saved there in between is not silently overwritten or resumed
-    from a stale checkpoint."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe{os.getpid()}"
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 65536)  # a full disk shows itself now, not at the first save
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink(missing_ok=True)  # a concurrent opener's sweep may have taken it
-    except OSError as e:
-        raise ConfigError(f"cannot write to the run directory {path}: {e.strerror or e}") from None
-    lock = runs.RunLock(path)
-    try:
-        lock.acquire()
-    except OSError as e:
-        raise ConfigError(f"cannot lock the run directory {path}: {e.strerror or e}") from None
-    try:
-        if seen is not ANY and runs.checkpoint_stamp(path) != seen:
-            raise ConfigError(
-                f"{path} already holds a run, saved while this one was being prepared; continue "
-                f"it with --resume {path}, or pass --force to start over there" if seen is None
-                else f"{path} was saved to by another training while this one was being "
-                     "prepared; resume it again")
-        runs.sweep_temporaries(path)
-        yield path
-    finally:
-        lock.release()
 
 
 class Prepared(NamedTuple):

@@ -1,4 +1,5 @@
-"""Run directories: their names, their lock, and listing them.
+"""Run directories: their names, their lock (run_directory: created, proved writable and locked
+for the run), and listing them.
 
 A run directory is named after its corpus, `<corpus>-<date>-<time>`, under the run root
 (checkpoint.runs_root: $CHARRNN_RUNS, else ./runs). Names keep any script (a corpus
@@ -17,11 +18,13 @@ import os
 import re
 import time
 import unicodedata
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from .. import checkpoint
 from ..errors import CheckpointError, ConfigError
+from ..text import data
 
 LOCK = ".lock"
 NAME_BYTES = 120   # of a run name's corpus part: a file name has 255 on most file systems
@@ -224,3 +227,50 @@ def sweep_temporaries(path):
         except OSError:
             pass
     return sorted(removed)
+
+
+def default_run_dir(source, runs_dir=None):
+    """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./"""
+    name = data.DEFAULT_CORPUS if source is None else "stdin" if source == "-" else \
+        Path(source).stem or Path(source).name
+    return new_run_dir(name, runs_dir)
+
+
+ANY = object()  # run_directory(seen=ANY): whatever the directory holds
+
+
+@contextmanager
+def run_directory(path, seen=ANY):
+    """Create path, prove it writable, and hold its lock for the run's duration (RunLock:
+    a live training's lock is never taken over, a dead one's never stands in the way).
+
+    seen: what prepare() found there, checkpoint_stamp(path), checked again once the lock
+    is held: a training that saved there in between is not silently overwritten or resumed
+    from a stale checkpoint."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 65536)  # a full disk shows itself now, not at the first save
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink(missing_ok=True)  # a concurrent opener's sweep may have taken it
+    except OSError as e:
+        raise ConfigError(f"cannot write to the run directory {path}: {e.strerror or e}") from None
+    lock = RunLock(path)
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise ConfigError(f"cannot lock the run directory {path}: {e.strerror or e}") from None
+    try:
+        if seen is not ANY and checkpoint_stamp(path) != seen:
+            raise ConfigError(
+                f"{path} already holds a run, saved while this one was being prepared; continue "
+                f"it with --resume {path}, or pass --force to start over there" if seen is None
+                else f"{path} was saved to by another training while this one was being "
+                     "prepared; resume it again")
+        sweep_temporaries(path)
+        yield path
+    finally:
+        lock.release()
