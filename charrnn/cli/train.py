@@ -1,5 +1,4 @@
 """charrnn train: a run from its options, with progress on stderr."""
-import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -142,8 +141,8 @@ def train(
 
 
 def _run_training(prepared, world, quiet):
-    """Report what is about to train, warm the kernels, and run it in its locked run directory,
-    stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
+    """Report what is about to train, warm the kernels, and run it (run.execute: in its locked
+    run directory), stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
     from .. import api
     from ..training import run
     con = console()
@@ -166,16 +165,8 @@ def _run_training(prepared, world, quiet):
         api.warmup(m.config.cell, m.dtype)
     stop = stop_flag(announce=world.rank == 0)
     try:
-        with contextlib.ExitStack() as stack:
-            error = None
-            if world.rank == 0:  # rank 0 holds the run directory and writes in it
-                try:
-                    stack.enter_context(run.run_directory(trainer.run_dir, seen=prepared.dir_seen))
-                except CharrnnError as e:
-                    error = e
-            world.all_ok(error)
-            prog = stack.enter_context(Progress(con, trainer, quiet))
-            status = trainer.run(prog.update, stop.is_set)
+        with Progress(con, trainer, quiet) as prog:
+            status = run.execute(prepared, prog.update, stop.is_set)
     finally:
         stop.restore()
     summary(con, trainer, status, quiet)

@@ -72,8 +72,9 @@ class _Objective:
         self.report("start", trial=trial.number, params=params, run_dir=run_dir)
         trainer = None
         try:
-            trainer, seen = self._prepare(run_dir, params)
-            status, pruned = self._train(trial, trainer, seen)
+            prepared = self._prepare(run_dir, params)
+            trainer = prepared.trainer
+            status, pruned = self._train(trial, prepared)
         except KeyboardInterrupt:  # a second Ctrl-C: the trial is abandoned, not failed
             trial.set_user_attr("interrupted", True)
             raise
@@ -117,15 +118,16 @@ class _Objective:
                                 steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
                                 val_frac=sw.val_frac, seed=sw.seed,
                                 **params)
-        trainer, seen = prepared.trainer, prepared.dir_seen
-        api.warmup(trainer.model.config.cell, trainer.model.dtype)
-        return trainer, seen
+        model = prepared.trainer.model
+        api.warmup(model.config.cell, model.dtype)
+        return prepared
 
-    def _train(self, trial, trainer, seen):
-        """Train, reporting the validation loss at each evaluation to the pruner. Returns
-        (trainer.run's status, whether the pruner stopped it)."""
-        from ..training.run import run_directory
+    def _train(self, trial, prepared):
+        """Train (run.execute), reporting the validation loss at each evaluation to the pruner.
+        Returns (the run's status, whether the pruner stopped it)."""
+        from ..training.run import execute
         sw, st = self.sw, {"reported": 0, "pruned": False, "t1": None}
+        trainer = prepared.trainer
 
         def on_event(e):
             if e.get("kind", "eval") != "eval":  # training-loss rows and the final larger one
@@ -149,9 +151,7 @@ class _Objective:
                 _schedule(trainer, st, sw)
             return st["pruned"] or self.should_stop()
 
-        with run_directory(trainer.run_dir, seen=seen):
-            status = trainer.run(on_event, stop)
-        return status, st["pruned"]
+        return execute(prepared, on_event, stop), st["pruned"]
 
 
 def _schedule(trainer, st, sw):

@@ -1,5 +1,6 @@
 """A training run from start to finish: read the corpus, prepare the run directory (checked
 writable, locked against a second trainer), build or restore the trainer, and run it."""
+import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -219,6 +220,25 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
     return Prepared(trainer, trainer.resync_best(), size_notice, seen)
 
 
+def execute(prepared, callback=None, should_stop=lambda: False):
+    """A prepared run's one lifecycle, for the command line, charrnn.train, the sweep and the
+    tests alike: hold its run directory (rank 0 creates it, proves it writable and locks it;
+    if it cannot, every rank stops with its error), train until the budget, patience or
+    should_stop() ends it, and let the directory go. callback(event) hears of every
+    evaluation (Trainer.run). Returns the trainer's status. Warming the kernels up first is
+    the caller's (api.warmup, which may say that it compiles)."""
+    trainer, world = prepared.trainer, dist.world()
+    with contextlib.ExitStack() as stack:
+        error = None
+        if world.rank == 0:  # rank 0 holds the run directory and writes in it
+            try:
+                stack.enter_context(run_directory(trainer.run_dir, seen=prepared.dir_seen))
+            except CharrnnError as e:
+                error = e
+        world.all_ok(error)
+        return trainer.run(callback, should_stop)
+
+
 def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
           **options):
     """Train a model as `charrnn train` does and return it:
@@ -239,10 +259,8 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes "
                         f"{', '.join(sorted(known))}")
     prepared = prepare(corpus, out, force=force, **options)
-    trainer, seen = prepared.trainer, prepared.dir_seen
-    with run_directory(trainer.run_dir, seen=seen):
-        trainer.run(callback, should_stop)
-    return trainer.model
+    execute(prepared, callback, should_stop)
+    return prepared.trainer.model
 
 
-__all__ = ["train", "prepare", "Prepared", "run_directory", "CharrnnError"]
+__all__ = ["train", "prepare", "execute", "Prepared", "run_directory", "CharrnnError"]
