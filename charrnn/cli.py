@@ -532,6 +532,10 @@ def sample(
         envvar="CHARRNN_THREADS", show_default=False,
         help="Cores to sample on. Default: one. More split each step of a wide LSTM's single "
              "sample across them: faster on idle cores, far slower beside other busy work.")] = None,
+    precision: Annotated[str, Opt(help="The weights' format while sampling: fp32 (exact), bf16 "
+                                       "or int8 (2 or 1 bytes a weight: faster on a large "
+                                       "model, slightly different text; `charrnn eval "
+                                       "--precision` shows what it costs).")] = "fp32",
 ):
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""
@@ -541,7 +545,8 @@ def sample(
     cfg = SampleConfig(length, temp, top_k, top_p, num_samples,
                        stop=_unescape(stop) if stop else None, seed=seed,
                        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                       penalty_window=penalty_window, no_repeat=no_repeat).validate()
+                       penalty_window=penalty_window, no_repeat=no_repeat,
+                       precision=precision).validate()
     from . import api
     model = _load(checkpoint)
     p = prepare_prime(model, _read_prime(prime, prime_file, model.byte_level),
@@ -551,7 +556,7 @@ def sample(
                          "does not know out of the prime\n")
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
     with compile_notice():
-        api.warmup(model.config.cell, model.dtype, sampling=True)
+        api.warmup(model.config.cell, model.dtype, sampling=True, precision=precision)
     out = _Out(model.byte_level, keep=novelty)
     try:
         out.write(p.text)
@@ -627,6 +632,9 @@ def evaluate(
                                                    "scored. A separate number, never the "
                                                    "model's static loss.")] = False,
     dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
+    precision: Annotated[str, Opt(help="Score the weights as `charrnn sample --precision` reads "
+                                       "them: fp32 (exact), bf16 or int8, to see what a "
+                                       "reduced precision costs.")] = "fp32",
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
@@ -645,7 +653,11 @@ def evaluate(
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
     if not 0 <= dynamic_lr < math.inf:
         fail("--dynamic-lr must be 0 or a positive number", EXIT_USAGE)
+    from .config import check_precision
+    check_precision(precision)
     model = _load(checkpoint)
+    if precision != "fp32":
+        model = model.at_precision(precision)
     decoding = data.Decoding(encoding, errors, hint="")
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
                                 decoding=decoding)
@@ -677,6 +689,7 @@ def evaluate(
         adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
     if as_json:
         d = {"file": desc, "chars": score.chars, "streams": score.streams, "exact": exact,
+             "precision": precision,
              "nats_per_char": nats, "bits_per_char": nats / math.log(2),
              "unknown_chars": score.unknown, "nats_per_char_known": _finite(score.nats_known)}
         if dynamic:
@@ -690,7 +703,8 @@ def evaluate(
                    + (f"{score.nats_known:.4f} nats/char over the known ones"
                       if math.isfinite(score.nats_known) else "none known"))
         print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
-              f"({score.chars:,} characters scored, read as {how}{unk})")
+              f"({score.chars:,} characters scored, read as {how}{unk}"
+              + (f"; weights as {precision}" if precision != "fp32" else "") + ")")
         if dynamic:
             print(f"{adapted:.4f} nats/char  {adapted / math.log(2):.4f} bits/char  dynamic "
                   f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "

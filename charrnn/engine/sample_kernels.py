@@ -10,9 +10,10 @@ are K and V padded to whole packed strips.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-from . import gemm, kernels as K, repetition as R
+from . import gemm, kernels as K, qgemm, repetition as R
 from .kernels import kernel
 
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -23,6 +24,9 @@ class SampleWork(NamedTuple):
     Wxp: np.ndarray      # (L-1, H*Kp)  input weights of layers 1..L-1, packed and padded
     Whp: np.ndarray      # (L, H*Kp)    recurrent weights, packed and padded
     Wyp: np.ndarray      # (H*Vp,)      decoder, packed and padded
+    Sx: np.ndarray       # (L-1, Kp)    per-column scales of Wxp, Whp and Wyp when they are
+    Sh: np.ndarray       # (L, Kp)      in a narrow format (precision.py: uint16 bf16 or int8);
+    Sy: np.ndarray       # (Vp,)        (L-1, 0), (L, 0) and (0,) for float weights
     h: np.ndarray        # (L, N, H)    state
     c: np.ndarray        # (L, N, H)    lstm cell state (unused by gru and rnn)
     cur: np.ndarray      # (N,) int64   the last character of each row, the next input
@@ -77,6 +81,25 @@ def product(A, Wp, out, scratch):
         out[:] = scratch[:, :out.shape[1]]
 
 
+def weights_product(A, Wp, S, out, scratch):
+    """out (N, M) = A @ W through Wp packed and padded to scratch's width: float weights
+    (product), or a narrow format with per-column scales S (qgemm.matmul)."""
+
+
+@overload(weights_product, inline="always")
+def _weights_product(A, Wp, S, out, scratch):
+    if isinstance(Wp.dtype, types.Float):
+        return lambda A, Wp, S, out, scratch: product(A, Wp, out, scratch)
+
+    def narrow(A, Wp, S, out, scratch):
+        if scratch.shape[1] == out.shape[1]:
+            qgemm.matmul(A, Wp, S, out)
+        else:
+            qgemm.matmul(A, Wp, S, scratch)
+            out[:] = scratch[:, :out.shape[1]]
+    return narrow
+
+
 @kernel
 def step(cell, p, w, ids, h, c):
     """Advance every layer of state (h, c) (L, N, H) by one character per row: ids (N,);
@@ -86,9 +109,9 @@ def step(cell, p, w, ids, h, c):
         if l == 0:
             K.embed(p, ids, G)
         else:
-            product(h[l - 1], w.Wxp[l - 1], G, w.scratch)
+            weights_product(h[l - 1], w.Wxp[l - 1], w.Sx[l - 1], G, w.scratch)
             G += p.b[l]
-        product(h[l], w.Whp[l], w.R, w.scratch)
+        weights_product(h[l], w.Whp[l], w.Sh[l], w.R, w.scratch)
         K.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
 
 
@@ -167,7 +190,7 @@ def generate(cell, p, w, pending, coins, how, rep, out):
     L, V = w.h.shape[0], p.by.shape[0]
     for s in range(out.shape[0]):
         step(cell, p, w, w.cur, w.h, w.c)
-        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        weights_product(w.h[L - 1], w.Wyp, w.Sy, w.logits, w.logits)
         for k in range(w.cur.shape[0]):
             row = w.logits[k, :V]
             row += p.by
