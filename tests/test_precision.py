@@ -203,3 +203,23 @@ def test_the_precision_option_of_sample_and_eval(trained, precision):
     for cmd in (["sample", "-c", run, "-n", "5"], ["eval", text, "-c", run]):
         r = CliRunner().invoke(app, cmd + ["--precision", "fp16"])
         assert r.exit_code == 2 and "--precision must be fp32, bf16 or int8" in r.stderr
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"),
+                    reason="reads x86 assembly")
+@pytest.mark.parametrize("precision, widen", [("bf16", "vpslld"), ("int8", "vcvtdq2ps")])
+def test_the_narrow_product_compiles_to_vector_instructions(precision, widen):
+    """The k loop is vector code: fused multiply-adds on whole ymm/zmm registers and the
+    format's widening done on vectors (a shift for bf16, a conversion of sign-extended
+    lanes for int8), not a scalar loop. (A fresh, uncached compile: Numba shows no assembly
+    for a function loaded from its cache.)"""
+    from numba import njit
+    f = njit(error_model="numpy", nogil=True)(qgemm.matmul.py_func)
+    NR = P.strip_width()
+    Wq, S = P.pack(np.ones((8, 3 * NR), np.float32), precision)
+    f(np.ones((1, 8), np.float32), Wq, S, np.zeros((1, 3 * NR), np.float32))
+    asm = next(iter(f.inspect_asm().values()))
+    reg = "%zmm" if NR == 32 else "%ymm"
+    fma = [line for line in asm.splitlines() if "vfmadd" in line and "ps" in line]
+    assert fma and all(reg in line for line in fma)
+    assert any(widen in line and reg in line for line in asm.splitlines())
