@@ -55,7 +55,7 @@ import time
 import numpy as np
 
 import charrnn
-from charrnn.engine import kernels as K, threads
+from charrnn.engine import kernels, threads
 
 # the task itself lives beside the tests that check it (tests/long_range_task.py); run this
 # from the checkout's root as a module, `python -m benchmarks.long_range`, so that `tests` is
@@ -220,8 +220,8 @@ def parse_args(argv=None):
     ap.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",")]
-    if any(c not in K.CELLS for c in args.cells):
-        ap.error(f"cells must be among {', '.join(K.CELLS)}")
+    if any(c not in kernels.CELLS for c in args.cells):
+        ap.error(f"cells must be among {', '.join(kernels.CELLS)}")
     if not args.ks or not args.seeds or min(args.ks + args.seeds) < 0:
         ap.error("need at least one k and one seed, none negative")
     if min(args.budget, args.batch, args.hidden, args.eval, args.probe) < 1:

@@ -37,7 +37,7 @@ import time
 
 import numpy as np  # noqa: E402
 
-from charrnn.engine import gemm as gemm_mod, kernels as K, threads  # noqa: E402
+from charrnn.engine import gemm as gemm_mod, kernels, threads  # noqa: E402
 from charrnn.engine.kernels import kernel  # noqa: E402
 from charrnn.engine.model import Model, ModelConfig, alloc_work  # noqa: E402
 from charrnn.engine.optim import Adam  # noqa: E402
@@ -65,13 +65,13 @@ def packed_loop(A, Wp, C, n):
 @kernel
 def gates_fwd(G, c_prev, c, tc, h, n):
     for _ in range(n):
-        K.lstm_step(G, c_prev, c, tc, h)
+        kernels.lstm_step(G, c_prev, c, tc, h)
 
 
 @kernel
 def gates_bwd(g, c_prev, tc, dh, dc, dG, n):
     for _ in range(n):
-        K.lstm_step_back(g, c_prev, tc, dh, dc, dG)
+        kernels.lstm_step_back(g, c_prev, tc, dh, dc, dG)
 
 
 @kernel
@@ -91,7 +91,7 @@ def gemm_tn(A, B, C, n):
 def embed_loop(p, x, G, n):
     for _ in range(n):
         for t in range(x.shape[0]):
-            K.embed(p, x[t], G[t])
+            kernels.embed(p, x[t], G[t])
 
 
 @kernel
@@ -107,7 +107,7 @@ def xent_loop(P, Psave, y, n):
     total = 0.0
     for _ in range(n):
         P[:] = Psave
-        total += K.xent(P, y, True, 0)
+        total += kernels.xent(P, y, True, 0)
     return total
 
 
@@ -152,7 +152,7 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     rng = np.random.default_rng(0)
     f32 = np.float32
     r = lambda *s: rng.standard_normal(s).astype(f32) * f32(0.1)  # noqa: E731
-    m = Model(ModelConfig(cell="lstm", num_layers=L, hidden_size=H, vocab_size=V))
+    m = Model(ModelConfig(cell="lstm", layers=L, hidden=H, vocab_size=V))
     m.init_weights(rng)
     p = m.params
     x = rng.integers(0, V, (T, b)).astype(np.int32)
@@ -174,22 +174,22 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     C_K, C_V, C_H = np.empty((N, Kg), f32), np.empty((N, V), f32), np.empty((N, H), f32)
     WxK, WyV = r(H, Kg), r(H, V)
     Psave = r(N, V)
-    K.pack_weights(p, w, True)
+    kernels.pack_weights(p, w, True)
     rec_flops = 2.0 * b * H * Kg * n
     nk, nv = 2.0 * N * H * Kg, 2.0 * N * H * V
     # (label, fn, args, calls per window, flops per window); the fused kernel comes first
     pieces = [
-        ("whole", K.window_grad, (K.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, N), 1, 0),
-        ("pack Wh, Wh^T (all layers)", K.pack_weights, (p, w, True), 1, 0)]
-    if K.packed(w):
+        ("whole", kernels.window_grad, (kernels.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, N), 1, 0),
+        ("pack Wh, Wh^T (all layers)", kernels.pack_weights, (p, w, True), 1, 0)]
+    if kernels.packed(w):
         pieces += [("rec fwd, packed (b,H)@(H,4H)", packed_loop, (h, w.Whp[0], R, n), 1,
                     rec_flops),
                    ("rec bwd, packed (b,4H)@(4H,H)", packed_loop, (dG, w.WhTp[0], dh, n), 1,
                     rec_flops)]
     pieces += [
-        ("rec fwd, OpenBLAS" + (" (not used)" if K.packed(w) else ""), gemm, (h, W, R, n), 1,
+        ("rec fwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""), gemm, (h, W, R, n), 1,
          rec_flops),
-        ("rec bwd, OpenBLAS" + (" (not used)" if K.packed(w) else ""), rec_bwd, (dG, W, dh, n),
+        ("rec bwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""), rec_bwd, (dG, W, dh, n),
          1, rec_flops),
         ("gates fwd", gates_fwd, (G, c_prev, c, tc, h, n), 1, 0),
         ("gates bwd", gates_bwd, (g, c_prev, tc, dh, dc, dG, n), 1, 0),
@@ -221,7 +221,7 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     print(f"  {'piece':36s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
     total = 0.0
     for label, secs in med.items():
-        used = "OpenBLAS" not in label or not K.packed(w)
+        used = "OpenBLAS" not in label or not kernels.packed(w)
         total += secs if used else 0.0
         fl = flops[label]
         gf = f"{fl / secs / 1e9:8.1f}" if fl else ""
@@ -289,7 +289,7 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
         return keep.astype(np.float32) * np.float32(1 / (1 - dropout))
 
     inside = []  # (wall seconds) of each fused-kernel call, timed in the thread that runs it
-    fused = K.window_grad
+    fused = kernels.window_grad
 
     def timed(*a):
         t0 = time.perf_counter()
@@ -302,7 +302,7 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
         _, (state[0], state[1]) = m.loss_and_grad(x, y, state[0], state[1], grads, mk)
         opt.step(m.flat, gflat)
 
-    K.window_grad = timed
+    kernels.window_grad = timed
     try:
         step()
         walls, slowest = [], []
@@ -313,7 +313,7 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
             walls.append(time.perf_counter() - t0)
             slowest.append(max(inside))
     finally:
-        K.window_grad = fused
+        kernels.window_grad = fused
     parts = m.parts(B)
     print(f"\n{name} whole step: B {B} x T {T}, dropout {dropout}, {len(parts)} parts on "
           f"{threads.num_threads()} threads (wall clock, median of {repeats})")

@@ -26,7 +26,7 @@ def describe(meta):
     cfg, pr, hist = meta.model, meta.progress, meta.history
     vals = [h.val_loss for h in hist if h.val_loss is not None and math.isfinite(h.val_loss)]
     return {
-        "cell": cfg.cell, "layers": cfg.num_layers, "hidden": cfg.hidden_size,
+        "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
         "vocab_size": cfg.vocab_size, "dropout": cfg.dropout, "params": num_params(cfg),
         "vocab_kind": meta.vocab.kind, "step": pr and pr.step,
         "epoch": hist[-1].epoch if hist else pr.epoch if pr else 0,  # fractional
@@ -43,7 +43,7 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
     """Compile (or load from Numba's cache) the kernels a command needs, on a tiny model:
     the compiled code depends only on dtypes and array ranks, not on sizes. precision: the
     sampling kernels of that weight format (engine/precision.py)."""
-    cfg = ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2)
+    cfg = ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2)
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
         from .engine.sampler import Sampler

@@ -33,13 +33,13 @@ class CharModel(Model):
         """Ids of a text (bytes, or a str taken as UTF-8, for a byte-level model)."""
         return self.vocab.encode(text, unknown=unknown)
 
-    def loss(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+    def loss(self, text, batch=50, seq=100, exact=False, unknown=None):
         """Mean cross-entropy of the text under the model, in nats per character (see score)."""
-        return self.score(text, batch_size, seq_len, exact, unknown).nats
+        return self.score(text, batch, seq, exact, unknown).nats
 
-    def score(self, text, batch_size=50, seq_len=100, exact=False, unknown=None):
+    def score(self, text, batch=50, seq=100, exact=False, unknown=None):
         """Score(nats per character, characters scored, streams): the text read as up to
-        batch_size streams side by side, each from a zero state, or with exact as one stream
+        batch streams side by side, each from a zero state, or with exact as one stream
         from a zero state, every character after the first scored (Model.score_ids).
         Characters the model does not know are an error, or (unknown="drop") left out; a
         --max-vocab model reads them as its unknown symbol, and the Score counts those targets
@@ -49,7 +49,7 @@ class CharModel(Model):
         ids = self.encode(text, unknown=unknown)
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
-        return self.score_ids(ids, batch_size, seq_len, exact, self.vocab.unk_id)
+        return self.score_ids(ids, batch, seq, exact, self.vocab.unk_id)
 
     def states(self, text, unknown="error"):
         """What the model holds after each character of text, read from the zero state: a
@@ -114,12 +114,12 @@ class CharModel(Model):
         bf16 or int8; engine/precision.py), as float32: its loss on a text is what sampling
         at that precision costs (`charrnn eval --precision`)."""
         from .config import check_precision
-        from .engine import precision as P
+        from .engine.precision import reduced_params
         check_precision(precision)
         if self.dtype != np.float32:
             raise UsageError(f"--precision {precision} needs a float32 model")
         out = CharModel(self.config, self.vocab, self.flat.copy())
-        for name, arr in P.reduced_params(self.params, precision).items():
+        for name, arr in reduced_params(self.params, precision).items():
             getattr(out.params, name)[...] = arr
         out.meta = self.meta
         return out

@@ -149,8 +149,8 @@ class Meta(Mapping):
             raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
         try:
             return cls(
-                model=ModelConfig(**d["model"]), vocab=vocab,
-                train=_known(TrainConfig, d["train"]) if "train" in d else None,
+                model=ModelConfig(**_renamed(d["model"])), vocab=vocab,
+                train=_known(TrainConfig, _renamed(d["train"])) if "train" in d else None,
                 info=_known(RunInfo, d.get("info") or {}),
                 progress=_known(Progress, d["progress"]) if "progress" in d else None,
                 history=[_known(HistoryRow, r) for r in d.get("history", [])],
@@ -173,6 +173,16 @@ class Meta(Mapping):
 
 
 _KNOWN = {f.name for f in fields(Meta)} | {"format"}
+
+
+# Fields that files written by charrnn 0.1.0 spelled otherwise, read under today's names (the
+# configurations took their command-line options' names). The marked lines keep the old names.
+OLD_NAMES = {"num_layers": "layers", "hidden_size": "hidden",  # old names
+             "batch_size": "batch", "seq_len": "seq"}  # old names
+
+
+def _renamed(d):
+    return {OLD_NAMES.get(k, k): v for k, v in d.items()}
 
 
 def _known(cls, d):

@@ -12,8 +12,8 @@ CELLS = ("lstm", "gru", "rnn")
 @dataclass(frozen=True)
 class ModelConfig:
     cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
-    num_layers: int = 2       # stacked recurrent layers (L)
-    hidden_size: int = 128    # units per layer (H)
+    layers: int = 2           # stacked recurrent layers (L)
+    hidden: int = 128         # units per layer (H)
     vocab_size: int = 0       # characters known to the model (V), set from the corpus
     dropout: float = 0.0      # inverted dropout between layers and before the decoder
 
@@ -23,7 +23,7 @@ class ModelConfig:
     def validate(self):
         if self.cell not in CELLS:
             raise UsageError(f"unknown cell {self.cell!r}: choose lstm, gru or rnn")
-        if self.num_layers < 1 or self.hidden_size < 1:
+        if self.layers < 1 or self.hidden < 1:
             raise UsageError("layers and hidden size must be at least 1")
         if not 0 <= self.dropout < 1:
             raise UsageError("dropout must be in [0, 1)")
@@ -32,8 +32,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 64          # B parallel streams of the training text
-    seq_len: int = 100            # T characters per window (truncated BPTT length)
+    batch: int = 64               # B parallel streams of the training text
+    seq: int = 100                # T characters per window (truncated BPTT length)
     lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
     grad_clip: float = 5.0        # clip the global gradient norm to this (0: off)
     weight_decay: float = 0.0     # decoupled weight decay
@@ -65,7 +65,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise UsageError(f"--{_flag(f.name)} must be a finite number, not {value}")
         check_seed(self.seed)
-        for name in ("batch_size", "seq_len", "eval_every"):
+        for name in ("batch", "seq", "eval_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{_flag(name)} must be at least 1")
         if not self.lr > 0:
@@ -146,7 +146,8 @@ def check_int(flag, value, low, high=None):
 
 
 def _flag(field):
-    return FLAG_OF.get(field, field).replace("_", "-")
+    """A field's command-line option: the same name, with dashes (grad_clip is --grad-clip)."""
+    return field.replace("_", "-")
 
 
 PRECISIONS = ("fp32", "bf16", "int8")  # engine/precision.py's formats
@@ -170,10 +171,6 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep",
                            "patience"})
 DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
-# the command line's option names whose field has another name (`--grad-clip` is grad_clip)
-CLI_NAMES = {"layers": "num_layers", "hidden": "hidden_size", "batch": "batch_size",
-             "seq": "seq_len", "bytes": "byte_level"}
-FLAG_OF = {field: flag for flag, field in CLI_NAMES.items()}
 
 
 def budget_preset(minutes):
@@ -212,8 +209,8 @@ def resolve(options, base=None):
                 raise ConfigError(f"--init-from model has {k}={getattr(base, k)}, not {v}")
         model = dict(base.to_dict(), **{k: v for k, v in model.items() if k == "dropout"})
         del model["vocab_size"]
-    elif "hidden_size" not in model:  # size (and its dropout) by the budget
-        model["hidden_size"], auto_dropout = budget_preset(options.get("minutes") or 0)
+    elif "hidden" not in model:  # size (and its dropout) by the budget
+        model["hidden"], auto_dropout = budget_preset(options.get("minutes") or 0)
         model.setdefault("dropout", auto_dropout)
     train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
     cfg = TrainConfig(**train).validate()

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from charrnn.engine import kernels as K
+from charrnn.engine import kernels
 from charrnn.engine.model import Model, ModelConfig
 from charrnn.engine.optim import Adam
 
@@ -58,9 +58,9 @@ def data_rng(seed, k, purpose):
 
 # -- measurements -------------------------------------------------------------------------------
 
-def new_model(cell, hidden_size, symbols, seed, dtype=np.float32):
+def new_model(cell, hidden, symbols, seed, dtype=np.float32):
     vocab = vocabulary(symbols)
-    cfg = ModelConfig(cell=cell, num_layers=1, hidden_size=hidden_size, vocab_size=len(vocab))
+    cfg = ModelConfig(cell=cell, layers=1, hidden=hidden, vocab_size=len(vocab))
     return Model(cfg, dtype=dtype).init_weights(np.random.default_rng(seed))
 
 
@@ -71,11 +71,11 @@ def last_step_profile(model, x, y, h0=None, c0=None):
     if h0 is None:
         h0, c0 = model.zero_state(B)
     w = model.forward(x, h0, c0, norms=True)  # buffers with room for the norms (Work.gn)
-    K.xent(w.P, y.reshape(-1), True, B)
+    kernels.xent(w.P, y.reshape(-1), True, B)
     w.P[:(T - 1) * B] = 0
     _, grads = model.zeros_like_params()
     dh0, dc0 = model.zero_state(B)
-    K.backward(model.cell, model.params, x, w, grads, dh0, dc0)
+    kernels.backward(model.cell, model.params, x, w, grads, dh0, dc0)
     return w.gn.copy()
 
 
@@ -85,17 +85,17 @@ def lag_ratios(gn0, lags):
     return {lag: float(gn0[T - 1 - lag] / gn0[T - 1]) for lag in lags if lag <= T - 1}
 
 
-def answer_accuracy(model, eps, batch_size=500):
+def answer_accuracy(model, eps, batch=500):
     """Fraction of episodes whose answer is the argmax of the logits at the marker step, and the
     mean loss (nats) of the answer."""
     hits, loss = 0, 0.0
-    for s in range(0, len(eps), batch_size):
-        x, y = window(eps[s:s + batch_size])
+    for s in range(0, len(eps), batch):
+        x, y = window(eps[s:s + batch])
         T, B = x.shape
         h0, c0 = model.zero_state(B)
         P = model.forward(x, h0, c0).P[(T - 1) * B:]  # (B, V) logits at the marker step
         hits += int((P.argmax(axis=1) == y[-1]).sum())
-        loss += K.xent(P.copy(), y[-1], False)
+        loss += kernels.xent(P.copy(), y[-1], False)
     return hits / len(eps), loss / len(eps)
 
 

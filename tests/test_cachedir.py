@@ -122,12 +122,23 @@ def test_cache_command_shows_and_clears(tmp_path, cache):
     assert lines[2].endswith("small.txt") and " 1,000 " in lines[2]  # least recently used first
     assert lines[3].endswith("wide.txt") and " 2,000 " in lines[3]
 
-    r = runner.invoke(app, ["cache", "--clear"])
+    assert runner.invoke(app, ["cache", "show"]).stdout == r.stdout  # `cache` is `cache show`
+    r = runner.invoke(app, ["cache", "clear"])
     assert r.exit_code == 0 and r.stdout == ""
     freed = shown["bytes"] + 10
     assert r.stderr == f"charrnn: removed 2 entries, freed {fmt_bytes(freed)} in {cache}\n"
     assert list(cache.iterdir()) == []
     assert runner.invoke(app, ["cache"]).stdout.startswith(f"{cache}: 0 entries, 0 B")
+
+
+def test_the_old_spelling_cache_clear_still_clears_with_a_note(tmp_path, cache):
+    encode(corpus(tmp_path, "one.txt", 500))
+    r = CliRunner().invoke(app, ["cache", "--clear"])
+    assert r.exit_code == 0 and r.stdout == "" and list(cache.iterdir()) == []
+    note, done = r.stderr.splitlines()
+    assert note == ("charrnn: note: `charrnn cache --clear` is now `charrnn cache clear`; the old "
+                    "spelling still works in this release")
+    assert done.startswith("charrnn: removed 1 entry, freed ")
 
 
 def test_two_entries_of_one_file_tell_apart_and_a_changed_file_is_stale(tmp_path, cache):

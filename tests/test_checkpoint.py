@@ -20,8 +20,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     text, _ = markov_text("abcd \n", 1500, seed=4)
     (root / "c.txt").write_text(text)
-    t = run.prepare(root / "c.txt", root / "run", num_layers=1, hidden_size=8, batch_size=4,
-                    seq_len=10, steps=12, eval_every=6, seed=2).trainer
+    t = run.prepare(root / "c.txt", root / "run", layers=1, hidden=8, batch=4,
+                    seq=10, steps=12, eval_every=6, seed=2).trainer
     with run.run_directory(t.run_dir):
         t.run()
     return t
@@ -135,10 +135,26 @@ def test_a_file_that_is_not_a_good_checkpoint_is_refused(trained, tmp_path, make
     assert ("pickle" in message) == (make in (pickled_weights, pickled_meta))
 
 
+def test_a_file_of_0_1_0_with_the_old_field_names_loads_under_the_new_ones(trained, tmp_path):
+    """charrnn 0.1.0 wrote layers, hidden, batch and seq: the loader's rename
+    table reads them as layers, hidden, batch and seq, and the samples are the same."""
+    arrays = arrays_of(trained.run_dir / checkpoint.LATEST)
+    meta = json.loads(arrays["meta"].tobytes())
+    old = {v: k for k, v in checkpoint.OLD_NAMES.items()}
+    meta["model"] = {old.get(k, k): v for k, v in meta["model"].items()}
+    meta["train"] = {old.get(k, k): v for k, v in meta["train"].items()}
+    assert {"num_layers", "hidden_size"} <= set(meta["model"])  # old names
+    assert {"batch_size", "seq_len"} <= set(meta["train"])  # old names
+    np.savez(tmp_path / "old.npz", **dict(arrays, meta=meta_array(meta)))
+    then, now = api.load(tmp_path / "old.npz"), api.load(trained.run_dir / checkpoint.LATEST)
+    assert then.config == now.config and then.meta.train == now.meta.train
+    assert then.sample(80, seed=3) == now.sample(80, seed=3)
+
+
 def test_weights_that_do_not_fit_the_model_are_refused(trained, tmp_path):
     arrays = arrays_of(trained.run_dir / checkpoint.LATEST)
     meta = json.loads(arrays["meta"].tobytes())
-    meta["model"]["hidden_size"] = 16  # the arrays are for 8
+    meta["model"]["hidden"] = 16  # the arrays are for 8
     np.savez(tmp_path / "shape.npz", **dict(arrays, meta=meta_array(meta)))
     arrays = arrays_of(trained.run_dir / checkpoint.LATEST)
     arrays["param/Wy"] = np.full_like(arrays["param/Wy"], np.nan)

@@ -199,7 +199,7 @@ def test_resume_continues_and_keeps_the_model(tmp_path, corpus_file):
     ok(invoke("train", "--resume", run, "--steps", "10", "-q"))
     assert json.loads(ok(invoke("info", run / "latest.npz", "--json")).stdout)["step"] == 10
     user_error(invoke("train", "--resume", run, "--steps", "20", "--hidden", "32", "-q"),
-               "hidden_size")
+               "hidden")
     user_error(invoke("train", "--resume", tmp_path / "nothing", "-q"), "nothing to resume")
 
 
@@ -345,4 +345,4 @@ def test_init_from_takes_the_shape_from_the_checkpoint(tmp_path, corpus_file):
     ok(invoke("train", corpus_file, "-o", tmp_path / "ft", "--init-from", base, *tiny))
     assert json.loads(ok(invoke("info", tmp_path / "ft", "--json")).stdout)["hidden"] == 12
     user_error(invoke("train", corpus_file, "-o", tmp_path / "ft2", "--init-from", base,
-                      "--hidden", "16", *tiny), "hidden_size=12")
+                      "--hidden", "16", *tiny), "hidden=12")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn.text import data as D
+from charrnn.text import data as D, sources
 from charrnn.errors import ConfigError, CorpusError
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -31,7 +31,7 @@ def fake_corpus(monkeypatch, home):
     content = b"to be or not to be\n"
     entry = {"file": "tiny.txt", "url": "https://example.invalid/tiny.txt",
              "sha256": hashlib.sha256(content).hexdigest(), "chars": len(content)}
-    monkeypatch.setattr(D, "_manifest", lambda: {"tiny": entry})
+    monkeypatch.setattr(sources, "_manifest", lambda: {"tiny": entry})
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")
@@ -228,11 +228,11 @@ def test_stdin():
 def test_manifest():
     names = D.corpus_names()
     assert names[0] == D.DEFAULT_CORPUS and "tinyshakespeare" in names
-    entry = D._manifest()["tinyshakespeare"]
+    entry = sources._manifest()["tinyshakespeare"]
     assert entry["file"] == "tinyshakespeare.txt" and entry["chars"] == 1115394
     assert len(entry["sha256"]) == 64 and entry["url"].startswith("https://")
     source = Path(D.__file__).resolve().parents[2] / "corpora" / "manifest.json"
-    assert json.loads(source.read_text()) == D._manifest()
+    assert json.loads(source.read_text()) == sources._manifest()
 
 
 def test_named_corpus_from_data_dir(tmp_path, fake_corpus, monkeypatch):

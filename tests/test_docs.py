@@ -57,7 +57,7 @@ def test_the_docs_quote_defaults():
 def test_quoted_default_is_configs(doc, flag, value, line):
     if (flag, value) in EXAMPLES:
         return
-    field = C.CLI_NAMES.get(flag, flag.replace("-", "_"))
+    field = flag.replace("-", "_")
     known = defaults()
     if field not in known:
         return  # an option of the command line alone (--prime, --out, ...)

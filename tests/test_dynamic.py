@@ -16,8 +16,8 @@ from conftest import markov_text
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dyn")
     (tmp / "a.txt").write_text(markov_text("abcde", 20000, seed=1)[0])
-    charrnn.train(tmp / "a.txt", tmp / "run", steps=40, num_layers=1, hidden_size=16,
-                  batch_size=8, seq_len=32, lr=1e-2)
+    charrnn.train(tmp / "a.txt", tmp / "run", steps=40, layers=1, hidden=16,
+                  batch=8, seq=32, lr=1e-2)
     return tmp / "run"
 
 

@@ -39,7 +39,7 @@ def test_train_refuses_nonfinite_and_out_of_range(corpus_file, tmp_path, option,
 
 
 @pytest.mark.parametrize("field, value", [("minutes", float("inf")), ("epochs", float("nan")),
-                                          ("lr", float("nan")), ("seed", -1), ("batch_size", 0)])
+                                          ("lr", float("nan")), ("seed", -1), ("batch", 0)])
 def test_the_library_refuses_the_same(field, value):
     with pytest.raises(UsageError):
         TrainConfig(**{field: value}).validate()
@@ -76,8 +76,8 @@ def test_atomic_write_uses_the_umask_not_0600(tmp_path):
 
 def test_charrnn_train_refuses_infinite_minutes(corpus_file, tmp_path):
     with pytest.raises(UsageError):
-        charrnn.train(corpus_file, out=tmp_path / "r", minutes=float("inf"), num_layers=1,
-                      hidden_size=8, batch_size=4, seq_len=8)
+        charrnn.train(corpus_file, out=tmp_path / "r", minutes=float("inf"), layers=1,
+                      hidden=8, batch=4, seq=8)
 
 
 def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path):
@@ -151,11 +151,12 @@ def test_inspect_shows_the_texts_control_characters_as_pictures():
     ("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")])
 def test_out_of_memory_hints_name_only_the_commands_options(monkeypatch, corpus_file, tmp_path,
                                                             command, hint, absent):
-    from charrnn import cli
+    from charrnn.cli import evaluate, sample
 
     def no_memory(*a, **k):
         raise MemoryError
-    monkeypatch.setattr(cli, "_load", no_memory)
+    monkeypatch.setattr(sample, "load", no_memory)
+    monkeypatch.setattr(evaluate, "load", no_memory)
     args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path,
                                                                    corpus_file]
     r = invoke(*args)

@@ -27,7 +27,7 @@ def train(corpus, out, callback=None, **options):
 # ------------------------------------------------------------------------------ reading a text
 
 def random_model(cell, V=5, H=8, L=2, seed=1):
-    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V)
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V)
     return CharModel(cfg, "abcde"[:V], dtype=np.float64).init_weights(np.random.default_rng(seed))
 
 
@@ -60,7 +60,7 @@ def test_default_scoring_reads_streams_from_zero_and_counts_what_it_scored():
     streams' exact scores."""
     m = random_model("lstm")
     ids = np.random.default_rng(3).integers(0, 5, 1039)
-    score = m.score_ids(ids, batch_size=4, seq_len=50)
+    score = m.score_ids(ids, batch=4, seq=50)
     per = (len(ids) - 1) // 4
     assert (score.chars, score.streams) == (4 * per, 4) and score.chars < len(ids) - 1
     streams = [naive_loss(m, ids[k * per:(k + 1) * per + 1]) for k in range(4)]
@@ -70,12 +70,12 @@ def test_default_scoring_reads_streams_from_zero_and_counts_what_it_scored():
 
 # ---------------------------------------------------------------------- the validation sample
 
-@pytest.mark.parametrize("n, chars, streams, seq_len", [
+@pytest.mark.parametrize("n, chars, streams, seq", [
     (10_001, 1000, 20, 25), (10_001, 0, 20, 25), (10_001, 20_000, 20, 25), (5_000, 1000, 64, 100),
     (1_000_000, 120_000, 64, 100), (50, 120_000, 4, 10), (3, 10, 4, 10)])
-def test_the_sample_is_spread_over_the_whole_validation_text(n, chars, streams, seq_len):
+def test_the_sample_is_spread_over_the_whole_validation_text(n, chars, streams, seq):
     from charrnn.training.evaluation import segments
-    starts, length = segments(n, chars, streams, seq_len)
+    starts, length = segments(n, chars, streams, seq)
     total = n - 1  # predictions
     S = len(starts)
     assert 1 <= S <= streams and length >= 1
@@ -88,7 +88,7 @@ def test_the_sample_is_spread_over_the_whole_validation_text(n, chars, streams, 
     np.testing.assert_array_equal(starts, np.arange(S) * block)  # evenly spaced, from 0 ...
     assert total - (starts[-1] + block) < S  # ... to the end
     assert starts[-1] + length <= total
-    bigger = segments(n, 10 * chars, streams, seq_len)
+    bigger = segments(n, 10 * chars, streams, seq)
     if len(bigger[0]) == S and chars and 10 * chars < total:  # the same segments, further
         np.testing.assert_array_equal(bigger[0], starts)
         assert bigger[1] == 10 * length
@@ -107,7 +107,7 @@ def easy_then_hard(tmp_path):
     return path, text[40_000:]
 
 
-FAIR = dict(num_layers=1, hidden_size=32, batch_size=20, seq_len=25, lr=1e-2, val_frac=0.2,
+FAIR = dict(layers=1, hidden=32, batch=20, seq=25, lr=1e-2, val_frac=0.2,
             eval_every=25, eval_chars=2000, keep=100, seed=1, dtype=np.float32)
 
 
@@ -129,7 +129,7 @@ def test_best_is_chosen_on_characters_spread_over_the_whole_validation_text(fair
     best = api.load(run_dir / checkpoint.BEST)
     recorded = checkpoint.load(run_dir / checkpoint.BEST)[0]["val_loss"]
     assert recorded == t.best_val == min(h["val_loss"] for h in t.history)
-    whole = best.loss(val_text, batch_size=20, seq_len=25)  # all of the validation text
+    whole = best.loss(val_text, batch=20, seq=25)  # all of the validation text
     assert abs(recorded - whole) < 0.2, (recorded, whole)
     # every evaluation, the last included, scored the same characters: each stamped
     # checkpoint's recorded loss is its score on the run's sample
@@ -139,7 +139,7 @@ def test_best_is_chosen_on_characters_spread_over_the_whole_validation_text(fair
         assert t.validate(api.load(path)) == pytest.approx(h["val_loss"], rel=1e-6), path.name
     # and of these checkpoints best.npz is the best on the whole validation text too, within
     # the sampling error of the 2,000 characters read
-    wholes = [api.load(p).loss(val_text, batch_size=20, seq_len=25) for p in stamped]
+    wholes = [api.load(p).loss(val_text, batch=20, seq=25) for p in stamped]
     assert whole <= min(wholes) + 0.05, (whole, wholes)
 
 
@@ -151,7 +151,7 @@ def test_the_final_larger_evaluation_scores_best_npz_and_is_kept_apart(fair_run)
     meta = checkpoint.load(t.run_dir / checkpoint.BEST)[0]
     best = api.load(t.run_dir / checkpoint.BEST)
     ids = best.encode(val_text)
-    expected = best.score_ids(ids, batch_size=20, seq_len=25)
+    expected = best.score_ids(ids, batch=20, seq=25)
     assert meta["val_loss_full"] == pytest.approx(expected.nats, rel=1e-9)
     assert meta["val_chars_full"] == expected.chars > 9_900
     rows = [json.loads(ln) for ln in (t.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -193,7 +193,7 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
     text = markov_text("abcdef", 100_000, seed=7)[0]
     path = tmp_path / "c.txt"
     path.write_text(text)
-    t = run.prepare(path, tmp_path / "r", num_layers=1, hidden_size=16, batch_size=8, seq_len=16,
+    t = run.prepare(path, tmp_path / "r", layers=1, hidden=16, batch=8, seq=16,
                     minutes=0.1, eval_every=eval_every, eval_chars=4000, val_frac=0.5).trainer
     t0 = time.perf_counter()
     with run.run_directory(t.run_dir):
@@ -207,8 +207,8 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
 
 def test_training_loss_rows_are_written_and_plotted(tmp_path, corpus_file):
     from charrnn.training import plot
-    t = train(corpus_file, tmp_path / "r", num_layers=1, hidden_size=16, batch_size=8,
-              seq_len=16, steps=12, eval_every=4)
+    t = train(corpus_file, tmp_path / "r", layers=1, hidden=16, batch=8,
+              seq=16, steps=12, eval_every=4)
     rows = plot.read_metrics(t.run_dir)
     kinds = [r["kind"] for r in rows]
     assert kinds[0] == "train" and rows[0]["step"] == 1  # a row after the first step

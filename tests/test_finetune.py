@@ -11,7 +11,7 @@ from charrnn.cli import app
 from charrnn.text.vocab import Vocab
 from conftest import TINY, markov_text
 
-TINY_API = dict(num_layers=1, hidden_size=16, batch_size=8, seq_len=16)
+TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
 
 
 def test_vocab_grown_is_the_union_with_ids_remapped():
@@ -30,7 +30,7 @@ def test_init_from_grows_the_vocabulary_and_keeps_the_old_weights(tmp_path):
     charrnn.train(tmp_path / "a.txt", tmp_path / "A", steps=4, **TINY_API)
     base = charrnn.load(tmp_path / "A" / checkpoint.LATEST)
     prepared = run.prepare(tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A",
-                           steps=1, batch_size=8, seq_len=16)
+                           steps=1, batch=8, seq=16)
     assert "3 characters the --init-from model lacks" in prepared.notice
     assert "'xyz'" in prepared.notice
     model = prepared.trainer.model
@@ -62,7 +62,7 @@ def test_a_capped_vocabulary_still_reads_new_characters_as_unknown(tmp_path):
     (tmp_path / "b.txt").write_text(markov_text("abxy", 5000, seed=2)[0])
     charrnn.train(tmp_path / "a.txt", tmp_path / "A", steps=2, max_vocab=4, **TINY_API)
     prepared = run.prepare(tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A",
-                           steps=1, batch_size=8, seq_len=16)
+                           steps=1, batch=8, seq=16)
     assert prepared.trainer.model.vocab == charrnn.load(tmp_path / "A").vocab
     assert prepared.unknown_notice is not None
 
@@ -73,4 +73,4 @@ def test_cli_tiny_shapes_still_refused_on_init_from(tmp_path, corpus_file):
     r = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(tmp_path / "B"),
                                  "--init-from", str(tmp_path / "A"), "--steps", "1",
                                  *TINY[:2], "--hidden", "32"])
-    assert r.exit_code != 0 and "hidden_size" in r.stderr
+    assert r.exit_code != 0 and "hidden" in r.stderr

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from charrnn.text import data as D
+from charrnn.text import data as D, sources
 from charrnn.text import idcache
 from charrnn.training import run
 from charrnn.errors import ConfigError, CorpusError
@@ -258,7 +258,7 @@ def test_named_corpus_on_disk_is_streamed(tmp_path, cache, monkeypatch):
     content = b"to be or not to be\r\n" * 5
     entry = {"file": "tiny.txt", "url": "https://example.invalid/tiny.txt",
              "sha256": hashlib.sha256(content).hexdigest()}
-    monkeypatch.setattr(D, "_manifest", lambda: {"tiny": entry})
+    monkeypatch.setattr(sources, "_manifest", lambda: {"tiny": entry})
     path = write(tmp_path / "tiny.txt", content)
     got = idcache.encoded_corpus("tiny", data_dir=str(tmp_path), min_bytes=0)
     assert isinstance(got.ids, np.memmap) and got.description == "tiny (95 chars)"
@@ -314,7 +314,7 @@ def test_small_files_directories_and_stdin_stay_in_memory(tmp_path, cache):
 def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(idcache, "MIN_BYTES", 0)
     path = write(tmp_path / "c.txt", markov_text("abcdef", 3000, seed=5)[0].encode())
-    opts = dict(num_layers=1, hidden_size=8, batch_size=4, seq_len=10, eval_every=5, seed=7)
+    opts = dict(layers=1, hidden=8, batch=4, seq=10, eval_every=5, seed=7)
     t = run.prepare(path, tmp_path / "r", steps=5, **opts).trainer
     assert isinstance(t.val_ids, np.memmap) and np.shares_memory(t.xs, t.ys)
     assert len(entries(cache)) == 2
@@ -326,7 +326,7 @@ def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
     with pytest.raises(ConfigError, match="different text"):
         run.prepare(resume=tmp_path / "r", steps=10)
     path.write_bytes(b"abcdefg" * 100)  # a character the model lacks: its vocabulary grows
-    grown = run.prepare(path, tmp_path / "r2", init_from=tmp_path / "r", steps=1, batch_size=4,
-                        seq_len=10)
+    grown = run.prepare(path, tmp_path / "r2", init_from=tmp_path / "r", steps=1, batch=4,
+                        seq=10)
     assert "'g'" in grown.notice and grown.trainer.model.vocab == "abcdefg"
     assert grown.trainer.model.vocab.decode(grown.trainer.xs[0, :7]) == "abcdefg"

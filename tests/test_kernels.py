@@ -3,7 +3,7 @@ invariants, for every cell, in float64 at tiny sizes."""
 import numpy as np
 import pytest
 
-from charrnn.engine import kernels as K
+from charrnn.engine import kernels
 from charrnn.engine.model import Model, ModelConfig
 from reference import reference_forward, reference_loss
 
@@ -11,7 +11,7 @@ CELLS = ["lstm", "gru", "rnn"]
 
 
 def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):
-    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V, dropout=dropout)
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V, dropout=dropout)
     m = Model(cfg, dtype=dtype)
     rng = np.random.default_rng(seed)
     m.flat[:] = rng.uniform(-0.6, 0.6, m.flat.size)  # every weight non-trivial, biases too
@@ -33,13 +33,13 @@ def test_forward_matches_reference(cell, L, H, B):
     m, rng = tiny(cell, L=L, H=H)
     x, y, h0, c0 = window(rng, L=L, H=H, B=B)
     w = m.forward(x, h0, c0)
-    assert K.packed(w) == (H == 16)
+    assert kernels.packed(w) == (H == 16)
     logits, hT, cT = reference_forward(cell, m.params, x, h0, c0)
     np.testing.assert_allclose(w.P, logits, rtol=0, atol=1e-10)
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
     if cell == "lstm":
         np.testing.assert_allclose(w.Cs[:, -1], cT, rtol=0, atol=1e-10)
-    assert abs(K.xent(w.P.copy(), y.reshape(-1), False) / y.size
+    assert abs(kernels.xent(w.P.copy(), y.reshape(-1), False) / y.size
                - reference_loss(logits, y.reshape(-1))) < 1e-10
 
 
@@ -75,7 +75,7 @@ def test_backward_matches_finite_differences(cell, dropout, H):
 
     def loss():
         w = m.forward(x, h0, c0, masks)
-        return K.xent(w.P, y.reshape(-1), False) / y.size
+        return kernels.xent(w.P, y.reshape(-1), False) / y.size
 
     gflat, grads = m.zeros_like_params()
     dstate = (np.zeros_like(h0), np.zeros_like(c0))
@@ -128,14 +128,14 @@ def test_fast_tanh_is_close_to_exact():
     def apply(a):
         out = np.empty_like(a)
         for i in range(a.size):
-            out[i] = K.tanh_(a[i])
+            out[i] = kernels.tanh_(a[i])
         return out
 
     @njit
     def apply_sig(a):
         out = np.empty_like(a)
         for i in range(a.size):
-            out[i] = K.sigmoid_(a[i])
+            out[i] = kernels.sigmoid_(a[i])
         return out
 
     x = np.linspace(-20, 20, 400001).astype(np.float32)
@@ -159,7 +159,7 @@ def test_streams_split_across_threads_give_the_same_window(cell, H, monkeypatch)
     _, whole = m.zeros_like_params()
     dh_w, dc_w = np.zeros_like(h0), np.zeros_like(c0)
     w = m.work(6, B)
-    loss_w = K.window_grad(m.cell, m.params, x, y, h0, c0, w, whole, dh_w, dc_w, x.size) / x.size
+    loss_w = kernels.window_grad(m.cell, m.params, x, y, h0, c0, w, whole, dh_w, dc_w, x.size) / x.size
     _, split = m.zeros_like_params()
     dstate = (np.zeros_like(h0), np.zeros_like(c0))
     loss, (hT, cT) = m.loss_and_grad(x, y, h0, c0, split, dstate=dstate)
@@ -302,7 +302,7 @@ def test_grad_norms_are_measured_only_when_asked(cell):
     m.loss_and_grad(x, y, h0, c0, grads, grad_norms=gn)
     w = m.forward(x, h0, c0)
     P = w.P.copy()
-    K.xent(P, y.reshape(-1), True, 0)
+    kernels.xent(P, y.reshape(-1), True, 0)
     top = (P @ m.params.Wy.T).reshape(6, 3, -1)[-1]
     np.testing.assert_allclose(gn[1, -1], np.linalg.norm(top), rtol=1e-12)
 

@@ -13,7 +13,7 @@ CELLS = ["lstm", "gru", "rnn"]
 
 
 def tiny(cell, L=1, H=4, V=5, seed=0):
-    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V)
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V)
     m = Model(cfg, dtype=np.float64)
     rng = np.random.default_rng(seed)
     m.flat[:] = rng.uniform(-0.8, 0.8, m.flat.size)
@@ -108,7 +108,7 @@ def test_accuracy_scores_only_the_answer():
     m.params.Wy[:] = 0
     m.params.by[:] = [0, 0, 5, 0, 0, 0]  # always 'c'
     eps = LR.episodes(np.random.default_rng(1), 1000, 3, 4)
-    acc, loss = LR.answer_accuracy(m, eps, batch_size=300)
+    acc, loss = LR.answer_accuracy(m, eps, batch=300)
     assert acc == pytest.approx(np.mean(eps[:, -1] == 2))
     p_c = np.exp(5) / (np.exp(5) + 5)
     expect = np.mean(np.where(eps[:, -1] == 2, -np.log(p_c), -np.log(1 / (np.exp(5) + 5))))

@@ -13,10 +13,10 @@ from charrnn.errors import ConfigError
 from charrnn.engine.model import ModelConfig
 from conftest import TINY
 
-CONFIGS = [dict(cell="lstm", num_layers=2, hidden_size=48, dropout=0.1),
-           dict(cell="gru", num_layers=2, hidden_size=40, dropout=0.0),
-           dict(cell="rnn", num_layers=1, hidden_size=64, dropout=0.0)]
-SHAPE = dict(batch_size=16, seq_len=24, eval_chars=500, steps=1)
+CONFIGS = [dict(cell="lstm", layers=2, hidden=48, dropout=0.1),
+           dict(cell="gru", layers=2, hidden=40, dropout=0.0),
+           dict(cell="rnn", layers=1, hidden=64, dropout=0.0)]
+SHAPE = dict(batch=16, seq=24, eval_chars=500, steps=1)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def held_bytes(trainer):
 
 def estimate_for(trainer, **kw):
     cfg = trainer.cfg
-    return memory.training(trainer.model.config, cfg.batch_size, cfg.seq_len,
+    return memory.training(trainer.model.config, cfg.batch, cfg.seq,
                            len(trainer.val_ids), cfg.eval_chars, trainer.model.dtype, **kw)
 
 
@@ -71,8 +71,8 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
     """tracemalloc sees NumPy's allocations (not the products Numba allocates inside the
     backward pass, which the estimate adds): between 90% and 100% of the estimate without them."""
     api.warmup("lstm")  # compile outside the traced region
-    model = dict(CONFIGS[0], hidden_size=96)
-    shape = dict(SHAPE, batch_size=32, seq_len=32)
+    model = dict(CONFIGS[0], hidden=96)
+    shape = dict(SHAPE, batch=32, seq=32)
     probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape).trainer
     mcfg, cfg, vocab = probe.model.config, probe.cfg, probe.model.vocab
     train_ids, val_ids = np.array(probe.xs), probe.val_ids  # any ids of the right lengths
@@ -91,8 +91,8 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
     finally:
         tracemalloc.stop()
     est = estimate_for(t)
-    H, G = mcfg.hidden_size, 4 * mcfg.hidden_size
-    numba_side = len(t.model.parts(cfg.batch_size)) * max(H * G, H * mcfg.vocab_size) * 4
+    H, G = mcfg.hidden, 4 * mcfg.hidden
+    numba_side = len(t.model.parts(cfg.batch)) * max(H * G, H * mcfg.vocab_size) * 4
     assert 0.9 * (est.peak - numba_side) <= peak <= est.peak - numba_side
 
 
@@ -100,7 +100,7 @@ def test_a_model_that_cannot_fit_is_refused(tmp_path, corpus_file, monkeypatch):
     est = memory.training(ModelConfig("lstm", 2, 64, 6), 16, 24, 600, 500)
     monkeypatch.setattr(memory, "available", lambda: est.peak // 3)
     with pytest.raises(ConfigError) as e:
-        run.prepare(corpus_file, tmp_path / "r", hidden_size=64, **SHAPE)
+        run.prepare(corpus_file, tmp_path / "r", hidden=64, **SHAPE)
     message = str(e.value)
     assert "\n" not in message and "needs about" in message and "available" in message
     assert memory.fmt_bytes(est.peak // 3) in message
@@ -108,19 +108,19 @@ def test_a_model_that_cannot_fit_is_refused(tmp_path, corpus_file, monkeypatch):
 
 
 def test_a_model_that_takes_over_half_is_warned_about(tmp_path, corpus_file, monkeypatch):
-    probe = run.prepare(corpus_file, tmp_path / "p", hidden_size=64, **SHAPE).trainer
+    probe = run.prepare(corpus_file, tmp_path / "p", hidden=64, **SHAPE).trainer
     need = estimate_for(probe).peak
     monkeypatch.setattr(memory, "available", lambda: int(need * 1.5))
-    t = run.prepare(corpus_file, tmp_path / "r", hidden_size=64, **SHAPE)
+    t = run.prepare(corpus_file, tmp_path / "r", hidden=64, **SHAPE)
     assert t.size_notice.startswith("warning:") and "67% of the" in t.size_notice
     monkeypatch.setattr(memory, "available", lambda: int(need * 2.5))
-    assert run.prepare(corpus_file, tmp_path / "r", hidden_size=64, **SHAPE).size_notice is None
+    assert run.prepare(corpus_file, tmp_path / "r", hidden=64, **SHAPE).size_notice is None
     monkeypatch.setattr(memory, "available", lambda: None)  # unknown: no check at all
-    assert run.prepare(corpus_file, tmp_path / "r", hidden_size=64, **SHAPE).size_notice is None
+    assert run.prepare(corpus_file, tmp_path / "r", hidden=64, **SHAPE).size_notice is None
 
 
 def test_resume_is_checked_too(tmp_path, corpus_file, monkeypatch):
-    t = run.prepare(corpus_file, tmp_path / "r", hidden_size=32, **SHAPE).trainer
+    t = run.prepare(corpus_file, tmp_path / "r", hidden=32, **SHAPE).trainer
     with run.run_directory(t.run_dir):
         t.run()
     monkeypatch.setattr(memory, "available", lambda: 1000)

@@ -66,7 +66,7 @@ def test_narrow_product_equals_numpy_on_the_weights_it_stands_for(precision):
 
 
 def model(cell="lstm", L=2, H=20, V=7, seed=0):
-    m = Model(ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V))
+    m = Model(ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V))
     m.flat[:] = np.random.default_rng(seed).uniform(-0.6, 0.6, m.flat.size)
     return m
 
@@ -133,7 +133,7 @@ def test_one_step_logits_within_the_bound_of_the_quantisation_error(precision):
 
 
 def test_a_reduced_precision_needs_a_float32_model_and_the_serial_path():
-    m64 = Model(ModelConfig(num_layers=1, hidden_size=4, vocab_size=3), dtype=np.float64)
+    m64 = Model(ModelConfig(layers=1, hidden=4, vocab_size=3), dtype=np.float64)
     with pytest.raises(ValueError, match="float32"):
         sampler.Sampler(m64, 1, precision="bf16")
     with pytest.raises(ValueError, match="serial"):

@@ -21,7 +21,7 @@ VOCAB = "\n \"'()<>&=abc"
 
 
 def random_model(cell, L=2, H=5, seed=0, dtype=np.float64):
-    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=len(VOCAB))
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=len(VOCAB))
     m = CharModel(cfg, VOCAB, dtype=dtype)
     m.flat[:] = np.random.default_rng(seed).uniform(-0.8, 0.8, m.flat.size)
     return m
@@ -357,7 +357,7 @@ def test_byte_model_shows_whole_characters(tmp_path):
     """A byte-level model steps once per byte: the page has a span per byte, a multi-byte
     character whole in its last byte's span, and the features see ASCII as it is."""
     vocab = bytes(sorted(set("a (é)\n".encode())))
-    cfg = ModelConfig(cell="lstm", num_layers=1, hidden_size=3, vocab_size=len(vocab))
+    cfg = ModelConfig(cell="lstm", layers=1, hidden=3, vocab_size=len(vocab))
     m = CharModel(cfg, vocab, dtype=np.float64)
     m.flat[:] = np.random.default_rng(0).uniform(-0.5, 0.5, m.flat.size)
     path = tmp_path / "bytes.npz"

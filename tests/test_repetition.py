@@ -18,7 +18,7 @@ from charrnn.engine.model import Model
 
 
 def tiny(cell="lstm", L=2, H=5, V=7, seed=0, dtype=np.float64):
-    cfg = ModelConfig(cell=cell, num_layers=L, hidden_size=H, vocab_size=V)
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V)
     m = Model(cfg, dtype=dtype)
     m.flat[:] = np.random.default_rng(seed).uniform(-0.6, 0.6, m.flat.size)
     return m

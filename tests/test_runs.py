@@ -231,7 +231,7 @@ def test_a_save_between_prepare_and_lock_is_noticed(tmp_path, corpus_file):
     """Another training that saves after this one read the directory: refused, not overwritten
     (a new run) and not continued from a stale checkpoint (a resume)."""
     d = tmp_path / "r"
-    opts = dict(hidden_size=16, num_layers=1, batch_size=8, seq_len=16)
+    opts = dict(hidden=16, layers=1, batch=8, seq=16)
     t = run.prepare(corpus_file, d, steps=2, **opts)
     other = run.prepare(corpus_file, d, steps=2, **opts)
     with run.run_directory(other.trainer.run_dir, seen=other.dir_seen):

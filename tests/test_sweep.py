@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 optuna = pytest.importorskip("optuna")
 
-from charrnn.sweep import study as sweep, space as sweep_space  # noqa: E402
+from charrnn.sweep import study as sweep, space as sweep_space, trials  # noqa: E402
 from charrnn.cli import app  # noqa: E402
 from charrnn.errors import ConfigError  # noqa: E402
 
@@ -49,7 +49,7 @@ def child_env():
 
 
 def show(sweep_dir, *extra):
-    return json.loads(ok(invoke("sweep", "--show", sweep_dir, "--json", *extra)).stdout)
+    return json.loads(ok(invoke("sweep", "show", sweep_dir, "--json", *extra)).stdout)
 
 
 def evals_in(run_dir):
@@ -107,14 +107,13 @@ def test_suggest_gives_fixed_values_and_stays_in_ranges():
         p = sweep_space.suggest(study.ask(), s)
         assert p["cell"] == "gru" and 8 <= p["hidden"] <= 16 and 1e-3 <= p["lr"] <= 2e-3
         assert p["layers"] in (1, 3) and isinstance(p["hidden"], int)
-    assert sweep_space.train_options(p)["hidden_size"] == p["hidden"]
 
 
 # ------------------------------------------------------------------------------- a whole sweep
 
 def test_sweep_of_three_trials(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    r = ok(invoke("sweep", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
+    r = ok(invoke("sweep", "run", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
                   "-o", out, "--no-prune"))
     assert r.stdout == ""  # progress goes to stderr
     assert "trial 2: complete" in r.stderr and "3 of 3 trials finished" in r.stderr
@@ -131,23 +130,23 @@ def test_sweep_of_three_trials(tmp_path, corpus_file, space):
     text = ok(invoke("sample", "-c", best["run_dir"], "-n", 30, "--seed", 1)).stdout
     assert len(text) == 30 and set(text) <= set("abcd \n")
     # the table names every trial, its parameters and the best run
-    table = ok(invoke("sweep", "--show", out)).stdout.splitlines()
+    table = ok(invoke("sweep", "show", out)).stdout.splitlines()
     assert table[0].split()[:4] == ["trial", "state", "cell", "layers"]
     assert [ln.split()[:2] for ln in table[1:4]] == [[str(i), "complete"] for i in range(3)]
     assert table[-1].startswith(f"best: trial {best['number']}, val {best['value']:.4f}")
     # rerunning the same command finds the study finished and runs nothing
-    r = ok(invoke("sweep", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
+    r = ok(invoke("sweep", "run", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
                   "-o", out, "--no-prune"))
     assert "trial 3" not in r.stderr and len(show(out)["trials"]) == 3
     # ... and --trials counts the total: raising it runs only the missing ones
-    ok(invoke("sweep", corpus_file, "--trials", 4, "--steps", 40, "--space", space, "-o", out,
+    ok(invoke("sweep", "run", corpus_file, "--trials", 4, "--steps", 40, "--space", space, "-o", out,
               "--no-prune"))
     assert [t["number"] for t in show(out)["trials"]] == [0, 1, 2, 3]
 
 
 def test_same_seed_same_proposals(tmp_path, corpus_file, space):
     for name in ("a", "b"):
-        ok(invoke("sweep", corpus_file, "--trials", 4, "--steps", 8, "--space", space,
+        ok(invoke("sweep", "run", corpus_file, "--trials", 4, "--steps", 8, "--space", space,
                   "-o", tmp_path / name, "-q"))
     a, b = (show(tmp_path / n)["trials"] for n in ("a", "b"))
     assert [t["params"] for t in a] == [t["params"] for t in b]
@@ -156,26 +155,39 @@ def test_same_seed_same_proposals(tmp_path, corpus_file, space):
 
 def test_rerun_with_other_settings_is_an_error(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    ok(invoke("sweep", corpus_file, "--trials", 1, "--steps", 8, "--space", space, "-o", out))
-    r = invoke("sweep", corpus_file, "--trials", 2, "--steps", 9, "--space", space, "-o", out)
+    ok(invoke("sweep", "run", corpus_file, "--trials", 1, "--steps", 8, "--space", space, "-o", out))
+    r = invoke("sweep", "run", corpus_file, "--trials", 2, "--steps", 9, "--space", space, "-o", out)
     assert r.exit_code == 1 and r.stderr.startswith("charrnn: error: ")
     assert "steps 8 there, 9 here" in r.stderr and len(r.stderr.splitlines()) == 1
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text()[::-1])
-    r = invoke("sweep", other, "--trials", 2, "--steps", 8, "--space", space, "-o", out)
+    r = invoke("sweep", "run", other, "--trials", 2, "--steps", 8, "--space", space, "-o", out)
     assert r.exit_code == 1 and "a different text" in r.stderr
 
 
 def test_usage_errors(tmp_path, corpus_file):
-    r = invoke("sweep", corpus_file, "--trials", 2)
+    r = invoke("sweep", "run", corpus_file, "--trials", 2)
     assert r.exit_code == 1 and "--minutes M or --steps N" in r.stderr
-    r = invoke("sweep", "--show", tmp_path)
+    r = invoke("sweep", "show", tmp_path)
     assert r.exit_code == 1 and "holds no sweep" in r.stderr
     assert invoke("sweep").exit_code == 2
-    assert invoke("sweep", corpus_file, "--show", tmp_path).exit_code == 2
-    r = invoke("sweep", tmp_path / "missing.txt", "--steps", 5, "-o", tmp_path / "x")
+    assert invoke("sweep", "run", corpus_file, "--show", tmp_path).exit_code == 2
+    r = invoke("sweep", "run", tmp_path / "missing.txt", "--steps", 5, "-o", tmp_path / "x")
     assert r.exit_code == 1 and "Traceback" not in r.stderr
     assert "Usage:" in ok(invoke("sweep", "--help")).stdout
+
+
+def test_the_old_spellings_still_work_with_a_note(tmp_path, corpus_file):
+    """`sweep CORPUS` is `sweep run CORPUS`, `sweep --show DIR` is `sweep show DIR`."""
+    r = invoke("sweep", corpus_file, "--trials", 2)
+    assert r.exit_code == 1 and "--minutes M or --steps N" in r.stderr
+    assert r.stderr.splitlines()[0] == ("charrnn: note: `charrnn sweep CORPUS` is now `charrnn "
+                                        "sweep run CORPUS`; the old spelling still works in this "
+                                        "release")
+    r = invoke("sweep", "--show", tmp_path, "--json")
+    assert r.exit_code == 1 and "holds no sweep" in r.stderr
+    assert "`charrnn sweep --show ARG` is now `charrnn sweep show ARG`" in r.stderr
+    assert invoke("sweep", corpus_file, "--show", tmp_path).exit_code == 2
 
 
 # --------------------------------------------------------------------------- failures, pruning
@@ -184,7 +196,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, corpus_file
     space = tmp_path / "space.toml"  # a batch of 1000 x 16 is longer than the 5,400-char text
     space.write_text(TINY_SPACE.replace("batch = 8", "batch = {choices = [8, 1000]}"))
     out = tmp_path / "sw"
-    r = ok(invoke("sweep", corpus_file, "--trials", 5, "--steps", 8, "--space", space,
+    r = ok(invoke("sweep", "run", corpus_file, "--trials", 5, "--steps", 8, "--space", space,
                   "-o", out, "--seed", 3, "--no-prune"))
     trials = show(out)["trials"]
     assert len(trials) == 5
@@ -196,7 +208,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, corpus_file
     failed = [t for t in trials if t["state"] == "failed"]
     assert 0 < len(failed) < 5  # the seed gives both kinds
     assert f"trial {failed[0]['number']}: failed: the training text" in r.stderr
-    table = ok(invoke("sweep", "--show", out)).stdout
+    table = ok(invoke("sweep", "show", out)).stdout
     assert f"trial {failed[0]['number']} failed: the training text" in table
 
 
@@ -212,7 +224,7 @@ def test_out_of_memory_fails_one_trial(tmp_path, corpus_file, monkeypatch):
     monkeypatch.setattr(run, "prepare", prepare)
     sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=8,
                      space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
-    assert sweep.run(sw) == "done"
+    assert trials.run(sw) == "done"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "failed", "complete"]
     assert res["trials"][1]["error"] == "out of memory"
@@ -227,7 +239,7 @@ def test_a_pruned_trial_stops_and_keeps_its_checkpoint(tmp_path, corpus_file):
     sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=40,
                      space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
     events = []
-    assert sweep.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))),
+    assert trials.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))),
                      pruner=PruneTrialOne()) == "done"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "pruned", "complete"]
@@ -252,28 +264,28 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     from types import SimpleNamespace
     from charrnn.training.trainer import TrainConfig
     sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
-    t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=sweep.NEVER))
+    t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=trials.NEVER))
     st = {"t1": None}
-    sweep._schedule(t, st, sw)
-    assert st["t1"] == 0.7 and t.cfg.eval_every == sweep.NEVER
+    trials._schedule(t, st, sw)
+    assert st["t1"] == 0.7 and t.cfg.eval_every == trials.NEVER
     t.step, t.elapsed = 3, 0.9  # too little time to trust
-    sweep._schedule(t, st, sw)
-    assert t.cfg.eval_every == sweep.NEVER
+    trials._schedule(t, st, sw)
+    assert t.cfg.eval_every == trials.NEVER
     t.step, t.elapsed = 11, 1.7  # 0.1 s a step: 133 more steps to 15 s
-    sweep._schedule(t, st, sw)
+    trials._schedule(t, st, sw)
     assert abs(next_eval(t) - 144) <= 133 // 20
     t.step, t.elapsed = 144, 16.0  # evaluated, 1 s late; now at 0.2 s a step: 70 to 30 s
-    sweep._aim(t, sw, 0.2)
+    trials._aim(t, sw, 0.2)
     assert abs(next_eval(t) - 214) <= 70 // 20
     t.step, t.elapsed = 428, 46.0  # past the last quarter: the next one is beyond the end
-    sweep._aim(t, sw, 0.2)
+    trials._aim(t, sw, 0.2)
     assert next_eval(t) > 428 + 14 / 0.2
 
 
 @pytest.mark.parametrize("step, ahead", [(0, 1), (0, 150), (7, 14), (144, 70), (1000, 3),
                                          (12345, 997)])
 def test_interval_hits_the_step_aimed_at(step, ahead):
-    n = sweep._interval(step, ahead)
+    n = trials._interval(step, ahead)
     assert abs((step // n + 1) * n - step - ahead) <= ahead // 20
     assert n <= 2 * ahead or n == step + ahead
 
@@ -288,12 +300,12 @@ def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
     def report(kind, **f):
         seen.append((kind, f.get("trial"), f.get("step")))
     stop = lambda: ("eval", 1, 20) in seen  # noqa: E731  Ctrl-C in trial 1, after step 20
-    assert sweep.run(sw, stop, report) == "interrupted"
+    assert trials.run(sw, stop, report) == "interrupted"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "interrupted"]
     cut = res["trials"][1]
     assert (Path(cut["run_dir"]) / "latest.npz").is_file() and cut["chars"] == 20 * 8 * 16
-    assert sweep.run(sw, report=report) == "done"  # the same sweep again
+    assert trials.run(sw, report=report) == "done"  # the same sweep again
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "interrupted", "complete",
                                                    "complete"]  # 3 count; 1 is replaced
@@ -302,7 +314,7 @@ def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
 
 def test_ctrl_c_saves_marks_and_exits_130(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    p = subprocess.Popen(cli("sweep", corpus_file, "--trials", 2, "--minutes", 1, "--space",
+    p = subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 2, "--minutes", 1, "--space",
                              space, "-o", out, "--evals", 60), cwd=ROOT, env=child_env(),
                          stderr=subprocess.PIPE, text=True)
     for line in p.stderr:  # training has begun: the first evaluation (after about a second)
@@ -334,7 +346,7 @@ def check_total(out, total):
 
 def test_two_processes_share_the_journal(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    cmd = cli("sweep", corpus_file, "--trials", 5, "--steps", 20, "--space", space, "-o", out,
+    cmd = cli("sweep", "run", corpus_file, "--trials", 5, "--steps", 20, "--space", space, "-o", out,
               "-q", "--no-prune")
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stderr=subprocess.PIPE)
              for _ in range(2)]
@@ -352,7 +364,7 @@ def _attrs(out):
 
 def test_jobs_run_trials_at_once_with_a_share_of_the_cores(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    r = subprocess.run(cli("sweep", corpus_file, "--trials", 4, "--steps", 20, "--space", space,
+    r = subprocess.run(cli("sweep", "run", corpus_file, "--trials", 4, "--steps", 20, "--space", space,
                            "-o", out, "--jobs", 2, "--no-prune"), cwd=ROOT, env=dict(child_env(),
                                                                         CHARRNN_THREADS="4"),
                        capture_output=True, text=True, timeout=120)
@@ -365,7 +377,7 @@ def test_jobs_run_trials_at_once_with_a_share_of_the_cores(tmp_path, corpus_file
 
 def test_ctrl_c_stops_every_worker(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    p = subprocess.Popen(cli("sweep", corpus_file, "--trials", 4, "--minutes", 1, "--space",
+    p = subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 4, "--minutes", 1, "--space",
                              space, "-o", out, "--evals", 60, "--jobs", 2), cwd=ROOT,
                          env=child_env(), stderr=subprocess.PIPE, text=True)
     started = set()
@@ -384,7 +396,7 @@ def test_ctrl_c_stops_every_worker(tmp_path, corpus_file, space):
 
 def test_a_killed_worker_is_marked_failed_by_the_next(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    cmd = cli("sweep", corpus_file, "--trials", 2, "--minutes", 1, "--space", space, "-o", out)
+    cmd = cli("sweep", "run", corpus_file, "--trials", 2, "--minutes", 1, "--space", space, "-o", out)
     p = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
     for line in p.stderr:
         if line.startswith("charrnn: trial 0:"):
@@ -451,7 +463,7 @@ def postgres(tmp_path_factory):
 def test_two_machines_share_a_postgresql_study(tmp_path, corpus_file, space, postgres):
     """Two workers with sweep directories of their own (two machines) and one database."""
     dirs = [tmp_path / "a" / "sw", tmp_path / "b" / "sw"]
-    procs = [subprocess.Popen(cli("sweep", corpus_file, "--trials", 4, "--steps", 20, "--space",
+    procs = [subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 4, "--steps", 20, "--space",
                                   space, "-o", d, "--storage", postgres, "-q", "--no-prune"),
                               cwd=ROOT, env=child_env(), stderr=subprocess.PIPE) for d in dirs]
     for p in procs:
@@ -464,6 +476,6 @@ def test_two_machines_share_a_postgresql_study(tmp_path, corpus_file, space, pos
     made = sorted((d.parent.name, p.name) for d in dirs for p in d.glob("trial-*"))
     assert len(made) == 4 and len({name for _, name in made}) == 4  # each trial once
     assert show(dirs[1])["trials"] == trials
-    r = invoke("sweep", "--show", tmp_path / "a" / "sw", "--storage",
+    r = invoke("sweep", "show", tmp_path / "a" / "sw", "--storage",
                postgres.replace("/postgres", "/nosuchdb"))
     assert r.exit_code == 1 and "cannot open the storage" in r.stderr

@@ -34,7 +34,7 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
     path = tmp_path / "markov.txt"
     path.write_text(text)
     # 40% held out: 40,000 validation characters keep the sampling noise of the loss ~0.005
-    t = train(path, tmp_path / "run", num_layers=1, hidden_size=32, batch_size=32, seq_len=25,
+    t = train(path, tmp_path / "run", layers=1, hidden=32, batch=32, seq=25,
               lr=1e-2, steps=300, eval_every=100, val_frac=0.4, seed=1)
     assert t.model.dtype == np.float32
     first, final = t.history[0]["val_loss"], t.history[-1]["val_loss"]
@@ -44,7 +44,7 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
 
 # ---------------------------------------------------------------------------------- exact resume
 
-RESUME_OPTS = dict(num_layers=2, hidden_size=8, dropout=0.3, batch_size=4, seq_len=10,
+RESUME_OPTS = dict(layers=2, hidden=8, dropout=0.3, batch=4, seq=10,
                    eval_every=5, val_frac=0.1, seed=7, dtype=np.float64)
 
 
@@ -105,8 +105,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
 
 def test_resume_refuses_a_changed_model_or_text(tmp_path, small_corpus):
     train(small_corpus, tmp_path / "r", steps=5, **RESUME_OPTS)
-    with pytest.raises(ConfigError, match="hidden_size"):
-        run.prepare(resume=tmp_path / "r", hidden_size=16)
+    with pytest.raises(ConfigError, match="hidden"):
+        run.prepare(resume=tmp_path / "r", hidden=16)
     other = tmp_path / "other.txt"
     other.write_text(markov_text("abcdef", 500, seed=6)[0])
     with pytest.raises(ConfigError, match="different text"):
@@ -122,7 +122,7 @@ def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path
     text, _ = markov_text("abcdef", 20_000, seed=2)
     path = tmp_path / "c.txt"
     path.write_text(text)
-    opts = dict(num_layers=1, hidden_size=32, batch_size=32, seq_len=20, steps=20,
+    opts = dict(layers=1, hidden=32, batch=32, seq=20, steps=20,
                 eval_every=10, seed=3, dtype=np.float64)
     a = train(path, tmp_path / "a", **opts)
     b = train(path, tmp_path / "b", **opts)
@@ -172,7 +172,7 @@ def test_corpus_shorter_than_one_window(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("abcabcabcabc" * 3)
     with pytest.raises(CorpusError, match="--batch .* --seq"):
-        run.prepare(path, tmp_path / "r", batch_size=50, seq_len=50, steps=1)
+        run.prepare(path, tmp_path / "r", batch=50, seq=50, steps=1)
     assert not (tmp_path / "r").exists()
 
 
@@ -198,7 +198,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sm
 
 def test_patience_stops_when_validation_stops_improving(tmp_path, small_corpus):
     # a large model on 450 characters overfits fast: validation turns up, patience ends the run
-    opts = dict(RESUME_OPTS, hidden_size=48, lr=2e-2, dropout=0.0)
+    opts = dict(RESUME_OPTS, hidden=48, lr=2e-2, dropout=0.0)
     t = train(small_corpus, tmp_path / "r", steps=400, patience=3, **opts)
     vals = [h["val_loss"] for h in t.history]
     assert t.status == "patience"
@@ -224,7 +224,7 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
     """With state_reset equal to the window length every stream restarts from the zero state at
     every step, so a step's loss is the loss from zero whatever state was carried in."""
     opts = dict(RESUME_OPTS, dropout=0.0)
-    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq_len"],
+    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq"],
                     **opts).trainer
     t.h[:] = 0.7
     t.c[:] = -0.4
@@ -243,12 +243,12 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
 @pytest.mark.parametrize("budget, size", [
     (dict(minutes=15), (512, 0.2)), (dict(minutes=10), (512, 0.2)), (dict(minutes=5), (384, 0.1)),
     (dict(minutes=3), (256, 0.0)), (dict(steps=5), (256, 0.0)), ({}, (256, 0.0)),
-    (dict(minutes=15, hidden_size=16), (16, 0.0)), (dict(minutes=3, dropout=0.3), (256, 0.3))])
+    (dict(minutes=15, hidden=16), (16, 0.0)), (dict(minutes=3, dropout=0.3), (256, 0.3))])
 def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, budget, size):
     """No --hidden: the size (and its dropout) follow --minutes; a given size keeps dropout 0."""
-    t = run.prepare(small_corpus, tmp_path / "r", batch_size=4, seq_len=10, **budget).trainer
+    t = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, **budget).trainer
     cfg = t.model.config
-    assert (cfg.hidden_size, cfg.dropout) == size and cfg.num_layers == 2
+    assert (cfg.hidden, cfg.dropout) == size and cfg.layers == 2
     assert t.cfg.schedule == "cosine"
 
 
@@ -257,7 +257,7 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
     1/sqrt(H); forget bias 1; recurrent blocks orthogonal."""
     from charrnn.engine.model import EMBED_INIT
     H = 64
-    p = run.prepare(small_corpus, tmp_path / "r", hidden_size=H, batch_size=4, seq_len=10,
+    p = run.prepare(small_corpus, tmp_path / "r", hidden=H, batch=4, seq=10,
                     steps=1).trainer.model.params
     assert np.abs(p.Wx0).max() <= EMBED_INIT
     assert abs(p.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05  # std of U(-a, a): a / sqrt(3)
@@ -269,9 +269,9 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
         for g in range(4):
             q = p.Wh[l, :, g * H:(g + 1) * H].astype(np.float64)
             np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5)
-    gru = run.prepare(small_corpus, tmp_path / "g", hidden_size=H, batch_size=4, seq_len=10,
+    gru = run.prepare(small_corpus, tmp_path / "g", hidden=H, batch=4, seq=10,
                       steps=1, cell="gru").trainer.model.params
-    rnn = run.prepare(small_corpus, tmp_path / "v", hidden_size=H, batch_size=4, seq_len=10,
+    rnn = run.prepare(small_corpus, tmp_path / "v", hidden=H, batch=4, seq=10,
                       steps=1, cell="rnn").trainer.model.params
     assert abs(gru.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05
     assert np.abs(rnn.Wx0).max() <= k  # wide rows would saturate a vanilla RNN's tanh

@@ -19,7 +19,7 @@ from charrnn.errors import CorpusError, UsageError
 from conftest import TINY, markov_text
 from reference import reference_forward
 
-TINY_API = dict(num_layers=1, hidden_size=16, batch_size=8, seq_len=16)
+TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
 
 
 def invoke(*args, input=None):

@@ -19,9 +19,9 @@ DEFAULT_DECAY = 0.0    # pull toward the trained weights after each step (0: non
 GRAD_CLIP = 1.0        # the global gradient norm is clipped to this before each step
 
 
-def dynamic_score(model, ids, seq_len=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
+def dynamic_score(model, ids, seq=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
     """Score of predicting ids[1:] from ids[:-1], one stream from a zero state, in segments
-    of seq_len: each segment scored, then one SGD step on it. model is left unchanged (the
+    of seq: each segment scored, then one SGD step on it. model is left unchanged (the
     adaptation runs on a copy of its weights). lr 0 gives the static exact reading."""
     ids = np.asarray(ids)
     n = len(ids) - 1
@@ -32,8 +32,8 @@ def dynamic_score(model, ids, seq_len=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
     gflat, grads = m.zeros_like_params()
     h, c = m.zero_state(1)
     total = 0.0
-    for at in range(0, n, seq_len):
-        T = min(seq_len, n - at)
+    for at in range(0, n, seq):
+        T = min(seq, n - at)
         x = np.asarray(ids[at:at + T], np.int32).reshape(T, 1)
         y = np.asarray(ids[at + 1:at + T + 1], np.int32).reshape(T, 1)
         gflat[:] = 0

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import gemm, kernels as K, threads
+from . import gemm, kernels, threads
 from ..config import ModelConfig  # noqa: F401  (its home is config.py)
 from .kernels import GATES, Params, Work
 
@@ -16,8 +16,8 @@ EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see in
 
 
 def param_shapes(cfg):
-    V, H, L = cfg.vocab_size, cfg.hidden_size, cfg.num_layers
-    G = GATES[K.CELLS[cfg.cell]] * H
+    V, H, L = cfg.vocab_size, cfg.hidden, cfg.layers
+    G = GATES[kernels.CELLS[cfg.cell]] * H
     return Params(Wx0=(V, G), Wx=(L - 1, H, G), Wh=(L, H, G), b=(L, G),
                   bh=(L, H if cfg.cell == "gru" else 0), Wy=(H, V), by=(V,))
 
@@ -43,7 +43,7 @@ class Model:
 
     def __init__(self, config, flat=None, dtype=np.float32):
         self.config = config
-        self.cell = K.CELLS[config.cell]
+        self.cell = kernels.CELLS[config.cell]
         self.dtype = np.dtype(dtype)
         self.shapes = param_shapes(config)
         n = num_params(config)
@@ -68,20 +68,20 @@ class Model:
         its first half million characters; at +-2 it leaves it within a few dozen steps (README,
         "Choosing the defaults"); a 2 x 256 gru after 3 minutes, 1.52 instead of 1.62. Not
         the vanilla rnn: its tanh units would start saturated."""
-        H = self.config.hidden_size
+        H = self.config.hidden
         k = 1.0 / np.sqrt(H)
         self.flat[:] = rng.uniform(-k, k, self.flat.size)
         p = self.params
-        if self.cell != K.RNN:
+        if self.cell != kernels.RNN:
             p.Wx0[:] = rng.uniform(-EMBED_INIT, EMBED_INIT, p.Wx0.shape)
         p.b[:] = 0
         p.bh[:] = 0
         p.by[:] = 0
-        for l in range(self.config.num_layers):
+        for l in range(self.config.layers):
             for g in range(p.Wh.shape[2] // H):
                 q, _ = np.linalg.qr(rng.standard_normal((H, H)))
                 p.Wh[l, :, g * H:(g + 1) * H] = q
-        if self.cell == K.LSTM:
+        if self.cell == kernels.LSTM:
             p.b[:, H:2 * H] = 1.0
         return self
 
@@ -90,7 +90,7 @@ class Model:
         return flat, views(flat, self.shapes)
 
     def zero_state(self, B):
-        shape = (self.config.num_layers, B, self.config.hidden_size)
+        shape = (self.config.layers, B, self.config.hidden)
         return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
 
     # -- windows ----------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class Model:
         w = self.work(T, B, masks is not None, norms=norms)
         if masks is not None:
             w.M[:] = masks
-        K.forward(self.cell, self.params, x, h0, c0, w)
+        kernels.forward(self.cell, self.params, x, h0, c0, w)
         return w
 
     def window_loss(self, x, y, h0, c0, tally=None):
@@ -143,11 +143,11 @@ class Model:
         def part(i, s):
             w = self.work(T, s.stop - s.start, False, i)
             ys = _c(y[:, s])
-            loss = K.window_loss(self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]),
+            loss = kernels.window_loss(self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]),
                                  _c(c0[:, s]), w, True)
             return loss, w, tally.of(w.P, ys) if tally is not None else None
         parts = self.parts(B)
-        K.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
+        kernels.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
         res = self._map(part, parts)
         if tally is not None:
             for r in res:
@@ -173,11 +173,11 @@ class Model:
                 w.M[:] = masks[:, :, s]
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
-            loss = K.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
+            loss = kernels.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
                                  _c(c0[:, s]), w, dp, dh, dc, n_total, True)
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
-        K.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None, 0,
+        kernels.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None, 0,
                                               grad_norms is not None), True)
         res = self._map(part, parts)
         if grad_norms is not None:
@@ -189,15 +189,15 @@ class Model:
             gflat[:] = 0
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
-    def evaluate(self, ids, batch_size=50, seq_len=100, exact=False):
+    def evaluate(self, ids, batch=50, seq=100, exact=False):
         """Mean loss in nats/char of predicting ids[1:] from ids[:-1] (see score_ids)."""
-        return self.score_ids(ids, batch_size, seq_len, exact).nats
+        return self.score_ids(ids, batch, seq, exact).nats
 
-    def score_ids(self, ids, batch_size=50, seq_len=100, exact=False, unk=-1):
+    def score_ids(self, ids, batch=50, seq=100, exact=False, unk=-1):
         """Score(mean loss in nats/char, characters scored, streams) of predicting ids[1:] from
         ids[:-1].
 
-        By default the n predictions are cut into up to `batch_size` equal contiguous streams,
+        By default the n predictions are cut into up to `batch` equal contiguous streams,
         read side by side, each from a zero state: fast, but each stream's first characters are
         predicted without the text before them, and the last n mod B are not scored (0.002-0.007
         nats/char apart from the exact reading on Tiny Shakespeare). exact: one continuous
@@ -209,21 +209,21 @@ class Model:
         if n < 1:
             raise ValueError("need at least two characters to measure a loss")
         if exact:
-            return self.score_segments(ids, [0], n, max(seq_len, EXACT_WINDOW), unk)
-        B = max(1, min(batch_size, n // seq_len))
+            return self.score_segments(ids, [0], n, max(seq, EXACT_WINDOW), unk)
+        B = max(1, min(batch, n // seq))
         per = n // B
-        return self.score_segments(ids, np.arange(B) * per, per, seq_len, unk)
+        return self.score_segments(ids, np.arange(B) * per, per, seq, unk)
 
-    def score_segments(self, ids, starts, length, seq_len=100, unk=-1):
+    def score_segments(self, ids, starts, length, seq=100, unk=-1):
         """Score of the segments that predict ids[s + 1 : s + length + 1] from ids[s : s + length]
         for each s in starts, each read as one stream from a zero state, side by side in windows
-        of seq_len. ids may be a memory map: only one window of it is read at a time."""
+        of seq. ids may be a memory map: only one window of it is read at a time."""
         ids, starts = np.asarray(ids), np.asarray(starts, np.int64)
         B = len(starts)
         h, c = self.zero_state(B)
         total, tally = 0.0, Unknowns(unk) if unk >= 0 else None
-        for at in range(0, length, seq_len):
-            where = starts[None, :] + np.arange(at, min(at + seq_len, length))[:, None]  # (T, B)
+        for at in range(0, length, seq):
+            where = starts[None, :] + np.arange(at, min(at + seq, length))[:, None]  # (T, B)
             x = np.asarray(ids[where], dtype=np.int32)
             y = np.asarray(ids[where + 1], dtype=np.int32)
             loss, (h, c) = self.window_loss(x, y, h, c, tally)
@@ -287,7 +287,7 @@ def dropout_masks(rng, shape, p, dtype):
         return keep.astype(dtype) * scale
     out = np.empty(n, dtype)
     bits = rng.bit_generator.random_raw(n // 2)
-    K.masks_from_bits(bits, p, scale, out)
+    kernels.masks_from_bits(bits, p, scale, out)
     state = rng.bit_generator.state  # as rng.random leaves it: the last high half kept, used
     state["uinteger"] = int(bits[-1] >> np.uint64(32))
     rng.bit_generator.state = state
@@ -314,8 +314,8 @@ def part_slices(B):
 def packed_shape(cfg, dtype):
     """(L, H*K) of each packed copy of the recurrent weights (see kernels.pack_weights), or
     (L, 0) where the hidden size does not suit the packed product."""
-    L, H = cfg.num_layers, cfg.hidden_size
-    n = H * GATES[K.CELLS[cfg.cell]] * H if gemm.packable(np.zeros(1, dtype), H) else 0
+    L, H = cfg.layers, cfg.hidden
+    n = H * GATES[kernels.CELLS[cfg.cell]] * H if gemm.packable(np.zeros(1, dtype), H) else 0
     return (L, n)
 
 
@@ -329,8 +329,8 @@ def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
     """{field of Work: shape}, the buffers of one part's window (the packed weights, shared by
     all parts, aside); gn is float64, the rest in the model's dtype. alloc_work allocates these
     and memory.py counts them. grad_norms: room for |d loss / d h_t| (see Work.gn)."""
-    L, H, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
-    G = GATES[K.CELLS[cfg.cell]] * H
+    L, H, V = cfg.layers, cfg.hidden, cfg.vocab_size
+    G = GATES[kernels.CELLS[cfg.cell]] * H
     TD = T if dropout else 0
     return dict(G=(L, T, B, G), Hs=(L, T + 1, B, H), Cs=(L, T + 1, B, H), Aux=(L, T, B, H),
                 M=(L, TD, B, H), D=(L, TD, B, H), P=(T * B, V), R=(B, G),

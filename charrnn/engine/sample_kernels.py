@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from . import gemm, kernels as K, qgemm, repetition as R
+from . import gemm, kernels, qgemm, repetition
 from .kernels import kernel
 
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -107,12 +107,12 @@ def step(cell, p, w, ids, h, c):
     G = w.G
     for l in range(h.shape[0]):
         if l == 0:
-            K.embed(p, ids, G)
+            kernels.embed(p, ids, G)
         else:
             weights_product(h[l - 1], w.Wxp[l - 1], w.Sx[l - 1], G, w.scratch)
             G += p.b[l]
         weights_product(h[l], w.Whp[l], w.Sh[l], w.R, w.scratch)
-        K.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
+        kernels.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
 
 
 @kernel
@@ -170,11 +170,11 @@ def choose(row, k, coin, how, prob, rep):
     """Row k's next id from its logits row (V,): penalties and no-repeat (repetition.py,
     with rep a repetition.Repeat) and then pick; recorded in rep (rep.t advances after the
     step's last row)."""
-    if not R.active(how):
+    if not repetition.active(how):
         return pick(row, coin, how, prob, rep.ban[0])
-    R.prepare(row, k, how, rep)
+    repetition.prepare(row, k, how, rep)
     nxt = pick(row, coin, how, prob, rep.ban[k])
-    R.record(k, nxt, how, rep)
+    repetition.record(k, nxt, how, rep)
     return nxt
 
 
@@ -209,7 +209,7 @@ def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc, scratch, tc):
     for k in prange(Whb.shape[0]):
         product(h_prev, Whb[k], acc[k:k + 1], scratch[k:k + 1])
         acc[k] += xb[k]
-        K.lstm_step(acc[k:k + 1], c[k:k + 1], c[k:k + 1], tc[k:k + 1], h_out[k:k + 1])
+        kernels.lstm_step(acc[k:k + 1], c[k:k + 1], c[k:k + 1], tc[k:k + 1], h_out[k:k + 1])
 
 
 @parallel_kernel

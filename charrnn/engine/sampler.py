@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from . import (gemm, kernels as K, precision as P, repetition, sample_kernels as SK,
-               threads)
+from . import gemm, kernels, repetition, sample_kernels, threads
+from .precision import STORAGE, check as check_precision, pack as pack_narrow
 
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
 
@@ -58,7 +58,7 @@ class Sampler:
         (threads.explicit). precision: the weights' format in the products (precision.py):
         fp32 (exact, the default), bf16 or int8 (a float32 model only; never split)."""
         cfg = model.config
-        self.precision = P.check(precision)
+        self.precision = check_precision(precision)
         if precision != "fp32":
             if model.dtype != np.float32:
                 raise ValueError(f"{precision} sampling needs a float32 model")
@@ -66,13 +66,13 @@ class Sampler:
                 raise ValueError(f"{precision} sampling takes the serial path only")
             parallel = False
         self.model, self.N = model, num_samples
-        H = cfg.hidden_size
+        H = cfg.hidden
         self.h, self.c = model.zero_state(num_samples)
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
         k = math.gcd(H, threads.num_threads())  # chunks of units: as many as cores, dividing H
         if parallel is None:
-            parallel = ((threads.explicit() or 1) > 1 and model.cell == K.LSTM
+            parallel = ((threads.explicit() or 1) > 1 and model.cell == kernels.LSTM
                         and num_samples == 1 and k > 1 and H >= PARALLEL_MIN_HIDDEN)
         self.parallel = bool(parallel)
         self.work = self._split_work(k) if self.parallel else self._work()
@@ -87,8 +87,8 @@ class Sampler:
             packs = [(pack_padded(W), np.zeros(0, dt)) for W in Ws]
             empty = np.zeros((0, Kd * Np), dt), np.zeros((0, 0), dt)
         else:
-            packs = [P.pack(W, self.precision) for W in Ws]
-            empty = (np.zeros((0, Kd * Np), P.STORAGE[self.precision]),
+            packs = [pack_narrow(W, self.precision) for W in Ws]
+            empty = (np.zeros((0, Kd * Np), STORAGE[self.precision]),
                      np.zeros((0, Np), np.float32))
         if not packs:
             return empty
@@ -101,7 +101,7 @@ class Sampler:
         Wxp, Sx = self._packed([p.Wx[l] for l in range(L - 1)], H, Kg)
         Whp, Sh = self._packed(list(p.Wh), H, Kg)
         Wyp, Sy = self._packed([p.Wy], H, V)
-        return SK.SampleWork(
+        return sample_kernels.SampleWork(
             Wxp=Wxp, Whp=Whp, Wyp=Wyp[0], Sx=Sx, Sh=Sh, Sy=Sy[0],
             h=self.h, c=self.c, cur=self.cur, G=np.zeros((N, Kg), dt), R=np.zeros((N, Kg), dt),
             aux=np.zeros((N, H), dt), scratch=np.zeros((N, Kp), dt),
@@ -113,7 +113,7 @@ class Sampler:
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         n4 = Kg // k
         pk = lambda W: np.stack([pack_padded(W[j]) for j in range(k)])  # noqa: E731
-        return SK.SplitWork(
+        return sample_kernels.SplitWork(
             Wx0b=unit_blocks(p.Wx0, k),
             Wxb=(np.stack([pk(unit_blocks(p.Wx[l], k)) for l in range(L - 1)])
                  if L > 1 else np.zeros((0, k, H * padded(dt, n4)), dt)),
@@ -138,7 +138,7 @@ class Sampler:
         generated, so they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = SK.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
+        how = sample_kernels.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
                       float(frequency), int(window), int(no_repeat))
         if self.rep is None:
             self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0],
@@ -147,9 +147,9 @@ class Sampler:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
         self.rep = repetition.reserve(self.rep, n, how)
         if self.parallel:
-            SK.generate_par(self.work, self.pending, coins, how, self.rep, out)
+            sample_kernels.generate_par(self.work, self.pending, coins, how, self.rep, out)
         else:
-            SK.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
+            sample_kernels.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
                         self.rep, out)
         self.pending = self.pending[:0]
         return out

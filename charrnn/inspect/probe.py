@@ -20,13 +20,13 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..engine import kernels as K, threads
+from ..engine import kernels, threads
 from ..errors import ConfigError, CorpusError
 from .features import FEATURES, check_feature, feature  # noqa: F401 (re-exported)
 
 WINDOW = 128  # characters per forward call
-GATE_NAMES = {K.LSTM: "ifgo", K.GRU: "rzn", K.RNN: ""}  # in the fused block's order
-SIGMOID_GATES = {K.LSTM: "ifo", K.GRU: "rz", K.RNN: ""}  # the ones --gates reports
+GATE_NAMES = {kernels.LSTM: "ifgo", kernels.GRU: "rzn", kernels.RNN: ""}  # in the fused block's order
+SIGMOID_GATES = {kernels.LSTM: "ifo", kernels.GRU: "rz", kernels.RNN: ""}  # the ones --gates reports
 GATE_TITLES = {"i": "input", "f": "forget", "g": "cell candidate", "o": "output",
                "r": "reset", "z": "update", "n": "candidate"}
 LEFT, RIGHT = 0.1, 0.9  # saturation thresholds, as in Karpathy, Johnson and Fei-Fei (2015)
@@ -73,16 +73,16 @@ def warmup(cell, dtype):
     """Compile (or load from Numba's cache) the forward kernel on a tiny model: inspect needs
     nothing else (api.warmup would also build the training kernels)."""
     from ..engine.model import Model, ModelConfig
-    m = Model(ModelConfig(cell=cell, num_layers=2, hidden_size=2, vocab_size=2), dtype=dtype)
+    m = Model(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), dtype=dtype)
     run(m, np.array([0, 1], np.int32))
 
 
 class Collect:
     def __init__(self, model, n):
-        L, H = model.config.num_layers, model.config.hidden_size
+        L, H = model.config.layers, model.config.hidden
         self.cell = model.cell
         self.h = np.empty((L, n, H), model.dtype)
-        self.c = np.empty((L, n, H), model.dtype) if model.cell == K.LSTM else None
+        self.c = np.empty((L, n, H), model.dtype) if model.cell == kernels.LSTM else None
         self.G = np.empty((L, n, model.params.Wh.shape[2]), model.dtype)
 
     def add(self, start, h, c, G):
@@ -118,11 +118,11 @@ def select(states_, kind):
 
 def kinds(model):
     """The state kinds a unit of this model has: h, c (lstm) and its gates."""
-    return ("h",) + (("c",) if model.cell == K.LSTM else ()) + tuple(GATE_NAMES[model.cell])
+    return ("h",) + (("c",) if model.cell == kernels.LSTM else ()) + tuple(GATE_NAMES[model.cell])
 
 
 def check_unit(model, layer, unit, kind="h"):
-    L, H = model.config.num_layers, model.config.hidden_size
+    L, H = model.config.layers, model.config.hidden
     if not (0 <= layer < L and 0 <= unit < H):
         raise ConfigError(f"no unit {layer}:{unit}: this {model.config.cell} has {L} layer"
                           f"{'s' if L > 1 else ''} (0-{L - 1}) of {H} units (0-{H - 1})")
@@ -136,7 +136,7 @@ def _part(model, kind, h, c, G):
         return h
     if kind == "c":
         return c
-    H = model.config.hidden_size
+    H = model.config.hidden
     k = GATE_NAMES[model.cell].index(kind)
     return G[:, :, k * H:(k + 1) * H]
 
@@ -167,7 +167,7 @@ class Correlate:
             raise CorpusError("the feature is the same at every character of this text, so "
                               "nothing can correlate with it")
         self.model = model
-        self.kinds = ("h", "c") if model.cell == K.LSTM else ("h",)
+        self.kinds = ("h", "c") if model.cell == kernels.LSTM else ("h",)
         self.shift, self.sx, self.sxx, self.sxf = {}, {}, {}, {}
 
     def add(self, start, h, c, G):
@@ -214,7 +214,7 @@ class Saturate:
             raise ConfigError(f"a vanilla {model.config.cell} has no gates; --gates needs an "
                               "lstm or a gru")
         self.model, self.n = model, 0
-        L, H = model.config.num_layers, model.config.hidden_size
+        L, H = model.config.layers, model.config.hidden
         self.left = {g: np.zeros((L, H)) for g in self.names}
         self.right = {g: np.zeros((L, H)) for g in self.names}
 
@@ -235,7 +235,7 @@ class Saturate:
         steps) saturated at all."""
         rows = []
         fr = self.fractions()
-        for l in range(self.model.config.num_layers):
+        for l in range(self.model.config.layers):
             for g in self.names:
                 left, right = fr[g][0][l], fr[g][1][l]
                 rows.append({"layer": l, "gate": g, "left": float(left.mean()),

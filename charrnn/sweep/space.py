@@ -34,8 +34,6 @@ TYPES = {"cell": str, "layers": int, "hidden": int, "dropout": float, "lr": floa
          "state_reset": int, "schedule": str}
 LOG_BY_DEFAULT = {"hidden", "lr", "batch"}  # a [low, high] range of these is on a log scale
 WORDS = {"cell": ("lstm", "gru", "rnn"), "schedule": ("constant", "cosine")}
-FIELDS = {"layers": "num_layers", "hidden": "hidden_size", "seq": "seq_len",
-          "batch": "batch_size"}  # run.prepare's names for the options named otherwise
 
 
 def load(path):
@@ -168,7 +166,3 @@ def suggest(trial, space):
                                                step=spec["step"], log=spec["log"])
     return params
 
-
-def train_options(params):
-    """run.prepare's keyword arguments for a trial's parameters."""
-    return {FIELDS.get(k, k): v for k, v in params.items()}

@@ -26,9 +26,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import cachedir, data
+from . import cachedir, data, sources
 from ..errors import ConfigError, CorpusError
 from ..fsutil import atomic_write
+from .decoding import HEAD
 from .vocab import Vocab
 
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
@@ -194,7 +195,7 @@ def _load(where, key):
 
 def _max_id(ids):
     """The largest id of a cached .npy, read in chunks: its pages are not mapped by this check."""
-    largest, buf = 0, bytearray(data.HASH_CHUNK)
+    largest, buf = 0, bytearray(sources.HASH_CHUNK)
     with open(ids.filename, "rb") as f:
         f.seek(ids.offset)
         while n := f.readinto(buf):
@@ -262,59 +263,11 @@ def _read(f, size, name):
 
 
 def _decoded(f, name, chunk_size, decoding):
-    """The text of a file in pieces, decoded as `decoding` says (data.Decoding): bytes for pure
-    ASCII chunks of an ASCII-safe codec (their code points are their bytes), str otherwise, a
-    leading BOM dropped. CorpusError as data.read_text raises it."""
+    """The text of a file in pieces, as decoding.Decoding.pieces gives it."""
     f.seek(0)
-    head = _read(f, 4096, name)
-    codec = decoding.codec(head)
-    safe = decoding.ascii_safe(codec)
+    head = _read(f, HEAD, name)
     f.seek(0)
-    decoder = decoding.incremental(codec, name)
-    offset, bad, first = 0, None, True    # bad: file offset of the first undecodable byte
-    while raw := _read(f, chunk_size, name):
-        if safe and b"\0" in raw:        # NUL anywhere wins over invalid text, as in read_text
-            raise CorpusError(data.binary_message(name, decoding.hint, head))
-        start, offset = offset, offset + len(raw)
-        if bad is not None:
-            continue
-        pending = _pending(decoder)       # bytes of a character begun in the previous chunk
-        if safe and not pending and raw.isascii() and not (first and raw[:1] == b"\xef"):
-            first = False
-            yield raw
-            continue
-        try:
-            with data._counting(decoding, name, start - len(pending)):
-                text = decoder.decode(raw)
-        except UnicodeDecodeError as e:   # e.start counts from the first pending byte
-            bad = start - len(pending) + e.start
-            continue
-        if first and text:
-            text, first = text[1:] if text[0] == "\ufeff" else text, False
-        if not safe and "\0" in text:
-            raise CorpusError(data.binary_message(name, decoding.hint))
-        yield text
-    if bad is None:
-        pending = _pending(decoder)
-        try:
-            with data._counting(decoding, name, offset - len(pending)):
-                text = decoder.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            bad = offset - len(pending) + e.start
-        else:
-            if first and text.startswith("\ufeff"):
-                text = text[1:]
-            if text:
-                yield text
-    if bad is not None:
-        raise CorpusError(data.decode_message(name, bad, codec, decoding.hint))
-
-
-def _pending(decoder):
-    try:
-        return decoder.getstate()[0]
-    except (AttributeError, TypeError, IndexError):
-        return b""
+    return decoding.pieces(iter(lambda: _read(f, chunk_size, name), b""), name, head)
 
 
 def _symbols(f, name, byte_level, chunk_size, decoding=None):

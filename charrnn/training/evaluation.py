@@ -16,12 +16,12 @@ MARGIN = 1.25           # estimated costs are multiplied by this, plus SLACK sec
 SLACK = 0.2
 
 
-def segments(n, chars, streams, seq_len):
+def segments(n, chars, streams, seq):
     """Where to read a validation text of n ids: (starts, length), one segment of `length`
     predictions from each start, each read as a stream from a zero state.
 
     The n - 1 predictions are cut into S equal blocks (S = streams, fewer when a segment would
-    be shorter than one window of seq_len) and each segment is the beginning of a block: a
+    be shorter than one window of seq) and each segment is the beginning of a block: a
     sample spread evenly over the whole text. It depends on these numbers only, so every
     evaluation of a run, and of the run resumed, reads the same characters. chars 0, or at
     least n - 1: all of it, each block whole."""
@@ -29,7 +29,7 @@ def segments(n, chars, streams, seq_len):
     if total < 1:
         return np.zeros(0, np.int64), 0
     want = total if not chars or chars >= total else chars
-    S = max(1, min(streams, want // seq_len))
+    S = max(1, min(streams, want // seq))
     return np.arange(S, dtype=np.int64) * (total // S), want // S
 
 
@@ -37,10 +37,10 @@ class Sample:
     """A run's validation reading: `starts` and `length` for every periodic evaluation,
     `full_starts` and `full_len` for the final, larger one."""
 
-    def __init__(self, n, eval_chars, streams, seq_len):
-        self.seq_len = seq_len
-        self.starts, self.length = segments(n, eval_chars, streams, seq_len)
-        self.full_starts, self.full_len = segments(n, FULL_TIMES * eval_chars, streams, seq_len)
+    def __init__(self, n, eval_chars, streams, seq):
+        self.seq = seq
+        self.starts, self.length = segments(n, eval_chars, streams, seq)
+        self.full_starts, self.full_len = segments(n, FULL_TIMES * eval_chars, streams, seq)
         self.full_is_all = not eval_chars or FULL_TIMES * eval_chars >= n - 1
 
     @property
@@ -53,11 +53,11 @@ class Sample:
         return [len(self.starts), every, self.length]
 
     def score(self, model, ids):
-        return model.score_segments(ids, self.starts, self.length, self.seq_len,
+        return model.score_segments(ids, self.starts, self.length, self.seq,
                                     model.vocab.unk_id)
 
     def score_full(self, model, ids, length):
-        return model.score_segments(ids, self.full_starts, length, self.seq_len,
+        return model.score_segments(ids, self.full_starts, length, self.seq,
                                     model.vocab.unk_id)
 
 

@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..engine import kernels as K
+from ..engine import kernels
 from ..errors import ConfigError
 from .evaluation import FULL_TIMES, segments
 from ..engine.model import num_params, packed_shape, part_slices, work_shapes
@@ -30,7 +30,7 @@ class Estimate(NamedTuple):
     peak: int    # bytes at the highest point: held memory plus the largest passing allocation
 
 
-def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float32, *,
+def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
              resume=False, base_model=False):
     """Estimate of a training's memory, following Trainer and Model as they allocate.
 
@@ -39,9 +39,9 @@ def training(mcfg, batch_size, seq_len, val_len=0, eval_chars=0, dtype=np.float3
     weights come from a checkpoint; base_model: an --init-from model is held while the new one
     is built."""
     it = np.dtype(dtype).itemsize
-    L, H, V = mcfg.num_layers, mcfg.hidden_size, mcfg.vocab_size
-    G = K.GATES[K.CELLS[mcfg.cell]] * H
-    B, T, N = batch_size, seq_len, num_params(mcfg)
+    L, H, V = mcfg.layers, mcfg.hidden, mcfg.vocab_size
+    G = kernels.GATES[kernels.CELLS[mcfg.cell]] * H
+    B, T, N = batch, seq, num_params(mcfg)
     parts = part_slices(B)
     held = {"weights": N * it, "gradients": N * it, "Adam moments": 2 * N * it,
             "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms

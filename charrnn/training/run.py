@@ -14,7 +14,7 @@ from . import dist, memory, runs
 from ..charmodel import from_arrays, grown
 from ..engine.model import num_params
 from ..checkpoint import RunInfo
-from ..config import (BUDGET_FIELDS, CLI_NAMES, FLAG_OF, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
+from ..config import (BUDGET_FIELDS, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
                       check_known, resolve, resolve_resume)
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
@@ -102,7 +102,7 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
             byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
             encoding=None, errors="strict", **options):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
-    (cell, num_layers, hidden_size, dropout) and TrainConfig fields, None meaning not given
+    (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
@@ -187,9 +187,9 @@ def _refuse_if_live(run_dir):
 
 def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
-    est = memory.training(mcfg, cfg.batch_size, cfg.seq_len, val_len, cfg.eval_chars, dtype, **kw)
-    what = (f"training a {mcfg.cell} {mcfg.num_layers} x {mcfg.hidden_size} model with batch "
-            f"{cfg.batch_size} x {cfg.seq_len}")
+    est = memory.training(mcfg, cfg.batch, cfg.seq, val_len, cfg.eval_chars, dtype, **kw)
+    what = (f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch "
+            f"{cfg.batch} x {cfg.seq}")
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
@@ -251,18 +251,15 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
     dashes as underscores (`charrnn train --help` gives each one's meaning and default):
     cell, layers, hidden, dropout, batch, seq, lr, grad_clip, schedule, warmup, lr_decay,
     lr_decay_after, weight_decay, steps, minutes, epochs, val_frac, eval_every, eval_chars,
-    keep, patience, seed, state_reset, log_grad_norms, resume, init_from, bytes, max_vocab,
+    keep, patience, seed, state_reset, log_grad_norms, resume, init_from, byte_level, max_vocab,
     encoding, errors, glob, data_dir. callback(event) hears of every evaluation."""
-    fields_ = {CLI_NAMES.get(k, k): v for k, v in options.items()}
-    if len(fields_) != len(options):
-        raise TypeError("an option is given twice, under its command-line and its field name")
     known = MODEL_FIELDS | TRAIN_FIELDS | {"resume", "init_from", "byte_level", "max_vocab",
                                            "encoding", "errors", "glob", "data_dir", "dtype"}
-    unknown = sorted(k for k, f in zip(options, fields_) if f not in known)
+    unknown = sorted(set(options) - known)
     if unknown:
-        names = sorted({FLAG_OF.get(f, f) for f in known})
-        raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(names)}")
-    prepared = prepare(corpus, out, force=force, **fields_)
+        raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes "
+                        f"{', '.join(sorted(known))}")
+    prepared = prepare(corpus, out, force=force, **options)
     trainer, seen = prepared.trainer, prepared.dir_seen
     with run_directory(trainer.run_dir, seen=seen):
         trainer.run(callback, should_stop)

@@ -191,8 +191,8 @@ def _blank(d):
 
 def _fill(row, meta):
     model, progress = meta.model, meta.progress
-    row.update(corpus=meta.info.corpus, cell=model.cell, layers=model.num_layers,
-               hidden=model.hidden_size, params=meta.num_params,
+    row.update(corpus=meta.info.corpus, cell=model.cell, layers=model.layers,
+               hidden=model.hidden, params=meta.num_params,
                steps=progress and progress.step)
     best = progress and progress.best_val
     if isinstance(best, (int, float)) and math.isfinite(best):

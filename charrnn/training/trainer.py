@@ -36,7 +36,7 @@ class Trainer:
     def __init__(self, model, train_ids, val_ids, cfg, run_dir, info=None):
         """info: the run's checkpoint.RunInfo (its data_hash is filled in here)."""
         self.model, self.cfg, self.run_dir = model, cfg.validate(), Path(run_dir)
-        B, T = cfg.batch_size, cfg.seq_len
+        B, T = cfg.batch, cfg.seq
         per = (len(train_ids) - 1) // B
         self.windows = per // T
         if self.windows < 1:
@@ -53,7 +53,7 @@ class Trainer:
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         # |d loss / d h_t| of the last step's window, measured only when it is logged
-        self.grad_norms = np.zeros((model.config.num_layers, T)) if cfg.log_grad_norms else None
+        self.grad_norms = np.zeros((model.config.layers, T)) if cfg.log_grad_norms else None
         self.rng = np.random.default_rng(cfg.seed)
         self.h, self.c = model.zero_state(B)
         self.dist = dist.world()
@@ -158,18 +158,18 @@ class Trainer:
         if p <= 0:
             return None
         cfg, mc = self.cfg, self.model.config
-        shape = (mc.num_layers, cfg.seq_len, cfg.batch_size, mc.hidden_size)
+        shape = (mc.layers, cfg.seq, cfg.batch, mc.hidden)
         return dropout_masks(self.rng, shape, p, self.model.dtype)
 
     def train_step(self):
-        T = self.cfg.seq_len
+        T = self.cfg.seq
         if self.cfg.state_reset:
             # Streams whose state is never reset let an LSTM drift into huge cell states it then
             # relies on (measured: |c| ~ 70 on average after 200 steps at 2x256 with dropout);
             # from the zero state that evaluation and sampling start in, such a model scored
             # 7.9 nats/char while training at 2.4. Resetting each stream now and then keeps it
             # able to start from nothing.
-            reset = self.rng.random(self.cfg.batch_size) < T / self.cfg.state_reset
+            reset = self.rng.random(self.cfg.batch) < T / self.cfg.state_reset
             self.h[:, reset] = 0
             self.c[:, reset] = 0
         s = slice(self.pos * T, (self.pos + 1) * T)
@@ -177,7 +177,7 @@ class Trainer:
         x = np.ascontiguousarray(self.xs[mine, s].T, dtype=np.int32)
         y = np.ascontiguousarray(self.ys[mine, s].T, dtype=np.int32)
         masks = self.masks()  # drawn for all B streams on every rank: the same random numbers
-        n = self.cfg.batch_size * T
+        n = self.cfg.batch * T
         loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
             x, y, self.h[:, mine], self.c[:, mine], self.grads,
             None if masks is None else masks[:, :, mine], n_total=n, grad_norms=self.grad_norms)
@@ -328,7 +328,7 @@ class Trainer:
                     epoch=round(self.epoch + self.pos / self.windows, 4),
                     elapsed=round(self.elapsed, 3), chars=self.chars_seen,
                     train_loss=window.mean(), lr=self.lr_now(),
-                    chars_per_sec=rate * self.cfg.batch_size * self.cfg.seq_len,
+                    chars_per_sec=rate * self.cfg.batch * self.cfg.seq,
                     eta=self.eta(rate))
 
     def evaluate(self, window):

@@ -1,0 +1,265 @@
+"""charrnn train: a run from its options, with progress on stderr."""
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..errors import CharrnnError
+from .common import (EXIT_INTERRUPTED, DataDirOpt, EncodingOpt, ErrorsOpt, Opt, QuietOpt,
+                     compile_notice, console, fmt, stop_flag, threads_opt, use_threads,
+                     user_errors)
+
+
+def run_opt(help, default=None, *decls, **kw):
+    """An option of the run's configuration: None unless given, so that config.resolve applies
+    the precedence rules (a given option, the --resume run's or --init-from model's, the budget
+    preset, then config.py's default, written there once and shown here)."""
+    if default is not None:
+        help = f"{help}  [default: {default}]"
+    return Opt(*decls, help=help, show_default=False, **kw)
+
+
+@user_errors
+def train(
+    ctx: typer.Context,
+    corpus: Annotated[Optional[str], typer.Argument(
+        help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
+             "such as 'tinyshakespeare'. Default: this Python's standard library source.")] = None,
+    out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
+                                       "metrics. Default: <corpus>-<date>-<time> under "
+                                       "$CHARRNN_RUNS, else under ./runs.")] = None,
+    cell: Annotated[Optional[str], run_opt("Recurrent cell: lstm, gru or rnn.", ModelConfig.cell)] = None,
+    layers: Annotated[Optional[int], run_opt("Number of stacked recurrent layers.",
+                                             ModelConfig.layers)] = None,
+    hidden: Annotated[Optional[int], run_opt(
+        "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
+        "or more, otherwise 256.")] = None,
+    dropout: Annotated[Optional[float], run_opt(
+        "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
+        "with 384, otherwise 0.")] = None,
+    batch: Annotated[Optional[int], run_opt("Parallel streams per step (batch size).",
+                                            TrainConfig.batch)] = None,
+    seq: Annotated[Optional[int], run_opt("Characters per step and stream (BPTT window).",
+                                          TrainConfig.seq)] = None,
+    lr: Annotated[Optional[float], run_opt("Adam learning rate (peak).", TrainConfig.lr)] = None,
+    grad_clip: Annotated[Optional[float], run_opt("Clip the global gradient norm (0: off).",
+                                                  TrainConfig.grad_clip)] = None,
+    schedule: Annotated[Optional[str], run_opt(
+        "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs "
+        "budget).", TrainConfig.schedule)] = None,
+    warmup: Annotated[Optional[int], run_opt("Linear learning-rate warm-up steps.",
+                                             TrainConfig.warmup)] = None,
+    lr_decay: Annotated[Optional[float], run_opt(
+        "constant schedule: multiply lr by this each epoch after --lr-decay-after epochs.",
+        TrainConfig.lr_decay)] = None,
+    lr_decay_after: Annotated[Optional[int], run_opt("Epochs before --lr-decay applies.",
+                                                     TrainConfig.lr_decay_after)] = None,
+    weight_decay: Annotated[Optional[float], run_opt("Decoupled weight decay.",
+                                                     TrainConfig.weight_decay)] = None,
+    steps: Annotated[Optional[int], run_opt("Stop after this many optimizer steps (0: no limit).",
+                                            TrainConfig.steps)] = None,
+    minutes: Annotated[Optional[float], run_opt("Stop after this much training time (0: no limit).",
+                                                TrainConfig.minutes)] = None,
+    epochs: Annotated[Optional[float], run_opt(
+        "Stop after this many passes over the text (0: no limit; 10 when no budget is given).",
+        TrainConfig.epochs)] = None,
+    val_frac: Annotated[Optional[float], run_opt(
+        "Fraction at the end of the text held out for validation.", TrainConfig.val_frac)] = None,
+    eval_every: Annotated[Optional[int], run_opt("Steps between evaluations and checkpoints.",
+                                                 TrainConfig.eval_every)] = None,
+    eval_chars: Annotated[Optional[int], run_opt(
+        "Validation characters read per evaluation, ten times as many at the last one (0: all).",
+        TrainConfig.eval_chars)] = None,
+    keep: Annotated[Optional[int], run_opt("Also keep the last N step-stamped checkpoints.",
+                                           TrainConfig.keep)] = None,
+    patience: Annotated[Optional[int], run_opt(
+        "Stop after N evaluations without improvement (0: never).", TrainConfig.patience)] = None,
+    seed: Annotated[Optional[int], run_opt("Random seed.", TrainConfig.seed)] = None,
+    state_reset: Annotated[Optional[int], run_opt(
+        "Reset each stream's carried state at random, on average every this many characters "
+        "(0: never), so the model can start from a zero state as sampling does.",
+        TrainConfig.state_reset)] = None,
+    log_grad_norms: Annotated[Optional[bool], run_opt(
+        "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
+        "the window (vanishing or exploding).", None,
+        "--log-grad-norms/--no-log-grad-norms")] = None,
+    resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
+                                          "where it stopped.")] = None,
+    init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
+                                             "(fine-tuning).")] = None,
+    byte_level: Annotated[bool, Opt("--byte-level", "--bytes", help="Model raw bytes instead of "
+                                    "Unicode characters.")] = False,
+    max_vocab: Annotated[Optional[int], Opt(help="Keep the N most frequent characters; the rest "
+                                            "become one unknown symbol.")] = None,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = "strict",
+    glob: Annotated[Optional[str], Opt(help="With a directory CORPUS: only files matching this "
+                                       "pattern, e.g. '*.py'.")] = None,
+    data_dir: DataDirOpt = None,
+    float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
+    threads: threads_opt("Cores to train on. Default: all this process may use.") = None,
+    force: Annotated[bool, Opt(help="Start over in a run directory that holds a run (one "
+                                    "that a live training holds is always refused).")] = False,
+    quiet: QuietOpt = False,
+):
+    """Train a model on a text and write checkpoints to the run directory."""
+    import numpy as np
+    from ..training import dist, run
+    use_threads(threads)
+    world = dist.world()  # under mpiexec: one of several processes training one model
+    options = {k: v for k, v in ctx.params.items() if k in MODEL_FIELDS | TRAIN_FIELDS}
+    prepared, error = None, None
+    try:
+        prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
+                               glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
+                               dtype=np.float64 if float64 else np.float32, encoding=encoding,
+                               errors=errors, **options)
+    except CharrnnError as e:
+        error = e
+    world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
+    status = _run_training(prepared, world, quiet or world.rank != 0)  # rank 0 is the voice
+    if status == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _run_training(prepared, world, quiet):
+    """Report what is about to train, warm the kernels, and run it in its locked run directory,
+    stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
+    from .. import api
+    from ..training import run
+    con = console()
+    trainer = prepared.trainer
+    m = trainer.model
+    if prepared.notice and not quiet:
+        con.print(f"charrnn: {prepared.notice}")
+    if prepared.size_notice:  # shown even with --quiet: it may end badly
+        con.print(f"charrnn: {prepared.size_notice}")
+    if prepared.unknown_notice:  # so is this: every loss of the run depends on it
+        con.print(f"charrnn: warning: {prepared.unknown_notice}")
+    if not quiet:
+        con.print(f"charrnn: {m.config.cell} {m.config.layers}x{m.config.hidden}, "
+                  f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
+                  f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
+        if world.size > 1:
+            con.print(f"charrnn: data-parallel over {world.size} MPI ranks, "
+                      f"{trainer.cfg.batch} streams shared between them")
+    with compile_notice(quiet):
+        api.warmup(m.config.cell, m.dtype)
+    stop = stop_flag(announce=world.rank == 0)
+    try:
+        with contextlib.ExitStack() as stack:
+            error = None
+            if world.rank == 0:  # rank 0 holds the run directory and writes in it
+                try:
+                    stack.enter_context(run.run_directory(trainer.run_dir, seen=prepared.dir_seen))
+                except CharrnnError as e:
+                    error = e
+            world.all_ok(error)
+            prog = stack.enter_context(_Progress(con, trainer, quiet))
+            status = trainer.run(prog.update, stop.is_set)
+    finally:
+        stop.restore()
+    _summary(con, trainer, status, quiet)
+    world.finish()  # under MPI: no rank leaves while rank 0 still writes
+    return status
+
+
+
+def _eta(s):
+    if s is None:
+        return "-"
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _Progress:
+    """Progress on stderr. On a terminal, a live Rich bar whose stats follow every event, with a
+    line per evaluation above it; in a pipe or a log, plain lines: one after the first step,
+    then at most every PIPE_SECONDS, and one per evaluation."""
+
+    PIPE_SECONDS = 15.0
+
+    def __init__(self, con, trainer, quiet):
+        self.con, self.trainer, self.quiet = con, trainer, quiet
+        self.live = not quiet and con.is_terminal
+        self.printed = None  # time.monotonic() of the last line printed
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+                                console=self.con, transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("training", total=1.0, stats="",
+                                          completed=self.trainer.progress())
+        return self
+
+    def update(self, e):
+        if self.quiet:
+            return
+        kind = e.get("kind", "eval")
+        if kind == "full":
+            self._print(f"best.npz (step {e['step']}) on {'all ' if e.get('all') else ''}"
+                        f"{e['val_chars_full']:,} validation characters: "
+                        f"{fmt(e['val_loss_full'])} nats/char")
+            return
+        line = _progress_line(e)
+        if self.live:
+            self.bar.update(self.task, completed=self.trainer.progress(), stats=line)
+            if kind == "eval":
+                self.bar.console.print(line + _grad_norms(e))
+        elif kind == "eval" or self.printed is None or \
+                time.monotonic() - self.printed >= self.PIPE_SECONDS:
+            self._print(line + _grad_norms(e))
+
+    def _print(self, line):
+        (self.bar.console if self.live else self.con).print(line)
+        self.printed = time.monotonic()
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.bar.stop()
+
+
+def _progress_line(e):
+    """step, epoch, training loss, the validation loss at an evaluation (* a new best), speed
+    and time left; training-only lines leave the validation column blank."""
+    val = f"val {fmt(e['val_loss'])}{' *' if e.get('best') else '  '}" if "val_loss" in e \
+        else " " * 12
+    return (f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {fmt(e['train_loss'])}  "
+            f"{val}  {e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
+
+
+def _grad_norms(e):
+    if "grad_norms" not in e:
+        return ""
+    g = e["grad_norms"]
+    last = g[-1] or 1.0
+    picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)},
+                   reverse=True)
+    return "\n  |dL/dh_t| / |dL/dh_T-1|: " + "  ".join(
+        f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks)
+
+
+def _summary(con, t, status, quiet):
+    if quiet:
+        return
+    import numpy as np
+    how = {"done": "finished", "patience": "stopped early (no improvement)",
+           "interrupted": "interrupted"}[status]
+    best = ("no validation text (best.npz is the last model)" if not t.sample.length else
+            f"best val {fmt(t.best_val)} at step {t.best_step}" if t.best_step else
+            "no evaluation")
+    unk = t.model.vocab.unk_id
+    if t.best_step and t.sample.length and unk >= 0:
+        share = np.count_nonzero(np.asarray(t.val_ids) == unk) / len(t.val_ids)
+        if share > 0.01:
+            best += f" ({100 * share:.0f}% of the validation text is the unknown symbol)"
+    rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
+    con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
+              f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}")
+
