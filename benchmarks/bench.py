@@ -168,7 +168,9 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
     from charrnn.engine.sampler import Sampler
     m = CharModel(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
     m.init_weights(np.random.default_rng(0))
-    s = Sampler(m, 1, parallel=parallel, precision=precision)
+    # fp32 without the keyword: a --baseline checkout may predate --precision
+    kw = {} if precision == "fp32" else {"precision": precision}
+    s = Sampler(m, 1, parallel=parallel, **kw)
     s.prime(np.array([0]))
     rng = np.random.default_rng(0)
     s.generate(50, rng, 0.8)
