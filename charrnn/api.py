@@ -29,6 +29,8 @@ def describe(meta):
         "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
         "vocab_size": cfg.vocab_size, "dropout": cfg.dropout, "params": num_params(cfg),
         "vocab_kind": meta.vocab.kind, "step": pr and pr.step,
+        # what the file's weights (and its scores) are: --ema's average or the trained ones
+        "weights": "averaged" if meta.train and meta.train.ema else "trained",
         "epoch": hist[-1].epoch if hist else pr.epoch if pr else 0,  # fractional
         "elapsed_seconds": pr and pr.elapsed, "chars_seen": pr and pr.chars_seen,
         "val_loss": meta.val_loss,

@@ -6,7 +6,9 @@ Layout (format version 1):
     meta            uint8 array holding UTF-8 JSON: format name and version, charrnn version,
                     model config, vocabulary, training config, run info, progress and loss history
     param/<name>    one array per field of kernels.Params (PARAM_NAMES, in that order)
-    train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c)
+    train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c);
+                    with --ema, param/ holds the averaged weights and train/weights the trained
+                    ones (flat)
 
 Files are read with allow_pickle=False: a checkpoint never executes code. Any file that is not
 such a checkpoint raises CheckpointError with a one-line message naming it.

@@ -7,6 +7,7 @@ from typing import Optional, Union
 from .errors import ConfigError, UsageError
 
 CELLS = ("lstm", "gru", "rnn")
+DROPOUT_MODES = ("standard", "variational")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class TrainConfig:
     log_grad_norms: bool = False  # report |d loss / d h_t| across the window at evaluations
     state_reset: int = 2000       # mean characters between random resets of a stream's carried
                                   # state (0: never); see Trainer.train_step
+    dropout_mode: str = "standard"  # standard: a fresh dropout mask at every time step;
+                                  # variational: one per window and stream, at all its steps
+    weight_drop: float = 0.0      # DropConnect on the recurrent weights, a mask per window
+    embed_drop: float = 0.0       # drop whole characters' first-layer input rows, per window
+    ema: float = 0.0              # evaluate and save an exponential moving average of the
+                                  # weights with this decay, e.g. 0.999 (0: off)
 
     def to_dict(self):
         return asdict(self)
@@ -74,6 +81,11 @@ class TrainConfig:
             raise UsageError("val-frac must be in [0, 1)")
         if self.schedule not in ("constant", "cosine"):
             raise UsageError("schedule must be constant or cosine")
+        if self.dropout_mode not in DROPOUT_MODES:
+            raise UsageError("--dropout-mode must be standard or variational")
+        for name in ("weight_drop", "embed_drop", "ema"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UsageError(f"--{_flag(name)} must be in [0, 1), not {getattr(self, name)}")
         if min(self.state_reset, self.grad_clip, self.steps, self.minutes, self.epochs, self.keep,
                self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
             raise UsageError("budgets, counts, clipping and decay cannot be negative")

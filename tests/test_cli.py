@@ -189,6 +189,8 @@ def test_info(cli_run):
     assert j["path"] == str(cli_run / checkpoint.BEST)
     r = ok(invoke("info", cli_run))
     assert "lstm 1x16" in r.stdout and r.stderr == ""
+    assert ok(invoke("info", "-c", cli_run)).stdout == r.stdout  # as sample and eval take it
+    assert invoke("info", cli_run, "-c", cli_run).exit_code == 2
 
 
 # ----------------------------------------------------------------------------------------- resume

@@ -15,7 +15,10 @@ from conftest import TINY
 
 CONFIGS = [dict(cell="lstm", layers=2, hidden=48, dropout=0.1),
            dict(cell="gru", layers=2, hidden=40, dropout=0.0),
-           dict(cell="rnn", layers=1, hidden=64, dropout=0.0)]
+           dict(cell="rnn", layers=1, hidden=64, dropout=0.0),
+           dict(cell="lstm", layers=2, hidden=48, dropout=0.1, ema=0.99,
+                weight_drop=0.2, embed_drop=0.1)]  # the regularisers (regularise.py)
+REGULARISED = dict(dropout_mode="variational", weight_drop=0.3, embed_drop=0.1, ema=0.999)
 SHAPE = dict(batch=16, seq=24, eval_chars=500, steps=1)
 
 
@@ -34,6 +37,8 @@ def held_bytes(trainer):
         return a
     corpus = {id(root(trainer.xs)), id(root(trainer.val_ids))}
     seen, total, stack = set(), 0, [vars(trainer), vars(trainer.model), vars(trainer.opt)]
+    if trainer.average is not None:
+        stack.append(vars(trainer.average))
     while stack:
         obj = stack.pop()
         if isinstance(obj, np.ndarray):
@@ -51,10 +56,12 @@ def held_bytes(trainer):
 def estimate_for(trainer, **kw):
     cfg = trainer.cfg
     return memory.training(trainer.model.config, cfg.batch, cfg.seq,
-                           len(trainer.val_ids), cfg.eval_chars, trainer.model.dtype, **kw)
+                           len(trainer.val_ids), cfg.eval_chars, trainer.model.dtype,
+                           weight_drop=cfg.weight_drop, embed_drop=cfg.embed_drop, ema=cfg.ema,
+                           **kw)
 
 
-@pytest.mark.parametrize("model", CONFIGS, ids=[c["cell"] for c in CONFIGS])
+@pytest.mark.parametrize("model", CONFIGS, ids=["lstm", "gru", "rnn", "regularised"])
 def test_the_estimate_counts_what_a_training_holds(tmp_path, corpus_file, model):
     """After a step and both kinds of evaluation, the arrays held sum to the estimate's held
     bytes: exactly today, asserted within 1%."""
@@ -67,13 +74,14 @@ def test_the_estimate_counts_what_a_training_holds(tmp_path, corpus_file, model)
     assert len(trainer.model._grads) == 1  # two parts: one copy of the gradients besides grads
 
 
-def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file):
+@pytest.mark.parametrize("regs", [{}, REGULARISED], ids=["plain", "regularised"])
+def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file, regs):
     """tracemalloc sees NumPy's allocations (not the products Numba allocates inside the
     backward pass, which the estimate adds): between 90% and 100% of the estimate without them."""
     api.warmup("lstm")  # compile outside the traced region
     model = dict(CONFIGS[0], hidden=96)
     shape = dict(SHAPE, batch=32, seq=32)
-    probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape).trainer
+    probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape, **regs).trainer
     mcfg, cfg, vocab = probe.model.config, probe.cfg, probe.model.vocab
     train_ids, val_ids = np.array(probe.xs), probe.val_ids  # any ids of the right lengths
     train_ids = np.concatenate([train_ids.ravel(), train_ids.ravel()[:1]])

@@ -160,3 +160,14 @@ def test_streams_shared_out_whole():
         parts = [dist.share(B, r, n) for r in range(n)]
         assert [p.start for p in parts] == [0] + [p.stop for p in parts[:-1]]
         assert parts[-1].stop == B and min(p.stop - p.start for p in parts) >= B // n
+
+
+@needs_mpi
+def test_two_ranks_train_what_one_process_trains_with_the_regularisers(corpus, tmp_path):
+    """Every rank draws the same weight masks and keeps the same average (regularise.py)."""
+    regs = ["--dropout-mode", "variational", "--weight-drop", "0.3", "--embed-drop", "0.2",
+            "--ema", "0.9"]
+    charrnn("train", corpus, "-o", tmp_path / "two", "--steps", "6", *RUN, *regs, ranks=2)
+    charrnn("train", corpus, "-o", tmp_path / "one", "--steps", "6", *RUN, *regs)
+    assert_same_run(tmp_path / "two", tmp_path / "one")
+    assert "train/weights" in arrays(tmp_path / "two")[0]

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from . import evaluate, inspect, runs, sample, sweep, train
+from . import evaluate, export, inspect, runs, sample, serve, sweep, train
 from .common import Stderr, quiet_broken_pipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,6 +46,8 @@ app.command("runs")(runs.list_runs)
 app.add_typer(runs.cache)
 app.add_typer(sweep.sweep)
 app.command()(inspect.inspect)
+app.command()(serve.serve)
+app.command()(export.export)
 
 
 def main():

@@ -124,11 +124,15 @@ def _finite(x):
 def info(
     checkpoint: Annotated[Optional[Path], typer.Argument(
         help="A checkpoint file, run directory or run name (default: the latest run).")] = None,
+    checkpoint_opt: CheckpointOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Show a checkpoint's model, vocabulary and training history."""
+    """Show a checkpoint's model, vocabulary and training history (the checkpoint given as an
+    argument, or with -c as the other commands take it)."""
     from .. import api, checkpoint as ck
-    path, note = ck.resolve_explained(checkpoint)
+    if checkpoint is not None and checkpoint_opt is not None:
+        fail("give the checkpoint as an argument or with -c, not both", EXIT_USAGE)
+    path, note = ck.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
     d = api.describe(ck.load(path)[0])
@@ -137,7 +141,9 @@ def info(
         print(json.dumps(d))
         return
     print(f"{path}: {d['cell']} {d['layers']}x{d['hidden']}, {d['params']:,} parameters, "
-          f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}")
+          f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}"
+          + (f", averaged weights (--ema {d['train']['ema']})" if d["weights"] == "averaged"
+             else ""))
     print(f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
           f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
           f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}")

@@ -82,10 +82,26 @@ def train(
         "Reset each stream's carried state at random, on average every this many characters "
         "(0: never), so the model can start from a zero state as sampling does.",
         TrainConfig.state_reset)] = None,
+    dropout_mode: Annotated[Optional[str], run_opt(
+        "standard (a fresh dropout mask at every step) or variational (one mask per window and "
+        "stream, the same at all its steps).", TrainConfig.dropout_mode)] = None,
+    weight_drop: Annotated[Optional[float], run_opt(
+        "DropConnect on the recurrent weights: each dropped with this probability, one mask "
+        "per window (AWD-LSTM).", TrainConfig.weight_drop)] = None,
+    embed_drop: Annotated[Optional[float], run_opt(
+        "Drop whole characters' first-layer input rows (their embedding) with this "
+        "probability, per window.", TrainConfig.embed_drop)] = None,
+    ema: Annotated[Optional[float], run_opt(
+        "Evaluate and save an exponential moving average of the weights with this decay, e.g. "
+        "0.999 (0: off); best.npz then holds the averaged weights.", TrainConfig.ema)] = None,
     log_grad_norms: Annotated[Optional[bool], run_opt(
         "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
         "the window (vanishing or exploding).", None,
         "--log-grad-norms/--no-log-grad-norms")] = None,
+    auto_size: Annotated[bool, Opt(
+        "--auto-size", help="With --minutes and no --hidden: choose the size and dropout from "
+                            "the characters the budget buys, from a rate measured for a few "
+                            "seconds here and the corpus size (said in one line).")] = False,
     resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
                                           "where it stopped.")] = None,
     init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
@@ -116,7 +132,7 @@ def train(
         prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
                                glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
                                dtype=np.float64 if float64 else np.float32, encoding=encoding,
-                               errors=errors, **options)
+                               errors=errors, auto_size=auto_size, **options)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
@@ -203,7 +219,8 @@ class _Progress:
             return
         kind = e.get("kind", "eval")
         if kind == "full":
-            self._print(f"best.npz (step {e['step']}) on {'all ' if e.get('all') else ''}"
+            self._print(f"best.npz (step {e['step']}){_weights(e)} on "
+                        f"{'all ' if e.get('all') else ''}"
                         f"{e['val_chars_full']:,} validation characters: "
                         f"{fmt(e['val_loss_full'])} nats/char")
             return
@@ -228,10 +245,15 @@ class _Progress:
 def _progress_line(e):
     """step, epoch, training loss, the validation loss at an evaluation (* a new best), speed
     and time left; training-only lines leave the validation column blank."""
-    val = f"val {fmt(e['val_loss'])}{' *' if e.get('best') else '  '}" if "val_loss" in e \
-        else " " * 12
+    val = f"val {fmt(e['val_loss'])}{' *' if e.get('best') else '  '}{_weights(e)}" \
+        if "val_loss" in e else " " * 12
     return (f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {fmt(e['train_loss'])}  "
             f"{val}  {e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
+
+
+def _weights(e):
+    """" (averaged weights)" after a score of --ema's average (evaluations, best.npz)."""
+    return " (averaged weights)" if e.get("weights") == "averaged" else ""
 
 
 def _grad_norms(e):

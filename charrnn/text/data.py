@@ -8,15 +8,22 @@ A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted di
 values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
 vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
 """
+import functools
 from fractions import Fraction
 
 import numpy as np
 
 from ..errors import ConfigError, CorpusError
-from .decoding import (BOM, UNK, Decoding, binary_message, decode_message, fold_newlines,  # noqa: F401
+from .decoding import (BOM, UNK, Decoding, binary_message, decode_message, fold_newlines,
                        prepare_input)
-from .sources import (DEFAULT_CORPUS, STDLIB_CAP, corpus_file, corpus_names,  # noqa: F401
-                      default_data_dir, describe, hash_stream, read_text)
+from .sources import (DEFAULT_CORPUS, STDLIB_CAP, corpus_file, corpus_names, default_data_dir,
+                      describe, hash_stream, read_text)
+
+__all__ = [  # the text-in path's names, from here and from sources.py and decoding.py
+    "BOM", "UNK", "Decoding", "binary_message", "decode_message", "fold_newlines", "prepare_input",
+    "DEFAULT_CORPUS", "STDLIB_CAP", "corpus_file", "corpus_names", "default_data_dir", "describe",
+    "hash_stream", "read_text", "CHUNK", "build_vocab", "vocab_from_counts", "id_dtype",
+    "lookup_table", "encode", "unknown_message", "decode_bytes", "decode", "split", "streams"]
 
 CHUNK = 1 << 22                   # characters encoded or counted at a time
 _CODE_POINTS = 0x110000
@@ -84,6 +91,15 @@ def lookup_table(vocab):
     return table
 
 
+@functools.lru_cache(maxsize=8)
+def _read_only_table(vocab):
+    """lookup_table(vocab), kept for the next encode: a text table is 4 MB to fill, and a server
+    encodes a prompt per request."""
+    table = lookup_table(vocab)
+    table.flags.writeable = False
+    return table
+
+
 def encode(text, vocab, *, unknown="auto"):
     """Ids of text's characters (bytes) in vocab, as uint8/uint16/uint32 (see id_dtype).
 
@@ -92,7 +108,7 @@ def encode(text, vocab, *, unknown="auto"):
     """
     _check_kinds(text, vocab)
     vocab = _symbols_of(vocab)
-    table = lookup_table(vocab)
+    table = _read_only_table(vocab)
     unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
     if unknown == "auto":
         unknown = "unk" if unk_id >= 0 else "error"

@@ -31,13 +31,16 @@ class Estimate(NamedTuple):
 
 
 def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
-             resume=False, base_model=False):
+             resume=False, base_model=False, weight_drop=0.0, embed_drop=0.0, ema=0.0):
     """Estimate of a training's memory, following Trainer and Model as they allocate.
 
     val_len: characters of validation text (0: no evaluation buffers); eval_chars: the
     trainer's cap per evaluation (ten times as many at the last one; 0 reads all). resume: the
     weights come from a checkpoint; base_model: an --init-from model is held while the new one
-    is built."""
+    is built. weight_drop, embed_drop, ema: the regularisers' settings (regularise.py): each
+    step a mask (and the random bits it is made from) and a copy of the recurrent weights, or of
+    the first layer's input rows; the averaged weights, held, and at each save three more copies
+    of the weights. Variational dropout's smaller masks are counted as the standard ones."""
     it = np.dtype(dtype).itemsize
     L, H, V = mcfg.layers, mcfg.hidden, mcfg.vocab_size
     G = kernels.GATES[kernels.CELLS[mcfg.cell]] * H
@@ -56,10 +59,16 @@ def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
     else:
         start = 8 * N + (N * it if base_model else 0)  # rng.uniform draws float64 for all weights
     masks = (1 + 2 * it) * L * T * B * H if mcfg.dropout > 0 else 0  # bool keep, cast, scaled
+    masks += L * H * G * (2 * it + 4) if weight_drop > 0 else 0  # mask, its bits, raw copy
+    masks += (V * G + 2 * V) * it if embed_drop > 0 else 0
+    if ema > 0:
+        held["averaged weights"] = N * it
     windows = 6 * L * B * H * it + 4 * T * B * 4  # state copies, joined states; int32 windows
     backward = len(parts) * max(H * G, H * V) * it  # np.dot result of dWh/dWx/dWy, per part
     step = masks + windows + backward
-    return Estimate(held, max(static + start, sum(held.values()) + step))
+    save = 3 * N * it if ema > 0 else 0  # the trained weights aside, a copy to write, and
+                                         # np.savez's copy of it as bytes
+    return Estimate(held, max(static + start, sum(held.values()) + max(step, save)))
 
 
 def _eval_keys(val_len, eval_chars, B, T):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..text import data, idcache
-from . import dist, memory, runs
+from . import dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..engine.model import num_params
 from ..checkpoint import RunInfo
@@ -100,10 +100,12 @@ def unknown_notice(vocab, train_ids, val_ids):
 
 def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
             byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
-            encoding=None, errors="strict", **options):
+            encoding=None, errors="strict", auto_size=False, **options):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
-    (the command line passes those it was not given so). Returns a Prepared."""
+    (the command line passes those it was not given so). auto_size: with minutes and no
+    hidden, size the model from the characters the budget buys (sizing.py), measured here,
+    and say so in the notice. Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
@@ -134,6 +136,13 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
             notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
+    if auto_size and base is None and cfg.minutes and "hidden" not in options:
+        choice = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype)
+        mopts["hidden"] = choice.hidden
+        if "dropout" not in options:  # a given dropout stays
+            mopts["dropout"] = choice.dropout
+        notice = "; ".join(filter(None, [notice, choice.reason(
+            mopts.get("layers", ModelConfig.layers), f"{sizing.SIZES[1]} units")]))
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
@@ -185,9 +194,25 @@ def _refuse_if_live(run_dir):
         raise ConfigError(runs.in_use(run_dir, pid))
 
 
+def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype):
+    """sizing.choose from a rate measured here (on rank 0, shared: every rank must build the
+    same model) at the middle size."""
+    cell = mopts.get("cell", ModelConfig.cell)
+    layers = mopts.get("layers", ModelConfig.layers)
+    world, at = dist.world(), sizing.SIZES[1]
+    rate = sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) \
+        if world.rank == 0 else None
+    rate = world.bcast(rate)
+    return sizing.choose(cfg.minutes, train_chars,
+                         sizing.scaled_rates(rate, at, cell, layers, vocab_size), cell, layers,
+                         vocab_size)
+
+
 def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
-    est = memory.training(mcfg, cfg.batch, cfg.seq, val_len, cfg.eval_chars, dtype, **kw)
+    est = memory.training(mcfg, cfg.batch, cfg.seq, val_len, cfg.eval_chars, dtype,
+                          weight_drop=cfg.weight_drop, embed_drop=cfg.embed_drop, ema=cfg.ema,
+                          **kw)
     what = (f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch "
             f"{cfg.batch} x {cfg.seq}")
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")

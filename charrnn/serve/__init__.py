@@ -1,0 +1,20 @@
+"""`charrnn serve`: OpenAI's completions API over continuously batched models, a page to write
+with them, and a prefix state cache for prompts that grow (docs/serving.md).
+
+Modules: schemas (requests and errors in OpenAI's shapes), stepper (one model's batched step
+and per-row draw), cache (prefix states), batcher (continuous batching in a thread), models
+(loading and reloading), app (the Starlette routes), server (uvicorn, signals, workers) and
+page/index.html. The HTTP stack (uvicorn, Starlette) comes with the serve extra and is imported
+only from app and server.
+"""
+
+
+def serve(checkpoints, **options):
+    """Serve the models named by checkpoints until SIGTERM or Ctrl-C (server.serve)."""
+    try:
+        from .server import serve as run
+    except ImportError as e:
+        from ..errors import CharrnnError
+        raise CharrnnError(f"serving needs the serve extra ({e.name} is missing): "
+                           "pip install 'charrnn[serve]'") from None
+    return run(checkpoints, **options)

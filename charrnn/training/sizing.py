@@ -1,0 +1,96 @@
+"""Sizing a model from the characters its time budget will buy (issue 22): with --minutes and
+no --hidden, the hidden size and dropout follow from this machine's measured training rate and the
+corpus size, not from the minutes alone.
+
+The rules are calibrated on the Tiny Shakespeare runs of docs/choosing-defaults.md, and reproduce
+config.budget_preset's sizes at the rates those runs had:
+
+- size: the largest of SIZES whose budget buys at least CHARS_PER_PARAM training characters per
+  parameter (at 3 minutes a 2 x 384 seeing 1.45 per parameter lost to a 2 x 256 seeing 6.4; at
+  15 minutes a 2 x 512 seeing 2.4 won);
+- dropout: from the exposure, passes over the training text times parameters per training
+  character (how far the model can memorise it), by DROPOUT_BY_EXPOSURE: 4.9 for the 3-minute
+  2 x 256 (no dropout), 8 for the 5-minute 2 x 384 (0.1), 25 for the 15-minute 2 x 512 (0.2);
+  past 30 (a faster machine's 15 minutes, over-fitted at 0.2 in issue 22) 0.3, an extrapolation.
+
+The rate of each size is one measured rate (a few training steps of the middle size on random
+ids) scaled by the sizes' multiply-adds per character: small models reach less of the machine's
+peak, so the scaled rates of larger sizes are, if anything, low.
+"""
+import math
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..engine.model import Model, num_params, param_shapes
+
+SIZES = (256, 384, 512)     # the hidden sizes chosen among, 2 layers each
+CHARS_PER_PARAM = 2.0       # the least training characters per parameter a size must get
+DROPOUT_BY_EXPOSURE = ((6.0, 0.0), (15.0, 0.1), (30.0, 0.2), (math.inf, 0.3))  # (below, dropout)
+TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations and saves the rest)
+MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
+
+
+class Choice(NamedTuple):
+    hidden: int
+    dropout: float
+    chars_per_sec: float    # the (scaled) rate of the chosen size
+    chars: float            # training characters the budget buys at that rate
+    passes: float           # ... as passes over the training text
+    per_param: float        # ... per parameter
+    exposure: float         # passes times parameters per training character
+
+    def reason(self, layers, measured_at):
+        return (f"sized from the budget: {layers} x {self.hidden}, dropout "
+                f"{self.dropout:g}: at about {self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
+                f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
+                f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
+                "parameter (--hidden to choose)")
+
+
+def choose(minutes, train_chars, rate_of: Callable[[int], float], cell="lstm", layers=2,
+           vocab_size=65, sizes=SIZES):
+    """The Choice for a budget of `minutes` over a training text of `train_chars` characters,
+    rate_of(hidden) giving the training characters per second of each size."""
+    seconds = 60.0 * minutes * TRAIN_SHARE
+    for H in sorted(sizes, reverse=True):
+        P = num_params(ModelConfig(cell, layers, H, vocab_size))
+        chars = rate_of(H) * seconds
+        if chars >= CHARS_PER_PARAM * P or H == min(sizes):
+            break
+    passes = chars / max(1, train_chars)
+    exposure = passes * P / max(1, train_chars)
+    dropout = next(d for below, d in DROPOUT_BY_EXPOSURE if exposure < below)
+    return Choice(H, dropout, rate_of(H), chars, passes, chars / P, exposure)
+
+
+def work_per_char(cell, layers, hidden, vocab_size):
+    """Multiply-adds per character of a training step, relative units: every weight but the
+    first layer's input rows (a row lookup) is read by one product forward and two backward."""
+    shapes = param_shapes(ModelConfig(cell, layers, hidden, vocab_size))
+    return sum(int(np.prod(s)) for s in shapes) - int(np.prod(shapes.Wx0))
+
+
+def measure(cell, layers, hidden, vocab_size, batch, seq, dtype=np.float32,
+            seconds=MEASURE_SECONDS, rng=None):
+    """Training characters per second of a fresh model of this shape on random ids: one warm-up
+    step, then steps for about `seconds` (the step the trainer takes, without the optimiser)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    m = Model(ModelConfig(cell, layers, hidden, vocab_size), dtype=dtype).init_weights(rng)
+    _, grads = m.zeros_like_params()
+    x = rng.integers(0, vocab_size, (seq, batch)).astype(np.int32)
+    h, c = m.zero_state(batch)
+    m.loss_and_grad(x, x, h, c, grads)
+    steps, t0 = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - t0 < seconds:
+        m.loss_and_grad(x, x, h, c, grads)
+        steps += 1
+    return steps * x.size / (time.perf_counter() - t0)
+
+
+def scaled_rates(measured_rate, measured_at, cell, layers, vocab_size):
+    """rate_of(H): the rate measured at hidden size measured_at, scaled by work_per_char."""
+    base = work_per_char(cell, layers, measured_at, vocab_size)
+    return lambda H: measured_rate * base / work_per_char(cell, layers, H, vocab_size)

@@ -1,0 +1,101 @@
+"""Shared pieces of the export tests: tiny random-weight checkpoints, charrnn's own logits and
+greedy text to compare the exported model with, and a naive greedy driver of the ONNX step
+graph through ONNX Runtime."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from charrnn import checkpoint
+from charrnn.charmodel import CharModel
+from charrnn.config import ModelConfig
+
+VOCAB = "\n !',.?abcdefghijklmnopqrstuvwxyzAEIOU"
+
+
+def tiny_model(cell="lstm", layers=2, hidden=24, vocab=VOCAB, seed=0, sharpen=3.0):
+    """A CharModel with charrnn's initial weights; sharpen scales the decoder, so that the
+    greedy choice is seldom a near tie (a random model's logits are nearly flat)."""
+    cfg = ModelConfig(cell=cell, layers=layers, hidden=hidden, vocab_size=len(vocab))
+    m = CharModel(cfg, vocab).init_weights(np.random.default_rng(seed))
+    m.params.Wy[:] *= sharpen
+    m.params.by[:] = np.random.default_rng(seed + 1).normal(0, 0.5, m.params.by.shape)
+    return m
+
+
+def save(model, path):
+    vocab = model.vocab.to_json()
+    checkpoint.save(path, {"model": model.config.to_dict(), "vocab": vocab}, model.params)
+    return path
+
+
+def charrnn_logits(model, ids):
+    """charrnn's logits (T, V) after each of ids, read as one stream from the zero state."""
+    h0, c0 = model.zero_state(1)
+    return model.forward(np.asarray(ids, np.int32)[:, None], h0, c0).P.copy()
+
+
+def charrnn_sample(ckpt, prime, length, *extra):
+    """What `charrnn sample --temp 0` prints (the prime, then `length` characters), as bytes."""
+    cmd = [sys.executable, "-m", "charrnn", "sample", "-c", str(ckpt), "--temp", "0",
+           "-n", str(length), "--prime", prime, *extra]
+    done = subprocess.run(cmd, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def onnx_session(data):
+    ort = __import__("onnxruntime")
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def onnx_meta(session):
+    return json.loads(session.get_modelmeta().custom_metadata_map["charrnn"])
+
+
+def onnx_steps(session, ids):
+    """The step graph's logits (T, V) after each of ids, from the zero state, one run per id."""
+    meta = onnx_meta(session)
+    names = meta["inputs"][1:]
+    state = {n: np.zeros((meta["layers"], 1, meta["hidden"]), np.float32) for n in names}
+    out = []
+    for i in ids:
+        logits, *new = session.run(None, {"id": np.array([i], np.int64), **state})
+        state = dict(zip(names, new))
+        out.append(logits[0])
+    return np.array(out), state
+
+
+def onnx_greedy(session, prime_ids, length):
+    """Greedy ids after prime_ids from the step graph: each step's likeliest id (the first of
+    equals, never the unknown symbol), as `charrnn sample --temp 0` picks them."""
+    meta = onnx_meta(session)
+    names = meta["inputs"][1:]
+    state = {n: np.zeros((meta["layers"], 1, meta["hidden"]), np.float32) for n in names}
+    feed, out = list(prime_ids), []
+    for _ in range(length):
+        for i in feed:
+            logits, *new = session.run(None, {"id": np.array([i], np.int64), **state})
+            state = dict(zip(names, new))
+        row = logits[0].astype(np.float64)
+        if meta["unk_id"] >= 0:
+            row[meta["unk_id"]] = -np.inf
+        feed = [int(np.argmax(row))]
+        out.append(feed[0])
+    return out
+
+
+def sampler_logits(model, ids):
+    """The logits (T, V) `charrnn sample` computes after each of ids (its packed float32 step,
+    sample_kernels.step, and decoder), from the zero state."""
+    from charrnn.engine import gemm, sample_kernels
+    from charrnn.engine.sampler import Sampler
+    s = Sampler(model, 1, parallel=False)
+    w, p, V, L = s.work, model.params, model.config.vocab_size, model.config.layers
+    out = []
+    for i in ids:
+        sample_kernels.step(model.cell, p, w, np.array([i], np.int64), w.h, w.c)
+        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        out.append(w.logits[0, :V] + p.by)
+    return np.array(out)

@@ -1,0 +1,59 @@
+"""Sizing from the budget (training/sizing.py): the choice, from injected rates, reproduces the
+presets at the rates they were measured at and grows the regularisation where the budget buys
+many passes; --auto-size applies it and says why."""
+import numpy as np
+import pytest
+
+from charrnn.training import run, sizing
+from test_train import small_corpus  # noqa: F401  (a fixture)
+
+TS_TRAIN = 1_003_854  # Tiny Shakespeare's training characters (90%)
+MEASURED = {256: 31e3, 384: 15e3, 512: 9.5e3}  # 3-minute rates, docs/choosing-defaults.md
+
+
+@pytest.mark.parametrize("minutes, rates, expect", [
+    (3, MEASURED, (256, 0.0)), (5, {256: 31e3, 384: 13.7e3, 512: 9.5e3}, (384, 0.1)),
+    (15, {256: 31e3, 384: 15e3, 512: 8.6e3}, (512, 0.2)),
+    (15, {256: 45e3, 384: 22e3, 512: 12.3e3}, (512, 0.3)),  # issue 22's faster Intel machine
+    (1, MEASURED, (256, 0.0))])  # the smallest size whatever the budget buys
+def test_the_choice_reproduces_the_measured_presets(minutes, rates, expect):
+    c = sizing.choose(minutes, TS_TRAIN, rates.get)
+    assert (c.hidden, c.dropout) == expect
+    assert c.chars == pytest.approx(rates[c.hidden] * 60 * minutes * sizing.TRAIN_SHARE)
+
+
+def test_a_large_corpus_needs_no_dropout_and_a_small_one_more():
+    big = sizing.choose(15, 100 * TS_TRAIN, MEASURED.get)
+    assert (big.hidden, big.dropout) == (512, 0.0) and big.passes < 0.1
+    small = sizing.choose(15, TS_TRAIN // 4, MEASURED.get)
+    assert (small.hidden, small.dropout) == (512, 0.3) and small.exposure > 30
+
+
+def test_rates_scale_by_the_work_per_character():
+    rate_of = sizing.scaled_rates(15e3, 384, "lstm", 2, 65)
+    assert rate_of(384) == 15e3
+    work = {H: sizing.work_per_char("lstm", 2, H, 65) for H in (256, 384, 512)}
+    for H in (256, 512):
+        assert rate_of(H) == pytest.approx(15e3 * work[384] / work[H])
+    assert rate_of(256) > 2 * rate_of(384) > 3 * rate_of(512)
+    w = sizing.work_per_char("lstm", 2, 256, 65)
+    assert w == 2 * 256 * 1024 + 256 * 1024 + 2 * 1024 + 256 * 65 + 65  # Wh, Wx, b, Wy, by
+
+
+def test_measure_counts_characters_per_second():
+    rate = sizing.measure("lstm", 1, 16, 7, 4, 8, np.float64, seconds=0.05)
+    assert rate > 0
+
+
+def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(sizing, "measure", lambda *a, **k: 15e3)  # no timing in tests
+    p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=15,
+                    auto_size=True)
+    cfg = p.trainer.model.config
+    assert (cfg.hidden, cfg.dropout) == (512, 0.3)  # 450 characters: memorised at once
+    assert "sized from the budget: 2 x 512, dropout 0.3" in p.notice
+    p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=15,
+                    dropout=0.1, auto_size=True)
+    assert p.trainer.model.config.dropout == 0.1  # a given dropout stays
+    p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15)
+    assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (512, 0.2)
