@@ -24,9 +24,6 @@ class SampleWork(NamedTuple):
     Wxp: np.ndarray      # (L-1, H*Kp)  input weights of layers 1..L-1, packed and padded
     Whp: np.ndarray      # (L, H*Kp)    recurrent weights, packed and padded
     Wyp: np.ndarray      # (H*Vp,)      decoder, packed and padded
-    Sx: np.ndarray       # (L-1, Kp)    per-column scales of Wxp, Whp and Wyp when they are
-    Sh: np.ndarray       # (L, Kp)      in a narrow format (precision.py: uint16 bf16 or int8);
-    Sy: np.ndarray       # (Vp,)        (L-1, 0), (L, 0) and (0,) for float weights
     h: np.ndarray        # (L, N, H)    state
     c: np.ndarray        # (L, N, H)    lstm cell state (unused by gru and rnn)
     cur: np.ndarray      # (N,) int64   the last character of each row, the next input
@@ -36,6 +33,11 @@ class SampleWork(NamedTuple):
     scratch: np.ndarray  # (N, Kp)      a padded product before it is cut to K
     logits: np.ndarray   # (N, Vp)
     prob: np.ndarray     # (V,) float64 one row's probabilities while drawing
+    # per-column scales of Wxp, Whp and Wyp when they are in a narrow format (precision.py:
+    # uint16 bf16 or int8); empty, as by default, for float weights
+    Sx: np.ndarray = np.zeros((0, 0), np.float32)  # (L-1, Kp)
+    Sh: np.ndarray = np.zeros((0, 0), np.float32)  # (L, Kp)
+    Sy: np.ndarray = np.zeros(0, np.float32)       # (Vp,)
 
 
 class SplitWork(NamedTuple):
