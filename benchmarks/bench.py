@@ -377,9 +377,10 @@ def measure_size(name, args):
 
 def shares(r, size, peak, precisions):
     """Each side's figures as fractions of the machine's rates (child_peak): training's
-    GEMM FLOPs a second over the 1024^3 and the step-shape SGEMM rates on two threads (and
-    one thread's times two); batch-1 sampling's weight bytes a second over one thread's
-    weight-streaming rate at the same footprint."""
+    GEMM FLOPs a second over the 1024^3 and the step-shape SGEMM rates on two threads and
+    one thread's times two (charrnn trains a part of the batch per core, each on one thread);
+    batch-1 sampling's weight bytes a second over one thread's weight-streaming rate at the
+    same footprint."""
     step = f"{size['batch']}x{size['hidden']}x{4 * size['hidden']}"
     for side in ("charrnn", "torch", "before"):
         if side not in r:
@@ -387,7 +388,8 @@ def shares(r, size, peak, precisions):
         d = r[side]
         gf = d["train_gflops"]
         d.update(of_peak_2=gf / peak["gflops_2"], of_peak_1x2=gf / (2 * peak["gflops_1"]),
-                 of_step_2=gf / peak[f"gflops_{step}_2"])
+                 of_step_2=gf / peak[f"gflops_{step}_2"],
+                 of_step_1x2=gf / (2 * peak[f"gflops_{step}_1"]))
         for p in precisions:
             key = "sample_chars_per_sec" if p == "fp32" else f"sample_{p}_chars_per_sec"
             if key not in d or (side == "torch" and p != "fp32"):
@@ -505,7 +507,8 @@ def table_rows(precisions):
     """(key, label, format) of each row of a size in the table."""
     rows = [("train_chars_per_sec", "training chars/s", ",.0f"),
             ("of_peak_2", "training, share of 2-thread SGEMM 1024^3", ".0%"),
-            ("of_step_2", "training, share of 2-thread SGEMM at the step's shape", ".0%")]
+            ("of_step_1x2", "training, share of 2 x 1-thread SGEMM at the step's shape "
+                            "(as charrnn runs it: a part per core)", ".0%")]
     for p in precisions:
         key = "sample" if p == "fp32" else f"sample_{p}"
         vs = "" if p == "fp32" else "; ratio against PyTorch's fp32 loop"
@@ -543,8 +546,9 @@ def print_table(res):
           f"{env['llvm_cpu']}, BLAS {'; '.join(env['blas'])}), numba {env['numba']}, numpy "
           f"{env['numpy']}; {env['date']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
           f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs; "
-          f"load average {env['load_before']:.1f} before, {env['load_after']:.1f} after "
-          f"({env['cores']} cores: above about 0.5 the figures are another program's too)")
+          f"load average {env['load_before']:.1f} before, {env['load_after']:.1f} after (the "
+          f"benchmark alone keeps it near 1-2; above that, other programs shared the "
+          f"{env['cores']} cores)")
     print("| model | measure | charrnn | PyTorch | ratio (each run) | baseline | speed-up |")
     print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name, r in res["sizes"].items():
