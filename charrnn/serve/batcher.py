@@ -4,9 +4,11 @@ one batched kernel step (stepper.Stepper), as vLLM batches its sequences.
 A request becomes a Job (one prompt, n rows). A job's prompt is read first, for its one row,
 from the longest cached prefix on (cache.PrefixCache), a bounded number of characters per tick
 so that a long prompt does not stall the rows already writing; then its n rows join the batch
-at the next step. A row leaves when it reaches its max_tokens or a stop string; a cancelled
-job (a dropped connection) leaves at the next tick. At most max_batch rows are active; at most
-max_queue more wait; beyond that submit raises Busy.
+at the next step (a job with max_tokens 0 ends there). A job that scores its prompt (echo with
+logprobs) reads it from the start, logits and all: the cache keeps states, not the per-character
+scores that would be 100 times their size. A row leaves when it reaches its max_tokens or a
+stop string; a cancelled job (a dropped connection) leaves at the next tick. At most
+max_batch rows are active; at most max_queue more wait; beyond that submit raises Busy.
 
 The batcher runs in a thread of its own (the kernels release the GIL) and hands each tick's
 text to the job's `deliver` callback, from that thread.
@@ -52,6 +54,7 @@ class Job:
     no_repeat: int = 0
     stops: tuple = ()               # stop strings, as the model writes text
     logprobs: Optional[int] = None  # top-k log probabilities at each position
+    score: bool = False             # score the prompt too (echo with logprobs): see scores
     seed: Optional[int] = None
     cancelled: bool = False
     # set by the batcher
@@ -63,6 +66,9 @@ class Job:
     c: object = None
     left: int = 0                   # rows still writing
     cached: int = field(default=0)  # prompt characters found in the cache
+    scores: list = None             # with score: (logprobs (m,), top ids (m, k), top
+                                    # logprobs (m, k)) chunks of ids[1:] given those before,
+                                    # complete before the job's first delivery
 
     def cancel(self):
         self.cancelled = True
@@ -153,7 +159,9 @@ class Batcher:
                            int(job.window), int(job.no_repeat))
             job.rep = repetition.empty(job.n, self.stepper.V, job.how)
         want = job.ids[:-1]
-        n, h, c = self.cache.longest(want)
+        n, h, c = (0, None, None) if job.score else self.cache.longest(want)
+        if job.score:
+            job.scores = []
         if h is None:
             h, c = self.stepper.zero_state(1)
         job.read, job.h, job.c, job.cached = n, h, c, n
@@ -175,12 +183,23 @@ class Batcher:
             target = len(job.ids) - 1
             if job.read < target:
                 upto = min(target, job.read + budget, (job.read // EVERY + 1) * EVERY)
-                self.stepper.read(job.ids[job.read:upto], job.h, job.c)
+                if job.score:
+                    z = self.stepper.read_scored(job.ids[job.read:upto], job.h, job.c)
+                    job.scores.append(score_of(z, job.ids[job.read + 1:upto + 1],
+                                               job.logprobs))
+                else:
+                    self.stepper.read(job.ids[job.read:upto], job.h, job.c)
                 budget -= upto - job.read
                 job.read = upto
                 self.cache.put(job.ids[:upto], job.h, job.c)
                 if job.read < target:
                     continue
+            if job.max_tokens == 0:  # only the prompt (its scores) was asked for
+                self.reading.popleft()
+                with self.cv:
+                    self.queued -= job.n
+                job.deliver([(k, "", "length", None, 0) for k in range(job.n)])
+                continue
             if len(self.rows) + job.n > self.max_batch:
                 return  # the batch is full: the job joins when rows leave
             self.reading.popleft()
@@ -291,6 +310,29 @@ def advance(r, x, lp, symbol):
         r.lps = [e for e in r.lps if e[0] >= end]
     r.emitted = end
     return r.k, text, finish, entries, r.count
+
+
+def score_of(z, targets, k):
+    """(log p of each target (m,), the k likeliest ids (m, k) and their log p (m, k)) of
+    logits z (m, V), each row scoring its target; float64, as the sampled positions'."""
+    lp = log_softmax(z)
+    m = np.arange(len(targets))
+    tok = lp[m, targets]
+    k = min(k, lp.shape[1])
+    if k <= 0:
+        return tok, np.zeros((len(m), 0), np.int64), np.zeros((len(m), 0))
+    top = np.argpartition(-lp, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(lp, top, 1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return tok, np.take_along_axis(top, order, 1), np.take_along_axis(vals, order, 1)
+
+
+def top_dict(ids, vals, symbol):
+    """{character: log p} of ids (k,) with log p vals (k,), as top_of shows them."""
+    if symbol is None:
+        return {bytes([t]).decode("utf-8", "replace"): v
+                for t, v in zip(ids.tolist(), vals.tolist())}
+    return {symbol[t]: v for t, v in zip(ids.tolist(), vals.tolist())}
 
 
 def top_of(lp, k, symbol):

@@ -149,9 +149,11 @@ def parse_completion(body, limits=Limits()):
     logprobs = body.get("logprobs")
     if logprobs is not None:
         logprobs = _int(body, "logprobs", 0, 0, 20)
+    echo = _bool(body, "echo")
     return CompletionRequest(
         model=model, prompts=_prompts(body, limits),
-        max_tokens=_int(body, "max_tokens", 16, 1, limits.max_tokens),
+        # 0 with echo: only the prompt, scored with logprobs (as OpenAI's legacy API does)
+        max_tokens=_int(body, "max_tokens", 16, 0 if echo else 1, limits.max_tokens),
         temperature=_num(body, "temperature", 1.0, 0.0, 100.0),
         top_p=_num(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
         top_k=_int(body, "top_k", 0, 0, 1 << 20),
@@ -163,4 +165,4 @@ def parse_completion(body, limits=Limits()):
         frequency_penalty=_num(body, "frequency_penalty", 0.0, -PENALTY_MAX, PENALTY_MAX),
         penalty_window=_int(body, "penalty_window", 0, 0, 1 << 20),
         no_repeat=_int(body, "no_repeat", 0, 0, 1 << 16),
-        logprobs=logprobs, echo=_bool(body, "echo"))
+        logprobs=logprobs, echo=echo)

@@ -39,7 +39,17 @@ def is_loopback(host):
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, whose SIGINT and SIGTERM only ask it to stop (and drain)."""
+    """uvicorn's server, whose SIGINT and SIGTERM only ask it to stop (and drain), and which
+    says when it listens (ready: called once the socket is bound)."""
+
+    def __init__(self, config, ready=lambda: None):
+        super().__init__(config)
+        self.ready = ready
+
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        if self.started:
+            self.ready()
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -81,8 +91,9 @@ def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
     """Serve the models until SIGTERM or Ctrl-C; report(line) gets the lines for the user,
     the first saying where. checkpoints: what -c names, each (files, runs, directories)."""
     api_key = api_key or os.environ.get(KEY_ENV) or None
-    report(f"charrnn: serving {len(checkpoints)} model{'s'[:len(checkpoints) != 1]} at "
-           f"http://{_url_host(host)}:{port}/ (the page; the API under /v1/)")
+    url = f"http://{_url_host(host)}:{port}/"
+    report(f"charrnn: serving {len(checkpoints)} model{'s'[:len(checkpoints) != 1]} at {url} "
+           "(the page; the API under /v1/), once loaded and warmed up")
     if not is_loopback(host) and api_key is None:
         report(f"charrnn: warning: {host} is reachable beyond this machine and there is no "
                f"API key; pass --api-key or set {KEY_ENV}")
@@ -100,7 +111,8 @@ def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
     for note in reg.notes():
         report(f"charrnn: {note}")
     try:
-        Server(uvicorn.Config(app, lifespan="off", **common)).run()
+        Server(uvicorn.Config(app, lifespan="off", **common),
+               ready=lambda: report(f"charrnn: ready at {url}")).run()
     finally:
         reg.close()
 

@@ -45,6 +45,19 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
             out[k] = sample_kernels.pick(row, coins[k], how, prob, ban)
 
 
+@kernel
+def read_logits(cell, p, w, ids, h, c, z):
+    """Feed ids (T,) into one row's state h, c (L, 1, H), in place, as generate() reads a
+    prime (the same steps, so the same state), writing the logits after each id into z (T, V)
+    as the sampler computes them."""
+    L, V = h.shape[0], p.by.shape[0]
+    for s in range(ids.shape[0]):
+        sample_kernels.step(cell, p, w, ids[s:s + 1], h, c)
+        gemm.matmul(h[L - 1], w.Wyp, w.logits)
+        z[s] = w.logits[0, :V]
+        z[s] += p.by
+
+
 class Stepper:
     """The packed weights of one model and the buffers of each batch size."""
 
@@ -112,6 +125,16 @@ class Stepper:
         sample_kernels.generate(self.model.cell, self.model.params, w, pending, np.zeros((0, 1)),
                     self.plain, self.no_rep, none)
 
+    def read_scored(self, ids, h, c):
+        """read() that also returns the logits (len(ids), V) after each id, in the model's
+        dtype (the state after it is read()'s, step for step)."""
+        w = self.work(1)._replace(h=h, c=c)
+        ids = np.ascontiguousarray(ids, np.int64)
+        z = np.empty((len(ids), self.V), self.model.dtype)
+        if len(ids):
+            read_logits(self.model.cell, self.model.params, w, ids, h, c, z)
+        return z
+
     def pick(self, z, coins, temp, top_k, top_p):
         """The draws of the rows of z (N, V) without penalties (see pick_rows)."""
         out = np.zeros(z.shape[0], np.int64)
@@ -142,6 +165,7 @@ def warm(cell, dtype):
     s = Stepper(m)
     h, c = s.zero_state(1)
     s.read(np.array([0, 1]), h, c)
+    s.read_scored(np.array([0, 1]), h, c)
     z = s.step(np.array([1]), h, c)
     s.pick(z, [0.5], [1.0], [0], [1.0])
     one = lambda v, t: np.full(1, v, t)  # noqa: E731
