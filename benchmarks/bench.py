@@ -8,11 +8,18 @@ For each model size it measures, in separate processes run alternately (charrnn,
 charrnn, ...) so both sides see the same machine state:
   training   characters/second over N optimizer steps (after warm-up), median of the repeats,
              and the ratio of each repeat's pair
-  sampling   batch-1 characters/second at temperature 0.8, median of the repeats
+  sampling   batch-1 characters/second at temperature 0.8, median of the repeats, for each
+             weight precision asked for (--precisions: fp32, the exact default, and the
+             opt-in bf16 and int8 of `charrnn sample --precision`)
   memory     peak resident set size of the training process
-  peak       the fraction of the machine's fp32 peak a training step reaches: its matrix-product
-             FLOPs per character times chars/s, over the best 1024^3 SGEMM rate of the BLAS
-             charrnn calls, on one thread (x 2 cores) and on two, measured in the same run
+  peak       the machine's own rates, measured in the same run, and the share of them each
+             figure reaches: the best fp32 SGEMM rate of the BLAS charrnn's training calls
+             (SciPy's OpenBLAS, through Numba) at 1024^3 and at each size's recurrent step
+             (B, H) @ (H, 4H), on one thread and on two; one thread's streaming read of a 256 MB
+             array; and one thread's weight-streaming rate, a packed fp32 vector-matrix
+             product (gemm.py, the sampler's loop) over a matrix as large as the weights a
+             sampled character reads at each size and precision, which bounds batch-1
+             sampling at bytes/s over bytes per character
 and, for charrnn:
   start-up   `charrnn sample -n 100` from a small checkpoint, Numba's cache warm (median)
   pair       two trainings started together: their summed chars/s over one solo run's
@@ -59,6 +66,22 @@ def cpu_model():
     return platform.processor()
 
 
+def cpu_kind():
+    """The CPU as lscpu describes it: model name, vendor, family/model, the widest vectors
+    and the caches (None where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    f = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    f = {k.strip(): v.strip() for k, v in f.items()}
+    flags = set(f.get("Flags", "").split())
+    vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    caches = ", ".join(f"{c} {f[c]}" for c in ("L2 cache", "L3 cache") if c in f)
+    return (f"{f.get('Model name', '?')} ({f.get('Vendor ID', '?')}, family "
+            f"{f.get('CPU family', '?')} model {f.get('Model', '?')}, {vec}; {caches})")
+
+
 def environment():
     import llvmlite.binding as ll
     import numba
@@ -70,11 +93,12 @@ def environment():
     threads.single_threaded_blas()  # loads the BLAS that Numba calls
     blas = [f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
             for b in threadpool_info() if b.get("user_api") == "blas"]
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "llvm_cpu": ll.get_host_cpu_name(),
+    return {"cpu": cpu_model(), "lscpu": cpu_kind(), "cores": os.cpu_count(),
+            "llvm_cpu": ll.get_host_cpu_name(),
             "python": platform.python_version(), "charrnn": __version__,
             "numpy": numpy.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
             "blas": blas, "charrnn_threads": threads.num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()[0],
             "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
 
@@ -86,6 +110,21 @@ def flops_per_char(layers, hidden, vocab=V, gates=4):
     K = gates * hidden
     forward = layers * 2 * hidden * K + (layers - 1) * 2 * hidden * K + 2 * hidden * vocab
     return 3 * forward
+
+
+PRECISIONS = ("fp32", "bf16", "int8")
+BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+def sampled_bytes(layers, hidden, precision="fp32", vocab=V, gates=4):
+    """Bytes of weights one batch-1 LSTM sampling step reads: the input matrices of the layers
+    above the first, every recurrent matrix and the decoder, at the precision's bytes a
+    weight (int8 with a float32 scale a column), plus the first layer's row and the biases
+    in float32."""
+    K = gates * hidden
+    n = (2 * layers - 1) * hidden * K + hidden * vocab
+    scales = ((2 * layers - 1) * K + vocab) * 4 if precision == "int8" else 0
+    return n * BYTES[precision] + scales + 4 * (layers * K + K + vocab)
 
 
 # -- charrnn measurements, each run in a child process --------------------------------------
@@ -122,14 +161,16 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
             "chars_per_cpu_sec": steps * batch * seq / cpu}
 
 
-def child_sample(layers, hidden, length, parallel=None):
+def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
     import numpy as np
     from charrnn.api import CharModel
     from charrnn.engine.model import ModelConfig
     from charrnn.engine.sampler import Sampler
     m = CharModel(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
     m.init_weights(np.random.default_rng(0))
-    s = Sampler(m, 1, parallel=parallel)
+    # fp32 without the keyword: a --baseline checkout may predate --precision
+    kw = {} if precision == "fp32" else {"precision": precision}
+    s = Sampler(m, 1, parallel=parallel, **kw)
     s.prime(np.array([0]))
     rng = np.random.default_rng(0)
     s.generate(50, rng, 0.8)
@@ -138,33 +179,72 @@ def child_sample(layers, hidden, length, parallel=None):
     return {"chars_per_sec": length / (time.perf_counter() - t)}
 
 
-def child_peak(repeats):
-    """Best fp32 GEMM rate (GFLOP/s) of a 1024^3 product through the BLAS Numba calls, on one
-    thread and on two."""
+def child_peak(repeats, shapes=(), footprints=()):
+    """The machine's rates, best of `repeats`: fp32 GEMM GFLOP/s through the BLAS Numba calls,
+    at 1024^3 and at each (m, k, n) of shapes, on one thread and on two; one thread's
+    streaming read of a 256 MB array (GB/s); one thread's packed fp32 vector-matrix product
+    (gemm.matmul, as the sampler runs it) over a matrix of each byte count in footprints
+    (GB/s of weights read)."""
     import numpy as np
     from numba import njit
     from threadpoolctl import threadpool_limits
-    from charrnn.engine import threads
+    from charrnn.engine import gemm as G, threads
     threads.single_threaded_blas()
 
     @njit(nogil=True)
     def gemm(a, b, c, n):
         for _ in range(n):
             np.dot(a, b, c)
+
+    @njit(nogil=True, fastmath=True)
+    def total(x, n):  # fastmath: a vectorised reduction in several accumulators
+        s = np.float32(0)
+        for _ in range(n):
+            for v in x:
+                s += v
+        return s
+
+    @njit(nogil=True)
+    def matvec(a, wp, c, n):
+        for _ in range(n):
+            G.matmul(a, wp, c)
+
+    def best(fn, args, work):
+        """Best rate (work units / ns) of fn(*args, n), n repetitions making ~50 ms."""
+        fn(*args, 1)
+        n = 1
+        while True:
+            t = time.perf_counter()
+            fn(*args, n)
+            dt = time.perf_counter() - t
+            if dt > 0.05:
+                break
+            n *= 4
+        top = n * work / dt
+        for _ in range(repeats - 1):
+            t = time.perf_counter()
+            fn(*args, n)
+            top = max(top, n * work / (time.perf_counter() - t))
+        return top / 1e9
     rng = np.random.default_rng(0)
-    S = 1024
-    a, b = rng.standard_normal((S, S), np.float32), rng.standard_normal((S, S), np.float32)
-    c = np.empty((S, S), np.float32)
     out = {}
-    for nt in (1, 2):
-        with threadpool_limits(nt, user_api="blas"):
-            gemm(a, b, c, 1)
-            best = 0.0
-            for _ in range(repeats):
-                t = time.perf_counter()
-                gemm(a, b, c, 4)
-                best = max(best, 4 * 2.0 * S ** 3 / (time.perf_counter() - t) / 1e9)
-        out[f"gflops_{nt}"] = best
+    for key, (m, k, n) in [("1024", (1024, 1024, 1024))] + [(f"{m}x{k}x{n}", (m, k, n))
+                                                            for m, k, n in shapes]:
+        a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+        c = np.empty((m, n), np.float32)
+        for nt in (1, 2):
+            with threadpool_limits(nt, user_api="blas"):
+                out[f"gflops_{key}_{nt}"] = best(gemm, (a, b, c), 2.0 * m * k * n)
+    out["gflops_1"], out["gflops_2"] = out["gflops_1024_1"], out["gflops_1024_2"]
+    x = np.ones(64 << 20, np.float32)
+    out["stream_gbs"] = best(total, (x,), x.nbytes)
+    NR = G.strip_width(x)
+    for size in footprints:
+        k = 512
+        n = max(NR, size // (4 * k) // NR * NR)
+        wp = rng.standard_normal(k * n).astype(np.float32)
+        a, c = np.ones((1, k), np.float32), np.zeros((1, n), np.float32)
+        out[f"weights_gbs_{size}"] = best(matvec, (a, wp, c), 4.0 * k * n)
     return out
 
 
@@ -229,7 +309,7 @@ def startup_seconds(repeats):
     return statistics.median(times)
 
 
-def measure_size(name, args, peak):
+def measure_size(name, args):
     size = SIZES[name]
     small = size["hidden"] <= 256
     steps = args.steps or (40 if size["hidden"] <= 128 else 12 if small else 6)
@@ -237,7 +317,8 @@ def measure_size(name, args, peak):
     warmup = 3 if small else 1
     r = {"config": dict(size, steps=steps, sample_length=length, vocab=V),
          "flops_per_char": flops_per_char(size["layers"], size["hidden"])}
-    ours = {"train": [], "sample": [], "rss": []}
+    precisions = [p for p in args.precisions.split(",") if p != "fp32"]
+    ours = {"train": [], "sample": [], "rss": [], **{f"sample_{p}": [] for p in precisions}}
     theirs = {"train": [], "sample": [], "rss": []}
     before = {"train": [], "sample": [], "rss": []}
     for rep in range(args.repeats):
@@ -256,6 +337,10 @@ def measure_size(name, args, peak):
         ours["sample"].append(run_json(charrnn_cmd("sample", layers=size["layers"],
                                                    hidden=size["hidden"], length=length))
                               ["chars_per_sec"])
+        for p in precisions:
+            ours[f"sample_{p}"].append(run_json(charrnn_cmd(
+                "sample", layers=size["layers"], hidden=size["hidden"], length=length,
+                precision=p))["chars_per_sec"])
         if args.torch_python:
             t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length))
             theirs["train"].append(torch_figure(t))
@@ -270,13 +355,17 @@ def measure_size(name, args, peak):
                        "peak_rss_mb": max(x for x in d["rss"] if x is not None),
                        "train_runs": [round(x) for x in d["train"]],
                        "sample_runs": [round(x) for x in d["sample"]]}
-            if peak:
-                gf = rate * r["flops_per_char"] / 1e9
-                r[side].update(train_gflops=gf, of_peak_2=gf / peak["gflops_2"],
-                               of_peak_1x2=gf / (2 * peak["gflops_1"]))
+            for p in precisions:
+                if d.get(f"sample_{p}"):
+                    r[side][f"sample_{p}_chars_per_sec"] = statistics.median(d[f"sample_{p}"])
+                    r[side][f"sample_{p}_runs"] = [round(x) for x in d[f"sample_{p}"]]
+            r[side]["train_gflops"] = rate * r["flops_per_char"] / 1e9
     if "torch" in r:
         r["ratio"] = {k: r["charrnn"][k] / r["torch"][k]
                       for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
+        for p in precisions:  # against PyTorch's own (float32) batch-1 loop
+            r["ratio"][f"sample_{p}_chars_per_sec"] = (r["charrnn"][f"sample_{p}_chars_per_sec"]
+                                                       / r["torch"]["sample_chars_per_sec"])
         r["ratio"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"], theirs["train"])]
     if "before" in r:
         r["speedup"] = {k: r["charrnn"][k] / r["before"][k]
@@ -284,6 +373,31 @@ def measure_size(name, args, peak):
         r["speedup"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"],
                                                                        before["train"])]
     return r
+
+
+def shares(r, size, peak, precisions):
+    """Each side's figures as fractions of the machine's rates (child_peak): training's
+    GEMM FLOPs a second over the 1024^3 and the step-shape SGEMM rates on two threads and
+    one thread's times two (charrnn trains a part of the batch per core, each on one thread);
+    batch-1 sampling's weight bytes a second over one thread's weight-streaming rate at the
+    same footprint."""
+    step = f"{size['batch']}x{size['hidden']}x{4 * size['hidden']}"
+    for side in ("charrnn", "torch", "before"):
+        if side not in r:
+            continue
+        d = r[side]
+        gf = d["train_gflops"]
+        d.update(of_peak_2=gf / peak["gflops_2"], of_peak_1x2=gf / (2 * peak["gflops_1"]),
+                 of_step_2=gf / peak[f"gflops_{step}_2"],
+                 of_step_1x2=gf / (2 * peak[f"gflops_{step}_1"]))
+        for p in precisions:
+            key = "sample_chars_per_sec" if p == "fp32" else f"sample_{p}_chars_per_sec"
+            if key not in d or (side == "torch" and p != "fp32"):
+                continue
+            nbytes = sampled_bytes(size["layers"], size["hidden"], p)
+            limit = peak[f"weights_gbs_{nbytes}"] * 1e9 / nbytes
+            r.setdefault("stream_limit", {})[p] = limit
+            d[key.replace("chars_per_sec", "of_stream")] = d[key] / limit
 
 
 def measure_pair(name, repeats):
@@ -345,6 +459,8 @@ def main():
                     help="a Python with torch installed, to measure PyTorch beside charrnn")
     ap.add_argument("--baseline", help="another charrnn checkout (say, the last release) to "
                                        "measure alternately with this one")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS),
+                    help="comma-separated weight precisions to sample at: " + ",".join(PRECISIONS))
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -355,41 +471,84 @@ def main():
     sections = args.sections.split(",")
     env = environment()
     log("environment:", json.dumps(env))
-    results = {"environment": env, "repeats": args.repeats, "sizes": {}}
+    results = {"environment": env, "repeats": args.repeats, "sizes": {},
+               "precisions": args.precisions.split(",")}
     peaks = []
+    sizes = args.sizes.split(",")
+    peak_kw = dict(repeats=5, shapes=[(SIZES[n]["batch"], SIZES[n]["hidden"],
+                                       4 * SIZES[n]["hidden"]) for n in sizes],
+                   footprints=sorted({sampled_bytes(SIZES[n]["layers"], SIZES[n]["hidden"], p)
+                                      for n in sizes for p in args.precisions.split(",")}))
     if "peak" in sections:
-        peaks.append(run_json(charrnn_cmd("peak", repeats=5)))
+        peaks.append(run_json(charrnn_cmd("peak", **peak_kw)))
     if "train" in sections:
-        for name in args.sizes.split(","):
-            results["sizes"][name] = measure_size(name, args, peaks[0] if peaks else None)
-    if "peak" in sections:  # once more at the end: the best of both is the peak
-        peaks.append(run_json(charrnn_cmd("peak", repeats=5)))
-        results["peak"] = {k: max(p[k] for p in peaks) for k in peaks[0]}
+        for name in sizes:
+            results["sizes"][name] = measure_size(name, args)
+    if "peak" in sections:  # once more at the end: the best of both is the machine's rate
+        peaks.append(run_json(charrnn_cmd("peak", **peak_kw)))
+        results["peak"] = peak = {k: max(p[k] for p in peaks) for k in peaks[0]}
         results["peak_runs"] = peaks
-        for r in results["sizes"].values():
-            for side in ("charrnn", "torch", "before"):
-                if side in r:
-                    gf = r[side]["train_gflops"]
-                    r[side].update(of_peak_2=gf / results["peak"]["gflops_2"],
-                                   of_peak_1x2=gf / (2 * results["peak"]["gflops_1"]))
+        for name, r in results["sizes"].items():
+            shares(r, SIZES[name], peak, args.precisions.split(","))
     if "startup" in sections:
         results["startup_seconds"] = startup_seconds(max(args.repeats, 5))
     if "pair" in sections:
         results["pair"] = {n: measure_pair(n, args.repeats) for n in ("2x128", "2x512")}
     if "beside" in sections:
         results["beside"] = {n: measure_beside(n, args.repeats, 400) for n in ("2x512",)}
+    results["environment"]["load_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results))
     else:
         print_table(results)
 
 
+def table_rows(precisions):
+    """(key, label, format) of each row of a size in the table."""
+    rows = [("train_chars_per_sec", "training chars/s", ",.0f"),
+            ("of_peak_2", "training, share of 2-thread SGEMM 1024^3", ".0%"),
+            ("of_step_1x2", "training, share of 2 x 1-thread SGEMM at the step's shape "
+                            "(as charrnn runs it: a part per core)", ".0%")]
+    for p in precisions:
+        key = "sample" if p == "fp32" else f"sample_{p}"
+        vs = "" if p == "fp32" else "; ratio against PyTorch's fp32 loop"
+        rows += [(f"{key}_chars_per_sec", f"sampling chars/s (batch 1, {p}{vs})", ",.0f"),
+                 (f"{key}_of_stream", f"sampling {p}, share of 1-thread weight streaming", ".0%")]
+    return rows + [("peak_rss_mb", "peak RSS training (MB)", ",.0f")]
+
+
+def print_machine(res):
+    """The machine's rates measured in the run (child_peak), and the sampling limits."""
+    p = res["peak"]
+    steps = [k[len("gflops_"):-2] for k in p if k.startswith("gflops_") and k.endswith("_1")
+             and k.count("x") == 2]
+    print(f"\nThe machine in this run (best of {len(res['peak_runs'])} x 5 timings each):")
+    print(f"- SGEMM fp32 1024^3: {p['gflops_1']:.0f} GFLOP/s on one thread, {p['gflops_2']:.0f} "
+          "on two (SciPy's OpenBLAS through Numba, the BLAS charrnn's training calls)")
+    for s in steps:
+        print(f"- SGEMM at a step's shape ({s.replace('x', ', ', 1).replace('x', ' @ ', 1)}"
+              f" cols): {p[f'gflops_{s}_1']:.0f} GFLOP/s on one thread, "
+              f"{p[f'gflops_{s}_2']:.0f} on two")
+    print(f"- streaming read, one thread, 256 MB: {p['stream_gbs']:.1f} GB/s")
+    for name, r in res["sizes"].items():
+        for prec, limit in r.get("stream_limit", {}).items():
+            cfg = r["config"]
+            nbytes = sampled_bytes(cfg["layers"], cfg["hidden"], prec)
+            print(f"- weight streaming, one thread, {nbytes / 1e6:.2f} MB ({name} {prec} "
+                  f"weights): {p[f'weights_gbs_{nbytes}']:.1f} GB/s, so at most "
+                  f"{limit:,.0f} chars/s batch-1 at {name} {prec}")
+
+
 def print_table(res):
     env = res["environment"]
-    print(f"# charrnn {env['charrnn']} on {env['cpu']} ({env['cores']} cores, LLVM target "
+    print(f"# charrnn {env['charrnn']} on {env['lscpu'] or env['cpu']} ({env['cores']} cores, "
+          f"LLVM target "
           f"{env['llvm_cpu']}, BLAS {'; '.join(env['blas'])}), numba {env['numba']}, numpy "
           f"{env['numpy']}; {env['date']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
-          f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs")
+          f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs; "
+          f"load average {env['load_before']:.1f} before, {env['load_after']:.1f} after (the "
+          f"benchmark alone keeps it near 1-2; above that, other programs shared the "
+          f"{env['cores']} cores)")
     print("| model | measure | charrnn | PyTorch | ratio (each run) | baseline | speed-up |")
     print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name, r in res["sizes"].items():
@@ -400,10 +559,7 @@ def print_table(res):
         u = r.get("speedup", {})
         cfg = r["config"]
         label = f"{name} (B{cfg['batch']} T{cfg['seq']})"
-        for key, what, fmt in (("train_chars_per_sec", "training chars/s", ",.0f"),
-                               ("of_peak_2", "training, share of 2-core SGEMM peak", ".0%"),
-                               ("sample_chars_per_sec", "sampling chars/s (batch 1)", ",.0f"),
-                               ("peak_rss_mb", "peak RSS training (MB)", ",.0f")):
+        for key, what, fmt in table_rows(res.get("precisions", ["fp32"])):
             if key not in c:
                 continue
             tv = format(t[key], fmt) if key in t else "-"
@@ -416,9 +572,7 @@ def print_table(res):
                 uv += " (" + ", ".join(f"{x:.2f}" for x in u["train_runs"]) + ")"
             print(f"| {label} | {what} | {format(c[key], fmt)} | {tv} | {qv} | {bv} | {uv} |")
     if "peak" in res:
-        p = res["peak"]
-        print(f"\nSGEMM 1024^3 peak (best of the run): {p['gflops_1']:.0f} GFLOP/s on one thread, "
-              f"{p['gflops_2']:.0f} on two")
+        print_machine(res)
     if "startup_seconds" in res:
         print(f"start-up, `charrnn sample -n 100`, warm cache: {res['startup_seconds']:.2f} s")
     for name, r in res.get("pair", {}).items():

@@ -41,17 +41,20 @@ def describe(meta):
     }
 
 
-def warmup(cell="lstm", dtype=np.float32, sampling=False):
+def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
     """Compile (or load from Numba's cache) the kernels a command needs, on a tiny model:
-    the compiled code depends only on dtypes and array ranks, not on sizes."""
+    the compiled code depends only on dtypes and array ranks, not on sizes. precision: the
+    sampling kernels of that weight format (engine/precision.py)."""
     cfg = ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2)
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
         from .engine.sampler import Sampler
         from .engine import threads
         split = cell == "lstm" and (threads.explicit() or 1) > 1  # see sampler.Sampler
+        if precision != "fp32":
+            split = False  # a reduced precision samples on the serial path only
         for parallel in (False, True) if split else (False,):
-            s = Sampler(m, 1, parallel=parallel)
+            s = Sampler(m, 1, parallel=parallel, precision=precision)
             s.prime(np.array([0, 1]))
             s.generate(1, np.random.default_rng(0), 1.0)
         return

@@ -66,7 +66,7 @@ class CharModel(Model):
         sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
         from .engine.sampler import Sampler
         cfg.validate()
-        s = Sampler(self, cfg.num_samples)
+        s = Sampler(self, cfg.num_samples, precision=cfg.precision)
         s.prime(ids)
         rng = np.random.default_rng(cfg.seed)
         banned, length = self.vocab.unk_id, cfg.length
@@ -84,13 +84,14 @@ class CharModel(Model):
         return chunks()
 
     def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-                 num_samples=1, chunk=256, unknown="error", **repetition):
+                 num_samples=1, chunk=256, unknown="error", precision="fp32", **repetition):
         """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
         The options are checked, and the prime read, here, before the first chunk is asked
-        for (completion.prepare_prime: unknown "error" or "drop"); repetition: SampleConfig's
+        for (completion.prepare_prime: unknown "error" or "drop"); precision: the weights'
+        format, fp32 (exact), bf16 or int8 (engine/precision.py); repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
         cfg = SampleConfig(length, temp, top_k, top_p, num_samples, seed=seed,
-                           **repetition).validate()
+                           precision=precision, **repetition).validate()
         return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
 
     def stream(self, prime="", unknown="error", **options):
@@ -108,19 +109,36 @@ class CharModel(Model):
         cfg = SampleConfig(**options).validate(endless_ok=False)
         return complete(self, cfg, prepare_prime(self, prime, unknown))
 
+    def at_precision(self, precision):
+        """A copy of the model whose weights are those a `precision` sampler reads (fp32,
+        bf16 or int8; engine/precision.py), as float32: its loss on a text is what sampling
+        at that precision costs (`charrnn eval --precision`)."""
+        from .config import check_precision
+        from .engine.precision import reduced_params
+        check_precision(precision)
+        if self.dtype != np.float32:
+            raise UsageError(f"--precision {precision} needs a float32 model")
+        out = CharModel(self.config, self.vocab, self.flat.copy())
+        for name, arr in reduced_params(self.params, precision).items():
+            getattr(out.params, name)[...] = arr
+        out.meta = self.meta
+        return out
+
     def decoder(self):
         """A function from an id array to its text: a str (multi-byte characters kept whole),
         or for a byte-level model the bytes themselves."""
         return self.vocab.decoder()
 
     def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-               include_prime=True, stop=None, unknown="error", **repetition):
+               include_prime=True, stop=None, unknown="error", precision="fp32", **repetition):
         """The prime followed by `length` generated characters (fewer when a stop string ends
         it), as `charrnn sample` prints them (include_prime=False: the generated part alone).
         A str, or bytes for a byte-level model (whose prime may be bytes, or a str taken as
-        UTF-8). The prime is read as the corpus was: newlines folded. repetition:
-        SampleConfig's presence_penalty, frequency_penalty, penalty_window, no_repeat."""
-        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed, **repetition)
+        UTF-8). The prime is read as the corpus was: newlines folded. precision: the weights'
+        format, fp32 (exact), bf16 or int8 (engine/precision.py). repetition: SampleConfig's
+        presence_penalty, frequency_penalty, penalty_window, no_repeat."""
+        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed,
+                           precision=precision, **repetition)
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)
         text = complete(self, cfg, p)[0].text

@@ -107,6 +107,8 @@ class SampleConfig:
     penalty_window: int = 0       # count only the last W characters generated (0: the whole
                                   # sample); see repetition.py
     no_repeat: int = 0            # never generate an N-character sequence twice (0: off)
+    precision: str = "fp32"       # the weights' format while sampling: fp32 (exact), bf16 or
+                                  # int8 (fewer bytes a weight, faster; see engine/precision.py)
 
     def to_dict(self):
         return asdict(self)
@@ -139,6 +141,7 @@ class SampleConfig:
                                  f"not {value!r}")
         check_int("--penalty-window", self.penalty_window, 0)
         check_int("--no-repeat", self.no_repeat, 0)
+        check_precision(self.precision)
         return self
 
 
@@ -157,6 +160,15 @@ def check_int(flag, value, low, high=None):
 def _flag(field):
     """A field's command-line option: the same name, with dashes (grad_clip is --grad-clip)."""
     return field.replace("_", "-")
+
+
+PRECISIONS = ("fp32", "bf16", "int8")  # engine/precision.py's formats
+
+
+def check_precision(precision):
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be fp32, bf16 or int8, not {precision!r}")
+    return precision
 
 
 def check_seed(seed):

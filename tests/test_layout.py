@@ -29,7 +29,7 @@ LAYERS = [
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
 CORE = {"engine.kernels", "engine.gemm", "engine.sample_kernels", "engine.optim",
-        "engine.repetition"}
+        "engine.repetition", "engine.qgemm"}
 CORE_DEPS = {"numpy", "numba", "llvmlite"}
 ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}
 CLI_ONLY = {"typer", "rich", "click"}

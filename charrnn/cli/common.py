@@ -95,6 +95,10 @@ DataDirOpt = Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Wher
                                            "are looked for and downloaded to.")]
 DropUnknownOpt = Annotated[bool, Opt(help="Leave out characters the model never saw instead of "
                                           "failing.")]
+PrecisionOpt = Annotated[str, Opt(help="The weights' format while sampling: fp32 (exact), bf16 "
+                                       "or int8 (2 or 1 bytes a weight: faster on a large "
+                                       "model, slightly different text). eval scores the "
+                                       "weights as that format reads them: what it costs.")]
 
 
 def threads_opt(what):

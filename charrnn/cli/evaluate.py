@@ -8,7 +8,8 @@ import typer
 
 from ..errors import CharrnnError
 from .common import (EXIT_USAGE, CheckpointOpt, DataDirOpt, DropUnknownOpt, EncodingOpt,
-                     ErrorsOpt, JsonOpt, Opt, compile_notice, fail, fmt, load, user_errors)
+                     ErrorsOpt, JsonOpt, Opt, PrecisionOpt, compile_notice, fail, fmt, load,
+                     user_errors)
 
 
 @user_errors
@@ -36,6 +37,7 @@ def evaluate(
                                                    "scored. A separate number, never the "
                                                    "model's static loss.")] = False,
     dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
+    precision: PrecisionOpt = "fp32",
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
@@ -54,7 +56,11 @@ def evaluate(
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
     if not 0 <= dynamic_lr < math.inf:
         fail("--dynamic-lr must be 0 or a positive number", EXIT_USAGE)
+    from ..config import check_precision
+    check_precision(precision)
     model = load(checkpoint)
+    if precision != "fp32":
+        model = model.at_precision(precision)
     decoding = data.Decoding(encoding, errors, hint="")
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
                                 decoding=decoding)
@@ -86,6 +92,7 @@ def evaluate(
         adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
     if as_json:
         d = {"file": desc, "chars": score.chars, "streams": score.streams, "exact": exact,
+             "precision": precision,
              "nats_per_char": nats, "bits_per_char": nats / math.log(2),
              "unknown_chars": score.unknown, "nats_per_char_known": _finite(score.nats_known)}
         if dynamic:
@@ -99,7 +106,8 @@ def evaluate(
                    + (f"{score.nats_known:.4f} nats/char over the known ones"
                       if math.isfinite(score.nats_known) else "none known"))
         print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
-              f"({score.chars:,} characters scored, read as {how}{unk})")
+              f"({score.chars:,} characters scored, read as {how}{unk}"
+              + (f"; weights as {precision}" if precision != "fp32" else "") + ")")
         if dynamic:
             print(f"{adapted:.4f} nats/char  {adapted / math.log(2):.4f} bits/char  dynamic "
                   f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "

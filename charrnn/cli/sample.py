@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-from .common import (EXIT_USAGE, CheckpointOpt, DataDirOpt, DropUnknownOpt, Opt,
+from .common import (EXIT_USAGE, CheckpointOpt, DataDirOpt, DropUnknownOpt, Opt, PrecisionOpt,
                      compile_notice, fail, load, quiet_broken_pipe, threads_opt, use_threads,
                      user_errors)
 
@@ -98,6 +98,7 @@ def sample(
     threads: threads_opt(
         "Cores to sample on. Default: one. More split each step of a wide LSTM's single "
         "sample across them: faster on idle cores, far slower beside other busy work.") = None,
+    precision: PrecisionOpt = "fp32",
 ):
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""
@@ -107,7 +108,8 @@ def sample(
     cfg = SampleConfig(length, temp, top_k, top_p, num_samples,
                        stop=_unescape(stop) if stop else None, seed=seed,
                        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                       penalty_window=penalty_window, no_repeat=no_repeat).validate()
+                       penalty_window=penalty_window, no_repeat=no_repeat,
+                       precision=precision).validate()
     from .. import api
     model = load(checkpoint)
     p = prepare_prime(model, _read_prime(prime, prime_file, model.byte_level),
@@ -117,7 +119,7 @@ def sample(
                          "does not know out of the prime\n")
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
     with compile_notice():
-        api.warmup(model.config.cell, model.dtype, sampling=True)
+        api.warmup(model.config.cell, model.dtype, sampling=True, precision=precision)
     out = _Out(model.byte_level, keep=novelty)
     try:
         out.write(p.text)

@@ -130,13 +130,17 @@ def lstm_step(G, c_prev, c, tc, h):
     # and the loop runs scalar (several times slower).
     B, K = G.shape
     H = K // 4
-    half, one, zero = like(G[0, 0], 0.5), like(G[0, 0], 1.0), like(G[0, 0], 0.0)
+    half = like(G[0, 0], 0.5)
     for bb in range(B):
-        g = G[bb]
-        for j in range(K):  # sigmoid(x) = tanh(x/2)/2 + 1/2 for i f o; tanh for g
-            sig = j < 2 * H or j >= 3 * H
-            m = half if sig else one
-            g[j] = m * tanh_(m * g[j]) + (half if sig else zero)
+        # sigmoid(x) = tanh(x/2)/2 + 1/2 for i f o, tanh for g: a loop per block of gates over
+        # its own slice (one loop over K choosing each gate's constants ran 1.6x slower)
+        sif, gg, o = G[bb, :2 * H], G[bb, 2 * H:3 * H], G[bb, 3 * H:]
+        for j in range(2 * H):
+            sif[j] = half * tanh_(half * sif[j]) + half
+        for j in range(H):
+            gg[j] = tanh_(gg[j])
+        for j in range(H):
+            o[j] = half * tanh_(half * o[j]) + half
     for bb in range(B):
         g, cb, cpb = G[bb], c[bb], c_prev[bb]
         for j in range(H):
@@ -326,20 +330,28 @@ def xent(P, y, grad, n_total=0):
 
 @kernel
 def lstm_step_back(g, c_prev, tc, dh, dc, dG):
-    """g (B, 4H) activations; dh (B, H) in; dc (B, H) in: from step t+1, out: to step t-1."""
+    """g (B, 4H) activations; dh (B, H) in; dc (B, H) in: from step t+1, out: to step t-1.
+    One short loop per gate over its own slices (as lstm_step): a single loop over all seven
+    arrays ran scalar, LLVM's alias checks giving up (3-5x slower at float32)."""
     B, H = dh.shape
     one = like(dh[0, 0], 1.0)
     for bb in range(B):
-        a = g[bb]
-        d = dG[bb]
+        a, d, t, dhb, dcb = g[bb], dG[bb], tc[bb], dh[bb], dc[bb]
+        i, f, gg, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
+        for j in range(H):  # dc at this step, in place
+            dcb[j] = dcb[j] + dhb[j] * o[j] * (one - t[j] * t[j])
         for j in range(H):
-            i, f, gg, o, t = a[j], a[H + j], a[2 * H + j], a[3 * H + j], tc[bb, j]
-            dct = dc[bb, j] + dh[bb, j] * o * (one - t * t)
-            d[j] = dct * gg * i * (one - i)
-            d[H + j] = dct * c_prev[bb, j] * f * (one - f)
-            d[2 * H + j] = dct * i * (one - gg * gg)
-            d[3 * H + j] = dh[bb, j] * t * o * (one - o)
-            dc[bb, j] = dct * f
+            do[j] = dhb[j] * t[j] * o[j] * (one - o[j])
+        for j in range(H):
+            di[j] = dcb[j] * gg[j] * i[j] * (one - i[j])
+        for j in range(H):
+            dg[j] = dcb[j] * i[j] * (one - gg[j] * gg[j])
+        cp = c_prev[bb]
+        for j in range(H):
+            df[j] = dcb[j] * cp[j] * f[j] * (one - f[j])
+        for j in range(H):
+            dcb[j] = dcb[j] * f[j]
 
 
 @kernel

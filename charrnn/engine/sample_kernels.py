@@ -10,9 +10,10 @@ are K and V padded to whole packed strips.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-from . import gemm, kernels, repetition
+from . import gemm, kernels, qgemm, repetition
 from .kernels import kernel
 
 parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
@@ -32,6 +33,11 @@ class SampleWork(NamedTuple):
     scratch: np.ndarray  # (N, Kp)      a padded product before it is cut to K
     logits: np.ndarray   # (N, Vp)
     prob: np.ndarray     # (V,) float64 one row's probabilities while drawing
+    # per-column scales of Wxp, Whp and Wyp when they are in a narrow format (precision.py:
+    # uint16 bf16 or int8); empty, as by default, for float weights
+    Sx: np.ndarray = np.zeros((0, 0), np.float32)  # (L-1, Kp)
+    Sh: np.ndarray = np.zeros((0, 0), np.float32)  # (L, Kp)
+    Sy: np.ndarray = np.zeros(0, np.float32)       # (Vp,)
 
 
 class SplitWork(NamedTuple):
@@ -77,6 +83,25 @@ def product(A, Wp, out, scratch):
         out[:] = scratch[:, :out.shape[1]]
 
 
+def weights_product(A, Wp, S, out, scratch):
+    """out (N, M) = A @ W through Wp packed and padded to scratch's width: float weights
+    (product), or a narrow format with per-column scales S (qgemm.matmul)."""
+
+
+@overload(weights_product, inline="always")
+def _weights_product(A, Wp, S, out, scratch):
+    if isinstance(Wp.dtype, types.Float):
+        return lambda A, Wp, S, out, scratch: product(A, Wp, out, scratch)
+
+    def narrow(A, Wp, S, out, scratch):
+        if scratch.shape[1] == out.shape[1]:
+            qgemm.matmul(A, Wp, S, out)
+        else:
+            qgemm.matmul(A, Wp, S, scratch)
+            out[:] = scratch[:, :out.shape[1]]
+    return narrow
+
+
 @kernel
 def step(cell, p, w, ids, h, c):
     """Advance every layer of state (h, c) (L, N, H) by one character per row: ids (N,);
@@ -86,9 +111,9 @@ def step(cell, p, w, ids, h, c):
         if l == 0:
             kernels.embed(p, ids, G)
         else:
-            product(h[l - 1], w.Wxp[l - 1], G, w.scratch)
+            weights_product(h[l - 1], w.Wxp[l - 1], w.Sx[l - 1], G, w.scratch)
             G += p.b[l]
-        product(h[l], w.Whp[l], w.R, w.scratch)
+        weights_product(h[l], w.Whp[l], w.Sh[l], w.R, w.scratch)
         kernels.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
 
 
@@ -167,7 +192,7 @@ def generate(cell, p, w, pending, coins, how, rep, out):
     L, V = w.h.shape[0], p.by.shape[0]
     for s in range(out.shape[0]):
         step(cell, p, w, w.cur, w.h, w.c)
-        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        weights_product(w.h[L - 1], w.Wyp, w.Sy, w.logits, w.logits)
         for k in range(w.cur.shape[0]):
             row = w.logits[k, :V]
             row += p.by

@@ -13,12 +13,17 @@ wide LSTM splits each step's units into one chunk per core, with the weights lai
 (a batch-1 step of a 2 x 512 LSTM reads 12 MB of weights; two cores each read half). That path
 meets its threads three times per layer and character, so it is fast only while every core is
 free: beside a training run it waited a hundred times longer than the serial path.
+
+With a reduced precision (precision.py: bf16 or int8, opt-in), the matrices the steps stream
+are packed in 2 or 1 bytes a weight and multiplied by qgemm.py (float32 sums and state); such a
+Sampler always takes the serial path.
 """
 import math
 
 import numpy as np
 
 from . import gemm, kernels, repetition, sample_kernels, threads
+from .precision import STORAGE, check as check_precision, pack as pack_narrow
 
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
 
@@ -47,11 +52,19 @@ def unit_blocks(W, k):
 class Sampler:
     """Stateful generation from a Model for N rows at once (N independent samples)."""
 
-    def __init__(self, model, num_samples=1, parallel=None):
+    def __init__(self, model, num_samples=1, parallel=None, precision="fp32"):
         """parallel: split each step across the cores: True always, False never, None (the
         default) for a wide LSTM and one row when more than one thread was asked for
-        (threads.explicit)."""
+        (threads.explicit). precision: the weights' format in the products (precision.py):
+        fp32 (exact, the default), bf16 or int8 (a float32 model only; never split)."""
         cfg = model.config
+        self.precision = check_precision(precision)
+        if precision != "fp32":
+            if model.dtype != np.float32:
+                raise ValueError(f"{precision} sampling needs a float32 model")
+            if parallel:
+                raise ValueError(f"{precision} sampling takes the serial path only")
+            parallel = False
         self.model, self.N = model, num_samples
         H = cfg.hidden
         self.h, self.c = model.zero_state(num_samples)
@@ -65,14 +78,31 @@ class Sampler:
         self.work = self._split_work(k) if self.parallel else self._work()
         self.rep = None  # repetition.Repeat, made at the first generate
 
+    def _packed(self, Ws, Kd, N):
+        """(packed, scales): the matrices Ws (each (Kd, N)) packed and padded in the Sampler's
+        precision, stacked, and their per-column scales (empty for fp32)."""
+        dt = self.model.dtype
+        Np = padded(dt, N)
+        if self.precision == "fp32":
+            packs = [(pack_padded(W), np.zeros(0, dt)) for W in Ws]
+            empty = np.zeros((0, Kd * Np), dt), np.zeros((0, 0), dt)
+        else:
+            packs = [pack_narrow(W, self.precision) for W in Ws]
+            empty = (np.zeros((0, Kd * Np), STORAGE[self.precision]),
+                     np.zeros((0, Np), np.float32))
+        if not packs:
+            return empty
+        return np.stack([w for w, _ in packs]), np.stack([s for _, s in packs])
+
     def _work(self):
         p, dt, N = self.model.params, self.model.dtype, self.N
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         Kp = padded(dt, Kg)
+        Wxp, Sx = self._packed([p.Wx[l] for l in range(L - 1)], H, Kg)
+        Whp, Sh = self._packed(list(p.Wh), H, Kg)
+        Wyp, Sy = self._packed([p.Wy], H, V)
         return sample_kernels.SampleWork(
-            Wxp=(np.stack([pack_padded(p.Wx[l]) for l in range(L - 1)])
-                 if L > 1 else np.zeros((0, H * Kp), dt)),
-            Whp=np.stack([pack_padded(p.Wh[l]) for l in range(L)]), Wyp=pack_padded(p.Wy),
+            Wxp=Wxp, Whp=Whp, Wyp=Wyp[0], Sx=Sx, Sh=Sh, Sy=Sy[0],
             h=self.h, c=self.c, cur=self.cur, G=np.zeros((N, Kg), dt), R=np.zeros((N, Kg), dt),
             aux=np.zeros((N, H), dt), scratch=np.zeros((N, Kp), dt),
             logits=np.zeros((N, padded(dt, V)), dt), prob=np.zeros(V, np.float64))
