@@ -30,6 +30,7 @@ On the machines this project is developed on, OPENBLAS_CORETYPE and OPENBLAS_L2_
 force slower BLAS kernels; benchmark with both unset, for both sides:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench.py --torch-python ...
 """
+
 import argparse
 import json
 import os
@@ -45,9 +46,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ.get("CHARRNN_BENCH_ROOT") or HERE.parent)  # see --baseline
 sys.path.insert(0, str(ROOT))  # this checkout's charrnn, whatever else is installed
-SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
-         "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
-         "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
+SIZES = {
+    "2x128": dict(layers=2, hidden=128, batch=50, seq=50),
+    "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
+    "2x512": dict(layers=2, hidden=512, batch=64, seq=100),
+}
 V = 65  # Tiny Shakespeare's vocabulary size
 SECTIONS = ("train", "peak", "startup", "pair", "beside")
 
@@ -78,8 +81,10 @@ def cpu_kind():
     flags = set(f.get("Flags", "").split())
     vec = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     caches = ", ".join(f"{c} {f[c]}" for c in ("L2 cache", "L3 cache") if c in f)
-    return (f"{f.get('Model name', '?')} ({f.get('Vendor ID', '?')}, family "
-            f"{f.get('CPU family', '?')} model {f.get('Model', '?')}, {vec}; {caches})")
+    return (
+        f"{f.get('Model name', '?')} ({f.get('Vendor ID', '?')}, family "
+        f"{f.get('CPU family', '?')} model {f.get('Model', '?')}, {vec}; {caches})"
+    )
 
 
 def environment():
@@ -90,17 +95,30 @@ def environment():
     from threadpoolctl import threadpool_info
     from charrnn import __version__
     from charrnn.engine import threads
+
     threads.single_threaded_blas()  # loads the BLAS that Numba calls
-    blas = [f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
-            for b in threadpool_info() if b.get("user_api") == "blas"]
-    return {"cpu": cpu_model(), "lscpu": cpu_kind(), "cores": os.cpu_count(),
-            "llvm_cpu": ll.get_host_cpu_name(),
-            "python": platform.python_version(), "charrnn": __version__,
-            "numpy": numpy.__version__, "numba": numba.__version__, "scipy": scipy.__version__,
-            "blas": blas, "charrnn_threads": threads.num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "load_before": os.getloadavg()[0],
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE")}
+    blas = [
+        f"{b['internal_api']} {b['version']} ({b.get('architecture')})"
+        for b in threadpool_info()
+        if b.get("user_api") == "blas"
+    ]
+    return {
+        "cpu": cpu_model(),
+        "lscpu": cpu_kind(),
+        "cores": os.cpu_count(),
+        "llvm_cpu": ll.get_host_cpu_name(),
+        "python": platform.python_version(),
+        "charrnn": __version__,
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+        "scipy": scipy.__version__,
+        "blas": blas,
+        "charrnn_threads": threads.num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_before": os.getloadavg()[0],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE"),
+    }
 
 
 def flops_per_char(layers, hidden, vocab=V, gates=4):
@@ -129,10 +147,12 @@ def sampled_bytes(layers, hidden, precision="fp32", vocab=V, gates=4):
 
 # -- charrnn measurements, each run in a child process --------------------------------------
 
+
 def child_train(layers, hidden, batch, seq, steps, warmup):
     import numpy as np
     from charrnn.engine.model import Model, ModelConfig
     from charrnn.engine.optim import Adam
+
     rng = np.random.default_rng(0)
     m = Model(ModelConfig("lstm", layers, hidden, V))
     m.init_weights(rng)
@@ -141,7 +161,7 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
     windows = min(steps + warmup, 200)  # the text repeats after this many windows
     ids = rng.integers(0, V, (windows + 1) * seq * batch + 1).astype(np.uint8)
     per = (len(ids) - 1) // batch
-    xs, ys = ids[:batch * per].reshape(batch, per), ids[1:batch * per + 1].reshape(batch, per)
+    xs, ys = ids[: batch * per].reshape(batch, per), ids[1 : batch * per + 1].reshape(batch, per)
     h, c = m.zero_state(batch)
 
     def step(k):
@@ -151,14 +171,18 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
         y = np.ascontiguousarray(ys[:, s].T, dtype=np.int32)
         _, (h, c) = m.loss_and_grad(x, y, h, c, grads)
         opt.step(m.flat, gflat)
+
     for k in range(warmup):
         step(k)
     t, cpu = time.perf_counter(), time.process_time()
     for k in range(warmup, warmup + steps):
         step(k)
     secs, cpu = time.perf_counter() - t, time.process_time() - cpu
-    return {"chars_per_sec": steps * batch * seq / secs, "peak_rss_mb": peak_rss_mb(),
-            "chars_per_cpu_sec": steps * batch * seq / cpu}
+    return {
+        "chars_per_sec": steps * batch * seq / secs,
+        "peak_rss_mb": peak_rss_mb(),
+        "chars_per_cpu_sec": steps * batch * seq / cpu,
+    }
 
 
 def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
@@ -166,6 +190,7 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
     from charrnn.api import CharModel
     from charrnn.engine.model import ModelConfig
     from charrnn.engine.sampler import Sampler
+
     m = CharModel(ModelConfig("lstm", layers, hidden, V), "".join(chr(40 + i) for i in range(V)))
     m.init_weights(np.random.default_rng(0))
     # fp32 without the keyword: a --baseline checkout may predate --precision
@@ -189,6 +214,7 @@ def child_peak(repeats, shapes=(), footprints=()):
     from numba import njit
     from threadpoolctl import threadpool_limits
     from charrnn.engine import gemm as G, threads
+
     threads.single_threaded_blas()
 
     @njit(nogil=True)
@@ -226,10 +252,12 @@ def child_peak(repeats, shapes=(), footprints=()):
             fn(*args, n)
             top = max(top, n * work / (time.perf_counter() - t))
         return top / 1e9
+
     rng = np.random.default_rng(0)
     out = {}
-    for key, (m, k, n) in [("1024", (1024, 1024, 1024))] + [(f"{m}x{k}x{n}", (m, k, n))
-                                                            for m, k, n in shapes]:
+    for key, (m, k, n) in [("1024", (1024, 1024, 1024))] + [
+        (f"{m}x{k}x{n}", (m, k, n)) for m, k, n in shapes
+    ]:
         a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
         c = np.empty((m, n), np.float32)
         for nt in (1, 2):
@@ -271,11 +299,28 @@ def baseline_env(root):
 
 
 def torch_cmd(python, mode, size, steps, warmup, length):
-    cmd = [python, str(HERE / "torch_baseline.py"), mode, "--layers", str(size["layers"]),
-           "--hidden", str(size["hidden"]), "--repeats", "1"]
+    cmd = [
+        python,
+        str(HERE / "torch_baseline.py"),
+        mode,
+        "--layers",
+        str(size["layers"]),
+        "--hidden",
+        str(size["hidden"]),
+        "--repeats",
+        "1",
+    ]
     if mode == "train":
-        cmd += ["--batch", str(size["batch"]), "--seq", str(size["seq"]), "--steps", str(steps),
-                "--warmup", str(warmup)]
+        cmd += [
+            "--batch",
+            str(size["batch"]),
+            "--seq",
+            str(size["seq"]),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+        ]
     else:
         cmd += ["--length", str(length), "--temp", "0.8"]
     return cmd
@@ -296,15 +341,34 @@ def startup_seconds(repeats):
         text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
         exe = [sys.executable, "-m", "charrnn"]
         run = dict(check=True, cwd=ROOT)
-        subprocess.run(exe + ["train", str(text), "-o", f"{d}/run", "--steps", "5", "--batch",
-                              "4", "--seq", "16", "--hidden", "32", "-q"], **run)
-        subprocess.run(exe + ["sample", "-c", f"{d}/run", "-n", "100"], capture_output=True,
-                       **run)  # warms the sampling kernels' cache
+        subprocess.run(
+            exe
+            + [
+                "train",
+                str(text),
+                "-o",
+                f"{d}/run",
+                "--steps",
+                "5",
+                "--batch",
+                "4",
+                "--seq",
+                "16",
+                "--hidden",
+                "32",
+                "-q",
+            ],
+            **run,
+        )
+        subprocess.run(
+            exe + ["sample", "-c", f"{d}/run", "-n", "100"], capture_output=True, **run
+        )  # warms the sampling kernels' cache
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            subprocess.run(exe + ["sample", "-c", f"{d}/run", "-n", "100", "--seed", "1"],
-                           capture_output=True, **run)
+            subprocess.run(
+                exe + ["sample", "-c", f"{d}/run", "-n", "100", "--seed", "1"], capture_output=True, **run
+            )
             times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -315,8 +379,10 @@ def measure_size(name, args):
     steps = args.steps or (40 if size["hidden"] <= 128 else 12 if small else 6)
     length = args.length or (5000 if small else 1000)
     warmup = 3 if small else 1
-    r = {"config": dict(size, steps=steps, sample_length=length, vocab=V),
-         "flops_per_char": flops_per_char(size["layers"], size["hidden"])}
+    r = {
+        "config": dict(size, steps=steps, sample_length=length, vocab=V),
+        "flops_per_char": flops_per_char(size["layers"], size["hidden"]),
+    }
     precisions = [p for p in args.precisions.split(",") if p != "fp32"]
     ours = {"train": [], "sample": [], "rss": [], **{f"sample_{p}": [] for p in precisions}}
     theirs = {"train": [], "sample": [], "rss": []}
@@ -328,19 +394,27 @@ def measure_size(name, args):
             t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup), env)
             before["train"].append(t["chars_per_sec"])
             before["rss"].append(t["peak_rss_mb"])
-            before["sample"].append(run_json(charrnn_cmd(
-                "sample", layers=size["layers"], hidden=size["hidden"], length=length), env)
-                ["chars_per_sec"])
+            before["sample"].append(
+                run_json(
+                    charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length), env
+                )["chars_per_sec"]
+            )
         t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
         ours["train"].append(t["chars_per_sec"])
         ours["rss"].append(t["peak_rss_mb"])
-        ours["sample"].append(run_json(charrnn_cmd("sample", layers=size["layers"],
-                                                   hidden=size["hidden"], length=length))
-                              ["chars_per_sec"])
+        ours["sample"].append(
+            run_json(charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length))[
+                "chars_per_sec"
+            ]
+        )
         for p in precisions:
-            ours[f"sample_{p}"].append(run_json(charrnn_cmd(
-                "sample", layers=size["layers"], hidden=size["hidden"], length=length,
-                precision=p))["chars_per_sec"])
+            ours[f"sample_{p}"].append(
+                run_json(
+                    charrnn_cmd(
+                        "sample", layers=size["layers"], hidden=size["hidden"], length=length, precision=p
+                    )
+                )["chars_per_sec"]
+            )
         if args.torch_python:
             t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length))
             theirs["train"].append(torch_figure(t))
@@ -350,28 +424,34 @@ def measure_size(name, args):
     for side, d in (("charrnn", ours), ("torch", theirs), ("before", before)):
         if d["train"]:
             rate = statistics.median(d["train"])
-            r[side] = {"train_chars_per_sec": rate,
-                       "sample_chars_per_sec": statistics.median(d["sample"]),
-                       "peak_rss_mb": max(x for x in d["rss"] if x is not None),
-                       "train_runs": [round(x) for x in d["train"]],
-                       "sample_runs": [round(x) for x in d["sample"]]}
+            r[side] = {
+                "train_chars_per_sec": rate,
+                "sample_chars_per_sec": statistics.median(d["sample"]),
+                "peak_rss_mb": max(x for x in d["rss"] if x is not None),
+                "train_runs": [round(x) for x in d["train"]],
+                "sample_runs": [round(x) for x in d["sample"]],
+            }
             for p in precisions:
                 if d.get(f"sample_{p}"):
                     r[side][f"sample_{p}_chars_per_sec"] = statistics.median(d[f"sample_{p}"])
                     r[side][f"sample_{p}_runs"] = [round(x) for x in d[f"sample_{p}"]]
             r[side]["train_gflops"] = rate * r["flops_per_char"] / 1e9
     if "torch" in r:
-        r["ratio"] = {k: r["charrnn"][k] / r["torch"][k]
-                      for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
+        r["ratio"] = {
+            k: r["charrnn"][k] / r["torch"][k]
+            for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")
+        }
         for p in precisions:  # against PyTorch's own (float32) batch-1 loop
-            r["ratio"][f"sample_{p}_chars_per_sec"] = (r["charrnn"][f"sample_{p}_chars_per_sec"]
-                                                       / r["torch"]["sample_chars_per_sec"])
+            r["ratio"][f"sample_{p}_chars_per_sec"] = (
+                r["charrnn"][f"sample_{p}_chars_per_sec"] / r["torch"]["sample_chars_per_sec"]
+            )
         r["ratio"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"], theirs["train"])]
     if "before" in r:
-        r["speedup"] = {k: r["charrnn"][k] / r["before"][k]
-                        for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")}
-        r["speedup"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"],
-                                                                       before["train"])]
+        r["speedup"] = {
+            k: r["charrnn"][k] / r["before"][k]
+            for k in ("train_chars_per_sec", "sample_chars_per_sec", "peak_rss_mb")
+        }
+        r["speedup"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"], before["train"])]
     return r
 
 
@@ -387,9 +467,12 @@ def shares(r, size, peak, precisions):
             continue
         d = r[side]
         gf = d["train_gflops"]
-        d.update(of_peak_2=gf / peak["gflops_2"], of_peak_1x2=gf / (2 * peak["gflops_1"]),
-                 of_step_2=gf / peak[f"gflops_{step}_2"],
-                 of_step_1x2=gf / (2 * peak[f"gflops_{step}_1"]))
+        d.update(
+            of_peak_2=gf / peak["gflops_2"],
+            of_peak_1x2=gf / (2 * peak["gflops_1"]),
+            of_step_2=gf / peak[f"gflops_{step}_2"],
+            of_step_1x2=gf / (2 * peak[f"gflops_{step}_1"]),
+        )
         for p in precisions:
             key = "sample_chars_per_sec" if p == "fp32" else f"sample_{p}_chars_per_sec"
             if key not in d or (side == "torch" and p != "fp32"):
@@ -409,8 +492,9 @@ def measure_pair(name, repeats):
     for rep in range(repeats):
         log(f"pair {name}: repeat {rep + 1}/{repeats}")
         solo.append(run_json(cmd)["chars_per_sec"])
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        ]
         rates = []
         for p in procs:
             out, err = p.communicate()
@@ -418,16 +502,22 @@ def measure_pair(name, repeats):
                 raise RuntimeError(err[-2000:])
             rates.append(json.loads(out.strip().splitlines()[-1])["chars_per_sec"])
         pair.append(sum(rates))
-    return {"solo_runs": [round(x) for x in solo], "pair_sum_runs": [round(x) for x in pair],
-            "ratio": statistics.median(pair) / statistics.median(solo)}
+    return {
+        "solo_runs": [round(x) for x in solo],
+        "pair_sum_runs": [round(x) for x in pair],
+        "ratio": statistics.median(pair) / statistics.median(solo),
+    }
 
 
 def measure_beside(name, repeats, length):
     """Batch-1 sampling while a training runs beside it: the default path, the serial path and
     the two-core split path (what --threads 2 chooses for a wide LSTM), alternately."""
     size = SIZES[name]
-    trainer = subprocess.Popen(charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trainer = subprocess.Popen(
+        charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(5)  # past its start-up: the training is running
         runs = {"default": [], "serial": [], "split": []}
@@ -435,32 +525,44 @@ def measure_beside(name, repeats, length):
             log(f"beside {name}: repeat {rep + 1}/{repeats}")
             kw = dict(layers=size["layers"], hidden=size["hidden"], length=length)
             for path, parallel in (("default", None), ("serial", False), ("split", True)):
-                runs[path].append(run_json(charrnn_cmd("sample", **kw, parallel=parallel))
-                                  ["chars_per_sec"])
+                runs[path].append(run_json(charrnn_cmd("sample", **kw, parallel=parallel))["chars_per_sec"])
     finally:
         trainer.terminate()
         trainer.wait()
     med = {k: statistics.median(v) for k, v in runs.items()}
-    return {**{f"{k}_runs": [round(x) for x in v] for k, v in runs.items()},
-            "ratio": med["default"] / med["serial"], "split_ratio": med["split"] / med["serial"]}
+    return {
+        **{f"{k}_runs": [round(x) for x in v] for k, v in runs.items()},
+        "ratio": med["default"] / med["serial"],
+        "split_ratio": med["split"] / med["serial"],
+    }
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: " + ",".join(SIZES))
-    ap.add_argument("--sections", default=",".join(SECTIONS),
-                    help="comma-separated: " + ",".join(SECTIONS))
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ",".join(SECTIONS))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=0, help="training steps per run (default: "
-                                                          "40 at 2x128, 12 at 2x256, 6 at 2x512)")
-    ap.add_argument("--length", type=int, default=0, help="sampled characters per run "
-                                                           "(default: 5000 / 1000)")
-    ap.add_argument("--torch-python", default=os.environ.get("CHARRNN_TORCH_PYTHON"),
-                    help="a Python with torch installed, to measure PyTorch beside charrnn")
-    ap.add_argument("--baseline", help="another charrnn checkout (say, the last release) to "
-                                       "measure alternately with this one")
-    ap.add_argument("--precisions", default=",".join(PRECISIONS),
-                    help="comma-separated weight precisions to sample at: " + ",".join(PRECISIONS))
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="training steps per run (default: 40 at 2x128, 12 at 2x256, 6 at 2x512)",
+    )
+    ap.add_argument("--length", type=int, default=0, help="sampled characters per run (default: 5000 / 1000)")
+    ap.add_argument(
+        "--torch-python",
+        default=os.environ.get("CHARRNN_TORCH_PYTHON"),
+        help="a Python with torch installed, to measure PyTorch beside charrnn",
+    )
+    ap.add_argument(
+        "--baseline",
+        help="another charrnn checkout (say, the last release) to measure alternately with this one",
+    )
+    ap.add_argument(
+        "--precisions",
+        default=",".join(PRECISIONS),
+        help="comma-separated weight precisions to sample at: " + ",".join(PRECISIONS),
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -471,14 +573,25 @@ def main():
     sections = args.sections.split(",")
     env = environment()
     log("environment:", json.dumps(env))
-    results = {"environment": env, "repeats": args.repeats, "sizes": {},
-               "precisions": args.precisions.split(",")}
+    results = {
+        "environment": env,
+        "repeats": args.repeats,
+        "sizes": {},
+        "precisions": args.precisions.split(","),
+    }
     peaks = []
     sizes = args.sizes.split(",")
-    peak_kw = dict(repeats=5, shapes=[(SIZES[n]["batch"], SIZES[n]["hidden"],
-                                       4 * SIZES[n]["hidden"]) for n in sizes],
-                   footprints=sorted({sampled_bytes(SIZES[n]["layers"], SIZES[n]["hidden"], p)
-                                      for n in sizes for p in args.precisions.split(",")}))
+    peak_kw = dict(
+        repeats=5,
+        shapes=[(SIZES[n]["batch"], SIZES[n]["hidden"], 4 * SIZES[n]["hidden"]) for n in sizes],
+        footprints=sorted(
+            {
+                sampled_bytes(SIZES[n]["layers"], SIZES[n]["hidden"], p)
+                for n in sizes
+                for p in args.precisions.split(",")
+            }
+        ),
+    )
     if "peak" in sections:
         peaks.append(run_json(charrnn_cmd("peak", **peak_kw)))
     if "train" in sections:
@@ -505,50 +618,68 @@ def main():
 
 def table_rows(precisions):
     """(key, label, format) of each row of a size in the table."""
-    rows = [("train_chars_per_sec", "training chars/s", ",.0f"),
-            ("of_peak_2", "training, share of 2-thread SGEMM 1024^3", ".0%"),
-            ("of_step_1x2", "training, share of 2 x 1-thread SGEMM at the step's shape "
-                            "(as charrnn runs it: a part per core)", ".0%")]
+    rows = [
+        ("train_chars_per_sec", "training chars/s", ",.0f"),
+        ("of_peak_2", "training, share of 2-thread SGEMM 1024^3", ".0%"),
+        (
+            "of_step_1x2",
+            "training, share of 2 x 1-thread SGEMM at the step's shape (as charrnn runs it: a part per core)",
+            ".0%",
+        ),
+    ]
     for p in precisions:
         key = "sample" if p == "fp32" else f"sample_{p}"
         vs = "" if p == "fp32" else "; ratio against PyTorch's fp32 loop"
-        rows += [(f"{key}_chars_per_sec", f"sampling chars/s (batch 1, {p}{vs})", ",.0f"),
-                 (f"{key}_of_stream", f"sampling {p}, share of 1-thread weight streaming", ".0%")]
+        rows += [
+            (f"{key}_chars_per_sec", f"sampling chars/s (batch 1, {p}{vs})", ",.0f"),
+            (f"{key}_of_stream", f"sampling {p}, share of 1-thread weight streaming", ".0%"),
+        ]
     return rows + [("peak_rss_mb", "peak RSS training (MB)", ",.0f")]
 
 
 def print_machine(res):
     """The machine's rates measured in the run (child_peak), and the sampling limits."""
     p = res["peak"]
-    steps = [k[len("gflops_"):-2] for k in p if k.startswith("gflops_") and k.endswith("_1")
-             and k.count("x") == 2]
+    steps = [
+        k[len("gflops_") : -2]
+        for k in p
+        if k.startswith("gflops_") and k.endswith("_1") and k.count("x") == 2
+    ]
     print(f"\nThe machine in this run (best of {len(res['peak_runs'])} x 5 timings each):")
-    print(f"- SGEMM fp32 1024^3: {p['gflops_1']:.0f} GFLOP/s on one thread, {p['gflops_2']:.0f} "
-          "on two (SciPy's OpenBLAS through Numba, the BLAS charrnn's training calls)")
+    print(
+        f"- SGEMM fp32 1024^3: {p['gflops_1']:.0f} GFLOP/s on one thread, {p['gflops_2']:.0f} "
+        "on two (SciPy's OpenBLAS through Numba, the BLAS charrnn's training calls)"
+    )
     for s in steps:
-        print(f"- SGEMM at a step's shape ({s.replace('x', ', ', 1).replace('x', ' @ ', 1)}"
-              f" cols): {p[f'gflops_{s}_1']:.0f} GFLOP/s on one thread, "
-              f"{p[f'gflops_{s}_2']:.0f} on two")
+        print(
+            f"- SGEMM at a step's shape ({s.replace('x', ', ', 1).replace('x', ' @ ', 1)}"
+            f" cols): {p[f'gflops_{s}_1']:.0f} GFLOP/s on one thread, "
+            f"{p[f'gflops_{s}_2']:.0f} on two"
+        )
     print(f"- streaming read, one thread, 256 MB: {p['stream_gbs']:.1f} GB/s")
     for name, r in res["sizes"].items():
         for prec, limit in r.get("stream_limit", {}).items():
             cfg = r["config"]
             nbytes = sampled_bytes(cfg["layers"], cfg["hidden"], prec)
-            print(f"- weight streaming, one thread, {nbytes / 1e6:.2f} MB ({name} {prec} "
-                  f"weights): {p[f'weights_gbs_{nbytes}']:.1f} GB/s, so at most "
-                  f"{limit:,.0f} chars/s batch-1 at {name} {prec}")
+            print(
+                f"- weight streaming, one thread, {nbytes / 1e6:.2f} MB ({name} {prec} "
+                f"weights): {p[f'weights_gbs_{nbytes}']:.1f} GB/s, so at most "
+                f"{limit:,.0f} chars/s batch-1 at {name} {prec}"
+            )
 
 
 def print_table(res):
     env = res["environment"]
-    print(f"# charrnn {env['charrnn']} on {env['lscpu'] or env['cpu']} ({env['cores']} cores, "
-          f"LLVM target "
-          f"{env['llvm_cpu']}, BLAS {'; '.join(env['blas'])}), numba {env['numba']}, numpy "
-          f"{env['numpy']}; {env['date']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
-          f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs; "
-          f"load average {env['load_before']:.1f} before, {env['load_after']:.1f} after (the "
-          f"benchmark alone keeps it near 1-2; above that, other programs shared the "
-          f"{env['cores']} cores)")
+    print(
+        f"# charrnn {env['charrnn']} on {env['lscpu'] or env['cpu']} ({env['cores']} cores, "
+        f"LLVM target "
+        f"{env['llvm_cpu']}, BLAS {'; '.join(env['blas'])}), numba {env['numba']}, numpy "
+        f"{env['numpy']}; {env['date']}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} "
+        f"OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}; medians of {res['repeats']} runs; "
+        f"load average {env['load_before']:.1f} before, {env['load_after']:.1f} after (the "
+        f"benchmark alone keeps it near 1-2; above that, other programs shared the "
+        f"{env['cores']} cores)"
+    )
     print("| model | measure | charrnn | PyTorch | ratio (each run) | baseline | speed-up |")
     print("| --- | --- | ---: | ---: | --- | ---: | --- |")
     for name, r in res["sizes"].items():
@@ -576,12 +707,16 @@ def print_table(res):
     if "startup_seconds" in res:
         print(f"start-up, `charrnn sample -n 100`, warm cache: {res['startup_seconds']:.2f} s")
     for name, r in res.get("pair", {}).items():
-        print(f"two {name} trainings together: {r['ratio']:.0%} of one alone (solo "
-              f"{r['solo_runs']}, pair sums {r['pair_sum_runs']} chars/s)")
+        print(
+            f"two {name} trainings together: {r['ratio']:.0%} of one alone (solo "
+            f"{r['solo_runs']}, pair sums {r['pair_sum_runs']} chars/s)"
+        )
     for name, r in res.get("beside", {}).items():
-        print(f"{name} sampling beside a training: the default path at {r['ratio']:.0%} of the "
-              f"serial path's speed, the split path at {r['split_ratio']:.0%} (default "
-              f"{r['default_runs']}, serial {r['serial_runs']}, split {r['split_runs']} chars/s)")
+        print(
+            f"{name} sampling beside a training: the default path at {r['ratio']:.0%} of the "
+            f"serial path's speed, the split path at {r['split_ratio']:.0%} (default "
+            f"{r['default_runs']}, serial {r['serial_runs']}, split {r['split_runs']} chars/s)"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ fresh process each, encodes it through the id cache (hash, count, encode, write 
 reads it back from the warm cache, reporting wall time, MB/s and the child's peak resident
 memory. The generated files and caches are deleted afterwards.
 """
+
 import argparse
 import json
 import os
@@ -40,9 +41,12 @@ def make_corpus(path, mb):
         block = SHAKESPEARE.read_text(encoding="utf-8")
     else:
         import random
+
         rng = random.Random(1)
-        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 9)))
-                 for _ in range(5000)]
+        words = [
+            "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 9)))
+            for _ in range(5000)
+        ]
         block = " ".join(rng.choice(words) for _ in range(200_000))
     block += "\nCafé — naïve façade, 東京.\n"
     data = block.encode("utf-8")
@@ -50,7 +54,7 @@ def make_corpus(path, mb):
     with open(path, "wb") as f:
         written = 0
         while written < target:
-            piece = data[:target - written]
+            piece = data[: target - written]
             f.write(piece)
             written += len(piece)
     # a cut may split a multi-byte character at the very end: end on a clean line
@@ -60,8 +64,13 @@ def make_corpus(path, mb):
 
 def child(path, cache):
     env = dict(os.environ, CHARRNN_CACHE_DIR=str(cache))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(ROOT)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,8 +79,10 @@ def main():
     ap.add_argument("--sizes", default="100,1000", help="corpus sizes in MB, comma-separated")
     ap.add_argument("--tmp", default=None, help="where to write the generated corpora")
     a = ap.parse_args()
-    print(f"# python {platform.python_version()}, {os.cpu_count()} cpus; corpus: "
-          f"{'Tiny Shakespeare repeated' if SHAKESPEARE.is_file() else 'pseudo-words'}")
+    print(
+        f"# python {platform.python_version()}, {os.cpu_count()} cpus; corpus: "
+        f"{'Tiny Shakespeare repeated' if SHAKESPEARE.is_file() else 'pseudo-words'}"
+    )
     print("| corpus | first encode (s) | MB/s | peak RSS (MB) | cached read (s) | ids |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for mb in (int(s) for s in a.sizes.split(",")):
@@ -81,10 +92,12 @@ def main():
             size = path.stat().st_size / 1e6
             first = child(path, cache)
             again = child(path, cache)
-            print(f"| {size:,.0f} MB | {first['seconds']:.1f} | {size / first['seconds']:.0f} | "
-                  f"{first['peak_rss_mb']:.0f} | {again['seconds']:.2f} | "
-                  f"{first['chars']:,} {first['dtype']}, vocabulary {first['vocab']} |",
-                  flush=True)
+            print(
+                f"| {size:,.0f} MB | {first['seconds']:.1f} | {size / first['seconds']:.0f} | "
+                f"{first['peak_rss_mb']:.0f} | {again['seconds']:.2f} | "
+                f"{first['chars']:,} {first['dtype']}, vocabulary {first['vocab']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

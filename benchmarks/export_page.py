@@ -20,6 +20,7 @@ OPENBLAS_L2_SIZE in that command only:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks.export_page
 """
+
 import argparse
 import platform
 import statistics
@@ -43,8 +44,9 @@ V = 65
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         return platform.processor()
 
@@ -91,13 +93,16 @@ def fp16_cost(model, text_file, n, prime):
     ta = model.sample(2000, temp=0, prime=prime, include_prime=False)
     tb = half.sample(2000, temp=0, prime=prime, include_prime=False)
     same = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), len(ta))
-    print(f"fp16 cost on the last {len(text)} characters of {text_file.name}: loss {a:.5f} -> "
-          f"{b:.5f} nats/char ({b - a:+.5f}); greedy text after {prime!r} agrees for the first "
-          f"{same} of 2000 characters")
+    print(
+        f"fp16 cost on the last {len(text)} characters of {text_file.name}: loss {a:.5f} -> "
+        f"{b:.5f} nats/char ({b - a:+.5f}); greedy text after {prime!r} agrees for the first "
+        f"{same} of 2000 characters"
+    )
 
 
 def screenshot(model, prime, png):
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "writer.html"
         path.write_text(page.render(model, "fp32"), encoding="utf-8")
@@ -130,12 +135,17 @@ def main():
     if args.text and args.checkpoint:
         fp16_cost(api.load(args.checkpoint), Path(args.text), args.score_chars, args.prime)
     from playwright.sync_api import sync_playwright
-    models = ([("given", api.load(args.checkpoint))] if args.checkpoint else
-              [(f"2x{h} {cell}", random_model(cell, h)) for cell in args.cells.split(",")
-               for h in (128, 512)])
+
+    models = (
+        [("given", api.load(args.checkpoint))]
+        if args.checkpoint
+        else [(f"2x{h} {cell}", random_model(cell, h)) for cell in args.cells.split(",") for h in (128, 512)]
+    )
     print(f"machine: {cpu_model()}, {platform.python_version()}, chromium {executable()}")
-    print(f"{'model':<12} {'params':>9} {'prec':>5} {'page MB':>8} {'load s':>7} "
-          f"{'page ch/s':>10} {'charrnn ch/s':>13}")
+    print(
+        f"{'model':<12} {'params':>9} {'prec':>5} {'page MB':>8} {'load s':>7} "
+        f"{'page ch/s':>10} {'charrnn ch/s':>13}"
+    )
     with sync_playwright() as pw, tempfile.TemporaryDirectory() as tmp:
         browser = pw.chromium.launch(executable_path=executable(), args=FLAGS)
         for name, m in models:
@@ -144,11 +154,16 @@ def main():
                 path = Path(tmp) / f"{prec}.html"
                 path.write_text(page.render(m, prec), encoding="utf-8")
                 load, rate = page_speed(browser, path, args.chars, args.repeats)
-                print(f"{name:<12} {m.flat.size:>9} {prec:>5} {path.stat().st_size / 1e6:>8.2f} "
-                      f"{load:>7.2f} {rate:>10.0f} {ours:>13.0f}", flush=True)
+                print(
+                    f"{name:<12} {m.flat.size:>9} {prec:>5} {path.stat().st_size / 1e6:>8.2f} "
+                    f"{load:>7.2f} {rate:>10.0f} {ours:>13.0f}",
+                    flush=True,
+                )
         browser.close()
-    print(f"(one write of {args.chars} characters at temperature 0.8, median of {args.repeats})",
-          file=sys.stderr)
+    print(
+        f"(one write of {args.chars} characters at temperature 0.8, median of {args.repeats})",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ Configuration and environment go to stdout first, then the tables; progress goes
     python -m benchmarks.long_range
     python -m benchmarks.long_range --budget 6000 --ks 5,20,80,160 --json
 """
+
 import argparse
 import json
 import os
@@ -60,9 +61,19 @@ from charrnn.engine import kernels, threads
 # the task itself lives beside the tests that check it (tests/long_range_task.py); run this
 # from the checkout's root as a module, `python -m benchmarks.long_range`, so that `tests` is
 # importable without touching sys.path
-from tests.long_range_task import (FILLER, MARKER, answer_accuracy, data_rng, episodes,
-                                   lag_ratios, last_step_profile, new_model, train, vocabulary,
-                                   window)
+from tests.long_range_task import (
+    FILLER,
+    MARKER,
+    answer_accuracy,
+    data_rng,
+    episodes,
+    lag_ratios,
+    last_step_profile,
+    new_model,
+    train,
+    vocabulary,
+    window,
+)
 
 CELLS = ("rnn", "lstm", "gru")
 LAGS = (1, 2, 5, 10, 20, 40, 80, 160, 320)
@@ -79,12 +90,19 @@ def run_one(cell, k, seed, args):
     probe = window(episodes(data_rng(seed, k, 2), args.probe, k, len(args.symbols)))
     init_gn = last_step_profile(model, *probe)[0]
     train_loss, seconds = train(model, k, seed, args)
-    acc, answer_loss = answer_accuracy(
-        model, episodes(data_rng(seed, k, 1), args.eval, k, len(args.symbols)))
+    acc, answer_loss = answer_accuracy(model, episodes(data_rng(seed, k, 1), args.eval, k, len(args.symbols)))
     gn = last_step_profile(model, *probe)[0]
-    return dict(cell=cell, k=k, seed=seed, accuracy=acc, answer_loss=answer_loss,
-                train_loss=train_loss, seconds=round(seconds, 2),
-                init_profile=init_gn.tolist(), trained_profile=gn.tolist())
+    return dict(
+        cell=cell,
+        k=k,
+        seed=seed,
+        accuracy=acc,
+        answer_loss=answer_loss,
+        train_loss=train_loss,
+        seconds=round(seconds, 2),
+        init_profile=init_gn.tolist(),
+        trained_profile=gn.tolist(),
+    )
 
 
 def summarise(results, cells, ks, solved):
@@ -97,13 +115,24 @@ def summarise(results, cells, ks, solved):
             rs = [r for r in results if r["cell"] == cell and r["k"] == k]
             n = sum(r["accuracy"] >= solved for r in rs)
             lags = [lag for lag in LAGS if lag < k + 1] + [k + 1]
-            ratios = {name: {lag: float(np.median([lag_ratios(np.array(r[name + "_profile"]),
-                                                              [lag])[lag] for r in rs]))
-                             for lag in lags} for name in ("init", "trained")}
-            rows[k] = dict(accuracy=float(np.median([r["accuracy"] for r in rs])),
-                           seeds_solved=n, seeds=len(rs), solved=2 * n > len(rs),
-                           train_loss=float(np.median([r["train_loss"] for r in rs])),
-                           seconds=float(sum(r["seconds"] for r in rs)), ratios=ratios)
+            ratios = {
+                name: {
+                    lag: float(
+                        np.median([lag_ratios(np.array(r[name + "_profile"]), [lag])[lag] for r in rs])
+                    )
+                    for lag in lags
+                }
+                for name in ("init", "trained")
+            }
+            rows[k] = dict(
+                accuracy=float(np.median([r["accuracy"] for r in rs])),
+                seeds_solved=n,
+                seeds=len(rs),
+                solved=2 * n > len(rs),
+                train_loss=float(np.median([r["train_loss"] for r in rs])),
+                seconds=float(sum(r["seconds"] for r in rs)),
+                ratios=ratios,
+            )
         ok = [k for k in ks if rows[k]["solved"]]
         out[cell] = dict(per_k=rows, largest_solved=max(ok) if ok else None)
     return out
@@ -111,11 +140,19 @@ def summarise(results, cells, ks, solved):
 
 # -- report -------------------------------------------------------------------------------------
 
+
 def environment():
     import numba
-    env = dict(python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-               charrnn=charrnn.__version__, cpu_count=os.cpu_count(),
-               threads=threads.num_threads(), machine=platform.machine())
+
+    env = dict(
+        python=platform.python_version(),
+        numpy=np.__version__,
+        numba=numba.__version__,
+        charrnn=charrnn.__version__,
+        cpu_count=os.cpu_count(),
+        threads=threads.num_threads(),
+        machine=platform.machine(),
+    )
     try:
         with open("/proc/cpuinfo") as f:
             env["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
@@ -135,21 +172,32 @@ def fmt_ratio(v):
 def print_config(config, env, out=sys.stdout):
     p = lambda *a: print(*a, file=out)
     c = config
-    example = "".join(vocabulary(c["symbols"])[i]
-                      for i in episodes(np.random.default_rng(0), 1, 5, len(c["symbols"]))[0])
+    example = "".join(
+        vocabulary(c["symbols"])[i] for i in episodes(np.random.default_rng(0), 1, 5, len(c["symbols"]))[0]
+    )
     p("long-range memory benchmark: remember a symbol across k filler characters")
-    p(f"  episode     symbol, k x '{FILLER}', '{MARKER}', the symbol again (e.g. k=5: {example}); "
-      f"the answer is predicted k+1 steps after the symbol was read")
+    p(
+        f"  episode     symbol, k x '{FILLER}', '{MARKER}', the symbol again (e.g. k=5: {example}); "
+        f"the answer is predicted k+1 steps after the symbol was read"
+    )
     p(f"  symbols     {c['symbols']!r} (chance {1 / len(c['symbols']):.2f}); ks {c['ks']}")
     p(f"  model       1 layer x {c['hidden']} hidden, cells {', '.join(c['cells'])}, float32")
-    p(f"  training    {c['budget']} Adam steps per (cell, k, seed), {c['batch']} episodes a step, "
-      f"lr {c['lr']}, clip {c['grad_clip']}; one episode per window, T = k + 2, zero state")
-    p(f"  evaluation  {c['eval']} fresh episodes per run; gradient probe {c['probe']} episodes; "
-      f"seeds {c['seeds']}; solved: accuracy >= {c['solved']} for a majority of seeds")
-    p(f"  environment python {env['python']}, numpy {env['numpy']}, numba {env['numba']}, "
-      f"charrnn {env['charrnn']}")
-    p(f"              {env['cpu_count']} CPUs ({env.get('cpu')}), {env['threads']} kernel threads"
-      + (f", load average {env['loadavg_1min']} at start" if "loadavg_1min" in env else ""))
+    p(
+        f"  training    {c['budget']} Adam steps per (cell, k, seed), {c['batch']} episodes a step, "
+        f"lr {c['lr']}, clip {c['grad_clip']}; one episode per window, T = k + 2, zero state"
+    )
+    p(
+        f"  evaluation  {c['eval']} fresh episodes per run; gradient probe {c['probe']} episodes; "
+        f"seeds {c['seeds']}; solved: accuracy >= {c['solved']} for a majority of seeds"
+    )
+    p(
+        f"  environment python {env['python']}, numpy {env['numpy']}, numba {env['numba']}, "
+        f"charrnn {env['charrnn']}"
+    )
+    p(
+        f"              {env['cpu_count']} CPUs ({env.get('cpu')}), {env['threads']} kernel threads"
+        + (f", load average {env['loadavg_1min']} at start" if "loadavg_1min" in env else "")
+    )
 
 
 def print_report(config, summary, out=sys.stdout):
@@ -159,25 +207,36 @@ def print_report(config, summary, out=sys.stdout):
     cols = lambda values: "".join(f"{v:>11}" for v in values)
     kmax = max(ks)
 
-    p(f"\nAnswer accuracy, greedy: median over {S} seeds, and seeds reaching {config['solved']} "
-      f"(chance {1 / len(config['symbols']):.2f})")
+    p(
+        f"\nAnswer accuracy, greedy: median over {S} seeds, and seeds reaching {config['solved']} "
+        f"(chance {1 / len(config['symbols']):.2f})"
+    )
     p(f"{'cell':<14}" + cols(f"k={k}" for k in ks) + "   largest k solved")
     for cell in cells:
         best = summary[cell]["largest_solved"]
-        p(f"{cell:<14}" + cols(f"{r['accuracy']:.3f} {r['seeds_solved']}/{S}" for r in per(cell))
-          + f"   {'none' if best is None else best}")
+        p(
+            f"{cell:<14}"
+            + cols(f"{r['accuracy']:.3f} {r['seeds_solved']}/{S}" for r in per(cell))
+            + f"   {'none' if best is None else best}"
+        )
 
-    p("\nAnswer's gradient reaching the symbol's step, ||dL/dh_0|| / ||dL/dh_(T-1)||: L = loss of "
-      "the answer alone, layer 0, T = k + 2, median over seeds")
+    p(
+        "\nAnswer's gradient reaching the symbol's step, ||dL/dh_0|| / ||dL/dh_(T-1)||: L = loss of "
+        "the answer alone, layer 0, T = k + 2, median over seeds"
+    )
     p(f"{'cell  model':<14}" + cols(f"k={k}" for k in ks))
     for cell in cells:
         for name in ("init", "trained"):
-            p(f"{cell:<6}{name:<8}" + cols(fmt_ratio(r["ratios"][name][k + 1])
-                                           for k, r in zip(ks, per(cell))))
+            p(
+                f"{cell:<6}{name:<8}"
+                + cols(fmt_ratio(r["ratios"][name][k + 1]) for k, r in zip(ks, per(cell)))
+            )
 
     lags = list(summary[cells[0]]["per_k"][kmax]["ratios"]["init"])  # shared by every cell
-    p(f"\nProfile over the k={kmax} window, ||dL/dh_(T-1-lag)|| / ||dL/dh_(T-1)||; lag {kmax + 1} "
-      "is the symbol's step; median over seeds")
+    p(
+        f"\nProfile over the k={kmax} window, ||dL/dh_(T-1-lag)|| / ||dL/dh_(T-1)||; lag {kmax + 1} "
+        "is the symbol's step; median over seeds"
+    )
     p(f"{'cell  model':<14}" + cols(f"lag {lag}" for lag in lags))
     for cell in cells:
         for name in ("init", "trained"):
@@ -192,8 +251,8 @@ def print_report(config, summary, out=sys.stdout):
 
 # -- command line -------------------------------------------------------------------------------
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter,
-                    argparse.ArgumentDefaultsHelpFormatter):
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and every option's default."""
 
 
@@ -204,11 +263,14 @@ def ints(s):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--budget", type=int, default=2000, help="Adam steps per (cell, k, seed)")
-    ap.add_argument("--ks", type=ints, default="2,5,10,20,40,80",
-                    help="comma-separated filler lengths k")
+    ap.add_argument("--ks", type=ints, default="2,5,10,20,40,80", help="comma-separated filler lengths k")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated cells")
-    ap.add_argument("--seeds", type=ints, default="1,2,3",
-                    help="comma-separated seeds; each seeds initialisation and episodes")
+    ap.add_argument(
+        "--seeds",
+        type=ints,
+        default="1,2,3",
+        help="comma-separated seeds; each seeds initialisation and episodes",
+    )
     ap.add_argument("--hidden", type=int, default=64, help="hidden units (one layer)")
     ap.add_argument("--symbols", default="abcd", help="the alphabet of the remembered symbol")
     ap.add_argument("--batch", type=int, default=32, help="episodes per training step")
@@ -226,16 +288,34 @@ def parse_args(argv=None):
         ap.error("need at least one k and one seed, none negative")
     if min(args.budget, args.batch, args.hidden, args.eval, args.probe) < 1:
         ap.error("budget, batch, hidden, eval and probe must be at least 1")
-    if len(set(args.symbols)) < 2 or len(set(args.symbols)) != len(args.symbols) \
-            or set(args.symbols) & {FILLER, MARKER}:
+    if (
+        len(set(args.symbols)) < 2
+        or len(set(args.symbols)) != len(args.symbols)
+        or set(args.symbols) & {FILLER, MARKER}
+    ):
         ap.error(f"need 2 or more distinct symbols, none of them '{FILLER}' or '{MARKER}'")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    config = {k: getattr(args, k) for k in ("budget", "ks", "cells", "seeds", "hidden", "symbols",
-                                            "batch", "lr", "grad_clip", "eval", "probe", "solved")}
+    config = {
+        k: getattr(args, k)
+        for k in (
+            "budget",
+            "ks",
+            "cells",
+            "seeds",
+            "hidden",
+            "symbols",
+            "batch",
+            "lr",
+            "grad_clip",
+            "eval",
+            "probe",
+            "solved",
+        )
+    }
     env = environment()
     if not args.json:
         print_config(config, env)
@@ -246,13 +326,17 @@ def main(argv=None):
             for seed in args.seeds:
                 r = run_one(cell, k, seed, args)
                 results.append(r)
-                log(f"{cell:<5} k={k:<4} seed {seed}: accuracy {r['accuracy']:.3f}, train loss "
-                    f"{r['train_loss']:.3f}, {r['seconds']:.1f}s")
+                log(
+                    f"{cell:<5} k={k:<4} seed {seed}: accuracy {r['accuracy']:.3f}, train loss "
+                    f"{r['train_loss']:.3f}, {r['seconds']:.1f}s"
+                )
     summary = summarise(results, args.cells, args.ks, args.solved)
     total = time.perf_counter() - start
     if args.json:
-        json.dump(dict(config=config, environment=env, summary=summary, runs=results,
-                       seconds=round(total, 1)), sys.stdout)
+        json.dump(
+            dict(config=config, environment=env, summary=summary, runs=results, seconds=round(total, 1)),
+            sys.stdout,
+        )
         print()
     else:
         print_report(config, summary)

@@ -28,6 +28,7 @@ products are also timed through OpenBLAS for comparison (not counted when packed
 Sections (--only): blas (which BLAS, its SGEMM rates on 1 and 2 threads), kernel (the above),
 step (a whole step on all threads, wall clock, and each piece outside the fused kernel).
 """
+
 import argparse
 import os
 import platform
@@ -44,9 +45,11 @@ from charrnn.engine.optim import Adam  # noqa: E402
 
 from bench import cpu_model  # noqa: E402  (this directory's)
 
-SIZES = {"2x128": dict(layers=2, hidden=128, batch=50, seq=50),
-         "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
-         "2x512": dict(layers=2, hidden=512, batch=64, seq=100)}
+SIZES = {
+    "2x128": dict(layers=2, hidden=128, batch=50, seq=50),
+    "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
+    "2x512": dict(layers=2, hidden=512, batch=64, seq=100),
+}
 
 
 @kernel
@@ -180,30 +183,52 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     # (label, fn, args, calls per window, flops per window); the fused kernel comes first
     pieces = [
         ("whole", kernels.window_grad, (kernels.LSTM, p, x, y, h0, c0, w, dp, dh0, dc0, N), 1, 0),
-        ("pack Wh, Wh^T (all layers)", kernels.pack_weights, (p, w, True), 1, 0)]
+        ("pack Wh, Wh^T (all layers)", kernels.pack_weights, (p, w, True), 1, 0),
+    ]
     if kernels.packed(w):
-        pieces += [("rec fwd, packed (b,H)@(H,4H)", packed_loop, (h, w.Whp[0], R, n), 1,
-                    rec_flops),
-                   ("rec bwd, packed (b,4H)@(4H,H)", packed_loop, (dG, w.WhTp[0], dh, n), 1,
-                    rec_flops)]
+        pieces += [
+            ("rec fwd, packed (b,H)@(H,4H)", packed_loop, (h, w.Whp[0], R, n), 1, rec_flops),
+            ("rec bwd, packed (b,4H)@(4H,H)", packed_loop, (dG, w.WhTp[0], dh, n), 1, rec_flops),
+        ]
     pieces += [
-        ("rec fwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""), gemm, (h, W, R, n), 1,
-         rec_flops),
-        ("rec bwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""), rec_bwd, (dG, W, dh, n),
-         1, rec_flops),
+        (
+            "rec fwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""),
+            gemm,
+            (h, W, R, n),
+            1,
+            rec_flops,
+        ),
+        (
+            "rec bwd, OpenBLAS" + (" (not used)" if kernels.packed(w) else ""),
+            rec_bwd,
+            (dG, W, dh, n),
+            1,
+            rec_flops,
+        ),
         ("gates fwd", gates_fwd, (G, c_prev, c, tc, h, n), 1, 0),
         ("gates bwd", gates_bwd, (g, c_prev, tc, dh, dc, dG, n), 1, 0),
         ("input proj (N,H)@(H,4H) x(L-1)", gemm, (A_H, WxK, C_K, 1), L - 1, nk * (L - 1)),
         ("decoder (N,H)@(H,V)", gemm, (A_H, WyV, C_V, 1), 1, nv),
-        ("dW += (H,N)@(N,4H) x(2L-1)", gemm_tn, (A_H, A_K, np.empty((H, Kg), f32), 1), 2 * L - 1,
-         nk * (2 * L - 1)),
+        (
+            "dW += (H,N)@(N,4H) x(2L-1)",
+            gemm_tn,
+            (A_H, A_K, np.empty((H, Kg), f32), 1),
+            2 * L - 1,
+            nk * (2 * L - 1),
+        ),
         ("dWy += (H,N)@(N,V)", gemm_tn, (A_H, A_V, np.empty((H, V), f32), 1), 1, nv),
-        ("dH below (N,4H)@(4H,H) x(L-1)", gemm, (A_K, np.ascontiguousarray(WxK.T), C_H, 1),
-         L - 1, nk * (L - 1)),
+        (
+            "dH below (N,4H)@(4H,H) x(L-1)",
+            gemm,
+            (A_K, np.ascontiguousarray(WxK.T), C_H, 1),
+            L - 1,
+            nk * (L - 1),
+        ),
         ("dH top (N,V)@(V,H)", gemm, (A_V, np.ascontiguousarray(WyV.T), C_H, 1), 1, nv),
         ("embed", embed_loop, (p, x, np.empty((T, b, Kg), f32), 1), 1, 0),
         ("Wx0 scatter", scatter_loop, (dp.Wx0, x, r(T, b, Kg), 1), 1, 0),
-        ("xent (+ a copy)", xent_loop, (A_V.copy(), Psave, y.reshape(-1), 1), 1, 0)]
+        ("xent (+ a copy)", xent_loop, (A_V.copy(), Psave, y.reshape(-1), 1), 1, 0),
+    ]
     pieces = [pc for pc in pieces if pc[3] > 0]
     med = round_robin([pc[:4] for pc in pieces], repeats)
     flops = {pc[0]: pc[4] for pc in pieces}
@@ -213,10 +238,12 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
     adam = timeit(opt.step, m.flat.copy(), g, repeats=repeats)
     S = 1024  # the best this core's BLAS does: one large square product
     big_a, big_b, big_c = r(S, S), r(S, S), np.empty((S, S), f32)
-    peak = 2.0 * S ** 3 / timeit(gemm, big_a, big_b, big_c, 1, repeats=3) / 1e9
+    peak = 2.0 * S**3 / timeit(gemm, big_a, big_b, big_c, 1, repeats=3) / 1e9
 
-    print(f"\n{name}: {L} layers x {H}, batch {batch} x window {T}, {nthreads} parts of "
-          f"{b} streams; one part on one thread, thread CPU time, medians of {repeats} rounds")
+    print(
+        f"\n{name}: {L} layers x {H}, batch {batch} x window {T}, {nthreads} parts of "
+        f"{b} streams; one part on one thread, thread CPU time, medians of {repeats} rounds"
+    )
     print(f"  fused window kernel (forward + loss + backward): {whole * 1e3:8.2f} ms")
     print(f"  {'piece':36s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
     total = 0.0
@@ -227,31 +254,48 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
         gf = f"{fl / secs / 1e9:8.1f}" if fl else ""
         share = f"{secs / whole:7.1%}" if used else "       "
         print(f"  {label:36s} {secs * 1e3:10.2f} {share} {gf:>8s}")
-    print(f"  {'rest (loops, copies, norms, sums)':36s} {(whole - total) * 1e3:10.2f} "
-          f"{(whole - total) / whole:7.1%}")
+    print(
+        f"  {'rest (loops, copies, norms, sums)':36s} {(whole - total) * 1e3:10.2f} "
+        f"{(whole - total) / whole:7.1%}"
+    )
     print(f"  Adam over {m.flat.size:,} parameters, once per step: {adam * 1e3:.2f} ms")
-    all_flops = 2 * rec_flops + sum(fl for label, fl in flops.items()
-                                    if fl and "rec " not in label)
-    print(f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
-          f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s")
-    print(f"  => at most {b * T / whole * nthreads:,.0f} chars/s with {nthreads} parts in "
-          f"parallel (no Adam, no Python)")
+    all_flops = 2 * rec_flops + sum(fl for label, fl in flops.items() if fl and "rec " not in label)
+    print(
+        f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
+        f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s"
+    )
+    print(
+        f"  => at most {b * T / whole * nthreads:,.0f} chars/s with {nthreads} parts in "
+        f"parallel (no Adam, no Python)"
+    )
 
 
 def blas_report(repeats):
     """Which BLAS the kernels call (threadpoolctl), and its fp32 GEMM rate on one and on two
     threads: the 1024^3 product (the machine's practical peak) and the shapes a step uses."""
     from threadpoolctl import threadpool_info, threadpool_limits
+
     threads.single_threaded_blas()  # loads the BLAS Numba calls, if nothing has yet
     for lib in threadpool_info():
         if lib.get("user_api") == "blas":
-            print(f"  BLAS: {lib['internal_api']} {lib['version']}, kernel {lib.get('architecture')},"
-                  f" {os.path.basename(lib['filepath'])}")
+            print(
+                f"  BLAS: {lib['internal_api']} {lib['version']}, kernel {lib.get('architecture')},"
+                f" {os.path.basename(lib['filepath'])}"
+            )
     rng = np.random.default_rng(0)
-    shapes = [(1024, 1024, 1024), (25, 128, 512), (32, 256, 1024), (32, 512, 2048),
-              (64, 512, 2048), (2500, 128, 512), (3200, 512, 2048)]
-    print(f"  {'SGEMM (m, k, n)':22s} {'1 thread':>9s} {'2 threads':>10s}  GFLOP/s (1 thread: CPU "
-          "time; 2: wall, median and best)")
+    shapes = [
+        (1024, 1024, 1024),
+        (25, 128, 512),
+        (32, 256, 1024),
+        (32, 512, 2048),
+        (64, 512, 2048),
+        (2500, 128, 512),
+        (3200, 512, 2048),
+    ]
+    print(
+        f"  {'SGEMM (m, k, n)':22s} {'1 thread':>9s} {'2 threads':>10s}  GFLOP/s (1 thread: CPU "
+        "time; 2: wall, median and best)"
+    )
     for m, k, n in shapes:
         a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
         c = np.empty((m, n), np.float32)
@@ -261,8 +305,10 @@ def blas_report(repeats):
         for nt in (1, 2):
             with threadpool_limits(nt, user_api="blas"):
                 clock = time.thread_time if nt == 1 else time.perf_counter
-                runs = [flops * reps / timeit(gemm, a, b, c, reps, repeats=1, clock=clock) / 1e9
-                        for _ in range(repeats)]
+                runs = [
+                    flops * reps / timeit(gemm, a, b, c, reps, repeats=1, clock=clock) / 1e9
+                    for _ in range(repeats)
+                ]
             rates[nt] = (statistics.median(runs), max(runs))
         print(f"  {str((m, k, n)):22s} {rates[1][0]:9.1f} {rates[2][0]:6.1f} ({rates[2][1]:.0f})")
     threads.single_threaded_blas()
@@ -272,6 +318,7 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
     """A whole training step as the trainer runs it (dropout masks, Model.loss_and_grad over
     the parts on their threads, Adam), wall clock, and each piece outside the fused kernel."""
     from charrnn.engine import model as model_mod
+
     L, H, B, T, V = layers, hidden, batch, seq, vocab
     rng = np.random.default_rng(0)
     m = Model(ModelConfig("lstm", L, H, V, dropout))
@@ -315,11 +362,12 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
     finally:
         kernels.window_grad = fused
     parts = m.parts(B)
-    print(f"\n{name} whole step: B {B} x T {T}, dropout {dropout}, {len(parts)} parts on "
-          f"{threads.num_threads()} threads (wall clock, median of {repeats})")
+    print(
+        f"\n{name} whole step: B {B} x T {T}, dropout {dropout}, {len(parts)} parts on "
+        f"{threads.num_threads()} threads (wall clock, median of {repeats})"
+    )
     whole = statistics.median(walls)
-    print(f"  step (masks + loss_and_grad + Adam) {whole * 1e3:9.3f} ms = {B * T / whole:,.0f} "
-          "chars/s")
+    print(f"  step (masks + loss_and_grad + Adam) {whole * 1e3:9.3f} ms = {B * T / whole:,.0f} chars/s")
     over = statistics.median(np.array(walls) - np.array(slowest))
     print(f"  slowest part's fused kernel         {statistics.median(slowest) * 1e3:9.3f} ms")
     print(f"  step minus slowest kernel           {over * 1e3:9.3f} ms ({over / whole:.1%})")
@@ -341,14 +389,17 @@ def profile_step(name, layers, hidden, batch, seq, dropout=0.0, vocab=65, repeat
     def handoff():
         for f in [threads.pool().submit(lambda: None) for _ in parts]:
             f.result()
-    pieces = [("single_threaded_blas()", threads.single_threaded_blas),
-              ("parts(B)", lambda: m.parts(B)),
-              ("thread hand-off (submit, result)", handoff),
-              ("slice copies per part", copies),
-              ("gradient merge (Python)", merge),
-              ("state concatenation", lambda: model_mod._join_state(ws)),
-              ("grad-norm sum over parts", lambda: np.sqrt(sum(w.gn ** 2 for w in ws))),
-              ("Adam", lambda: opt.step(m.flat, gflat))]
+
+    pieces = [
+        ("single_threaded_blas()", threads.single_threaded_blas),
+        ("parts(B)", lambda: m.parts(B)),
+        ("thread hand-off (submit, result)", handoff),
+        ("slice copies per part", copies),
+        ("gradient merge (Python)", merge),
+        ("state concatenation", lambda: model_mod._join_state(ws)),
+        ("grad-norm sum over parts", lambda: np.sqrt(sum(w.gn**2 for w in ws))),
+        ("Adam", lambda: opt.step(m.flat, gflat)),
+    ]
     if dropout > 0:
         pieces.append(("dropout masks", masks))
     for label, fn in pieces:
@@ -364,9 +415,11 @@ def main():
     a = ap.parse_args()
     only = a.only.split(",")
     threads.single_threaded_blas()
-    print(f"python {platform.python_version()}, numpy {np.__version__}, {cpu_model()}, "
-          f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
-          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '-')}")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, {cpu_model()}, "
+        f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '-')}"
+    )
     if "blas" in only:
         blas_report(a.repeats)
     for name in a.sizes.split(","):

@@ -8,6 +8,7 @@
 Prints both curves as a table (minutes, val loss) and, with matplotlib installed, draws them.
 charrnn's minutes include its evaluations and checkpoint writes; PyTorch's exclude evaluation.
 """
+
 import argparse
 import json
 import sys
@@ -23,8 +24,11 @@ def curves(run_dir, torch_json):
     if torch_json:
         t = json.loads(Path(torch_json).read_text().strip().splitlines()[-1])
         cols = t["curve_columns"]
-        theirs = [(row[cols.index("train_seconds")] / 60, row[cols.index("val_loss")])
-                  for row in t["curve"] if row[cols.index("train_seconds")] > 0]
+        theirs = [
+            (row[cols.index("train_seconds")] / 60, row[cols.index("val_loss")])
+            for row in t["curve"]
+            if row[cols.index("train_seconds")] > 0
+        ]
     return ours, theirs
 
 
@@ -40,13 +44,16 @@ def main():
             print(f"{name:8s} " + "  ".join(f"{m:5.1f}m {v:.3f}" for m, v in pts))
     if a.png:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
         ax.plot(*zip(*ours), "o-", label=f"charrnn, defaults (best {min(v for _, v in ours):.4f})")
         if theirs:
-            ax.plot(*zip(*theirs), "s--", label=f"PyTorch nn.LSTM 2x512 (best "
-                                                f"{min(v for _, v in theirs):.4f})")
+            ax.plot(
+                *zip(*theirs), "s--", label=f"PyTorch nn.LSTM 2x512 (best {min(v for _, v in theirs):.4f})"
+            )
         ax.axhline(1.45, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("minutes of training (2 CPU cores)")
         ax.set_ylabel("validation loss (nats/char)")

@@ -16,6 +16,7 @@ so wall time says little), then
 `charrnn eval --exact` scores best.npz on the whole validation tenth. Runs go one at a time,
 under `nice -n 10`, with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset.
 """
+
 import argparse
 import json
 import os
@@ -33,16 +34,25 @@ CONFIGS = {  # name: options added to the base command
     "wdrop": ["--dropout", "0.1", "--weight-drop", "0.25"],
     "edrop": ["--dropout", "0.1", "--embed-drop", "0.1"],
     "ema": ["--dropout", "0.1", "--ema", "0.999"],
-    "all": ["--dropout", "0.1", "--dropout-mode", "variational", "--weight-drop", "0.25",
-            "--embed-drop", "0.1", "--ema", "0.999"],
+    "all": [
+        "--dropout",
+        "0.1",
+        "--dropout-mode",
+        "variational",
+        "--weight-drop",
+        "0.25",
+        "--embed-drop",
+        "0.1",
+        "--ema",
+        "0.999",
+    ],
 }
 
 
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                    if ln.startswith("Model name"))
+        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
 
@@ -55,7 +65,7 @@ def proxy_corpus(corpus, where, quarter=False):
     n_train = int(len(text) * (1 - Fraction("0.1")))
     val = text[n_train:]
     both, alone = where / "ts_small.txt", where / "ts_val.txt"
-    both.write_text(text[:len(val) // (4 if quarter else 1)] + val, encoding="utf-8")
+    both.write_text(text[: len(val) // (4 if quarter else 1)] + val, encoding="utf-8")
     alone.write_text(val, encoding="utf-8")
     return both, alone
 
@@ -63,16 +73,57 @@ def proxy_corpus(corpus, where, quarter=False):
 def run(name, extra, both, alone, where, steps, val_frac):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     out = where / name
-    train = ["nice", "-n", "10", sys.executable, "-m", "charrnn", "train", str(both),
-             "--val-frac", val_frac, "--hidden", "256", "--layers", "2", "--steps", str(steps),
-             "--eval-every", str(max(1, steps // 6)), "--eval-chars", "30000", "--seed", "1",
-             "-o", str(out), "-q", *extra]
+    train = [
+        "nice",
+        "-n",
+        "10",
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(both),
+        "--val-frac",
+        val_frac,
+        "--hidden",
+        "256",
+        "--layers",
+        "2",
+        "--steps",
+        str(steps),
+        "--eval-every",
+        str(max(1, steps // 6)),
+        "--eval-chars",
+        "30000",
+        "--seed",
+        "1",
+        "-o",
+        str(out),
+        "-q",
+        *extra,
+    ]
     t0 = time.time()
     subprocess.run(train, env=env, check=True)
     secs = time.time() - t0
-    score = subprocess.run(["nice", "-n", "10", sys.executable, "-m", "charrnn", "eval", "--exact",
-                            "-c", str(out / "best.npz"), str(alone), "--json"], env=env,
-                           check=True, capture_output=True, text=True).stdout
+    score = subprocess.run(
+        [
+            "nice",
+            "-n",
+            "10",
+            sys.executable,
+            "-m",
+            "charrnn",
+            "eval",
+            "--exact",
+            "-c",
+            str(out / "best.npz"),
+            str(alone),
+            "--json",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(score)["nats_per_char"], secs
 
 
@@ -80,24 +131,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", required=True)
     ap.add_argument("--steps", type=int, default=240)
-    ap.add_argument("--quarter", action="store_true",
-                    help="train on a quarter as much text (27,885 characters): over-fitting")
+    ap.add_argument(
+        "--quarter",
+        action="store_true",
+        help="train on a quarter as much text (27,885 characters): over-fitting",
+    )
     ap.add_argument("--only", help="comma-separated names among " + ", ".join(CONFIGS))
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(CONFIGS)
-    print(f"# {cpu_model()}, {os.cpu_count()} cores; 2 x 256 LSTM, batch 64 x 100, "
-          f"{args.steps} steps, seed 1, training text "
-          f"{'a quarter of ' if args.quarter else ''}Tiny Shakespeare's first tenth")
+    print(
+        f"# {cpu_model()}, {os.cpu_count()} cores; 2 x 256 LSTM, batch 64 x 100, "
+        f"{args.steps} steps, seed 1, training text "
+        f"{'a quarter of ' if args.quarter else ''}Tiny Shakespeare's first tenth"
+    )
     with tempfile.TemporaryDirectory() as d:
         where = Path(d)
         both, alone = proxy_corpus(args.corpus, where, args.quarter)
         print("| configuration | options | val (exact, nats/char) | wall s |")
         print("| --- | --- | ---: | ---: |")
         for name in names:
-            nats, secs = run(name, CONFIGS[name], both, alone, where, args.steps,
-                             "0.8" if args.quarter else "0.5")
-            print(f"| {name} | `{' '.join(CONFIGS[name])}` | {nats:.4f} | {secs:.0f} |",
-                  flush=True)
+            nats, secs = run(
+                name, CONFIGS[name], both, alone, where, args.steps, "0.8" if args.quarter else "0.5"
+            )
+            print(f"| {name} | `{' '.join(CONFIGS[name])}` | {nats:.4f} | {secs:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

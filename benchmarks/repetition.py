@@ -9,6 +9,7 @@ check on what the options do to the text, the share of the output's words found 
 Trainings run under `nice -n 10`. Figures depend on the training, so the table prints the
 models' validation loss beside them.
 """
+
 import argparse
 import os
 import platform
@@ -26,11 +27,9 @@ PRIMES = ["\n", "ROMEO:\n", "KING HENRY:\nThe ", "First Citizen:\nWe ", "O, ", "
 SETTINGS = [  # (label, SampleConfig fields)
     ("none", {}),
     ("--presence-penalty 0.5", {"presence_penalty": 0.5}),
-    ("--presence-penalty 0.5 --penalty-window 64", {"presence_penalty": 0.5,
-                                                    "penalty_window": 64}),
+    ("--presence-penalty 0.5 --penalty-window 64", {"presence_penalty": 0.5, "penalty_window": 64}),
     ("--frequency-penalty 0.1", {"frequency_penalty": 0.1}),
-    ("--frequency-penalty 0.5 --penalty-window 64", {"frequency_penalty": 0.5,
-                                                     "penalty_window": 64}),
+    ("--frequency-penalty 0.5 --penalty-window 64", {"frequency_penalty": 0.5, "penalty_window": 64}),
     ("--no-repeat 20", {"no_repeat": 20}),
     ("--no-repeat 8", {"no_repeat": 8}),
 ]
@@ -39,17 +38,39 @@ SETTINGS = [  # (label, SampleConfig fields)
 def machine():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
 
 
 def train(out, hidden, minutes):
     print(f"training 2x{hidden} for {minutes} min -> {out}", file=sys.stderr)
-    subprocess.run(["nice", "-n", "10", sys.executable, "-m", "charrnn", "train", str(CORPUS),
-                    "-o", str(out), "--layers", "2", "--hidden", str(hidden), "--dropout", "0",
-                    "--minutes", str(minutes), "-q"], check=True)
+    subprocess.run(
+        [
+            "nice",
+            "-n",
+            "10",
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(CORPUS),
+            "-o",
+            str(out),
+            "--layers",
+            "2",
+            "--hidden",
+            str(hidden),
+            "--dropout",
+            "0",
+            "--minutes",
+            str(minutes),
+            "-q",
+        ],
+        check=True,
+    )
     return out
 
 
@@ -57,7 +78,7 @@ def until_repeat(text, n=STRETCH):
     """Characters written when some n-character stretch first occurs a second time (None: never)."""
     seen = set()
     for end in range(n, len(text) + 1):
-        s = text[end - n:end]
+        s = text[end - n : end]
         if s in seen:
             return end
         seen.add(s)
@@ -97,15 +118,18 @@ def main():
     ap.add_argument("--keep", type=Path, help="train into this directory (default: a temporary)")
     args = ap.parse_args()
     import charrnn
+
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="charrnn-repetition-"))
     small = args.small or train(tmp / "small", 128, args.minutes)
     large = args.large or train(tmp / "large", 512, args.minutes)
     words = set(re.findall(r"[a-z]+", CORPUS.read_text().lower()))
     print(f"# machine: {machine()}; {os.cpu_count()} cores; python {platform.python_version()}")
-    print(f"# greedy samples of {args.length} characters from {len(PRIMES)} primes; 'repeats "
-          f"after': characters written when a {STRETCH}-character stretch first recurs "
-          f"(median, min-max over the primes); 'words': share of the output's words found in "
-          f"the corpus; chars/s of the whole sample call")
+    print(
+        f"# greedy samples of {args.length} characters from {len(PRIMES)} primes; 'repeats "
+        f"after': characters written when a {STRETCH}-character stretch first recurs "
+        f"(median, min-max over the primes); 'words': share of the output's words found in "
+        f"the corpus; chars/s of the whole sample call"
+    )
     for name, path in (("2x128", small), ("2x512", large)):
         model = charrnn.load(path)
         print(f"\n## {name} LSTM ({path}), validation loss {model.meta.val_loss:.3f} nats/char")
@@ -114,8 +138,7 @@ def main():
         for label, lengths, share, speed in measure(model, args.length, words):
             med = show(int(statistics.median(lengths)), args.length)
             span = f"{show(min(lengths), args.length)}-{show(max(lengths), args.length)}"
-            print(f"| {label:44} | {med + ' (' + span + ')':31} | {100 * share:4.0f}% | "
-                  f"{speed:7.0f} |")
+            print(f"| {label:44} | {med + ' (' + span + ')':31} | {100 * share:4.0f}% | {speed:7.0f} |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Two ways to grow:
   compute per step stays, and the allreduce is the only cost.
 Efficiency = ideal time / (compute + allreduce), the communication not overlapped with compute.
 """
+
 import argparse
 import os
 import platform
@@ -61,24 +62,36 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per model (median)")
     args = ap.parse_args()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
-    print(f"# {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; OPENBLAS_CORETYPE="
-          f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    print("| model | batch | gradient (MB) | step here (s) | network | allreduce at N = "
-          + ", ".join(map(str, RANKS)) + " (ms) | strong scaling eff. | weak scaling eff. |")
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"# {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; OPENBLAS_CORETYPE="
+        f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    print(
+        "| model | batch | gradient (MB) | step here (s) | network | allreduce at N = "
+        + ", ".join(map(str, RANKS))
+        + " (ms) | strong scaling eff. | weak scaling eff. |"
+    )
     print("| --- | --- | ---: | ---: | --- | --- | --- | --- |")
     for name, L, H, B, T in MODELS:
         t_step, nbytes = step_seconds(L, H, B, T, args.steps)
         for net, bw, lat in NETWORKS:
             ar = [allreduce(nbytes, n, bw, lat) for n in RANKS]
-            strong = [("-" if n > B else f"{(t_step / n) / (t_step / n + a):.0%}")
-                      for n, a in zip(RANKS, ar)]
+            strong = [("-" if n > B else f"{(t_step / n) / (t_step / n + a):.0%}") for n, a in zip(RANKS, ar)]
             weak = [f"{t_step / (t_step + a):.0%}" for a in ar]
-            print(f"| {name} | B{B} T{T} | {nbytes / 1e6:.1f} | {t_step:.3f} | {net} | "
-                  + " / ".join(f"{1e3 * a:.1f}" for a in ar) + " | " + " / ".join(strong)
-                  + " | " + " / ".join(weak) + " |")
+            print(
+                f"| {name} | B{B} T{T} | {nbytes / 1e6:.1f} | {t_step:.3f} | {net} | "
+                + " / ".join(f"{1e3 * a:.1f}" for a in ar)
+                + " | "
+                + " / ".join(strong)
+                + " | "
+                + " / ".join(weak)
+                + " |"
+            )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the time to its first character read cold, then for the same prompt with one mor
 The clients run in this process (httpx, asyncio), on the same cores as the server: at many
 clients their parsing of the events is part of what is measured. Prints the machine and load.
 """
+
 import argparse
 import asyncio
 import json
@@ -35,8 +36,7 @@ VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # 
 def machine():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                    if ln.startswith("Model name"))
+        name = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
     except (OSError, StopIteration):
         name = platform.processor() or "unknown"
     return f"{name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
@@ -46,22 +46,42 @@ def make_run(root, hidden):
     from charrnn import checkpoint
     from charrnn.charmodel import CharModel
     from charrnn.config import ModelConfig
+
     m = CharModel(ModelConfig("lstm", 2, hidden, len(VOCAB)), VOCAB)
     m.init_weights(np.random.default_rng(0))
     run = Path(root) / f"lstm-2x{hidden}"
     run.mkdir()
-    checkpoint.save(run / "best.npz", {"model": m.config.to_dict(), "vocab": m.vocab.to_json()},
-                    m.params)
+    checkpoint.save(run / "best.npz", {"model": m.config.to_dict(), "vocab": m.vocab.to_json()}, m.params)
     return run
 
 
 def start_server(run, port, max_batch, log):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CHARRNN_API_KEY")}
-    p = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run), "--port",
-                          str(port), "--max-batch", str(max_batch), "--max-queue", "1024"],
-                         stdout=subprocess.DEVNULL, stderr=log, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CHARRNN_API_KEY")
+    }
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "serve",
+            "-c",
+            str(run),
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--max-queue",
+            "1024",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=env,
+    )
     import httpx
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -75,8 +95,7 @@ def start_server(run, port, max_batch, log):
 
 async def one(client, url, prompt, max_tokens):
     """(time to first character, seconds per character after it, characters) of one stream."""
-    body = {"model": None, "prompt": prompt, "max_tokens": max_tokens, "temperature": 1.0,
-            "stream": True}
+    body = {"model": None, "prompt": prompt, "max_tokens": max_tokens, "temperature": 1.0, "stream": True}
     body.pop("model")
     t0 = time.perf_counter()
     first = last = None
@@ -99,6 +118,7 @@ async def one(client, url, prompt, max_tokens):
 
 async def load(url, clients, per_client, max_tokens, rng):
     import httpx
+
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         await one(client, url, "warm", 4)
@@ -110,6 +130,7 @@ async def load(url, clients, per_client, max_tokens, rng):
                 prompt = "".join(r.choice(list(VOCAB[2:]), 20))
                 out.append(await one(client, url, prompt, max_tokens))
             return out
+
         t0 = time.perf_counter()
         res = await asyncio.gather(*[worker(int(rng.integers(1 << 30))) for _ in range(clients)])
         wall = time.perf_counter() - t0
@@ -119,6 +140,7 @@ async def load(url, clients, per_client, max_tokens, rng):
 
 async def long_prompt(url, length, rng):
     import httpx
+
     prompt = "".join(rng.choice(list(VOCAB[2:]), length))
     async with httpx.AsyncClient(timeout=600) as client:
         cold = (await one(client, url, prompt, 2))[0]
@@ -145,14 +167,20 @@ def main():
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--max-tokens", type=int, default=200, help="characters per request")
-    ap.add_argument("--requests", type=int, default=8,
-                    help="requests per run at least (each client sends max(1, this / C))")
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=8,
+        help="requests per run at least (each client sends max(1, this / C))",
+    )
     ap.add_argument("--long", type=int, default=10_000, help="the long prompt's length")
     ap.add_argument("--port", type=int, default=8790)
     a = ap.parse_args()
-    print(f"# serve_load: {machine()}; python {platform.python_version()}; "
-          f"{a.max_tokens} chars a request, temperature 1, random-weight 2-layer LSTMs",
-          flush=True)
+    print(
+        f"# serve_load: {machine()}; python {platform.python_version()}; "
+        f"{a.max_tokens} chars a request, temperature 1, random-weight 2-layer LSTMs",
+        flush=True,
+    )
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as root, open(Path(root) / "server.log", "wb") as log:
         for H in a.hidden:
@@ -160,10 +188,12 @@ def main():
             p = start_server(run, a.port, max(a.clients), log)
             url = f"http://127.0.0.1:{a.port}"
             try:
-                print(f"\n## 2x{H}\n\n| clients | chars/s | vs sequential | first char p50 / p99 "
-                      "(ms) | per char p50 / p99 (ms) | requests/s | server CPU | server CPU per "
-                      "char (us) |\n|---|---|---|---|---|---|---|---|",
-                      flush=True)
+                print(
+                    f"\n## 2x{H}\n\n| clients | chars/s | vs sequential | first char p50 / p99 "
+                    "(ms) | per char p50 / p99 (ms) | requests/s | server CPU | server CPU per "
+                    "char (us) |\n|---|---|---|---|---|---|---|---|",
+                    flush=True,
+                )
                 base = None
                 for C in a.clients:
                     per_client = max(1, a.requests // C)
@@ -173,18 +203,23 @@ def main():
                     chars = sum(r[2] for r in res)
                     rate = chars / wall
                     base = base or rate
-                    print(f"| {C} | {rate:,.0f} | {rate / base:.1f}x | "
-                          f"{1e3 * pct([r[0] for r in res], 50):.1f} / "
-                          f"{1e3 * pct([r[0] for r in res], 99):.1f} | "
-                          f"{1e3 * pct([r[1] for r in res], 50):.2f} / "
-                          f"{1e3 * pct([r[1] for r in res], 99):.2f} | "
-                          f"{len(res) / wall:.1f} | {cpu / wall:.0%} (clients {here / wall:.0%}) | "
-                          f"{1e6 * cpu / chars:.0f} |",
-                          flush=True)
+                    print(
+                        f"| {C} | {rate:,.0f} | {rate / base:.1f}x | "
+                        f"{1e3 * pct([r[0] for r in res], 50):.1f} / "
+                        f"{1e3 * pct([r[0] for r in res], 99):.1f} | "
+                        f"{1e3 * pct([r[1] for r in res], 50):.2f} / "
+                        f"{1e3 * pct([r[1] for r in res], 99):.2f} | "
+                        f"{len(res) / wall:.1f} | {cpu / wall:.0%} (clients {here / wall:.0%}) | "
+                        f"{1e6 * cpu / chars:.0f} |",
+                        flush=True,
+                    )
                 cold, warm = asyncio.run(long_prompt(url, a.long, rng))
-                print(f"\n{a.long:,}-character prompt, time to first character: cold "
-                      f"{1e3 * cold:,.0f} ms, after a one-character extension "
-                      f"{1e3 * warm:,.1f} ms", flush=True)
+                print(
+                    f"\n{a.long:,}-character prompt, time to first character: cold "
+                    f"{1e3 * cold:,.0f} ms, after a one-character extension "
+                    f"{1e3 * warm:,.1f} ms",
+                    flush=True,
+                )
             finally:
                 p.terminate()
                 p.wait(60)

@@ -7,6 +7,7 @@ batcher thread running as in `charrnn serve`.
 Prints the wall time per completion (the loop's work, the batcher's, and the hand-offs between
 the two threads) and the event loop thread's own CPU time per completion.
 """
+
 import argparse
 import asyncio
 import json
@@ -20,12 +21,20 @@ from .serve_load import VOCAB, machine
 
 
 def scope_of(body):
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},  # as uvicorn
-            "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())]}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},  # as uvicorn
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/completions",
+        "raw_path": b"/v1/completions",
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
 
 
 async def one(app, body):
@@ -41,6 +50,7 @@ async def one(app, body):
     async def send(msg):
         if msg["type"] == "http.response.body" and not msg.get("more_body", False):
             done.set()
+
     await app(scope_of(body), receive, send)
 
 
@@ -64,15 +74,26 @@ def main():
     from charrnn.serve.models import Registry
     from charrnn.serve.server import SWITCH_INTERVAL
     from charrnn.serve.stepper import warm
+
     sys.setswitchinterval(SWITCH_INTERVAL)  # as make_app sets it
     m = CharModel(ModelConfig("lstm", 2, a.hidden, len(VOCAB)), VOCAB)
     m.init_weights(np.random.default_rng(0))
     warm("lstm", m.dtype)
     reg = Registry([("m", m)], reload=False, max_batch=64, max_queue=256)
-    body = json.dumps({"model": "m", "prompt": "ROMEO: what is this, my lord?", "max_tokens": 1,
-                       "temperature": 1.0, "stream": True}).encode()
-    print(f"# serve_setup: {machine()}; python {platform.python_version()}; 2x{a.hidden} LSTM, "
-          f"{a.requests} streaming completions of 1 character, one after another", flush=True)
+    body = json.dumps(
+        {
+            "model": "m",
+            "prompt": "ROMEO: what is this, my lord?",
+            "max_tokens": 1,
+            "temperature": 1.0,
+            "stream": True,
+        }
+    ).encode()
+    print(
+        f"# serve_setup: {machine()}; python {platform.python_version()}; 2x{a.hidden} LSTM, "
+        f"{a.requests} streaming completions of 1 character, one after another",
+        flush=True,
+    )
     try:
         wall, cpu = asyncio.run(run(build_app(reg, Settings()), body, a.requests))
     finally:

@@ -53,6 +53,7 @@ def log(*a):
 
 # -- environment -------------------------------------------------------------------------------
 
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -96,14 +97,21 @@ class CpuMonitor:
         if self.start is None or end is None or end[1] == self.start[1]:
             return None
         busy, total, own = (e - s for e, s in zip(end, self.start))
-        return {"other_processes_cpu_frac": round(max(0.0, (busy - own) / total), 3),
-                "own_cpu_frac": round(own / total, 3),
-                "loadavg": open("/proc/loadavg").read().split()[:3]}
+        return {
+            "other_processes_cpu_frac": round(max(0.0, (busy - own) / total), 3),
+            "own_cpu_frac": round(own / total, 3),
+            "loadavg": open("/proc/loadavg").read().split()[:3],
+        }
 
 
 def environment():
-    env_keys = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                "OMP_NUM_THREADS", "MKL_NUM_THREADS"]
+    env_keys = [
+        "OPENBLAS_CORETYPE",
+        "OPENBLAS_L2_SIZE",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    ]
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # older torch
@@ -128,6 +136,7 @@ def environment():
 
 # -- data ----------------------------------------------------------------------------------------
 
+
 def load_corpus(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -147,7 +156,7 @@ def streams(ids, B):
     if S < 1:
         raise SystemExit(f"text of {len(ids)} chars is too short for {B} streams")
     x = torch.from_numpy(np.ascontiguousarray(ids[: B * S].reshape(B, S)))
-    y = torch.from_numpy(np.ascontiguousarray(ids[1: B * S + 1].reshape(B, S)))
+    y = torch.from_numpy(np.ascontiguousarray(ids[1 : B * S + 1].reshape(B, S)))
     return x, y
 
 
@@ -168,17 +177,17 @@ class Windows:
             self.pos, wrapped = 0, True
         p, T = self.pos, self.T
         self.pos += T
-        return self.x[:, p:p + T].t(), self.y[:, p:p + T].t(), wrapped
+        return self.x[:, p : p + T].t(), self.y[:, p : p + T].t(), wrapped
 
 
 # -- model ---------------------------------------------------------------------------------------
+
 
 class CharLSTM(nn.Module):
     def __init__(self, V, H, L, dropout=0.0):
         super().__init__()
         self.V, self.H, self.L = V, H, L
-        self.lstm = nn.LSTM(V, H, num_layers=L, batch_first=False,
-                            dropout=dropout if L > 1 else 0.0)
+        self.lstm = nn.LSTM(V, H, num_layers=L, batch_first=False, dropout=dropout if L > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(H, V)
 
@@ -223,15 +232,15 @@ def evaluate(model, x, y, T):
     state = model.zero_state(B)
     total = 0.0
     for p in range(0, S, T):
-        xb, yb = x[:, p:p + T].t(), y[:, p:p + T].t()
+        xb, yb = x[:, p : p + T].t(), y[:, p : p + T].t()
         logits, state = model(xb, state)
-        total += F.cross_entropy(logits.reshape(-1, model.V), yb.reshape(-1),
-                                 reduction="sum").item()
+        total += F.cross_entropy(logits.reshape(-1, model.V), yb.reshape(-1), reduction="sum").item()
     model.train()
     return total / (B * S)
 
 
 # -- modes ---------------------------------------------------------------------------------------
+
 
 def setup(args):
     torch.set_num_threads(args.threads)
@@ -277,8 +286,10 @@ def cmd_train(args):
             losses.append(loss)
         return losses
 
-    log(f"train: L={args.layers} H={args.hidden} B={B} T={T} V={V} "
-        f"threads={torch.get_num_threads()} warmup={args.warmup}")
+    log(
+        f"train: L={args.layers} H={args.hidden} B={B} T={T} V={V} "
+        f"threads={torch.get_num_threads()} warmup={args.warmup}"
+    )
     t0 = time.perf_counter()
     run(args.warmup)
     warm_s = time.perf_counter() - t0
@@ -293,8 +304,7 @@ def cmd_train(args):
         cpu_runs.append(B * T * args.steps / (time.process_time() - c0))
         secs.append(dt)
         last_losses.append(losses[-1])
-        log(f"  repeat {r + 1}/{args.repeats}: {dt:.3f} s, {cps:,.0f} chars/s, "
-            f"loss {losses[-1]:.4f}")
+        log(f"  repeat {r + 1}/{args.repeats}: {dt:.3f} s, {cps:,.0f} chars/s, loss {losses[-1]:.4f}")
     if not all(np.isfinite(last_losses)):
         raise SystemExit(f"non-finite loss: {last_losses}")
     med = statistics.median(runs)
@@ -341,8 +351,10 @@ def cmd_sample(args):
     model = CharLSTM(V, args.hidden, args.layers)
     gen = torch.Generator().manual_seed(args.seed)
     first = int(ids[0]) if ids is not None else 0
-    log(f"sample: L={args.layers} H={args.hidden} V={V} length={args.length} temp={args.temp} "
-        f"threads={torch.get_num_threads()}")
+    log(
+        f"sample: L={args.layers} H={args.hidden} V={V} length={args.length} temp={args.temp} "
+        f"threads={torch.get_num_threads()}"
+    )
     sample_chars(model, min(args.length, 50), args.temp, first, gen)  # warm-up
     runs, secs = [], []
     text = None
@@ -359,8 +371,12 @@ def cmd_sample(args):
     med = statistics.median(runs)
     res = {
         "mode": "sample",
-        "config": config_of(args, V, n_params=sum(p.numel() for p in model.parameters()),
-                            note="untrained weights; speed does not depend on them"),
+        "config": config_of(
+            args,
+            V,
+            n_params=sum(p.numel() for p in model.parameters()),
+            note="untrained weights; speed does not depend on them",
+        ),
         "environment": environment(),
         "chars_per_sec_median": round(med, 1),
         "chars_per_sec_runs": [round(c, 1) for c in runs],
@@ -385,9 +401,11 @@ def cmd_quality(args):
     windows = Windows(train_ids, B, T)
     state = model.zero_state(B)
     budget = 60.0 * args.minutes
-    log(f"quality: L={args.layers} H={args.hidden} B={B} T={T} V={V} dropout={args.dropout} "
+    log(
+        f"quality: L={args.layers} H={args.hidden} B={B} T={T} V={V} dropout={args.dropout} "
         f"train={len(train_ids)} val={len(val_ids)} ({vx.numel()} evaluated) "
-        f"budget={budget:.0f}s threads={torch.get_num_threads()}")
+        f"budget={budget:.0f}s threads={torch.get_num_threads()}"
+    )
 
     curve, eval_secs = [], 0.0
 
@@ -397,8 +415,9 @@ def cmd_quality(args):
         val = evaluate(model, vx, vy, T)
         dt = time.perf_counter() - t0
         eval_secs += dt
-        curve.append((round(train_s, 2), chars, None if train_loss is None else round(train_loss, 4),
-                      round(val, 4)))
+        curve.append(
+            (round(train_s, 2), chars, None if train_loss is None else round(train_loss, 4), round(val, 4))
+        )
         tl = "  -   " if train_loss is None else f"{train_loss:.4f}"
         log(f"  t={train_s:7.1f}s chars={chars:>10,} train={tl} val={val:.4f} (eval {dt:.1f}s)")
 
@@ -428,9 +447,14 @@ def cmd_quality(args):
     checkpoint(train_s, chars, acc / acc_n if acc_n else None)
     return {
         "mode": "quality",
-        "config": config_of(args, V, n_params=sum(p.numel() for p in model.parameters()),
-                            train_chars=len(train_ids), val_chars=len(val_ids),
-                            val_chars_evaluated=int(vx.numel())),
+        "config": config_of(
+            args,
+            V,
+            n_params=sum(p.numel() for p in model.parameters()),
+            train_chars=len(train_ids),
+            val_chars=len(val_ids),
+            val_chars_evaluated=int(vx.numel()),
+        ),
         "environment": environment(),
         "curve_columns": ["train_seconds", "chars_seen", "train_loss", "val_loss"],
         "curve": curve,
@@ -448,26 +472,36 @@ def cmd_quality(args):
 
 # -- CLI -----------------------------------------------------------------------------------------
 
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="mode", required=True)
 
     def common(p, layers=2, hidden=128, dropout=0.0, corpus_required=False):
         p.add_argument("--layers", type=int, default=layers)
         p.add_argument("--hidden", type=int, default=hidden)
-        p.add_argument("--vocab", type=int, default=DEFAULT_VOCAB,
-                       help="V for random ids (ignored with --corpus)")
-        p.add_argument("--corpus", default=None, required=corpus_required,
-                       help="text file; ids from its sorted vocabulary")
+        p.add_argument(
+            "--vocab", type=int, default=DEFAULT_VOCAB, help="V for random ids (ignored with --corpus)"
+        )
+        p.add_argument(
+            "--corpus",
+            default=None,
+            required=corpus_required,
+            help="text file; ids from its sorted vocabulary",
+        )
         p.add_argument("--dropout", type=float, default=dropout)
         p.add_argument("--lr", type=float, default=2e-3)
         p.add_argument("--clip", type=float, default=5.0)
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--no-mkldnn", action="store_true",
-                       help="disable oneDNN (torch.backends.mkldnn.enabled = False); the default "
-                            "is what a typical script gets")
+        p.add_argument(
+            "--no-mkldnn",
+            action="store_true",
+            help="disable oneDNN (torch.backends.mkldnn.enabled = False); the default "
+            "is what a typical script gets",
+        )
 
     p = sub.add_parser("train", help="training throughput")
     common(p)
@@ -491,8 +525,12 @@ def main(argv=None):
     p.add_argument("--seq", type=int, default=100)
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--eval-every-seconds", type=float, default=60.0)
-    p.add_argument("--no-eval-at-start", dest="eval_at_start", action="store_false",
-                   help="skip the val loss of the untrained model at t=0")
+    p.add_argument(
+        "--no-eval-at-start",
+        dest="eval_at_start",
+        action="store_false",
+        help="skip the val loss of the untrained model at t=0",
+    )
     p.set_defaults(func=cmd_quality)
 
     args = ap.parse_args(argv)

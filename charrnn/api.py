@@ -1,11 +1,12 @@
 """The library interface for scripts and notebooks:
 
-    import charrnn
-    model = charrnn.load("runs/shakespeare")      # a checkpoint file or a run directory
-    print(model.sample(200, temp=0.8, prime="ROMEO:", seed=1))
-    print(model.loss(open("some.txt").read()))    # nats per character
-    charrnn.train("input.txt", out="runs/mine", minutes=2)
+import charrnn
+model = charrnn.load("runs/shakespeare")      # a checkpoint file or a run directory
+print(model.sample(200, temp=0.8, prime="ROMEO:", seed=1))
+print(model.loss(open("some.txt").read()))    # nats per character
+charrnn.train("input.txt", out="runs/mine", minutes=2)
 """
+
 import math
 
 import numpy as np
@@ -26,18 +27,28 @@ def describe(meta):
     cfg, pr, hist = meta.model, meta.progress, meta.history
     vals = [h.val_loss for h in hist if h.val_loss is not None and math.isfinite(h.val_loss)]
     return {
-        "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-        "vocab_size": cfg.vocab_size, "dropout": cfg.dropout, "params": num_params(cfg),
-        "vocab_kind": meta.vocab.kind, "step": pr and pr.step,
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "vocab_size": cfg.vocab_size,
+        "dropout": cfg.dropout,
+        "params": num_params(cfg),
+        "vocab_kind": meta.vocab.kind,
+        "step": pr and pr.step,
         # what the file's weights (and its scores) are: --ema's average or the trained ones
         "weights": "averaged" if meta.train and meta.train.ema else "trained",
         "epoch": hist[-1].epoch if hist else pr.epoch if pr else 0,  # fractional
-        "elapsed_seconds": pr and pr.elapsed, "chars_seen": pr and pr.chars_seen,
+        "elapsed_seconds": pr and pr.elapsed,
+        "chars_seen": pr and pr.chars_seen,
         "val_loss": meta.val_loss,
-        "val_loss_full": meta.val_loss_full, "val_chars_full": meta.val_chars_full,
-        "best_val_loss": min(vals) if vals else None, "evaluations": len(hist),
-        "corpus": meta.info.corpus, "charrnn_version": meta.charrnn,
-        "train": meta.train.to_dict() if meta.train else {}, "history": [dict(h) for h in hist],
+        "val_loss_full": meta.val_loss_full,
+        "val_chars_full": meta.val_chars_full,
+        "best_val_loss": min(vals) if vals else None,
+        "evaluations": len(hist),
+        "corpus": meta.info.corpus,
+        "charrnn_version": meta.charrnn,
+        "train": meta.train.to_dict() if meta.train else {},
+        "history": [dict(h) for h in hist],
     }
 
 
@@ -50,6 +61,7 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
     if sampling:
         from .engine.sampler import Sampler
         from .engine import threads
+
         split = cell == "lstm" and (threads.explicit() or 1) > 1  # see sampler.Sampler
         if precision != "fp32":
             split = False  # a reduced precision samples on the serial path only
@@ -59,6 +71,7 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
             s.generate(1, np.random.default_rng(0), 1.0)
         return
     from .engine.optim import Adam
+
     x = np.zeros((1, 1), np.int32)  # windows are int32 whatever the ids' storage type
     gflat, grads = m.zeros_like_params()
     m.loss_and_grad(x, x, *m.zero_state(1), grads)  # dropout masks take the same kernel

@@ -1,5 +1,6 @@
 """A trained model with its text-level conveniences (encode, score, generate, sample) and the
 checkpoint metadata it was loaded with; and loading one from a checkpoint."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -56,6 +57,7 @@ class CharModel(Model):
         probe.States of h (L, N, H), c (L, N, H) (lstm; else None) and gates, a dict of
         (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop"."""
         from .inspect import probe
+
         return probe.states(self, text, unknown)
 
     def start_id(self):
@@ -65,6 +67,7 @@ class CharModel(Model):
         """An iterator of (n, cfg.num_samples) arrays of new ids after the prime ids (a 1-d
         sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
         from .engine.sampler import Sampler
+
         cfg.validate()
         s = Sampler(self, cfg.num_samples, precision=cfg.precision)
         s.prime(ids)
@@ -76,22 +79,45 @@ class CharModel(Model):
             while length <= 0 or done < length:
                 if length > 0:
                     n = min(n, length - done)
-                yield s.generate(n, rng, cfg.temp, cfg.top_k, cfg.top_p, banned,
-                                 cfg.presence_penalty, cfg.frequency_penalty,
-                                 cfg.penalty_window, cfg.no_repeat)
+                yield s.generate(
+                    n,
+                    rng,
+                    cfg.temp,
+                    cfg.top_k,
+                    cfg.top_p,
+                    banned,
+                    cfg.presence_penalty,
+                    cfg.frequency_penalty,
+                    cfg.penalty_window,
+                    cfg.no_repeat,
+                )
                 done += n
                 n = chunk
+
         return chunks()
 
-    def generate(self, length, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-                 num_samples=1, chunk=256, unknown="error", precision="fp32", **repetition):
+    def generate(
+        self,
+        length,
+        temp=1.0,
+        prime="",
+        seed=None,
+        top_k=0,
+        top_p=1.0,
+        num_samples=1,
+        chunk=256,
+        unknown="error",
+        precision="fp32",
+        **repetition,
+    ):
         """An iterator of (n, num_samples) arrays of new ids, `length` in all (0: without end).
         The options are checked, and the prime read, here, before the first chunk is asked
         for (completion.prepare_prime: unknown "error" or "drop"); precision: the weights'
         format, fp32 (exact), bf16 or int8 (engine/precision.py); repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
-        cfg = SampleConfig(length, temp, top_k, top_p, num_samples, seed=seed,
-                           precision=precision, **repetition).validate()
+        cfg = SampleConfig(
+            length, temp, top_k, top_p, num_samples, seed=seed, precision=precision, **repetition
+        ).validate()
         return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
 
     def stream(self, prime="", unknown="error", **options):
@@ -115,6 +141,7 @@ class CharModel(Model):
         at that precision costs (`charrnn eval --precision`)."""
         from .config import check_precision
         from .engine.precision import reduced_params
+
         check_precision(precision)
         if self.dtype != np.float32:
             raise UsageError(f"--precision {precision} needs a float32 model")
@@ -129,16 +156,29 @@ class CharModel(Model):
         or for a byte-level model the bytes themselves."""
         return self.vocab.decoder()
 
-    def sample(self, length=200, temp=1.0, prime="", seed=None, top_k=0, top_p=1.0,
-               include_prime=True, stop=None, unknown="error", precision="fp32", **repetition):
+    def sample(
+        self,
+        length=200,
+        temp=1.0,
+        prime="",
+        seed=None,
+        top_k=0,
+        top_p=1.0,
+        include_prime=True,
+        stop=None,
+        unknown="error",
+        precision="fp32",
+        **repetition,
+    ):
         """The prime followed by `length` generated characters (fewer when a stop string ends
         it), as `charrnn sample` prints them (include_prime=False: the generated part alone).
         A str, or bytes for a byte-level model (whose prime may be bytes, or a str taken as
         UTF-8). The prime is read as the corpus was: newlines folded. precision: the weights'
         format, fp32 (exact), bf16 or int8 (engine/precision.py). repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
-        cfg = SampleConfig(length, temp, top_k, top_p, stop=stop, seed=seed,
-                           precision=precision, **repetition)
+        cfg = SampleConfig(
+            length, temp, top_k, top_p, stop=stop, seed=seed, precision=precision, **repetition
+        )
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)
         text = complete(self, cfg, p)[0].text

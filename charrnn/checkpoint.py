@@ -13,6 +13,7 @@ Layout (format version 1):
 Files are read with allow_pickle=False: a checkpoint never executes code. Any file that is not
 such a checkpoint raises CheckpointError with a one-line message naming it.
 """
+
 import json
 import math
 import os
@@ -42,6 +43,8 @@ PARAM_NAMES = ("Wx0", "Wx", "Wh", "b", "bh", "Wy", "by")
 @dataclass(frozen=True)
 class RunInfo:
     """Where a run's text came from and how it was read: what resume and --novelty read again."""
+
+    # fmt: off
     corpus: Optional[str] = None      # a description of the text, for people
     source: Optional[str] = None      # the corpus argument as given ("-": stdin; None: default)
     glob: Optional[str] = None        # the file pattern of a directory corpus
@@ -51,11 +54,14 @@ class RunInfo:
     encoding: Optional[str] = None    # the text's encoding (None: detected)
     errors: str = "strict"            # what undecodable bytes became
     data_hash: Optional[str] = None   # of the training ids: resume must see the same text
+    # fmt: on
 
 
 @dataclass(frozen=True)
 class Progress:
     """Everything about where a run stands that resume needs to continue it exactly."""
+
+    # fmt: off
     step: int = 0                     # optimizer steps taken
     epoch: int = 0                    # whole passes over the training text
     pos: int = 0                      # window within the epoch
@@ -68,12 +74,15 @@ class Progress:
     val_sample: Optional[dict] = None  # evaluation.Sample.spec() the scores were taken on
     val_full: Optional[dict] = None   # the final larger evaluation: {"step", "loss", "chars"}
     timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
+    # fmt: on
 
 
 @dataclass(frozen=True)
 class HistoryRow(Mapping):
     """One evaluation of a run (Trainer.evaluate writes it, `charrnn info` shows it). Read as a
     mapping too (row["val_loss"]), as the JSON rows of earlier versions were."""
+
+    # fmt: off
     step: int = 0                     # optimizer steps taken
     epoch: float = 0.0                # passes over the training text, fractional
     elapsed: float = 0.0              # training seconds
@@ -81,6 +90,7 @@ class HistoryRow(Mapping):
     train_loss: Optional[float] = None  # mean over the steps since the last evaluation
     val_loss: Optional[float] = None  # on the validation sample (nan when there is none)
     lr: Optional[float] = None        # the learning rate at this step
+    # fmt: on
 
     @classmethod
     def of_event(cls, event):
@@ -106,6 +116,8 @@ _ROW_FIELDS = tuple(f.name for f in fields(HistoryRow))
 class Meta(Mapping):
     """A checkpoint's metadata. Reading it as a mapping (meta["progress"]["step"]) gives the JSON
     form, as scripts written against earlier versions read it."""
+
+    # fmt: off
     model: ModelConfig
     vocab: Vocab
     train: Optional[TrainConfig] = None   # None: a file saved without a training run
@@ -119,11 +131,19 @@ class Meta(Mapping):
     charrnn: str = __version__              # the version that wrote the file
     version: int = VERSION                  # the format version it was written in
     extra: dict = field(default_factory=dict)  # keys this version does not know, kept
+    # fmt: on
 
     def to_json(self):
-        d = dict(self.extra, format=FORMAT, version=VERSION, charrnn=self.charrnn,
-                 model=self.model.to_dict(), vocab=self.vocab.to_json(),
-                 info=asdict(self.info), history=[dict(r) for r in self.history])
+        d = dict(
+            self.extra,
+            format=FORMAT,
+            version=VERSION,
+            charrnn=self.charrnn,
+            model=self.model.to_dict(),
+            vocab=self.vocab.to_json(),
+            info=asdict(self.info),
+            history=[dict(r) for r in self.history],
+        )
         if self.train is not None:
             d["train"] = self.train.to_dict()
         if self.progress is not None:
@@ -140,8 +160,10 @@ class Meta(Mapping):
             raise CheckpointError(f"{path} is not a charrnn checkpoint")
         version = d.get("version")
         if not isinstance(version, int) or version > VERSION:
-            raise CheckpointError(f"{path} has checkpoint format version {version}, newer than "
-                                  f"this charrnn reads ({VERSION}); upgrade charrnn to read it")
+            raise CheckpointError(
+                f"{path} has checkpoint format version {version}, newer than "
+                f"this charrnn reads ({VERSION}); upgrade charrnn to read it"
+            )
         for key in ("model", "vocab"):
             if key not in d:
                 raise CheckpointError(f"{path} is incomplete: no {key!r} in its metadata")
@@ -151,15 +173,20 @@ class Meta(Mapping):
             raise CheckpointError(f"{path} has a malformed vocabulary ({e})") from None
         try:
             return cls(
-                model=ModelConfig(**_renamed(d["model"])), vocab=vocab,
+                model=ModelConfig(**_renamed(d["model"])),
+                vocab=vocab,
                 train=_known(TrainConfig, _renamed(d["train"])) if "train" in d else None,
                 info=_known(RunInfo, d.get("info") or {}),
                 progress=_known(Progress, d["progress"]) if "progress" in d else None,
                 history=[_known(HistoryRow, r) for r in d.get("history", [])],
                 num_params=d.get("num_params"),
-                val_loss=d.get("val_loss"), val_loss_full=d.get("val_loss_full"),
-                val_chars_full=d.get("val_chars_full"), charrnn=d.get("charrnn"),
-                version=version, extra={k: v for k, v in d.items() if k not in _KNOWN})
+                val_loss=d.get("val_loss"),
+                val_loss_full=d.get("val_loss_full"),
+                val_chars_full=d.get("val_chars_full"),
+                charrnn=d.get("charrnn"),
+                version=version,
+                extra={k: v for k, v in d.items() if k not in _KNOWN},
+            )
         except TypeError as e:
             raise CheckpointError(f"{path} has malformed metadata ({e})") from None
 
@@ -179,8 +206,10 @@ _KNOWN = {f.name for f in fields(Meta)} | {"format"}
 
 # Fields that files written by charrnn 0.1.0 spelled otherwise, read under today's names (the
 # configurations took their command-line options' names). The marked lines keep the old names.
+# fmt: off
 OLD_NAMES = {"num_layers": "layers", "hidden_size": "hidden",  # old names
              "batch_size": "batch", "seq_len": "seq"}  # old names
+# fmt: on
 
 
 def _renamed(d):
@@ -233,8 +262,9 @@ def param_dtype(path):
         try:
             with zipfile.ZipFile(path) as zf, zf.open("param/Wx0.npy") as f:
                 major, _ = np.lib.format.read_magic(f)
-                read = (np.lib.format.read_array_header_1_0 if major == 1
-                        else np.lib.format.read_array_header_2_0)
+                read = (
+                    np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                )
                 return np.dtype(read(f)[2])
         except KeyError:
             raise CheckpointError(f"{path} is incomplete: missing 'param/Wx0'") from None
@@ -267,8 +297,9 @@ def _opened(path):
     except KeyError as e:
         raise CheckpointError(f"{path} is incomplete: missing {e}") from None
     except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint, or is corrupt or truncated "
-                              f"({type(e).__name__})") from None
+        raise CheckpointError(
+            f"{path} is not a charrnn checkpoint, or is corrupt or truncated ({type(e).__name__})"
+        ) from None
 
 
 def runs_root():
@@ -292,13 +323,16 @@ def resolve_explained(path=None, runs_dir=None):
         runs = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
         found = [(_ckpt_in(d).stat().st_mtime, d) for d in runs if _ckpt_in(d)]
         if not found:
-            raise CheckpointError(f"no checkpoint given and no trained run under {root}/; "
-                                  "train one with `charrnn train`, pass -c PATH, or set "
-                                  "CHARRNN_RUNS to where your runs are")
+            raise CheckpointError(
+                f"no checkpoint given and no trained run under {root}/; "
+                "train one with `charrnn train`, pass -c PATH, or set "
+                "CHARRNN_RUNS to where your runs are"
+            )
         when, run = max(found)
         chosen = _ckpt_in(run)
-        newer = sorted(d.name for d in runs if _ckpt_in(d) is None and _has_files(d)
-                       and d.stat().st_mtime > when)
+        newer = sorted(
+            d.name for d in runs if _ckpt_in(d) is None and _has_files(d) and d.stat().st_mtime > when
+        )
         note = f"using {chosen}, the most recently written run's checkpoint under {root}/"
         if newer:
             note += f" ({', '.join(newer[:3])}{' ...' if len(newer) > 3 else ''}: no checkpoint yet)"
@@ -344,12 +378,14 @@ def _best_run_under(path):
         else:
             unscored.append(d.name)
     if not scored:
-        hint = f"; its runs {', '.join(unscored[:5])} have no validation loss to choose by" \
-            if unscored else ""
+        hint = (
+            f"; its runs {', '.join(unscored[:5])} have no validation loss to choose by" if unscored else ""
+        )
         raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LATEST}){hint}")
     best, name, found = min(scored)
-    return found, (f"using {found}: the lowest best validation loss ({best:.4f}) of the "
-                   f"{len(scored)} runs under {path}")
+    return found, (
+        f"using {found}: the lowest best validation loss ({best:.4f}) of the {len(scored)} runs under {path}"
+    )
 
 
 def _ckpt_in(run_dir):

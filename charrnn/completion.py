@@ -5,6 +5,7 @@ samples drawn together, and why each sample ended ("stop" or "length").
 The command line, `CharModel.sample` and a server all go through here, so a Python caller gets
 the same checks and the same text as `charrnn sample`.
 """
+
 from typing import NamedTuple, Union
 
 import numpy as np
@@ -15,14 +16,16 @@ from .errors import CorpusError, UsageError
 
 class Completion(NamedTuple):
     text: Union[str, bytes]  # the generated text after the prime; with finish_reason "stop"
-                             # it ends with the stop string
-    finish_reason: str       # "stop": the stop string was written; "length": the length ran out
+    # it ends with the stop string
+    finish_reason: str  # "stop": the stop string was written; "length": the length ran out
 
 
 class Prime(NamedTuple):
+    # fmt: off
     text: Union[str, bytes]  # the prime as the model reads it (and as it is echoed)
     ids: np.ndarray          # its ids; the start symbol alone for an empty prime
     dropped: int             # characters left out (unknown="drop")
+    # fmt: on
 
 
 def fold_text(model, s):
@@ -42,8 +45,10 @@ def prepare_prime(model, prime, unknown="error"):
     dropped = 0
     if missing:
         if unknown != "drop":
-            raise CorpusError(f"the prime has characters not in the vocabulary: "
-                              f"{_show(missing)}; pass --drop-unknown to leave them out")
+            raise CorpusError(
+                f"the prime has characters not in the vocabulary: "
+                f"{_show(missing)}; pass --drop-unknown to leave them out"
+            )
         kept = [s for s in _symbols(text) if s not in missing]
         dropped = len(_symbols(text)) - len(kept)
         text = bytes(kept) if model.byte_level else "".join(kept)
@@ -62,8 +67,9 @@ def check_stop(model, stop):
     folded = fold_text(model, stop)
     missing = _unspellable(model, folded)
     if missing:
-        raise UsageError(f"--stop {_show_string(stop)} can never appear: the model never writes "
-                         f"{_show(missing)}")
+        raise UsageError(
+            f"--stop {_show_string(stop)} can never appear: the model never writes {_show(missing)}"
+        )
     return folded
 
 
@@ -87,8 +93,10 @@ def _unspellable(model, text):
 
 def _show(symbols, most=8):
     def one(s):
-        return f"byte 0x{s:02x}" if isinstance(s, int) else \
-            (repr(s) if s.isprintable() else f"U+{ord(s):04X}")
+        return (
+            f"byte 0x{s:02x}" if isinstance(s, int) else (repr(s) if s.isprintable() else f"U+{ord(s):04X}")
+        )
+
     shown = ", ".join(one(s) for s in symbols[:most])
     return shown + (f" and {len(symbols) - most} more" if len(symbols) > most else "")
 
@@ -117,7 +125,7 @@ class Stream:
                 cut = held.find(stop)
                 if cut >= 0:
                     self.finish_reason = "stop"
-                    yield held[:cut + len(stop)]
+                    yield held[: cut + len(stop)]
                     return
                 keep = len(stop) - 1
                 ready, held = (held[:-keep], held[-keep:]) if keep else (held, self.empty)
@@ -151,6 +159,5 @@ def complete(model, cfg, prime):
             break
     out = []
     for t, d in zip(texts, done):
-        out.append(Completion(t[:t.find(stop) + len(stop)], "stop") if d else
-                   Completion(t, "length"))
+        out.append(Completion(t[: t.find(stop) + len(stop)], "stop") if d else Completion(t, "length"))
     return out

@@ -1,5 +1,6 @@
 """The typed configurations of a model and of a training run: each default written once, with
 its meaning, and the validation of each field. Both go into every checkpoint (checkpoint.py)."""
+
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional, Union
@@ -12,11 +13,13 @@ DROPOUT_MODES = ("standard", "variational")
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # fmt: off
     cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
     layers: int = 2           # stacked recurrent layers (L)
     hidden: int = 128         # units per layer (H)
     vocab_size: int = 0       # characters known to the model (V), set from the corpus
     dropout: float = 0.0      # inverted dropout between layers and before the decoder
+    # fmt: on
 
     def to_dict(self):
         return asdict(self)
@@ -33,6 +36,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    # fmt: off
     batch: int = 64               # B parallel streams of the training text
     seq: int = 100                # T characters per window (truncated BPTT length)
     lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
@@ -62,6 +66,7 @@ class TrainConfig:
     embed_drop: float = 0.0       # drop whole characters' first-layer input rows, per window
     ema: float = 0.0              # evaluate and save an exponential moving average of the
                                   # weights with this decay, e.g. 0.999 (0: off)
+    # fmt: on
 
     def to_dict(self):
         return asdict(self)
@@ -86,14 +91,28 @@ class TrainConfig:
         for name in ("weight_drop", "embed_drop", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise UsageError(f"--{_flag(name)} must be in [0, 1), not {getattr(self, name)}")
-        if min(self.state_reset, self.grad_clip, self.steps, self.minutes, self.epochs, self.keep,
-               self.patience, self.warmup, self.eval_chars, self.weight_decay) < 0:
+        if (
+            min(
+                self.state_reset,
+                self.grad_clip,
+                self.steps,
+                self.minutes,
+                self.epochs,
+                self.keep,
+                self.patience,
+                self.warmup,
+                self.eval_chars,
+                self.weight_decay,
+            )
+            < 0
+        ):
             raise UsageError("budgets, counts, clipping and decay cannot be negative")
         return self
 
 
 @dataclass(frozen=True)
 class SampleConfig:
+    # fmt: off
     length: int = 500             # characters generated per sample (0: without end)
     temp: float = 1.0             # temperature: lower is safer, higher is wilder; 0 is greedy
     top_k: int = 0                # draw only among the K likeliest characters (0: off)
@@ -109,6 +128,7 @@ class SampleConfig:
     no_repeat: int = 0            # never generate an N-character sequence twice (0: off)
     precision: str = "fp32"       # the weights' format while sampling: fp32 (exact), bf16 or
                                   # int8 (fewer bytes a weight, faster; see engine/precision.py)
+    # fmt: on
 
     def to_dict(self):
         return asdict(self)
@@ -119,8 +139,9 @@ class SampleConfig:
         samples whole."""
         check_int("--length", self.length, 0)
         if self.length == 0 and not endless_ok:
-            raise UsageError("--length must be at least 1 for samples returned whole (0, "
-                             "without end, only streams)")
+            raise UsageError(
+                "--length must be at least 1 for samples returned whole (0, without end, only streams)"
+            )
         if not (isinstance(self.temp, (int, float)) and 0 <= self.temp < math.inf):
             raise UsageError("--temp must be 0 (greedy) or a positive number")
         check_int("--top-k", self.top_k, 0)
@@ -133,26 +154,34 @@ class SampleConfig:
             raise UsageError("--stop must be a non-empty string")
         if self.seed is not None:
             check_seed(self.seed)
-        for flag, value in (("--presence-penalty", self.presence_penalty),
-                            ("--frequency-penalty", self.frequency_penalty)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not -PENALTY_MAX <= value <= PENALTY_MAX:  # NaN fails too
-                raise UsageError(f"{flag} must be a number in [-2, 2] (as in OpenAI's API), "
-                                 f"not {value!r}")
+        for flag, value in (
+            ("--presence-penalty", self.presence_penalty),
+            ("--frequency-penalty", self.frequency_penalty),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not -PENALTY_MAX <= value <= PENALTY_MAX
+            ):  # NaN fails too
+                raise UsageError(f"{flag} must be a number in [-2, 2] (as in OpenAI's API), not {value!r}")
         check_int("--penalty-window", self.penalty_window, 0)
         check_int("--no-repeat", self.no_repeat, 0)
         check_precision(self.precision)
         return self
 
 
-SEED_MAX = 2 ** 63 - 1
+SEED_MAX = 2**63 - 1
 PENALTY_MAX = 2.0  # presence and frequency penalties lie in [-2, 2], as in OpenAI's API
 
 
 def check_int(flag, value, low, high=None):
     """Raise UsageError unless value is an int in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or \
-            (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         bound = f"at least {low}" if high is None else f"in [{low}, {high}]"
         raise UsageError(f"{flag} must be a whole number {bound}, not {value!r}")
 
@@ -180,8 +209,7 @@ def check_seed(seed):
 MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 # what --resume may change: the budgets and how often the run evaluates and keeps checkpoints
-BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep",
-                           "patience"})
+BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"})
 DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
 
 
@@ -237,6 +265,8 @@ def resolve_resume(saved_model, saved_train, options):
     saved = dict(saved_model.to_dict(), **saved_train.to_dict())
     for k, v in options.items():
         if k not in BUDGET_FIELDS and v != saved.get(k):
-            raise ConfigError(f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
-                              f"or start a new run with --init-from")
+            raise ConfigError(
+                f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
+                f"or start a new run with --init-from"
+            )
     return replace(saved_train, **{k: v for k, v in options.items() if k in BUDGET_FIELDS})

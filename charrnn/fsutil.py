@@ -1,4 +1,5 @@
 """Writing files so that a reader never sees half of one: the one atomic-write helper."""
+
 import os
 import tempfile
 from contextlib import contextmanager

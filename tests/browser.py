@@ -4,14 +4,22 @@
 which .ci/run installs), or skips the test where Playwright or Chromium is absent. The flags keep
 Chromium off the network this machine does not have: without them it retries Google's hosts at
 every start."""
+
 import contextlib
 import os
 import shutil
 
 import pytest
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def executable():

@@ -1,5 +1,6 @@
 """Shared helpers for the training, checkpoint and command-line tests: seeded Markov corpora whose
 entropy rate is known exactly, and one tiny run trained through the command line."""
+
 import numpy as np
 import pytest
 
@@ -40,6 +41,7 @@ def write_bytes(path, content):
 def streamed(path, chunk_size=3, **kwargs):
     """A file encoded through the id cache's streamed path, whatever its size."""
     from charrnn.text import idcache
+
     return idcache.encoded_corpus(str(path), chunk_size=chunk_size, min_bytes=0, **kwargs)
 
 
@@ -67,9 +69,25 @@ def cli_run(tmp_path_factory, corpus_file):
     """A run directory trained by `charrnn train` in-process: 40 steps of a 1x16 LSTM."""
     from typer.testing import CliRunner
     from charrnn.cli import app
+
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    result = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(out), "--steps", "40",
-                                      "--eval-every", "10", "--keep", "2", "-q", *TINY])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(corpus_file),
+            "-o",
+            str(out),
+            "--steps",
+            "40",
+            "--eval-every",
+            "10",
+            "--keep",
+            "2",
+            "-q",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""
     return out

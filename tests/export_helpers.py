@@ -1,6 +1,7 @@
 """Shared pieces of the export tests: tiny random-weight checkpoints, charrnn's own logits and
 greedy text to compare the exported model with, and a naive greedy driver of the ONNX step
 graph through ONNX Runtime."""
+
 import json
 import subprocess
 import sys
@@ -38,8 +39,21 @@ def charrnn_logits(model, ids):
 
 def charrnn_sample(ckpt, prime, length, *extra):
     """What `charrnn sample --temp 0` prints (the prime, then `length` characters), as bytes."""
-    cmd = [sys.executable, "-m", "charrnn", "sample", "-c", str(ckpt), "--temp", "0",
-           "-n", str(length), "--prime", prime, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "sample",
+        "-c",
+        str(ckpt),
+        "--temp",
+        "0",
+        "-n",
+        str(length),
+        "--prime",
+        prime,
+        *extra,
+    ]
     done = subprocess.run(cmd, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
@@ -91,6 +105,7 @@ def sampler_logits(model, ids):
     sample_kernels.step, and decoder), from the zero state."""
     from charrnn.engine import gemm, sample_kernels
     from charrnn.engine.sampler import Sampler
+
     s = Sampler(model, 1, parallel=False)
     w, p, V, L = s.work, model.params, model.config.vocab_size, model.config.layers
     out = []

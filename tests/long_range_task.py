@@ -2,6 +2,7 @@
 (its docstring explains the task): episodes `symbol, k fillers, marker, symbol`, the greedy
 answer's accuracy, and the gradient profile of the last step's loss. Here so that the tests
 import nothing from benchmarks/."""
+
 import time
 from typing import NamedTuple
 
@@ -14,6 +15,8 @@ from charrnn.engine.optim import Adam
 
 class TrainArgs(NamedTuple):
     """What train() reads of the benchmark's options (the benchmark's defaults)."""
+
+    # fmt: off
     budget: int = 2000       # Adam steps
     hidden: int = 64         # hidden units (one layer)
     symbols: str = "abcd"    # the alphabet of the remembered symbol
@@ -21,12 +24,14 @@ class TrainArgs(NamedTuple):
     lr: float = 1e-2         # Adam learning rate
     grad_clip: float = 5.0   # global gradient-norm clip
     seeds: tuple = (1, 2, 3)
+    # fmt: on
 
 
 FILLER, MARKER = ".", "="
 
 
 # -- the task -----------------------------------------------------------------------------------
+
 
 def vocabulary(symbols):
     return symbols + FILLER + MARKER
@@ -58,6 +63,7 @@ def data_rng(seed, k, purpose):
 
 # -- measurements -------------------------------------------------------------------------------
 
+
 def new_model(cell, hidden, symbols, seed, dtype=np.float32):
     vocab = vocabulary(symbols)
     cfg = ModelConfig(cell=cell, layers=1, hidden=hidden, vocab_size=len(vocab))
@@ -72,7 +78,7 @@ def last_step_profile(model, x, y, h0=None, c0=None):
         h0, c0 = model.zero_state(B)
     w = model.forward(x, h0, c0, norms=True)  # buffers with room for the norms (Work.gn)
     kernels.xent(w.P, y.reshape(-1), True, B)
-    w.P[:(T - 1) * B] = 0
+    w.P[: (T - 1) * B] = 0
     _, grads = model.zeros_like_params()
     dh0, dc0 = model.zero_state(B)
     kernels.backward(model.cell, model.params, x, w, grads, dh0, dc0)
@@ -90,10 +96,10 @@ def answer_accuracy(model, eps, batch=500):
     mean loss (nats) of the answer."""
     hits, loss = 0, 0.0
     for s in range(0, len(eps), batch):
-        x, y = window(eps[s:s + batch])
+        x, y = window(eps[s : s + batch])
         T, B = x.shape
         h0, c0 = model.zero_state(B)
-        P = model.forward(x, h0, c0).P[(T - 1) * B:]  # (B, V) logits at the marker step
+        P = model.forward(x, h0, c0).P[(T - 1) * B :]  # (B, V) logits at the marker step
         hits += int((P.argmax(axis=1) == y[-1]).sum())
         loss += kernels.xent(P.copy(), y[-1], False)
     return hits / len(eps), loss / len(eps)

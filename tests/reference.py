@@ -1,5 +1,6 @@
 """A naive per-gate NumPy implementation of the three cells, written for clarity, not speed:
 the fused kernels are tested against it."""
+
 import numpy as np
 
 
@@ -22,15 +23,15 @@ def reference_forward(cell, p, x, h0, c0, masks=None):
             hp = h @ p.Wh[l]
             if cell == "lstm":
                 i = sigmoid(xp[:, :H] + hp[:, :H])
-                f = sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
-                g = np.tanh(xp[:, 2 * H:3 * H] + hp[:, 2 * H:3 * H])
-                o = sigmoid(xp[:, 3 * H:] + hp[:, 3 * H:])
+                f = sigmoid(xp[:, H : 2 * H] + hp[:, H : 2 * H])
+                g = np.tanh(xp[:, 2 * H : 3 * H] + hp[:, 2 * H : 3 * H])
+                o = sigmoid(xp[:, 3 * H :] + hp[:, 3 * H :])
                 c = f * c + i * g
                 h = o * np.tanh(c)
             elif cell == "gru":
                 r = sigmoid(xp[:, :H] + hp[:, :H])
-                z = sigmoid(xp[:, H:2 * H] + hp[:, H:2 * H])
-                n = np.tanh(xp[:, 2 * H:] + r * (hp[:, 2 * H:] + p.bh[l]))
+                z = sigmoid(xp[:, H : 2 * H] + hp[:, H : 2 * H])
+                n = np.tanh(xp[:, 2 * H :] + r * (hp[:, 2 * H :] + p.bh[l]))
                 h = (1 - z) * n + z * h
             else:
                 h = np.tanh(xp + hp)

@@ -1,5 +1,6 @@
 """Helpers of the server's tests: tiny random models, a run directory holding one, and a real
 uvicorn server on a free loopback port in a thread."""
+
 import contextlib
 import socket
 import threading
@@ -14,6 +15,7 @@ VOCAB = "abcdefghij klmnop\n.,ABC"
 def tiny_model(seed=0, hidden=16, layers=2, cell="lstm", vocab=VOCAB):
     from charrnn.charmodel import CharModel
     from charrnn.config import ModelConfig
+
     m = CharModel(ModelConfig(cell, layers, hidden, len(vocab)), vocab)
     m.init_weights(np.random.default_rng(seed))
     return m
@@ -21,6 +23,7 @@ def tiny_model(seed=0, hidden=16, layers=2, cell="lstm", vocab=VOCAB):
 
 def save_run(run_dir, model, name="best.npz"):
     from charrnn import checkpoint
+
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = {"model": model.config.to_dict(), "vocab": model.vocab.to_json()}
     return checkpoint.save(run_dir / name, meta, model.params)
@@ -30,6 +33,7 @@ def app_of(*models, reload=False, max_batch=64, max_queue=256, **settings):
     """(Starlette app, Registry) serving models, each a (name, CharModel) or a checkpoint."""
     from charrnn.serve.app import Settings, build_app
     from charrnn.serve.models import Registry
+
     reg = Registry(list(models), reload=reload, max_batch=max_batch, max_queue=max_queue)
     return build_app(reg, Settings(**settings)), reg
 
@@ -45,8 +49,9 @@ def live(app):
     """The base URL of a uvicorn server running app in a thread, until the block ends."""
     uvicorn = pytest.importorskip("uvicorn")
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     deadline = time.monotonic() + 20

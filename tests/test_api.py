@@ -1,5 +1,6 @@
 """The Python interface speaks the command line's language: charrnn.train takes `charrnn
 train`'s option names, and CharModel.sample returns what `charrnn sample` prints."""
+
 import pytest
 
 import charrnn
@@ -10,8 +11,9 @@ def test_train_takes_the_cli_option_names(tmp_path):
     text, _ = markov_text("abc \n", 3000, seed=1)
     path = tmp_path / "c.txt"
     path.write_text(text)
-    model = charrnn.train(path, tmp_path / "r", layers=1, hidden=12, batch=4, seq=8, steps=3,
-                          grad_clip=1.0, eval_every=3)
+    model = charrnn.train(
+        path, tmp_path / "r", layers=1, hidden=12, batch=4, seq=8, steps=3, grad_clip=1.0, eval_every=3
+    )
     assert (model.config.layers, model.config.hidden) == (1, 12)
     assert charrnn.load(tmp_path / "r").meta["train"]["batch"] == 4
     with pytest.raises(TypeError, match="hidden"):  # the error lists the names it takes

@@ -1,5 +1,6 @@
 """The id cache's housekeeping: `charrnn cache` shows and clears it, and it keeps itself under its
 cap by removing the least recently used entries first, never the one just stored."""
+
 import json
 import os
 
@@ -77,10 +78,19 @@ def test_no_cap(tmp_path, cache, monkeypatch):
     assert keys(cache) == {"a.txt", "b.txt", "c.txt"}
 
 
-@pytest.mark.parametrize("raw, expected", [("", cachedir.DEFAULT_MAX), ("123", 123),
-                                           ("500M", 500 * 10 ** 6), ("2G", 2 * 10 ** 9),
-                                           ("1.5GB", 15 * 10 ** 8), ("2GiB", 2 * 2 ** 30),
-                                           ("64kib", 65536), ("0", 0)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("", cachedir.DEFAULT_MAX),
+        ("123", 123),
+        ("500M", 500 * 10**6),
+        ("2G", 2 * 10**9),
+        ("1.5GB", 15 * 10**8),
+        ("2GiB", 2 * 2**30),
+        ("64kib", 65536),
+        ("0", 0),
+    ],
+)
 def test_cap_sizes(monkeypatch, raw, expected):
     monkeypatch.setenv("CHARRNN_CACHE_MAX", raw)
     assert cachedir.max_bytes() == expected
@@ -117,8 +127,7 @@ def test_cache_command_shows_and_clears(tmp_path, cache):
     r = runner.invoke(app, ["cache"])
     lines = r.stdout.splitlines()
     assert lines[0].startswith(f"{cache}: 2 entries, ")
-    assert lines[1].split() == ["last", "used", "size", "vocab", "length", "key", "read", "as",
-                                 "source"]
+    assert lines[1].split() == ["last", "used", "size", "vocab", "length", "key", "read", "as", "source"]
     assert lines[2].endswith("small.txt") and " 1,000 " in lines[2]  # least recently used first
     assert lines[3].endswith("wide.txt") and " 2,000 " in lines[3]
 
@@ -136,8 +145,10 @@ def test_the_old_spelling_cache_clear_still_clears_with_a_note(tmp_path, cache):
     r = CliRunner().invoke(app, ["cache", "--clear"])
     assert r.exit_code == 0 and r.stdout == "" and list(cache.iterdir()) == []
     note, done = r.stderr.splitlines()
-    assert note == ("charrnn: note: `charrnn cache --clear` is now `charrnn cache clear`; the old "
-                    "spelling still works in this release")
+    assert note == (
+        "charrnn: note: `charrnn cache --clear` is now `charrnn cache clear`; the old "
+        "spelling still works in this release"
+    )
     assert done.startswith("charrnn: removed 1 entry, freed ")
 
 

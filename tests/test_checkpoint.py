@@ -1,5 +1,6 @@
 """Checkpoint files: a round trip keeps everything, anything that is not a good checkpoint is a
 CheckpointError naming the file, and a failed save leaves the previous checkpoint as it was."""
+
 import io
 import json
 import os
@@ -20,8 +21,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
     text, _ = markov_text("abcd \n", 1500, seed=4)
     (root / "c.txt").write_text(text)
-    t = run.prepare(root / "c.txt", root / "run", layers=1, hidden=8, batch=4,
-                    seq=10, steps=12, eval_every=6, seed=2).trainer
+    t = run.prepare(
+        root / "c.txt", root / "run", layers=1, hidden=8, batch=4, seq=10, steps=12, eval_every=6, seed=2
+    ).trainer
     with run.run_directory(t.run_dir):
         t.run()
     return t
@@ -38,6 +40,7 @@ def meta_array(meta):
 
 # ------------------------------------------------------------------------------------ round trip
 
+
 def test_round_trip_keeps_weights_vocab_config_and_samples(trained):
     path = trained.run_dir / checkpoint.LATEST
     loaded = api.load(path)
@@ -53,7 +56,7 @@ def test_round_trip_keeps_weights_vocab_config_and_samples(trained):
         text = before.sample(60, **kwargs)
         prime = kwargs.get("prime", "")
         assert len(text) == len(prime) + 60 and text.startswith(prime)  # as the CLI prints it
-        assert before.sample(60, include_prime=False, **kwargs) == text[len(prime):]
+        assert before.sample(60, include_prime=False, **kwargs) == text[len(prime) :]
         assert loaded.sample(60, **kwargs) == text
     assert loaded.sample(60, seed=3) != loaded.sample(60, seed=4)
 
@@ -71,9 +74,10 @@ def test_run_directory_resolves_to_best_then_latest(trained, tmp_path):
 
 # ------------------------------------------------------------------------------------- bad files
 
+
 def truncated(good, path):
     raw = good.read_bytes()
-    path.write_bytes(raw[:len(raw) // 2])
+    path.write_bytes(raw[: len(raw) // 2])
 
 
 def empty(good, path):
@@ -120,8 +124,20 @@ def missing_weights(good, path):
     np.savez(path, **arrays)
 
 
-@pytest.mark.parametrize("make", [truncated, empty, random_bytes, foreign_npz, newer_version,
-                                  pickled_weights, pickled_meta, meta_not_json, missing_weights])
+@pytest.mark.parametrize(
+    "make",
+    [
+        truncated,
+        empty,
+        random_bytes,
+        foreign_npz,
+        newer_version,
+        pickled_weights,
+        pickled_meta,
+        meta_not_json,
+        missing_weights,
+    ],
+)
 def test_a_file_that_is_not_a_good_checkpoint_is_refused(trained, tmp_path, make):
     path = tmp_path / f"bad-{make.__name__}.npz"
     make(trained.run_dir / checkpoint.LATEST, path)
@@ -174,6 +190,7 @@ def test_missing_file_and_directory_are_checkpoint_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------- atomic saves
 
+
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -186,6 +203,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, 
     def disk_full(f, **arrays):
         f.write(b"PK\x03\x04 half a zip")
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(np, "savez", disk_full)
     with pytest.raises(CheckpointError, match="No space left") as e:
         checkpoint.save(target, trained.meta(), trained.model.params)
@@ -196,6 +214,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, 
     def interrupted(f, **arrays):
         f.write(b"PK\x03\x04")
         raise KeyboardInterrupt
+
     monkeypatch.setattr(np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(target, trained.meta(), trained.model.params)
@@ -205,6 +224,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, 
 
     def rename_fails(src, dst):
         raise OSError(18, "Invalid cross-device link")
+
     monkeypatch.setattr(os, "replace", rename_fails)
     with pytest.raises(CheckpointError, match="could not write"):
         checkpoint.save(target, trained.meta(), trained.model.params)
@@ -215,9 +235,9 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, 
 
 
 def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):
-    path = checkpoint.save(tmp_path / "x.npz", dict(trained.meta(), hello="world"),
-                           trained.model.params,
-                           {"h": trained.h})
+    path = checkpoint.save(
+        tmp_path / "x.npz", dict(trained.meta(), hello="world"), trained.model.params, {"h": trained.h}
+    )
     meta, params, train = checkpoint.load(path)
     assert meta["hello"] == "world" and meta["version"] == checkpoint.VERSION
     assert set(train) == {"h"} and np.array_equal(train["h"], trained.h)
@@ -227,4 +247,5 @@ def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):
 
 def test_the_stored_parameter_names_are_the_kernels_fields():
     from charrnn.engine.kernels import Params
+
     assert checkpoint.PARAM_NAMES == Params._fields

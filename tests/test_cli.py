@@ -1,6 +1,7 @@
 """The command-line contract: stdout carries only the product (text, a number, JSON), logs and
 errors go to stderr, a user mistake is one line 'charrnn: error: ...' and exit 1 (2 for a bad
 option value), never a traceback; and the commands behave in a pipe and under Ctrl-C."""
+
 import contextlib
 import json
 import math
@@ -55,6 +56,7 @@ def corpus_text(corpus_file):
 
 # ----------------------------------------------------------------------------- version and help
 
+
 def test_version():
     r = ok(invoke("--version"))
     assert r.stdout == f"charrnn {charrnn.__version__}\n"
@@ -68,6 +70,7 @@ def test_help(command):
 
 
 # ------------------------------------------------------------------------------------ run output
+
 
 def test_quiet_training_writes_the_run_directory(cli_run):
     names = sorted(os.listdir(cli_run))
@@ -83,8 +86,7 @@ def test_quiet_training_writes_the_run_directory(cli_run):
 
 
 def test_progress_goes_to_stderr_in_whole_lines(tmp_path, corpus_file):
-    r = ok(invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "6", "--eval-every", "3",
-                  *TINY))
+    r = ok(invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "6", "--eval-every", "3", *TINY))
     assert r.stdout == ""
     steps = [ln for ln in r.stderr.splitlines() if ln.startswith("step")]
     evals = [ln for ln in steps if " val " in ln]
@@ -92,8 +94,9 @@ def test_progress_goes_to_stderr_in_whole_lines(tmp_path, corpus_file):
     for line in evals:  # a log line is not wrapped at the width of an imagined terminal
         assert re.fullmatch(r"step +\d+ +epoch .* val \S+ .* chars/s +left \S+", line), line
     # a first line after the first step, without waiting for an evaluation
-    assert re.fullmatch(r"step +1 +epoch +[\d.]+ +train \d+\.\d+ +[\d,]+ chars/s +left \S+",
-                        steps[0]), steps[0]
+    assert re.fullmatch(r"step +1 +epoch +[\d.]+ +train \d+\.\d+ +[\d,]+ chars/s +left \S+", steps[0]), steps[
+        0
+    ]
     assert "finished at step 6" in r.stderr
 
 
@@ -104,6 +107,7 @@ def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_pat
 
 
 # ----------------------------------------------------------------------------------------- sample
+
 
 def test_same_seed_same_text_and_nothing_else_on_stdout(cli_run, corpus_text):
     a = ok(invoke("sample", "-c", cli_run, "-n", "50", "--seed", "3"))
@@ -116,12 +120,12 @@ def test_same_seed_same_text_and_nothing_else_on_stdout(cli_run, corpus_text):
     assert c.stdout != a.stdout
 
 
-def test_threads_is_one_setting_for_sampling_and_training(cli_run, tmp_path, corpus_file,
-                                                          monkeypatch):
+def test_threads_is_one_setting_for_sampling_and_training(cli_run, tmp_path, corpus_file, monkeypatch):
     """--threads (or CHARRNN_THREADS) sets the cores a command uses; the text from a seed does
     not depend on it, nor do the trained weights beyond float32 rounding (two parts' gradients
     are summed in another order); 0 is a usage error."""
     from charrnn.engine import threads
+
     monkeypatch.setattr(threads, "_configured", None)  # the commands below set it
     a = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3"))
     b = ok(invoke("sample", "-c", cli_run, "-n", "30", "--seed", "3", "--threads", "2"))
@@ -133,8 +137,24 @@ def test_threads_is_one_setting_for_sampling_and_training(cli_run, tmp_path, cor
     runs = []
     for n in ("1", "2"):
         out = tmp_path / f"t{n}"
-        ok(invoke("train", corpus_file, "-o", out, "--steps", "3", "-q", "--threads", n,
-                  *TINY[:4], "--batch", "16", "--seq", "8"))
+        ok(
+            invoke(
+                "train",
+                corpus_file,
+                "-o",
+                out,
+                "--steps",
+                "3",
+                "-q",
+                "--threads",
+                n,
+                *TINY[:4],
+                "--batch",
+                "16",
+                "--seq",
+                "8",
+            )
+        )
         runs.append(api.load(out).flat)
     np.testing.assert_allclose(*runs, rtol=0, atol=1e-5)
 
@@ -155,8 +175,9 @@ def test_prime_is_printed_first(cli_run):
 
 
 def test_several_samples_and_a_stop_string(cli_run):
-    r = ok(invoke("sample", "-c", cli_run, "-n", "12", "--seed", "2", "--num-samples", "3",
-                  "--separator", "|"))
+    r = ok(
+        invoke("sample", "-c", cli_run, "-n", "12", "--seed", "2", "--num-samples", "3", "--separator", "|")
+    )
     parts = r.stdout.split("|")
     assert [len(p) for p in parts] == [12, 12, 12]
     r = ok(invoke("sample", "-c", cli_run, "-n", "300", "--seed", "2", "--stop", "a"))
@@ -164,6 +185,7 @@ def test_several_samples_and_a_stop_string(cli_run):
 
 
 # ------------------------------------------------------------------------------------ eval, info
+
 
 def test_eval_prints_the_loss(cli_run, corpus_file, corpus_text):
     expected = api.load(cli_run).loss(corpus_text)
@@ -178,8 +200,7 @@ def test_eval_prints_the_loss(cli_run, corpus_file, corpus_text):
     assert f"({50 * (n // 50):,} characters scored, read as 50 streams)" in r.stdout
     j = json.loads(ok(invoke("eval", "-c", cli_run, corpus_file, "--exact", "--json")).stdout)
     assert (j["chars"], j["streams"], j["exact"]) == (n, 1, True)
-    assert j["nats_per_char"] == pytest.approx(api.load(cli_run).loss(corpus_text, exact=True),
-                                               rel=1e-9)
+    assert j["nats_per_char"] == pytest.approx(api.load(cli_run).loss(corpus_text, exact=True), rel=1e-9)
 
 
 def test_info(cli_run):
@@ -195,13 +216,13 @@ def test_info(cli_run):
 
 # ----------------------------------------------------------------------------------------- resume
 
+
 def test_resume_continues_and_keeps_the_model(tmp_path, corpus_file):
     run = tmp_path / "r"
     ok(invoke("train", corpus_file, "-o", run, "--steps", "5", "-q", *TINY))
     ok(invoke("train", "--resume", run, "--steps", "10", "-q"))
     assert json.loads(ok(invoke("info", run / "latest.npz", "--json")).stdout)["step"] == 10
-    user_error(invoke("train", "--resume", run, "--steps", "20", "--hidden", "32", "-q"),
-               "hidden")
+    user_error(invoke("train", "--resume", run, "--steps", "20", "--hidden", "32", "-q"), "hidden")
     user_error(invoke("train", "--resume", tmp_path / "nothing", "-q"), "nothing to resume")
 
 
@@ -215,40 +236,44 @@ def test_training_from_stdin(tmp_path, corpus_text):
 
 # ----------------------------------------------------------------------------------------- errors
 
+
 def test_corpus_errors(tmp_path):
-    user_error(invoke("train", tmp_path / "missing.txt", "-o", tmp_path / "r", "-q"),
-               "missing.txt")
+    user_error(invoke("train", tmp_path / "missing.txt", "-o", tmp_path / "r", "-q"), "missing.txt")
     (tmp_path / "empty.txt").write_text("")
     user_error(invoke("train", tmp_path / "empty.txt", "-o", tmp_path / "r", "-q"), "empty")
     (tmp_path / "bin.dat").write_bytes(b"abc\x00def" * 100)
-    user_error(invoke("train", tmp_path / "bin.dat", "-o", tmp_path / "r", "-q"), "binary",
-               "--bytes")
+    user_error(invoke("train", tmp_path / "bin.dat", "-o", tmp_path / "r", "-q"), "binary", "--bytes")
     (tmp_path / "short.txt").write_text("ab\n" * 100)
-    user_error(invoke("train", tmp_path / "short.txt", "-o", tmp_path / "r", "-q"),
-               "--batch", "--seq")
+    user_error(invoke("train", tmp_path / "short.txt", "-o", tmp_path / "r", "-q"), "--batch", "--seq")
     assert not (tmp_path / "r").exists()  # a failed start leaves no run directory behind
 
 
 def test_option_errors(cli_run, corpus_file, tmp_path):
     user_error(invoke("sample", "-c", cli_run, "--temp", "-1"), "--temp", code=2)
     user_error(invoke("sample", "-c", cli_run, "--top-p", "2"), "--top-p", code=2)
-    user_error(invoke("sample", "-c", cli_run, "-n", "0", "--num-samples", "2"), "--length",
-               code=2)
+    user_error(invoke("sample", "-c", cli_run, "-n", "0", "--num-samples", "2"), "--length", code=2)
     user_error(invoke("sample", "-c", cli_run, "--prime", "xyz"), "not in the vocabulary")
     # an option's bad value is a usage error in train as in sample (issue 19, item 8)
-    user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--hidden", "0", "-q"),
-               "hidden", code=2)
-    user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--cell", "transformer", "-q"),
-               "transformer", code=2)
+    user_error(invoke("train", corpus_file, "-o", tmp_path / "r", "--hidden", "0", "-q"), "hidden", code=2)
+    user_error(
+        invoke("train", corpus_file, "-o", tmp_path / "r", "--cell", "transformer", "-q"),
+        "transformer",
+        code=2,
+    )
 
 
 @pytest.mark.parametrize("command", ["sample", "info", "eval"])
 def test_a_corrupt_checkpoint(tmp_path, command, corpus_file):
     bad = tmp_path / "broken.npz"
     bad.write_bytes(np.random.default_rng(1).bytes(2000))
+
     def args(ckpt):
-        return {"sample": ["sample", "-c", ckpt], "info": ["info", ckpt],
-                "eval": ["eval", "-c", ckpt, corpus_file]}[command]
+        return {
+            "sample": ["sample", "-c", ckpt],
+            "info": ["info", ckpt],
+            "eval": ["eval", "-c", ckpt, corpus_file],
+        }[command]
+
     message = user_error(invoke(*args(bad)), "broken.npz")
     assert "pickle" not in message  # random bytes are not "pickled objects"
     user_error(invoke(*args(tmp_path / "absent.npz")), "absent.npz")
@@ -258,8 +283,11 @@ def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
     run = tmp_path / "r"
     ok(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY))
     before = (run / "latest.npz").read_bytes()
-    user_error(invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY),
-               "already holds a run", "--resume")
+    user_error(
+        invoke("train", corpus_file, "-o", run, "--steps", "3", "-q", *TINY),
+        "already holds a run",
+        "--resume",
+    )
     assert (run / "latest.npz").read_bytes() == before
     ok(invoke("train", corpus_file, "-o", run, "--steps", "4", "-q", "--force", *TINY))
     assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 4
@@ -297,8 +325,11 @@ def watchdog(process, seconds):
 
 
 def test_endless_sample_into_a_closed_pipe_ends_quietly(cli_run):
-    p = subprocess.Popen([*CHARRNN, "sample", "-c", str(cli_run), "-n", "0", "--seed", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [*CHARRNN, "sample", "-c", str(cli_run), "-n", "0", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     with watchdog(p, START + 60):
         head = p.stdout.read(100)  # like `| head -c 100`
         p.stdout.close()
@@ -310,9 +341,22 @@ def test_endless_sample_into_a_closed_pipe_ends_quietly(cli_run):
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):
     run = tmp_path / "r"
-    p = subprocess.Popen([*CHARRNN, "train", str(corpus_file), "-o", str(run), "--steps", "100000",
-                          "--eval-every", "5", *TINY], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [
+            *CHARRNN,
+            "train",
+            str(corpus_file),
+            "-o",
+            str(run),
+            "--steps",
+            "100000",
+            "--eval-every",
+            "5",
+            *TINY,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     err, progress = [], threading.Event()
 
     def read_stderr():
@@ -320,6 +364,7 @@ def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):
             err.append(raw.decode())
             if err[-1].startswith("step") and " val " in err[-1]:  # after an evaluation
                 progress.set()
+
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     with watchdog(p, START + 60):
@@ -346,5 +391,7 @@ def test_init_from_takes_the_shape_from_the_checkpoint(tmp_path, corpus_file):
     ok(invoke("train", corpus_file, "-o", base, "--hidden", "12", *tiny))
     ok(invoke("train", corpus_file, "-o", tmp_path / "ft", "--init-from", base, *tiny))
     assert json.loads(ok(invoke("info", tmp_path / "ft", "--json")).stdout)["hidden"] == 12
-    user_error(invoke("train", corpus_file, "-o", tmp_path / "ft2", "--init-from", base,
-                      "--hidden", "16", *tiny), "hidden=12")
+    user_error(
+        invoke("train", corpus_file, "-o", tmp_path / "ft2", "--init-from", base, "--hidden", "16", *tiny),
+        "hidden=12",
+    )

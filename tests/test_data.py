@@ -1,5 +1,6 @@
 """Corpora: sources (files, directories, stdin, named and default corpora), decoding rules, the
 vocabulary, encode/decode round trips and the train/validation split. Never touches the network."""
+
 import hashlib
 import io
 import json
@@ -29,12 +30,17 @@ def home(tmp_path, monkeypatch):
 def fake_corpus(monkeypatch, home):
     """A manifest with one small corpus 'tiny' whose download is never attempted for real."""
     content = b"to be or not to be\n"
-    entry = {"file": "tiny.txt", "url": "https://example.invalid/tiny.txt",
-             "sha256": hashlib.sha256(content).hexdigest(), "chars": len(content)}
+    entry = {
+        "file": "tiny.txt",
+        "url": "https://example.invalid/tiny.txt",
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "chars": len(content),
+    }
     monkeypatch.setattr(sources, "_manifest", lambda: {"tiny": entry})
 
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")
+
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     return content
 
@@ -47,10 +53,14 @@ def write(path, content):
 
 # ------------------------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize("text", [
-    "hello, world\nthe quick brown fox",
-    "汉字与标点：你好，世界！\n" "emoji 😀🎉👍🏽 and é (e + combining) e\u0301 ñ ß",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello, world\nthe quick brown fox",
+        "汉字与标点：你好，世界！\nemoji 😀🎉👍🏽 and é (e + combining) e\u0301 ñ ß",
+    ],
+)
 def test_text_round_trip(text):
     vocab = D.build_vocab(text)
     ids = D.encode(text, vocab)
@@ -91,10 +101,10 @@ def test_id_dtype_follows_vocab_size():
 def test_max_vocab_maps_rare_characters_to_unk():
     text = "a" * 5 + "b" * 4 + "c" * 3 + "d" * 3 + "e"
     vocab = D.build_vocab(text, max_vocab=4)
-    assert vocab == "abc" + D.UNK            # c beats d on the tie: lower code point
+    assert vocab == "abc" + D.UNK  # c beats d on the tie: lower code point
     ids = D.encode(text, vocab)
     assert D.decode(ids, vocab) == "aaaaabbbbccc" + D.UNK * 4
-    assert D.build_vocab(text, max_vocab=5) == "abcde"       # fits: no UNK
+    assert D.build_vocab(text, max_vocab=5) == "abcde"  # fits: no UNK
     assert D.build_vocab(text, max_vocab=99) == "abcde"
     assert D.build_vocab("zzz" + D.UNK + "yy", max_vocab=2) == "z" + D.UNK
     with pytest.raises(ConfigError):
@@ -108,7 +118,7 @@ def test_unknown_characters_error_drop_or_unk():
     assert "'z'" not in str(e.value)
     assert D.decode(D.encode("abxcy", vocab, unknown="drop"), vocab) == "abc"
     with pytest.raises(ValueError):
-        D.encode("abx", vocab, unknown="unk")     # no UNK in this vocabulary
+        D.encode("abx", vocab, unknown="unk")  # no UNK in this vocabulary
     with pytest.raises(CorpusError, match="and 2 more"):
         D.encode("1234567", vocab)
     assert D.decode(D.encode("ax", "a" + D.UNK), "a" + D.UNK) == "a" + D.UNK
@@ -122,8 +132,8 @@ def test_encode_large_text_in_chunks():
     ids = D.encode(text, vocab)
     assert ids.dtype == np.uint8 and len(ids) == len(text)
     assert len(vocab) == 95 + 3
-    for at in [0, D.CHUNK - 1, D.CHUNK, 3 * D.CHUNK + 7, n - 5]:   # across chunk boundaries
-        assert D.decode(ids[at:at + 8], vocab) == text[at:at + 8]
+    for at in [0, D.CHUNK - 1, D.CHUNK, 3 * D.CHUNK + 7, n - 5]:  # across chunk boundaries
+        assert D.decode(ids[at : at + 8], vocab) == text[at : at + 8]
     counts = np.bincount(ids, minlength=len(vocab))
     assert counts[vocab.index("A")] == text.count("A")
     assert D.decode(ids[-3:], vocab) == "é中😀"
@@ -136,6 +146,7 @@ def test_decode_rejects_out_of_range_ids():
 
 # ----------------------------------------------------------------------------- decoding rules
 
+
 def test_line_endings_normalised_in_text_mode_only(tmp_path):
     path = write(tmp_path / "crlf.txt", b"one\r\ntwo\rthree\n\r\nfour")
     text, desc = D.read_text(str(path))
@@ -147,14 +158,17 @@ def test_line_endings_normalised_in_text_mode_only(tmp_path):
 
 def test_bom_dropped(tmp_path):
     path = write(tmp_path / "bom.txt", b"\xef\xbb\xbfhi \xef\xbb\xbf")
-    assert D.read_text(str(path))[0] == "hi \ufeff"     # only the leading mark is a BOM
+    assert D.read_text(str(path))[0] == "hi \ufeff"  # only the leading mark is a BOM
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("empty.txt", b"", "is empty"),
-    ("image.bin", b"GIF89a\x00\x01text", "use --bytes"),
-    ("latin1.txt", "café".encode("latin-1"), "not valid UTF-8.*use --bytes"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty.txt", b"", "is empty"),
+        ("image.bin", b"GIF89a\x00\x01text", "use --bytes"),
+        ("latin1.txt", "café".encode("latin-1"), "not valid UTF-8.*use --bytes"),
+    ],
+)
 def test_unusable_files_name_the_file(tmp_path, name, content, message):
     path = write(tmp_path / name, content)
     with pytest.raises(CorpusError, match=message) as e:
@@ -185,6 +199,7 @@ def test_unknown_source_lists_known_corpora(home):
 
 
 # ----------------------------------------------------------------------- directories and stdin
+
 
 def test_directory_sorted_with_glob(tmp_path):
     write(tmp_path / "b.py", b"B = 2\n")
@@ -224,6 +239,7 @@ def test_stdin():
 
 
 # ------------------------------------------------------------------------------ named corpora
+
 
 def test_manifest():
     names = D.corpus_names()
@@ -293,10 +309,11 @@ def test_tinyshakespeare_from_shared_dir(home):
     vocab = D.build_vocab(text)
     assert len(vocab) == 65
     train, val = D.split(D.encode(text, vocab), 0.1)
-    assert (len(train), len(val)) == (1003854, 111540)     # nanoGPT's int(n * 0.9)
+    assert (len(train), len(val)) == (1003854, 111540)  # nanoGPT's int(n * 0.9)
 
 
 # ---------------------------------------------------------------------- default corpus, split
+
 
 def test_default_corpus_is_the_stdlib_deterministically():
     text, desc = D.read_text(None)
@@ -314,7 +331,7 @@ def test_split_fractions():
     assert len(train) == 900 and len(val) == 100 and val[0] == 900
     train, val = D.split(ids, 0.0)
     assert len(train) == 1000 and len(val) == 0 and val.dtype == np.uint16
-    train, val = D.split(np.arange(1000), 0.07)   # float 1 - 0.07 would give 929/71
+    train, val = D.split(np.arange(1000), 0.07)  # float 1 - 0.07 would give 929/71
     assert (len(train), len(val)) == (930, 70)
     train, val = D.split(np.arange(90), 0.3)
     assert (len(train), len(val)) == (63, 27)

@@ -1,6 +1,7 @@
 """The defaults the README and docs/usage.md quote are config.py's: a quoted `--flag VALUE`
 with a number, a `--flag` (VALUE), and a `--flag ...` (default VALUE) must equal the field's
 default. Mentions that are examples, not defaults, are listed in EXAMPLES."""
+
 import dataclasses
 import re
 from pathlib import Path
@@ -11,12 +12,19 @@ from charrnn import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "docs/usage.md"]
-EXAMPLES = {("minutes", "10"), ("hidden", "8192"),  # a preset's threshold; a size too large
-            # the repetition table's rows
-            ("presence-penalty", "0.5"), ("frequency-penalty", "0.1"), ("no-repeat", "20")}
-QUOTED = re.compile(r"`--([a-z][a-z-]*) ([0-9][0-9e.+_-]*)`"          # `--batch 64`
-                    r"|`--([a-z][a-z-]*)` \(([^)\s,;]+)\)"             # `--batch` (64)
-                    r"|`--([a-z][a-z-]*)[^`]*` \(default ([^)\s,;]+)\)")  # `--cell a|b` (default a)
+EXAMPLES = {
+    ("minutes", "10"),
+    ("hidden", "8192"),  # a preset's threshold; a size too large
+    # the repetition table's rows
+    ("presence-penalty", "0.5"),
+    ("frequency-penalty", "0.1"),
+    ("no-repeat", "20"),
+}
+QUOTED = re.compile(
+    r"`--([a-z][a-z-]*) ([0-9][0-9e.+_-]*)`"  # `--batch 64`
+    r"|`--([a-z][a-z-]*)` \(([^)\s,;]+)\)"  # `--batch` (64)
+    r"|`--([a-z][a-z-]*)[^`]*` \(default ([^)\s,;]+)\)"
+)  # `--cell a|b` (default a)
 
 
 def defaults():
@@ -52,8 +60,7 @@ def test_the_docs_quote_defaults():
     assert len(CASES) >= 10, "the pattern no longer finds the quoted defaults"
 
 
-@pytest.mark.parametrize("doc, flag, value, line", CASES,
-                         ids=[f"{d}:{ln}:--{f}" for d, f, _, ln in CASES])
+@pytest.mark.parametrize("doc, flag, value, line", CASES, ids=[f"{d}:{ln}:--{f}" for d, f, _, ln in CASES])
 def test_quoted_default_is_configs(doc, flag, value, line):
     if (flag, value) in EXAMPLES:
         return
@@ -62,4 +69,5 @@ def test_quoted_default_is_configs(doc, flag, value, line):
     if field not in known:
         return  # an option of the command line alone (--prime, --out, ...)
     assert same(value, known[field]), (
-        f"{doc}:{line} quotes --{flag} {value}, but config.py's default is {known[field]!r}")
+        f"{doc}:{line} quotes --{flag} {value}, but config.py's default is {known[field]!r}"
+    )

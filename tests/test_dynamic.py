@@ -1,5 +1,6 @@
 """Dynamic evaluation: with no step it is the static exact reading; with steps it adapts to a
 text unlike the training text (and leaves the model itself unchanged)."""
+
 import json
 
 import numpy as np
@@ -16,8 +17,7 @@ from conftest import markov_text
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dyn")
     (tmp / "a.txt").write_text(markov_text("abcde", 20000, seed=1)[0])
-    charrnn.train(tmp / "a.txt", tmp / "run", steps=40, layers=1, hidden=16,
-                  batch=8, seq=32, lr=1e-2)
+    charrnn.train(tmp / "a.txt", tmp / "run", steps=40, layers=1, hidden=16, batch=8, seq=32, lr=1e-2)
     return tmp / "run"
 
 
@@ -42,12 +42,12 @@ def test_steps_adapt_to_another_source_and_leave_the_model_as_it_was(trained):
 
 def test_eval_reports_the_dynamic_loss_apart(trained, tmp_path):
     (tmp_path / "b.txt").write_text(markov_text("abcde", 3000, seed=5)[0])
-    r = CliRunner().invoke(app, ["eval", "-c", str(trained), str(tmp_path / "b.txt"),
-                                 "--dynamic"])
+    r = CliRunner().invoke(app, ["eval", "-c", str(trained), str(tmp_path / "b.txt"), "--dynamic"])
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and "dynamic evaluation" in lines[1] and "not the static" in lines[1]
-    r = CliRunner().invoke(app, ["eval", "-c", str(trained), str(tmp_path / "b.txt"),
-                                 "--dynamic", "--json", "--dynamic-lr", "0"])
+    r = CliRunner().invoke(
+        app, ["eval", "-c", str(trained), str(tmp_path / "b.txt"), "--dynamic", "--json", "--dynamic-lr", "0"]
+    )
     d = json.loads(r.stdout)
     assert d["dynamic_lr"] == 0 and abs(d["dynamic_nats_per_char"] - d["nats_per_char"]) < 0.05

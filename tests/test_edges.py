@@ -1,6 +1,7 @@
 """Issue 19's edges: numeric options that got past the checks (NaN, infinities, a negative
 seed) are one-line usage errors (exit 2) in every command, in the library too; results are
 written with the usual file mode, not mkstemp's private 0600."""
+
 import os
 import stat
 
@@ -26,11 +27,23 @@ def one_usage_line(r):
     return lines[0]
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--minutes", "inf"), ("--minutes", "nan"), ("--epochs", "nan"), ("--epochs", "inf"),
-    ("--lr", "nan"), ("--grad-clip", "inf"), ("--dropout", "nan"), ("--seed", "-1"),
-    ("--batch", "0"), ("--seq", "0"), ("--minutes", "-1"), ("--val-frac", "nan"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--minutes", "inf"),
+        ("--minutes", "nan"),
+        ("--epochs", "nan"),
+        ("--epochs", "inf"),
+        ("--lr", "nan"),
+        ("--grad-clip", "inf"),
+        ("--dropout", "nan"),
+        ("--seed", "-1"),
+        ("--batch", "0"),
+        ("--seq", "0"),
+        ("--minutes", "-1"),
+        ("--val-frac", "nan"),
+    ],
+)
 def test_train_refuses_nonfinite_and_out_of_range(corpus_file, tmp_path, option, value):
     r = invoke("train", corpus_file, *TINY, "--steps", 1, "-o", tmp_path / "r", option, value)
     line = one_usage_line(r)
@@ -38,8 +51,10 @@ def test_train_refuses_nonfinite_and_out_of_range(corpus_file, tmp_path, option,
     assert not (tmp_path / "r" / "best.npz").exists()
 
 
-@pytest.mark.parametrize("field, value", [("minutes", float("inf")), ("epochs", float("nan")),
-                                          ("lr", float("nan")), ("seed", -1), ("batch", 0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("minutes", float("inf")), ("epochs", float("nan")), ("lr", float("nan")), ("seed", -1), ("batch", 0)],
+)
 def test_the_library_refuses_the_same(field, value):
     with pytest.raises(UsageError):
         TrainConfig(**{field: value}).validate()
@@ -76,8 +91,9 @@ def test_atomic_write_uses_the_umask_not_0600(tmp_path):
 
 def test_charrnn_train_refuses_infinite_minutes(corpus_file, tmp_path):
     with pytest.raises(UsageError):
-        charrnn.train(corpus_file, out=tmp_path / "r", minutes=float("inf"), layers=1,
-                      hidden=8, batch=4, seq=8)
+        charrnn.train(
+            corpus_file, out=tmp_path / "r", minutes=float("inf"), layers=1, hidden=8, batch=4, seq=8
+        )
 
 
 def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path):
@@ -85,9 +101,22 @@ def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path
     on to its end and writes its checkpoints."""
     import subprocess
     import sys
+
     run = tmp_path / "r"
-    cmd = [sys.executable, "-m", "charrnn", "train", str(corpus_file), *TINY, "--steps", "30",
-           "--eval-every", "10", "-o", str(run)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus_file),
+        *TINY,
+        "--steps",
+        "30",
+        "--eval-every",
+        "10",
+        "-o",
+        str(run),
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     p.stderr.readline()
     p.stderr.close()  # the reader goes away
@@ -129,6 +158,7 @@ def test_a_killed_writers_temporaries_are_swept_when_the_run_is_opened(corpus_fi
 
 def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
     import numpy as np
+
     rng = np.random.default_rng(0)
     symbols = [chr(0x4E00 + k) for k in range(1500)]
     weights = 1.0 / np.arange(1, 1501)  # Zipf: a few hundred characters hold most of the text
@@ -143,22 +173,25 @@ def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
 
 def test_inspect_shows_the_texts_control_characters_as_pictures():
     from charrnn.inspect.view import visible
+
     assert visible("a\x1b[31mb\tc\n\x7f") == "a\u241b[31mb\tc\n\u2421"
     assert "\x1b" not in visible("".join(map(chr, range(32))))
 
 
-@pytest.mark.parametrize("command, hint, absent", [
-    ("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")])
-def test_out_of_memory_hints_name_only_the_commands_options(monkeypatch, corpus_file, tmp_path,
-                                                            command, hint, absent):
+@pytest.mark.parametrize(
+    "command, hint, absent", [("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")]
+)
+def test_out_of_memory_hints_name_only_the_commands_options(
+    monkeypatch, corpus_file, tmp_path, command, hint, absent
+):
     from charrnn.cli import evaluate, sample
 
     def no_memory(*a, **k):
         raise MemoryError
+
     monkeypatch.setattr(sample, "load", no_memory)
     monkeypatch.setattr(evaluate, "load", no_memory)
-    args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path,
-                                                                   corpus_file]
+    args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path, corpus_file]
     r = invoke(*args)
     assert r.exit_code == 1 and "out of memory" in r.stderr and hint in r.stderr, r.stderr
     assert absent not in r.stderr

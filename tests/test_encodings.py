@@ -2,6 +2,7 @@
 replaced or dropped with a count, and byte-level models end to end (train, sample the raw bytes,
 prime, evaluate, report novelty, describe). The streamed (id cache) path must give exactly what
 the in-memory path gives, whatever the chunk boundaries cut."""
+
 import json
 
 import numpy as np
@@ -32,6 +33,7 @@ def normalised(text):
 
 
 # ------------------------------------------------------------------------------- encodings
+
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
 def test_byte_order_mark_picks_the_encoding(tmp_path, codec):
@@ -81,9 +83,10 @@ def test_stray_bytes_replaced_or_dropped_and_counted(tmp_path, chunk):
     good = ("All work and no play. " * 40).encode()
     raw = good[:100] + b"\xff" + good[100:300] + b"\xc3(" + good[300:]  # two bad sequences
     path = write(tmp_path / "s.txt", raw)
-    expect = {"replace": good[:100].decode() + D.UNK + good[100:300].decode() + D.UNK + "("
-              + good[300:].decode(),
-              "ignore": good[:300].decode() + "(" + good[300:].decode()}
+    expect = {
+        "replace": good[:100].decode() + D.UNK + good[100:300].decode() + D.UNK + "(" + good[300:].decode(),
+        "ignore": good[:300].decode() + "(" + good[300:].decode(),
+    }
     for errors, text in expect.items():
         mem = D.Decoding(errors=errors)
         assert D.read_text(str(path), decoding=mem)[0] == text
@@ -100,7 +103,7 @@ def test_stray_bytes_replaced_or_dropped_and_counted(tmp_path, chunk):
 def test_replaced_bytes_are_the_unknown_symbol_never_sampled(tmp_path):
     text, _ = markov_text("ab \n", 3000, seed=2)
     raw = text.encode()
-    raw = b"".join(raw[i:i + 50] + b"\xfe" for i in range(0, len(raw), 50))
+    raw = b"".join(raw[i : i + 50] + b"\xfe" for i in range(0, len(raw), 50))
     path = write(tmp_path / "s.txt", raw)
     out = tmp_path / "run"
     r = invoke("train", path, "--errors", "replace", "-o", out, "--steps", "5", *TINY)
@@ -125,6 +128,7 @@ def test_resume_reads_with_the_runs_encoding(tmp_path):
 
 
 # ------------------------------------------------------------------------------- byte mode
+
 
 def test_vocab_decodes_through_its_symbols():
     """Ids are positions, not byte values: with a partial byte vocabulary decoding ids as bytes
@@ -181,8 +185,7 @@ def test_eval_drops_unknown_on_request_and_gives_no_training_advice(tmp_path, cl
     assert r.exit_code == 1 and "--drop-unknown" in r.stderr
     r = invoke("eval", "-c", cli_run, "-", "--drop-unknown", "--json", input="abcd xyz ab")
     assert r.exit_code == 0, r.stderr
-    assert abs(json.loads(r.stdout)["nats_per_char"]
-               - api.load(cli_run).loss("abcd  ab")) < 1e-9
+    assert abs(json.loads(r.stdout)["nats_per_char"] - api.load(cli_run).loss("abcd  ab")) < 1e-9
     cut = write(tmp_path / "cut.txt", "abcd ".encode() + "é".encode()[:1])
     r = invoke("eval", "-c", cli_run, cut)
     assert r.exit_code == 1 and "--errors" in r.stderr and "--bytes" not in r.stderr

@@ -1,6 +1,7 @@
 """How models are scored: `eval`'s readings against a naive per-character reference, the fixed
 validation sample that chooses best.npz, the final larger evaluation, a time budget that holds
 with its evaluations included, and the training-loss rows that feed `charrnn plot`."""
+
 import json
 import math
 import time
@@ -25,6 +26,7 @@ def train(corpus, out, callback=None, **options):
 
 
 # ------------------------------------------------------------------------------ reading a text
+
 
 def random_model(cell, V=5, H=8, L=2, seed=1):
     cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V)
@@ -63,18 +65,29 @@ def test_default_scoring_reads_streams_from_zero_and_counts_what_it_scored():
     score = m.score_ids(ids, batch=4, seq=50)
     per = (len(ids) - 1) // 4
     assert (score.chars, score.streams) == (4 * per, 4) and score.chars < len(ids) - 1
-    streams = [naive_loss(m, ids[k * per:(k + 1) * per + 1]) for k in range(4)]
+    streams = [naive_loss(m, ids[k * per : (k + 1) * per + 1]) for k in range(4)]
     assert abs(score.nats - np.mean(streams)) < 1e-10
     assert abs(m.score_ids(ids, exact=True).nats - naive_loss(m, ids)) < 1e-10
 
 
 # ---------------------------------------------------------------------- the validation sample
 
-@pytest.mark.parametrize("n, chars, streams, seq", [
-    (10_001, 1000, 20, 25), (10_001, 0, 20, 25), (10_001, 20_000, 20, 25), (5_000, 1000, 64, 100),
-    (1_000_000, 120_000, 64, 100), (50, 120_000, 4, 10), (3, 10, 4, 10)])
+
+@pytest.mark.parametrize(
+    "n, chars, streams, seq",
+    [
+        (10_001, 1000, 20, 25),
+        (10_001, 0, 20, 25),
+        (10_001, 20_000, 20, 25),
+        (5_000, 1000, 64, 100),
+        (1_000_000, 120_000, 64, 100),
+        (50, 120_000, 4, 10),
+        (3, 10, 4, 10),
+    ],
+)
 def test_the_sample_is_spread_over_the_whole_validation_text(n, chars, streams, seq):
     from charrnn.training.evaluation import segments
+
     starts, length = segments(n, chars, streams, seq)
     total = n - 1  # predictions
     S = len(starts)
@@ -100,15 +113,26 @@ def easy_then_hard(tmp_path):
     the runs almost perfectly, so the validation text's first fifth is far easier than the
     rest."""
     run_, hard = "abc" * 700, markov_text("abcdef", 48_000, seed=4)[0]
-    train_text = "".join(run_[:1000] + hard[i * 4000:(i + 1) * 4000] for i in range(8))
+    train_text = "".join(run_[:1000] + hard[i * 4000 : (i + 1) * 4000] for i in range(8))
     text = train_text + run_[:2000] + hard[40_000:48_000]
     path = tmp_path / "easy_then_hard.txt"
     path.write_text(text)
     return path, text[40_000:]
 
 
-FAIR = dict(layers=1, hidden=32, batch=20, seq=25, lr=1e-2, val_frac=0.2,
-            eval_every=25, eval_chars=2000, keep=100, seed=1, dtype=np.float32)
+FAIR = dict(
+    layers=1,
+    hidden=32,
+    batch=20,
+    seq=25,
+    lr=1e-2,
+    val_frac=0.2,
+    eval_every=25,
+    eval_chars=2000,
+    keep=100,
+    seed=1,
+    dtype=np.float32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +202,7 @@ def test_a_resumed_run_scores_the_same_sample_or_rescores_best(fair_run, tmp_pat
 
 # ----------------------------------------------------------------------------- the time budget
 
+
 @pytest.mark.parametrize("eval_every", [20, 10**6])
 def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, eval_every):
     """Evaluation made slow (each window 20 ms longer), as on a large validation text: the run
@@ -189,12 +214,23 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
     def slow(self, *args):
         time.sleep(0.02)
         return real(self, *args)
+
     monkeypatch.setattr(Model, "window_loss", slow)
     text = markov_text("abcdef", 100_000, seed=7)[0]
     path = tmp_path / "c.txt"
     path.write_text(text)
-    t = run.prepare(path, tmp_path / "r", layers=1, hidden=16, batch=8, seq=16,
-                    minutes=0.1, eval_every=eval_every, eval_chars=4000, val_frac=0.5).trainer
+    t = run.prepare(
+        path,
+        tmp_path / "r",
+        layers=1,
+        hidden=16,
+        batch=8,
+        seq=16,
+        minutes=0.1,
+        eval_every=eval_every,
+        eval_chars=4000,
+        val_frac=0.5,
+    ).trainer
     t0 = time.perf_counter()
     with run.run_directory(t.run_dir):
         assert t.run() == "done"
@@ -205,10 +241,11 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
 
 # ------------------------------------------------------------------------ rows for the plots
 
+
 def test_training_loss_rows_are_written_and_plotted(tmp_path, corpus_file):
     from charrnn.training import plot
-    t = train(corpus_file, tmp_path / "r", layers=1, hidden=16, batch=8,
-              seq=16, steps=12, eval_every=4)
+
+    t = train(corpus_file, tmp_path / "r", layers=1, hidden=16, batch=8, seq=16, steps=12, eval_every=4)
     rows = plot.read_metrics(t.run_dir)
     kinds = [r["kind"] for r in rows]
     assert kinds[0] == "train" and rows[0]["step"] == 1  # a row after the first step

@@ -2,6 +2,7 @@
 network off, writes at temperature 0 the text `charrnn sample --temp 0` writes (fp32 weights:
 identical, its logits bit for bit; fp16: identical to charrnn on the fp16-rounded weights, and
 a measured loss difference), fetches nothing, and takes a byte-level model too."""
+
 import re
 import subprocess
 import sys
@@ -13,8 +14,13 @@ import pytest
 from browser import chromium  # noqa: E402
 from charrnn import api  # noqa: E402
 from charrnn.export import page as page_mod  # noqa: E402
-from export_helpers import (VOCAB, charrnn_sample, sampler_logits, save,  # noqa: E402
-                            tiny_model)
+from export_helpers import (
+    VOCAB,
+    charrnn_sample,
+    sampler_logits,
+    save,  # noqa: E402
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,8 @@ class Page:
 
     def wait(self, *states, timeout=120_000):
         self.page.wait_for_selector(
-            ",".join(f"body[data-state={s}]" for s in states), timeout=timeout, state="attached")
+            ",".join(f"body[data-state={s}]" for s in states), timeout=timeout, state="attached"
+        )
         return self.page.get_attribute("body", "data-state")
 
     def write(self, prime, length, temp=0):
@@ -59,8 +66,9 @@ class Page:
 def export(model, tmp_path, precision=None, name="w.html"):
     ckpt = save(model, tmp_path / "m.npz")
     out = tmp_path / name
-    cmd = [sys.executable, "-m", "charrnn", "export", "-c", str(ckpt), "--format", "html",
-           "-o", str(out)] + (["--precision", precision] if precision else [])
+    cmd = [sys.executable, "-m", "charrnn", "export", "-c", str(ckpt), "--format", "html", "-o", str(out)] + (
+        ["--precision", precision] if precision else []
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and "wrote" in done.stderr
@@ -84,10 +92,14 @@ def test_page_logits_are_charrnn_samplers_bit_for_bit(browser, tmp_path, cell, l
     ids = np.random.default_rng(0).integers(0, len(VOCAB), 300)
     p = Page(browser, html)
     p.wait("ready")
-    got = np.array(p.page.evaluate(
-        "ids => { const m = charrnnWriter.model; m.reset();"
-        " return ids.map(i => { m.step(i); return Array.from(m.next()); }); }", ids.tolist()),
-        np.float32)
+    got = np.array(
+        p.page.evaluate(
+            "ids => { const m = charrnnWriter.model; m.reset();"
+            " return ids.map(i => { m.step(i); return Array.from(m.next()); }); }",
+            ids.tolist(),
+        ),
+        np.float32,
+    )
     p.close()
     assert np.array_equal(got, sampler_logits(m, ids))
 
@@ -102,6 +114,7 @@ def test_tanh_and_sigmoid_are_the_kernels(browser, tmp_path):
         for i in range(x.shape[0]):
             t[i] = kernels.tanh_(x[i])
             s[i] = kernels.sigmoid_(x[i])
+
     x = np.concatenate([np.random.default_rng(1).normal(0, 3, 20000), [0, -0.0, 7.9, -8, 20, 1e-8]])
     x = x.astype(np.float32)
     t, s = np.empty_like(x), np.empty_like(x)
@@ -109,8 +122,9 @@ def test_tanh_and_sigmoid_are_the_kernels(browser, tmp_path):
     _, html = export(tiny_model("rnn", 1, 4), tmp_path)
     p = Page(browser, html)
     p.wait("ready")
-    jt, js = p.page.evaluate("xs => [xs.map(charrnnWriter.tanh32), xs.map(charrnnWriter.sigmoid32)]",
-                             x.tolist())
+    jt, js = p.page.evaluate(
+        "xs => [xs.map(charrnnWriter.tanh32), xs.map(charrnnWriter.sigmoid32)]", x.tolist()
+    )
     p.close()
     assert np.array_equal(np.array(jt, np.float32), t)
     assert np.array_equal(np.array(js, np.float32), s)

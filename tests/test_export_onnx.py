@@ -2,6 +2,7 @@
 step graph's and the sequence graph's logits equal charrnn's at every step of a 500-character
 text, the greedy text of the step graph driven in a Python loop is `charrnn sample --temp 0`'s,
 and bad input fails in one line without leaving a file behind."""
+
 import os
 import re
 from pathlib import Path
@@ -14,8 +15,17 @@ pytest.importorskip("onnxruntime")
 
 from charrnn.export import onnxgraph  # noqa: E402
 from conftest import markov_text  # noqa: E402
-from export_helpers import (VOCAB, charrnn_logits, charrnn_sample, onnx_greedy,  # noqa: E402
-                            onnx_meta, onnx_session, onnx_steps, save, tiny_model)
+from export_helpers import (
+    VOCAB,
+    charrnn_logits,
+    charrnn_sample,
+    onnx_greedy,  # noqa: E402
+    onnx_meta,
+    onnx_session,
+    onnx_steps,
+    save,
+    tiny_model,
+)
 
 TEXT, _ = markov_text(VOCAB, 500, seed=5)
 CASES = [(cell, layers) for cell in ("lstm", "gru", "rnn") for layers in (1, 3)]
@@ -56,8 +66,7 @@ def test_sequence_graph_with_onnx_recurrent_operators(cell, layers):
         feed["c"] = c0
     logits, h_out, *rest = s.run(None, feed)
     np.testing.assert_allclose(logits[:, 0], charrnn_logits(m, ids), rtol=0, atol=1e-5)
-    w = m.forward(np.ascontiguousarray(ids[::-1, None], np.int32), h0[:, 1:].copy(),
-                  c0[:, 1:].copy())
+    w = m.forward(np.ascontiguousarray(ids[::-1, None], np.int32), h0[:, 1:].copy(), c0[:, 1:].copy())
     np.testing.assert_allclose(logits[:, 1], w.P, rtol=0, atol=1e-5)
     np.testing.assert_allclose(h_out[:, 1], w.Hs[:, -1, 0], rtol=0, atol=1e-5)
     if cell == "lstm":
@@ -95,7 +104,7 @@ def test_greedy_text_equals_charrnn_sample(tmp_path, cell, layers):
     ids = onnx_greedy(onnx_session(out.read_bytes()), m.encode(prime), 300)
     mine = prime + "".join(VOCAB[i] for i in ids)
     assert charrnn_sample(ckpt, prime, 300).decode() == mine
-    assert len(set(mine[len(prime):])) > 3  # not one character over and over
+    assert len(set(mine[len(prime) :])) > 3  # not one character over and over
 
 
 def test_byte_level_model_exports_its_256_bytes(tmp_path):
@@ -141,11 +150,14 @@ def test_sequence_option_writes_the_scoring_graph(tmp_path):
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 def _cli(*args):
     import subprocess
     import sys
-    return subprocess.run([sys.executable, "-m", "charrnn", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+
+    return subprocess.run(
+        [sys.executable, "-m", "charrnn", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def _one_line_error(done, code):
@@ -159,29 +171,33 @@ def _one_line_error(done, code):
 def test_bad_input_fails_in_one_line(tmp_path):
     ckpt = save(tiny_model("rnn", 1, 8), tmp_path / "m.npz")
     assert "unknown export format 'pdf'" in _one_line_error(
-        _cli("export", "-c", ckpt, "--format", "pdf", "-o", tmp_path / "x"), 2)
+        _cli("export", "-c", ckpt, "--format", "pdf", "-o", tmp_path / "x"), 2
+    )
     assert "no such checkpoint" in _one_line_error(
-        _cli("export", "-c", tmp_path / "none.npz", "-o", tmp_path / "x.onnx"), 1)
+        _cli("export", "-c", tmp_path / "none.npz", "-o", tmp_path / "x.onnx"), 1
+    )
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(ckpt.read_bytes()[:500])
     assert "corrupt" in _one_line_error(_cli("export", "-c", corrupt, "-o", tmp_path / "x.onnx"), 1)
     assert "is a directory" in _one_line_error(_cli("export", "-c", ckpt, "-o", tmp_path), 1)
-    assert "no directory" in _one_line_error(
-        _cli("export", "-c", ckpt, "-o", tmp_path / "no" / "x.onnx"), 1)
+    assert "no directory" in _one_line_error(_cli("export", "-c", ckpt, "-o", tmp_path / "no" / "x.onnx"), 1)
     assert "fp16 is for --format html" in _one_line_error(
-        _cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2)
+        _cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "m.npz"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     from charrnn import export
     from charrnn.errors import CharrnnError
+
     m = tiny_model("lstm", 1, 8)
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
 
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(CharrnnError, match="cannot write .*No space left on device"):
         export.write(m, "onnx", out)

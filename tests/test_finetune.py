@@ -1,6 +1,7 @@
 """Fine-tuning onto a text with characters the model lacks grows its vocabulary: the old
 characters' weights carry over exactly, the new ones start as a fresh model's, and characters
 the new text lacks are kept."""
+
 import numpy as np
 from typer.testing import CliRunner
 
@@ -29,8 +30,9 @@ def test_init_from_grows_the_vocabulary_and_keeps_the_old_weights(tmp_path):
     (tmp_path / "b.txt").write_text(b_text)
     charrnn.train(tmp_path / "a.txt", tmp_path / "A", steps=4, **TINY_API)
     base = charrnn.load(tmp_path / "A" / checkpoint.LATEST)
-    prepared = run.prepare(tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A",
-                           steps=1, batch=8, seq=16)
+    prepared = run.prepare(
+        tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A", steps=1, batch=8, seq=16
+    )
     assert "3 characters the --init-from model lacks" in prepared.notice
     assert "'xyz'" in prepared.notice
     model = prepared.trainer.model
@@ -46,9 +48,23 @@ def test_init_from_grows_the_vocabulary_and_keeps_the_old_weights(tmp_path):
     # the training text is encoded in the grown vocabulary
     ids = np.asarray(prepared.trainer.xs).reshape(-1)[:200]
     assert set(model.vocab.decode(ids)) <= set(b_text)
-    r = CliRunner().invoke(app, ["train", str(tmp_path / "b.txt"), "-o", str(tmp_path / "B2"),
-                                 "--init-from", str(tmp_path / "A"), "--steps", "2",
-                                 "--batch", "8", "--seq", "16"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(tmp_path / "b.txt"),
+            "-o",
+            str(tmp_path / "B2"),
+            "--init-from",
+            str(tmp_path / "A"),
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--seq",
+            "16",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     assert "added to its vocabulary (now 9)" in r.stderr
     grown = charrnn.load(tmp_path / "B2")
@@ -61,8 +77,9 @@ def test_a_capped_vocabulary_still_reads_new_characters_as_unknown(tmp_path):
     (tmp_path / "a.txt").write_text(a_text)
     (tmp_path / "b.txt").write_text(markov_text("abxy", 5000, seed=2)[0])
     charrnn.train(tmp_path / "a.txt", tmp_path / "A", steps=2, max_vocab=4, **TINY_API)
-    prepared = run.prepare(tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A",
-                           steps=1, batch=8, seq=16)
+    prepared = run.prepare(
+        tmp_path / "b.txt", tmp_path / "B", init_from=tmp_path / "A", steps=1, batch=8, seq=16
+    )
     assert prepared.trainer.model.vocab == charrnn.load(tmp_path / "A").vocab
     assert prepared.unknown_notice is not None
 
@@ -70,7 +87,20 @@ def test_a_capped_vocabulary_still_reads_new_characters_as_unknown(tmp_path):
 def test_cli_tiny_shapes_still_refused_on_init_from(tmp_path, corpus_file):
     """The model's shape comes from --init-from; growing the vocabulary changes only V."""
     charrnn.train(corpus_file, tmp_path / "A", steps=2, **TINY_API)
-    r = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(tmp_path / "B"),
-                                 "--init-from", str(tmp_path / "A"), "--steps", "1",
-                                 *TINY[:2], "--hidden", "32"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(corpus_file),
+            "-o",
+            str(tmp_path / "B"),
+            "--init-from",
+            str(tmp_path / "A"),
+            "--steps",
+            "1",
+            *TINY[:2],
+            "--hidden",
+            "32",
+        ],
+    )
     assert r.exit_code != 0 and "hidden" in r.stderr

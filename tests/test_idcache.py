@@ -1,6 +1,7 @@
 """The id cache: streamed, chunked encoding gives exactly the ids, vocabulary and errors of the
 in-memory path (read_text + build_vocab + encode), whatever the chunk boundaries cut; a second
 read is a hit; a changed file or mode is a new key; a damaged entry is rebuilt, never trusted."""
+
 import hashlib
 import io
 import os
@@ -59,6 +60,7 @@ class Spy:
         def count(*args):
             self.calls += 1
             return real(*args)
+
         monkeypatch.setattr(idcache, "_count", count)
 
 
@@ -85,8 +87,7 @@ def test_streamed_equals_in_memory(tmp_path, cache, name, chunk_size):
 def test_streamed_equals_in_memory_on_random_texts(tmp_path):
     """Seeded random texts built from the troublesome pieces, cut at random chunk sizes."""
     rng = np.random.default_rng(0)
-    pieces = [b"a", b"Z", b" ", b"\r", b"\n", b"\r\n", "é".encode(), "中".encode(),
-              "😀".encode(), D.BOM]
+    pieces = [b"a", b"Z", b" ", b"\r", b"\n", b"\r\n", "é".encode(), "中".encode(), "😀".encode(), D.BOM]
     for i in range(60):
         content = b"".join(pieces[j] for j in rng.integers(0, len(pieces), rng.integers(1, 40)))
         if rng.random() < 0.3:
@@ -94,7 +95,7 @@ def test_streamed_equals_in_memory_on_random_texts(tmp_path):
         path = write(tmp_path / f"r{i}.txt", content)
         try:
             expected = in_memory(path)
-        except CorpusError as e:             # e.g. only a BOM: empty
+        except CorpusError as e:  # e.g. only a BOM: empty
             with pytest.raises(CorpusError) as got:
                 streamed(path, int(rng.integers(1, 9)))
             assert str(got.value) == str(e)
@@ -110,7 +111,7 @@ def test_max_vocab_and_wide_ids(tmp_path):
         got = streamed(path, max_vocab=max_vocab)
         assert_same(got, path, max_vocab=max_vocab)
     assert D.UNK in streamed(path, max_vocab=4).vocab
-    wide = "".join(map(chr, range(0x400, 0x400 + 300))) * 2    # 300 symbols: uint16 ids
+    wide = "".join(map(chr, range(0x400, 0x400 + 300))) * 2  # 300 symbols: uint16 ids
     path = write(tmp_path / "wide.txt", wide.encode())
     got = streamed(path, chunk_size=5)
     assert got.ids.dtype == np.uint16
@@ -128,17 +129,21 @@ def test_bytes_mode_keeps_every_byte(tmp_path):
 
 # ------------------------------------------------------------------------------ errors
 
-@pytest.mark.parametrize("content", [
-    b"abc\x00def",
-    b"ab\xffcd\x00",                          # NUL wins over invalid UTF-8 before it
-    b"ab\xffcd",
-    b"abcdef\xe4\xb8",                        # truncated at the end of the file
-    b"abc\xe4\xb8Xdef",                       # a broken character across chunk boundaries
-    D.BOM + "汉字".encode() + b"\xc3(",      # offsets count the BOM
-    b"\xed\xa0\x80 surrogate",
-    b"",
-    D.BOM,
-])
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"abc\x00def",
+        b"ab\xffcd\x00",  # NUL wins over invalid UTF-8 before it
+        b"ab\xffcd",
+        b"abcdef\xe4\xb8",  # truncated at the end of the file
+        b"abc\xe4\xb8Xdef",  # a broken character across chunk boundaries
+        D.BOM + "汉字".encode() + b"\xc3(",  # offsets count the BOM
+        b"\xed\xa0\x80 surrogate",
+        b"",
+        D.BOM,
+    ],
+)
 @pytest.mark.parametrize("chunk_size", [1, 2, 4, 4096])
 def test_errors_match_read_text(tmp_path, content, chunk_size):
     path = write(tmp_path / "bad.txt", content)
@@ -150,6 +155,7 @@ def test_errors_match_read_text(tmp_path, content, chunk_size):
 
 
 # -------------------------------------------------------------------------- given vocabulary
+
 
 def test_given_vocabulary(tmp_path):
     path = write(tmp_path / "t.txt", b"abcab\r\nxyz")
@@ -170,6 +176,7 @@ def test_given_vocabulary(tmp_path):
 
 # ------------------------------------------------------------------------------ the cache
 
+
 def test_second_read_is_a_hit(tmp_path, cache, monkeypatch):
     path = write(tmp_path / "t.txt", "héllo\r\nwörld\n".encode() * 10)
     first = streamed(path)
@@ -178,6 +185,7 @@ def test_second_read_is_a_hit(tmp_path, cache, monkeypatch):
 
     def fail(*args):
         raise AssertionError("encoded again")
+
     monkeypatch.setattr(idcache, "_count", fail)
     monkeypatch.setattr(idcache, "_encode", fail)
     again = streamed(path)
@@ -189,7 +197,7 @@ def test_second_read_is_a_hit(tmp_path, cache, monkeypatch):
 def test_changed_file_or_mode_gets_a_new_key(tmp_path, cache, monkeypatch):
     path = write(tmp_path / "t.txt", b"abcabc\n" * 10)
     streamed(path)
-    path.write_bytes(b"abcabd\n" * 10)                     # same size
+    path.write_bytes(b"abcabd\n" * 10)  # same size
     assert_same(streamed(path), path)
     streamed(path, byte_level=True)
     streamed(path, max_vocab=3)
@@ -219,7 +227,7 @@ def _empty(npy):
 
 def _out_of_range(npy):
     raw = bytearray(npy.read_bytes())
-    raw[-3] = 200                                          # the vocabulary has 4 symbols
+    raw[-3] = 200  # the vocabulary has 4 symbols
     npy.write_bytes(bytes(raw))
 
 
@@ -238,8 +246,9 @@ def _json_gone(npy):
     npy.with_suffix(".json").unlink()
 
 
-@pytest.mark.parametrize("damage", [_truncate, _append, _header, _empty, _out_of_range, _json,
-                                    _json_length, _json_gone])
+@pytest.mark.parametrize(
+    "damage", [_truncate, _append, _header, _empty, _out_of_range, _json, _json_length, _json_gone]
+)
 def test_damaged_entry_is_rebuilt(tmp_path, cache, monkeypatch, damage):
     path = write(tmp_path / "t.txt", b"abcabc\n" * 10)
     streamed(path)
@@ -250,14 +259,17 @@ def test_damaged_entry_is_rebuilt(tmp_path, cache, monkeypatch, damage):
     assert spy.calls == 1
     assert_same(got, path)
     streamed(path)
-    assert spy.calls == 1                                  # sound again: a hit
+    assert spy.calls == 1  # sound again: a hit
     assert len(entries(cache)) == 2
 
 
 def test_named_corpus_on_disk_is_streamed(tmp_path, cache, monkeypatch):
     content = b"to be or not to be\r\n" * 5
-    entry = {"file": "tiny.txt", "url": "https://example.invalid/tiny.txt",
-             "sha256": hashlib.sha256(content).hexdigest()}
+    entry = {
+        "file": "tiny.txt",
+        "url": "https://example.invalid/tiny.txt",
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
     monkeypatch.setattr(sources, "_manifest", lambda: {"tiny": entry})
     path = write(tmp_path / "tiny.txt", content)
     got = idcache.encoded_corpus("tiny", data_dir=str(tmp_path), min_bytes=0)
@@ -280,6 +292,7 @@ def test_failed_write_falls_back_and_leaves_no_temporary_file(tmp_path, cache, m
 
     def disk_full(src, dst):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(idcache.os, "replace", disk_full)
     got = streamed(path)
     assert_same(got, path)
@@ -296,7 +309,7 @@ def test_leftover_temporary_files_are_swept(tmp_path, cache):
 
 def test_small_files_directories_and_stdin_stay_in_memory(tmp_path, cache):
     path = write(tmp_path / "small.txt", b"abc\r\n")
-    got = idcache.encoded_corpus(str(path))               # under MIN_BYTES
+    got = idcache.encoded_corpus(str(path))  # under MIN_BYTES
     assert_same(got, path)
     (tmp_path / "dir").mkdir()
     write(tmp_path / "dir" / "a.txt", b"x" * 100)
@@ -310,6 +323,7 @@ def test_small_files_directories_and_stdin_stay_in_memory(tmp_path, cache):
 
 
 # -------------------------------------------------------------------------- training from it
+
 
 def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(idcache, "MIN_BYTES", 0)
@@ -326,7 +340,6 @@ def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
     with pytest.raises(ConfigError, match="different text"):
         run.prepare(resume=tmp_path / "r", steps=10)
     path.write_bytes(b"abcdefg" * 100)  # a character the model lacks: its vocabulary grows
-    grown = run.prepare(path, tmp_path / "r2", init_from=tmp_path / "r", steps=1, batch=4,
-                        seq=10)
+    grown = run.prepare(path, tmp_path / "r2", init_from=tmp_path / "r", steps=1, batch=4, seq=10)
     assert "'g'" in grown.notice and grown.trainer.model.vocab == "abcdefg"
     assert grown.trainer.model.vocab.decode(grown.trainer.xs[0, :7]) == "abcdefg"

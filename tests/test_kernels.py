@@ -1,5 +1,6 @@
 """The fused kernels against the naive reference, finite differences, and the truncated-BPTT
 invariants, for every cell, in float64 at tiny sizes."""
+
 import numpy as np
 import pytest
 
@@ -39,8 +40,10 @@ def test_forward_matches_reference(cell, L, H, B):
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
     if cell == "lstm":
         np.testing.assert_allclose(w.Cs[:, -1], cT, rtol=0, atol=1e-10)
-    assert abs(kernels.xent(w.P.copy(), y.reshape(-1), False) / y.size
-               - reference_loss(logits, y.reshape(-1))) < 1e-10
+    assert (
+        abs(kernels.xent(w.P.copy(), y.reshape(-1), False) / y.size - reference_loss(logits, y.reshape(-1)))
+        < 1e-10
+    )
 
 
 def numeric_grad(f, arr, eps=1e-6):
@@ -114,7 +117,7 @@ def test_chunked_windows_equal_one_window(cell):
     hT = w.Hs[:, -1].copy()
     h, c, parts = h0, c0, []
     for k in range(3):
-        w = m.forward(np.ascontiguousarray(x[3 * k:3 * k + 3]), h, c)
+        w = m.forward(np.ascontiguousarray(x[3 * k : 3 * k + 3]), h, c)
         parts.append(w.P.copy())
         h, c = w.Hs[:, -1].copy(), w.Cs[:, -1].copy()
     np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-12)
@@ -195,6 +198,7 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
     """The sampler's one-step kernel, fed the window's characters one by one, reproduces the
     window forward's logits and final state: sampling sees the model training trained."""
     from charrnn.engine import sample_kernels, sampler
+
     m, rng = tiny(cell, H=H)
     x, y, h0, c0 = window(rng, T=7, H=H)
     w = m.forward(x, h0, c0)
@@ -215,6 +219,7 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
     the weights laid out by chunk) gives the serial path's states and, from one seed, its text;
     it is the default only when more than one thread was asked for."""
     from charrnn.engine import sampler, threads
+
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
     monkeypatch.setattr(threads, "available", lambda: 2)
     monkeypatch.delenv("CHARRNN_THREADS", raising=False)
@@ -238,6 +243,7 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
 
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
     from charrnn.engine.sampler import unit_blocks
+
     H, k = 4, 2
     W = np.arange(3 * 4 * H).reshape(3, 4 * H)  # column index g * H + u
     B = unit_blocks(W, k)
@@ -245,24 +251,26 @@ def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
     for chunk in range(k):
         for g in range(4):
             for j in range(H // k):
-                np.testing.assert_array_equal(B[chunk, :, g * (H // k) + j],
-                                              W[:, g * H + chunk * (H // k) + j])
+                np.testing.assert_array_equal(
+                    B[chunk, :, g * (H // k) + j], W[:, g * H + chunk * (H // k) + j]
+                )
 
 
 @pytest.mark.parametrize("cores, H, chunks", [(3, 4, 1), (4, 6, 2), (3, 6, 3)])
-def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H, chunks,
-                                                                        monkeypatch):
+def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H, chunks, monkeypatch):
     """As many chunks as cores when they divide H, else the largest count that does (the
     warm-up forces the split path on a 2-unit model on any machine)."""
     from charrnn.engine import sampler, threads
+
     monkeypatch.setattr(threads, "num_threads", lambda: cores)
     m, rng = tiny("lstm", H=H)
     serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
     assert split.work.Whb.shape[1] == chunks
     for s in (serial, split):
         s.prime(rng.integers(0, 7, 5))
-    np.testing.assert_array_equal(serial.generate(30, np.random.default_rng(1), 0.9),
-                                  split.generate(30, np.random.default_rng(1), 0.9))
+    np.testing.assert_array_equal(
+        serial.generate(30, np.random.default_rng(1), 0.9), split.generate(30, np.random.default_rng(1), 0.9)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -270,6 +278,7 @@ def test_packed_product_equals_numpy(dtype):
     """gemm.matmul over a packed matrix, for every row count a tile can leave over (1-5 after
     full tiles of 6), and for a matrix packed from a transposed view."""
     from charrnn.engine import gemm
+
     rng = np.random.default_rng(0)
     one = np.zeros(1, dtype)
     NR = gemm.strip_width(one)
@@ -307,14 +316,21 @@ def test_grad_norms_are_measured_only_when_asked(cell):
     np.testing.assert_allclose(gn[1, -1], np.linalg.norm(top), rtol=1e-12)
 
 
-@pytest.mark.parametrize("shape, dtype, bits", [
-    ((2, 6, 4, 16), np.float32, np.random.PCG64), ((2, 6, 3, 5), np.float64, np.random.PCG64),
-    ((3, 3, 3), np.float32, np.random.PCG64), ((2, 6, 4, 16), np.float32, np.random.MT19937)])
+@pytest.mark.parametrize(
+    "shape, dtype, bits",
+    [
+        ((2, 6, 4, 16), np.float32, np.random.PCG64),
+        ((2, 6, 3, 5), np.float64, np.random.PCG64),
+        ((3, 3, 3), np.float32, np.random.PCG64),
+        ((2, 6, 4, 16), np.float32, np.random.MT19937),
+    ],
+)
 def test_dropout_masks_are_the_ones_rng_random_would_draw(shape, dtype, bits):
     """The fast masks (from the generator's raw output) equal (rng.random(shape, float32) >= p)
     / (1 - p), and leave the generator exactly as that call would, odd sizes and other bit
     generators included."""
     from charrnn.engine.model import dropout_masks
+
     a, b = np.random.Generator(bits(7)), np.random.Generator(bits(7))
     for _ in range(3):
         ref = (a.random(shape, dtype=np.float32) >= 0.3).astype(dtype) * dtype(1 / 0.7)

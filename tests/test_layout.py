@@ -3,6 +3,7 @@ the subsystems stack in layers and import only downwards, only the command line 
 and Rich, nothing imports the command line, the engine imports only NumPy, Numba and SciPy (and
 the package's config and errors), the numeric kernels only NumPy, Numba and each other, and the
 library never prints."""
+
 import ast
 import sys
 from pathlib import Path
@@ -28,8 +29,14 @@ LAYERS = [
     {"__main__"},
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
-CORE = {"engine.kernels", "engine.gemm", "engine.sample_kernels", "engine.optim",
-        "engine.repetition", "engine.qgemm"}
+CORE = {
+    "engine.kernels",
+    "engine.gemm",
+    "engine.sample_kernels",
+    "engine.optim",
+    "engine.repetition",
+    "engine.qgemm",
+}
 CORE_DEPS = {"numpy", "numba", "llvmlite"}
 ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}
 CLI_ONLY = {"typer", "rich", "click"}
@@ -70,8 +77,7 @@ def imports(path):
                     continue
                 base = parts[1:]
             else:
-                base = here[:len(here) - (node.level - 1)] + (
-                    node.module.split(".") if node.module else [])
+                base = here[: len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
             if base and (node.level == 0 or node.module):
                 inside.add(".".join(base))
             else:
@@ -99,15 +105,18 @@ def test_import_rules(name, path):
         if tsub == sub or target == "__version__":
             continue
         assert LAYER[tsub] < LAYER[sub], (
-            f"{name} imports {target}: {sub} sits on layer {LAYER[sub]}, {tsub} on {LAYER[tsub]}")
+            f"{name} imports {target}: {sub} sits on layer {LAYER[sub]}, {tsub} on {LAYER[tsub]}"
+        )
     if sub == "engine":
         stray = {t for t in inside if subsystem(t) not in ("engine", "config", "errors")}
         assert not stray and not outside - ENGINE_DEPS, (
-            f"the engine module {name} imports {stray | (outside - ENGINE_DEPS)}")
+            f"the engine module {name} imports {stray | (outside - ENGINE_DEPS)}"
+        )
     if name in CORE:
         stray = {t for t in inside if t not in CORE and t != "engine"}
         assert not stray and not outside - CORE_DEPS, (
-            f"the kernel module {name} imports {stray | (outside - CORE_DEPS)}")
+            f"the kernel module {name} imports {stray | (outside - CORE_DEPS)}"
+        )
 
 
 @pytest.mark.parametrize("name, path", ALL, ids=[n or "charrnn" for n, _ in ALL])
@@ -115,8 +124,11 @@ def test_library_modules_never_print(name, path):
     if is_cli(name):
         return
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Name) and n.func.id == "print"]
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+    ]
     assert not calls, f"{name} calls print() at line {calls[0].lineno}: report through the CLI"
 
 
@@ -139,15 +151,19 @@ LONG_ALLOWED = {"engine.kernels"}
 def test_modules_stay_small(name, path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES or name in LONG_ALLOWED, (
-        f"{name} has {lines} lines: split it by what its parts do (at most {MAX_LINES})")
+        f"{name} has {lines} lines: split it by what its parts do (at most {MAX_LINES})"
+    )
 
 
 def test_export_imports_its_extra_only_when_used():
     """charrnn.export imports onnx inside the functions that need it: the HTML page and the
     command's option checks work without the export extra."""
     for path in sorted((PACKAGE / "export").glob("*.py")):
-        top = [n for n in ast.parse(path.read_text(encoding="utf-8")).body
-               if isinstance(n, (ast.Import, ast.ImportFrom))]
+        top = [
+            n
+            for n in ast.parse(path.read_text(encoding="utf-8")).body
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        ]
         names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
         names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
         assert not names & {"onnx", "onnxruntime"}, f"{path.name} imports {names} at the top"

@@ -2,6 +2,7 @@
 against finite differences, the benchmark's task and scoring, and two facts the benchmark relies
 on: a saturated vanilla RNN loses the last step's gradient within a few steps while an LSTM at
 initialisation keeps it, and a small RNN learns a short-range episode."""
+
 import numpy as np
 import pytest
 
@@ -28,15 +29,15 @@ def last_step_loss_from(m, x, y, t, h, c):
         top = h[-1]
         logits = top @ m.params.Wy + m.params.by
     else:
-        w = m.forward(np.ascontiguousarray(x[t + 1:]), h, c)
-        logits = w.P[(T - t - 2) * B:].copy()
+        w = m.forward(np.ascontiguousarray(x[t + 1 :]), h, c)
+        logits = w.P[(T - t - 2) * B :].copy()
     return reference_loss(logits, y[-1])
 
 
 def fd_norm(m, x, y, h0, c0, l, t, eps=1e-6):
     """||d L_last / d h^l_t||, centred differences on the state of layer l after step t, with every
     other state held (for an lstm, c_t too: Work.gn is the gradient w.r.t. h alone)."""
-    w = m.forward(np.ascontiguousarray(x[:t + 1]), h0, c0)
+    w = m.forward(np.ascontiguousarray(x[: t + 1]), h0, c0)
     h, c = w.Hs[:, -1].copy(), w.Cs[:, -1].copy()  # (L, B, H) after step t
     g = np.zeros_like(h[l])
     for idx in np.ndindex(*g.shape):
@@ -92,7 +93,7 @@ def test_episodes_and_windows():
     eps = LR.episodes(rng, 200, k, S)
     assert eps.shape == (200, k + 3) and eps.dtype == np.int32
     assert np.all(eps[:, 0] == eps[:, -1]) and np.all(eps[:, 0] < S)
-    assert np.all(eps[:, 1:k + 1] == S) and np.all(eps[:, k + 1] == S + 1)
+    assert np.all(eps[:, 1 : k + 1] == S) and np.all(eps[:, k + 1] == S + 1)
     assert set(np.unique(eps[:, 0])) == set(range(S))
     x, y = LR.window(eps)
     assert x.shape == y.shape == (k + 2, 200) and x.flags.c_contiguous

@@ -1,5 +1,6 @@
 """The size check: the estimate counts the arrays a training really holds, a model that cannot fit
 is refused before anything big is allocated, and one that takes more than half is warned about."""
+
 import tracemalloc
 
 import numpy as np
@@ -13,11 +14,12 @@ from charrnn.errors import ConfigError
 from charrnn.engine.model import ModelConfig
 from conftest import TINY
 
-CONFIGS = [dict(cell="lstm", layers=2, hidden=48, dropout=0.1),
-           dict(cell="gru", layers=2, hidden=40, dropout=0.0),
-           dict(cell="rnn", layers=1, hidden=64, dropout=0.0),
-           dict(cell="lstm", layers=2, hidden=48, dropout=0.1, ema=0.99,
-                weight_drop=0.2, embed_drop=0.1)]  # the regularisers (regularise.py)
+CONFIGS = [
+    dict(cell="lstm", layers=2, hidden=48, dropout=0.1),
+    dict(cell="gru", layers=2, hidden=40, dropout=0.0),
+    dict(cell="rnn", layers=1, hidden=64, dropout=0.0),
+    dict(cell="lstm", layers=2, hidden=48, dropout=0.1, ema=0.99, weight_drop=0.2, embed_drop=0.1),
+]  # the regularisers (regularise.py)
 REGULARISED = dict(dropout_mode="variational", weight_drop=0.3, embed_drop=0.1, ema=0.999)
 SHAPE = dict(batch=16, seq=24, eval_chars=500, steps=1)
 
@@ -31,10 +33,12 @@ def two_threads(monkeypatch):
 def held_bytes(trainer):
     """nbytes of every distinct array buffer the trainer, its model and optimiser hold, the
     corpus's ids excepted (they exist before the check and are not counted by it)."""
+
     def root(a):
         while isinstance(a.base, np.ndarray):
             a = a.base
         return a
+
     corpus = {id(root(trainer.xs)), id(root(trainer.val_ids))}
     seen, total, stack = set(), 0, [vars(trainer), vars(trainer.model), vars(trainer.opt)]
     if trainer.average is not None:
@@ -55,10 +59,18 @@ def held_bytes(trainer):
 
 def estimate_for(trainer, **kw):
     cfg = trainer.cfg
-    return memory.training(trainer.model.config, cfg.batch, cfg.seq,
-                           len(trainer.val_ids), cfg.eval_chars, trainer.model.dtype,
-                           weight_drop=cfg.weight_drop, embed_drop=cfg.embed_drop, ema=cfg.ema,
-                           **kw)
+    return memory.training(
+        trainer.model.config,
+        cfg.batch,
+        cfg.seq,
+        len(trainer.val_ids),
+        cfg.eval_chars,
+        trainer.model.dtype,
+        weight_drop=cfg.weight_drop,
+        embed_drop=cfg.embed_drop,
+        ema=cfg.ema,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("model", CONFIGS, ids=["lstm", "gru", "rnn", "regularised"])
@@ -87,6 +99,7 @@ def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file, regs):
     train_ids = np.concatenate([train_ids.ravel(), train_ids.ravel()[:1]])
     del probe
     from charrnn.training.trainer import Trainer
+
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -149,9 +162,11 @@ def test_the_cli_refuses_a_huge_model_at_once():
 
 def test_the_cli_warns_in_one_line(tmp_path, corpus_file, monkeypatch):
     monkeypatch.setattr(memory, "WARN_FRACTION", 0.0)
-    r = CliRunner().invoke(app, ["train", str(corpus_file), "-o", str(tmp_path / "r"),
-                                 "--steps", "1", "-q", *TINY])
+    r = CliRunner().invoke(
+        app, ["train", str(corpus_file), "-o", str(tmp_path / "r"), "--steps", "1", "-q", *TINY]
+    )
     assert r.exit_code == 0, r.stderr
     assert [ln for ln in r.stderr.splitlines()] == [
-        ln for ln in r.stderr.splitlines() if ln.startswith("charrnn: warning: training a lstm")]
+        ln for ln in r.stderr.splitlines() if ln.startswith("charrnn: warning: training a lstm")
+    ]
     assert len(r.stderr.splitlines()) == 1

@@ -2,6 +2,7 @@
 as one process with the same global batch, checkpoints do not depend on the rank count, Ctrl-C
 stops every rank after the same step, and a rank that dies ends the job instead of hanging it.
 Skipped where mpi4py or an mpiexec is missing."""
+
 import json
 import os
 import shutil
@@ -20,11 +21,27 @@ from conftest import markov_text
 
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 needs_mpi = pytest.mark.skipif(
-    MPIEXEC is None or not shutil.which("python3") or
-    subprocess.run([sys.executable, "-c", "import mpi4py"], capture_output=True).returncode != 0,
-    reason="needs mpi4py and mpiexec: pip install 'charrnn[mpi]'")
-RUN = ["--float64", "--batch", "8", "--seq", "16", "--layers", "2", "--hidden", "16",
-       "--eval-every", "3", "--dropout", "0.2", "-q"]
+    MPIEXEC is None
+    or not shutil.which("python3")
+    or subprocess.run([sys.executable, "-c", "import mpi4py"], capture_output=True).returncode != 0,
+    reason="needs mpi4py and mpiexec: pip install 'charrnn[mpi]'",
+)
+RUN = [
+    "--float64",
+    "--batch",
+    "8",
+    "--seq",
+    "16",
+    "--layers",
+    "2",
+    "--hidden",
+    "16",
+    "--eval-every",
+    "3",
+    "--dropout",
+    "0.2",
+    "-q",
+]
 ENV = dict(os.environ, CHARRNN_THREADS="1")  # each process one part: 2 ranks = 2 parts
 
 
@@ -88,10 +105,34 @@ def test_checkpoints_resume_on_another_rank_count(corpus, tmp_path):
 @needs_mpi
 def test_ctrl_c_stops_every_rank_after_the_same_step_and_saves_once(corpus, tmp_path):
     run = tmp_path / "r"
-    p = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn", "train",
-                          str(corpus), "-o", str(run), "--batch", "8", "--seq", "16",
-                          "--hidden", "32", "--steps", "1000000", "--eval-every", "20"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen(
+        [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(corpus),
+            "-o",
+            str(run),
+            "--batch",
+            "8",
+            "--seq",
+            "16",
+            "--hidden",
+            "32",
+            "--steps",
+            "1000000",
+            "--eval-every",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -111,15 +152,41 @@ def test_a_rank_that_dies_ends_the_job(corpus, tmp_path):
     """MPICH's launcher (what the mpi extra installs) kills the other ranks and says why; the
     survivor must not wait forever in its next allreduce."""
     run = tmp_path / "r"
-    p = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn", "train",
-                          str(corpus), "-o", str(run), "--batch", "8", "--seq", "16",
-                          "--hidden", "32", "--steps", "1000000", "--eval-every", "20", "-q"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    p = subprocess.Popen(
+        [
+            MPIEXEC,
+            "-n",
+            "2",
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(corpus),
+            "-o",
+            str(run),
+            "--batch",
+            "8",
+            "--seq",
+            "16",
+            "--hidden",
+            "32",
+            "--steps",
+            "1000000",
+            "--eval-every",
+            "20",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
-    ranks = subprocess.run(["pgrep", "-f", f"^{sys.executable} -m charrnn train .* -o {run} "],
-                           capture_output=True, text=True)  # the ranks, not the launcher
+    ranks = subprocess.run(
+        ["pgrep", "-f", f"^{sys.executable} -m charrnn train .* -o {run} "], capture_output=True, text=True
+    )  # the ranks, not the launcher
     pids = [int(x) for x in ranks.stdout.split()]
     assert len(pids) == 2, ranks
     os.kill(pids[-1], signal.SIGKILL)
@@ -143,6 +210,7 @@ class FakeComm(dist.MPI):
             @staticmethod
             def allgather(_):
                 return [None if e is None else (type(e), str(e)) for e in errors]
+
         self.comm = Comm()
 
 
@@ -165,8 +233,7 @@ def test_streams_shared_out_whole():
 @needs_mpi
 def test_two_ranks_train_what_one_process_trains_with_the_regularisers(corpus, tmp_path):
     """Every rank draws the same weight masks and keeps the same average (regularise.py)."""
-    regs = ["--dropout-mode", "variational", "--weight-drop", "0.3", "--embed-drop", "0.2",
-            "--ema", "0.9"]
+    regs = ["--dropout-mode", "variational", "--weight-drop", "0.3", "--embed-drop", "0.2", "--ema", "0.9"]
     charrnn("train", corpus, "-o", tmp_path / "two", "--steps", "6", *RUN, *regs, ranks=2)
     charrnn("train", corpus, "-o", tmp_path / "one", "--steps", "6", *RUN, *regs)
     assert_same_run(tmp_path / "two", tmp_path / "one")

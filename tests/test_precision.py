@@ -2,6 +2,7 @@
 each format against its definition, the narrow products against NumPy on the weights they
 stand for, the reduced sampler against the exact one within a bound computed from the
 quantisation error, and the option through CharModel and the command line."""
+
 import json
 
 import numpy as np
@@ -17,17 +18,21 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 def test_bf16_rounds_to_the_nearest_and_widens_by_a_shift():
     one = 1.0
-    cases = {one: 0x3F80, -2.0: 0xC000, 0.0: 0,
-             one + 2 ** -8: 0x3F80,             # half-way, ties to the even 1.0
-             one + 3 * 2 ** -8: 0x3F82,         # half-way, ties to the even 1 + 2^-6
-             one + 2 ** -8 + 2 ** -20: 0x3F81}  # past half-way: up
+    cases = {
+        one: 0x3F80,
+        -2.0: 0xC000,
+        0.0: 0,
+        one + 2**-8: 0x3F80,  # half-way, ties to the even 1.0
+        one + 3 * 2**-8: 0x3F82,  # half-way, ties to the even 1 + 2^-6
+        one + 2**-8 + 2**-20: 0x3F81,
+    }  # past half-way: up
     for x, bits in cases.items():
         assert int(P.bf16_bits(np.float32(x))) == bits, x
     rng = np.random.default_rng(0)
     W = (rng.standard_normal(10_000) * 10.0 ** rng.integers(-6, 6, 10_000)).astype(np.float32)
     back = P.bf16_widen(P.bf16_bits(W))
     assert (P.bf16_bits(W).astype(np.uint32) << 16 == back.view(np.uint32)).all()
-    assert np.all(np.abs(back.astype(np.float64) - W) <= 2.0 ** -8 * np.abs(W))  # half a unit in the 8th bit
+    assert np.all(np.abs(back.astype(np.float64) - W) <= 2.0**-8 * np.abs(W))  # half a unit in the 8th bit
 
 
 def test_int8_keeps_each_column_within_half_a_step():
@@ -92,8 +97,9 @@ def test_reduced_sampler_is_the_exact_sampler_on_the_reduced_weights(precision, 
         for s in (a, b):
             s.prime(ids)
         for n in (1, 30):
-            np.testing.assert_array_equal(a.generate(n, np.random.default_rng(n), 0.9),
-                                          b.generate(n, np.random.default_rng(n), 0.9))
+            np.testing.assert_array_equal(
+                a.generate(n, np.random.default_rng(n), 0.9), b.generate(n, np.random.default_rng(n), 0.9)
+            )
             np.testing.assert_allclose(a.h, b.h, rtol=0, atol=1e-5)
 
 
@@ -121,8 +127,8 @@ def test_one_step_logits_within_the_bound_of_the_quantisation_error(precision):
     a = p.Wx0[x] + p.b[0] + h0 @ p.Wh[0]
     ea = np.abs(h0) @ dWh + 1e-5  # gate pre-activations (and float32 rounding)
     sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-    i, f, g, o = sig(a[:H]), sig(a[H:2 * H]), np.tanh(a[2 * H:3 * H]), sig(a[3 * H:])
-    ei, ef, eg, eo = ea[:H] / 4, ea[H:2 * H] / 4, ea[2 * H:3 * H], ea[3 * H:] / 4
+    i, f, g, o = sig(a[:H]), sig(a[H : 2 * H]), np.tanh(a[2 * H : 3 * H]), sig(a[3 * H :])
+    ei, ef, eg, eo = ea[:H] / 4, ea[H : 2 * H] / 4, ea[2 * H : 3 * H], ea[3 * H :] / 4
     c1 = f * c0 + i * g
     ec = np.abs(c0) * ef + np.abs(g) * ei + (np.abs(i) + ei) * eg
     eh = np.abs(np.tanh(c1)) * eo + (np.abs(o) + eo) * ec + 1e-6
@@ -139,23 +145,43 @@ def test_a_reduced_precision_needs_a_float32_model_and_the_serial_path():
     with pytest.raises(ValueError, match="serial"):
         sampler.Sampler(model(), 1, parallel=True, precision="int8")
     from charrnn.errors import UsageError
+
     with pytest.raises(UsageError, match="--precision must be fp32, bf16 or int8"):
         sampler.Sampler(model(), 1, precision="fp16")
 
 
 # -- on a trained model, through the library and the command line ----------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 2 x 32 LSTM trained for 150 steps on a Markov text through the command line."""
     from charrnn.cli import app
     from conftest import markov_text
+
     d = tmp_path_factory.mktemp("precision")
     text, _ = markov_text("abcdefgh \n", 20_000, seed=5, peaked_rows=(0, 2, 4, 6))
     (d / "c.txt").write_text(text)
-    r = CliRunner().invoke(app, ["train", str(d / "c.txt"), "-o", str(d / "run"), "--steps",
-                                 "150", "--layers", "2", "--hidden", "32", "--batch", "16",
-                                 "--seq", "32", "-q"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(d / "c.txt"),
+            "-o",
+            str(d / "run"),
+            "--steps",
+            "150",
+            "--layers",
+            "2",
+            "--hidden",
+            "32",
+            "--batch",
+            "16",
+            "--seq",
+            "32",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     return d
 
@@ -167,6 +193,7 @@ def test_greedy_text_and_loss_of_a_trained_model_barely_move(trained, precision)
     tie); the loss of the reduced weights is within 0.01 nats/char of the exact loss (about
     1e-4 measured for int8 on this model, less for bf16)."""
     import charrnn
+
     m = charrnn.load(trained / "run")
     exact = m.sample(120, temp=0, prime="ab", seed=1)
     reduced = m.sample(120, temp=0, prime="ab", seed=1, precision=precision)
@@ -184,13 +211,29 @@ def test_the_precision_option_of_sample_and_eval(trained, precision):
     a usage error (exit 2) on both."""
     import charrnn
     from charrnn.cli import app
+
     run, text = str(trained / "run"), str(trained / "c.txt")
-    r = CliRunner().invoke(app, ["sample", "-c", run, "-n", "100", "--temp", "0.8", "--seed",
-                                 "3", "--prime", "ab", "--precision", precision])
+    r = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "-c",
+            run,
+            "-n",
+            "100",
+            "--temp",
+            "0.8",
+            "--seed",
+            "3",
+            "--prime",
+            "ab",
+            "--precision",
+            precision,
+        ],
+    )
     assert r.exit_code == 0, r.stderr
     m = charrnn.load(run)
-    assert r.stdout.rstrip("\n") == m.sample(100, temp=0.8, prime="ab", seed=3,
-                                             precision=precision)
+    assert r.stdout.rstrip("\n") == m.sample(100, temp=0.8, prime="ab", seed=3, precision=precision)
     scores = {}
     for prec in ("fp32", precision):
         r = CliRunner().invoke(app, ["eval", text, "-c", run, "--json", "--precision", prec])
@@ -198,15 +241,15 @@ def test_the_precision_option_of_sample_and_eval(trained, precision):
         scores[prec] = json.loads(r.stdout)
         assert scores[prec]["precision"] == prec
     assert scores[precision]["nats_per_char"] == pytest.approx(
-        m.at_precision(precision).loss(open(text).read()), abs=1e-6)
+        m.at_precision(precision).loss(open(text).read()), abs=1e-6
+    )
     assert abs(scores[precision]["nats_per_char"] - scores["fp32"]["nats_per_char"]) < 0.01
     for cmd in (["sample", "-c", run, "-n", "5"], ["eval", text, "-c", run]):
         r = CliRunner().invoke(app, cmd + ["--precision", "fp16"])
         assert r.exit_code == 2 and "--precision must be fp32, bf16 or int8" in r.stderr
 
 
-@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"),
-                    reason="reads x86 assembly")
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"), reason="reads x86 assembly")
 @pytest.mark.parametrize("precision, widen", [("bf16", "vpslld"), ("int8", "vcvtdq2ps")])
 def test_the_narrow_product_compiles_to_vector_instructions(precision, widen):
     """The k loop is vector code: fused multiply-adds on whole ymm/zmm registers and the
@@ -214,6 +257,7 @@ def test_the_narrow_product_compiles_to_vector_instructions(precision, widen):
     lanes for int8), not a scalar loop. (A fresh, uncached compile: Numba shows no assembly
     for a function loaded from its cache.)"""
     from numba import njit
+
     f = njit(error_model="numpy", nogil=True)(qgemm.matmul.py_func)
     NR = P.strip_width()
     Wq, S = P.pack(np.ones((8, 3 * NR), np.float32), precision)

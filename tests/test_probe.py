@@ -1,5 +1,6 @@
 """charrnn inspect and model.states: the recorded states against the sampler's step kernel, a
 unit planted by hand found by --find, the features, the HTML page, and the command's errors."""
+
 import html.parser
 import json
 import sys
@@ -34,12 +35,14 @@ def random_text(n, seed=1, alphabet=VOCAB):
 
 # ------------------------------------------------------------------------ states vs step kernel
 
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_states_equal_the_sampler_step_kernel(cell):
     """Windows of the forward kernel with the state carried (window 5 over 23 characters) give
     what the sampler's one-character kernel gives, fed the same text from the zero state: h, c
     and every layer's gates (a stack cut to l+1 layers leaves layer l's gates in G)."""
     from charrnn.engine import sampler
+
     m = random_model(cell, L=3)
     text = random_text(23)
     s = probe.states(m, text, window=5)
@@ -53,13 +56,14 @@ def test_states_equal_the_sampler_step_kernel(cell):
         sm = sampler.Sampler(m, 1)  # the step kernel's buffers and packed weights
         G = sm.work.G
         for t in range(N):
-            sample_kernels.step(m.cell, m.params, sm.work, ids[t:t + 1], h, c)
-            np.testing.assert_allclose(s.h[:top + 1, t], h[:, 0], rtol=0, atol=1e-12)
+            sample_kernels.step(m.cell, m.params, sm.work, ids[t : t + 1], h, c)
+            np.testing.assert_allclose(s.h[: top + 1, t], h[:, 0], rtol=0, atol=1e-12)
             if cell == "lstm":
-                np.testing.assert_allclose(s.c[:top + 1, t], c[:, 0], rtol=0, atol=1e-12)
+                np.testing.assert_allclose(s.c[: top + 1, t], c[:, 0], rtol=0, atol=1e-12)
             for k, name in enumerate(probe.GATE_NAMES[m.cell]):
-                np.testing.assert_allclose(s.gates[name][top, t], G[0, k * H:(k + 1) * H],
-                                           rtol=0, atol=1e-12)
+                np.testing.assert_allclose(
+                    s.gates[name][top, t], G[0, k * H : (k + 1) * H], rtol=0, atol=1e-12
+                )
         if cell == "rnn":  # the rnn's only activation is its state
             assert s.gates == {}
 
@@ -86,7 +90,7 @@ def test_streamed_correlation_and_saturation_equal_direct_ones(cell):
     s = probe.states(m, text)
     ids = probe.encode(m, text)
     f = np.random.default_rng(5).random(200)
-    cor, = probe.run(m, ids, probe.Correlate(m, f), window=17)
+    (cor,) = probe.run(m, ids, probe.Correlate(m, f), window=17)
     r = cor.result()
     assert set(r) == ({"h", "c"} if cell == "lstm" else {"h"})
     for kind in r:
@@ -99,7 +103,7 @@ def test_streamed_correlation_and_saturation_equal_direct_ones(cell):
         with pytest.raises(probe.ConfigError, match="no gates"):
             probe.Saturate(m)
         return
-    sat, = probe.run(m, ids, probe.Saturate(m), window=17)
+    (sat,) = probe.run(m, ids, probe.Saturate(m), window=17)
     for g, (left, right) in sat.fractions().items():
         np.testing.assert_array_equal(left, (s.gates[g] < 0.1).mean(axis=1))
         np.testing.assert_array_equal(right, (s.gates[g] > 0.9).mean(axis=1))
@@ -120,13 +124,13 @@ def planted_lstm():
     m = random_model("lstm", L=2, H=6, seed=7)
     p, H, q = m.params, 6, VOCAB.index('"')
     i, f, g, o = 0, H, 2 * H, 3 * H
-    p.Wh[0, 0, :] = 0     # unit 0's h feeds nothing in its layer ...
-    p.Wx[0, 0, :] = 0     # ... nor the layer above
+    p.Wh[0, 0, :] = 0  # unit 0's h feeds nothing in its layer ...
+    p.Wx[0, 0, :] = 0  # ... nor the layer above
     for col in (i, f, g, o):
         p.Wh[0, :, col] = 0
         p.b[0, col] = 0
     p.Wx0[:, i] = -BIG
-    p.Wx0[q, i] = A * 0.38   # open when h = 0, shut when h = tanh(1) = 0.76
+    p.Wx0[q, i] = A * 0.38  # open when h = 0, shut when h = tanh(1) = 0.76
     p.Wh[0, 0, i] = -A
     p.Wx0[:, f] = BIG
     p.Wx0[q, f] = -BIG
@@ -140,8 +144,7 @@ def quoted_text(lines=60, seed=2):
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(lines):
-        parts = ["".join(rng.choice(list("abc=() "), rng.integers(1, 12)))
-                 for _ in range(rng.integers(1, 4))]
+        parts = ["".join(rng.choice(list("abc=() "), rng.integers(1, 12))) for _ in range(rng.integers(1, 4))]
         out.append('"'.join(parts) + ('"' if len(parts) % 2 == 0 else ""))
     return "\n".join(out) + "\n"
 
@@ -154,7 +157,7 @@ def test_a_planted_string_unit_is_found_first():
     s = probe.states(m, text)
     np.testing.assert_allclose(s.c[0, :, 0], inside, atol=1e-6)  # the plant works
     ids = probe.encode(m, text)
-    cor, = probe.run(m, ids, probe.Correlate(m, inside))
+    (cor,) = probe.run(m, ids, probe.Correlate(m, inside))
     found = probe.rank(cor.result(), top=3)
     assert {(u["layer"], u["unit"]) for u in found[:2]} == {(0, 0)}
     assert {u["state"] for u in found[:2]} == {"h", "c"}
@@ -176,8 +179,7 @@ def invoke(*args, input=None):
 
 
 def test_cli_find_string_ranks_the_planted_unit_first(planted_ckpt):
-    r = invoke("-", "-c", planted_ckpt, "--find", "string", "--json", "--top", "3",
-               input=quoted_text())
+    r = invoke("-", "-c", planted_ckpt, "--find", "string", "--json", "--top", "3", input=quoted_text())
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     top = out["find"]["units"][0]
@@ -193,15 +195,28 @@ def test_cli_find_string_ranks_the_planted_unit_first(planted_ckpt):
 
 # ------------------------------------------------------------------------------------- features
 
+
 def test_python_string_lexer():
-    text = 'x = "a#b" # it\'s "no"\ny = \'\'\'q\n"\'\'\' + r\'\\\'\' + "e\\"f"\n"open\nz'
+    text = "x = \"a#b\" # it's \"no\"\ny = '''q\n\"''' + r'\\'' + \"e\\\"f\"\n\"open\nz"
     inside, code = probe_features.python_strings(text)
     got = "".join("S" if s else ("." if c else "#") for s, c in zip(inside, code))
     want_parts = [
-        ('x = ', "...."), ('"a#b"', "SSSS#"), (" ", "."), ("# it's \"no\"", "#" * 11),
-        ("\n", "."), ("y = ", "...."), ("'''q\n\"", "SSSSSS"), ("'''", "###"),
-        (" + r", "...."), ("'\\''", "SSS#"), (" + ", "..."), ('"e\\"f"', "SSSSS#"),
-        ("\n", "."), ('"open', "SSSSS"), ("\n", "."), ("z", "."),
+        ("x = ", "...."),
+        ('"a#b"', "SSSS#"),
+        (" ", "."),
+        ('# it\'s "no"', "#" * 11),
+        ("\n", "."),
+        ("y = ", "...."),
+        ("'''q\n\"", "SSSSSS"),
+        ("'''", "###"),
+        (" + r", "...."),
+        ("'\\''", "SSS#"),
+        (" + ", "..."),
+        ('"e\\"f"', "SSSSS#"),
+        ("\n", "."),
+        ('"open', "SSSSS"),
+        ("\n", "."),
+        ("z", "."),
     ]
     assert "".join(t for t, _ in want_parts) == text
     assert got == "".join(w for _, w in want_parts)
@@ -212,11 +227,13 @@ def test_bracket_line_and_indent_features():
     text = "f(a[1],\n    '(' {2})\n  x)"
     np.testing.assert_array_equal(
         probe_features.bracket_depth(text),
-        [0, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 0])
+        [0, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 0],
+    )
     np.testing.assert_array_equal(probe_features.line_position("ab\nc\n\nde"), [1, 2, 0, 1, 0, 0, 1, 2])
     np.testing.assert_array_equal(probe_features.indent("  a b\n x\n\n"), [1, 2, 2, 2, 2, 0, 1, 1, 0, 0])
-    np.testing.assert_array_equal(probe_features.quotes('a "b\nc" \u201cd\u201d'),
-                                  [0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(
+        probe_features.quotes('a "b\nc" \u201cd\u201d'), [0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0]
+    )
     np.testing.assert_array_equal(probe.feature("re:b+", "abbcb"), [0, 1, 1, 0, 1])
     with pytest.raises(probe.ConfigError, match="unknown feature"):
         probe.feature("colour", "abc")
@@ -225,6 +242,7 @@ def test_bracket_line_and_indent_features():
 
 
 # ----------------------------------------------------------------------------------------- HTML
+
 
 class SpanCounter(html.parser.HTMLParser):
     def __init__(self):
@@ -250,8 +268,7 @@ class SpanCounter(html.parser.HTMLParser):
 def test_html_has_one_span_per_character_and_escapes(planted_ckpt, tmp_path):
     text = "a<b && c>'a' =\n  \"b\"\n(&)\n"
     page = tmp_path / "unit.html"
-    r = invoke("-", "-c", planted_ckpt, "--unit", "0:0", "--state", "c", "--html", page,
-               input=text)
+    r = invoke("-", "-c", planted_ckpt, "--unit", "0:0", "--state", "c", "--html", page, input=text)
     assert r.exit_code == 0, r.stderr
     assert r.stdout == ""
     doc = page.read_text(encoding="utf-8")
@@ -283,6 +300,7 @@ def test_saturation_png_needs_matplotlib(monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------------- CLI errors
 
+
 def one_line_error(r, code, *fragments):
     assert r.exit_code == code, (r.exit_code, r.stderr)
     assert r.stdout == "" and "Traceback" not in r.stderr
@@ -296,8 +314,7 @@ def one_line_error(r, code, *fragments):
 def gru_ckpt(tmp_path_factory):
     m = random_model("gru")
     path = tmp_path_factory.mktemp("gru") / "gru.npz"
-    checkpoint.save(path, {"model": m.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}},
-                    m.params)
+    checkpoint.save(path, {"model": m.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}}, m.params)
     return path
 
 
@@ -306,11 +323,14 @@ def test_cli_errors(planted_ckpt, gru_ckpt, tmp_path):
     one_line_error(invoke("-", *c, "--unit", "2:0", input="abc"), 1, "no unit 2:0", "0-1")
     one_line_error(invoke("-", *c, "--unit", "0:6", input="abc"), 1, "no unit 0:6", "0-5")
     one_line_error(invoke("-", *c, "--unit", "zero", input="abc"), 2, "LAYER:UNIT")
-    one_line_error(invoke("-", "-c", gru_ckpt, "--unit", "0:1", "--state", "c", input="abc"),
-                   1, "no 'c' state", "h, r, z, n")
+    one_line_error(
+        invoke("-", "-c", gru_ckpt, "--unit", "0:1", "--state", "c", input="abc"),
+        1,
+        "no 'c' state",
+        "h, r, z, n",
+    )
     one_line_error(invoke("-", *c, "--find", "string", input="abz"), 1, "'z'", "--drop-unknown")
-    one_line_error(invoke("-", *c, "--find", "string", "--drop-unknown", input="xyz"), 1,
-                   "empty")
+    one_line_error(invoke("-", *c, "--find", "string", "--drop-unknown", input="xyz"), 1, "empty")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     one_line_error(invoke(empty, *c, "--gates"), 1, "empty")
@@ -318,13 +338,13 @@ def test_cli_errors(planted_ckpt, gru_ckpt, tmp_path):
     one_line_error(invoke("-", *c, "--find", "re:(", input="abc"), 2, "bad regular expression")
     one_line_error(invoke("-", *c, "--find", "string", input="abc"), 1, "same at every")
     one_line_error(invoke("-", *c, input="abc"), 2, "nothing to show")
-    one_line_error(invoke("-", *c, "--html", tmp_path / "x.html", "--gates", input="abc"), 2,
-                   "--unit")
+    one_line_error(invoke("-", *c, "--html", tmp_path / "x.html", "--gates", input="abc"), 2, "--unit")
     one_line_error(invoke("-", *c, "--png", tmp_path / "x.png", input="abc"), 2, "--gates")
     rnn = random_model("rnn")
     path = tmp_path / "rnn.npz"
-    checkpoint.save(path, {"model": rnn.config.to_dict(),
-                           "vocab": {"kind": "text", "chars": VOCAB}}, rnn.params)
+    checkpoint.save(
+        path, {"model": rnn.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}}, rnn.params
+    )
     one_line_error(invoke("-", "-c", path, "--gates", input="abc"), 1, "no gates")
 
 
@@ -332,8 +352,7 @@ def test_cli_errors(planted_ckpt, gru_ckpt, tmp_path):
 def test_cli_unit_in_a_pipe_prints_the_plain_text(cell, tmp_path):
     m = random_model(cell)
     path = tmp_path / f"{cell}.npz"
-    checkpoint.save(path, {"model": m.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}},
-                    m.params)
+    checkpoint.save(path, {"model": m.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}}, m.params)
     text = "a = (b) 'c'\n  <&>"
     r = invoke("-", "-c", path, "--unit", "1:4", input=text)
     assert r.exit_code == 0, r.stderr
@@ -361,8 +380,7 @@ def test_byte_model_shows_whole_characters(tmp_path):
     m = CharModel(cfg, vocab, dtype=np.float64)
     m.flat[:] = np.random.default_rng(0).uniform(-0.5, 0.5, m.flat.size)
     path = tmp_path / "bytes.npz"
-    checkpoint.save(path, {"model": cfg.to_dict(), "vocab": {"kind": "bytes", "ids": list(vocab)}},
-                    m.params)
+    checkpoint.save(path, {"model": cfg.to_dict(), "vocab": {"kind": "bytes", "ids": list(vocab)}}, m.params)
     text = "a (é)\n"
     r = invoke("-", "-c", path, "--unit", "0:1", "--find", "brackets", "--json", input=text)
     assert r.exit_code == 0, r.stderr

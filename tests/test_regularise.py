@@ -2,6 +2,7 @@
 recurrent weights and embedding-row dropout against the naive reference and finite differences
 in float64, their reduction to today's step at rate 0, and the averaged weights (--ema) through
 evaluation, checkpoints and exact resume."""
+
 import json
 
 import numpy as np
@@ -40,6 +41,7 @@ def numeric_grad_at(f, arr, at, eps=1e-6):
 
 # ------------------------------------------------------------------------- variational dropout
 
+
 def test_variational_masks_are_one_draw_for_all_steps():
     rng = np.random.default_rng(3)
     M = window_masks(rng, "variational", 0.4, 2, 6, 3, 5, np.float64)
@@ -69,6 +71,7 @@ def test_variational_dropout_matches_the_reference_and_finite_differences(cell):
 
 # --------------------------------------------------------------- weight drop and embed drop
 
+
 def reference_masked_loss(cell, params, masks, x, y, h0, c0):
     """The naive reference's loss with the weights named in masks multiplied by their masks."""
     p = params._replace(**{k: getattr(params, k) * v for k, v in masks.items()})
@@ -77,10 +80,8 @@ def reference_masked_loss(cell, params, masks, x, y, h0, c0):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("weight_drop, embed_drop, H", [(0.4, 0.0, 5), (0.0, 0.4, 5),
-                                                         (0.3, 0.3, 16)])
-def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_drop,
-                                                                   embed_drop, H):
+@pytest.mark.parametrize("weight_drop, embed_drop, H", [(0.4, 0.0, 5), (0.0, 0.4, 5), (0.3, 0.3, 16)])
+def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_drop, embed_drop, H):
     """Inside masked() the kernels see w * mask; the gradient left in grads is the raw weights'
     (finite differences of the reference's loss at fixed masks), and the raw weights come back
     bit for bit. H = 16 takes the packed recurrent product, which must be packed from the
@@ -97,8 +98,10 @@ def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_
         loss, _ = m.loss_and_grad(x, y, h0, c0, grads)
     np.testing.assert_array_equal(m.flat, raw)
     assert abs(loss - reference_masked_loss(cell, m.params, masks, x, y, h0, c0)) < 1e-10
+
     def f():
         return reference_masked_loss(cell, m.params, masks, x, y, h0, c0)
+
     for name, g in zip(grads._fields, grads):
         if g.size and H < 16:
             assert_grad(g, numeric_grad(f, getattr(m.params, name)), name)
@@ -131,6 +134,7 @@ def test_rate_zero_draws_nothing_and_a_mask_of_ones_is_todays_step(cell):
 
 # ------------------------------------------------------------------------------------ averages
 
+
 def test_the_average_follows_its_formula_and_swaps_back_exactly():
     m, rng = tiny("lstm")
     avg = Average(m.flat, 0.9)
@@ -147,8 +151,7 @@ def test_the_average_follows_its_formula_and_swaps_back_exactly():
     np.testing.assert_array_equal(m.flat, own)
 
 
-REG_OPTS = dict(RESUME_OPTS, dropout_mode="variational", weight_drop=0.3, embed_drop=0.2,
-                ema=0.9)
+REG_OPTS = dict(RESUME_OPTS, dropout_mode="variational", weight_drop=0.3, embed_drop=0.2, ema=0.9)
 
 
 def test_averaged_weights_are_evaluated_and_saved(tmp_path, small_corpus):  # noqa: F811
@@ -196,16 +199,26 @@ def test_a_regularised_run_resumes_exactly(tmp_path, small_corpus, stop_at):  # 
 def test_rates_zero_train_as_before(tmp_path, small_corpus):  # noqa: F811
     """Every regulariser given at its off value: the same run, bit for bit, as without them."""
     a = train(small_corpus, tmp_path / "a", steps=6, **RESUME_OPTS)
-    b = train(small_corpus, tmp_path / "b", steps=6, dropout_mode="standard", weight_drop=0.0,
-              embed_drop=0.0, ema=0.0, **RESUME_OPTS)
+    b = train(
+        small_corpus,
+        tmp_path / "b",
+        steps=6,
+        dropout_mode="standard",
+        weight_drop=0.0,
+        embed_drop=0.0,
+        ema=0.0,
+        **RESUME_OPTS,
+    )
     assert np.array_equal(a.model.flat, b.model.flat)
     assert b.average is None
 
 
 # ------------------------------------------------------------------- configuration, old files
 
-@pytest.mark.parametrize("field, value", [("weight_drop", 1.0), ("embed_drop", -0.1),
-                                          ("ema", 1.0), ("dropout_mode", "locked")])
+
+@pytest.mark.parametrize(
+    "field, value", [("weight_drop", 1.0), ("embed_drop", -0.1), ("ema", 1.0), ("dropout_mode", "locked")]
+)
 def test_out_of_range_values_are_usage_errors(field, value):
     with pytest.raises(UsageError, match=field.replace("_", "-")):
         TrainConfig(**{field: value}).validate()
@@ -219,8 +232,12 @@ def test_a_checkpoint_from_before_the_regularisers_loads_with_them_off(tmp_path,
         del d["train"][k]
     old = checkpoint.Meta.from_json(d)
     assert old.train == TrainConfig(**{**old.train.to_dict()})
-    assert (old.train.dropout_mode, old.train.weight_drop, old.train.embed_drop,
-            old.train.ema) == ("standard", 0.0, 0.0, 0.0)
+    assert (old.train.dropout_mode, old.train.weight_drop, old.train.embed_drop, old.train.ema) == (
+        "standard",
+        0.0,
+        0.0,
+        0.0,
+    )
     checkpoint.save(tmp_path / "r" / checkpoint.LATEST, old, params.values(), tr)
     t = run.prepare(resume=tmp_path / "r", steps=8).trainer
     assert t.average is None and t.step == 5
@@ -228,26 +245,48 @@ def test_a_checkpoint_from_before_the_regularisers_loads_with_them_off(tmp_path,
 
 # --------------------------------------------------------------------------------- command line
 
-def test_the_train_command_takes_the_regularisers_and_says_which_weights_it_scores(
-        tmp_path, corpus_file):
+
+def test_the_train_command_takes_the_regularisers_and_says_which_weights_it_scores(tmp_path, corpus_file):
     from conftest import TINY
     from typer.testing import CliRunner
     from charrnn.cli import app
 
     def invoke(*args):
         return CliRunner().invoke(app, [str(a) for a in args])
-    r = invoke("train", corpus_file, "-o", tmp_path / "r", "--steps", "4", "--eval-every", "2",
-               "--dropout", "0.2", "--dropout-mode", "variational", "--weight-drop", "0.2",
-               "--embed-drop", "0.1", "--ema", "0.99", *TINY)
+
+    r = invoke(
+        "train",
+        corpus_file,
+        "-o",
+        tmp_path / "r",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--dropout",
+        "0.2",
+        "--dropout-mode",
+        "variational",
+        "--weight-drop",
+        "0.2",
+        "--embed-drop",
+        "0.1",
+        "--ema",
+        "0.99",
+        *TINY,
+    )
     assert r.exit_code == 0, r.stderr
     evals = [ln for ln in r.stderr.splitlines() if ln.startswith("step") and " val " in ln]
     assert len(evals) == 2 and all("(averaged weights)" in ln for ln in evals)
     meta = checkpoint.load_meta(tmp_path / "r" / checkpoint.BEST)
-    assert (meta.train.dropout_mode, meta.train.weight_drop, meta.train.embed_drop,
-            meta.train.ema) == ("variational", 0.2, 0.1, 0.99)
+    assert (meta.train.dropout_mode, meta.train.weight_drop, meta.train.embed_drop, meta.train.ema) == (
+        "variational",
+        0.2,
+        0.1,
+        0.99,
+    )
     r = invoke("info", tmp_path / "r")
     assert r.exit_code == 0 and "averaged weights (--ema 0.99)" in r.stdout
     for flag, value in (("--weight-drop", "1.5"), ("--ema", "1"), ("--dropout-mode", "x")):
-        r = invoke("train", corpus_file, "-o", tmp_path / "bad", "--steps", "1", flag, value,
-                   *TINY)
+        r = invoke("train", corpus_file, "-o", tmp_path / "bad", "--steps", "1", flag, value, *TINY)
         assert r.exit_code == 2 and flag in r.stderr, (flag, r.stderr)

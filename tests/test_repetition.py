@@ -2,6 +2,7 @@
 against a naive NumPy reference of the draw, with the same coins; the options off give the text
 of before, bit for bit; a long greedy sample with --no-repeat never repeats an n-gram; and bad
 values are usage errors (exit 2) in the library and the command line alike."""
+
 import hashlib
 import math
 
@@ -52,6 +53,7 @@ def test_options_off_draw_the_ids_of_before(cell, dtype):
 
 # -- the naive reference -----------------------------------------------------------------------
 
+
 def reference_pick(logits, coin, temp, top_k, top_p, banned, ban):
     """pick() as NumPy: the likeliest allowed id at temp 0, else a draw by the coin from the
     tempered, top-k- and top-p-cut probabilities of the allowed ids."""
@@ -95,10 +97,10 @@ def reference_sample(m, prime, n, N, coins, how, presence, frequency, window, no
             row = logits[k] - frequency * counts - presence * (counts > 0)
             V, ban = logits.shape[1], set()
             if no_repeat and len(hist[k]) >= no_repeat - 1:
-                ctx = hist[k][len(hist[k]) - no_repeat + 1:]
+                ctx = hist[k][len(hist[k]) - no_repeat + 1 :]
                 ended = {}  # follower: where its n-gram last ended
                 for i in range(len(hist[k]) - no_repeat + 1):
-                    if hist[k][i:i + no_repeat - 1] == ctx:
+                    if hist[k][i : i + no_repeat - 1] == ctx:
                         ended[hist[k][i + no_repeat - 1]] = i + no_repeat - 1
                 ban = set(ended)
                 if len(ban | {how[3]} - {-1}) >= V:  # every id would repeat: the oldest
@@ -110,8 +112,14 @@ def reference_sample(m, prime, n, N, coins, how, presence, frequency, window, no
 
 
 CASES = [  # (presence, frequency, window, no_repeat)
-    (0.7, 0.0, 0, 0), (0.0, 0.3, 0, 0), (-0.5, 0.2, 0, 0), (1.5, 0.4, 9, 0), (0.0, 0.0, 0, 3),
-    (0.4, 0.1, 5, 2), (0.0, 0.0, 0, 1), (0.0, 0.0, 0, 5),
+    (0.7, 0.0, 0, 0),
+    (0.0, 0.3, 0, 0),
+    (-0.5, 0.2, 0, 0),
+    (1.5, 0.4, 9, 0),
+    (0.0, 0.0, 0, 3),
+    (0.4, 0.1, 5, 2),
+    (0.0, 0.0, 0, 1),
+    (0.0, 0.0, 0, 5),
 ]
 
 
@@ -138,8 +146,9 @@ def test_the_split_lstm_path_applies_them_too(monkeypatch):
         s = sampler.Sampler(m, 1, parallel=parallel)
         s.prime(np.array([1, 2]))
         rng = np.random.default_rng(3)
-        ids[parallel] = np.concatenate([s.generate(n, rng, 0.9, 0, 1.0, -1, 0.5, 0.2, 7, 3)
-                                        for n in (30, 300)])
+        ids[parallel] = np.concatenate(
+            [s.generate(n, rng, 0.9, 0, 1.0, -1, 0.5, 0.2, 7, 3) for n in (30, 300)]
+        )
     np.testing.assert_array_equal(ids[False], ids[True])
 
 
@@ -153,8 +162,9 @@ def test_the_options_cannot_change_mid_sample():
 
 # -- through the library and the command line --------------------------------------------------
 
+
 def ngrams(text, n):
-    return [text[i:i + n] for i in range(len(text) - n + 1)]
+    return [text[i : i + n] for i in range(len(text) - n + 1)]
 
 
 def forced_repeats(text, n, symbols):
@@ -193,8 +203,10 @@ def test_each_row_of_a_batch_repeats_only_where_forced():
     for n in (0, 7):
         s = sampler.Sampler(m, 2)
         s.prime(np.array([0]))
-        texts[n] = ["".join("abcdefg"[i] for i in col) for col in
-                    s.generate(4000, np.random.default_rng(0), 0.0, no_repeat=n).T]
+        texts[n] = [
+            "".join("abcdefg"[i] for i in col)
+            for col in s.generate(4000, np.random.default_rng(0), 0.0, no_repeat=n).T
+        ]
     for plain, t in zip(texts[0], texts[7]):
         assert forced_repeats(plain, 7, "abcdefg")[0] > 3000
         repeats, unforced = forced_repeats(t, 7, "abcdefg")
@@ -203,11 +215,13 @@ def test_each_row_of_a_batch_repeats_only_where_forced():
 
 def test_stream_and_complete_take_them(cli_run):
     model = charrnn.load(cli_run)
-    opts = dict(length=300, temp=0.8, seed=4, presence_penalty=0.6, frequency_penalty=0.2,
-                no_repeat=6)
+    opts = dict(length=300, temp=0.8, seed=4, presence_penalty=0.6, frequency_penalty=0.2, no_repeat=6)
     streamed = "".join(model.stream("ab", **opts))
-    assert streamed == model.complete("ab", **opts)[0].text == model.sample(
-        prime="ab", include_prime=False, **opts)
+    assert (
+        streamed
+        == model.complete("ab", **opts)[0].text
+        == model.sample(prime="ab", include_prime=False, **opts)
+    )
     done = model.complete("ab", num_samples=2, **opts)
     assert done[0].text != done[1].text
     assert streamed != "".join(model.stream("ab", **dict(opts, presence_penalty=0.0)))
@@ -219,20 +233,41 @@ def invoke(*args):
 
 def test_cli_options_off_print_the_text_of_before_and_on_change_it(cli_run):
     base = invoke("sample", "-c", cli_run, "-n", "300", "--temp", "0")
-    zeros = invoke("sample", "-c", cli_run, "-n", "300", "--temp", "0", "--presence-penalty",
-                   "0", "--frequency-penalty", "0", "--no-repeat", "0", "--penalty-window", "9")
+    zeros = invoke(
+        "sample",
+        "-c",
+        cli_run,
+        "-n",
+        "300",
+        "--temp",
+        "0",
+        "--presence-penalty",
+        "0",
+        "--frequency-penalty",
+        "0",
+        "--no-repeat",
+        "0",
+        "--penalty-window",
+        "9",
+    )
     assert base.exit_code == zeros.exit_code == 0
     assert base.stdout == zeros.stdout
-    for option in (["--presence-penalty", "1"], ["--frequency-penalty", "0.5"],
-                   ["--no-repeat", "10"]):
+    for option in (["--presence-penalty", "1"], ["--frequency-penalty", "0.5"], ["--no-repeat", "10"]):
         r = invoke("sample", "-c", cli_run, "-n", "300", "--temp", "0", *option)
         assert r.exit_code == 0 and r.stdout != base.stdout and len(r.stdout) == len(base.stdout)
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--presence-penalty", "2.5"), ("--presence-penalty", "nan"), ("--frequency-penalty", "-3"),
-    ("--frequency-penalty", "inf"), ("--no-repeat", "-1"), ("--penalty-window", "-2"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--presence-penalty", "2.5"),
+        ("--presence-penalty", "nan"),
+        ("--frequency-penalty", "-3"),
+        ("--frequency-penalty", "inf"),
+        ("--no-repeat", "-1"),
+        ("--penalty-window", "-2"),
+    ],
+)
 def test_bad_values_are_usage_errors(cli_run, option, value):
     r = invoke("sample", "-c", cli_run, "-n", "5", option, value)
     assert r.exit_code == 2, (r.exit_code, r.stderr)
@@ -240,10 +275,18 @@ def test_bad_values_are_usage_errors(cli_run, option, value):
     assert option in r.stderr
 
 
-@pytest.mark.parametrize("field, value", [
-    ("presence_penalty", math.nan), ("presence_penalty", -2.01), ("frequency_penalty", math.inf),
-    ("frequency_penalty", "0.5"), ("no_repeat", 2.0), ("no_repeat", True), ("penalty_window", -1),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("presence_penalty", math.nan),
+        ("presence_penalty", -2.01),
+        ("frequency_penalty", math.inf),
+        ("frequency_penalty", "0.5"),
+        ("no_repeat", 2.0),
+        ("no_repeat", True),
+        ("penalty_window", -1),
+    ],
+)
 def test_the_library_refuses_them_in_the_same_words(field, value):
     with pytest.raises(UsageError, match="--" + field.replace("_", "-")):
         SampleConfig(**{field: value}).validate()

@@ -1,5 +1,6 @@
 """Run directories: names that keep any script, the run root (CHARRNN_RUNS) that new runs go to and
 sample/eval/info search, `charrnn runs`, and a lock that a live training never loses."""
+
 import json
 import os
 import signal
@@ -50,17 +51,21 @@ def root(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------- names
 
-@pytest.mark.parametrize("name, expected", [
-    ("Война_и_мир", "Война_и_мир"),
-    ("東京物語", "東京物語"),
-    ("Œuvres complètes", "Œuvres-complètes"),
-    ("a/b\\c:d*e?f\"g<h>i|j", "a-b-c-d-e-f-g-h-i-j"),
-    ("tab\there\nnul\0bell\x07", "tab-here-nul-bell"),
-    (".hidden", "hidden"),
-    ("--looks-like-an-option", "looks-like-an-option"),
-    ("bad\udcffbyte", "bad-byte"),  # an undecodable byte of a file name (surrogateescape)
-    ("???", "run"),
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("Война_и_мир", "Война_и_мир"),
+        ("東京物語", "東京物語"),
+        ("Œuvres complètes", "Œuvres-complètes"),
+        ('a/b\\c:d*e?f"g<h>i|j', "a-b-c-d-e-f-g-h-i-j"),
+        ("tab\there\nnul\0bell\x07", "tab-here-nul-bell"),
+        (".hidden", "hidden"),
+        ("--looks-like-an-option", "looks-like-an-option"),
+        ("bad\udcffbyte", "bad-byte"),  # an undecodable byte of a file name (surrogateescape)
+        ("???", "run"),
+    ],
+)
 def test_run_names_keep_any_script_and_replace_only_unsafe_characters(name, expected):
     assert runs.safe_name(name) == expected
 
@@ -81,8 +86,8 @@ def test_a_non_ascii_corpus_trains_into_a_run_named_after_it(root, corpus_file):
 
 # --------------------------------------------------------------------------- the run root
 
-def test_the_run_root_is_used_for_new_runs_and_searched_from_anywhere(root, corpus_file,
-                                                                      tmp_path):
+
+def test_the_run_root_is_used_for_new_runs_and_searched_from_anywhere(root, corpus_file, tmp_path):
     ok(invoke("train", corpus_file, "--steps", "2", "-q", *TINY))
     (made,) = root.iterdir()
     assert made.name.startswith("corpus-")
@@ -104,11 +109,10 @@ def test_without_runs_the_error_says_where_it_looked(root):
 
 # ------------------------------------------------------------------------------- charrnn runs
 
+
 def test_runs_lists_runs_oldest_first_and_notes_broken_ones(root, corpus_file):
-    ok(invoke("train", corpus_file, "-o", root / "first", "--steps", "4", "--eval-every", "2",
-              "-q", *TINY))
-    ok(invoke("train", corpus_file, "-o", root / "second", "--steps", "2", "-q", "--cell", "gru",
-              *TINY))
+    ok(invoke("train", corpus_file, "-o", root / "first", "--steps", "4", "--eval-every", "2", "-q", *TINY))
+    ok(invoke("train", corpus_file, "-o", root / "second", "--steps", "2", "-q", "--cell", "gru", *TINY))
     os.utime(root / "first" / "latest.npz", (1e9, 1e9))  # make the order not depend on speed
     for f in (root / "first").iterdir():
         os.utime(f, (1e9, 1e9))
@@ -126,8 +130,7 @@ def test_runs_lists_runs_oldest_first_and_notes_broken_ones(root, corpus_file):
     first = by["first"]
     assert (first["cell"], first["layers"], first["hidden"], first["steps"]) == ("lstm", 1, 16, 4)
     assert first["corpus"] == f"{corpus_file} (6,000 chars)"
-    assert first["best_val_loss"] == checkpoint.load_meta(root / "first" / "best.npz")[
-        "progress"]["best_val"]
+    assert first["best_val_loss"] == checkpoint.load_meta(root / "first" / "best.npz")["progress"]["best_val"]
     assert first["date"].startswith("2001-09-")
     assert by["second"]["cell"] == "gru" and by["second"]["steps"] == 2
     assert "corrupt" in by["broken"]["note"] and by["broken"]["cell"] is None
@@ -181,8 +184,9 @@ def holder(tmp_path):
     procs = []
 
     def start(run_dir):
-        p = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         procs.append(p)
         timer = threading.Timer(120, p.kill)
         timer.start()
@@ -190,6 +194,7 @@ def holder(tmp_path):
         timer.cancel()
         assert line == b"locked\n", p.stderr.read().decode()
         return p
+
     yield start
     for p in procs:
         if p.poll() is None:
@@ -197,18 +202,19 @@ def holder(tmp_path):
         p.wait()
 
 
-def test_a_live_training_keeps_its_directory_and_a_killed_one_frees_it(tmp_path, corpus_file,
-                                                                       holder):
+def test_a_live_training_keeps_its_directory_and_a_killed_one_frees_it(tmp_path, corpus_file, holder):
     d = tmp_path / "r"
     ok(invoke("train", corpus_file, "-o", d, "--steps", "2", "-q", *TINY))
     before = (d / "latest.npz").read_bytes()
     p = holder(d)
     assert runs.holder(d) == p.pid
     for args in ([], ["--force"]):  # --force never takes a live training's directory
-        user_error(invoke("train", corpus_file, "-o", d, "--steps", "2", "-q", *args, *TINY),
-                   "in use by a training that is still running", f"pid {p.pid}")
-    user_error(invoke("train", "--resume", d, "--steps", "4", "-q"), "still running",
-               f"pid {p.pid}")
+        user_error(
+            invoke("train", corpus_file, "-o", d, "--steps", "2", "-q", *args, *TINY),
+            "in use by a training that is still running",
+            f"pid {p.pid}",
+        )
+    user_error(invoke("train", "--resume", d, "--steps", "4", "-q"), "still running", f"pid {p.pid}")
     assert (d / "latest.npz").read_bytes() == before
     (row,) = json.loads(ok(invoke("runs", d, "--json")).stdout)
     assert row["training"] and row["note"] == "training now"

@@ -1,5 +1,6 @@
 """The server's API through Starlette's test client: the same text as CharModel (greedy and
 seeded), OpenAI's response and error shapes, the caps, the prefix cache against a cold read."""
+
 import json
 
 import numpy as np
@@ -43,27 +44,39 @@ def test_models_lists_the_runs(client):
 def test_greedy_completion_is_charmodels(client, model):
     got = complete(client, prompt=PROMPT, max_tokens=60, temperature=0, seed=7)
     want = model.complete(PROMPT, length=60, temp=0)[0]
-    ch, = got["choices"]
+    (ch,) = got["choices"]
     assert ch["text"] == want.text and ch["finish_reason"] == "length"
     assert got["object"] == "text_completion" and got["model"] == "tiny"
-    assert got["usage"] == {"prompt_tokens": len(PROMPT), "completion_tokens": 60,
-                            "total_tokens": len(PROMPT) + 60}
+    assert got["usage"] == {
+        "prompt_tokens": len(PROMPT),
+        "completion_tokens": 60,
+        "total_tokens": len(PROMPT) + 60,
+    }
 
 
-@pytest.mark.parametrize("opts", [
-    dict(temperature=1.0, seed=3),
-    dict(temperature=0.7, top_p=0.8, seed=5, n=3),
-    dict(temperature=0.9, seed=11, n=2, presence_penalty=0.6, frequency_penalty=0.4),
-    dict(temperature=0.5, seed=2, no_repeat=4, top_k=5),
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(temperature=1.0, seed=3),
+        dict(temperature=0.7, top_p=0.8, seed=5, n=3),
+        dict(temperature=0.9, seed=11, n=2, presence_penalty=0.6, frequency_penalty=0.4),
+        dict(temperature=0.5, seed=2, no_repeat=4, top_k=5),
+    ],
+)
 def test_seeded_sampling_is_charmodels(client, model, opts):
     got = complete(client, prompt=PROMPT, max_tokens=80, **opts)
-    want = model.complete(PROMPT, length=80, temp=opts["temperature"],
-                          top_p=opts.get("top_p", 1.0), top_k=opts.get("top_k", 0),
-                          seed=opts["seed"], num_samples=opts.get("n", 1),
-                          presence_penalty=opts.get("presence_penalty", 0.0),
-                          frequency_penalty=opts.get("frequency_penalty", 0.0),
-                          no_repeat=opts.get("no_repeat", 0))
+    want = model.complete(
+        PROMPT,
+        length=80,
+        temp=opts["temperature"],
+        top_p=opts.get("top_p", 1.0),
+        top_k=opts.get("top_k", 0),
+        seed=opts["seed"],
+        num_samples=opts.get("n", 1),
+        presence_penalty=opts.get("presence_penalty", 0.0),
+        frequency_penalty=opts.get("frequency_penalty", 0.0),
+        no_repeat=opts.get("no_repeat", 0),
+    )
     assert [c["text"] for c in got["choices"]] == [w.text for w in want]
     assert [c["index"] for c in got["choices"]] == list(range(len(want)))
 
@@ -71,8 +84,7 @@ def test_seeded_sampling_is_charmodels(client, model, opts):
 def test_prompt_lists_echo_and_stop(client, model):
     greedy = model.complete("ab", length=40, temp=0)[0].text
     stop = greedy[10:12]
-    got = complete(client, prompt=["ab", "ab"], max_tokens=40, temperature=0, stop=stop,
-                   echo=True)
+    got = complete(client, prompt=["ab", "ab"], max_tokens=40, temperature=0, stop=stop, echo=True)
     cut = greedy.find(stop)
     assert [c["text"] for c in got["choices"]] == ["ab" + greedy[:cut]] * 2
     assert [c["finish_reason"] for c in got["choices"]] == ["stop", "stop"]
@@ -98,9 +110,18 @@ def test_logprobs_are_the_models(client, model):
 
 def test_streaming_sends_the_same_text(client, model):
     want = model.complete(PROMPT, length=50, temp=0)[0].text
-    with client.stream("POST", "/v1/completions", json={
-            "model": "tiny", "prompt": PROMPT, "max_tokens": 50, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}) as r:
+    with client.stream(
+        "POST",
+        "/v1/completions",
+        json={
+            "model": "tiny",
+            "prompt": PROMPT,
+            "max_tokens": 50,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in r.iter_lines() if ln]
@@ -130,24 +151,27 @@ def test_a_cached_prompt_gives_a_cold_reads_text_and_logits(model):
     assert warm["choices"][0]["text"] == want
 
 
-@pytest.mark.parametrize("body, status, param", [
-    ({"prompt": "ab", "max_tokens": -1}, 400, "max_tokens"),
-    ({"prompt": "ab", "max_tokens": 10 ** 9}, 400, "max_tokens"),
-    ({"prompt": "ab", "n": 0}, 400, "n"),
-    ({"prompt": "ab", "n": 1000}, 400, "n"),
-    ({"prompt": "ab", "temperature": -0.1}, 400, "temperature"),
-    ({"prompt": "ab", "top_p": 0}, 400, "top_p"),
-    ({"prompt": "ab", "top_p": 1.5}, 400, "top_p"),
-    ({"prompt": "ab", "presence_penalty": 3}, 400, "presence_penalty"),
-    ({"prompt": 5}, 400, "prompt"),
-    ({"prompt": [1, 2]}, 400, "prompt"),
-    ({"prompt": "ab", "stop": 3}, 400, "stop"),
-    ({"prompt": "ab", "stop": "Z"}, 400, "stop"),
-    ({"prompt": "ab", "seed": -1}, 400, "seed"),
-    ({"prompt": "ab", "stream": "yes"}, 400, "stream"),
-    ({"prompt": "ab€", "max_tokens": 3}, 400, "prompt"),
-    ({"model": "nope", "prompt": "ab"}, 404, "model"),
-])
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({"prompt": "ab", "max_tokens": -1}, 400, "max_tokens"),
+        ({"prompt": "ab", "max_tokens": 10**9}, 400, "max_tokens"),
+        ({"prompt": "ab", "n": 0}, 400, "n"),
+        ({"prompt": "ab", "n": 1000}, 400, "n"),
+        ({"prompt": "ab", "temperature": -0.1}, 400, "temperature"),
+        ({"prompt": "ab", "top_p": 0}, 400, "top_p"),
+        ({"prompt": "ab", "top_p": 1.5}, 400, "top_p"),
+        ({"prompt": "ab", "presence_penalty": 3}, 400, "presence_penalty"),
+        ({"prompt": 5}, 400, "prompt"),
+        ({"prompt": [1, 2]}, 400, "prompt"),
+        ({"prompt": "ab", "stop": 3}, 400, "stop"),
+        ({"prompt": "ab", "stop": "Z"}, 400, "stop"),
+        ({"prompt": "ab", "seed": -1}, 400, "seed"),
+        ({"prompt": "ab", "stream": "yes"}, 400, "stream"),
+        ({"prompt": "ab€", "max_tokens": 3}, 400, "prompt"),
+        ({"model": "nope", "prompt": "ab"}, 404, "model"),
+    ],
+)
 def test_bad_requests_get_openai_errors(client, body, status, param):
     r = client.post("/v1/completions", json=dict({"model": "tiny"}, **body))
     assert r.status_code == status, r.text
@@ -171,8 +195,7 @@ def test_drop_unknown_leaves_them_out(model):
 
 def test_malformed_and_large_bodies(client):
     for raw in (b"{", b"[]", b"null", b'{"prompt": "a"', b"\xff\xfe"):
-        r = client.post("/v1/completions", content=raw,
-                        headers={"content-type": "application/json"})
+        r = client.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 400 and "error" in r.json()
     r = client.post("/v1/completions", content=b" " * (10 << 20))
     assert r.status_code == 413 and r.json()["error"]["message"]
@@ -185,11 +208,13 @@ def test_api_key(model):
     app, reg = app_of(("tiny", model), api_key="sesame")
     with TestClient(app) as c:
         assert c.get("/v1/models").status_code == 401
-        r = c.post("/v1/completions", json={"prompt": "ab"},
-                   headers={"Authorization": "Bearer wrong"})
+        r = c.post("/v1/completions", json={"prompt": "ab"}, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 2},
-                   headers={"Authorization": "Bearer sesame"})
+        r = c.post(
+            "/v1/completions",
+            json={"prompt": "ab", "max_tokens": 2},
+            headers={"Authorization": "Bearer sesame"},
+        )
         assert r.status_code == 200
         assert c.get("/health").status_code == 200 and c.get("/").status_code == 200
     reg.close()
@@ -197,6 +222,7 @@ def test_api_key(model):
 
 def test_a_full_server_says_429(model):
     from charrnn.serve.batcher import Busy, Job
+
     app, reg = app_of(("tiny", model), max_batch=1, max_queue=0)
     b = reg.get("tiny").batcher
     with TestClient(app) as c:
@@ -211,6 +237,7 @@ def test_a_full_server_says_429(model):
                 break
             except Busy:
                 import time
+
                 time.sleep(0.01)
         r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3})
         assert r.status_code == 200
@@ -220,6 +247,7 @@ def test_a_full_server_says_429(model):
 def test_a_byte_level_model(model):
     from charrnn.charmodel import CharModel
     from charrnn.config import ModelConfig
+
     vocab = b"abc def\n\xc3\xa9"
     m = CharModel(ModelConfig("gru", 1, 12, len(vocab)), vocab)
     m.init_weights(np.random.default_rng(5))

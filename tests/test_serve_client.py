@@ -1,5 +1,6 @@
 """The server through OpenAI's own Python client, against a real uvicorn on a loopback port:
 completions with and without stream=True, the errors the client raises, a dropped stream."""
+
 import threading
 import time
 
@@ -40,8 +41,9 @@ def test_completion(client, model):
     r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0)
     assert r.choices[0].text == model.complete(PROMPT, length=40, temp=0)[0].text
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 40
-    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=0.8,
-                                  seed=9, n=2, top_p=0.9)
+    r = client.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=40, temperature=0.8, seed=9, n=2, top_p=0.9
+    )
     want = model.complete(PROMPT, length=40, temp=0.8, seed=9, num_samples=2, top_p=0.9)
     assert [c.text for c in r.choices] == [w.text for w in want]
 
@@ -50,8 +52,9 @@ def test_stream(client, model):
     # long enough to come in several events (those waiting for a slow reader are merged)
     want = model.complete(PROMPT, length=2000, temp=0.7, seed=1)[0].text
     pieces, reasons = [], []
-    for chunk in client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2000,
-                                           temperature=0.7, seed=1, stream=True):
+    for chunk in client.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=2000, temperature=0.7, seed=1, stream=True
+    ):
         pieces.append(chunk.choices[0].text)
         reasons.append(chunk.choices[0].finish_reason)
     assert "".join(pieces) == want and reasons[-1] == "length" and len(pieces) > 1
@@ -70,8 +73,9 @@ def test_client_errors(client, server):
 
 def test_a_dropped_stream_leaves_the_batch(client, server):
     batcher = server[1].get("tiny").batcher
-    stream = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=4000,
-                                       temperature=1.0, stream=True)
+    stream = client.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=4000, temperature=1.0, stream=True
+    )
     next(iter(stream))
     assert batcher.load()["active"] == 1
     stream.close()
@@ -89,9 +93,9 @@ def test_concurrent_requests_share_steps(client, model, server):
     before = batcher.load()["steps"]
 
     def one(i):
-        r = client.completions.create(model="tiny", prompt=PROMPT[:i + 1], max_tokens=200,
-                                      temperature=0)
+        r = client.completions.create(model="tiny", prompt=PROMPT[: i + 1], max_tokens=200, temperature=0)
         out[i] = r.choices[0].text
+
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
@@ -99,13 +103,14 @@ def test_concurrent_requests_share_steps(client, model, server):
         t.join()
     assert batcher.load()["steps"] - before < 8 * 200 * 3 // 4
     for i in range(8):
-        assert out[i] == model.complete(PROMPT[:i + 1], length=200, temp=0)[0].text
+        assert out[i] == model.complete(PROMPT[: i + 1], length=200, temp=0)[0].text
 
 
 def test_a_client_gone_before_its_answer_leaves_the_batch():
     """A non-streaming request whose client gives up: its rows leave long before the end."""
     httpx = pytest.importorskip("httpx")
     from charrnn.serve.schemas import Limits
+
     m = tiny_model(3, hidden=256)
     # far more work than 0.5 s holds on any machine (2 x 256 x 16 rows x 100k characters), so
     # the client gives up first whatever the machine's speed; only then must its rows leave
@@ -113,8 +118,9 @@ def test_a_client_gone_before_its_answer_leaves_the_batch():
     batcher = reg.get("big").batcher
     with live(app) as url:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(url + "/v1/completions", timeout=0.5,
-                       json={"prompt": "ab", "max_tokens": 100_000, "n": 16})
+            httpx.post(
+                url + "/v1/completions", timeout=0.5, json={"prompt": "ab", "max_tokens": 100_000, "n": 16}
+            )
         deadline = time.monotonic() + 30
         while batcher.load()["active"] and time.monotonic() < deadline:
             time.sleep(0.02)

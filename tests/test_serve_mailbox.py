@@ -1,5 +1,6 @@
 """The batcher's deliveries reach each request's queue in order, and wake the event loop once
 for everything posted before it runs (serve.calls.Mailbox)."""
+
 import asyncio
 import threading
 
@@ -22,6 +23,7 @@ def test_posts_arrive_in_order_with_one_wake_up():
         def batcher():
             for n in range(1000):
                 box.post(queues[n % 2], n)
+
         t = threading.Thread(target=batcher)
         t.start()
         t.join()  # the loop has not run meanwhile: one wake-up for all 1000
@@ -30,4 +32,5 @@ def test_posts_arrive_in_order_with_one_wake_up():
         assert len(wakes) == 1
         box.post(queues[0], "again")  # after a flush, the next post wakes the loop again
         assert await queues[0].get() == "again" and len(wakes) == 2
+
     asyncio.run(main())

@@ -1,6 +1,7 @@
 """`charrnn serve` as a real process: the first line says where, SIGTERM and Ctrl-C (SIGINT)
 drain a stream in flight and exit 0; and --reload picking up a newer best.npz between
 requests, never a torn one, while a training might be writing it."""
+
 import json
 import os
 import signal
@@ -29,9 +30,13 @@ def start(run_dir, *extra):
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CHARRNN_API_KEY", None)
-    p = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir),
-                          "--port", str(port), *extra], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     first = p.stderr.readline()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -52,8 +57,7 @@ def test_a_signal_drains_the_stream_in_flight_and_exits_0(run_dir, sig):
     p, url, first = start(run_dir)
     try:
         assert first.startswith("charrnn: serving 1 model at " + url + "/")
-        body = {"model": "shakes", "prompt": "abc", "max_tokens": 1500, "temperature": 1,
-                "stream": True}
+        body = {"model": "shakes", "prompt": "abc", "max_tokens": 1500, "temperature": 1, "stream": True}
         text, done, signalled = "", False, False
         with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
             for line in r.iter_lines():
@@ -77,9 +81,24 @@ def test_beyond_loopback_without_a_key_warns(run_dir):
     port = free_port()
     env = dict(os.environ)
     env.pop("CHARRNN_API_KEY", None)
-    p = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run_dir),
-                          "--host", "0.0.0.0", "--port", str(port)], stderr=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, text=True, env=env)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "serve",
+            "-c",
+            str(run_dir),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     try:
         first, second = p.stderr.readline(), p.stderr.readline()
         assert f"http://0.0.0.0:{port}/" in first
@@ -92,6 +111,7 @@ def test_beyond_loopback_without_a_key_warns(run_dir):
 def test_reload_picks_up_a_newer_checkpoint_and_never_a_torn_one(tmp_path, monkeypatch):
     from charrnn.serve import models
     from starlette.testclient import TestClient
+
     monkeypatch.setattr(models, "RELOAD_EVERY", 0.0)
     a, b = tiny_model(1), tiny_model(2)
     path = save_run(tmp_path / "live", a)
@@ -101,7 +121,7 @@ def test_reload_picks_up_a_newer_checkpoint_and_never_a_torn_one(tmp_path, monke
     with TestClient(app) as c:
         assert want[c.post("/v1/completions", json=body).json()["choices"][0]["text"]] == "a"
         save_run(tmp_path / "live", b)
-        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10 ** 9))
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
         assert want[c.post("/v1/completions", json=body).json()["choices"][0]["text"]] == "b"
         stop = threading.Event()
 
@@ -110,6 +130,7 @@ def test_reload_picks_up_a_newer_checkpoint_and_never_a_torn_one(tmp_path, monke
             while not stop.is_set():
                 save_run(tmp_path / "live", (a, b)[k % 2])
                 k += 1
+
         t = threading.Thread(target=writer)
         t.start()
         try:
@@ -128,10 +149,12 @@ def test_reload_picks_up_a_newer_checkpoint_and_never_a_torn_one(tmp_path, monke
 def test_bad_options_are_usage_errors_and_sample_does_not_import_the_http_stack(run_dir):
     from typer.testing import CliRunner
     from charrnn.cli import app
+
     r = CliRunner().invoke(app, ["serve", "-c", str(run_dir), "--max-batch", "0"])
     assert r.exit_code == 2 and "--max-batch" in r.stderr
-    code = ("import sys, charrnn.cli; "
-            "assert not {'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)")
+    code = (
+        "import sys, charrnn.cli; assert not {'uvicorn', 'starlette'} & set(sys.modules), sorted(sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -140,14 +163,36 @@ def test_a_seeded_request_is_charrnn_sample(run_dir):
     from starlette.testclient import TestClient
     from typer.testing import CliRunner
     from charrnn.cli import app as cli
-    args = ["--seed", "3", "--temp", "0.8", "--top-p", "0.9", "--presence-penalty", "0.3",
-            "-n", "120", "--prime", "abc d"]
+
+    args = [
+        "--seed",
+        "3",
+        "--temp",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--presence-penalty",
+        "0.3",
+        "-n",
+        "120",
+        "--prime",
+        "abc d",
+    ]
     r = CliRunner().invoke(cli, ["sample", "-c", str(run_dir), *args])
     assert r.exit_code == 0, r.stderr
     app, reg = app_of(str(run_dir))
     with TestClient(app) as c:
-        got = c.post("/v1/completions", json={
-            "prompt": "abc d", "seed": 3, "temperature": 0.8, "top_p": 0.9,
-            "presence_penalty": 0.3, "max_tokens": 120, "echo": True}).json()
+        got = c.post(
+            "/v1/completions",
+            json={
+                "prompt": "abc d",
+                "seed": 3,
+                "temperature": 0.8,
+                "top_p": 0.9,
+                "presence_penalty": 0.3,
+                "max_tokens": 120,
+                "echo": True,
+            },
+        ).json()
     reg.close()
     assert got["choices"][0]["text"] == r.stdout

@@ -1,6 +1,7 @@
 """`charrnn serve --workers 2` as a real process: both workers answer /health (each names its
 pid), completions give the model's text whichever worker takes them, and SIGTERM to the
 supervisor exits 0 with no worker left."""
+
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ httpx = pytest.importorskip("httpx")
 
 from serve_util import free_port, save_run, tiny_model  # noqa: E402
 
+# fmt: off
 START_SECONDS = 60     # no answer at all by then: the machine is too loaded, skip
 SECOND_SECONDS = 120   # then the other worker must answer within this
+# fmt: on
 
 
 def gone(pid):
@@ -32,12 +35,14 @@ def gone(pid):
 def health_pids(url, tries=4):
     """The pids answering /health to a few requests at once, each on its own connection
     (so that either worker may accept it)."""
+
     def one(_):
         try:
             r = httpx.get(url + "/health", timeout=5)
             return r.json()["pid"] if r.status_code == 200 else None
         except (httpx.TransportError, ValueError):
             return None
+
     with ThreadPoolExecutor(tries) as pool:
         return {p for p in pool.map(one, range(tries)) if p is not None}
 
@@ -52,10 +57,13 @@ def wait_for_two_workers(p, url, log):
         if pids and first is None:
             first = now
         if first is None and now - start > START_SECONDS:
-            pytest.skip(f"charrnn serve --workers 2 did not answer /health within "
-                        f"{START_SECONDS} s (a loaded machine?)")
-        assert first is None or now - first < SECOND_SECONDS, \
+            pytest.skip(
+                f"charrnn serve --workers 2 did not answer /health within "
+                f"{START_SECONDS} s (a loaded machine?)"
+            )
+        assert first is None or now - first < SECOND_SECONDS, (
             f"only worker {pids} answered /health in {SECOND_SECONDS} s"
+        )
         time.sleep(0.1)
     return pids
 
@@ -68,9 +76,13 @@ def test_two_workers_answer_and_sigterm_leaves_none(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CHARRNN_API_KEY", None)
     with open(log, "w") as err:
-        p = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", "-c", str(run),
-                              "--port", str(port), "--workers", "2"],
-                             stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "serve", "-c", str(run), "--port", str(port), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     pids = set()
     try:
@@ -83,6 +95,7 @@ def test_two_workers_answer_and_sigterm_leaves_none(tmp_path):
             r = httpx.post(url + "/v1/completions", json=body, timeout=60)
             assert r.status_code == 200, r.text
             return r.json()["choices"][0]["text"]
+
         with ThreadPoolExecutor(4) as pool:
             assert list(pool.map(complete, range(8))) == [want] * 8
         p.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """Sizing from the budget (training/sizing.py): the choice, from injected rates, reproduces the
 presets at the rates they were measured at and grows the regularisation where the budget buys
 many passes; --auto-size applies it and says why."""
+
 import numpy as np
 import pytest
 
@@ -11,11 +12,16 @@ TS_TRAIN = 1_003_854  # Tiny Shakespeare's training characters (90%)
 MEASURED = {256: 31e3, 384: 15e3, 512: 9.5e3}  # 3-minute rates, docs/choosing-defaults.md
 
 
-@pytest.mark.parametrize("minutes, rates, expect", [
-    (3, MEASURED, (256, 0.0)), (5, {256: 31e3, 384: 13.7e3, 512: 9.5e3}, (384, 0.1)),
-    (15, {256: 31e3, 384: 15e3, 512: 8.6e3}, (512, 0.2)),
-    (15, {256: 45e3, 384: 22e3, 512: 12.3e3}, (512, 0.3)),  # issue 22's faster Intel machine
-    (1, MEASURED, (256, 0.0))])  # the smallest size whatever the budget buys
+@pytest.mark.parametrize(
+    "minutes, rates, expect",
+    [
+        (3, MEASURED, (256, 0.0)),
+        (5, {256: 31e3, 384: 13.7e3, 512: 9.5e3}, (384, 0.1)),
+        (15, {256: 31e3, 384: 15e3, 512: 8.6e3}, (512, 0.2)),
+        (15, {256: 45e3, 384: 22e3, 512: 12.3e3}, (512, 0.3)),  # issue 22's faster Intel machine
+        (1, MEASURED, (256, 0.0)),
+    ],
+)  # the smallest size whatever the budget buys
 def test_the_choice_reproduces_the_measured_presets(minutes, rates, expect):
     c = sizing.choose(minutes, TS_TRAIN, rates.get)
     assert (c.hidden, c.dropout) == expect
@@ -47,13 +53,11 @@ def test_measure_counts_characters_per_second():
 
 def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monkeypatch):  # noqa: F811
     monkeypatch.setattr(sizing, "measure", lambda *a, **k: 15e3)  # no timing in tests
-    p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=15,
-                    auto_size=True)
+    p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=15, auto_size=True)
     cfg = p.trainer.model.config
     assert (cfg.hidden, cfg.dropout) == (512, 0.3)  # 450 characters: memorised at once
     assert "sized from the budget: 2 x 512, dropout 0.3" in p.notice
-    p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=15,
-                    dropout=0.1, auto_size=True)
+    p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=15, dropout=0.1, auto_size=True)
     assert p.trainer.model.config.dropout == 0.1  # a given dropout stays
     p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15)
     assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (512, 0.2)

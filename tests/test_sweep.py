@@ -1,5 +1,6 @@
 """Sweeps on Optuna: the search space, trials as run directories, the shared journal storage,
 failures, interruption and continuation, the results table, and a real PostgreSQL server."""
+
 import json
 import os
 import shutil
@@ -59,11 +60,14 @@ def evals_in(run_dir):
 
 # ------------------------------------------------------------------------------------ the space
 
+
 def test_space_forms(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('cell = "gru"\nhidden = [128, 512]\nlayers = {choices = [1, 3]}\n'
-                    'lr = {low = 1e-3, high = 1e-2, log = true}\nseq = [50, 100, 150]\n'
-                    'dropout = {low = 0, high = 0.3, step = 0.1}\ngrad_clip = 1\n')
+    path.write_text(
+        'cell = "gru"\nhidden = [128, 512]\nlayers = {choices = [1, 3]}\n'
+        "lr = {low = 1e-3, high = 1e-2, log = true}\nseq = [50, 100, 150]\n"
+        "dropout = {low = 0, high = 0.3, step = 0.1}\ngrad_clip = 1\n"
+    )
     s = sweep_space.build(sweep_space.load(path))
     assert s["cell"] == {"fixed": "gru"}
     assert s["hidden"] == {"low": 128, "high": 512, "log": True, "step": None}  # log by default
@@ -79,18 +83,21 @@ def test_space_forms(tmp_path):
     assert s["cell"] == {"choices": ["lstm", "gru"]} and s["hidden"] == {"fixed": 64}
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("width = 3", "does not know"),
-    ("hidden = [512, 128]", "above high"),
-    ('cell = "lstn"', "not one of lstm, gru, rnn"),
-    ('cell = {low = 1, high = 2}', "not a range"),
-    ("lr = {low = 0, high = 1e-2, log = true}", "above 0"),
-    ("layers = [1.5, 3]", "whole numbers"),
-    ("dropout = 1.5", "outside [0, 1)"),
-    ("hidden = {choices = []}", "non-empty"),
-    ("hidden = {low = 8}", "a range is"),
-    ("hidden = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("width = 3", "does not know"),
+        ("hidden = [512, 128]", "above high"),
+        ('cell = "lstn"', "not one of lstm, gru, rnn"),
+        ("cell = {low = 1, high = 2}", "not a range"),
+        ("lr = {low = 0, high = 1e-2, log = true}", "above 0"),
+        ("layers = [1.5, 3]", "whole numbers"),
+        ("dropout = 1.5", "outside [0, 1)"),
+        ("hidden = {choices = []}", "non-empty"),
+        ("hidden = {low = 8}", "a range is"),
+        ("hidden = [", "not valid TOML"),
+    ],
+)
 def test_space_errors(tmp_path, text, fragment):
     path = tmp_path / "s.toml"
     path.write_text(text)
@@ -100,8 +107,9 @@ def test_space_errors(tmp_path, text, fragment):
 
 
 def test_suggest_gives_fixed_values_and_stays_in_ranges():
-    s = sweep_space.build({"cell": "gru", "hidden": [8, 16], "lr": {"low": 1e-3, "high": 2e-3},
-                           "layers": {"choices": [1, 3]}})
+    s = sweep_space.build(
+        {"cell": "gru", "hidden": [8, 16], "lr": {"low": 1e-3, "high": 2e-3}, "layers": {"choices": [1, 3]}}
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
         p = sweep_space.suggest(study.ask(), s)
@@ -111,10 +119,25 @@ def test_suggest_gives_fixed_values_and_stays_in_ranges():
 
 # ------------------------------------------------------------------------------- a whole sweep
 
+
 def test_sweep_of_three_trials(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    r = ok(invoke("sweep", "run", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
-                  "-o", out, "--no-prune"))
+    r = ok(
+        invoke(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            3,
+            "--steps",
+            40,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--no-prune",
+        )
+    )
     assert r.stdout == ""  # progress goes to stderr
     assert "trial 2: complete" in r.stderr and "3 of 3 trials finished" in r.stderr
     res = show(out)
@@ -135,19 +158,61 @@ def test_sweep_of_three_trials(tmp_path, corpus_file, space):
     assert [ln.split()[:2] for ln in table[1:4]] == [[str(i), "complete"] for i in range(3)]
     assert table[-1].startswith(f"best: trial {best['number']}, val {best['value']:.4f}")
     # rerunning the same command finds the study finished and runs nothing
-    r = ok(invoke("sweep", "run", corpus_file, "--trials", 3, "--steps", 40, "--space", space,
-                  "-o", out, "--no-prune"))
+    r = ok(
+        invoke(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            3,
+            "--steps",
+            40,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--no-prune",
+        )
+    )
     assert "trial 3" not in r.stderr and len(show(out)["trials"]) == 3
     # ... and --trials counts the total: raising it runs only the missing ones
-    ok(invoke("sweep", "run", corpus_file, "--trials", 4, "--steps", 40, "--space", space, "-o", out,
-              "--no-prune"))
+    ok(
+        invoke(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            4,
+            "--steps",
+            40,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--no-prune",
+        )
+    )
     assert [t["number"] for t in show(out)["trials"]] == [0, 1, 2, 3]
 
 
 def test_same_seed_same_proposals(tmp_path, corpus_file, space):
     for name in ("a", "b"):
-        ok(invoke("sweep", "run", corpus_file, "--trials", 4, "--steps", 8, "--space", space,
-                  "-o", tmp_path / name, "-q"))
+        ok(
+            invoke(
+                "sweep",
+                "run",
+                corpus_file,
+                "--trials",
+                4,
+                "--steps",
+                8,
+                "--space",
+                space,
+                "-o",
+                tmp_path / name,
+                "-q",
+            )
+        )
     a, b = (show(tmp_path / n)["trials"] for n in ("a", "b"))
     assert [t["params"] for t in a] == [t["params"] for t in b]
     assert len({json.dumps(t["params"]) for t in a}) == 4
@@ -181,9 +246,11 @@ def test_the_old_spellings_still_work_with_a_note(tmp_path, corpus_file):
     """`sweep CORPUS` is `sweep run CORPUS`, `sweep --show DIR` is `sweep show DIR`."""
     r = invoke("sweep", corpus_file, "--trials", 2)
     assert r.exit_code == 1 and "--minutes M or --steps N" in r.stderr
-    assert r.stderr.splitlines()[0] == ("charrnn: note: `charrnn sweep CORPUS` is now `charrnn "
-                                        "sweep run CORPUS`; the old spelling still works in this "
-                                        "release")
+    assert r.stderr.splitlines()[0] == (
+        "charrnn: note: `charrnn sweep CORPUS` is now `charrnn "
+        "sweep run CORPUS`; the old spelling still works in this "
+        "release"
+    )
     r = invoke("sweep", "--show", tmp_path, "--json")
     assert r.exit_code == 1 and "holds no sweep" in r.stderr
     assert "`charrnn sweep --show ARG` is now `charrnn sweep show ARG`" in r.stderr
@@ -192,12 +259,29 @@ def test_the_old_spellings_still_work_with_a_note(tmp_path, corpus_file):
 
 # --------------------------------------------------------------------------- failures, pruning
 
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, corpus_file):
     space = tmp_path / "space.toml"  # a batch of 1000 x 16 is longer than the 5,400-char text
     space.write_text(TINY_SPACE.replace("batch = 8", "batch = {choices = [8, 1000]}"))
     out = tmp_path / "sw"
-    r = ok(invoke("sweep", "run", corpus_file, "--trials", 5, "--steps", 8, "--space", space,
-                  "-o", out, "--seed", 3, "--no-prune"))
+    r = ok(
+        invoke(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            5,
+            "--steps",
+            8,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--seed",
+            3,
+            "--no-prune",
+        )
+    )
     trials = show(out)["trials"]
     assert len(trials) == 5
     for t in trials:
@@ -214,6 +298,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, corpus_file
 
 def test_out_of_memory_fails_one_trial(tmp_path, corpus_file, monkeypatch):
     from charrnn.training import run
+
     real, calls = run.prepare, []
 
     def prepare(*args, **kwargs):  # the second trial runs out of memory
@@ -221,9 +306,16 @@ def test_out_of_memory_fails_one_trial(tmp_path, corpus_file, monkeypatch):
         if len(calls) == 2:
             raise MemoryError()
         return real(*args, **kwargs)
+
     monkeypatch.setattr(run, "prepare", prepare)
-    sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=8,
-                     space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
+    sw = sweep.Sweep(
+        str(corpus_file),
+        tmp_path / "sw",
+        trials=3,
+        steps=8,
+        space=sweep_space.build(sweep_space._toml(TINY_SPACE)),
+        prune=False,
+    )
     assert trials.run(sw) == "done"
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "failed", "complete"]
@@ -236,19 +328,29 @@ class PruneTrialOne(optuna.pruners.BasePruner):
 
 
 def test_a_pruned_trial_stops_and_keeps_its_checkpoint(tmp_path, corpus_file):
-    sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=40,
-                     space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
+    sw = sweep.Sweep(
+        str(corpus_file),
+        tmp_path / "sw",
+        trials=3,
+        steps=40,
+        space=sweep_space.build(sweep_space._toml(TINY_SPACE)),
+        prune=False,
+    )
     events = []
-    assert trials.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))),
-                     pruner=PruneTrialOne()) == "done"
+    assert (
+        trials.run(sw, report=lambda kind, **f: events.append((kind, f.get("trial"))), pruner=PruneTrialOne())
+        == "done"
+    )
     res = sweep.results(tmp_path / "sw")
     assert [t["state"] for t in res["trials"]] == ["complete", "pruned", "complete"]
     pruned = res["trials"][1]
     assert [e["step"] for e in evals_in(pruned["run_dir"])] == [10, 20]  # stopped at half
     assert pruned["chars"] == 20 * 8 * 16 and ("pruned", 1) in events
     st = optuna.load_study(study_name="sw", storage=sweep.open_storage(tmp_path / "sw"))
-    assert st.trials[1].intermediate_values == {1: evals_in(pruned["run_dir"])[0]["val_loss"],
-                                                2: evals_in(pruned["run_dir"])[1]["val_loss"]}
+    assert st.trials[1].intermediate_values == {
+        1: evals_in(pruned["run_dir"])[0]["val_loss"],
+        2: evals_in(pruned["run_dir"])[1]["val_loss"],
+    }
     ok(invoke("sample", "-c", pruned["run_dir"], "-n", 10))
 
 
@@ -263,6 +365,7 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     the last quarter."""
     from types import SimpleNamespace
     from charrnn.training.trainer import TrainConfig
+
     sw = sweep.Sweep("x", Path("sw"), minutes=1, evals=4)
     t = SimpleNamespace(step=1, elapsed=0.7, cfg=TrainConfig(eval_every=trials.NEVER))
     st = {"t1": None}
@@ -282,8 +385,7 @@ def test_a_time_budget_spreads_the_evaluations_over_it():
     assert next_eval(t) > 428 + 14 / 0.2
 
 
-@pytest.mark.parametrize("step, ahead", [(0, 1), (0, 150), (7, 14), (144, 70), (1000, 3),
-                                         (12345, 997)])
+@pytest.mark.parametrize("step, ahead", [(0, 1), (0, 150), (7, 14), (144, 70), (1000, 3), (12345, 997)])
 def test_interval_hits_the_step_aimed_at(step, ahead):
     n = trials._interval(step, ahead)
     assert abs((step // n + 1) * n - step - ahead) <= ahead // 20
@@ -292,13 +394,21 @@ def test_interval_hits_the_step_aimed_at(step, ahead):
 
 # ------------------------------------------------------------- interruption and continuation
 
+
 def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
-    sw = sweep.Sweep(str(corpus_file), tmp_path / "sw", trials=3, steps=40,
-                     space=sweep_space.build(sweep_space._toml(TINY_SPACE)), prune=False)
+    sw = sweep.Sweep(
+        str(corpus_file),
+        tmp_path / "sw",
+        trials=3,
+        steps=40,
+        space=sweep_space.build(sweep_space._toml(TINY_SPACE)),
+        prune=False,
+    )
     seen = []
 
     def report(kind, **f):
         seen.append((kind, f.get("trial"), f.get("step")))
+
     stop = lambda: ("eval", 1, 20) in seen  # noqa: E731  Ctrl-C in trial 1, after step 20
     assert trials.run(sw, stop, report) == "interrupted"
     res = sweep.results(tmp_path / "sw")
@@ -307,16 +417,38 @@ def test_interrupting_and_rerunning_continues_the_study(tmp_path, corpus_file):
     assert (Path(cut["run_dir"]) / "latest.npz").is_file() and cut["chars"] == 20 * 8 * 16
     assert trials.run(sw, report=report) == "done"  # the same sweep again
     res = sweep.results(tmp_path / "sw")
-    assert [t["state"] for t in res["trials"]] == ["complete", "interrupted", "complete",
-                                                   "complete"]  # 3 count; 1 is replaced
+    assert [t["state"] for t in res["trials"]] == [
+        "complete",
+        "interrupted",
+        "complete",
+        "complete",
+    ]  # 3 count; 1 is replaced
     assert [t["number"] for t in res["trials"]] == [0, 1, 2, 3]
 
 
 def test_ctrl_c_saves_marks_and_exits_130(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    p = subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 2, "--minutes", 1, "--space",
-                             space, "-o", out, "--evals", 60), cwd=ROOT, env=child_env(),
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        cli(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            2,
+            "--minutes",
+            1,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--evals",
+            60,
+        ),
+        cwd=ROOT,
+        env=child_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in p.stderr:  # training has begun: the first evaluation (after about a second)
         if line.startswith("charrnn: trial 0: step"):
             break
@@ -330,6 +462,7 @@ def test_ctrl_c_saves_marks_and_exits_130(tmp_path, corpus_file, space):
 
 
 # ---------------------------------------------------------------------- workers sharing a study
+
 
 def check_total(out, total):
     """Exactly `total` trials counted, each trained once in its own directory."""
@@ -346,10 +479,22 @@ def check_total(out, total):
 
 def test_two_processes_share_the_journal(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    cmd = cli("sweep", "run", corpus_file, "--trials", 5, "--steps", 20, "--space", space, "-o", out,
-              "-q", "--no-prune")
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stderr=subprocess.PIPE)
-             for _ in range(2)]
+    cmd = cli(
+        "sweep",
+        "run",
+        corpus_file,
+        "--trials",
+        5,
+        "--steps",
+        20,
+        "--space",
+        space,
+        "-o",
+        out,
+        "-q",
+        "--no-prune",
+    )
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stderr=subprocess.PIPE) for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     trials = check_total(out, 5)
@@ -364,10 +509,29 @@ def _attrs(out):
 
 def test_jobs_run_trials_at_once_with_a_share_of_the_cores(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    r = subprocess.run(cli("sweep", "run", corpus_file, "--trials", 4, "--steps", 20, "--space", space,
-                           "-o", out, "--jobs", 2, "--no-prune"), cwd=ROOT, env=dict(child_env(),
-                                                                        CHARRNN_THREADS="4"),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        cli(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            4,
+            "--steps",
+            20,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--jobs",
+            2,
+            "--no-prune",
+        ),
+        cwd=ROOT,
+        env=dict(child_env(), CHARRNN_THREADS="4"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "2 workers, 2 thread(s) each" in r.stderr and "4 of 4 trials finished" in r.stderr
     check_total(out, 4)
@@ -377,9 +541,29 @@ def test_jobs_run_trials_at_once_with_a_share_of_the_cores(tmp_path, corpus_file
 
 def test_ctrl_c_stops_every_worker(tmp_path, corpus_file, space):
     out = tmp_path / "sw"
-    p = subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 4, "--minutes", 1, "--space",
-                             space, "-o", out, "--evals", 60, "--jobs", 2), cwd=ROOT,
-                         env=child_env(), stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        cli(
+            "sweep",
+            "run",
+            corpus_file,
+            "--trials",
+            4,
+            "--minutes",
+            1,
+            "--space",
+            space,
+            "-o",
+            out,
+            "--evals",
+            60,
+            "--jobs",
+            2,
+        ),
+        cwd=ROOT,
+        env=child_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = set()
     for line in p.stderr:  # both workers are training
         if ": step " in line:
@@ -430,6 +614,7 @@ def postgres(tmp_path_factory):
     """A PostgreSQL server of the test's own in a temporary directory (about 4 s to start);
     skipped when the server's programs or the driver are not installed."""
     import importlib.util
+
     if not any(importlib.util.find_spec(m) for m in ("psycopg", "psycopg2")):
         pytest.skip("no PostgreSQL driver: pip install 'psycopg[binary]'")
     initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
@@ -440,6 +625,7 @@ def postgres(tmp_path_factory):
     if os.geteuid() == 0:  # initdb refuses to run as root
         try:
             import pwd
+
             pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and there is no postgres user to run the server")
@@ -449,23 +635,60 @@ def postgres(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = base / "data"
-    subprocess.run([*run_as, initdb, "-D", data, "--auth=trust", "-U", "postgres", "--no-sync",
-                    "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run([*run_as, pg_ctl, "-D", data, "-l", base / "log", "-w", "start", "-o",
-                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*run_as, initdb, "-D", data, "--auth=trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *run_as,
+            pg_ctl,
+            "-D",
+            data,
+            "-l",
+            base / "log",
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-                   capture_output=True)
+    subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
 
 def test_two_machines_share_a_postgresql_study(tmp_path, corpus_file, space, postgres):
     """Two workers with sweep directories of their own (two machines) and one database."""
     dirs = [tmp_path / "a" / "sw", tmp_path / "b" / "sw"]
-    procs = [subprocess.Popen(cli("sweep", "run", corpus_file, "--trials", 4, "--steps", 20, "--space",
-                                  space, "-o", d, "--storage", postgres, "-q", "--no-prune"),
-                              cwd=ROOT, env=child_env(), stderr=subprocess.PIPE) for d in dirs]
+    procs = [
+        subprocess.Popen(
+            cli(
+                "sweep",
+                "run",
+                corpus_file,
+                "--trials",
+                4,
+                "--steps",
+                20,
+                "--space",
+                space,
+                "-o",
+                d,
+                "--storage",
+                postgres,
+                "-q",
+                "--no-prune",
+            ),
+            cwd=ROOT,
+            env=child_env(),
+            stderr=subprocess.PIPE,
+        )
+        for d in dirs
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     res = show(dirs[0])  # sweep.json says where the study is
@@ -476,6 +699,7 @@ def test_two_machines_share_a_postgresql_study(tmp_path, corpus_file, space, pos
     made = sorted((d.parent.name, p.name) for d in dirs for p in d.glob("trial-*"))
     assert len(made) == 4 and len({name for _, name in made}) == 4  # each trial once
     assert show(dirs[1])["trials"] == trials
-    r = invoke("sweep", "show", tmp_path / "a" / "sw", "--storage",
-               postgres.replace("/postgres", "/nosuchdb"))
+    r = invoke(
+        "sweep", "show", tmp_path / "a" / "sw", "--storage", postgres.replace("/postgres", "/nosuchdb")
+    )
     assert r.exit_code == 1 and "cannot open the storage" in r.stderr

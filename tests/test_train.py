@@ -1,5 +1,6 @@
 """Training through the library: the model learns a source whose entropy rate is known, a resumed
 run is bit-for-bit the run that never stopped, and the run directory holds what it promises."""
+
 import json
 import math
 
@@ -22,6 +23,7 @@ def train(corpus, out, callback=None, should_stop=lambda: False, **options):
 
 # ------------------------------------------------------------------------------------- learning
 
+
 def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
     """A first-order Markov source over six symbols (three rows nearly deterministic): a small
     LSTM must come within 0.05 nats/char of its entropy rate on held-out text."""
@@ -34,8 +36,19 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
     path = tmp_path / "markov.txt"
     path.write_text(text)
     # 40% held out: 40,000 validation characters keep the sampling noise of the loss ~0.005
-    t = train(path, tmp_path / "run", layers=1, hidden=32, batch=32, seq=25,
-              lr=1e-2, steps=300, eval_every=100, val_frac=0.4, seed=1)
+    t = train(
+        path,
+        tmp_path / "run",
+        layers=1,
+        hidden=32,
+        batch=32,
+        seq=25,
+        lr=1e-2,
+        steps=300,
+        eval_every=100,
+        val_frac=0.4,
+        seed=1,
+    )
     assert t.model.dtype == np.float32
     first, final = t.history[0]["val_loss"], t.history[-1]["val_loss"]
     assert t.step == 300 and final < first
@@ -44,8 +57,9 @@ def test_lstm_reaches_the_entropy_rate_of_a_markov_source(tmp_path):
 
 # ---------------------------------------------------------------------------------- exact resume
 
-RESUME_OPTS = dict(layers=2, hidden=8, dropout=0.3, batch=4, seq=10,
-                   eval_every=5, val_frac=0.1, seed=7, dtype=np.float64)
+RESUME_OPTS = dict(
+    layers=2, hidden=8, dropout=0.3, batch=4, seq=10, eval_every=5, val_frac=0.1, seed=7, dtype=np.float64
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +111,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
         assert np.array_equal(tr_whole[k], tr_split[k]), k
     if stop_at % RESUME_OPTS["eval_every"] == 0:
         assert history_without_times(t2.history) == history_without_times(whole.history)
-        assert (history_without_times(m_split["history"])
-                == history_without_times(m_whole["history"]))
+        assert history_without_times(m_split["history"]) == history_without_times(m_whole["history"])
     else:  # the validation losses, at least, are those of the same weights
         assert [h["val_loss"] for h in t2.history] == [h["val_loss"] for h in whole.history]
 
@@ -122,8 +135,7 @@ def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path
     text, _ = markov_text("abcdef", 20_000, seed=2)
     path = tmp_path / "c.txt"
     path.write_text(text)
-    opts = dict(layers=1, hidden=32, batch=32, seq=20, steps=20,
-                eval_every=10, seed=3, dtype=np.float64)
+    opts = dict(layers=1, hidden=32, batch=32, seq=20, steps=20, eval_every=10, seed=3, dtype=np.float64)
     a = train(path, tmp_path / "a", **opts)
     b = train(path, tmp_path / "b", **opts)
     assert len(a.model.parts(32)) == 2
@@ -135,10 +147,17 @@ def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path
 
 # --------------------------------------------------------------------------------- run directory
 
+
 def test_run_directory_holds_checkpoints_and_metrics(tmp_path, small_corpus):
     events = []
-    t = train(small_corpus, tmp_path / "r", callback=events.append, steps=23, keep=2,
-              **dict(RESUME_OPTS, dtype=np.float32))
+    t = train(
+        small_corpus,
+        tmp_path / "r",
+        callback=events.append,
+        steps=23,
+        keep=2,
+        **dict(RESUME_OPTS, dtype=np.float32),
+    )
     names = sorted(p.name for p in (tmp_path / "r").iterdir())
     stamped = [n for n in names if n.startswith("step")]
     assert {"latest.npz", "best.npz", "metrics.jsonl"} <= set(names)
@@ -149,8 +168,9 @@ def test_run_directory_holds_checkpoints_and_metrics(tmp_path, small_corpus):
     assert records[0]["kind"] == "train" and records[0]["step"] == 1  # after the first step
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [5, 10, 15, 20, 23]
-    assert evals == [{k: (None if v != v else v) for k, v in e.items()} for e in events
-                     if e["kind"] == "eval"]
+    assert evals == [
+        {k: (None if v != v else v) for k, v in e.items()} for e in events if e["kind"] == "eval"
+    ]
     # training rows, every few seconds and before each evaluation, cover every step
     rows = [r["step"] for r in records if r["kind"] == "train"]
     assert rows == sorted(set(rows)) and {5, 10, 15, 20, 23} <= set(rows)
@@ -178,8 +198,10 @@ def test_corpus_shorter_than_one_window(tmp_path):
 
 # ------------------------------------------------------------------- never lose work, stop well
 
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, small_corpus):
     from charrnn.errors import TrainingDiverged
+
     trainer = run.prepare(small_corpus, tmp_path / "r", steps=30, **RESUME_OPTS).trainer
     real, calls = trainer.model.loss_and_grad, []
 
@@ -187,6 +209,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sm
         calls.append(1)
         loss, state = real(*args, **kwargs)
         return (math.nan if len(calls) == 8 else loss), state
+
     trainer.model.loss_and_grad = poisoned
     with run.run_directory(trainer.run_dir):
         with pytest.raises(TrainingDiverged, match="--lr"):
@@ -208,15 +231,15 @@ def test_patience_stops_when_validation_stops_improving(tmp_path, small_corpus):
 
 def test_init_from_continues_from_trained_weights_and_checks_the_vocabulary(tmp_path, small_corpus):
     base = train(small_corpus, tmp_path / "base", steps=10, **RESUME_OPTS)
-    tuned = run.prepare(small_corpus, tmp_path / "tuned", steps=1,
-                        init_from=tmp_path / "base", **RESUME_OPTS).trainer
+    tuned = run.prepare(
+        small_corpus, tmp_path / "tuned", steps=1, init_from=tmp_path / "base", **RESUME_OPTS
+    ).trainer
     np.testing.assert_array_equal(tuned.model.flat, base.model.flat)
     assert tuned.step == 0 and tuned.model.vocab == base.model.vocab
     other = tmp_path / "other.txt"
     other.write_text("xyz" * 400)
     # new characters grow the vocabulary (tests/test_finetune.py), named in the notice
-    grown = run.prepare(other, tmp_path / "grown", steps=1, init_from=tmp_path / "base",
-                        **RESUME_OPTS)
+    grown = run.prepare(other, tmp_path / "grown", steps=1, init_from=tmp_path / "base", **RESUME_OPTS)
     assert "'xyz'" in grown.notice and set("xyz") <= set(grown.trainer.model.vocab.symbols)
 
 
@@ -224,8 +247,7 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
     """With state_reset equal to the window length every stream restarts from the zero state at
     every step, so a step's loss is the loss from zero whatever state was carried in."""
     opts = dict(RESUME_OPTS, dropout=0.0)
-    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq"],
-                    **opts).trainer
+    t = run.prepare(small_corpus, tmp_path / "r", steps=3, state_reset=opts["seq"], **opts).trainer
     t.h[:] = 0.7
     t.c[:] = -0.4
     x = np.ascontiguousarray(t.xs[:, :10].T, dtype=np.int32)
@@ -240,10 +262,20 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
 
 # ------------------------------------------------------------------------------------- defaults
 
-@pytest.mark.parametrize("budget, size", [
-    (dict(minutes=15), (512, 0.2)), (dict(minutes=10), (512, 0.2)), (dict(minutes=5), (384, 0.1)),
-    (dict(minutes=3), (256, 0.0)), (dict(steps=5), (256, 0.0)), ({}, (256, 0.0)),
-    (dict(minutes=15, hidden=16), (16, 0.0)), (dict(minutes=3, dropout=0.3), (256, 0.3))])
+
+@pytest.mark.parametrize(
+    "budget, size",
+    [
+        (dict(minutes=15), (512, 0.2)),
+        (dict(minutes=10), (512, 0.2)),
+        (dict(minutes=5), (384, 0.1)),
+        (dict(minutes=3), (256, 0.0)),
+        (dict(steps=5), (256, 0.0)),
+        ({}, (256, 0.0)),
+        (dict(minutes=15, hidden=16), (16, 0.0)),
+        (dict(minutes=3, dropout=0.3), (256, 0.3)),
+    ],
+)
 def test_the_default_model_is_sized_to_the_time_budget(tmp_path, small_corpus, budget, size):
     """No --hidden: the size (and its dropout) follow --minutes; a given size keeps dropout 0."""
     t = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, **budget).trainer
@@ -256,22 +288,24 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
     """Wx0 ~ U(-2, 2) (a one-hot input's embedding) for the gated cells; other weights within
     1/sqrt(H); forget bias 1; recurrent blocks orthogonal."""
     from charrnn.engine.model import EMBED_INIT
+
     H = 64
-    p = run.prepare(small_corpus, tmp_path / "r", hidden=H, batch=4, seq=10,
-                    steps=1).trainer.model.params
+    p = run.prepare(small_corpus, tmp_path / "r", hidden=H, batch=4, seq=10, steps=1).trainer.model.params
     assert np.abs(p.Wx0).max() <= EMBED_INIT
     assert abs(p.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05  # std of U(-a, a): a / sqrt(3)
     k = 1 / math.sqrt(H)
     assert np.abs(p.Wx).max() <= k and np.abs(p.Wy).max() <= k
     assert abs(p.Wx.std() - k / math.sqrt(3)) < 0.1 * k
-    np.testing.assert_array_equal(p.b[:, H:2 * H], 1.0)
+    np.testing.assert_array_equal(p.b[:, H : 2 * H], 1.0)
     for l in range(2):
         for g in range(4):
-            q = p.Wh[l, :, g * H:(g + 1) * H].astype(np.float64)
+            q = p.Wh[l, :, g * H : (g + 1) * H].astype(np.float64)
             np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5)
-    gru = run.prepare(small_corpus, tmp_path / "g", hidden=H, batch=4, seq=10,
-                      steps=1, cell="gru").trainer.model.params
-    rnn = run.prepare(small_corpus, tmp_path / "v", hidden=H, batch=4, seq=10,
-                      steps=1, cell="rnn").trainer.model.params
+    gru = run.prepare(
+        small_corpus, tmp_path / "g", hidden=H, batch=4, seq=10, steps=1, cell="gru"
+    ).trainer.model.params
+    rnn = run.prepare(
+        small_corpus, tmp_path / "v", hidden=H, batch=4, seq=10, steps=1, cell="rnn"
+    ).trainer.model.params
     assert abs(gru.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05
     assert np.abs(rnn.Wx0).max() <= k  # wide rows would saturate a vanilla RNN's tanh

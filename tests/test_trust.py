@@ -2,6 +2,7 @@
 vocabulary's unknown symbol apart, no validation loss where there is no validation text, the
 checkpoint an implicit choice used named, and sampling options, stop strings and cut samples
 checked and said the same way in the library and on the command line."""
+
 import json
 import math
 
@@ -48,6 +49,7 @@ def capped(tmp_path_factory):
 
 # ---------------------------------------------------------------- 1. the unknown symbol's share
 
+
 def test_score_counts_unknown_targets_and_gives_the_known_loss_apart(capped):
     out, text = capped
     model = charrnn.load(out, dtype=np.float64)
@@ -86,12 +88,12 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
 
 def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
     from charrnn.training import run
+
     text, _ = markov_text("abcdefgh", 6000, seed=2)
     (tmp_path / "c.txt").write_text(text)
     prepared = run.prepare(tmp_path / "c.txt", tmp_path / "r", max_vocab=3, steps=1, **TINY_API)
     assert "validation text" in prepared.unknown_notice and "flatters" in prepared.unknown_notice
-    r = invoke("train", tmp_path / "c.txt", "-o", tmp_path / "r2", "--max-vocab", "3",
-               "--steps", "2", *TINY)
+    r = invoke("train", tmp_path / "c.txt", "-o", tmp_path / "r2", "--max-vocab", "3", "--steps", "2", *TINY)
     assert r.exit_code == 0 and "outside the vocabulary" in r.stderr
     full = run.prepare(tmp_path / "c.txt", tmp_path / "r3", steps=1, **TINY_API)
     assert full.unknown_notice is None
@@ -99,10 +101,24 @@ def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
 
 # ------------------------------------------------------------ 2. no validation text, no val loss
 
+
 def test_a_run_without_validation_text_has_no_validation_loss_anywhere(tmp_path, corpus_file):
     out = tmp_path / "noval"
-    r = invoke("train", corpus_file, "-o", out, "--val-frac", "0", "--steps", "6",
-               "--eval-every", "3", "--keep", "2", *TINY)
+    r = invoke(
+        "train",
+        corpus_file,
+        "-o",
+        out,
+        "--val-frac",
+        "0",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--keep",
+        "2",
+        *TINY,
+    )
     assert r.exit_code == 0, r.stderr
     assert "no validation text" in r.stderr and "best val" not in r.stderr
     meta = checkpoint.load_meta(out / checkpoint.BEST)
@@ -112,16 +128,32 @@ def test_a_run_without_validation_text_has_no_validation_loss_anywhere(tmp_path,
     assert [row["best_val_loss"] for row in listed] == [None]
     assert charrnn.api.describe(meta)["best_val_loss"] is None
     assert sorted(p.name for p in out.glob("step*.npz")) == ["step0000003.npz", "step0000006.npz"]
-    line = error_line(invoke("train", corpus_file, "-o", tmp_path / "p", "--val-frac", "0",
-                             "--patience", "2", "--steps", "4", *TINY), 1)
+    line = error_line(
+        invoke(
+            "train",
+            corpus_file,
+            "-o",
+            tmp_path / "p",
+            "--val-frac",
+            "0",
+            "--patience",
+            "2",
+            "--steps",
+            "4",
+            *TINY,
+        ),
+        1,
+    )
     assert "--patience" in line
 
 
 # ------------------------------------------------------------- 3. an implicit choice is named
 
+
 def test_implicit_checkpoint_choices_are_said_on_stderr(tmp_path, monkeypatch, cli_run):
     import shutil
     import time
+
     root = tmp_path / "runs"
     root.mkdir()
     shutil.copytree(cli_run, root / "old")
@@ -139,14 +171,17 @@ def test_implicit_checkpoint_choices_are_said_on_stderr(tmp_path, monkeypatch, c
 
 def test_a_directory_of_runs_samples_its_best_run(tmp_path, cli_run):
     import shutil
+
     sweep = tmp_path / "sweep"
     for name, best in (("trial-0000", 2.0), ("trial-0001", 1.5), ("trial-0002", 3.0)):
         shutil.copytree(cli_run, sweep / name)
         meta, params, train = checkpoint.load(sweep / name / checkpoint.BEST)
         from dataclasses import replace
+
         meta = replace(meta, progress=replace(meta.progress, best_val=best))
-        checkpoint.save(sweep / name / checkpoint.BEST, meta,
-                        [params[k] for k in checkpoint.PARAM_NAMES], train)
+        checkpoint.save(
+            sweep / name / checkpoint.BEST, meta, [params[k] for k in checkpoint.PARAM_NAMES], train
+        )
     path, note = checkpoint.resolve_explained(sweep)
     assert path == sweep / "trial-0001" / checkpoint.BEST and "1.5000" in note
     r = invoke("sample", "-c", sweep, "-n", "5", "--seed", "1")
@@ -157,17 +192,21 @@ def test_a_directory_of_runs_samples_its_best_run(tmp_path, cli_run):
 
 # --------------------------------------------------- 4. the library validates as the CLI does
 
-@pytest.mark.parametrize("options, words", [
-    (dict(length=0), "--length must be at least 1"),
-    (dict(length=-5), "--length must be a whole number"),
-    (dict(temp=-1), "--temp must be 0 (greedy) or a positive number"),
-    (dict(temp=float("nan")), "--temp"),
-    (dict(temp=float("inf")), "--temp"),
-    (dict(top_p=2), "--top-p must be in (0, 1]"),
-    (dict(top_p=0), "--top-p"),
-    (dict(top_k=-1), "--top-k"),
-    (dict(seed=-1), "--seed"),
-])
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (dict(length=0), "--length must be at least 1"),
+        (dict(length=-5), "--length must be a whole number"),
+        (dict(temp=-1), "--temp must be 0 (greedy) or a positive number"),
+        (dict(temp=float("nan")), "--temp"),
+        (dict(temp=float("inf")), "--temp"),
+        (dict(top_p=2), "--top-p must be in (0, 1]"),
+        (dict(top_p=0), "--top-p"),
+        (dict(top_k=-1), "--top-k"),
+        (dict(seed=-1), "--seed"),
+    ],
+)
 def test_library_sampling_refuses_what_the_command_line_refuses(cli_run, options, words):
     model = charrnn.load(cli_run)
     with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -192,6 +231,7 @@ def test_endless_generation_is_a_stream_not_a_string(cli_run):
 
 # ------------------------------------------------------------- 5. stop strings and the prime
 
+
 def test_a_stop_string_the_model_cannot_write_is_refused(cli_run):
     line = error_line(invoke("sample", "-c", cli_run, "-n", "0", "--stop", "Z"), 2)
     assert "can never appear" in line and "'Z'" in line
@@ -204,29 +244,29 @@ def test_crlf_in_the_stop_string_and_the_prime_is_read_as_the_corpus_was(tmp_pat
     (tmp_path / "crlf.txt").write_bytes(text.replace("\n", "\r\n").encode())
     out = tmp_path / "run"
     charrnn.train(tmp_path / "crlf.txt", out, steps=3, **TINY_API)
-    r = invoke("sample", "-c", out, "-n", "400", "--stop", "\\r\\n", "--seed", "1",
-               "--prime", "ab\r\nba\r")
+    r = invoke("sample", "-c", out, "-n", "400", "--stop", "\\r\\n", "--seed", "1", "--prime", "ab\r\nba\r")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.startswith("ab\nba\n") and "\r" not in r.stdout
-    assert r.stdout[len("ab\nba\n"):].endswith("\n")  # the folded stop string fired
+    assert r.stdout[len("ab\nba\n") :].endswith("\n")  # the folded stop string fired
     model = charrnn.load(out)
     assert model.sample(20, prime="a\r\nb", seed=2) == model.sample(20, prime="a\nb", seed=2)
 
 
 def test_dropped_prime_characters_are_counted_and_not_echoed(cli_run):
-    r = invoke("sample", "-c", cli_run, "-n", "5", "--prime", "abXYc", "--drop-unknown",
-               "--seed", "1")
+    r = invoke("sample", "-c", cli_run, "-n", "5", "--prime", "abXYc", "--drop-unknown", "--seed", "1")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.startswith("abc") and "X" not in r.stdout
     assert "left 2 characters" in r.stderr
     p = charrnn.load(cli_run)
     from charrnn.completion import prepare_prime
+
     assert prepare_prime(p, "abXYc", "drop").dropped == 2
     with pytest.raises(CorpusError, match="'X', 'Y'"):
         prepare_prime(p, "abXYc")
 
 
 # ------------------------------------------------------------------- 6. a cut sample is named
+
 
 def test_samples_cut_at_the_length_are_told_apart(cli_run):
     model = charrnn.load(cli_run)
@@ -239,8 +279,7 @@ def test_samples_cut_at_the_length_are_told_apart(cli_run):
         else:
             assert len(c.text) == 6 and "\n" not in c.text
     cut = sum(c.finish_reason == "length" for c in done)
-    r = invoke("sample", "-c", cli_run, "-n", "6", "--num-samples", "16", "--stop", "\\n",
-               "--seed", "3")
+    r = invoke("sample", "-c", cli_run, "-n", "6", "--num-samples", "16", "--stop", "\\n", "--seed", "3")
     assert r.exit_code == 0, r.stderr
     assert f"{cut} of 16 samples ended at --length 6, not at the stop string" in r.stderr
     stream = model.stream(length=3, stop="\n\n\n\n", seed=1)

@@ -6,6 +6,7 @@ requested number or JSON); progress, notices and errors go to stderr. Exit codes
 Heavy modules (NumPy, Numba) are imported inside the commands, so `--help` and `--version` are
 instant and `sample` pays only for what it uses. Nothing in the library imports this package.
 """
+
 import os
 import sys
 from typing import Annotated, Optional
@@ -16,9 +17,13 @@ from .. import __version__
 from . import evaluate, export, inspect, runs, sample, serve, sweep, train
 from .common import Stderr, quiet_broken_pipe
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Train character-level recurrent language models and sample text from them.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train character-level recurrent language models and sample text from them.",
+)
 
 
 def _version(value: bool):
@@ -29,11 +34,14 @@ def _version(value: bool):
 
 @app.callback()
 def main_options(
-    version: Annotated[Optional[bool], typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
 ):
     """charrnn: character-level LSTM/GRU/RNN language models with hand-written Numba kernels."""
     from ..engine.threads import preload_blas
+
     preload_blas()  # before Numba first initialises: 0.2 s of every command's start-up
 
 

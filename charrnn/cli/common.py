@@ -1,6 +1,7 @@
 """What every command shares: the exit codes, the one-line failure, the options several commands
 take (declared here once), the stop flag, the checkpoint loader, and stdout and stderr that
 outlive their readers."""
+
 import functools
 import os
 import signal
@@ -19,6 +20,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def console():
     from rich.console import Console
+
     return Console(stderr=True, highlight=False, soft_wrap=True)  # a log line stays one line
 
 
@@ -29,6 +31,7 @@ def fail(message, code=EXIT_ERROR):
 
 def user_errors(fn):
     """Turn library errors into one line on stderr and exit 1; Ctrl-C into exit 130."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -42,14 +45,17 @@ def user_errors(fn):
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except MemoryError:
             fail(f"out of memory; {MEMORY_HINTS.get(fn.__name__, MEMORY_HINT)}")
+
     return wrapper
 
 
 # what each command can do about memory (sample has no --batch, --seq or --hidden)
 MEMORY_HINT = "the model needs more memory than this machine has free"
-MEMORY_HINTS = {"train": "try a smaller --batch, --seq or --hidden",
-                "sample": "try fewer --num-samples; " + MEMORY_HINT,
-                "eval": MEMORY_HINT}
+MEMORY_HINTS = {
+    "train": "try a smaller --batch, --seq or --hidden",
+    "sample": "try fewer --num-samples; " + MEMORY_HINT,
+    "eval": MEMORY_HINT,
+}
 
 
 class compile_notice:
@@ -61,8 +67,10 @@ class compile_notice:
         self.quiet, self.delay = quiet, delay
 
     def __enter__(self):
-        msg = ("charrnn: compiling kernels (first run only: 30 s to 2 minutes on 2 cores, "
-               "longer when they are busy; cached for next time)...\n")
+        msg = (
+            "charrnn: compiling kernels (first run only: 30 s to 2 minutes on 2 cores, "
+            "longer when they are busy; cached for next time)...\n"
+        )
         self.timer = threading.Timer(self.delay, lambda: sys.stderr.write(msg))
         self.timer.daemon = True
         if not self.quiet:
@@ -74,31 +82,53 @@ class compile_notice:
 
 
 Opt = typer.Option
-EncodingOpt = Annotated[Optional[str], Opt(
-    show_default=False, help="The text's encoding (any Python codec: latin-1, cp1252, utf-16, "
-                             "shift_jis, ...). Default: UTF-8, or UTF-16/32 when the text starts "
-                             "with their byte-order mark.")]
-ErrorsOpt = Annotated[str, Opt(help="Bytes that do not decode: strict (an error), replace (each "
-                                    "becomes U+FFFD, the unknown symbol) or ignore (dropped); "
-                                    "a count is reported.")]
+EncodingOpt = Annotated[
+    Optional[str],
+    Opt(
+        show_default=False,
+        help="The text's encoding (any Python codec: latin-1, cp1252, utf-16, "
+        "shift_jis, ...). Default: UTF-8, or UTF-16/32 when the text starts "
+        "with their byte-order mark.",
+    ),
+]
+ErrorsOpt = Annotated[
+    str,
+    Opt(
+        help="Bytes that do not decode: strict (an error), replace (each "
+        "becomes U+FFFD, the unknown symbol) or ignore (dropped); "
+        "a count is reported."
+    ),
+]
 
 
 # -- options that several commands take, declared once ---------------------------------------
 
-CheckpointOpt = Annotated[Optional[Path], Opt(
-    "--checkpoint", "-c", help="A checkpoint file, a run directory, or a run's name under the "
-                               "run root ($CHARRNN_RUNS, else ./runs). Default: the best "
-                               "checkpoint of the most recently written run there.")]
+CheckpointOpt = Annotated[
+    Optional[Path],
+    Opt(
+        "--checkpoint",
+        "-c",
+        help="A checkpoint file, a run directory, or a run's name under the "
+        "run root ($CHARRNN_RUNS, else ./runs). Default: the best "
+        "checkpoint of the most recently written run there.",
+    ),
+]
 JsonOpt = Annotated[bool, Opt("--json", help="Print JSON instead of text.")]
 QuietOpt = Annotated[bool, Opt("--quiet", "-q", help="No progress output.")]
-DataDirOpt = Annotated[Optional[Path], Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora "
-                                           "are looked for and downloaded to.")]
-DropUnknownOpt = Annotated[bool, Opt(help="Leave out characters the model never saw instead of "
-                                          "failing.")]
-PrecisionOpt = Annotated[str, Opt(help="The weights' format while sampling: fp32 (exact), bf16 "
-                                       "or int8 (2 or 1 bytes a weight: faster on a large "
-                                       "model, slightly different text). eval scores the "
-                                       "weights as that format reads them: what it costs.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora are looked for and downloaded to."),
+]
+DropUnknownOpt = Annotated[bool, Opt(help="Leave out characters the model never saw instead of failing.")]
+PrecisionOpt = Annotated[
+    str,
+    Opt(
+        help="The weights' format while sampling: fp32 (exact), bf16 "
+        "or int8 (2 or 1 bytes a weight: faster on a large "
+        "model, slightly different text). eval scores the "
+        "weights as that format reads them: what it costs."
+    ),
+]
 
 
 def threads_opt(what):
@@ -112,6 +142,7 @@ def use_threads(n):
         if n < 1:
             fail("--threads (or CHARRNN_THREADS) must be at least 1", EXIT_USAGE)
         from ..engine import threads as threads_mod
+
         threads_mod.configure(n)
 
 
@@ -124,6 +155,7 @@ def stop_flag(announce=True):
     def restore():
         for s, old in previous.items():
             signal.signal(s, old)
+
     flag.restore = restore
 
     def handler(signum, frame):
@@ -131,8 +163,8 @@ def stop_flag(announce=True):
             raise KeyboardInterrupt
         flag.set()
         if announce:
-            sys.stderr.write("\ncharrnn: stopping after this step and saving (Ctrl-C again "
-                             "to abandon it)\n")
+            sys.stderr.write("\ncharrnn: stopping after this step and saving (Ctrl-C again to abandon it)\n")
+
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return flag
@@ -142,12 +174,11 @@ def fmt(x, spec=".4f"):
     return "-" if x is None or x != x else format(x, spec)
 
 
-
-
 def load(checkpoint):
     """The model of -c (see checkpoint.resolve); says on stderr which checkpoint it is when the
     choice was implicit (no -c, a run without best.npz, a directory of runs)."""
     from .. import api, checkpoint as ck
+
     path, note = ck.resolve_explained(checkpoint)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
@@ -171,8 +202,9 @@ def to_devnull(stream):
 def print_table(rows, right=()):
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
-                 for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [
+            str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ]
         print("  ".join(cells).rstrip())
 
 
@@ -205,8 +237,6 @@ class Stderr:
         return getattr(self._stream, name)
 
 
-
-
 def group(name, help, default, moved=(), old_argument=None):
     """A Typer app for a command with subcommands (`cache show`, `cache clear`) that still takes
     the spellings of the single command it was (`cache --clear`, `sweep CORPUS`, `sweep --show
@@ -222,8 +252,7 @@ def group(name, help, default, moved=(), old_argument=None):
                 args = _new_spelling(name, list(args), default, moved, old_argument)
             return super().parse_args(ctx, args)
 
-    return typer.Typer(cls=Group, name=name, help=help, add_completion=False,
-                       rich_markup_mode=None)
+    return typer.Typer(cls=Group, name=name, help=help, add_completion=False, rich_markup_mode=None)
 
 
 def _new_spelling(name, args, default, moved, old_argument):
@@ -231,7 +260,7 @@ def _new_spelling(name, args, default, moved, old_argument):
         for i, a in enumerate(args):
             if a != option and not (takes_value and a.startswith(option + "=")):
                 continue
-            rest = args[:i] + args[i + 1:]
+            rest = args[:i] + args[i + 1 :]
             if not takes_value:
                 _note(f"{name} {option}", f"{name} {command}")
                 return [command] + rest
@@ -244,5 +273,7 @@ def _new_spelling(name, args, default, moved, old_argument):
 
 
 def _note(old, new):
-    sys.stderr.write(f"charrnn: note: `charrnn {old}` is now `charrnn {new}`; the old spelling "
-                     "still works in this release\n")
+    sys.stderr.write(
+        f"charrnn: note: `charrnn {old}` is now `charrnn {new}`; the old spelling "
+        "still works in this release\n"
+    )

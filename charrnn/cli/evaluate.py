@@ -1,4 +1,5 @@
 """charrnn eval and charrnn info: a model's loss on a text, and what a checkpoint holds."""
+
 import json
 import sys
 from pathlib import Path
@@ -7,35 +8,64 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import CharrnnError
-from .common import (EXIT_USAGE, CheckpointOpt, DataDirOpt, DropUnknownOpt, EncodingOpt,
-                     ErrorsOpt, JsonOpt, Opt, PrecisionOpt, compile_notice, fail, fmt, load,
-                     user_errors)
+from .common import (
+    EXIT_USAGE,
+    CheckpointOpt,
+    DataDirOpt,
+    DropUnknownOpt,
+    EncodingOpt,
+    ErrorsOpt,
+    JsonOpt,
+    Opt,
+    PrecisionOpt,
+    compile_notice,
+    fail,
+    fmt,
+    load,
+    user_errors,
+)
 
 
 @user_errors
 def evaluate(
-    file: Annotated[str, typer.Argument(help="The text to score: a file, '-' for stdin, or a "
-                                             "corpus name.")],
+    file: Annotated[str, typer.Argument(help="The text to score: a file, '-' for stdin, or a corpus name.")],
     checkpoint: CheckpointOpt = None,
-    exact: Annotated[bool, Opt("--exact", help="Read the text as one continuous stream from a "
-                                               "zero state and score every character after "
-                                               "the first (one stream: slower).")] = False,
+    exact: Annotated[
+        bool,
+        Opt(
+            "--exact",
+            help="Read the text as one continuous stream from a "
+            "zero state and score every character after "
+            "the first (one stream: slower).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = "strict",
     drop_unknown: DropUnknownOpt = False,
     data_dir: DataDirOpt = None,
-    max_unknown: Annotated[float, Opt(help="A --max-vocab model reads the characters it lacks "
-                                           "as its unknown symbol, which is cheap to predict: "
-                                           "refuse to score a text with more than this share "
-                                           "of them (the loss over the known characters is "
-                                           "reported apart either way).")] = 0.05,
-    dynamic: Annotated[bool, Opt("--dynamic", help="Also report the dynamic-evaluation loss "
-                                                   "(Krause et al. 2018): the text read as one "
-                                                   "stream, the weights adapted by one SGD step "
-                                                   "on each 100-character segment after it is "
-                                                   "scored. A separate number, never the "
-                                                   "model's static loss.")] = False,
+    max_unknown: Annotated[
+        float,
+        Opt(
+            help="A --max-vocab model reads the characters it lacks "
+            "as its unknown symbol, which is cheap to predict: "
+            "refuse to score a text with more than this share "
+            "of them (the loss over the known characters is "
+            "reported apart either way)."
+        ),
+    ] = 0.05,
+    dynamic: Annotated[
+        bool,
+        Opt(
+            "--dynamic",
+            help="Also report the dynamic-evaluation loss "
+            "(Krause et al. 2018): the text read as one "
+            "stream, the weights adapted by one SGD step "
+            "on each 100-character segment after it is "
+            "scored. A separate number, never the "
+            "model's static loss.",
+        ),
+    ] = False,
     dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
     precision: PrecisionOpt = "fp32",
 ):
@@ -52,18 +82,19 @@ def evaluate(
     import math
     from .. import api
     from ..text import data
+
     if not 0 <= max_unknown <= 1:
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
     if not 0 <= dynamic_lr < math.inf:
         fail("--dynamic-lr must be 0 or a positive number", EXIT_USAGE)
     from ..config import check_precision
+
     check_precision(precision)
     model = load(checkpoint)
     if precision != "fp32":
         model = model.at_precision(precision)
     decoding = data.Decoding(encoding, errors, hint="")
-    text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level,
-                                decoding=decoding)
+    text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level, decoding=decoding)
     if decoding.notice():
         sys.stderr.write(f"charrnn: {decoding.notice()}\n")
     with compile_notice():
@@ -77,24 +108,38 @@ def evaluate(
         fail(f"{e}; pass --drop-unknown to leave them out")
     nats, share = score.nats, score.unknown_share
     if share > max_unknown:
-        fail(f"{100 * share:.1f}% of the scored characters ({score.unknown:,} of "
-             f"{score.chars:,}) are unknown to the model, and it predicts its unknown symbol "
-             f"cheaply: the loss would be {nats:.4f}, "
-             + (f"but {score.nats_known:.4f} nats/char over the known ones"
-                if math.isfinite(score.nats_known) else "and none of them is known")
-             + f"; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)} to score it "
-             "anyway")
+        fail(
+            f"{100 * share:.1f}% of the scored characters ({score.unknown:,} of "
+            f"{score.chars:,}) are unknown to the model, and it predicts its unknown symbol "
+            f"cheaply: the loss would be {nats:.4f}, "
+            + (
+                f"but {score.nats_known:.4f} nats/char over the known ones"
+                if math.isfinite(score.nats_known)
+                else "and none of them is known"
+            )
+            + f"; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)} to score it "
+            "anyway"
+        )
     adapted = None
     if dynamic:
         from ..engine.dynamic import dynamic_score
-        ids = model.encode(text, unknown="drop" if drop_unknown else
-                           "unk" if model.vocab.unk_id >= 0 else "error")
+
+        ids = model.encode(
+            text, unknown="drop" if drop_unknown else "unk" if model.vocab.unk_id >= 0 else "error"
+        )
         adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
     if as_json:
-        d = {"file": desc, "chars": score.chars, "streams": score.streams, "exact": exact,
-             "precision": precision,
-             "nats_per_char": nats, "bits_per_char": nats / math.log(2),
-             "unknown_chars": score.unknown, "nats_per_char_known": _finite(score.nats_known)}
+        d = {
+            "file": desc,
+            "chars": score.chars,
+            "streams": score.streams,
+            "exact": exact,
+            "precision": precision,
+            "nats_per_char": nats,
+            "bits_per_char": nats / math.log(2),
+            "unknown_chars": score.unknown,
+            "nats_per_char_known": _finite(score.nats_known),
+        }
         if dynamic:
             d.update(dynamic_nats_per_char=adapted, dynamic_lr=dynamic_lr)
         print(json.dumps(d))
@@ -102,34 +147,45 @@ def evaluate(
         how = "one stream" if score.streams == 1 else f"{score.streams} streams"
         unk = ""
         if score.unknown:
-            unk = (f"; {score.unknown:,} ({100 * share:.2f}%) unknown to the model, "
-                   + (f"{score.nats_known:.4f} nats/char over the known ones"
-                      if math.isfinite(score.nats_known) else "none known"))
-        print(f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
-              f"({score.chars:,} characters scored, read as {how}{unk}"
-              + (f"; weights as {precision}" if precision != "fp32" else "") + ")")
+            unk = f"; {score.unknown:,} ({100 * share:.2f}%) unknown to the model, " + (
+                f"{score.nats_known:.4f} nats/char over the known ones"
+                if math.isfinite(score.nats_known)
+                else "none known"
+            )
+        print(
+            f"{nats:.4f} nats/char  {nats / math.log(2):.4f} bits/char  "
+            f"({score.chars:,} characters scored, read as {how}{unk}"
+            + (f"; weights as {precision}" if precision != "fp32" else "")
+            + ")"
+        )
         if dynamic:
-            print(f"{adapted:.4f} nats/char  {adapted / math.log(2):.4f} bits/char  dynamic "
-                  f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "
-                  "segment; not the static loss)")
+            print(
+                f"{adapted:.4f} nats/char  {adapted / math.log(2):.4f} bits/char  dynamic "
+                f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "
+                "segment; not the static loss)"
+            )
 
 
 def _finite(x):
     """x, or None where JSON would need NaN or Infinity."""
     import math
+
     return x if x is not None and math.isfinite(x) else None
 
 
 @user_errors
 def info(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="A checkpoint file, run directory or run name (default: the latest run).")] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Argument(help="A checkpoint file, run directory or run name (default: the latest run)."),
+    ] = None,
     checkpoint_opt: CheckpointOpt = None,
     as_json: JsonOpt = False,
 ):
     """Show a checkpoint's model, vocabulary and training history (the checkpoint given as an
     argument, or with -c as the other commands take it)."""
     from .. import api, checkpoint as ck
+
     if checkpoint is not None and checkpoint_opt is not None:
         fail("give the checkpoint as an argument or with -c, not both", EXIT_USAGE)
     path, note = ck.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
@@ -140,17 +196,23 @@ def info(
     if as_json:
         print(json.dumps(d))
         return
-    print(f"{path}: {d['cell']} {d['layers']}x{d['hidden']}, {d['params']:,} parameters, "
-          f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}"
-          + (f", averaged weights (--ema {d['train']['ema']})" if d["weights"] == "averaged"
-             else ""))
-    print(f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
-          f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
-          f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}")
+    print(
+        f"{path}: {d['cell']} {d['layers']}x{d['hidden']}, {d['params']:,} parameters, "
+        f"vocabulary {d['vocab_size']} ({d['vocab_kind']}), dropout {d['dropout']}"
+        + (f", averaged weights (--ema {d['train']['ema']})" if d["weights"] == "averaged" else "")
+    )
+    print(
+        f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
+        f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
+        f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}"
+    )
     if d["val_loss_full"] is not None:
-        print(f"final larger evaluation, {d['val_chars_full']:,} validation characters: "
-              f"{fmt(d['val_loss_full'])}")
+        print(
+            f"final larger evaluation, {d['val_chars_full']:,} validation characters: "
+            f"{fmt(d['val_loss_full'])}"
+        )
     for h in d["history"][-10:]:
-        print(f"  step {h['step']:>7}  {h['elapsed']:8.1f}s  train {fmt(h['train_loss'])}  "
-              f"val {fmt(h['val_loss'])}")
-
+        print(
+            f"  step {h['step']:>7}  {h['elapsed']:8.1f}s  train {fmt(h['train_loss'])}  "
+            f"val {fmt(h['val_loss'])}"
+        )

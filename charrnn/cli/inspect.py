@@ -1,4 +1,5 @@
 """charrnn inspect: which units of a model track what along a text."""
+
 import json
 import sys
 from pathlib import Path
@@ -6,35 +7,72 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import (EXIT_USAGE, CheckpointOpt, DropUnknownOpt, JsonOpt, Opt, compile_notice, fail,
-                     load, user_errors)
+from .common import (
+    EXIT_USAGE,
+    CheckpointOpt,
+    DropUnknownOpt,
+    JsonOpt,
+    Opt,
+    compile_notice,
+    fail,
+    load,
+    user_errors,
+)
 
 
 @user_errors
 def inspect(
-    file: Annotated[str, typer.Argument(help="The text to read, as one stream from the zero "
-                                             "state: a file or '-' for stdin.")],
+    file: Annotated[
+        str,
+        typer.Argument(help="The text to read, as one stream from the zero state: a file or '-' for stdin."),
+    ],
     checkpoint: CheckpointOpt = None,
-    unit: Annotated[Optional[str], Opt(help="Show the text coloured by one unit, LAYER:UNIT "
-                                            "counted from 0 (e.g. 1:37): blue for positive, "
-                                            "red for negative.")] = None,
-    state: Annotated[str, Opt(help="With --unit: h (hidden state), c (lstm cell state, "
-                                   "coloured on its own range) or a gate: i f g o (lstm), r z n "
-                                   "(gru).")] = "h",
-    html: Annotated[Optional[Path], Opt("--html", help="With --unit: write the coloured text "
-                                        "to this standalone HTML page instead.")] = None,
-    find: Annotated[Optional[str], Opt(help="Rank units (h, and the lstm's c) by |Pearson r| "
-                                            "with a per-character feature: string, comment, "
-                                            "quote, brackets, line-position, indent, or "
-                                            "re:PATTERN.")] = None,
-    regex: Annotated[Optional[str], Opt(help="Same as --find 're:PATTERN': inside any match "
-                                             "of this regular expression.")] = None,
+    unit: Annotated[
+        Optional[str],
+        Opt(
+            help="Show the text coloured by one unit, LAYER:UNIT "
+            "counted from 0 (e.g. 1:37): blue for positive, "
+            "red for negative."
+        ),
+    ] = None,
+    state: Annotated[
+        str,
+        Opt(
+            help="With --unit: h (hidden state), c (lstm cell state, "
+            "coloured on its own range) or a gate: i f g o (lstm), r z n "
+            "(gru)."
+        ),
+    ] = "h",
+    html: Annotated[
+        Optional[Path],
+        Opt("--html", help="With --unit: write the coloured text to this standalone HTML page instead."),
+    ] = None,
+    find: Annotated[
+        Optional[str],
+        Opt(
+            help="Rank units (h, and the lstm's c) by |Pearson r| "
+            "with a per-character feature: string, comment, "
+            "quote, brackets, line-position, indent, or "
+            "re:PATTERN."
+        ),
+    ] = None,
+    regex: Annotated[
+        Optional[str], Opt(help="Same as --find 're:PATTERN': inside any match of this regular expression.")
+    ] = None,
     top: Annotated[int, Opt(help="How many units --find lists.")] = 10,
-    gates: Annotated[bool, Opt("--gates", help="How often each gate unit is saturated: below "
-                                               "0.1 (left) or above 0.9 (right).")] = False,
-    png: Annotated[Optional[Path], Opt("--png", help="With --gates: draw the saturation of "
-                                       "every unit to this PNG (needs matplotlib: pip install "
-                                       "'charrnn[plot]').")] = None,
+    gates: Annotated[
+        bool,
+        Opt("--gates", help="How often each gate unit is saturated: below 0.1 (left) or above 0.9 (right)."),
+    ] = False,
+    png: Annotated[
+        Optional[Path],
+        Opt(
+            "--png",
+            help="With --gates: draw the saturation of "
+            "every unit to this PNG (needs matplotlib: pip install "
+            "'charrnn[plot]').",
+        ),
+    ] = None,
     drop_unknown: DropUnknownOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -42,6 +80,7 @@ def inspect(
     find, layer, j = _inspect_request(unit, find, regex, gates, html, png, top)
     from ..text import data
     from ..inspect import probe
+
     model = load(checkpoint)
     if unit is not None:
         probe.check_unit(model, layer, j, state)
@@ -59,19 +98,20 @@ def inspect(
         probe.warmup(model.config.cell, model.dtype)
     probe.run(model, ids, *accs.values())
     cfg = model.config
-    out = {"file": desc, "chars": len(ids),
-           "model": f"{cfg.cell} {cfg.layers}x{cfg.hidden}"}
+    out = {"file": desc, "chars": len(ids), "model": f"{cfg.cell} {cfg.layers}x{cfg.hidden}"}
     if find is not None:
-        out["find"] = {"feature": find, "mean": accs["find"].mean,
-                       "units": probe.rank(accs["find"].result(), top)}
+        out["find"] = {
+            "feature": find,
+            "mean": accs["find"].mean,
+            "units": probe.rank(accs["find"].result(), top),
+        }
     if gates:
         out["gates"] = accs["gates"].summary()
         if png is not None:
             _saturation_png(accs["gates"], png, out["model"], file, len(ids))
     shown = None
     if unit is not None:
-        out["unit"], shown = _unit_view(model, ids, accs["unit"].values, layer, j, state, desc,
-                                        html)
+        out["unit"], shown = _unit_view(model, ids, accs["unit"].values, layer, j, state, desc, html)
     if as_json:
         print(json.dumps(out))
         return
@@ -82,6 +122,7 @@ def _inspect_request(unit, find, regex, gates, html, png, top):
     """inspect's options checked (usage errors exit 2): (the feature or None, layer, unit)."""
     from ..inspect import probe
     from ..errors import ConfigError
+
     if find is not None and regex is not None:
         fail("give --find or --regex, not both", EXIT_USAGE)
     if regex is not None:
@@ -110,6 +151,7 @@ def _inspect_request(unit, find, regex, gates, html, png, top):
 
 def _saturation_png(saturate, png, model_name, file, n):
     from ..inspect import view as probe_view
+
     name = "stdin" if file == "-" else Path(file).name
     probe_view.saturation_png(saturate.fractions(), png, f"{model_name}, {name} ({n:,} chars)")
     sys.stderr.write(f"charrnn: wrote {png}\n")
@@ -118,6 +160,7 @@ def _saturation_png(saturate, png, model_name, file, n):
 def _unit_view(model, ids, values, layer, j, state, desc, html):
     """(inspect's "unit" result, the text's pieces as shown); writes the HTML page if asked."""
     from ..inspect import view as probe_view
+
     title = probe_view.describe_unit(layer, j, state, model.config.cell) + f" on {desc}"
     shown = probe_view.pieces(model, ids)
     if html is not None:
@@ -126,8 +169,14 @@ def _unit_view(model, ids, values, layer, j, state, desc, html):
         except OSError as e:
             fail(f"cannot write {html}: {e.strerror or e}")
         sys.stderr.write(f"charrnn: wrote {html}\n")
-    return {"layer": layer, "unit": j, "state": state, "title": title, "text": "".join(shown),
-            "values": values.tolist()}, shown
+    return {
+        "layer": layer,
+        "unit": j,
+        "state": state,
+        "title": title,
+        "text": "".join(shown),
+        "values": values.tolist(),
+    }, shown
 
 
 def _inspect_print(out, shown, kind):
@@ -136,25 +185,34 @@ def _inspect_print(out, shown, kind):
     from rich.text import Text
     from ..inspect.probe import GATE_TITLES
     from ..inspect.view import colours, visible
+
     if "find" in out:
         f = out["find"]
-        sys.stderr.write(f"charrnn: {out['model']} on {out['file']}: units by |r| with "
-                         f"{f['feature']} (h: hidden state, c: cell state)\n")
+        sys.stderr.write(
+            f"charrnn: {out['model']} on {out['file']}: units by |r| with "
+            f"{f['feature']} (h: hidden state, c: cell state)\n"
+        )
         print(f"{'rank':>4}  {'unit':>7}  state  {'r':>7}")
         for k, u in enumerate(f["units"], 1):
             print(f"{k:>4}  {u['layer']:>3}:{u['unit']:<3}  {u['state']:^5}  {u['r']:>+7.3f}")
     if "gates" in out:
         if "find" in out:
             print()
-        print(f"{'layer':>5}  {'gate':<16} {'left':>6} {'right':>6}  {'mostly left':>11}  "
-              f"{'mostly right':>12}  {'rarely':>6}")
+        print(
+            f"{'layer':>5}  {'gate':<16} {'left':>6} {'right':>6}  {'mostly left':>11}  "
+            f"{'mostly right':>12}  {'rarely':>6}"
+        )
         for g in out["gates"]:
             name = f"{g['gate']} ({GATE_TITLES[g['gate']]})"
-            print(f"{g['layer']:>5}  {name:<16} {g['left']:>6.3f} {g['right']:>6.3f}  "
-                  f"{g['mostly_left']:>11.1%}  {g['mostly_right']:>12.1%}  {g['rarely']:>6.1%}")
-        sys.stderr.write("charrnn: left/right: mean fraction of steps below 0.1 / above 0.9; "
-                         "mostly: units saturated on over half the steps; rarely: units "
-                         "saturated on under a tenth\n")
+            print(
+                f"{g['layer']:>5}  {name:<16} {g['left']:>6.3f} {g['right']:>6.3f}  "
+                f"{g['mostly_left']:>11.1%}  {g['mostly_right']:>12.1%}  {g['rarely']:>6.1%}"
+            )
+        sys.stderr.write(
+            "charrnn: left/right: mean fraction of steps below 0.1 / above 0.9; "
+            "mostly: units saturated on over half the steps; rarely: units "
+            "saturated on under a tenth\n"
+        )
     if shown is not None:
         u = out["unit"]
         if "find" in out or "gates" in out:
@@ -165,4 +223,3 @@ def _inspect_print(out, shown, kind):
         for piece, (bg, dark) in zip(shown, colours(u["values"], kind)):
             text.append(visible(piece), style=f"{'#ffffff' if dark else '#000000'} on {bg}")
         con.print(text, end="" if u["text"].endswith("\n") else "\n")
-

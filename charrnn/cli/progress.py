@@ -1,5 +1,6 @@
 """What `charrnn train` says as it goes, on stderr: a live bar on a terminal, plain lines in a
 pipe or a log, a line per evaluation, and the summary at the end."""
+
 import time
 
 from .common import fmt
@@ -27,12 +28,17 @@ class Progress:
     def __enter__(self):
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-                                console=self.con, transient=False)
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=self.con,
+                transient=False,
+            )
             self.bar.start()
-            self.task = self.bar.add_task("training", total=1.0, stats="",
-                                          completed=self.trainer.progress())
+            self.task = self.bar.add_task("training", total=1.0, stats="", completed=self.trainer.progress())
         return self
 
     def update(self, e):
@@ -40,18 +46,19 @@ class Progress:
             return
         kind = e.get("kind", "eval")
         if kind == "full":
-            self._print(f"best.npz (step {e['step']}){_weights(e)} on "
-                        f"{'all ' if e.get('all') else ''}"
-                        f"{e['val_chars_full']:,} validation characters: "
-                        f"{fmt(e['val_loss_full'])} nats/char")
+            self._print(
+                f"best.npz (step {e['step']}){_weights(e)} on "
+                f"{'all ' if e.get('all') else ''}"
+                f"{e['val_chars_full']:,} validation characters: "
+                f"{fmt(e['val_loss_full'])} nats/char"
+            )
             return
         line = _progress_line(e)
         if self.live:
             self.bar.update(self.task, completed=self.trainer.progress(), stats=line)
             if kind == "eval":
                 self.bar.console.print(line + _grad_norms(e))
-        elif kind == "eval" or self.printed is None or \
-                time.monotonic() - self.printed >= self.PIPE_SECONDS:
+        elif kind == "eval" or self.printed is None or time.monotonic() - self.printed >= self.PIPE_SECONDS:
             self._print(line + _grad_norms(e))
 
     def _print(self, line):
@@ -66,14 +73,19 @@ class Progress:
 def _progress_line(e):
     """step, epoch, training loss, the validation loss at an evaluation (* a new best), speed
     and time left; training-only lines leave the validation column blank."""
-    val = f"val {fmt(e['val_loss'])}{' *' if e.get('best') else '  '}{_weights(e)}" \
-        if "val_loss" in e else " " * 12
-    return (f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {fmt(e['train_loss'])}  "
-            f"{val}  {e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}")
+    val = (
+        f"val {fmt(e['val_loss'])}{' *' if e.get('best') else '  '}{_weights(e)}"
+        if "val_loss" in e
+        else " " * 12
+    )
+    return (
+        f"step {e['step']:>6}  epoch {e['epoch']:7.3f}  train {fmt(e['train_loss'])}  "
+        f"{val}  {e['chars_per_sec']:,.0f} chars/s  left {_eta(e['eta'])}"
+    )
 
 
 def _weights(e):
-    """" (averaged weights)" after a score of --ema's average (evaluations, best.npz)."""
+    """ " (averaged weights)" after a score of --ema's average (evaluations, best.npz)."""
     return " (averaged weights)" if e.get("weights") == "averaged" else ""
 
 
@@ -82,27 +94,34 @@ def _grad_norms(e):
         return ""
     g = e["grad_norms"]
     last = g[-1] or 1.0
-    picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)},
-                   reverse=True)
+    picks = sorted({len(g) - 1 - k for k in (0, 1, 2, 5, 10, 20, 50, 100) if k < len(g)}, reverse=True)
     return "\n  |dL/dh_t| / |dL/dh_T-1|: " + "  ".join(
-        f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks)
+        f"t=T-{len(g) - 1 - t}:{g[t] / last:.3g}" for t in picks
+    )
 
 
 def summary(con, t, status, quiet):
     if quiet:
         return
     import numpy as np
-    how = {"done": "finished", "patience": "stopped early (no improvement)",
-           "interrupted": "interrupted"}[status]
-    best = ("no validation text (best.npz is the last model)" if not t.sample.length else
-            f"best val {fmt(t.best_val)} at step {t.best_step}" if t.best_step else
-            "no evaluation")
+
+    how = {"done": "finished", "patience": "stopped early (no improvement)", "interrupted": "interrupted"}[
+        status
+    ]
+    best = (
+        "no validation text (best.npz is the last model)"
+        if not t.sample.length
+        else f"best val {fmt(t.best_val)} at step {t.best_step}"
+        if t.best_step
+        else "no evaluation"
+    )
     unk = t.model.vocab.unk_id
     if t.best_step and t.sample.length and unk >= 0:
         share = np.count_nonzero(np.asarray(t.val_ids) == unk) / len(t.val_ids)
         if share > 0.01:
             best += f" ({100 * share:.0f}% of the validation text is the unknown symbol)"
     rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
-    con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
-              f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}")
-
+    con.print(
+        f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
+        f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}"
+    )

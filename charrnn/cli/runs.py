@@ -1,4 +1,5 @@
 """charrnn runs, plot and cache: the run directories, a run's curves, and the id cache."""
+
 import json
 import os
 import sys
@@ -13,12 +14,18 @@ from .common import EXIT_USAGE, JsonOpt, Opt, fail, fmt, group, print_table, use
 @user_errors
 def plot(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (it holds metrics.jsonl).")],
-    png: Annotated[Optional[Path], Opt("--png", help="Also write the curves to this PNG file "
-                                       "(needs matplotlib: pip install 'charrnn[plot]').")] = None,
+    png: Annotated[
+        Optional[Path],
+        Opt(
+            "--png",
+            help="Also write the curves to this PNG file (needs matplotlib: pip install 'charrnn[plot]').",
+        ),
+    ] = None,
     x: Annotated[str, Opt(help="Horizontal axis: elapsed (seconds) or chars.")] = "elapsed",
 ):
     """Draw the run's training and validation loss against time or characters seen."""
     from ..training import plot as plotting
+
     if x not in ("elapsed", "chars"):
         fail("--x must be elapsed or chars", EXIT_USAGE)
     rows = plotting.read_metrics(run_dir)
@@ -31,15 +38,19 @@ def plot(
 
 @user_errors
 def list_runs(
-    directory: Annotated[Optional[Path], typer.Argument(
-        help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else "
-             "./runs.")] = None,
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else ./runs."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ):
     """List runs with their corpus, model, steps, best validation loss and last write, oldest
     first."""
     from .. import checkpoint as ck
     from ..training import runs
+
     where = ck.runs_root() if directory is None else directory
     if not where.is_dir():
         if directory is not None:
@@ -51,16 +62,23 @@ def list_runs(
         print(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
-        sys.stderr.write(f"charrnn: no runs under {where}/ (set CHARRNN_RUNS, or pass a "
-                         "directory)\n")
+        sys.stderr.write(f"charrnn: no runs under {where}/ (set CHARRNN_RUNS, or pass a directory)\n")
         return
     sys.stderr.write(f"charrnn: runs in {where.resolve()}\n")
     table = [("date", "run", "corpus", "model", "steps", "best val", "")]
     for r in rows:
         model = f"{r['cell']} {r['layers']}x{r['hidden']}" if r["cell"] else "-"
-        table.append(((r["date"] or "-")[:16].replace("T", " "), r["name"], _short(r["corpus"]), model,
-                      "-" if r["steps"] is None else f"{r['steps']:,}",
-                      fmt(r["best_val_loss"]), r["note"] or ""))
+        table.append(
+            (
+                (r["date"] or "-")[:16].replace("T", " "),
+                r["name"],
+                _short(r["corpus"]),
+                model,
+                "-" if r["steps"] is None else f"{r['steps']:,}",
+                fmt(r["best_val_loss"]),
+                r["note"] or "",
+            )
+        )
     print_table(table, right={4, 5})
 
 
@@ -72,9 +90,14 @@ def _short(corpus):
     return f"{os.path.basename(name.rstrip('/')) or name}{sep}{rest}" if sep else corpus
 
 
-cache = group("cache", "The id cache: corpus files of 1 MiB or more, encoded for training. It "
-              "keeps itself under CHARRNN_CACHE_MAX (default 4G; 0: no cap) by removing least "
-              "recently used entries.", default="show", moved=[("--clear", "clear", False)])
+cache = group(
+    "cache",
+    "The id cache: corpus files of 1 MiB or more, encoded for training. It "
+    "keeps itself under CHARRNN_CACHE_MAX (default 4G; 0: no cap) by removing least "
+    "recently used entries.",
+    default="show",
+    moved=[("--clear", "clear", False)],
+)
 
 
 @cache.command("clear")
@@ -83,10 +106,12 @@ def clear_cache():
     """Remove every entry (each is rebuilt when its corpus is next trained on)."""
     from ..text import cachedir, idcache
     from ..training.memory import fmt_bytes
+
     where = idcache.cache_dir()
     count, freed = cachedir.clear(where)
-    sys.stderr.write(f"charrnn: removed {count} entr{'y' if count == 1 else 'ies'}, "
-                     f"freed {fmt_bytes(freed)} in {where}\n")
+    sys.stderr.write(
+        f"charrnn: removed {count} entr{'y' if count == 1 else 'ies'}, freed {fmt_bytes(freed)} in {where}\n"
+    )
 
 
 @cache.command("show")
@@ -96,28 +121,51 @@ def show_cache(as_json: JsonOpt = False):
     from datetime import datetime
     from ..text import cachedir, idcache
     from ..training.memory import fmt_bytes
+
     where = idcache.cache_dir()
     found, cap = cachedir.entries(where), cachedir.max_bytes()
     total = sum(e.size for e in found)
     when = lambda e: datetime.fromtimestamp(e.last_used).astimezone()
     if as_json:
-        print(json.dumps({"dir": str(where), "bytes": total, "max_bytes": cap or None,
-                          "entries": [{"source": e.source, "bytes": e.size,
-                                       "vocab_size": e.vocab_size, "length": e.length,
-                                       "last_used": when(e).isoformat("T", "seconds"),
-                                       "key": e.key, "read_as": e.mode, "current": e.current}
-                                      for e in found]}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "dir": str(where),
+                    "bytes": total,
+                    "max_bytes": cap or None,
+                    "entries": [
+                        {
+                            "source": e.source,
+                            "bytes": e.size,
+                            "vocab_size": e.vocab_size,
+                            "length": e.length,
+                            "last_used": when(e).isoformat("T", "seconds"),
+                            "key": e.key,
+                            "read_as": e.mode,
+                            "current": e.current,
+                        }
+                        for e in found
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
         return
     limit = f"of a {fmt_bytes(cap)} cap" if cap else "(no cap)"
-    print(f"{where}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {fmt_bytes(total)} "
-          f"{limit}")
+    print(f"{where}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {fmt_bytes(total)} {limit}")
     if found:
         table = [("last used", "size", "vocab", "length", "key", "read as", "source")]
-        table += [(when(e).strftime("%Y-%m-%d %H:%M"), fmt_bytes(e.size),
-                   "-" if e.vocab_size is None else e.vocab_size,
-                   "-" if e.length is None else f"{e.length:,}", e.key[:8], e.mode or "-",
-                   (e.source or "(incomplete entry)")
-                   + (" (changed since: a stale entry)" if e.current is False else ""))
-                  for e in found]
+        table += [
+            (
+                when(e).strftime("%Y-%m-%d %H:%M"),
+                fmt_bytes(e.size),
+                "-" if e.vocab_size is None else e.vocab_size,
+                "-" if e.length is None else f"{e.length:,}",
+                e.key[:8],
+                e.mode or "-",
+                (e.source or "(incomplete entry)")
+                + (" (changed since: a stale entry)" if e.current is False else ""),
+            )
+            for e in found
+        ]
         print_table(table, right={1, 2, 3})
-

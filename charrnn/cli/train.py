@@ -1,4 +1,5 @@
 """charrnn train: a run from its options, with progress on stderr."""
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -6,9 +7,20 @@ import typer
 
 from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
 from ..errors import CharrnnError
-from .common import (EXIT_INTERRUPTED, DataDirOpt, EncodingOpt, ErrorsOpt, Opt, QuietOpt,
-                     compile_notice, console, stop_flag, threads_opt, use_threads,
-                     user_errors)
+from .common import (
+    EXIT_INTERRUPTED,
+    DataDirOpt,
+    EncodingOpt,
+    ErrorsOpt,
+    Opt,
+    QuietOpt,
+    compile_notice,
+    console,
+    stop_flag,
+    threads_opt,
+    use_threads,
+    user_errors,
+)
 from .progress import Progress, summary
 
 
@@ -24,114 +36,221 @@ def run_opt(help, default=None, *decls, **kw):
 @user_errors
 def train(
     ctx: typer.Context,
-    corpus: Annotated[Optional[str], typer.Argument(
-        help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
-             "such as 'tinyshakespeare'. Default: this Python's standard library source.")] = None,
-    out: Annotated[Optional[Path], Opt("--out", "-o", help="Run directory for checkpoints and "
-                                       "metrics. Default: <corpus>-<date>-<time> under "
-                                       "$CHARRNN_RUNS, else under ./runs.")] = None,
+    corpus: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
+            "such as 'tinyshakespeare'. Default: this Python's standard library source."
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        Opt(
+            "--out",
+            "-o",
+            help="Run directory for checkpoints and "
+            "metrics. Default: <corpus>-<date>-<time> under "
+            "$CHARRNN_RUNS, else under ./runs.",
+        ),
+    ] = None,
     cell: Annotated[Optional[str], run_opt("Recurrent cell: lstm, gru or rnn.", ModelConfig.cell)] = None,
-    layers: Annotated[Optional[int], run_opt("Number of stacked recurrent layers.",
-                                             ModelConfig.layers)] = None,
-    hidden: Annotated[Optional[int], run_opt(
-        "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
-        "or more, otherwise 256.")] = None,
-    dropout: Annotated[Optional[float], run_opt(
-        "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
-        "with 384, otherwise 0.")] = None,
-    batch: Annotated[Optional[int], run_opt("Parallel streams per step (batch size).",
-                                            TrainConfig.batch)] = None,
-    seq: Annotated[Optional[int], run_opt("Characters per step and stream (BPTT window).",
-                                          TrainConfig.seq)] = None,
+    layers: Annotated[
+        Optional[int], run_opt("Number of stacked recurrent layers.", ModelConfig.layers)
+    ] = None,
+    hidden: Annotated[
+        Optional[int],
+        run_opt(
+            "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
+            "or more, otherwise 256."
+        ),
+    ] = None,
+    dropout: Annotated[
+        Optional[float],
+        run_opt(
+            "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
+            "with 384, otherwise 0."
+        ),
+    ] = None,
+    batch: Annotated[
+        Optional[int], run_opt("Parallel streams per step (batch size).", TrainConfig.batch)
+    ] = None,
+    seq: Annotated[
+        Optional[int], run_opt("Characters per step and stream (BPTT window).", TrainConfig.seq)
+    ] = None,
     lr: Annotated[Optional[float], run_opt("Adam learning rate (peak).", TrainConfig.lr)] = None,
-    grad_clip: Annotated[Optional[float], run_opt("Clip the global gradient norm (0: off).",
-                                                  TrainConfig.grad_clip)] = None,
-    schedule: Annotated[Optional[str], run_opt(
-        "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs "
-        "budget).", TrainConfig.schedule)] = None,
-    warmup: Annotated[Optional[int], run_opt("Linear learning-rate warm-up steps.",
-                                             TrainConfig.warmup)] = None,
-    lr_decay: Annotated[Optional[float], run_opt(
-        "constant schedule: multiply lr by this each epoch after --lr-decay-after epochs.",
-        TrainConfig.lr_decay)] = None,
-    lr_decay_after: Annotated[Optional[int], run_opt("Epochs before --lr-decay applies.",
-                                                     TrainConfig.lr_decay_after)] = None,
-    weight_decay: Annotated[Optional[float], run_opt("Decoupled weight decay.",
-                                                     TrainConfig.weight_decay)] = None,
-    steps: Annotated[Optional[int], run_opt("Stop after this many optimizer steps (0: no limit).",
-                                            TrainConfig.steps)] = None,
-    minutes: Annotated[Optional[float], run_opt("Stop after this much training time (0: no limit).",
-                                                TrainConfig.minutes)] = None,
-    epochs: Annotated[Optional[float], run_opt(
-        "Stop after this many passes over the text (0: no limit; 10 when no budget is given).",
-        TrainConfig.epochs)] = None,
-    val_frac: Annotated[Optional[float], run_opt(
-        "Fraction at the end of the text held out for validation.", TrainConfig.val_frac)] = None,
-    eval_every: Annotated[Optional[int], run_opt("Steps between evaluations and checkpoints.",
-                                                 TrainConfig.eval_every)] = None,
-    eval_chars: Annotated[Optional[int], run_opt(
-        "Validation characters read per evaluation, ten times as many at the last one (0: all).",
-        TrainConfig.eval_chars)] = None,
-    keep: Annotated[Optional[int], run_opt("Also keep the last N step-stamped checkpoints.",
-                                           TrainConfig.keep)] = None,
-    patience: Annotated[Optional[int], run_opt(
-        "Stop after N evaluations without improvement (0: never).", TrainConfig.patience)] = None,
+    grad_clip: Annotated[
+        Optional[float], run_opt("Clip the global gradient norm (0: off).", TrainConfig.grad_clip)
+    ] = None,
+    schedule: Annotated[
+        Optional[str],
+        run_opt(
+            "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs budget).",
+            TrainConfig.schedule,
+        ),
+    ] = None,
+    warmup: Annotated[
+        Optional[int], run_opt("Linear learning-rate warm-up steps.", TrainConfig.warmup)
+    ] = None,
+    lr_decay: Annotated[
+        Optional[float],
+        run_opt(
+            "constant schedule: multiply lr by this each epoch after --lr-decay-after epochs.",
+            TrainConfig.lr_decay,
+        ),
+    ] = None,
+    lr_decay_after: Annotated[
+        Optional[int], run_opt("Epochs before --lr-decay applies.", TrainConfig.lr_decay_after)
+    ] = None,
+    weight_decay: Annotated[
+        Optional[float], run_opt("Decoupled weight decay.", TrainConfig.weight_decay)
+    ] = None,
+    steps: Annotated[
+        Optional[int], run_opt("Stop after this many optimizer steps (0: no limit).", TrainConfig.steps)
+    ] = None,
+    minutes: Annotated[
+        Optional[float], run_opt("Stop after this much training time (0: no limit).", TrainConfig.minutes)
+    ] = None,
+    epochs: Annotated[
+        Optional[float],
+        run_opt(
+            "Stop after this many passes over the text (0: no limit; 10 when no budget is given).",
+            TrainConfig.epochs,
+        ),
+    ] = None,
+    val_frac: Annotated[
+        Optional[float],
+        run_opt("Fraction at the end of the text held out for validation.", TrainConfig.val_frac),
+    ] = None,
+    eval_every: Annotated[
+        Optional[int], run_opt("Steps between evaluations and checkpoints.", TrainConfig.eval_every)
+    ] = None,
+    eval_chars: Annotated[
+        Optional[int],
+        run_opt(
+            "Validation characters read per evaluation, ten times as many at the last one (0: all).",
+            TrainConfig.eval_chars,
+        ),
+    ] = None,
+    keep: Annotated[
+        Optional[int], run_opt("Also keep the last N step-stamped checkpoints.", TrainConfig.keep)
+    ] = None,
+    patience: Annotated[
+        Optional[int],
+        run_opt("Stop after N evaluations without improvement (0: never).", TrainConfig.patience),
+    ] = None,
     seed: Annotated[Optional[int], run_opt("Random seed.", TrainConfig.seed)] = None,
-    state_reset: Annotated[Optional[int], run_opt(
-        "Reset each stream's carried state at random, on average every this many characters "
-        "(0: never), so the model can start from a zero state as sampling does.",
-        TrainConfig.state_reset)] = None,
-    dropout_mode: Annotated[Optional[str], run_opt(
-        "standard (a fresh dropout mask at every step) or variational (one mask per window and "
-        "stream, the same at all its steps).", TrainConfig.dropout_mode)] = None,
-    weight_drop: Annotated[Optional[float], run_opt(
-        "DropConnect on the recurrent weights: each dropped with this probability, one mask "
-        "per window (AWD-LSTM).", TrainConfig.weight_drop)] = None,
-    embed_drop: Annotated[Optional[float], run_opt(
-        "Drop whole characters' first-layer input rows (their embedding) with this "
-        "probability, per window.", TrainConfig.embed_drop)] = None,
-    ema: Annotated[Optional[float], run_opt(
-        "Evaluate and save an exponential moving average of the weights with this decay, e.g. "
-        "0.999 (0: off); best.npz then holds the averaged weights.", TrainConfig.ema)] = None,
-    log_grad_norms: Annotated[Optional[bool], run_opt(
-        "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
-        "the window (vanishing or exploding).", None,
-        "--log-grad-norms/--no-log-grad-norms")] = None,
-    auto_size: Annotated[bool, Opt(
-        "--auto-size", help="With --minutes and no --hidden: choose the size and dropout from "
-                            "the characters the budget buys, from a rate measured for a few "
-                            "seconds here and the corpus size (said in one line).")] = False,
-    resume: Annotated[Optional[Path], Opt(help="Continue the run in this directory exactly "
-                                          "where it stopped.")] = None,
-    init_from: Annotated[Optional[Path], Opt(help="Start from a trained checkpoint's weights "
-                                             "(fine-tuning).")] = None,
-    byte_level: Annotated[bool, Opt("--byte-level", "--bytes", help="Model raw bytes instead of "
-                                    "Unicode characters.")] = False,
-    max_vocab: Annotated[Optional[int], Opt(help="Keep the N most frequent characters; the rest "
-                                            "become one unknown symbol.")] = None,
+    state_reset: Annotated[
+        Optional[int],
+        run_opt(
+            "Reset each stream's carried state at random, on average every this many characters "
+            "(0: never), so the model can start from a zero state as sampling does.",
+            TrainConfig.state_reset,
+        ),
+    ] = None,
+    dropout_mode: Annotated[
+        Optional[str],
+        run_opt(
+            "standard (a fresh dropout mask at every step) or variational (one mask per window and "
+            "stream, the same at all its steps).",
+            TrainConfig.dropout_mode,
+        ),
+    ] = None,
+    weight_drop: Annotated[
+        Optional[float],
+        run_opt(
+            "DropConnect on the recurrent weights: each dropped with this probability, one mask "
+            "per window (AWD-LSTM).",
+            TrainConfig.weight_drop,
+        ),
+    ] = None,
+    embed_drop: Annotated[
+        Optional[float],
+        run_opt(
+            "Drop whole characters' first-layer input rows (their embedding) with this "
+            "probability, per window.",
+            TrainConfig.embed_drop,
+        ),
+    ] = None,
+    ema: Annotated[
+        Optional[float],
+        run_opt(
+            "Evaluate and save an exponential moving average of the weights with this decay, e.g. "
+            "0.999 (0: off); best.npz then holds the averaged weights.",
+            TrainConfig.ema,
+        ),
+    ] = None,
+    log_grad_norms: Annotated[
+        Optional[bool],
+        run_opt(
+            "At each evaluation, show how the gradient |dL/dh_t| of the first layer changes across "
+            "the window (vanishing or exploding).",
+            None,
+            "--log-grad-norms/--no-log-grad-norms",
+        ),
+    ] = None,
+    auto_size: Annotated[
+        bool,
+        Opt(
+            "--auto-size",
+            help="With --minutes and no --hidden: choose the size and dropout from "
+            "the characters the budget buys, from a rate measured for a few "
+            "seconds here and the corpus size (said in one line).",
+        ),
+    ] = False,
+    resume: Annotated[
+        Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped.")
+    ] = None,
+    init_from: Annotated[
+        Optional[Path], Opt(help="Start from a trained checkpoint's weights (fine-tuning).")
+    ] = None,
+    byte_level: Annotated[
+        bool, Opt("--byte-level", "--bytes", help="Model raw bytes instead of Unicode characters.")
+    ] = False,
+    max_vocab: Annotated[
+        Optional[int], Opt(help="Keep the N most frequent characters; the rest become one unknown symbol.")
+    ] = None,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = "strict",
-    glob: Annotated[Optional[str], Opt(help="With a directory CORPUS: only files matching this "
-                                       "pattern, e.g. '*.py'.")] = None,
+    glob: Annotated[
+        Optional[str], Opt(help="With a directory CORPUS: only files matching this pattern, e.g. '*.py'.")
+    ] = None,
     data_dir: DataDirOpt = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
     threads: threads_opt("Cores to train on. Default: all this process may use.") = None,
-    force: Annotated[bool, Opt(help="Start over in a run directory that holds a run (one "
-                                    "that a live training holds is always refused).")] = False,
+    force: Annotated[
+        bool,
+        Opt(
+            help="Start over in a run directory that holds a run (one "
+            "that a live training holds is always refused)."
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ):
     """Train a model on a text and write checkpoints to the run directory."""
     import numpy as np
     from ..training import dist, run
+
     use_threads(threads)
     world = dist.world()  # under mpiexec: one of several processes training one model
     options = {k: v for k, v in ctx.params.items() if k in MODEL_FIELDS | TRAIN_FIELDS}
     prepared, error = None, None
     try:
-        prepared = run.prepare(corpus, out, resume=resume, init_from=init_from, data_dir=data_dir,
-                               glob=glob, byte_level=byte_level, max_vocab=max_vocab, force=force,
-                               dtype=np.float64 if float64 else np.float32, encoding=encoding,
-                               errors=errors, auto_size=auto_size, **options)
+        prepared = run.prepare(
+            corpus,
+            out,
+            resume=resume,
+            init_from=init_from,
+            data_dir=data_dir,
+            glob=glob,
+            byte_level=byte_level,
+            max_vocab=max_vocab,
+            force=force,
+            dtype=np.float64 if float64 else np.float32,
+            encoding=encoding,
+            errors=errors,
+            auto_size=auto_size,
+            **options,
+        )
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
@@ -145,6 +264,7 @@ def _run_training(prepared, world, quiet):
     run directory), stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
     from .. import api
     from ..training import run
+
     con = console()
     trainer = prepared.trainer
     m = trainer.model
@@ -155,12 +275,16 @@ def _run_training(prepared, world, quiet):
     if prepared.unknown_notice:  # so is this: every loss of the run depends on it
         con.print(f"charrnn: warning: {prepared.unknown_notice}")
     if not quiet:
-        con.print(f"charrnn: {m.config.cell} {m.config.layers}x{m.config.hidden}, "
-                  f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
-                  f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}")
+        con.print(
+            f"charrnn: {m.config.cell} {m.config.layers}x{m.config.hidden}, "
+            f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
+            f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}"
+        )
         if world.size > 1:
-            con.print(f"charrnn: data-parallel over {world.size} MPI ranks, "
-                      f"{trainer.cfg.batch} streams shared between them")
+            con.print(
+                f"charrnn: data-parallel over {world.size} MPI ranks, "
+                f"{trainer.cfg.batch} streams shared between them"
+            )
     with compile_notice(quiet):
         api.warmup(m.config.cell, m.dtype)
     stop = stop_flag(announce=world.rank == 0)

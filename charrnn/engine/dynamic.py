@@ -10,13 +10,16 @@ dynamic-evaluation literature reports, and costs a backward pass per segment.
 Update rule (Krause et al.'s SGD with a decay to the trained weights):
     w <- w - lr * clip(grad of the segment's mean loss) + decay * (w0 - w)
 """
+
 import numpy as np
 
 from .model import Model, Score
 
+# fmt: off
 DEFAULT_LR = 0.003     # SGD step on a segment's mean loss (see docs/choosing-defaults.md)
 DEFAULT_DECAY = 0.0    # pull toward the trained weights after each step (0: none)
 GRAD_CLIP = 1.0        # the global gradient norm is clipped to this before each step
+# fmt: on
 
 
 def dynamic_score(model, ids, seq=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
@@ -34,8 +37,8 @@ def dynamic_score(model, ids, seq=100, lr=DEFAULT_LR, decay=DEFAULT_DECAY):
     total = 0.0
     for at in range(0, n, seq):
         T = min(seq, n - at)
-        x = np.asarray(ids[at:at + T], np.int32).reshape(T, 1)
-        y = np.asarray(ids[at + 1:at + T + 1], np.int32).reshape(T, 1)
+        x = np.asarray(ids[at : at + T], np.int32).reshape(T, 1)
+        y = np.asarray(ids[at + 1 : at + T + 1], np.int32).reshape(T, 1)
         gflat[:] = 0
         loss, (h, c) = m.loss_and_grad(x, y, h, c, grads)
         total += loss * T

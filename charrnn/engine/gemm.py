@@ -21,6 +21,7 @@ allocate them without knowing it. Training packs only matrices whose N is a mult
 (`packable`) and multiplies the others with np.dot; the sampler pads the last strip with zero
 columns (`padded`) and calls no BLAS at all.
 """
+
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
@@ -38,10 +39,12 @@ def vector_bytes():
     global _vector_bytes
     if _vector_bytes is None:
         from numba import config
+
         if config.CPU_NAME and config.CPU_NAME != "host":
             wide = "+avx512f" in (config.CPU_FEATURES or "")
         else:
             import llvmlite.binding as ll
+
             wide = bool(ll.get_host_cpu_features().get("avx512f"))
         _vector_bytes = 64 if wide else 32
     return _vector_bytes
@@ -72,8 +75,7 @@ def _address(context, builder, aty, a, i):
 
 
 def _contiguous(a):
-    if not (isinstance(a, types.Array) and a.layout == "C" and
-            isinstance(a.dtype, types.Float)):
+    if not (isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)):
         raise TypeError(f"expected a C-contiguous float array, got {a}")
 
 
@@ -87,6 +89,7 @@ def vload(typingctx, a, i):
         p = _address(context, builder, sig.args[0], args[0], args[1])
         ptr = builder.bitcast(p, context.get_value_type(vt).as_pointer())
         return builder.load(ptr, align=a.dtype.bitwidth // 8)
+
     return vt(a, i), codegen
 
 
@@ -97,8 +100,8 @@ def vstore(typingctx, a, i, v):
 
     def codegen(context, builder, sig, args):
         p = _address(context, builder, sig.args[0], args[0], args[1])
-        builder.store(args[2], builder.bitcast(p, args[2].type.as_pointer()),
-                      align=a.dtype.bitwidth // 8)
+        builder.store(args[2], builder.bitcast(p, args[2].type.as_pointer()), align=a.dtype.bitwidth // 8)
+
     return types.none(a, i, v), codegen
 
 
@@ -114,6 +117,7 @@ def vsplat(typingctx, a, i):
         v = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
         zeros = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
         return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
+
     return vt(a, i), codegen
 
 
@@ -125,6 +129,7 @@ def vzero(typingctx, a):
 
     def codegen(context, builder, sig, args):
         return ir.Constant(context.get_value_type(vt), None)
+
     return vt(a), codegen
 
 
@@ -136,9 +141,11 @@ def vfma(typingctx, x, y, z):
 
     def codegen(context, builder, sig, args):
         t = args[0].type
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]),
-                                            f"llvm.fmuladd.v{x.lanes}f{x.dtype.bitwidth}")
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(t, [t, t, t]), f"llvm.fmuladd.v{x.lanes}f{x.dtype.bitwidth}"
+        )
         return builder.call(fn, args)
+
     return x(x, y, z), codegen
 
 
@@ -150,10 +157,12 @@ def lanes(typingctx, a):
 
     def codegen(context, builder, sig, args):
         return context.get_constant(types.intp, n)
+
     return types.intp(a), codegen
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 @kernel
 def strip_width(a):

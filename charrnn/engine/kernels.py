@@ -18,6 +18,7 @@ Arrays are time-major: x is (T, B), states are (L, B, H), per-step slices are co
 float32 arrays use an arithmetic-only tanh (vectorisable, within 4e-7 of the exact value);
 float64 arrays use the exact functions, so gradient tests see the true derivatives.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -37,6 +38,8 @@ GATES = {LSTM: 4, GRU: 3, RNN: 1}
 
 class Params(NamedTuple):
     """The weights of a model. Gradients and Adam moments use the same type."""
+
+    # fmt: off
     Wx0: np.ndarray  # (V, K)       first layer's input weights: one row per character
     Wx: np.ndarray   # (L-1, H, K)  input weights of layers 1..L-1
     Wh: np.ndarray   # (L, H, K)    recurrent weights
@@ -44,12 +47,15 @@ class Params(NamedTuple):
     bh: np.ndarray   # (L, H) for gru (bias inside r * (Wh h + bh)), (L, 0) otherwise
     Wy: np.ndarray   # (H, V)       decoder
     by: np.ndarray   # (V,)
+    # fmt: on
 
 
 class Work(NamedTuple):
     """Per-window buffers, allocated once per shape (see model.alloc_work)."""
-    G: np.ndarray     # (L, T, B, K)    gate activations; the backward pass overwrites them,
-                      #                 step by step, with the gate pre-activation gradients
+
+    G: np.ndarray  # (L, T, B, K)    gate activations; the backward pass overwrites them,
+    #                 step by step, with the gate pre-activation gradients
+    # fmt: off
     Hs: np.ndarray    # (L, T+1, B, H)  hidden states, Hs[l, 0] = initial state
     Cs: np.ndarray    # (L, T+1, B, H)  lstm cell states (unused by gru and rnn)
     Aux: np.ndarray   # (L, T, B, H)    lstm: tanh(c);  gru: Wh h + bh of the n gate
@@ -62,21 +68,30 @@ class Work(NamedTuple):
     dh: np.ndarray    # (B, H)          carried dh of the backward time loop
     dc: np.ndarray    # (B, H)          carried dc of the backward time loop
     dhn: np.ndarray   # (B, H)          dR[t] @ Wh^T
-    gn: np.ndarray    # (L, T)          norm of d loss / d h_t, as backward reaches each step,
-                      #                 or (L, 0) not to measure it
-    Whp: np.ndarray   # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
+    # fmt: on
+    gn: np.ndarray  # (L, T)          norm of d loss / d h_t, as backward reaches each step,
+    #                 or (L, 0) not to measure it
+    Whp: np.ndarray  # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
     WhTp: np.ndarray  # (L, K*H)        Wh^T packed for the backward steps, if packable
 
 
 # ---------------------------------------------------------------------------------------------
 # Activations: exact in float64, arithmetic-only in float32
 
+
 def tanh_(x):
     return np.tanh(x)
 
 
-_TA = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
-       -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_TA = (
+    4.89352455891786e-03,
+    6.37261928875436e-04,
+    1.48572235717979e-05,
+    5.12229709037114e-08,
+    -8.60467152213735e-11,
+    2.00018790482477e-13,
+    -2.76076847742355e-16,
+)
 _TB = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
 
 
@@ -93,6 +108,7 @@ def _tanh_impl(x):
             p = x * (a0 + x2 * (a1 + x2 * (a2 + x2 * (a3 + x2 * (a4 + x2 * (a5 + x2 * a6))))))
             q = b0 + x2 * (b1 + x2 * (b2 + x2 * b3))
             return p / q
+
         return fast
     return lambda x: np.tanh(x)
 
@@ -124,6 +140,7 @@ def _like_impl(x, v):
 # ---------------------------------------------------------------------------------------------
 # One time step of each cell. G: (B, K) pre-activations in, activations out.
 
+
 @kernel
 def lstm_step(G, c_prev, c, tc, h):
     # Short loops over at most three arrays each: with more, LLVM's runtime alias checks give up
@@ -134,7 +151,7 @@ def lstm_step(G, c_prev, c, tc, h):
     for bb in range(B):
         # sigmoid(x) = tanh(x/2)/2 + 1/2 for i f o, tanh for g: a loop per block of gates over
         # its own slice (one loop over K choosing each gate's constants ran 1.6x slower)
-        sif, gg, o = G[bb, :2 * H], G[bb, 2 * H:3 * H], G[bb, 3 * H:]
+        sif, gg, o = G[bb, : 2 * H], G[bb, 2 * H : 3 * H], G[bb, 3 * H :]
         for j in range(2 * H):
             sif[j] = half * tanh_(half * sif[j]) + half
         for j in range(H):
@@ -213,6 +230,7 @@ def cell_update(cell, p, l, G, w):
 # ---------------------------------------------------------------------------------------------
 # Stack forward over a window
 
+
 @kernel
 def rows(a):
     """(T, B, N) C-contiguous -> (T*B, N) view."""
@@ -274,8 +292,14 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
         w.Hs[l, 0] = h0[l]
         w.Cs[l, 0] = c0[l]
         for t in range(T):
-            cell_step(cell, p, l, G[t], (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1],
-                                          w.Cs[l, t + 1], w.Aux[l, t]), w.Whp[l])
+            cell_step(
+                cell,
+                p,
+                l,
+                G[t],
+                (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1], w.Cs[l, t + 1], w.Aux[l, t]),
+                w.Whp[l],
+            )
         if w.M.shape[1] > 0:
             np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
     P = w.P
@@ -328,6 +352,7 @@ def xent(P, y, grad, n_total=0):
 # ---------------------------------------------------------------------------------------------
 # Backward
 
+
 @kernel
 def lstm_step_back(g, c_prev, tc, dh, dc, dG):
     """g (B, 4H) activations; dh (B, H) in; dc (B, H) in: from step t+1, out: to step t-1.
@@ -337,8 +362,8 @@ def lstm_step_back(g, c_prev, tc, dh, dc, dG):
     one = like(dh[0, 0], 1.0)
     for bb in range(B):
         a, d, t, dhb, dcb = g[bb], dG[bb], tc[bb], dh[bb], dc[bb]
-        i, f, gg, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-        di, df, dg, do = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
+        i, f, gg, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+        di, df, dg, do = d[:H], d[H : 2 * H], d[2 * H : 3 * H], d[3 * H :]
         for j in range(H):  # dc at this step, in place
             dcb[j] = dcb[j] + dhb[j] * o[j] * (one - t[j] * t[j])
         for j in range(H):

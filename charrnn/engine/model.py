@@ -3,6 +3,7 @@
 `Model` owns parameter layout and initialisation and runs the kernels over windows of ids; it knows
 nothing of files, command lines or training schedules.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -18,8 +19,15 @@ EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see in
 def param_shapes(cfg):
     V, H, L = cfg.vocab_size, cfg.hidden, cfg.layers
     G = GATES[kernels.CELLS[cfg.cell]] * H
-    return Params(Wx0=(V, G), Wx=(L - 1, H, G), Wh=(L, H, G), b=(L, G),
-                  bh=(L, H if cfg.cell == "gru" else 0), Wy=(H, V), by=(V,))
+    return Params(
+        Wx0=(V, G),
+        Wx=(L - 1, H, G),
+        Wh=(L, H, G),
+        b=(L, G),
+        bh=(L, H if cfg.cell == "gru" else 0),
+        Wy=(H, V),
+        by=(V,),
+    )
 
 
 def views(flat, shapes):
@@ -27,7 +35,7 @@ def views(flat, shapes):
     out, at = [], 0
     for shape in shapes:
         n = int(np.prod(shape))
-        out.append(flat[at:at + n].reshape(shape))
+        out.append(flat[at : at + n].reshape(shape))
         at += n
     assert at == flat.size
     return Params(*out)
@@ -80,9 +88,9 @@ class Model:
         for l in range(self.config.layers):
             for g in range(p.Wh.shape[2] // H):
                 q, _ = np.linalg.qr(rng.standard_normal((H, H)))
-                p.Wh[l, :, g * H:(g + 1) * H] = q
+                p.Wh[l, :, g * H : (g + 1) * H] = q
         if self.cell == kernels.LSTM:
-            p.b[:, H:2 * H] = 1.0
+            p.b[:, H : 2 * H] = 1.0
         return self
 
     def zeros_like_params(self):
@@ -100,11 +108,10 @@ class Model:
     def work(self, T, B, dropout=False, part=0, norms=False):
         """The buffers of one part's window; norms: with room for |d loss / d h_t| (Work.gn)."""
         key = (T, B, dropout, part, norms)  # each part (thread) has buffers of its own, but for
-        if key not in self._work:           # the packed weights, which all read
+        if key not in self._work:  # the packed weights, which all read
             if self._packed is None:
                 self._packed = alloc_packed(self.config, self.dtype)
-            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed,
-                                         norms)
+            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed, norms)
         return self._work[key]
 
     def parts(self, B):
@@ -143,9 +150,11 @@ class Model:
         def part(i, s):
             w = self.work(T, s.stop - s.start, False, i)
             ys = _c(y[:, s])
-            loss = kernels.window_loss(self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]),
-                                 _c(c0[:, s]), w, True)
+            loss = kernels.window_loss(
+                self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]), _c(c0[:, s]), w, True
+            )
             return loss, w, tally.of(w.P, ys) if tally is not None else None
+
         parts = self.parts(B)
         kernels.pack_weights(self.params, self.work(T, parts[0].stop, False), False)
         res = self._map(part, parts)
@@ -154,8 +163,7 @@ class Model:
                 tally.add(*r[2])
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
-    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None,
-                      grad_norms=None):
+    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None, grad_norms=None):
         """Mean loss of one window; accumulates d loss / d params into grads (a Params).
         Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given.
         n_total: the characters the gradient is averaged over (default x.size; more when x is
@@ -173,12 +181,26 @@ class Model:
                 w.M[:] = masks[:, :, s]
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
-            loss = kernels.window_grad(self.cell, self.params, _c(x[:, s]), _c(y[:, s]), _c(h0[:, s]),
-                                 _c(c0[:, s]), w, dp, dh, dc, n_total, True)
+            loss = kernels.window_grad(
+                self.cell,
+                self.params,
+                _c(x[:, s]),
+                _c(y[:, s]),
+                _c(h0[:, s]),
+                _c(c0[:, s]),
+                w,
+                dp,
+                dh,
+                dc,
+                n_total,
+                True,
+            )
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
-        kernels.pack_weights(self.params, self.work(T, parts[0].stop, masks is not None, 0,
-                                              grad_norms is not None), True)
+
+        kernels.pack_weights(
+            self.params, self.work(T, parts[0].stop, masks is not None, 0, grad_norms is not None), True
+        )
         res = self._map(part, parts)
         if grad_norms is not None:
             grad_norms[:] = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
@@ -236,11 +258,13 @@ class Model:
 
 
 class Score(NamedTuple):
+    # fmt: off
     nats: float        # mean loss, nats per character
     chars: int         # characters scored (predictions made)
     streams: int       # streams the text was read as, each from a zero state
-    unknown: int = 0   # of them, targets that are the unknown symbol (a --max-vocab model's
-                       # stand-in for every character it lacks: cheap to predict)
+    # fmt: on
+    unknown: int = 0  # of them, targets that are the unknown symbol (a --max-vocab model's
+    # stand-in for every character it lacks: cheap to predict)
     nats_known: float = float("nan")  # mean loss over the other targets (nan: none)
 
     @property
@@ -300,8 +324,10 @@ def _c(a):
 
 def _join_state(works):
     """Final (h, c), each (L, B, H), of the parts' windows, side by side."""
-    return (np.concatenate([w.Hs[:, -1] for w in works], axis=1),
-            np.concatenate([w.Cs[:, -1] for w in works], axis=1))
+    return (
+        np.concatenate([w.Hs[:, -1] for w in works], axis=1),
+        np.concatenate([w.Cs[:, -1] for w in works], axis=1),
+    )
 
 
 def part_slices(B):
@@ -332,15 +358,32 @@ def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
     L, H, V = cfg.layers, cfg.hidden, cfg.vocab_size
     G = GATES[kernels.CELLS[cfg.cell]] * H
     TD = T if dropout else 0
-    return dict(G=(L, T, B, G), Hs=(L, T + 1, B, H), Cs=(L, T + 1, B, H), Aux=(L, T, B, H),
-                M=(L, TD, B, H), D=(L, TD, B, H), P=(T * B, V), R=(B, G),
-                dR=(T if cfg.cell == "gru" else 0, B, G), dH=(L, T, B, H), dh=(B, H),
-                dc=(B, H), dhn=(B, H), gn=(L, T if grad_norms else 0))
+    return dict(
+        G=(L, T, B, G),
+        Hs=(L, T + 1, B, H),
+        Cs=(L, T + 1, B, H),
+        Aux=(L, T, B, H),
+        M=(L, TD, B, H),
+        D=(L, TD, B, H),
+        P=(T * B, V),
+        R=(B, G),
+        dR=(T if cfg.cell == "gru" else 0, B, G),
+        dH=(L, T, B, H),
+        dh=(B, H),
+        dc=(B, H),
+        dhn=(B, H),
+        gn=(L, T if grad_norms else 0),
+    )
 
 
 def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
     """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones."""
     Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
-    return Work(**{k: np.zeros(shape, np.float64 if k == "gn" else dtype)
-                   for k, shape in work_shapes(cfg, T, B, dropout, grad_norms).items()},
-                Whp=Whp, WhTp=WhTp)
+    return Work(
+        **{
+            k: np.zeros(shape, np.float64 if k == "gn" else dtype)
+            for k, shape in work_shapes(cfg, T, B, dropout, grad_norms).items()
+        },
+        Whp=Whp,
+        WhTp=WhTp,
+    )

@@ -1,4 +1,5 @@
 """Adam with global-norm gradient clipping, over the model's flat parameter buffer."""
+
 import math
 
 import numpy as np
@@ -23,8 +24,8 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, t, max_norm, weight_decay):
     scale = 1.0
     if max_norm > 0 and norm > max_norm:
         scale = max_norm / (norm + 1e-12)
-    c1 = 1.0 - beta1 ** t
-    c2 = 1.0 - beta2 ** t
+    c1 = 1.0 - beta1**t
+    c2 = 1.0 - beta2**t
     step = lr * math.sqrt(c2) / c1
     eps_hat = eps * math.sqrt(c2)
     x = w[0]
@@ -43,8 +44,7 @@ def adam_update(w, g, m, v, lr, beta1, beta2, eps, t, max_norm, weight_decay):
 class Adam:
     """Adam state mirroring the flat parameter buffer (the moments are flat arrays too)."""
 
-    def __init__(self, flat, lr=3e-3, betas=(0.9, 0.999), eps=1e-8, grad_clip=5.0,
-                 weight_decay=0.0):
+    def __init__(self, flat, lr=3e-3, betas=(0.9, 0.999), eps=1e-8, grad_clip=5.0, weight_decay=0.0):
         self.lr, self.betas, self.eps = lr, betas, eps
         self.grad_clip, self.weight_decay = grad_clip, weight_decay
         self.m = np.zeros_like(flat)
@@ -53,5 +53,16 @@ class Adam:
 
     def step(self, w, g, lr=None):
         self.t += 1
-        return adam_update(w, g, self.m, self.v, self.lr if lr is None else lr, self.betas[0],
-                           self.betas[1], self.eps, self.t, self.grad_clip, self.weight_decay)
+        return adam_update(
+            w,
+            g,
+            self.m,
+            self.v,
+            self.lr if lr is None else lr,
+            self.betas[0],
+            self.betas[1],
+            self.eps,
+            self.t,
+            self.grad_clip,
+            self.weight_decay,
+        )

@@ -15,6 +15,7 @@ stay float32, as do the state and every sum (qgemm.py accumulates in float32).
 them (`reduced_params`) scores a text as the reduced sampler sees it: what a format costs in
 loss is measured with the ordinary evaluation on those weights.
 """
+
 import numpy as np
 
 from . import gemm
@@ -62,8 +63,10 @@ def dequantised(W, precision):
 def reduced_params(params, precision):
     """{field: array} of Params with QUANTISED matrices replaced by their dequantised
     weights."""
-    return {name: dequantised(arr, precision) if name in QUANTISED else arr
-            for name, arr in zip(params._fields, params)}
+    return {
+        name: dequantised(arr, precision) if name in QUANTISED else arr
+        for name, arr in zip(params._fields, params)
+    }
 
 
 def strip_width():

@@ -18,6 +18,7 @@ Every format has a per-column scale (ones for bf16), applied once per output col
 the k loop, while the accumulators are still in registers. Nothing here is specific to one
 vendor: the vectors are gemm's (the widest the host offers).
 """
+
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
@@ -30,8 +31,7 @@ MR = 4  # rows of a tile: 8 accumulators + 2 widened loads + 1 broadcast
 
 
 def _narrow(a):
-    if not (isinstance(a, types.Array) and a.layout == "C" and a.dtype in (types.uint16,
-                                                                            types.int8)):
+    if not (isinstance(a, types.Array) and a.layout == "C" and a.dtype in (types.uint16, types.int8)):
         raise TypeError(f"expected a C-contiguous uint16 (bf16) or int8 array, got {a}")
 
 
@@ -63,6 +63,7 @@ def wpair(typingctx, Wq, i, C):
                 halves.append(builder.sitofp(builder.sext(x, iv), ft))
             a, b = halves
         return context.make_tuple(builder, sig.return_type, [a, b])
+
     return types.UniTuple(vt, 2)(Wq, i, C), codegen
 
 
@@ -74,6 +75,7 @@ def vmul(typingctx, x, y):
 
     def codegen(context, builder, sig, args):
         return builder.fmul(args[0], args[1])
+
     return x(x, y), codegen
 
 

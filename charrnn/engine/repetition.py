@@ -18,6 +18,7 @@ its followers (at most V), whatever the sample's length.
 Shapes: N rows, V vocabulary, C history capacity (ids a row can hold), S table slots (a power
 of two, at least 2 C). Everything is 0-wide when its option is off.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,8 @@ FNV_PRIME = np.uint64(1099511628211)
 
 class Repeat(NamedTuple):
     """Each row's memory of its sample, for penalties and no-repeat (see the module doc)."""
+
+    # fmt: off
     t: np.ndarray       # (1,) int64    ids generated so far by every row
     counts: np.ndarray  # (N, V) int64  of each id, in the window (or the whole sample)
     ban: np.ndarray     # (N, V) bool   ids the next draw of the row may not take
@@ -41,14 +44,26 @@ class Repeat(NamedTuple):
     last: np.ndarray    # (N, C) int64  entry e: where its n-gram last ended in hist
     nent: np.ndarray    # (N,) int64    entries used
     slot: np.ndarray    # (N,) int64    the slot of the current context (from the ban to the record)
+    # fmt: on
 
 
 def empty(N, V, how):
     """The Repeat of N rows before their first id, sized for `how` (a Pick) and no ids yet."""
     z = lambda *s: np.zeros(s, np.int64)  # noqa: E731
     counting = how.presence != 0 or how.frequency != 0
-    return Repeat(z(1), z(N, V if counting else 0), np.zeros((N, V), np.bool_),
-                  z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N, 0), z(N), z(N))
+    return Repeat(
+        z(1),
+        z(N, V if counting else 0),
+        np.zeros((N, V), np.bool_),
+        z(N, 0),
+        z(N, 0),
+        z(N, 0),
+        z(N, 0),
+        z(N, 0),
+        z(N, 0),
+        z(N),
+        z(N),
+    )
 
 
 @kernel
@@ -73,9 +88,14 @@ def reserve(rep, n, how):
     N = rep.hist.shape[0]
     grow = lambda a: np.concatenate([a, np.zeros((N, C - a.shape[1]), a.dtype)], 1)  # noqa: E731
     S = 1 << (2 * C - 1).bit_length() if how.no_repeat > 0 else 0
-    new = rep._replace(hist=grow(rep.hist), fol=grow(rep.fol), nxt=grow(rep.nxt),
-                       last=grow(rep.last),
-                       ctab=np.zeros((N, S), np.int64), chead=np.zeros((N, S), np.int64))
+    new = rep._replace(
+        hist=grow(rep.hist),
+        fol=grow(rep.fol),
+        nxt=grow(rep.nxt),
+        last=grow(rep.last),
+        ctab=np.zeros((N, S), np.int64),
+        chead=np.zeros((N, S), np.int64),
+    )
     if how.no_repeat > 0:
         rehash(rep.ctab, rep.chead, new, how.no_repeat - 1)
     return new

@@ -7,6 +7,7 @@ through weights packed once per Sampler (gemm.py, padded to whole strips), not t
 Shapes use the legend of kernels.py; N is the number of rows sampled side by side, Kp and Vp
 are K and V padded to whole packed strips.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +22,8 @@ parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=Tru
 
 class SampleWork(NamedTuple):
     """Packed weights, state and buffers of one Sampler (see sampler.Sampler)."""
+
+    # fmt: off
     Wxp: np.ndarray      # (L-1, H*Kp)  input weights of layers 1..L-1, packed and padded
     Whp: np.ndarray      # (L, H*Kp)    recurrent weights, packed and padded
     Wyp: np.ndarray      # (H*Vp,)      decoder, packed and padded
@@ -33,16 +36,19 @@ class SampleWork(NamedTuple):
     scratch: np.ndarray  # (N, Kp)      a padded product before it is cut to K
     logits: np.ndarray   # (N, Vp)
     prob: np.ndarray     # (V,) float64 one row's probabilities while drawing
+    # fmt: on
     # per-column scales of Wxp, Whp and Wyp when they are in a narrow format (precision.py:
     # uint16 bf16 or int8); empty, as by default, for float weights
     Sx: np.ndarray = np.zeros((0, 0), np.float32)  # (L-1, Kp)
     Sh: np.ndarray = np.zeros((0, 0), np.float32)  # (L, Kp)
-    Sy: np.ndarray = np.zeros(0, np.float32)       # (Vp,)
+    Sy: np.ndarray = np.zeros(0, np.float32)  # (Vp,)
 
 
 class SplitWork(NamedTuple):
     """SampleWork of one row of a wide LSTM whose steps are split into k chunks of n units,
     one per core; weights laid out by chunk (sampler.unit_blocks), each chunk packed."""
+
+    # fmt: off
     Wx0b: np.ndarray     # (k, V, 4n)        first layer's input weights
     Wxb: np.ndarray      # (L-1, k, H*4np)   input weights of layers 1..L-1, packed by chunk
     Whb: np.ndarray      # (L, k, H*4np)     recurrent weights, packed by chunk
@@ -59,10 +65,13 @@ class SplitWork(NamedTuple):
     scratch: np.ndarray  # (k, 4np)          padded products
     logits: np.ndarray   # (1, Vp)
     prob: np.ndarray     # (V,) float64
+    # fmt: on
 
 
 class Pick(NamedTuple):
     """How each character is drawn from its logits (see pick, and choose for the last four)."""
+
+    # fmt: off
     temp: float   # temperature; 0 is greedy
     top_k: int    # keep the k most likely (0: all)
     top_p: float  # keep the smallest set with this much probability (1: all)
@@ -71,6 +80,7 @@ class Pick(NamedTuple):
     frequency: float = 0.0  # ... + frequency * count, count over the row's generated ids
     window: int = 0         # count over the last `window` generated ids only (0: all of them)
     no_repeat: int = 0      # never complete an n-gram of this length already generated (0: off)
+    # fmt: on
 
 
 @kernel
@@ -80,7 +90,7 @@ def product(A, Wp, out, scratch):
         gemm.matmul(A, Wp, out)
     else:
         gemm.matmul(A, Wp, scratch)
-        out[:] = scratch[:, :out.shape[1]]
+        out[:] = scratch[:, : out.shape[1]]
 
 
 def weights_product(A, Wp, S, out, scratch):
@@ -98,7 +108,8 @@ def _weights_product(A, Wp, S, out, scratch):
             qgemm.matmul(A, Wp, S, out)
         else:
             qgemm.matmul(A, Wp, S, scratch)
-            out[:] = scratch[:, :out.shape[1]]
+            out[:] = scratch[:, : out.shape[1]]
+
     return narrow
 
 
@@ -209,16 +220,16 @@ def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc, scratch, tc):
     input projection plus bias in the same layout; c (k, n) updated in place, h_out (k, n) the
     new h; each chunk is then the usual lstm_step on a (1, 4n) row."""
     for k in prange(Whb.shape[0]):
-        product(h_prev, Whb[k], acc[k:k + 1], scratch[k:k + 1])
+        product(h_prev, Whb[k], acc[k : k + 1], scratch[k : k + 1])
         acc[k] += xb[k]
-        kernels.lstm_step(acc[k:k + 1], c[k:k + 1], c[k:k + 1], tc[k:k + 1], h_out[k:k + 1])
+        kernels.lstm_step(acc[k : k + 1], c[k : k + 1], c[k : k + 1], tc[k : k + 1], h_out[k : k + 1])
 
 
 @parallel_kernel
 def proj_par(h, Wb, bb, out, scratch):
     """out[k] = h @ Wb[k] + bb[k] for each chunk k (Wb[k] packed), in parallel."""
     for k in prange(Wb.shape[0]):
-        product(h, Wb[k], out[k:k + 1], scratch[k:k + 1])
+        product(h, Wb[k], out[k : k + 1], scratch[k : k + 1])
         out[k] += bb[k]
 
 

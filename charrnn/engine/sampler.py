@@ -18,6 +18,7 @@ With a reduced precision (precision.py: bf16 or int8, opt-in), the matrices the 
 are packed in 2 or 1 bytes a weight and multiplied by qgemm.py (float32 sums and state); such a
 Sampler always takes the serial path.
 """
+
 import math
 
 import numpy as np
@@ -72,8 +73,13 @@ class Sampler:
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
         k = math.gcd(H, threads.num_threads())  # chunks of units: as many as cores, dividing H
         if parallel is None:
-            parallel = ((threads.explicit() or 1) > 1 and model.cell == kernels.LSTM
-                        and num_samples == 1 and k > 1 and H >= PARALLEL_MIN_HIDDEN)
+            parallel = (
+                (threads.explicit() or 1) > 1
+                and model.cell == kernels.LSTM
+                and num_samples == 1
+                and k > 1
+                and H >= PARALLEL_MIN_HIDDEN
+            )
         self.parallel = bool(parallel)
         self.work = self._split_work(k) if self.parallel else self._work()
         self.rep = None  # repetition.Repeat, made at the first generate
@@ -88,8 +94,7 @@ class Sampler:
             empty = np.zeros((0, Kd * Np), dt), np.zeros((0, 0), dt)
         else:
             packs = [pack_narrow(W, self.precision) for W in Ws]
-            empty = (np.zeros((0, Kd * Np), STORAGE[self.precision]),
-                     np.zeros((0, Np), np.float32))
+            empty = (np.zeros((0, Kd * Np), STORAGE[self.precision]), np.zeros((0, Np), np.float32))
         if not packs:
             return empty
         return np.stack([w for w, _ in packs]), np.stack([s for _, s in packs])
@@ -102,10 +107,22 @@ class Sampler:
         Whp, Sh = self._packed(list(p.Wh), H, Kg)
         Wyp, Sy = self._packed([p.Wy], H, V)
         return sample_kernels.SampleWork(
-            Wxp=Wxp, Whp=Whp, Wyp=Wyp[0], Sx=Sx, Sh=Sh, Sy=Sy[0],
-            h=self.h, c=self.c, cur=self.cur, G=np.zeros((N, Kg), dt), R=np.zeros((N, Kg), dt),
-            aux=np.zeros((N, H), dt), scratch=np.zeros((N, Kp), dt),
-            logits=np.zeros((N, padded(dt, V)), dt), prob=np.zeros(V, np.float64))
+            Wxp=Wxp,
+            Whp=Whp,
+            Wyp=Wyp[0],
+            Sx=Sx,
+            Sh=Sh,
+            Sy=Sy[0],
+            h=self.h,
+            c=self.c,
+            cur=self.cur,
+            G=np.zeros((N, Kg), dt),
+            R=np.zeros((N, Kg), dt),
+            aux=np.zeros((N, H), dt),
+            scratch=np.zeros((N, Kp), dt),
+            logits=np.zeros((N, padded(dt, V)), dt),
+            prob=np.zeros(V, np.float64),
+        )
 
     def _split_work(self, k):
         """The weights once more, laid out by chunk of units, each chunk packed."""
@@ -115,15 +132,26 @@ class Sampler:
         pk = lambda W: np.stack([pack_padded(W[j]) for j in range(k)])  # noqa: E731
         return sample_kernels.SplitWork(
             Wx0b=unit_blocks(p.Wx0, k),
-            Wxb=(np.stack([pk(unit_blocks(p.Wx[l], k)) for l in range(L - 1)])
-                 if L > 1 else np.zeros((0, k, H * padded(dt, n4)), dt)),
+            Wxb=(
+                np.stack([pk(unit_blocks(p.Wx[l], k)) for l in range(L - 1)])
+                if L > 1
+                else np.zeros((0, k, H * padded(dt, n4)), dt)
+            ),
             Whb=np.stack([pk(unit_blocks(p.Wh[l], k)) for l in range(L)]),
             bb=np.stack([unit_blocks(p.b[l], k) for l in range(L)]),
-            Wyp=pack_padded(p.Wy), by=p.by, h=self.h, c=self.c[:, 0].reshape(L, k, H // k),
-            cur=self.cur, t=np.zeros((k, H // k), dt), tc=np.zeros((k, H // k), dt),
-            xp=np.zeros((k, n4), dt), acc=np.zeros((k, n4), dt),
-            scratch=np.zeros((k, padded(dt, n4)), dt), logits=np.zeros((1, padded(dt, V)), dt),
-            prob=np.zeros(V, np.float64))
+            Wyp=pack_padded(p.Wy),
+            by=p.by,
+            h=self.h,
+            c=self.c[:, 0].reshape(L, k, H // k),
+            cur=self.cur,
+            t=np.zeros((k, H // k), dt),
+            tc=np.zeros((k, H // k), dt),
+            xp=np.zeros((k, n4), dt),
+            acc=np.zeros((k, n4), dt),
+            scratch=np.zeros((k, padded(dt, n4)), dt),
+            logits=np.zeros((1, padded(dt, V)), dt),
+            prob=np.zeros(V, np.float64),
+        )
 
     def prime(self, ids):
         """Warm the state on ids (a 1-d sequence); the last one is the next input."""
@@ -131,25 +159,44 @@ class Sampler:
         self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
-    def generate(self, n, rng, temp=1.0, top_k=0, top_p=1.0, banned=-1, presence=0.0,
-                 frequency=0.0, window=0, no_repeat=0):
+    def generate(
+        self,
+        n,
+        rng,
+        temp=1.0,
+        top_k=0,
+        top_p=1.0,
+        banned=-1,
+        presence=0.0,
+        frequency=0.0,
+        window=0,
+        no_repeat=0,
+    ):
         """The next n ids of each row, shape (n, N). presence, frequency (penalties), window
         and no_repeat: see repetition.py; each row counts its own ids from its first one
         generated, so they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = sample_kernels.Pick(float(temp), int(top_k), float(top_p), int(banned), float(presence),
-                      float(frequency), int(window), int(no_repeat))
+        how = sample_kernels.Pick(
+            float(temp),
+            int(top_k),
+            float(top_p),
+            int(banned),
+            float(presence),
+            float(frequency),
+            int(window),
+            int(no_repeat),
+        )
         if self.rep is None:
-            self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0],
-                                                          how), how[4:]
+            self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0], how), how[4:]
         elif how[4:] != self.rep_options:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
         self.rep = repetition.reserve(self.rep, n, how)
         if self.parallel:
             sample_kernels.generate_par(self.work, self.pending, coins, how, self.rep, out)
         else:
-            sample_kernels.generate(self.model.cell, self.model.params, self.work, self.pending, coins, how,
-                        self.rep, out)
+            sample_kernels.generate(
+                self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out
+            )
         self.pending = self.pending[:0]
         return out

@@ -11,6 +11,7 @@ thread, once per process, through threadpoolctl: on small matrices a multi-threa
 spends more time waking and spinning its threads than multiplying, and beside other busy
 processes it collapses. Sampling calls no BLAS (its products are gemm.py's).
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,6 +72,7 @@ def single_threaded_blas():
     if not _blas_limited:
         import scipy.linalg.cython_blas  # noqa: F401
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(1, user_api="blas")
         _blas_limited = True
 
@@ -91,13 +93,14 @@ def preload_blas():
     import importlib.machinery
     import importlib.util
     import sys
+
     name = "scipy.linalg.cython_blas"
     if name in sys.modules or "scipy.linalg" in sys.modules:
         return
     try:
         import scipy
-        paths = glob.glob(os.path.join(os.path.dirname(scipy.__file__), "linalg",
-                                       "cython_blas*.so"))
+
+        paths = glob.glob(os.path.join(os.path.dirname(scipy.__file__), "linalg", "cython_blas*.so"))
         if not paths:
             return
         loader = importlib.machinery.ExtensionFileLoader(name, paths[0])

@@ -1,6 +1,7 @@
 """Export a model to run elsewhere: an ONNX graph (onnxgraph.py) or one self-contained HTML page
 that writes in the browser (page.py). `write` checks the options and the output path and writes
 the file atomically; the command line is a thin call to it."""
+
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,9 +16,11 @@ DEFAULT_PRECISION = "fp32"
 
 
 class Written(NamedTuple):
+    # fmt: off
     path: Path
     size: int        # bytes written
     precision: str   # of the weights in the file
+    # fmt: on
 
 
 def check_options(fmt, precision=None, sequence=False):
@@ -49,8 +52,10 @@ def render(model, fmt, precision=None, sequence=False):
     precision = check_options(fmt, precision, sequence)
     if fmt == "onnx":
         from . import onnxgraph
+
         return onnxgraph.to_bytes(model, sequence)
     from . import page
+
     return page.render(model, precision).encode("utf-8")
 
 

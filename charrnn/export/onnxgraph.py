@@ -23,6 +23,7 @@ with linear_before_reset=1, charrnn's variant; its bias B is [Wb, Rb]):
 Both carry the vocabulary and the model's shape in metadata_props (key "charrnn", JSON; see
 metadata()), so a consumer maps characters to ids without charrnn. The weights are float32.
 """
+
 import json
 
 import numpy as np
@@ -37,13 +38,18 @@ def metadata(model, graph):
     """The JSON of metadata_props["charrnn"]: everything needed to drive the graph."""
     cfg, vocab = model.config, model.vocab
     return {
-        "format": "charrnn-onnx", "graph": graph, "charrnn_version": __version__,
-        "cell": cfg.cell, "layers": cfg.layers, "hidden": cfg.hidden,
-        "vocab_size": cfg.vocab_size, "byte_level": model.byte_level,
+        "format": "charrnn-onnx",
+        "graph": graph,
+        "charrnn_version": __version__,
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "vocab_size": cfg.vocab_size,
+        "byte_level": model.byte_level,
         # id = index: a character (str) per id, or a byte value (int) for a byte-level model
         "vocab": list(vocab.symbols),
-        "start_id": int(vocab.start_id),   # the input to begin from without a prime
-        "unk_id": int(vocab.unk_id),       # never to be drawn (-1: none)
+        "start_id": int(vocab.start_id),  # the input to begin from without a prime
+        "unk_id": int(vocab.unk_id),  # never to be drawn (-1: none)
         "inputs": ["id" if graph == "step" else "ids", "h"] + (["c"] if cfg.cell == "lstm" else []),
         "outputs": ["logits", "h_out"] + (["c_out"] if cfg.cell == "lstm" else []),
         "newlines": "folded" if not model.byte_level else "raw",  # \r\n read as \n in training
@@ -82,8 +88,8 @@ def _lib():
         from onnx import helper, numpy_helper, TensorProto
     except ImportError:
         from ..errors import CharrnnError
-        raise CharrnnError("ONNX export needs the onnx package: pip install 'charrnn[export]'") \
-            from None
+
+        raise CharrnnError("ONNX export needs the onnx package: pip install 'charrnn[export]'") from None
     return onnx, helper, numpy_helper, TensorProto
 
 
@@ -125,14 +131,12 @@ def step_model(model):
         hs.append(h)
     axis0 = g.const("axis0", np.array([0], np.int64))
     stack = lambda vs: g.op("Concat", *[g.op("Unsqueeze", v, axis0) for v in vs], axis=0)
-    logits = g.op("Add", g.op("MatMul", hs[-1], g.const("Wy", _f32(p.Wy))),
-                  g.const("by", _f32(p.by)))
+    logits = g.op("Add", g.op("MatMul", hs[-1], g.const("Wy", _f32(p.Wy))), g.const("by", _f32(p.by)))
     g.rename(logits, "logits")
     g.rename(stack(hs), "h_out")
     state = lambda name: helper.make_tensor_value_info(name, TP.FLOAT, [L, "N", H])
     inputs = [helper.make_tensor_value_info("id", TP.INT64, ["N"]), state("h")]
-    outputs = [helper.make_tensor_value_info("logits", TP.FLOAT, ["N", cfg.vocab_size]),
-               state("h_out")]
+    outputs = [helper.make_tensor_value_info("logits", TP.FLOAT, ["N", cfg.vocab_size]), state("h_out")]
     if cell == "lstm":
         g.rename(stack(cs), "c_out")
         inputs.append(state("c"))
@@ -141,14 +145,16 @@ def step_model(model):
 
 
 # charrnn's gate blocks in the order of ONNX's operators
-ONNX_ORDER = {"lstm": [0, 3, 1, 2],  # i f g o -> i o f c
-              "gru": [1, 0, 2],      # r z n   -> z r h
-              "rnn": [0]}
+ONNX_ORDER = {
+    "lstm": [0, 3, 1, 2],  # i f g o -> i o f c
+    "gru": [1, 0, 2],  # r z n   -> z r h
+    "rnn": [0],
+}
 
 
 def _onnx_gates(W, cell, H):
     """(..., K) columns in charrnn's gate order -> ONNX's order, transposed to (K, ...)."""
-    blocks = [W[..., k * H:(k + 1) * H] for k in ONNX_ORDER[cell]]
+    blocks = [W[..., k * H : (k + 1) * H] for k in ONNX_ORDER[cell]]
     return np.concatenate(blocks, axis=-1).T
 
 
@@ -160,8 +166,13 @@ def sequence_model(model):
     L, H, V, cell = cfg.layers, cfg.hidden, cfg.vocab_size, cfg.cell
     K = p.Wh.shape[2]
     op = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell]
-    x = g.op("OneHot", "ids", g.const("depth", np.array(V, np.int64)),
-             g.const("onehot_values", _f32([0, 1])), axis=-1)  # (T, N, V)
+    x = g.op(
+        "OneHot",
+        "ids",
+        g.const("depth", np.array(V, np.int64)),
+        g.const("onehot_values", _f32([0, 1])),
+        axis=-1,
+    )  # (T, N, V)
     axis1 = g.const("axis1", np.array([1], np.int64))
     hs, cs = [], []
     for l in range(L):
@@ -170,10 +181,15 @@ def sequence_model(model):
         bias = np.zeros(2 * K, np.float32)
         bias[:K] = _onnx_gates(p.b[l], cell, H)
         if cell == "gru":  # Rb: only the candidate's (h) block, the r * (Wh h + bh) of charrnn
-            bias[K + 2 * H:] = p.bh[l]
-        ins = [x, g.const(f"W{l}", _f32(_onnx_gates(Wx, cell, H)[None])),
-               g.const(f"R{l}", _f32(_onnx_gates(p.Wh[l], cell, H)[None])),
-               g.const(f"B{l}", bias[None]), "", g.op("Gather", "h", idx, axis=0)]
+            bias[K + 2 * H :] = p.bh[l]
+        ins = [
+            x,
+            g.const(f"W{l}", _f32(_onnx_gates(Wx, cell, H)[None])),
+            g.const(f"R{l}", _f32(_onnx_gates(p.Wh[l], cell, H)[None])),
+            g.const(f"B{l}", bias[None]),
+            "",
+            g.op("Gather", "h", idx, axis=0),
+        ]
         attrs = {"hidden_size": H}
         if cell == "lstm":
             ins.append(g.op("Gather", "c", idx, axis=0))
@@ -194,18 +210,23 @@ def sequence_model(model):
         g.rename(g.op("Concat", *cs, axis=0), "c_out")
         inputs.append(state("c"))
         outputs.append(state("c_out"))
-    return _finish(onnx, helper, g, "charrnn_sequence", inputs, outputs,
-                   metadata(model, "sequence"))
+    return _finish(onnx, helper, g, "charrnn_sequence", inputs, outputs, metadata(model, "sequence"))
 
 
 def _finish(onnx, helper, g, name, inputs, outputs, meta):
     graph = helper.make_graph(g.nodes, name, inputs, outputs, g.inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="charrnn", producer_version=__version__)
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="charrnn",
+        producer_version=__version__,
+    )
     m.ir_version = 8  # what opset 17 needs; older runtimes refuse newer IR versions
     helper.set_model_props(m, {META_KEY: json.dumps(meta)})  # ASCII: any symbol survives
-    m.doc_string = ("charrnn character model: feed a character id and the state, get the next "
-                    "character's logits and the new state; vocabulary in metadata_props['charrnn']")
+    m.doc_string = (
+        "charrnn character model: feed a character id and the state, get the next "
+        "character's logits and the new state; vocabulary in metadata_props['charrnn']"
+    )
     onnx.checker.check_model(m)
     return m
 

@@ -15,6 +15,7 @@ multiply-adds (one rounding), the page rounds the exact product-sum first to a d
 to float32; the two differ only when that double rounding lands on a float32 tie, about once in
 2^28 operations (see docs/export.md).
 """
+
 import base64
 import html
 import json
@@ -57,12 +58,18 @@ def rounded(model, precision):
 def description(model, precision):
     cfg, vocab = model.config, model.vocab
     return {
-        "charrnn_version": __version__, "cell": cfg.cell, "layers": cfg.layers,
-        "hidden": cfg.hidden, "vocab_size": cfg.vocab_size,
-        "gates": kernels.GATES[kernels.CELLS[cfg.cell]], "byte_level": model.byte_level,
+        "charrnn_version": __version__,
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "vocab_size": cfg.vocab_size,
+        "gates": kernels.GATES[kernels.CELLS[cfg.cell]],
+        "byte_level": model.byte_level,
         "vocab": list(vocab.symbols),  # a character per id, or byte values
-        "start_id": int(vocab.start_id), "unk_id": int(vocab.unk_id),
-        "precision": precision, "layout": layout(cfg),
+        "start_id": int(vocab.start_id),
+        "unk_id": int(vocab.unk_id),
+        "precision": precision,
+        "layout": layout(cfg),
         "tanh": {"a": list(kernels._TA), "b": list(kernels._TB), "lim": TANH_LIM},
         "title": _title(model),
     }
@@ -83,10 +90,12 @@ def render(model, precision="fp32"):
     """The page, a str."""
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     b64 = weights_base64(model, precision)
-    lines = "\n".join(b64[i:i + 120] for i in range(0, len(b64), 120))
-    fill = {"@@TITLE@@": html.escape(f"charrnn writer: {_title(model)}"),
-            "@@CONFIG@@": _script_json(description(model, precision)),
-            "@@WEIGHTS@@": lines}
+    lines = "\n".join(b64[i : i + 120] for i in range(0, len(b64), 120))
+    fill = {
+        "@@TITLE@@": html.escape(f"charrnn writer: {_title(model)}"),
+        "@@CONFIG@@": _script_json(description(model, precision)),
+        "@@WEIGHTS@@": lines,
+    }
     for key, value in fill.items():
         assert template.count(key) == 1, key
         template = template.replace(key, value)

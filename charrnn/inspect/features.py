@@ -12,6 +12,7 @@ quotation mark that opens a string is inside it, the one that closes it is outsi
     indent         leading whitespace of the current line, so far
     re:PATTERN     inside any match of a regular expression
 """
+
 import re
 
 import numpy as np
@@ -37,7 +38,7 @@ def python_strings(text):
             end = text.find("\n", i)
             i = n if end < 0 else end  # the newline itself is code again
         elif ch in "'\"":
-            q = text[i:i + 3] if text[i:i + 3] == ch * 3 else ch
+            q = text[i : i + 3] if text[i : i + 3] == ch * 3 else ch
             j = i + len(q)
             while j < n:
                 if text[j] == "\\":
@@ -126,7 +127,7 @@ def regex_feature(text, pattern):
         raise ConfigError(f"bad regular expression {pattern!r}: {e}") from None
     inside = np.zeros(len(text), bool)
     for m in rx.finditer(text):
-        inside[m.start():m.end()] = True
+        inside[m.start() : m.end()] = True
     return inside
 
 
@@ -135,8 +136,7 @@ def check_feature(name):
     if name.startswith("re:"):
         regex_feature("", name[3:])
     elif name not in FEATURES:
-        raise ConfigError(f"unknown feature {name!r}: use one of {', '.join(FEATURES)} "
-                          "or re:PATTERN")
+        raise ConfigError(f"unknown feature {name!r}: use one of {', '.join(FEATURES)} or re:PATTERN")
 
 
 def feature(name, text):
@@ -144,6 +144,12 @@ def feature(name, text):
     check_feature(name)
     if name.startswith("re:"):
         return regex_feature(text, name[3:]).astype(np.float64)
-    fns = {"string": lambda s: python_strings(s)[0], "comment": comment, "quote": quotes,
-           "brackets": bracket_depth, "line-position": line_position, "indent": indent}
+    fns = {
+        "string": lambda s: python_strings(s)[0],
+        "comment": comment,
+        "quote": quotes,
+        "brackets": bracket_depth,
+        "line-position": line_position,
+        "indent": indent,
+    }
     return np.asarray(fns[name](text), np.float64)

@@ -16,6 +16,7 @@ the quotation mark that opens a string is inside it, the one that closes it is o
 
 The features units are compared with are in features.py.
 """
+
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -27,21 +28,32 @@ from .features import FEATURES, check_feature, feature  # noqa: F401 (re-exporte
 WINDOW = 128  # characters per forward call
 GATE_NAMES = {kernels.LSTM: "ifgo", kernels.GRU: "rzn", kernels.RNN: ""}  # in the fused block's order
 SIGMOID_GATES = {kernels.LSTM: "ifo", kernels.GRU: "rz", kernels.RNN: ""}  # the ones --gates reports
-GATE_TITLES = {"i": "input", "f": "forget", "g": "cell candidate", "o": "output",
-               "r": "reset", "z": "update", "n": "candidate"}
+GATE_TITLES = {
+    "i": "input",
+    "f": "forget",
+    "g": "cell candidate",
+    "o": "output",
+    "r": "reset",
+    "z": "update",
+    "n": "candidate",
+}
 LEFT, RIGHT = 0.1, 0.9  # saturation thresholds, as in Karpathy, Johnson and Fei-Fei (2015)
 
 
 class States(NamedTuple):
     """Every layer's state after each character of a text of N characters."""
+
+    # fmt: off
     ids: np.ndarray            # (N,) the characters read
     h: np.ndarray              # (L, N, H) hidden states
     c: Optional[np.ndarray]    # (L, N, H) lstm cell states; None for gru and rnn
     gates: dict                # name -> (L, N, H): lstm i f g o, gru r z n, rnn none
+    # fmt: on
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading a text
+
 
 def encode(model, text, unknown="error"):
     """The ids of a non-empty text; unknown is "error" or "drop" (characters the model never saw)."""
@@ -50,8 +62,7 @@ def encode(model, text, unknown="error"):
     except CorpusError as e:
         raise CorpusError(f"{e}; pass --drop-unknown to leave them out") from None
     if len(ids) == 0:
-        raise CorpusError("the text is empty" + (" once unknown characters are dropped"
-                                                  if len(text) else ""))
+        raise CorpusError("the text is empty" + (" once unknown characters are dropped" if len(text) else ""))
     return np.asarray(ids, np.int32)
 
 
@@ -61,7 +72,7 @@ def run(model, ids, *accumulators, window=WINDOW):
     threads.single_threaded_blas()  # batch-1 products: a second thread only waits
     h0, c0 = model.zero_state(1)
     for start in range(0, len(ids), window):
-        x = np.ascontiguousarray(ids[start:start + window].reshape(-1, 1))
+        x = np.ascontiguousarray(ids[start : start + window].reshape(-1, 1))
         w = model.forward(x, h0, c0)
         for acc in accumulators:
             acc.add(start, w.Hs[:, 1:, 0], w.Cs[:, 1:, 0], w.G[:, :, 0])
@@ -73,6 +84,7 @@ def warmup(cell, dtype):
     """Compile (or load from Numba's cache) the forward kernel on a tiny model: inspect needs
     nothing else (api.warmup would also build the training kernels)."""
     from ..engine.model import Model, ModelConfig
+
     m = Model(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), dtype=dtype)
     run(m, np.array([0, 1], np.int32))
 
@@ -94,14 +106,13 @@ class Collect:
 
     def gates(self):
         H = self.h.shape[2]
-        return {name: self.G[:, :, k * H:(k + 1) * H]
-                for k, name in enumerate(GATE_NAMES[self.cell])}
+        return {name: self.G[:, :, k * H : (k + 1) * H] for k, name in enumerate(GATE_NAMES[self.cell])}
 
 
 def states(model, text, unknown="error", window=WINDOW):
     """The States of a text read from the zero state (text: str, or bytes for a byte model)."""
     ids = encode(model, text, unknown)
-    col, = run(model, ids, Collect(model, len(ids)), window=window)
+    (col,) = run(model, ids, Collect(model, len(ids)), window=window)
     return States(ids, col.h, col.c, col.gates())
 
 
@@ -124,11 +135,14 @@ def kinds(model):
 def check_unit(model, layer, unit, kind="h"):
     L, H = model.config.layers, model.config.hidden
     if not (0 <= layer < L and 0 <= unit < H):
-        raise ConfigError(f"no unit {layer}:{unit}: this {model.config.cell} has {L} layer"
-                          f"{'s' if L > 1 else ''} (0-{L - 1}) of {H} units (0-{H - 1})")
+        raise ConfigError(
+            f"no unit {layer}:{unit}: this {model.config.cell} has {L} layer"
+            f"{'s' if L > 1 else ''} (0-{L - 1}) of {H} units (0-{H - 1})"
+        )
     if kind not in kinds(model):
-        raise ConfigError(f"a {model.config.cell} has no {kind!r} state; choose one of "
-                          f"{', '.join(kinds(model))}")
+        raise ConfigError(
+            f"a {model.config.cell} has no {kind!r} state; choose one of {', '.join(kinds(model))}"
+        )
 
 
 def _part(model, kind, h, c, G):
@@ -138,7 +152,7 @@ def _part(model, kind, h, c, G):
         return c
     H = model.config.hidden
     k = GATE_NAMES[model.cell].index(kind)
-    return G[:, :, k * H:(k + 1) * H]
+    return G[:, :, k * H : (k + 1) * H]
 
 
 class Trace:
@@ -151,7 +165,7 @@ class Trace:
 
     def add(self, start, h, c, G):
         part = _part(self.model, self.kind, h, c, G)
-        self.values[start:start + part.shape[1]] = part[self.layer, :, self.unit]
+        self.values[start : start + part.shape[1]] = part[self.layer, :, self.unit]
 
 
 class Correlate:
@@ -164,14 +178,15 @@ class Correlate:
         self.mean = float(f.mean())
         self.f = f - self.mean
         if not np.any(self.f):
-            raise CorpusError("the feature is the same at every character of this text, so "
-                              "nothing can correlate with it")
+            raise CorpusError(
+                "the feature is the same at every character of this text, so nothing can correlate with it"
+            )
         self.model = model
         self.kinds = ("h", "c") if model.cell == kernels.LSTM else ("h",)
         self.shift, self.sx, self.sxx, self.sxf = {}, {}, {}, {}
 
     def add(self, start, h, c, G):
-        f = self.f[start:start + h.shape[1]]
+        f = self.f[start : start + h.shape[1]]
         for kind in self.kinds:
             x = _part(self.model, kind, h, c, G).astype(np.float64)  # (L, T, H)
             if kind not in self.shift:
@@ -198,8 +213,12 @@ class Correlate:
 
 def rank(corr, top=10):
     """The top units by |r| from Correlate.result(): dicts with layer, unit, state, r."""
-    rows = [(abs(float(r[l, j])), kind, l, j, float(r[l, j]))
-            for kind, r in corr.items() for l in range(r.shape[0]) for j in range(r.shape[1])]
+    rows = [
+        (abs(float(r[l, j])), kind, l, j, float(r[l, j]))
+        for kind, r in corr.items()
+        for l in range(r.shape[0])
+        for j in range(r.shape[1])
+    ]
     rows.sort(key=lambda t: (-t[0], t[2], t[3], t[1]))
     return [{"layer": l, "unit": j, "state": kind, "r": v} for _, kind, l, j, v in rows[:top]]
 
@@ -211,8 +230,7 @@ class Saturate:
     def __init__(self, model):
         self.names = SIGMOID_GATES[model.cell]
         if not self.names:
-            raise ConfigError(f"a vanilla {model.config.cell} has no gates; --gates needs an "
-                              "lstm or a gru")
+            raise ConfigError(f"a vanilla {model.config.cell} has no gates; --gates needs an lstm or a gru")
         self.model, self.n = model, 0
         L, H = model.config.layers, model.config.hidden
         self.left = {g: np.zeros((L, H)) for g in self.names}
@@ -238,11 +256,17 @@ class Saturate:
         for l in range(self.model.config.layers):
             for g in self.names:
                 left, right = fr[g][0][l], fr[g][1][l]
-                rows.append({"layer": l, "gate": g, "left": float(left.mean()),
-                             "right": float(right.mean()),
-                             "mostly_left": float((left > 0.5).mean()),
-                             "mostly_right": float((right > 0.5).mean()),
-                             "rarely": float((left + right < 0.1).mean())})
+                rows.append(
+                    {
+                        "layer": l,
+                        "gate": g,
+                        "left": float(left.mean()),
+                        "right": float(right.mean()),
+                        "mostly_left": float((left > 0.5).mean()),
+                        "mostly_right": float((right > 0.5).mean()),
+                        "rarely": float((left + right < 0.1).mean()),
+                    }
+                )
         return rows
 
 

@@ -6,6 +6,7 @@ The colour scale is the one of Karpathy, Johnson and Fei-Fei's figures: a diverg
 red (-1) through white (0) to blue (+1), applied to h as it is, to 2g - 1 for a gate g in (0, 1),
 and to a cell state divided by its own range along the text (see c_scale).
 """
+
 import codecs
 import html
 
@@ -14,10 +15,12 @@ import numpy as np
 from ..errors import CharrnnError
 from .probe import GATE_TITLES
 
+# fmt: off
 WHITE = np.array([247, 247, 247])
 BLUE = np.array([33, 102, 172])   # +1
 RED = np.array([178, 24, 43])     # -1
 STATE_TITLES = {"h": "hidden state", "c": "cell state"}
+# fmt: on
 
 
 def c_scale(values):
@@ -55,7 +58,7 @@ def pieces(model, ids):
         table = np.array(list(model.vocab.symbols))
         return list(table[ids])
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    return [dec.decode(model.vocab.decode(ids[k:k + 1])) for k in range(len(ids))]
+    return [dec.decode(model.vocab.decode(ids[k : k + 1])) for k in range(len(ids))]
 
 
 # C0 controls (but newline and tab) and DEL as their Unicode pictures: the text's own ESC
@@ -79,28 +82,31 @@ def html_page(texts, values, kind, title):
     spans = []
     for piece, v, (bg, dark) in zip(texts, values, colours(values, kind)):
         style = f"background:{bg}" + (";color:#fff" if dark else "")
-        spans.append(f'<span style="{style}" title="{v:.3f}">{html.escape(piece, quote=True)}'
-                     "</span>")
+        spans.append(f'<span style="{style}" title="{v:.3f}">{html.escape(piece, quote=True)}</span>')
     low, mid, high, note = ("-1", "0", "+1", "") if kind == "h" else ("0", "0.5", "1", "")
     if kind == "c":
         m = c_scale(values)
         low, mid, high, note = f"{-m:.3g}", "0", f"+{m:.3g}", " (the 99th percentile of |c|)"
-    legend = (f'<div class="legend">{kind}: <i style="background:#{_hex(RED)}"></i> {low} '
-              f'<i style="background:#{_hex(WHITE)}"></i> {mid} '
-              f'<i style="background:#{_hex(BLUE)}"></i> {high}{note} &middot; '
-              "hover over a character for its value</div>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>\n"
-            "body { font-family: sans-serif; margin: 1.5em; color: #222; }\n"
-            "h1 { font-size: 1.1em; font-weight: normal; }\n"
-            "pre { font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 14px;"
-            " line-height: 1.4; white-space: pre-wrap; word-break: break-all; }\n"
-            ".legend { font-size: 0.9em; margin-bottom: 1em; }\n"
-            ".legend i { display: inline-block; width: 1.4em; height: 0.9em;"
-            " vertical-align: middle; border: 1px solid #ccc; }\n"
-            "</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n{legend}\n<pre>{''.join(spans)}</pre>\n"
-            "</body>\n</html>\n")
+    legend = (
+        f'<div class="legend">{kind}: <i style="background:#{_hex(RED)}"></i> {low} '
+        f'<i style="background:#{_hex(WHITE)}"></i> {mid} '
+        f'<i style="background:#{_hex(BLUE)}"></i> {high}{note} &middot; '
+        "hover over a character for its value</div>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n"
+        "body { font-family: sans-serif; margin: 1.5em; color: #222; }\n"
+        "h1 { font-size: 1.1em; font-weight: normal; }\n"
+        "pre { font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 14px;"
+        " line-height: 1.4; white-space: pre-wrap; word-break: break-all; }\n"
+        ".legend { font-size: 0.9em; margin-bottom: 1em; }\n"
+        ".legend i { display: inline-block; width: 1.4em; height: 0.9em;"
+        " vertical-align: middle; border: 1px solid #ccc; }\n"
+        "</style>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{legend}\n<pre>{''.join(spans)}</pre>\n"
+        "</body>\n</html>\n"
+    )
 
 
 def _hex(rgb):
@@ -112,6 +118,7 @@ def saturation_png(fractions, path, title=""):
     left saturated (x) against right saturated (y); one panel per layer and gate."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

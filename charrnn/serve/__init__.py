@@ -15,6 +15,8 @@ def serve(checkpoints, **options):
         from .server import serve as run
     except ImportError as e:
         from ..errors import CharrnnError
-        raise CharrnnError(f"serving needs the serve extra ({e.name} is missing): "
-                           "pip install 'charrnn[serve]'") from None
+
+        raise CharrnnError(
+            f"serving needs the serve extra ({e.name} is missing): pip install 'charrnn[serve]'"
+        ) from None
     return run(checkpoints, **options)

@@ -5,6 +5,7 @@ Routes: GET / (the page), GET /health, GET /v1/models, POST /v1/completions (JSO
 server-sent events ending `data: [DONE]` with stream: true). With an API key, /v1/ needs
 `Authorization: Bearer KEY`.
 """
+
 import asyncio
 import hmac
 import json
@@ -25,18 +26,14 @@ from .schemas import ApiError, Limits, error_body, parse_completion, parse_json
 log = logging.getLogger("charrnn.serve")
 
 
-
-
-
-
-
-
 @dataclass(frozen=True)
 class Settings:
+    # fmt: off
     api_key: str = None          # required as a Bearer token on /v1/ (None: open)
     drop_unknown: bool = False   # leave out prompt characters the model does not know
     max_body: int = 1 << 20      # bytes in a request body (413 beyond)
     limits: Limits = Limits()
+    # fmt: on
 
 
 def json_response(obj, status=200):
@@ -58,24 +55,30 @@ def build_app(registry, settings=Settings()):
         got = request.headers.get("authorization", "")
         scheme, _, token = got.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), settings.api_key.encode()):
-            raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY",
-                           code="invalid_api_key")
+            token.strip().encode(), settings.api_key.encode()
+        ):
+            raise ApiError(
+                401, "a valid API key is needed: Authorization: Bearer KEY", code="invalid_api_key"
+            )
 
     async def index(request):
         return Response(page, media_type="text/html; charset=utf-8")
 
     async def health(request):
-        return json_response({"status": "ok", "pid": os.getpid(), "models": {
-            n: s.batcher.load() for n, s in registry.models.items()}})
+        return json_response(
+            {
+                "status": "ok",
+                "pid": os.getpid(),
+                "models": {n: s.batcher.load() for n, s in registry.models.items()},
+            }
+        )
 
     async def models(request):
         try:
             check_key(request)
         except ApiError as e:
             return error_response(e)
-        return json_response({"object": "list",
-                              "data": [s.describe() for s in registry.models.values()]})
+        return json_response({"object": "list", "data": [s.describe() for s in registry.models.values()]})
 
     async def completions(request):
         jobs = []
@@ -106,11 +109,14 @@ def build_app(registry, settings=Settings()):
             return json_response(error_body(500, "internal error"), 500)
 
     async def http_error(request, exc):
-        return json_response(error_body(exc.status_code, exc.detail or "error"),
-                             exc.status_code)
+        return json_response(error_body(exc.status_code, exc.detail or "error"), exc.status_code)
 
-    routes = [Route("/", index), Route("/health", health), Route("/v1/models", models),
-              Route("/v1/completions", completions, methods=["POST"])]
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/v1/models", models),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
@@ -132,13 +138,7 @@ def find(registry, name):
         return registry.get(name)
     except KeyError:
         if name is None:
-            raise ApiError(400, "model is required (GET /v1/models lists them)", "model") \
-                from None
-        raise ApiError(404, f"no model {name!r} here (GET /v1/models lists them)", "model",
-                       "model_not_found") from None
-
-
-
-
-
-
+            raise ApiError(400, "model is required (GET /v1/models lists them)", "model") from None
+        raise ApiError(
+            404, f"no model {name!r} here (GET /v1/models lists them)", "model", "model_not_found"
+        ) from None

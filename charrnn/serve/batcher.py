@@ -13,6 +13,7 @@ max_batch rows are active; at most max_queue more wait; beyond that submit raise
 The batcher runs in a thread of its own (the kernels release the GIL) and hands each tick's
 text to the job's `deliver` callback, from that thread.
 """
+
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,8 +26,10 @@ from ..engine.sample_kernels import Pick
 from .cache import EVERY, PrefixCache
 from .stepper import Stepper, log_softmax
 
+# fmt: off
 READ_PER_TICK = 256    # prompt characters read between two steps while rows are writing
 READ_IDLE = 4096       # ... and while none is
+# fmt: on
 
 
 class Busy(Exception):
@@ -40,11 +43,15 @@ class Busy(Exception):
 @dataclass
 class Job:
     """One prompt of a request and how to continue it (n rows)."""
+
+    # fmt: off
     ids: np.ndarray                 # the prompt's ids, at least one (the last is the next input)
     n: int                          # rows (samples)
     max_tokens: int                 # characters per row
-    deliver: Callable               # deliver(events): [(k, text, finish_reason|None, lps,
-                                    #                    characters generated)]
+    # fmt: on
+    deliver: Callable  # deliver(events): [(k, text, finish_reason|None, lps,
+    #                    characters generated)]
+    # fmt: off
     temp: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -57,7 +64,9 @@ class Job:
     score: bool = False             # score the prompt too (echo with logprobs): see scores
     seed: Optional[int] = None
     cancelled: bool = False
+    # fmt: on
     # set by the batcher
+    # fmt: off
     rng: object = None
     how: object = None              # a Pick when penalties or no-repeat are on, else None
     rep: object = None
@@ -69,6 +78,7 @@ class Job:
     scores: list = None             # with score: (logprobs (m,), top ids (m, k), top
                                     # logprobs (m, k)) chunks of ids[1:] given those before,
                                     # complete before the job's first delivery
+    # fmt: on
 
     def cancel(self):
         self.cancelled = True
@@ -92,11 +102,11 @@ class Batcher:
         self.cache = PrefixCache() if cache is None else cache
         self.cv = threading.Condition()
         self.intake = deque()
-        self.reading = deque()   # jobs whose prompt is being read
+        self.reading = deque()  # jobs whose prompt is being read
         self.rows = []
         self.h, self.c = self.stepper.zero_state(0)
         self.cur = np.zeros(0, np.int64)
-        self.queued = 0          # rows submitted and not yet in the batch
+        self.queued = 0  # rows submitted and not yet in the batch
         self.closing = False
         self.steps = 0
         # a character model's symbols by id (None: bytes, decoded incrementally per row)
@@ -114,8 +124,10 @@ class Batcher:
             if job.n > self.max_batch:
                 raise Busy(f"n={job.n} is more than the batch holds ({self.max_batch})", 400)
             if len(self.rows) + self.queued + job.n > self.max_batch + self.max_queue:
-                raise Busy(f"the server is full ({self.max_batch} rows writing and "
-                           f"{self.queued} waiting); retry later")
+                raise Busy(
+                    f"the server is full ({self.max_batch} rows writing and "
+                    f"{self.queued} waiting); retry later"
+                )
             self.queued += job.n
             self.intake.append(job)
             self.cv.notify()
@@ -123,8 +135,13 @@ class Batcher:
 
     def load(self):
         with self.cv:
-            return {"active": len(self.rows), "queued": self.queued, "steps": self.steps,
-                    "cache_entries": len(self.cache), "cache_hits": self.cache.hits}
+            return {
+                "active": len(self.rows),
+                "queued": self.queued,
+                "steps": self.steps,
+                "cache_entries": len(self.cache),
+                "cache_hits": self.cache.hits,
+            }
 
     def close(self, wait=True):
         """Take no more jobs; the thread ends when the rows writing are done."""
@@ -154,9 +171,16 @@ class Batcher:
         job.rng = np.random.default_rng(job.seed)
         job.left = job.n
         if job.presence or job.frequency or job.window or job.no_repeat:
-            job.how = Pick(float(job.temp), int(job.top_k), float(job.top_p),
-                           self.stepper.banned, float(job.presence), float(job.frequency),
-                           int(job.window), int(job.no_repeat))
+            job.how = Pick(
+                float(job.temp),
+                int(job.top_k),
+                float(job.top_p),
+                self.stepper.banned,
+                float(job.presence),
+                float(job.frequency),
+                int(job.window),
+                int(job.no_repeat),
+            )
             job.rep = repetition.empty(job.n, self.stepper.V, job.how)
         want = job.ids[:-1]
         n, h, c = (0, None, None) if job.score else self.cache.longest(want)
@@ -184,11 +208,10 @@ class Batcher:
             if job.read < target:
                 upto = min(target, job.read + budget, (job.read // EVERY + 1) * EVERY)
                 if job.score:
-                    z = self.stepper.read_scored(job.ids[job.read:upto], job.h, job.c)
-                    job.scores.append(score_of(z, job.ids[job.read + 1:upto + 1],
-                                               job.logprobs))
+                    z = self.stepper.read_scored(job.ids[job.read : upto], job.h, job.c)
+                    job.scores.append(score_of(z, job.ids[job.read + 1 : upto + 1], job.logprobs))
                 else:
-                    self.stepper.read(job.ids[job.read:upto], job.h, job.c)
+                    self.stepper.read(job.ids[job.read : upto], job.h, job.c)
                 budget -= upto - job.read
                 job.read = upto
                 self.cache.put(job.ids[:upto], job.h, job.c)
@@ -243,8 +266,9 @@ class Batcher:
         coins = np.zeros(N)
         for job, idx, ks in self.groups:
             coins[idx] = job.rng.random(job.n)[ks]  # all n, as the sampler draws them
-        z, nxt = self.stepper.step_pick(self.cur, self.h, self.c, coins, self.temp, self.top_k,
-                                        self.top_p, self.plain)
+        z, nxt = self.stepper.step_pick(
+            self.cur, self.h, self.c, coins, self.temp, self.top_k, self.top_p, self.plain
+        )
         self.steps += 1
         lps = {}
         for job, idx, ks in self.groups:
@@ -304,7 +328,7 @@ def advance(r, x, lp, symbol):
         finish, end = "length", len(r.text)
     if end <= r.emitted and finish is None:
         return None
-    text = r.text[r.emitted:end]
+    text = r.text[r.emitted : end]
     entries = [e for e in r.lps if r.emitted <= e[0] < end] if lp is not None or r.lps else None
     if entries is not None:
         r.lps = [e for e in r.lps if e[0] >= end]
@@ -330,8 +354,7 @@ def score_of(z, targets, k):
 def top_dict(ids, vals, symbol):
     """{character: log p} of ids (k,) with log p vals (k,), as top_of shows them."""
     if symbol is None:
-        return {bytes([t]).decode("utf-8", "replace"): v
-                for t, v in zip(ids.tolist(), vals.tolist())}
+        return {bytes([t]).decode("utf-8", "replace"): v for t, v in zip(ids.tolist(), vals.tolist())}
     return {symbol[t]: v for t, v in zip(ids.tolist(), vals.tolist())}
 
 

@@ -8,11 +8,12 @@ that shares only a beginning with an earlier one starts from there. Bounded by b
 recently used first out. One cache per loaded model (a state belongs to its weights); used
 from the batcher's thread only.
 """
+
 from collections import OrderedDict
 
 import numpy as np
 
-EVERY = 256        # also keep the state at every EVERY characters of a prompt
+EVERY = 256  # also keep the state at every EVERY characters of a prompt
 MAX_BYTES = 64 << 20  # keys (4 bytes a character) and states together
 
 

@@ -2,6 +2,7 @@
 gathered back on the event loop, and the answer, whole or as server-sent events (EventStream),
 with OpenAI's logprobs, usage and finish reasons. The batcher's thread hands results over
 through a Mailbox that wakes the loop at most once until it has run."""
+
 import asyncio
 import itertools
 import json
@@ -75,10 +76,14 @@ class Call:
         try:
             self.primes = [prepare_prime(self.model, p, unknown) for p in req.prompts]
         except CharrnnError as e:
-            msg = str(e).replace("the prime", "the prompt").replace(
-                "pass --drop-unknown", "a server started with --drop-unknown would leave")
-            raise ApiError(400, msg.replace("would leave to leave", "would leave"), "prompt",
-                           "unknown_characters") from None
+            msg = (
+                str(e)
+                .replace("the prime", "the prompt")
+                .replace("pass --drop-unknown", "a server started with --drop-unknown would leave")
+            )
+            raise ApiError(
+                400, msg.replace("would leave to leave", "would leave"), "prompt", "unknown_characters"
+            ) from None
         try:
             self.stops = tuple(check_stop(self.model, s) for s in req.stop)
         except CharrnnError as e:
@@ -92,11 +97,23 @@ class Call:
     def submit(self):
         r = self.req
         for i, p in enumerate(self.primes):
-            job = Job(p.ids, r.n, r.max_tokens, self._deliver(i), temp=r.temperature,
-                      top_k=r.top_k, top_p=r.top_p, presence=r.presence_penalty,
-                      frequency=r.frequency_penalty, window=r.penalty_window,
-                      no_repeat=r.no_repeat, stops=self.stops, logprobs=r.logprobs,
-                      score=self.score, seed=r.seed)
+            job = Job(
+                p.ids,
+                r.n,
+                r.max_tokens,
+                self._deliver(i),
+                temp=r.temperature,
+                top_k=r.top_k,
+                top_p=r.top_p,
+                presence=r.presence_penalty,
+                frequency=r.frequency_penalty,
+                window=r.penalty_window,
+                no_repeat=r.no_repeat,
+                stops=self.stops,
+                logprobs=r.logprobs,
+                score=self.score,
+                seed=r.seed,
+            )
             try:
                 try:
                     self.served.batcher.submit(job)
@@ -113,6 +130,7 @@ class Call:
     def _deliver(self, i):
         def deliver(events):
             self.mailbox.post(self.queue, (i, events))
+
         return deliver
 
     def cancel(self):
@@ -150,7 +168,7 @@ class Call:
         symbol = None if model.byte_level else model.vocab.symbols
         if symbol is None:
             dec = model.vocab.text_decoder()
-            tokens = [dec(p.ids[a:a + 1]) for a in range(len(p.ids))]
+            tokens = [dec(p.ids[a : a + 1]) for a in range(len(p.ids))]
         else:
             tokens = [symbol[x] for x in p.ids.tolist()]
         lps, tops = [None], [None]
@@ -161,13 +179,11 @@ class Call:
         for t in tokens:
             offsets.append(at)
             at += len(t)
-        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
-                "text_offset": offsets}
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
     def usage(self, generated):
         p = sum(len(pr.text) for pr in self.primes)
-        return {"prompt_tokens": p, "completion_tokens": generated,
-                "total_tokens": p + generated}
+        return {"prompt_tokens": p, "completion_tokens": generated, "total_tokens": p + generated}
 
     async def _gather(self):
         """(prompt i, events) as the batcher delivers them, until every row has finished."""
@@ -224,12 +240,22 @@ class Call:
             for k in range(n):
                 j = self.index(i, k)
                 echo = self.echo(i)
-                choices.append({"text": echo + texts.get(j, ""), "index": j,
-                                "logprobs": self._logprobs(lps.get(j, []), i),
-                                "finish_reason": finish.get(j, "length")})
-        return {"id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.served.name, "choices": choices,
-                "usage": self.usage(sum(counts.values()))}
+                choices.append(
+                    {
+                        "text": echo + texts.get(j, ""),
+                        "index": j,
+                        "logprobs": self._logprobs(lps.get(j, []), i),
+                        "finish_reason": finish.get(j, "length"),
+                    }
+                )
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.served.name,
+            "choices": choices,
+            "usage": self.usage(sum(counts.values())),
+        }
 
     def _logprobs(self, entries, i, lead=True):
         """The logprobs of a choice of prompt i: its generated entries, after the prompt's
@@ -237,8 +263,11 @@ class Call:
         if self.req.logprobs is None:
             return None
         echo = self.echo(i)
-        out = (self.prompt_logprobs(i) if self.score and lead else
-               {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []})
+        out = (
+            self.prompt_logprobs(i)
+            if self.score and lead
+            else {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        )
         out["tokens"] += [e[1] for e in entries]
         out["token_logprobs"] += [e[2] for e in entries]
         out["top_logprobs"] += [e[3] for e in entries]
@@ -249,11 +278,22 @@ class Call:
         """One event: the JSON of a completion chunk, its constant part written once (a
         stream sends an event per choice and step)."""
         if not hasattr(self, "_head"):
-            self._head = "data: " + json.dumps({
-                "id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.served.name})[:-1] + ', "choices": [{"text": '
-        return (f'{self._head}{json.dumps(text)}, "index": {j}, "logprobs": '
-                f'{json.dumps(logprobs)}, "finish_reason": {json.dumps(why)}}}]}}\n\n')
+            self._head = (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": self.id,
+                        "object": "text_completion",
+                        "created": self.created,
+                        "model": self.served.name,
+                    }
+                )[:-1]
+                + ', "choices": [{"text": '
+            )
+        return (
+            f'{self._head}{json.dumps(text)}, "index": {j}, "logprobs": '
+            f'{json.dumps(logprobs)}, "finish_reason": {json.dumps(why)}}}]}}\n\n'
+        )
 
     async def events(self):
         """The server-sent events of a stream; a dropped connection cancels the jobs."""
@@ -280,10 +320,20 @@ class Call:
             if self.gone:
                 return
             if self.req.include_usage:
-                yield "data: " + json.dumps({
-                    "id": self.id, "object": "text_completion", "created": self.created,
-                    "model": self.served.name, "choices": [],
-                    "usage": self.usage(generated)}) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        {
+                            "id": self.id,
+                            "object": "text_completion",
+                            "created": self.created,
+                            "model": self.served.name,
+                            "choices": [],
+                            "usage": self.usage(generated),
+                        }
+                    )
+                    + "\n\n"
+                )
             yield "data: [DONE]\n\n"
         finally:
             self.cancel()
@@ -295,8 +345,7 @@ class EventStream(StreamingResponse):
     opens an anyio task group per response for it, a good part of a stream's set-up."""
 
     def __init__(self, call):
-        super().__init__(call.events(), media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache"})
+        super().__init__(call.events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         self.call = call
 
     async def __call__(self, scope, receive, send):

@@ -6,6 +6,7 @@ either the old file or the new one, whole. The replaced model's batcher finishes
 writing and ends; new requests go to the new one. A file that fails to load leaves the old
 model serving.
 """
+
 import logging
 import os
 import threading
@@ -55,10 +56,17 @@ class Served:
 
     def describe(self):
         cfg = self.model.config
-        return {"id": self.name, "object": "model", "created": int(self.loaded_at),
-                "owned_by": "charrnn", "cell": cfg.cell, "layers": cfg.layers,
-                "hidden": cfg.hidden, "vocab_size": cfg.vocab_size,
-                "checkpoint": str(self.path)}
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": int(self.loaded_at),
+            "owned_by": "charrnn",
+            "cell": cfg.cell,
+            "layers": cfg.layers,
+            "hidden": cfg.hidden,
+            "vocab_size": cfg.vocab_size,
+            "checkpoint": str(self.path),
+        }
 
     def maybe_reload(self):
         """Load a newer checkpoint if there is one (at most once a RELOAD_EVERY); True when

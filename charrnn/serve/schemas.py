@@ -6,6 +6,7 @@ Unknown fields are ignored, as vLLM and llama.cpp's server do; beside OpenAI's f
 request may carry top_k, penalty_window and no_repeat (SampleConfig's, as `charrnn sample`
 has them).
 """
+
 import json
 import math
 from dataclasses import dataclass
@@ -13,9 +14,16 @@ from typing import Optional
 
 from ..config import PENALTY_MAX, SEED_MAX
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-         405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-         503: "server_error", 500: "server_error"}
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+    500: "server_error",
+}
 
 
 class ApiError(Exception):
@@ -28,16 +36,24 @@ class ApiError(Exception):
 
 
 def error_body(status, message, param=None, code=None):
-    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    return {
+        "error": {
+            "message": message,
+            "type": TYPES.get(status, "invalid_request_error"),
+            "param": param,
+            "code": code,
+        }
+    }
 
 
 @dataclass(frozen=True)
 class Limits:
+    # fmt: off
     max_tokens: int = 4096   # the largest max_tokens a request may ask for
     max_n: int = 16          # the largest n
     max_prompts: int = 16    # prompts in one request
     max_prompt: int = 200_000  # characters in one prompt
+    # fmt: on
 
 
 @dataclass
@@ -117,8 +133,12 @@ def _prompts(body, limits):
     if isinstance(p, str):
         p = [p]
     if not isinstance(p, list) or not p or not all(isinstance(s, str) for s in p):
-        raise ApiError(400, "prompt must be a string or a non-empty list of strings (a "
-                       "character model takes text, not token ids)", "prompt")
+        raise ApiError(
+            400,
+            "prompt must be a string or a non-empty list of strings (a "
+            "character model takes text, not token ids)",
+            "prompt",
+        )
     if len(p) > limits.max_prompts:
         raise ApiError(400, f"at most {limits.max_prompts} prompts in one request", "prompt")
     if any(len(s) > limits.max_prompt for s in p):
@@ -133,8 +153,7 @@ def _stops(body):
     if isinstance(s, str):
         s = [s]
     if not isinstance(s, list) or len(s) > 4 or not all(isinstance(x, str) and x for x in s):
-        raise ApiError(400, "stop must be a non-empty string or a list of up to 4 of them",
-                       "stop")
+        raise ApiError(400, "stop must be a non-empty string or a list of up to 4 of them", "stop")
     return tuple(s)
 
 
@@ -151,7 +170,8 @@ def parse_completion(body, limits=Limits()):
         logprobs = _int(body, "logprobs", 0, 0, 20)
     echo = _bool(body, "echo")
     return CompletionRequest(
-        model=model, prompts=_prompts(body, limits),
+        model=model,
+        prompts=_prompts(body, limits),
         # 0 with echo: only the prompt, scored with logprobs (as OpenAI's legacy API does)
         max_tokens=_int(body, "max_tokens", 16, 0 if echo else 1, limits.max_tokens),
         temperature=_num(body, "temperature", 1.0, 0.0, 100.0),
@@ -160,9 +180,12 @@ def parse_completion(body, limits=Limits()):
         n=_int(body, "n", 1, 1, limits.max_n),
         stop=_stops(body),
         seed=None if body.get("seed") is None else _int(body, "seed", 0, 0, SEED_MAX),
-        stream=_bool(body, "stream"), include_usage=_bool(opts, "include_usage"),
+        stream=_bool(body, "stream"),
+        include_usage=_bool(opts, "include_usage"),
         presence_penalty=_num(body, "presence_penalty", 0.0, -PENALTY_MAX, PENALTY_MAX),
         frequency_penalty=_num(body, "frequency_penalty", 0.0, -PENALTY_MAX, PENALTY_MAX),
         penalty_window=_int(body, "penalty_window", 0, 0, 1 << 20),
         no_repeat=_int(body, "no_repeat", 0, 0, 1 << 16),
-        logprobs=logprobs, echo=echo)
+        logprobs=logprobs,
+        echo=echo,
+    )

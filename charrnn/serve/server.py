@@ -7,6 +7,7 @@ stopped, which would end the process by that signal, not with 0). With several, 
 supervisor starts N processes on the same socket, each of which loads the models (the options
 reach them in the environment, CHARRNN_SERVE_OPTIONS), and restarts one that dies.
 """
+
 import contextlib
 import copy
 import ipaddress
@@ -70,13 +71,20 @@ def make_app(options):
     # The batcher's thread gives the GIL up in each kernel call and must get it back from the
     # event loop's thread; at the default 5 ms switch interval that wait was most of a tick.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    reg = Registry(options["checkpoints"], reload=options["reload"],
-                   max_batch=options["max_batch"], max_queue=options["max_queue"])
+    reg = Registry(
+        options["checkpoints"],
+        reload=options["reload"],
+        max_batch=options["max_batch"],
+        max_queue=options["max_queue"],
+    )
     for s in reg.models.values():
         warm(s.model.config.cell, s.model.dtype)
-    settings = Settings(api_key=options["api_key"], drop_unknown=options["drop_unknown"],
-                        max_body=options["max_body"],
-                        limits=Limits(max_tokens=options["max_tokens"], max_n=options["max_n"]))
+    settings = Settings(
+        api_key=options["api_key"],
+        drop_unknown=options["drop_unknown"],
+        max_body=options["max_body"],
+        limits=Limits(max_tokens=options["max_tokens"], max_n=options["max_n"]),
+    )
     return build_app(reg, settings), reg
 
 
@@ -85,24 +93,53 @@ def worker_app():
     return make_app(json.loads(os.environ[OPTIONS_ENV]))[0]
 
 
-def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
-          api_key=None, drop_unknown=False, reload=False, workers=1, max_tokens=4096, max_n=16,
-          max_body=1 << 20, report=lambda line: None, log_level="info"):
+def serve(
+    checkpoints,
+    host="127.0.0.1",
+    port=8000,
+    max_batch=64,
+    max_queue=256,
+    api_key=None,
+    drop_unknown=False,
+    reload=False,
+    workers=1,
+    max_tokens=4096,
+    max_n=16,
+    max_body=1 << 20,
+    report=lambda line: None,
+    log_level="info",
+):
     """Serve the models until SIGTERM or Ctrl-C; report(line) gets the lines for the user,
     the first saying where. checkpoints: what -c names, each (files, runs, directories)."""
     api_key = api_key or os.environ.get(KEY_ENV) or None
     url = f"http://{_url_host(host)}:{port}/"
-    report(f"charrnn: serving {len(checkpoints)} model{'s'[:len(checkpoints) != 1]} at {url} "
-           "(the page; the API under /v1/), once loaded and warmed up")
+    report(
+        f"charrnn: serving {len(checkpoints)} model{'s'[: len(checkpoints) != 1]} at {url} "
+        "(the page; the API under /v1/), once loaded and warmed up"
+    )
     if not is_loopback(host) and api_key is None:
-        report(f"charrnn: warning: {host} is reachable beyond this machine and there is no "
-               f"API key; pass --api-key or set {KEY_ENV}")
-    options = dict(checkpoints=[None if c is None else str(c) for c in checkpoints], reload=reload,
-                   max_batch=max_batch, max_queue=max_queue, api_key=api_key,
-                   drop_unknown=drop_unknown, max_body=max_body, max_tokens=max_tokens,
-                   max_n=max_n)
-    common = dict(host=host, port=port, log_level=log_level, log_config=log_config(),
-                  timeout_graceful_shutdown=DRAIN_SECONDS)
+        report(
+            f"charrnn: warning: {host} is reachable beyond this machine and there is no "
+            f"API key; pass --api-key or set {KEY_ENV}"
+        )
+    options = dict(
+        checkpoints=[None if c is None else str(c) for c in checkpoints],
+        reload=reload,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        api_key=api_key,
+        drop_unknown=drop_unknown,
+        max_body=max_body,
+        max_tokens=max_tokens,
+        max_n=max_n,
+    )
+    common = dict(
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config(),
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+    )
     if workers > 1:
         os.environ[OPTIONS_ENV] = json.dumps(options)
         uvicorn.run("charrnn.serve.server:worker_app", factory=True, workers=workers, **common)
@@ -111,8 +148,9 @@ def serve(checkpoints, host="127.0.0.1", port=8000, max_batch=64, max_queue=256,
     for note in reg.notes():
         report(f"charrnn: {note}")
     try:
-        Server(uvicorn.Config(app, lifespan="off", **common),
-               ready=lambda: report(f"charrnn: ready at {url}")).run()
+        Server(
+            uvicorn.Config(app, lifespan="off", **common), ready=lambda: report(f"charrnn: ready at {url}")
+        ).run()
     finally:
         reg.close()
 

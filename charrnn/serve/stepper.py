@@ -10,6 +10,7 @@ options and seed.
 
 Shapes: L layers, N active rows, H hidden units, V vocabulary, Vp and Kp padded to whole strips.
 """
+
 import numpy as np
 
 from ..engine import gemm, repetition, sample_kernels
@@ -28,8 +29,7 @@ def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
 
 
 @kernel
-def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, prob, ban, z,
-              out):
+def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, prob, ban, z, out):
     """One tick in one call: advance the rows' state h, c (L, N, H) by ids (N,) (w a
     SampleWork of N rows), write their logits into z (N, V) as the sampler computes them, and
     for each row k with plain[k] draw out[k] as pick_rows does."""
@@ -52,7 +52,7 @@ def read_logits(cell, p, w, ids, h, c, z):
     as the sampler computes them."""
     L, V = h.shape[0], p.by.shape[0]
     for s in range(ids.shape[0]):
-        sample_kernels.step(cell, p, w, ids[s:s + 1], h, c)
+        sample_kernels.step(cell, p, w, ids[s : s + 1], h, c)
         gemm.matmul(h[L - 1], w.Wyp, w.logits)
         z[s] = w.logits[0, :V]
         z[s] += p.by
@@ -65,8 +65,11 @@ class Stepper:
         p, dt = model.params, model.dtype
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         self.model, self.L, self.H, self.V = model, L, H, V
-        self.Wxp = (np.stack([pack_padded(p.Wx[l]) for l in range(L - 1)])
-                    if L > 1 else np.zeros((0, H * padded(dt, Kg)), dt))
+        self.Wxp = (
+            np.stack([pack_padded(p.Wx[l]) for l in range(L - 1)])
+            if L > 1
+            else np.zeros((0, H * padded(dt, Kg)), dt)
+        )
         self.Whp = np.stack([pack_padded(p.Wh[l]) for l in range(L)])
         self.Wyp = pack_padded(p.Wy)
         self.banned = int(model.vocab.unk_id)
@@ -88,11 +91,19 @@ class Stepper:
             dt, Kg = self.model.dtype, self.Whp.shape[1] // self.H
             h, c = self.model.zero_state(N)
             self._works[N] = sample_kernels.SampleWork(
-                Wxp=self.Wxp, Whp=self.Whp, Wyp=self.Wyp, h=h, c=c, cur=np.zeros(N, np.int64),
+                Wxp=self.Wxp,
+                Whp=self.Whp,
+                Wyp=self.Wyp,
+                h=h,
+                c=c,
+                cur=np.zeros(N, np.int64),
                 G=np.zeros((N, self.model.params.Wh.shape[2]), dt),
                 R=np.zeros((N, self.model.params.Wh.shape[2]), dt),
-                aux=np.zeros((N, self.H), dt), scratch=np.zeros((N, Kg), dt),
-                logits=np.zeros((N, padded(dt, self.V)), dt), prob=np.zeros(self.V, np.float64))
+                aux=np.zeros((N, self.H), dt),
+                scratch=np.zeros((N, Kg), dt),
+                logits=np.zeros((N, padded(dt, self.V)), dt),
+                prob=np.zeros(self.V, np.float64),
+            )
         return self._works[N]
 
     def step(self, ids, h, c):
@@ -102,7 +113,7 @@ class Stepper:
         w = self.work(N)
         sample_kernels.step(self.model.cell, self.model.params, w, ids, h, c)
         gemm.matmul(h[self.L - 1], self.Wyp, w.logits)
-        return w.logits[:, :self.V] + self.model.params.by
+        return w.logits[:, : self.V] + self.model.params.by
 
     def step_pick(self, ids, h, c, coins, temp, top_k, top_p, plain):
         """step() and, for the rows where plain (N,) bool is set, pick() in one kernel call:
@@ -111,8 +122,24 @@ class Stepper:
         w = self.work(N)
         z = np.empty((N, self.V), self.model.dtype)
         out = np.zeros(N, np.int64)
-        step_pick(self.model.cell, self.model.params, w, ids, h, c, coins, temp, top_k, top_p,
-                  plain, self.banned, self.prob, self.ban, z, out)
+        step_pick(
+            self.model.cell,
+            self.model.params,
+            w,
+            ids,
+            h,
+            c,
+            coins,
+            temp,
+            top_k,
+            top_p,
+            plain,
+            self.banned,
+            self.prob,
+            self.ban,
+            z,
+            out,
+        )
         return z, out
 
     def read(self, ids, h, c):
@@ -122,8 +149,9 @@ class Stepper:
         w = self.work(1)._replace(h=h, c=c)
         pending = np.ascontiguousarray(np.asarray(ids, np.int64).reshape(-1, 1))
         none = np.zeros((0, 1), np.int64)
-        sample_kernels.generate(self.model.cell, self.model.params, w, pending, np.zeros((0, 1)),
-                    self.plain, self.no_rep, none)
+        sample_kernels.generate(
+            self.model.cell, self.model.params, w, pending, np.zeros((0, 1)), self.plain, self.no_rep, none
+        )
 
     def read_scored(self, ids, h, c):
         """read() that also returns the logits (len(ids), V) after each id, in the model's
@@ -138,9 +166,17 @@ class Stepper:
     def pick(self, z, coins, temp, top_k, top_p):
         """The draws of the rows of z (N, V) without penalties (see pick_rows)."""
         out = np.zeros(z.shape[0], np.int64)
-        pick_rows(np.ascontiguousarray(z), np.asarray(coins, np.float64),
-                  np.asarray(temp, np.float64), np.asarray(top_k, np.int64),
-                  np.asarray(top_p, np.float64), self.banned, self.prob, self.ban, out)
+        pick_rows(
+            np.ascontiguousarray(z),
+            np.asarray(coins, np.float64),
+            np.asarray(temp, np.float64),
+            np.asarray(top_k, np.int64),
+            np.asarray(top_p, np.float64),
+            self.banned,
+            self.prob,
+            self.ban,
+            out,
+        )
         return out
 
     def choose(self, row, k, coin, how, rep):
@@ -160,8 +196,8 @@ def warm(cell, dtype):
     and dtype: the compiled code depends on types, not sizes."""
     from ..charmodel import CharModel
     from ..config import ModelConfig
-    m = CharModel(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), "ab",
-                  dtype=dtype)
+
+    m = CharModel(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), "ab", dtype=dtype)
     s = Stepper(m)
     h, c = s.zero_state(1)
     s.read(np.array([0, 1]), h, c)
@@ -169,8 +205,16 @@ def warm(cell, dtype):
     z = s.step(np.array([1]), h, c)
     s.pick(z, [0.5], [1.0], [0], [1.0])
     one = lambda v, t: np.full(1, v, t)  # noqa: E731
-    s.step_pick(np.array([1]), h, c, one(0.5, float), one(1.0, float), one(0, np.int64),
-                one(1.0, float), one(True, bool))
+    s.step_pick(
+        np.array([1]),
+        h,
+        c,
+        one(0.5, float),
+        one(1.0, float),
+        one(0, np.int64),
+        one(1.0, float),
+        one(True, bool),
+    )
     how = Pick(1.0, 0, 1.0, -1, 0.5, 0.5, 4, 3)
     rep = repetition.reserve(repetition.empty(1, 2, how), 1, how)
     s.choose(z[0], 0, 0.5, how, rep)

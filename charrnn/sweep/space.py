@@ -12,6 +12,7 @@ A --space file (TOML or JSON) overrides DEFAULT name by name; options it does no
 their default range (the seven searched ones) or `charrnn train`'s default (the others).
 Optuna is not imported here: a trial object is passed in.
 """
+
 import json
 from pathlib import Path
 
@@ -29,9 +30,20 @@ DEFAULT = {
 }
 # Every option a space may name, with its type; the last five are fixed at train's default
 # unless a space file names them.
-TYPES = {"cell": str, "layers": int, "hidden": int, "dropout": float, "lr": float, "seq": int,
-         "batch": int, "grad_clip": float, "weight_decay": float, "warmup": int,
-         "state_reset": int, "schedule": str}
+TYPES = {
+    "cell": str,
+    "layers": int,
+    "hidden": int,
+    "dropout": float,
+    "lr": float,
+    "seq": int,
+    "batch": int,
+    "grad_clip": float,
+    "weight_decay": float,
+    "warmup": int,
+    "state_reset": int,
+    "schedule": str,
+}
 LOG_BY_DEFAULT = {"hidden", "lr", "batch"}  # a [low, high] range of these is on a log scale
 WORDS = {"cell": ("lstm", "gru", "rnn"), "schedule": ("constant", "cosine")}
 
@@ -49,8 +61,9 @@ def load(path):
         else:
             user = _toml(text)
     except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError both are
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
-                          f"{e}") from None
+        raise ConfigError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}"
+        ) from None
     if not isinstance(user, dict):
         raise ConfigError(f"{path} must map option names to values, ranges or choices")
     return user
@@ -63,8 +76,10 @@ def _toml(text):
         try:
             import tomli as tomllib
         except ImportError:
-            raise ConfigError("reading TOML needs Python 3.11 or `pip install tomli`; "
-                              "or write the space as JSON (a .json file)") from None
+            raise ConfigError(
+                "reading TOML needs Python 3.11 or `pip install tomli`; "
+                "or write the space as JSON (a .json file)"
+            ) from None
     return tomllib.loads(text)
 
 
@@ -74,8 +89,9 @@ def build(user=None):
     space = {name: normalize(name, spec) for name, spec in DEFAULT.items()}
     for name, spec in (user or {}).items():
         if name not in TYPES:
-            raise ConfigError(f"the space names {name!r}, which a sweep does not know; "
-                              f"it knows {', '.join(TYPES)}")
+            raise ConfigError(
+                f"the space names {name!r}, which a sweep does not know; it knows {', '.join(TYPES)}"
+            )
         space[name] = normalize(name, spec)
     return {name: space[name] for name in TYPES if name in space}
 
@@ -85,11 +101,14 @@ def normalize(name, spec):
         if set(spec) == {"choices"}:
             return _choices(name, spec["choices"])
         if not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log", "step"}:
-            raise ConfigError(f"space: {name} = {spec!r}: a range is {{low = ..., high = ...}} "
-                              "with optional log = true and step = ...; choices are "
-                              "{choices = [...]}")
-        return _range(name, spec["low"], spec["high"], spec.get("log", name in LOG_BY_DEFAULT),
-                      spec.get("step"))
+            raise ConfigError(
+                f"space: {name} = {spec!r}: a range is {{low = ..., high = ...}} "
+                "with optional log = true and step = ...; choices are "
+                "{choices = [...]}"
+            )
+        return _range(
+            name, spec["low"], spec["high"], spec.get("log", name in LOG_BY_DEFAULT), spec.get("step")
+        )
     if isinstance(spec, list):
         if len(spec) == 2 and TYPES[name] is not str and all(_number(v) for v in spec):
             return _range(name, spec[0], spec[1], name in LOG_BY_DEFAULT, None)
@@ -120,8 +139,9 @@ def _range(name, low, high, log, step):
         raise ConfigError(f"space: {name}: a log-scale range must start above 0")
     if step is not None:
         if not _number(step) or step <= 0 or (kind is int and step != int(step)):
-            raise ConfigError(f"space: {name}: step must be a positive "
-                              f"{'whole ' if kind is int else ''}number")
+            raise ConfigError(
+                f"space: {name}: step must be a positive {'whole ' if kind is int else ''}number"
+            )
         if log:
             raise ConfigError(f"space: {name}: a range has log or step, not both")
         step = kind(step)
@@ -135,8 +155,7 @@ def _value(name, v):
             raise ConfigError(f"space: {name} {v!r} is not one of {', '.join(WORDS[name])}")
         return v
     if not _number(v) or (kind is int and v != int(v)):
-        raise ConfigError(f"space: {name} needs {'whole ' if kind is int else ''}numbers, "
-                          f"not {v!r}")
+        raise ConfigError(f"space: {name} needs {'whole ' if kind is int else ''}numbers, not {v!r}")
     v = kind(v)
     if name == "dropout" and not 0 <= v < 1:
         raise ConfigError(f"space: dropout {v} is outside [0, 1)")
@@ -159,10 +178,11 @@ def suggest(trial, space):
         elif "choices" in spec:
             params[name] = trial.suggest_categorical(name, spec["choices"])
         elif TYPES[name] is int:
-            params[name] = trial.suggest_int(name, spec["low"], spec["high"],
-                                             step=spec["step"] or 1, log=spec["log"])
+            params[name] = trial.suggest_int(
+                name, spec["low"], spec["high"], step=spec["step"] or 1, log=spec["log"]
+            )
         else:
-            params[name] = trial.suggest_float(name, spec["low"], spec["high"],
-                                               step=spec["step"], log=spec["log"])
+            params[name] = trial.suggest_float(
+                name, spec["low"], spec["high"], step=spec["step"], log=spec["log"]
+            )
     return params
-

@@ -15,6 +15,7 @@ without running a trial twice. An interrupted trial does not count (a rerun repl
 
 Optuna is imported only here and in trials.py, inside the functions (pip install 'charrnn[sweep]').
 """
+
 import json
 import os
 import random
@@ -28,13 +29,16 @@ from pathlib import Path
 from . import space as sweep_space
 from ..errors import ConfigError
 
+# fmt: off
 JOURNAL = "study.journal"   # the default storage, in the sweep directory
 INFO = "sweep.json"         # where the study is, so `--show DIR` finds it
 DEFINITION = "charrnn_sweep"  # the study's user attribute holding what a rerun must agree with
+# fmt: on
 
 
 @dataclass(frozen=True)
 class Sweep:
+    # fmt: off
     corpus: str                    # a file, directory or corpus name, as `charrnn train` takes
     sweep_dir: Path                # holds sweep.json, the default journal and the trial runs
     trials: int = 20               # the study's total number of finished trials
@@ -49,6 +53,7 @@ class Sweep:
     storage: str | None = None     # None: the journal file; a URL; or a journal file's path
     study: str | None = None       # the study's name (default: the sweep directory's name)
     data_dir: str | None = None    # where named corpora are found
+    # fmt: on
 
     @property
     def study_name(self):
@@ -62,8 +67,7 @@ class Sweep:
         if self.evals < 1:
             raise ConfigError("--evals must be at least 1")
         if self.corpus == "-":
-            raise ConfigError("a sweep reads its text once per trial, so not from stdin; "
-                              "save it to a file")
+            raise ConfigError("a sweep reads its text once per trial, so not from stdin; save it to a file")
         return self
 
 
@@ -85,11 +89,13 @@ def _optuna():
 
 # -- storage and the study -------------------------------------------------------------------
 
+
 def public_url(url):
     """A database URL without its password (it belongs in ~/.pgpass or PGPASSWORD)."""
     if url is None or "://" not in url:
         return url
     from sqlalchemy.engine import make_url
+
     try:
         return make_url(url).set(password=None).render_as_string(hide_password=False)
     except Exception:
@@ -107,8 +113,10 @@ def open_storage(sweep_dir, url=None, heartbeat=True):
             try:
                 return optuna.storages.RDBStorage(url, **beat)
             except ImportError as e:
-                raise ConfigError(f"the storage {public_url(url)} needs a database driver ({e});"
-                                  " for PostgreSQL: pip install 'psycopg[binary]'") from None
+                raise ConfigError(
+                    f"the storage {public_url(url)} needs a database driver ({e});"
+                    " for PostgreSQL: pip install 'psycopg[binary]'"
+                ) from None
             except Exception as e:  # SQLAlchemy's: no server, bad credentials, a bad URL ...
                 if attempt < 3 and ("already exists" in str(e) or "duplicate key" in str(e)):
                     # workers starting together on an empty database race to create Optuna's
@@ -118,6 +126,7 @@ def open_storage(sweep_dir, url=None, heartbeat=True):
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ConfigError(f"cannot open the storage {public_url(url)}: {first}") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
+
     path = Path(url) if url is not None else Path(sweep_dir) / JOURNAL
     return JournalStorage(JournalFileBackend(str(path)))
 
@@ -129,6 +138,7 @@ def _with_driver(url):
     if scheme not in ("postgresql", "postgres"):
         return url
     import importlib.util
+
     for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
         if importlib.util.find_spec(module) is not None:
             return f"{dialect}://{rest}"
@@ -136,9 +146,16 @@ def _with_driver(url):
 
 
 def _definition(sw, data_hash):
-    d = {"minutes": sw.minutes, "steps": sw.steps, "space": sw.space, "evals": sw.evals,
-         "eval_chars": sw.eval_chars, "val_frac": sw.val_frac, "seed": sw.seed,
-         "data": data_hash}
+    d = {
+        "minutes": sw.minutes,
+        "steps": sw.steps,
+        "space": sw.space,
+        "evals": sw.evals,
+        "eval_chars": sw.eval_chars,
+        "val_frac": sw.val_frac,
+        "seed": sw.seed,
+        "data": data_hash,
+    }
     return json.loads(json.dumps(d))  # as it reads back from storage
 
 
@@ -149,28 +166,38 @@ def open_study(sw):
     sw.check()
     from ..text import idcache
     from ..training.trainer import data_hash
+
     ids = idcache.encoded_corpus(sw.corpus, data_dir=sw.data_dir).ids  # also: corpus readable?
     try:
         Path(sw.sweep_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"cannot create the sweep directory {sw.sweep_dir}: "
-                          f"{e.strerror or e}") from None
+        raise ConfigError(f"cannot create the sweep directory {sw.sweep_dir}: {e.strerror or e}") from None
     storage = open_storage(sw.sweep_dir, sw.storage)
-    study = optuna.create_study(study_name=sw.study_name, storage=storage, direction="minimize",
-                                load_if_exists=True, sampler=_sampler(sw, 0),
-                                pruner=_pruner(sw))
+    study = optuna.create_study(
+        study_name=sw.study_name,
+        storage=storage,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=_sampler(sw, 0),
+        pruner=_pruner(sw),
+    )
     mine = _definition(sw, data_hash(ids))
     saved = study.user_attrs.get(DEFINITION)
     if saved is None:
         study.set_user_attr(DEFINITION, mine)
     elif saved != mine:
         diff = [k for k in mine if saved.get(k) != mine[k]]
-        what = "; ".join("a different text" if k == "data" else
-                         f"{k} {json.dumps(saved.get(k))} there, {json.dumps(mine[k])} here"
-                         for k in diff)
-        raise ConfigError(f"the study {sw.study_name!r} was started with other settings "
-                          f"({what}); rerun it with the same options, or start another with "
-                          "a new -o or --study")
+        what = "; ".join(
+            "a different text"
+            if k == "data"
+            else f"{k} {json.dumps(saved.get(k))} there, {json.dumps(mine[k])} here"
+            for k in diff
+        )
+        raise ConfigError(
+            f"the study {sw.study_name!r} was started with other settings "
+            f"({what}); rerun it with the same options, or start another with "
+            "a new -o or --study"
+        )
     _write_info(sw)
     return study
 
@@ -195,9 +222,11 @@ def _sampler(sw, number):
     """TPE, seeded from the sweep's seed and the trial's number: one process gives the same
     proposals for the same command, and parallel workers do not propose the same ones."""
     optuna = _optuna()
-    return optuna.samplers.TPESampler(seed=(sw.seed * 1_000_003 + number) % 2 ** 32,
-                                      n_startup_trials=min(10, max(3, sw.trials // 3)),
-                                      constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=(sw.seed * 1_000_003 + number) % 2**32,
+        n_startup_trials=min(10, max(3, sw.trials // 3)),
+        constant_liar=True,
+    )
 
 
 def _pruner(sw):
@@ -211,13 +240,13 @@ def _pruner(sw):
 
 # -- the state of trials ---------------------------------------------------------------------
 
+
 def state_of(t):
     """complete, pruned, failed, interrupted, running, waiting, or surplus (never shown)."""
     name = t.state.name.lower()
     if name == "fail":
         a = t.user_attrs
-        return "surplus" if a.get("surplus") else "interrupted" if a.get("interrupted") else \
-            "failed"
+        return "surplus" if a.get("surplus") else "interrupted" if a.get("interrupted") else "failed"
     return name
 
 
@@ -250,8 +279,10 @@ def fail_dead(study):
             continue
         # Optuna has no public call to annotate another process's trial; the storage's is stable
         study._storage.set_trial_user_attr(
-            t._trial_id, "error", f"its process (pid {pid}) ended while training: killed, "
-                                  "perhaps for lack of memory")
+            t._trial_id,
+            "error",
+            f"its process (pid {pid}) ended while training: killed, perhaps for lack of memory",
+        )
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
@@ -265,34 +296,48 @@ def results(sweep_dir, storage=None, study=None):
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read {sweep_dir / INFO}: {e}") from None
     elif storage is None and not (sweep_dir / JOURNAL).is_file():
-        raise ConfigError(f"{sweep_dir} holds no sweep (no {INFO}); give the sweep directory "
-                          "that `charrnn sweep -o` wrote")
+        raise ConfigError(
+            f"{sweep_dir} holds no sweep (no {INFO}); give the sweep directory that `charrnn sweep -o` wrote"
+        )
     url = storage or info.get("storage")
     name = study or info.get("study") or sweep_dir.resolve().name
     optuna = _optuna()
     try:
         st = optuna.load_study(study_name=name, storage=open_storage(sweep_dir, url, False))
     except KeyError:
-        raise ConfigError(f"the storage {public_url(url) or sweep_dir / JOURNAL} holds no "
-                          f"study {name!r}") from None
+        raise ConfigError(
+            f"the storage {public_url(url) or sweep_dir / JOURNAL} holds no study {name!r}"
+        ) from None
     host, rows = socket.gethostname(), []
     for t in st.get_trials(deepcopy=False):
         state = state_of(t)
         if state == "surplus":
             continue
         a = t.user_attrs
-        if state == "running" and a.get("host") == host and a.get("pid") and \
-                not _alive(a["pid"]):
+        if state == "running" and a.get("host") == host and a.get("pid") and not _alive(a["pid"]):
             state = "died"  # the next worker on this machine marks it failed
         p = a.get("progress", {})
-        rows.append({"number": t.number, "state": state, "params": dict(t.params),
-                     "value": t.value if state == "complete" else None,
-                     "best_val": p.get("best_val"), "chars": p.get("chars"),
-                     "seconds": p.get("seconds"), "run_dir": a.get("run_dir"),
-                     "host": a.get("host"), "error": a.get("error")})
+        rows.append(
+            {
+                "number": t.number,
+                "state": state,
+                "params": dict(t.params),
+                "value": t.value if state == "complete" else None,
+                "best_val": p.get("best_val"),
+                "chars": p.get("chars"),
+                "seconds": p.get("seconds"),
+                "run_dir": a.get("run_dir"),
+                "host": a.get("host"),
+                "error": a.get("error"),
+            }
+        )
     complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
     best = min(complete, key=lambda r: r["value"]) if complete else None
-    return {"study": name, "storage": public_url(url) or str(sweep_dir / JOURNAL),
-            "sweep_dir": str(sweep_dir), "definition": st.user_attrs.get(DEFINITION),
-            "trials": rows, "best": best}
-
+    return {
+        "study": name,
+        "storage": public_url(url) or str(sweep_dir / JOURNAL),
+        "sweep_dir": str(sweep_dir),
+        "definition": st.user_attrs.get(DEFINITION),
+        "trials": rows,
+        "best": best,
+    }

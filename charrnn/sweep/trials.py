@@ -1,6 +1,7 @@
 """Running a sweep's trials: one process claims a trial, trains it as an ordinary run with
 evaluations at even fractions of its budget, reports them to the pruner, and records the run;
 run_workers keeps several such processes going on one machine."""
+
 import math
 import os
 import signal
@@ -14,8 +15,10 @@ from . import space as sweep_space
 from ..errors import CharrnnError
 from .study import _optuna, _sampler, counts, fail_dead, open_study, state_of
 
+# fmt: off
 NEVER = 10 ** 12            # eval_every until a time budget's step time is measured
 EARLY = 0.25                # an evaluation this much of an interval early counts as on time
+# fmt: on
 
 
 class _TrialFailed(Exception):
@@ -28,8 +31,6 @@ class _Surplus(Exception):
 
 class _Interrupted(Exception):
     """Ctrl-C or SIGTERM: the trial saved its checkpoint; the sweep stops."""
-
-
 
 
 def run(sw, should_stop=lambda: False, report=lambda kind, **fields: None, pruner=None):
@@ -66,8 +67,13 @@ class _Objective:
         params = sweep_space.suggest(trial, sw.space)
         run_dir = Path(sw.sweep_dir) / f"trial-{trial.number:04d}"
         from ..engine.threads import num_threads
-        for k, v in (("run_dir", str(run_dir.resolve())), ("host", socket.gethostname()),
-                     ("pid", os.getpid()), ("threads", num_threads())):
+
+        for k, v in (
+            ("run_dir", str(run_dir.resolve())),
+            ("host", socket.gethostname()),
+            ("pid", os.getpid()),
+            ("threads", num_threads()),
+        ):
             trial.set_user_attr(k, v)
         self.report("start", trial=trial.number, params=params, run_dir=run_dir)
         trainer = None
@@ -79,8 +85,13 @@ class _Objective:
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as e:
-            msg = "out of memory" if isinstance(e, MemoryError) else \
-                str(e) if isinstance(e, CharrnnError) else f"{type(e).__name__}: {e}"
+            msg = (
+                "out of memory"
+                if isinstance(e, MemoryError)
+                else str(e)
+                if isinstance(e, CharrnnError)
+                else f"{type(e).__name__}: {e}"
+            )
             if trainer is not None:
                 _record(trial, trainer)
             trial.set_user_attr("error", msg)
@@ -88,8 +99,13 @@ class _Objective:
             raise _TrialFailed(msg) from e
         _record(trial, trainer)
         best = trainer.best_val if math.isfinite(trainer.best_val) else None
-        done = dict(trial=trial.number, best_val=best, chars=trainer.chars_seen,
-                    seconds=trainer.elapsed, run_dir=run_dir)
+        done = dict(
+            trial=trial.number,
+            best_val=best,
+            chars=trainer.chars_seen,
+            seconds=trainer.elapsed,
+            run_dir=run_dir,
+        )
         if status == "interrupted" and pruned:
             self.report("pruned", progress=trainer.progress(), **done)
             raise optuna.TrialPruned(f"pruned at {trainer.progress():.0%} of its budget")
@@ -103,8 +119,11 @@ class _Objective:
     def _claim(self, trial):
         """Give the trial up if the study already has its total without it: another worker
         asked for a trial in the same moment as this one."""
-        ahead = sum(1 for t in self.study.get_trials(deepcopy=False)
-                    if t.number < trial.number and state_of(t) not in ("interrupted", "surplus"))
+        ahead = sum(
+            1
+            for t in self.study.get_trials(deepcopy=False)
+            if t.number < trial.number and state_of(t) not in ("interrupted", "surplus")
+        )
         if ahead >= self.sw.trials:
             trial.set_user_attr("surplus", True)
             raise _Surplus()
@@ -112,12 +131,21 @@ class _Objective:
     def _prepare(self, run_dir, params):
         from .. import api
         from ..training import run as runs
+
         sw = self.sw
         every = math.ceil(sw.steps / sw.evals) if sw.steps else NEVER
-        prepared = runs.prepare(sw.corpus, run_dir, data_dir=sw.data_dir, minutes=sw.minutes,
-                                steps=sw.steps, eval_every=every, eval_chars=sw.eval_chars,
-                                val_frac=sw.val_frac, seed=sw.seed,
-                                **params)
+        prepared = runs.prepare(
+            sw.corpus,
+            run_dir,
+            data_dir=sw.data_dir,
+            minutes=sw.minutes,
+            steps=sw.steps,
+            eval_every=every,
+            eval_chars=sw.eval_chars,
+            val_frac=sw.val_frac,
+            seed=sw.seed,
+            **params,
+        )
         model = prepared.trainer.model
         api.warmup(model.config.cell, model.dtype)
         return prepared
@@ -126,6 +154,7 @@ class _Objective:
         """Train (run.execute), reporting the validation loss at each evaluation to the pruner.
         Returns (the run's status, whether the pruner stopped it)."""
         from ..training.run import execute
+
         sw, st = self.sw, {"reported": 0, "pruned": False, "t1": None}
         trainer = prepared.trainer
 
@@ -159,8 +188,11 @@ def _schedule(trainer, st, sw):
     even fraction of the budget."""
     if trainer.step == 1:
         st["t1"] = trainer.elapsed  # the first step may include warming up
-    elif st["t1"] is not None and trainer.step >= 3 and \
-            (trainer.elapsed - st["t1"] >= 1.0 or trainer.step >= 50):
+    elif (
+        st["t1"] is not None
+        and trainer.step >= 3
+        and (trainer.elapsed - st["t1"] >= 1.0 or trainer.step >= 50)
+    ):
         _aim(trainer, sw, (trainer.elapsed - st["t1"]) / (trainer.step - 1))
 
 
@@ -185,18 +217,25 @@ def _interval(step, ahead):
 
     def miss(n):
         return abs(-(-(step + 1) // n) * n - step - ahead)
+
     fits = [n for n in range(1, 2 * ahead + 1) if miss(n) <= ahead // 20]
     return min(fits, key=lambda n: abs(n - ahead)) if fits else step + ahead
 
 
 def _record(trial, trainer):
-    trial.set_user_attr("progress", {
-        "best_val": trainer.best_val if math.isfinite(trainer.best_val) else None,
-        "chars": trainer.chars_seen, "seconds": round(trainer.elapsed, 1),
-        "step": trainer.step})
+    trial.set_user_attr(
+        "progress",
+        {
+            "best_val": trainer.best_val if math.isfinite(trainer.best_val) else None,
+            "chars": trainer.chars_seen,
+            "seconds": round(trainer.elapsed, 1),
+            "step": trainer.step,
+        },
+    )
 
 
 # -- several workers on one machine ----------------------------------------------------------
+
 
 def run_workers(command, jobs, should_stop, report=lambda kind, **fields: None, threads=None):
     """Run `command` (a worker: this sweep with --jobs 1) in `jobs` processes, each with
@@ -205,11 +244,14 @@ def run_workers(command, jobs, should_stop, report=lambda kind, **fields: None, 
     should_stop() every worker gets one SIGTERM (it finishes its step and saves). Returns the
     exit code: 0, 130 when interrupted, else the first failing worker's."""
     from ..engine.threads import num_threads
+
     share = max(1, (threads or num_threads()) // jobs)
     package_root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, CHARRNN_THREADS=str(share),
-               PYTHONPATH=os.pathsep.join(filter(None, [package_root,
-                                                        os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        CHARRNN_THREADS=str(share),
+        PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    )
 
     def spawn():  # a session of its own: Ctrl-C reaches only us, and we pass it on once
         return subprocess.Popen(command, env=env, start_new_session=True)
@@ -248,4 +290,3 @@ def _signal_all(procs):
 
 
 # -- results ---------------------------------------------------------------------------------
-

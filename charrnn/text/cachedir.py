@@ -7,6 +7,7 @@ DEFAULT_MAX; 0 for no cap). The entry just stored is always kept, even alone abo
 is about to be trained from. Removing an entry another process has mapped is safe on POSIX: the
 mapping keeps the data until it is closed.
 """
+
 import json
 import os
 import re
@@ -18,14 +19,26 @@ from ..errors import ConfigError
 
 # The ids of a 1 GB corpus take 1 GB (up to 256 symbols) or 2 GB (up to 65,536): 4 GB keeps
 # one such corpus, or a few of the tens-of-megabytes kind, encoded, and is small beside a disk.
+# fmt: off
 DEFAULT_MAX = 4 * 1000 ** 3
 KEY = re.compile(r"^[0-9a-f]{40}$")   # idcache._key: a 20-byte blake2b in hex
 STALE = 3600                          # as idcache.STALE: older temporary files are leftovers
-UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3, "t": 1000 ** 4,
-         "ki": 1024, "mi": 1024 ** 2, "gi": 1024 ** 3, "ti": 1024 ** 4}
+# fmt: on
+UNITS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
 
 
 class Entry(NamedTuple):
+    # fmt: off
     key: str
     source: Optional[str]     # the corpus as it was named when encoded; None if unknown
     size: int                 # bytes of its files
@@ -35,6 +48,7 @@ class Entry(NamedTuple):
     files: tuple              # its paths
     mode: Optional[str] = None  # how it was encoded: "text", "bytes", "text, max-vocab 50", ...
     current: Optional[bool] = None  # the source file still has the size and time it was read at
+    # fmt: on
 
 
 def max_bytes():
@@ -45,8 +59,7 @@ def max_bytes():
         return DEFAULT_MAX
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?", raw.lower())
     if not m:
-        raise ConfigError(f"CHARRNN_CACHE_MAX={raw!r} is not a size: use e.g. 500M, 2G or 0 "
-                          "(no cap)")
+        raise ConfigError(f"CHARRNN_CACHE_MAX={raw!r} is not a size: use e.g. 500M, 2G or 0 (no cap)")
     return int(float(m.group(1)) * UNITS[m.group(2) or ""])
 
 
@@ -86,9 +99,17 @@ def _entry(key, files):
     if isinstance(v, dict):
         vocab = v.get("chars") if v.get("kind") != "bytes" else v.get("ids")
     meta = meta if isinstance(meta, dict) else {}
-    return Entry(key, meta.get("source"), size,
-                 len(vocab) if isinstance(vocab, (str, list)) else None,
-                 meta.get("length"), stamp, files, meta.get("mode"), _current(meta))
+    return Entry(
+        key,
+        meta.get("source"),
+        size,
+        len(vocab) if isinstance(vocab, (str, list)) else None,
+        meta.get("length"),
+        stamp,
+        files,
+        meta.get("mode"),
+        _current(meta),
+    )
 
 
 def _current(meta):

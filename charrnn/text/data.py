@@ -8,24 +8,55 @@ A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted di
 values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
 vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
 """
+
 import functools
 from fractions import Fraction
 
 import numpy as np
 
 from ..errors import ConfigError, CorpusError
-from .decoding import (BOM, UNK, Decoding, binary_message, decode_message, fold_newlines,
-                       prepare_input)
-from .sources import (DEFAULT_CORPUS, STDLIB_CAP, corpus_file, corpus_names, default_data_dir,
-                      describe, hash_stream, read_text)
+from .decoding import BOM, UNK, Decoding, binary_message, decode_message, fold_newlines, prepare_input
+from .sources import (
+    DEFAULT_CORPUS,
+    STDLIB_CAP,
+    corpus_file,
+    corpus_names,
+    default_data_dir,
+    describe,
+    hash_stream,
+    read_text,
+)
 
 __all__ = [  # the text-in path's names, from here and from sources.py and decoding.py
-    "BOM", "UNK", "Decoding", "binary_message", "decode_message", "fold_newlines", "prepare_input",
-    "DEFAULT_CORPUS", "STDLIB_CAP", "corpus_file", "corpus_names", "default_data_dir", "describe",
-    "hash_stream", "read_text", "CHUNK", "build_vocab", "vocab_from_counts", "id_dtype",
-    "lookup_table", "encode", "unknown_message", "decode_bytes", "decode", "split", "streams"]
+    "BOM",
+    "UNK",
+    "Decoding",
+    "binary_message",
+    "decode_message",
+    "fold_newlines",
+    "prepare_input",
+    "DEFAULT_CORPUS",
+    "STDLIB_CAP",
+    "corpus_file",
+    "corpus_names",
+    "default_data_dir",
+    "describe",
+    "hash_stream",
+    "read_text",
+    "CHUNK",
+    "build_vocab",
+    "vocab_from_counts",
+    "id_dtype",
+    "lookup_table",
+    "encode",
+    "unknown_message",
+    "decode_bytes",
+    "decode",
+    "split",
+    "streams",
+]
 
-CHUNK = 1 << 22                   # characters encoded or counted at a time
+CHUNK = 1 << 22  # characters encoded or counted at a time
 _CODE_POINTS = 0x110000
 
 
@@ -71,7 +102,7 @@ def vocab_from_counts(counts, max_vocab=None):
             raise ConfigError(f"max_vocab must be at least 2, not {max_vocab}")
         present = present[present != ord(UNK)]
         by_frequency = np.lexsort((present, -counts[present]))
-        present = np.sort(np.append(present[by_frequency[:max_vocab - 1]], ord(UNK)))
+        present = np.sort(np.append(present[by_frequency[: max_vocab - 1]], ord(UNK)))
     return "".join(map(chr, present.tolist()))
 
 
@@ -127,7 +158,7 @@ def encode(text, vocab, *, unknown="auto"):
                 ids[missing] = unk_id
             else:
                 ids = ids[~missing]
-        out[n:n + len(ids)] = ids
+        out[n : n + len(ids)] = ids
         n += len(ids)
     return out if n == len(out) else out[:n].copy()
 
@@ -150,8 +181,10 @@ def decode(ids, vocab):
     vocab = _symbols_of(vocab)
     if isinstance(vocab, str):
         ids, codes = _valid_ids(ids, len(vocab)), _codes(vocab)
-        return "".join(codes[ids[at:at + CHUNK]].tobytes().decode("utf-32-le", "surrogatepass")
-                       for at in range(0, len(ids), CHUNK))
+        return "".join(
+            codes[ids[at : at + CHUNK]].tobytes().decode("utf-32-le", "surrogatepass")
+            for at in range(0, len(ids), CHUNK)
+        )
     return decode_bytes(ids, vocab).decode("utf-8", errors="replace")
 
 
@@ -177,5 +210,4 @@ def streams(ids, B):
     (inputs, targets) as (B, per) views, the targets one character ahead; the few characters
     left over at the end are not read."""
     per = (len(ids) - 1) // B
-    return ids[:B * per].reshape(B, per), ids[1:B * per + 1].reshape(B, per)
-
+    return ids[: B * per].reshape(B, per), ids[1 : B * per + 1].reshape(B, per)

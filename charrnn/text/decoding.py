@@ -4,15 +4,18 @@ a UTF-16/UTF-32 byte-order mark or `--encoding` says otherwise; undecodable byte
 replaced or dropped by `--errors`, and counted; a leading byte-order mark dropped; NUL bytes
 refused as binary; CRLF and lone CR folded to LF (fold_newlines), so a model never learns two
 kinds of newline."""
+
 import codecs
 import functools
 
 from ..errors import ConfigError, CorpusError
 
+# fmt: off
 UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
 BOM = b"\xef\xbb\xbf"             # UTF-8 byte-order mark, dropped at the start of a text
 HEAD = 4096                       # bytes of an input looked at to tell binary and UTF-16 apart
 BYTES_HINT = "use --bytes to train a byte-level model"
+# fmt: on
 
 
 def prepare_input(raw, name, byte_level, decoding=None):
@@ -34,15 +37,14 @@ def binary_message(name, hint=BYTES_HINT, head=b""):
     without a byte-order mark (every other byte NUL), which --encoding then reads."""
     guess = utf16_guess(head)
     if guess:
-        return (f"{name} looks like {guess.upper()} text without a byte-order mark: "
-                f"pass --encoding {guess}")
+        return f"{name} looks like {guess.upper()} text without a byte-order mark: pass --encoding {guess}"
     return f"{name} looks binary (it contains NUL bytes)" + (f": {hint}" if hint else "")
 
 
 def utf16_guess(head):
     """'utf-16-le' or 'utf-16-be' when the bytes look like mostly-ASCII UTF-16 (NUL in every
     second byte, on one side), else None."""
-    head = head[:4096] if len(head) % 2 == 0 else head[:min(4096, len(head) - 1)]
+    head = head[:4096] if len(head) % 2 == 0 else head[: min(4096, len(head) - 1)]
     if len(head) < 8:
         return None
     even, odd = head[0::2].count(0), head[1::2].count(0)
@@ -57,19 +59,24 @@ def utf16_guess(head):
 def decode_message(name, offset, encoding="utf-8", hint=BYTES_HINT):
     """The error for bytes that do not decode: names --encoding and --errors first."""
     label = "UTF-8" if encoding in ("utf-8", "utf-8-sig") else encoding
-    return (f"{name} is not valid {label} (at byte {offset:,}): name its encoding with --encoding "
-            f"(e.g. --encoding latin-1), or pass --errors replace (or ignore) for stray bytes"
-            + (f"; or {hint}" if hint else ""))
+    return (
+        f"{name} is not valid {label} (at byte {offset:,}): name its encoding with --encoding "
+        f"(e.g. --encoding latin-1), or pass --errors replace (or ignore) for stray bytes"
+        + (f"; or {hint}" if hint else "")
+    )
 
 
 def utf8_message(name, offset):
     return decode_message(name, offset)
 
 
-
-BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
-        (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))  # utf-32's marks first: they
-ERRORS = ("strict", "replace", "ignore")                     # begin with utf-16's
+BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)  # utf-32's marks first: they
+ERRORS = ("strict", "replace", "ignore")  # begin with utf-16's
 
 
 class Decoding:
@@ -89,14 +96,18 @@ class Decoding:
             try:
                 info = codecs.lookup(encoding)
             except LookupError:
-                raise ConfigError(f"unknown encoding {encoding!r} (see Python's codecs: e.g. "
-                                  "utf-8, latin-1, cp1252, utf-16, shift_jis)") from None
+                raise ConfigError(
+                    f"unknown encoding {encoding!r} (see Python's codecs: e.g. "
+                    "utf-8, latin-1, cp1252, utf-16, shift_jis)"
+                ) from None
             if not getattr(info, "_is_text_encoding", True):
                 raise ConfigError(f"{encoding!r} is not a text encoding")
             encoding = info.name
         self.encoding, self.errors, self.hint = encoding, errors, hint
+        # fmt: off
         self.replaced = 0           # invalid sequences replaced (or dropped) so far
         self.first = None           # (input name, byte offset) of the first of them
+        # fmt: on
 
     def codec(self, head):
         """The codec for an input that begins with the bytes `head` (at least 4 if it has them)."""
@@ -121,8 +132,9 @@ class Decoding:
         """The text of the whole input raw (bytes): pieces() over it in one chunk, so a text
         reads the same whole and streamed. CorpusError when it looks binary or (strict) does not
         decode."""
-        return "".join(p.decode("ascii") if isinstance(p, bytes) else p
-                       for p in self.pieces([raw], name, raw[:HEAD]))
+        return "".join(
+            p.decode("ascii") if isinstance(p, bytes) else p for p in self.pieces([raw], name, raw[:HEAD])
+        )
 
     def pieces(self, chunks, name, head):
         """The text of one input given as chunks of bytes (head: its first HEAD bytes), in
@@ -133,14 +145,14 @@ class Decoding:
         codec = self.codec(head)
         safe = self.ascii_safe(codec)
         decoder = self.incremental(codec, name)
-        offset, bad, first = 0, None, True    # bad: offset of the first undecodable byte
+        offset, bad, first = 0, None, True  # bad: offset of the first undecodable byte
         for raw in chunks:
             if safe and b"\0" in raw:
                 raise CorpusError(binary_message(name, self.hint, head))
             start, offset = offset, offset + len(raw)
             if bad is not None:
-                continue                      # only looking for NUL bytes now
-            pending = _pending(decoder)       # bytes of a character begun in the last chunk
+                continue  # only looking for NUL bytes now
+            pending = _pending(decoder)  # bytes of a character begun in the last chunk
             if safe and not pending and raw.isascii() and not (first and raw[:1] == b"\xef"):
                 first = False
                 yield raw
@@ -148,7 +160,7 @@ class Decoding:
             try:
                 with _counting(self, name, start - len(pending)):
                     text = decoder.decode(raw)
-            except UnicodeDecodeError as e:   # e.start counts from the first pending byte
+            except UnicodeDecodeError as e:  # e.start counts from the first pending byte
                 bad = start - len(pending) + e.start
                 continue
             if first and text:
@@ -180,8 +192,10 @@ class Decoding:
             return None
         name, offset = self.first
         what = "replaced by U+FFFD" if self.errors == "replace" else "dropped"
-        return (f"{self.replaced:,} undecodable byte sequence{'s' if self.replaced > 1 else ''} "
-                f"{what} (the first in {name} at byte {offset:,})")
+        return (
+            f"{self.replaced:,} undecodable byte sequence{'s' if self.replaced > 1 else ''} "
+            f"{what} (the first in {name} at byte {offset:,})"
+        )
 
 
 def _pending(decoder):
@@ -204,7 +218,7 @@ def _ascii_safe(codec):
     return ascii_ok and single
 
 
-_COUNTERS = []                      # (Decoding, input name, base offset) being decoded now
+_COUNTERS = []  # (Decoding, input name, base offset) being decoded now
 
 
 class _counting:
@@ -230,9 +244,9 @@ def _error_handler(replacement):
         if decoding.first is None:
             decoding.first = (name, base + e.start)
         return replacement, e.end
+
     return handle
 
 
 codecs.register_error("charrnn-replace", _error_handler(UNK))
 codecs.register_error("charrnn-ignore", _error_handler(""))
-

@@ -17,6 +17,7 @@ character may straddle two chunks), a leading byte-order mark dropped, CRLF and 
 bytes and invalid UTF-8. Directories, stdin, the default corpus and small files are read and
 encoded in memory, as data.read_text, build_vocab and encode do.
 """
+
 import hashlib
 import json
 import os
@@ -32,17 +33,21 @@ from ..fsutil import atomic_write
 from .decoding import HEAD
 from .vocab import Vocab
 
+# fmt: off
 FORMAT = 1                  # of the cache files and the decoding rules: a change makes new keys
 READ_CHUNK = 1 << 20        # bytes of the file decoded, counted or encoded at a time
 MIN_BYTES = 1 << 20         # smaller files are encoded in memory: quick, and no cache litter
 STALE = 3600                # seconds after which a temporary file in the cache is a leftover
+# fmt: on
 
 
 class Encoded(NamedTuple):
+    # fmt: off
     ids: np.ndarray         # (N,) uint8/uint16/uint32: a read-only np.memmap when from the cache
     vocab: Vocab            # characters, or byte values in byte mode
     description: str        # as data.read_text gives it: "input.txt (1,115,394 chars)"
     notice: Optional[str]   # one line when bytes were replaced or the cache could not be written
+    # fmt: on
 
 
 def cache_dir():
@@ -50,9 +55,20 @@ def cache_dir():
     return Path(os.environ.get("CHARRNN_CACHE_DIR") or "~/.cache/charrnn/ids").expanduser()
 
 
-def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, max_vocab=None,
-                   vocab=None, unknown_hint=None, stdin=None, chunk_size=READ_CHUNK,
-                   min_bytes=None, decoding=None):
+def encoded_corpus(
+    source=None,
+    *,
+    data_dir=None,
+    glob=None,
+    byte_level=False,
+    max_vocab=None,
+    vocab=None,
+    unknown_hint=None,
+    stdin=None,
+    chunk_size=READ_CHUNK,
+    min_bytes=None,
+    decoding=None,
+):
     """(ids, vocab, description, notice) of a source (as data.read_text takes it).
 
     Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
@@ -63,13 +79,17 @@ def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, m
     if vocab is not None:
         vocab = Vocab(vocab)
         if vocab.byte_level != byte_level:
-            raise ConfigError("a vocabulary of characters cannot encode bytes (drop --bytes)"
-                              if byte_level else "a byte-level vocabulary needs byte mode (--bytes)")
+            raise ConfigError(
+                "a vocabulary of characters cannot encode bytes (drop --bytes)"
+                if byte_level
+                else "a byte-level vocabulary needs byte mode (--bytes)"
+            )
     decoding = decoding if decoding is not None else data.Decoding()
     path = data.corpus_file(source, data_dir) if glob is None else None
     if path is None or _size(path) < (MIN_BYTES if min_bytes is None else min_bytes):
-        text, desc = data.read_text(source, data_dir=data_dir, glob=glob, byte_level=byte_level,
-                                    stdin=stdin, decoding=decoding)
+        text, desc = data.read_text(
+            source, data_dir=data_dir, glob=glob, byte_level=byte_level, stdin=stdin, decoding=decoding
+        )
         vocab = Vocab(data.build_vocab(text, max_vocab)) if vocab is None else vocab
         try:
             return Encoded(vocab.encode(text), vocab, desc, decoding.notice())
@@ -81,8 +101,7 @@ def encoded_corpus(source=None, *, data_dir=None, glob=None, byte_level=False, m
     except OSError as e:
         raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
     with f:
-        return _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size,
-                             decoding)
+        return _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding)
 
 
 def _mode(byte_level, max_vocab, given, decoding):
@@ -100,14 +119,13 @@ def _mode(byte_level, max_vocab, given, decoding):
 def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding):
     stamp = _stamp(f)
     mode = _mode(byte_level, max_vocab, vocab is not None, decoding)
-    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab,
-               decoding)
+    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab, decoding)
     where = cache_dir()
     hit = _load(where, key)
     if hit is not None:
         ids, vocab, replaced = hit
         cachedir.mark_used(where, key)
-        if replaced and not byte_level:   # say again what the first read replaced
+        if replaced and not byte_level:  # say again what the first read replaced
             decoding.replaced, decoding.first = replaced["count"], tuple(replaced["first"])
         return Encoded(ids, vocab, data.describe(name, len(ids), byte_level), decoding.notice())
     counts = _count(_symbols(f, name, byte_level, chunk_size, decoding), byte_level)
@@ -127,10 +145,19 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
         if _stamp(f) != stamp:
             raise CorpusError(f"{name} changed while it was being read: try again")
 
-    meta = {"format": FORMAT, "key": key, "length": n, "source": name, "mode": mode,
-            "size": stamp[0], "mtime_ns": stamp[1], "vocab": vocab.to_json(),
-            "replaced": ({"count": decoding.replaced, "first": list(decoding.first)}
-                         if decoding.replaced else None)}
+    meta = {
+        "format": FORMAT,
+        "key": key,
+        "length": n,
+        "source": name,
+        "mode": mode,
+        "size": stamp[0],
+        "mtime_ns": stamp[1],
+        "vocab": vocab.to_json(),
+        "replaced": (
+            {"count": decoding.replaced, "first": list(decoding.first)} if decoding.replaced else None
+        ),
+    }
     ids, notice = _store(where, key, chunks, n, table.dtype, meta)
     if notice is None:
         cachedir.evict(where, keep=key)
@@ -159,10 +186,15 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
     errors) and the file."""
     given = None
     if vocab is not None:
-        given = hashlib.blake2b(vocab.symbols if byte_level
-                                else vocab.symbols.encode("utf-8", "surrogatepass"))
-    mode = {"format": FORMAT, "bytes": byte_level, "max_vocab": max_vocab,
-            "vocab": given and given.hexdigest()}
+        given = hashlib.blake2b(
+            vocab.symbols if byte_level else vocab.symbols.encode("utf-8", "surrogatepass")
+        )
+    mode = {
+        "format": FORMAT,
+        "bytes": byte_level,
+        "max_vocab": max_vocab,
+        "vocab": given and given.hexdigest(),
+    }
     if not byte_level and (decoding.encoding is not None or decoding.errors != "strict"):
         mode.update(encoding=decoding.encoding, errors=decoding.errors)  # else keys as before
     f.seek(0)
@@ -175,6 +207,7 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
 
 # ------------------------------------------------------------------------------- the cache files
 
+
 def _load(where, key):
     """(ids as a read-only memmap, vocab, what decoding replaced) cached under key, or None if
     absent or not sound."""
@@ -182,12 +215,17 @@ def _load(where, key):
         meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
         vocab = Vocab.from_json(meta["vocab"])
         ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-        sound = (meta["format"] == FORMAT and meta["key"] == key and isinstance(ids, np.memmap)
-                 and ids.shape == (meta["length"],) and len(ids) > 0
-                 and ids.dtype == data.id_dtype(len(vocab))
-                 and os.path.getsize(where / f"{key}.npy") == ids.offset + ids.nbytes)
+        sound = (
+            meta["format"] == FORMAT
+            and meta["key"] == key
+            and isinstance(ids, np.memmap)
+            and ids.shape == (meta["length"],)
+            and len(ids) > 0
+            and ids.dtype == data.id_dtype(len(vocab))
+            and os.path.getsize(where / f"{key}.npy") == ids.offset + ids.nbytes
+        )
         if sound and len(vocab) <= np.iinfo(ids.dtype).max:  # an id past the vocabulary would
-            sound = _max_id(ids) < len(vocab)                  # index outside the embedding
+            sound = _max_id(ids) < len(vocab)  # index outside the embedding
     except (OSError, ValueError, EOFError, KeyError, TypeError):
         return None
     return (ids, vocab, meta.get("replaced")) if sound else None
@@ -210,9 +248,9 @@ def _store(where, key, chunks, n, dtype, meta):
         where.mkdir(parents=True, exist_ok=True)
         _sweep(where)
         with atomic_write(where / f"{key}.npy", fsync=False) as out:
-            np.lib.format.write_array_header_1_0(out, {
-                "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                "shape": (n,)})
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
+            )
             written = 0
             for ids in chunks():
                 written += len(ids)
@@ -241,7 +279,7 @@ def _in_memory(chunks, n, dtype, name):
     for ids in chunks():
         if at + len(ids) > n:
             break
-        out[at:at + len(ids)] = ids
+        out[at : at + len(ids)] = ids
         at += len(ids)
     if at != n:
         raise CorpusError(f"{name} changed while it was being read: try again")
@@ -254,6 +292,7 @@ def _write_json(path, meta):
 
 
 # ------------------------------------------------------------------------ streaming, vectorised
+
 
 def _read(f, size, name):
     try:
@@ -278,7 +317,7 @@ def _symbols(f, name, byte_level, chunk_size, decoding=None):
         while raw := _read(f, chunk_size, name):
             yield raw
         return
-    held_cr = False                       # the last piece ended in a CR, not yet given out
+    held_cr = False  # the last piece ended in a CR, not yet given out
     for piece in _decoded(f, name, chunk_size, decoding or data.Decoding()):
         if not piece:
             continue
@@ -286,7 +325,7 @@ def _symbols(f, name, byte_level, chunk_size, decoding=None):
             piece = piece.encode("ascii")
         cr, lf = (b"\r", b"\n") if isinstance(piece, bytes) else ("\r", "\n")
         if held_cr and not piece.startswith(lf):
-            yield b"\n"                   # a lone CR; before an LF it is simply dropped
+            yield b"\n"  # a lone CR; before an LF it is simply dropped
         held_cr = piece.endswith(cr)
         piece = piece[:-1] if held_cr else piece
         if cr in piece:
@@ -304,7 +343,7 @@ def _count(symbols, byte_level):
     counts = np.zeros(256 if byte_level else 0x110000, np.int64)
     for chunk in symbols:
         c = np.bincount(np.frombuffer(chunk, np.uint8) if isinstance(chunk, bytes) else chunk)
-        counts[:len(c)] += c
+        counts[: len(c)] += c
     return counts
 
 
@@ -318,7 +357,7 @@ def _id_table(vocab, counts):
     missing = present[table[present] < 0]
     if len(missing) and unk < 0:
         raise CorpusError(data.unknown_message(missing, text_mode))
-    table[table < 0] = max(unk, 0)        # without UNK, no symbol of the text lands here
+    table[table < 0] = max(unk, 0)  # without UNK, no symbol of the text lands here
     return table.astype(data.id_dtype(len(vocab)))
 
 
@@ -326,8 +365,11 @@ def _encode(symbols, table):
     """The ids of each chunk of symbols, as arrays of table's dtype."""
     lut = table[:256].tobytes() if table.dtype == np.uint8 else None
     for chunk in symbols:
-        if isinstance(chunk, bytes):      # bytes.translate: a C loop, no index array
-            yield (np.frombuffer(chunk.translate(lut), np.uint8) if lut is not None
-                   else table[np.frombuffer(chunk, np.uint8)])
+        if isinstance(chunk, bytes):  # bytes.translate: a C loop, no index array
+            yield (
+                np.frombuffer(chunk.translate(lut), np.uint8)
+                if lut is not None
+                else table[np.frombuffer(chunk, np.uint8)]
+            )
         else:
             yield table[chunk]

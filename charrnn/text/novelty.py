@@ -7,7 +7,7 @@ def copied_fraction(sample, corpus, ns=(5, 10, 20, 40)):
     longer than the sample."""
     out = {}
     for n in ns:
-        grams = [sample[i:i + n] for i in range(len(sample) - n + 1)]
+        grams = [sample[i : i + n] for i in range(len(sample) - n + 1)]
         if not grams:
             continue
         seen = {}

@@ -6,6 +6,7 @@ into the cache and checked by sha256).
 
 read_text holds a whole corpus in memory, decoded by decoding.py; idcache streams a large file
 through the same rules into a cached file of ids (corpus_file says which sources it can stream)."""
+
 import fnmatch
 import functools
 import hashlib
@@ -21,17 +22,28 @@ from ..fsutil import atomic_write
 from .decoding import BYTES_HINT, Decoding, prepare_input
 
 DEFAULT_CORPUS = "python-stdlib"
-STDLIB_CAP = 4_000_000            # characters (bytes in byte mode) of the default corpus
-STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
-               "turtledemo", "pydoc_data", "ensurepip", "__pycache__",
-               "encodings"}  # codec tables: megabytes of hex, a poor demo of Python
+STDLIB_CAP = 4_000_000  # characters (bytes in byte mode) of the default corpus
+STDLIB_SKIP = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "pydoc_data",
+    "ensurepip",
+    "__pycache__",
+    "encodings",
+}  # codec tables: megabytes of hex, a poor demo of Python
+# fmt: off
 SEPARATOR = "\n\n"                # between the files of a directory or of the default corpus
 DOWNLOAD_TIMEOUT = 20             # seconds
 HASH_CHUNK = 1 << 24              # bytes of a file hashed at a time
+# fmt: on
 
 
-def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=None,
-              decoding=None):
+def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=None, decoding=None):
     """(text, description) of a source; bytes in byte mode. Raises CorpusError. `decoding`
     (a Decoding, default strict UTF-8) decodes text mode and counts what it replaced."""
     decoding = decoding if decoding is not None else Decoding()
@@ -52,11 +64,11 @@ def read_text(source=None, *, data_dir=None, glob=None, byte_level=False, stdin=
         data = prepare_input(_read_file(path), name, byte_level, decoding)
     elif source in _manifest():
         name, detail = source, ""
-        data = prepare_input(_read_named(source, _manifest()[source], data_dir), name, byte_level,
-                        decoding)
+        data = prepare_input(_read_named(source, _manifest()[source], data_dir), name, byte_level, decoding)
     else:
-        raise CorpusError(f"no such file or corpus name: {source} "
-                          f"(known corpora: {', '.join(corpus_names())})")
+        raise CorpusError(
+            f"no such file or corpus name: {source} (known corpora: {', '.join(corpus_names())})"
+        )
     if len(data) == 0:
         raise CorpusError(f"{name} is empty")
     return data, describe(name, len(data), byte_level, detail)
@@ -133,8 +145,11 @@ def _files_under(root, glob=None, skip=frozenset()):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip]
         rel = Path(dirpath).relative_to(root)
-        found += [(rel / f).as_posix() for f in filenames
-                  if not f.startswith(".") and (glob is None or fnmatch.fnmatchcase(f, glob))]
+        found += [
+            (rel / f).as_posix()
+            for f in filenames
+            if not f.startswith(".") and (glob is None or fnmatch.fnmatchcase(f, glob))
+        ]
     return sorted(found)
 
 
@@ -168,11 +183,12 @@ def _read_dir(root, glob, byte_level, decoding=None):
     data, used, skipped = _join_files(root, rel_paths, byte_level, decoding=decoding)
     label = decoding.encoding or "UTF-8"
     if skipped and not used:
-        raise CorpusError(f"{root} has no {label} text files{matching} ({skipped} skipped as "
-                          f"binary or undecodable): name their encoding with --encoding, "
-                          f"or pass --errors replace; or {BYTES_HINT}")
-    detail = f"{used} files, " + (f"{skipped} skipped as binary or not {label} text, "
-                                  if skipped else "")
+        raise CorpusError(
+            f"{root} has no {label} text files{matching} ({skipped} skipped as "
+            f"binary or undecodable): name their encoding with --encoding, "
+            f"or pass --errors replace; or {BYTES_HINT}"
+        )
+    detail = f"{used} files, " + (f"{skipped} skipped as binary or not {label} text, " if skipped else "")
     return data, str(root), detail
 
 
@@ -182,12 +198,15 @@ def _read_stdlib(byte_level):
     rel_paths = _files_under(root, "*.py", STDLIB_SKIP) if root.is_dir() else []
     data, used, _ = _join_files(root, rel_paths, byte_level, cap=STDLIB_CAP)
     if not used:
-        raise CorpusError(f"no Python standard library sources found in {root}: "
-                          f"name a text file, a directory or one of {', '.join(corpus_names())}")
+        raise CorpusError(
+            f"no Python standard library sources found in {root}: "
+            f"name a text file, a directory or one of {', '.join(corpus_names())}"
+        )
     return data, DEFAULT_CORPUS, f"{used} files from {root}, "
 
 
 # --------------------------------------------------------------------------------- named corpora
+
 
 def default_data_dir():
     """Where downloaded corpora are cached."""
@@ -215,13 +234,16 @@ def _read_named(name, entry, data_dir):
 
 def _check_sha256(digest, entry, name, path):
     if digest != entry["sha256"]:
-        raise CorpusError(f"{path} is not the expected {name} file (sha256 mismatch): "
-                          f"replace it with the original, or delete it to download again")
+        raise CorpusError(
+            f"{path} is not the expected {name} file (sha256 mismatch): "
+            f"replace it with the original, or delete it to download again"
+        )
 
 
 def _download(name, entry, cache, hint_dir):
     import http.client  # here, not at the top: 40 ms of every command's start-up
     import urllib.request
+
     url, file = entry["url"], entry["file"]
     fix = f"put {file} ({url}) in {hint_dir} or set CHARRNN_DATA_DIR"
     try:

@@ -6,6 +6,7 @@ A text vocabulary holds characters (a `str` of sorted distinct code points); a b
 its position, so the id of a byte is NOT its value unless all 256 are present: decoding must
 go through the symbols, never `bytes(ids)`.
 """
+
 import codecs
 
 import numpy as np
@@ -143,8 +144,7 @@ class Vocab:
             raise ValueError("the vocabulary entry has no valid kind")
         if d["kind"] == "bytes":
             values = d.get("ids")
-            if not isinstance(values, list) or not all(isinstance(v, int) and 0 <= v < 256
-                                                        for v in values):
+            if not isinstance(values, list) or not all(isinstance(v, int) and 0 <= v < 256 for v in values):
                 raise ValueError("a byte vocabulary holds byte values 0-255")
             symbols = bytes(values)
         else:

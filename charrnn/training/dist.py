@@ -16,6 +16,7 @@ The protocol is simple because every process holds the whole training state:
 - at an evaluation the ranks gather the carried state of every stream, so the checkpoint is the
   same whatever the number of ranks, and rank 0 evaluates, writes and reports.
 """
+
 import os
 import sys
 
@@ -82,8 +83,10 @@ class MPI:
         try:
             from mpi4py import MPI as mpi
         except ImportError:
-            raise ConfigError("this process was started by an MPI launcher, but mpi4py is not "
-                              "installed: pip install 'charrnn[mpi]'") from None
+            raise ConfigError(
+                "this process was started by an MPI launcher, but mpi4py is not "
+                "installed: pip install 'charrnn[mpi]'"
+            ) from None
         self.mpi, self.comm = mpi, mpi.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.local_size = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()

@@ -6,14 +6,17 @@ ten times as many, from the same starts when it can. `Budget` times training ste
 and checkpoint writes as the run goes, so that a --minutes run stops training early enough for
 its last evaluation, the larger one and the last writes to fit in the budget.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
 
+# fmt: off
 FULL_TIMES = 10         # the final evaluation reads this many times eval_chars (0: all)
 FULL_SHARE = 0.1        # ... in at most this share of a --minutes budget
 MARGIN = 1.25           # estimated costs are multiplied by this, plus SLACK seconds
 SLACK = 0.2
+# fmt: on
 
 
 def segments(n, chars, streams, seq):
@@ -53,20 +56,21 @@ class Sample:
         return [len(self.starts), every, self.length]
 
     def score(self, model, ids):
-        return model.score_segments(ids, self.starts, self.length, self.seq,
-                                    model.vocab.unk_id)
+        return model.score_segments(ids, self.starts, self.length, self.seq, model.vocab.unk_id)
 
     def score_full(self, model, ids, length):
-        return model.score_segments(ids, self.full_starts, length, self.seq,
-                                    model.vocab.unk_id)
+        return model.score_segments(ids, self.full_starts, length, self.seq, model.vocab.unk_id)
 
 
 @dataclass
 class Timing:
     """What the pieces of a run take, measured as it goes (and kept in checkpoints)."""
+
+    # fmt: off
     step: float = 0.0           # seconds per training step (moving average)
     eval_per_char: float = 0.0  # seconds per validation character scored (last evaluation)
     save: float = 0.0           # seconds per checkpoint written (last evaluation)
+    # fmt: on
 
     def note_step(self, secs):
         self.step = secs if not self.step else 0.8 * self.step + 0.2 * secs

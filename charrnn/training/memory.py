@@ -12,6 +12,7 @@ time of the check they are a memory-mapped file or already in memory.
 `available()` reads MemAvailable from /proc/meminfo, lowered to the room left under a cgroup v2
 memory limit when one is set; None where neither is known (the check is then skipped).
 """
+
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -26,12 +27,26 @@ WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the 
 
 
 class Estimate(NamedTuple):
+    # fmt: off
     held: dict   # {what: bytes} of the arrays the trainer and its model hold while training
     peak: int    # bytes at the highest point: held memory plus the largest passing allocation
+    # fmt: on
 
 
-def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
-             resume=False, base_model=False, weight_drop=0.0, embed_drop=0.0, ema=0.0):
+def training(
+    mcfg,
+    batch,
+    seq,
+    val_len=0,
+    eval_chars=0,
+    dtype=np.float32,
+    *,
+    resume=False,
+    base_model=False,
+    weight_drop=0.0,
+    embed_drop=0.0,
+    ema=0.0,
+):
     """Estimate of a training's memory, following Trainer and Model as they allocate.
 
     val_len: characters of validation text (0: no evaluation buffers); eval_chars: the
@@ -46,16 +61,20 @@ def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
     G = kernels.GATES[kernels.CELLS[mcfg.cell]] * H
     B, T, N = batch, seq, num_params(mcfg)
     parts = part_slices(B)
-    held = {"weights": N * it, "gradients": N * it, "Adam moments": 2 * N * it,
-            "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms
-            "thread gradients": (len(parts) - 1) * N * it}
+    held = {
+        "weights": N * it,
+        "gradients": N * it,
+        "Adam moments": 2 * N * it,
+        "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms
+        "thread gradients": (len(parts) - 1) * N * it,
+    }
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
     keys |= _eval_keys(val_len, eval_chars, B, T)
     held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
     held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # Wh, Wh^T
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
-        start = 2 * N * it          # the checkpoint's Adam moments, read before they are copied
+        start = 2 * N * it  # the checkpoint's Adam moments, read before they are copied
     else:
         start = 8 * N + (N * it if base_model else 0)  # rng.uniform draws float64 for all weights
     masks = (1 + 2 * it) * L * T * B * H if mcfg.dropout > 0 else 0  # bool keep, cast, scaled
@@ -67,7 +86,7 @@ def training(mcfg, batch, seq, val_len=0, eval_chars=0, dtype=np.float32, *,
     backward = len(parts) * max(H * G, H * V) * it  # np.dot result of dWh/dWx/dWy, per part
     step = masks + windows + backward
     save = 3 * N * it if ema > 0 else 0  # the trained weights aside, a copy to write, and
-                                         # np.savez's copy of it as bytes
+    # np.savez's copy of it as bytes
     return Estimate(held, max(static + start, sum(held.values()) + max(step, save)))
 
 
@@ -79,14 +98,17 @@ def _eval_keys(val_len, eval_chars, B, T):
     for chars in {eval_chars, FULL_TIMES * eval_chars}:
         starts, length = segments(val_len, chars, B, T)
         lengths = {min(T, length - at) for at in range(0, length, T)}
-        keys |= {(t, s.stop - s.start, False, i) for t in lengths
-                 for i, s in enumerate(part_slices(len(starts)))}
+        keys |= {
+            (t, s.stop - s.start, False, i) for t in lengths for i, s in enumerate(part_slices(len(starts)))
+        }
     return keys
 
 
 def _work_bytes(mcfg, T, B, dropout, itemsize):
-    return sum(int(np.prod(shape)) * (8 if k == "gn" else itemsize)
-               for k, shape in work_shapes(mcfg, T, B, dropout).items())
+    return sum(
+        int(np.prod(shape)) * (8 if k == "gn" else itemsize)
+        for k, shape in work_shapes(mcfg, T, B, dropout).items()
+    )
 
 
 def check(estimate, what, hint):
@@ -97,11 +119,15 @@ def check(estimate, what, hint):
         return None
     need = estimate.peak
     if need > avail:
-        raise ConfigError(f"{what} needs about {fmt_bytes(need)} of memory, but this machine has "
-                          f"{fmt_bytes(avail)} available; {hint}")
+        raise ConfigError(
+            f"{what} needs about {fmt_bytes(need)} of memory, but this machine has "
+            f"{fmt_bytes(avail)} available; {hint}"
+        )
     if need > WARN_FRACTION * avail:
-        return (f"warning: {what} needs about {fmt_bytes(need)} of memory, "
-                f"{100 * need / avail:.0f}% of the {fmt_bytes(avail)} available")
+        return (
+            f"warning: {what} needs about {fmt_bytes(need)} of memory, "
+            f"{100 * need / avail:.0f}% of the {fmt_bytes(avail)} available"
+        )
     return None
 
 

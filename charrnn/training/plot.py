@@ -1,5 +1,6 @@
 """Learning curves from a run's metrics: a text chart for the terminal, or a PNG through
 matplotlib when it is installed (`pip install 'charrnn[plot]'`)."""
+
 import json
 import math
 from pathlib import Path
@@ -39,11 +40,15 @@ def curves(rows, x="elapsed"):
     model, at the best model's position."""
     kind = lambda r: r.get("kind", "eval")
     has_train_rows = any(kind(r) == "train" for r in rows)
-    picks = {"train": ("train" if has_train_rows else "eval", "train_loss"),
-             "val": ("eval", "val_loss"), "full": ("full", "val_loss_full")}
-    return {name: [(r[x], r[key]) for r in rows
-                   if kind(r) == k and _finite(r.get(key)) and _finite(r.get(x))]
-            for name, (k, key) in picks.items()}
+    picks = {
+        "train": ("train" if has_train_rows else "eval", "train_loss"),
+        "val": ("eval", "val_loss"),
+        "full": ("full", "val_loss_full"),
+    }
+    return {
+        name: [(r[x], r[key]) for r in rows if kind(r) == k and _finite(r.get(key)) and _finite(r.get(x))]
+        for name, (k, key) in picks.items()
+    }
 
 
 MARKS = (("train", "·"), ("val", "*"), ("full", "o"))
@@ -83,20 +88,22 @@ def png(rows, path):
     """Write loss against time and against characters seen side by side; needs matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise CharrnnError("writing a PNG needs matplotlib: pip install 'charrnn[plot]'") from None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    styles = (("train", "-", "train loss"), ("val", "o-", "validation loss"),
-              ("full", "D", "best model, larger evaluation"))
-    for ax, x, label in ((axes[0], "elapsed", "training time (s)"),
-                         (axes[1], "chars", "characters seen")):
+    styles = (
+        ("train", "-", "train loss"),
+        ("val", "o-", "validation loss"),
+        ("full", "D", "best model, larger evaluation"),
+    )
+    for ax, x, label in ((axes[0], "elapsed", "training time (s)"), (axes[1], "chars", "characters seen")):
         pts = curves(rows, x)
         for name, style, legend in styles:
             if pts[name]:
-                ax.plot(*zip(*pts[name]), style, label=legend,
-                        markersize=6 if name == "full" else 3)
+                ax.plot(*zip(*pts[name]), style, label=legend, markersize=6 if name == "full" else 3)
         ax.set_xlabel(label)
         ax.set_ylabel("nats / character")
         ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ Record is the half of Trainer (trainer.py) that scores and writes; it reads the 
 trainer's steps move on (step, position, weights, Adam moments, carried state) and keeps the
 run's scores (best_val, best_step, stale, history, val_full), which go into every checkpoint.
 """
+
 import json
 import math
 import time
@@ -31,8 +32,10 @@ class Record:
         was = self.best_val
         if self.rescore_best() is None:
             return None
-        return (f"the validation sample changed; best.npz (step {self.best_step}) "
-                f"scores {self.best_val:.4f} on it (was {was:.4f})")
+        return (
+            f"the validation sample changed; best.npz (step {self.best_step}) "
+            f"scores {self.best_val:.4f} on it (was {was:.4f})"
+        )
 
     def validate(self, model=None):
         """Loss of the model (default: the one training) on the fixed validation sample: the
@@ -71,12 +74,17 @@ class Record:
     def train_row(self, window):
         """The "train" event: the mean training loss and the speed over the window's steps."""
         rate = window.steps_per_sec()
-        return dict(kind="train", step=self.step,
-                    epoch=round(self.epoch + self.pos / self.windows, 4),
-                    elapsed=round(self.elapsed, 3), chars=self.chars_seen,
-                    train_loss=window.mean(), lr=self.lr_now(),
-                    chars_per_sec=rate * self.cfg.batch * self.cfg.seq,
-                    eta=self.eta(rate))
+        return dict(
+            kind="train",
+            step=self.step,
+            epoch=round(self.epoch + self.pos / self.windows, 4),
+            elapsed=round(self.elapsed, 3),
+            chars=self.chars_seen,
+            train_loss=window.mean(),
+            lr=self.lr_now(),
+            chars_per_sec=rate * self.cfg.batch * self.cfg.seq,
+            eta=self.eta(rate),
+        )
 
     def evaluate(self, window):
         """Score the sample, update best and patience; returns the "eval" event."""
@@ -85,8 +93,9 @@ class Record:
         secs = time.perf_counter() - t0
         if self.sample.chars:
             self.budget.timing.eval_per_char = secs / self.sample.chars
-        event = dict(self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs,
-                     weights=self.weights_kind())
+        event = dict(
+            self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs, weights=self.weights_kind()
+        )
         self.history.append(HistoryRow.of_event(event))
         if math.isfinite(val):
             improved = val < self.best_val
@@ -117,8 +126,9 @@ class Record:
             saves += 1
         if self.cfg.keep:
             val = event["val_loss"]
-            self.save(f"step{self.step:07d}_val{val:.4f}.npz" if math.isfinite(val) else
-                      f"step{self.step:07d}.npz")
+            self.save(
+                f"step{self.step:07d}_val{val:.4f}.npz" if math.isfinite(val) else f"step{self.step:07d}.npz"
+            )
             self.prune()
             saves += 1
         self.budget.timing.save = (time.perf_counter() - t0) / saves
@@ -160,21 +170,30 @@ class Record:
         secs = time.perf_counter() - t0
         self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
         at = next((h for h in self.history if h.step == self.best_step), None)  # of the model
-        event = dict(kind="full", step=self.best_step,
-                     elapsed=None if at is None else at.elapsed,
-                     chars=None if at is None else at.chars,
-                     val_loss_full=score.nats, val_chars_full=score.chars,
-                     val_chars=sample.chars, best_val=self.best_val,
-                     all=sample.full_is_all and length == sample.full_len, eval_seconds=secs,
-                     weights=self.weights_kind())
+        event = dict(
+            kind="full",
+            step=self.best_step,
+            elapsed=None if at is None else at.elapsed,
+            chars=None if at is None else at.chars,
+            val_loss_full=score.nats,
+            val_chars_full=score.chars,
+            val_chars=sample.chars,
+            best_val=self.best_val,
+            all=sample.full_is_all and length == sample.full_len,
+            eval_seconds=secs,
+            weights=self.weights_kind(),
+        )
         return event, on_disk
 
     def rewrite_best(self, on_disk):
         """best.npz again, with the larger evaluation in its metadata."""
         meta, params, train = on_disk
-        meta = replace(meta, val_loss_full=self.val_full["loss"],
-                       val_chars_full=self.val_full["chars"],
-                       progress=replace(meta.progress or Progress(), val_full=self.val_full))
+        meta = replace(
+            meta,
+            val_loss_full=self.val_full["loss"],
+            val_chars_full=self.val_full["chars"],
+            progress=replace(meta.progress or Progress(), val_full=self.val_full),
+        )
         checkpoint.save(self.run_dir / checkpoint.BEST, meta, params, train)
 
     # -- files ------------------------------------------------------------------------------
@@ -191,23 +210,39 @@ class Record:
         if self.dist.rank != 0:
             return
         stamped = sorted(self.run_dir.glob("step[0-9]*.npz"))
-        for old in stamped[:-self.cfg.keep]:
+        for old in stamped[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 
     def meta(self):
         """The checkpoint.Meta of the run as it stands."""
         m, full = self.model, self.val_full
         scored = full and full["step"] == self.step  # these weights had the larger evaluation
-        progress = Progress(step=self.step, epoch=self.epoch, pos=self.pos, elapsed=self.elapsed,
-                            chars_seen=self.chars_seen, best_val=self.best_val,
-                            best_step=self.best_step, stale=self.stale,
-                            rng=self.rng.bit_generator.state, val_sample=self.sample.spec(),
-                            val_full=full, timing=asdict(self.budget.timing))
-        return Meta(model=m.config, vocab=m.vocab, train=self.cfg, info=self.info,
-                    progress=progress, history=self.history, num_params=num_params(m.config),
-                    val_loss=self.history[-1].val_loss if self.history else None,
-                    val_loss_full=full["loss"] if scored else None,
-                    val_chars_full=full["chars"] if scored else None)
+        progress = Progress(
+            step=self.step,
+            epoch=self.epoch,
+            pos=self.pos,
+            elapsed=self.elapsed,
+            chars_seen=self.chars_seen,
+            best_val=self.best_val,
+            best_step=self.best_step,
+            stale=self.stale,
+            rng=self.rng.bit_generator.state,
+            val_sample=self.sample.spec(),
+            val_full=full,
+            timing=asdict(self.budget.timing),
+        )
+        return Meta(
+            model=m.config,
+            vocab=m.vocab,
+            train=self.cfg,
+            info=self.info,
+            progress=progress,
+            history=self.history,
+            num_params=num_params(m.config),
+            val_loss=self.history[-1].val_loss if self.history else None,
+            val_loss_full=full["loss"] if scored else None,
+            val_chars_full=full["chars"] if scored else None,
+        )
 
     def save(self, name):
         """Write a checkpoint (rank 0; under MPI every rank first gathers the carried state of

@@ -10,6 +10,7 @@ around the kernels rather than inside them:
 
 Every mask is drawn from the run's generator, so a resumed run draws the same ones.
 """
+
 from contextlib import contextmanager
 
 import numpy as np

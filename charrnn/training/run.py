@@ -1,5 +1,6 @@
 """A training run from start to finish: read the corpus, prepare the run directory (checked
 writable, locked against a second trainer), build or restore the trainer, and run it."""
+
 import contextlib
 import os
 from dataclasses import replace
@@ -14,8 +15,15 @@ from . import dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..engine.model import num_params
 from ..checkpoint import RunInfo
-from ..config import (BUDGET_FIELDS, MODEL_FIELDS, TRAIN_FIELDS, ModelConfig,
-                      check_known, resolve, resolve_resume)
+from ..config import (
+    BUDGET_FIELDS,
+    MODEL_FIELDS,
+    TRAIN_FIELDS,
+    ModelConfig,
+    check_known,
+    resolve,
+    resolve_resume,
+)
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
 from .runs import ANY, default_run_dir, run_directory
@@ -24,11 +32,14 @@ from .trainer import Trainer
 
 class Prepared(NamedTuple):
     """What prepare() returns: the trainer (not yet run), and what the caller should know."""
+
+    # fmt: off
     trainer: Trainer
     notice: Optional[str] = None       # e.g. the id cache could not be written; the CLI says so
     size_notice: Optional[str] = None  # the model takes more than half the free memory
     dir_seen: object = ANY             # what the run directory held: pass to run_directory
     unknown_notice: Optional[str] = None  # much of the text is the unknown symbol
+    # fmt: on
 
 
 UNKNOWN_WARN = 0.01  # say so when more of the training or validation text is unknown
@@ -41,21 +52,41 @@ def unknown_notice(vocab, train_ids, val_ids):
     unk = vocab.unk_id
     if unk < 0:
         return None
-    shares = [(name, np.count_nonzero(np.asarray(ids) == unk) / len(ids))
-              for name, ids in (("training", train_ids), ("validation", val_ids)) if len(ids)]
+    shares = [
+        (name, np.count_nonzero(np.asarray(ids) == unk) / len(ids))
+        for name, ids in (("training", train_ids), ("validation", val_ids))
+        if len(ids)
+    ]
     high = [f"{100 * f:.1f}% of the {name} text" for name, f in shares if f > UNKNOWN_WARN]
     if not high:
         return None
     mostly = any(name == "validation" and f > 0.5 for name, f in shares)
-    return (f"{' and '.join(high)} is outside the vocabulary (read as the unknown symbol, "
-            "which is cheap to predict: the validation loss flatters the model"
-            + ("; it is mostly unknown, so its loss says little" if mostly else "")
-            + "); a larger --max-vocab, or a new run without --init-from, keeps them")
+    return (
+        f"{' and '.join(high)} is outside the vocabulary (read as the unknown symbol, "
+        "which is cheap to predict: the validation loss flatters the model"
+        + ("; it is mostly unknown, so its loss says little" if mostly else "")
+        + "); a larger --max-vocab, or a new run without --init-from, keeps them"
+    )
 
 
-def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None, glob=None,
-            byte_level=False, max_vocab=None, force=False, dtype=np.float32, stdin=None,
-            encoding=None, errors="strict", auto_size=False, **options):
+def prepare(
+    corpus=None,
+    out=None,
+    *,
+    resume=None,
+    init_from=None,
+    data_dir=None,
+    glob=None,
+    byte_level=False,
+    max_vocab=None,
+    force=False,
+    dtype=np.float32,
+    stdin=None,
+    encoding=None,
+    errors="strict",
+    auto_size=False,
+    **options,
+):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). auto_size: with minutes and no
@@ -64,9 +95,17 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
-        return _prepare_resume(resume, corpus, data_dir, glob, stdin, options,
-                               encoding is not None or errors != "strict",
-                               byte_level, max_vocab)
+        return _prepare_resume(
+            resume,
+            corpus,
+            data_dir,
+            glob,
+            stdin,
+            options,
+            encoding is not None or errors != "strict",
+            byte_level,
+            max_vocab,
+        )
     base = None
     if init_from is not None:
         path = checkpoint.resolve(init_from)
@@ -80,9 +119,16 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     decoding = data.Decoding(encoding, errors)
     grow = base is not None and base.vocab.unk_id < 0 and base.vocab.byte_level == byte_level
     ids, vocab, desc, notice = idcache.encoded_corpus(
-        corpus, data_dir=data_dir, glob=glob, byte_level=byte_level, max_vocab=max_vocab,
-        vocab=base.vocab if base and not grow else None, stdin=stdin, decoding=decoding,
-        unknown_hint="the --init-from model's vocabulary lacks them")
+        corpus,
+        data_dir=data_dir,
+        glob=glob,
+        byte_level=byte_level,
+        max_vocab=max_vocab,
+        vocab=base.vocab if base and not grow else None,
+        stdin=stdin,
+        decoding=decoding,
+        unknown_hint="the --init-from model's vocabulary lacks them",
+    )
     if grow:  # fine-tuning keeps the model's characters and learns the new text's
         vocab, added, remap = base.vocab.grown(vocab)
         if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
@@ -96,8 +142,12 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
-        notice = "; ".join(filter(None, [notice, choice.reason(
-            mopts.get("layers", ModelConfig.layers), f"{sizing.SIZES[1]} units")]))
+        notice = "; ".join(
+            filter(
+                None,
+                [notice, choice.reason(mopts.get("layers", ModelConfig.layers), f"{sizing.SIZES[1]} units")],
+            )
+        )
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
@@ -106,18 +156,37 @@ def prepare(corpus=None, out=None, *, resume=None, init_from=None, data_dir=None
     run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
     _refuse_if_live(run_dir)
     if (run_dir / checkpoint.LATEST).exists() and not force:
-        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                          "or pass --force to start over there")
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+            "or pass --force to start over there"
+        )
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
     if source not in (None, "-") and Path(source).exists():
         source = os.path.abspath(source)  # --resume from another directory finds it
-    info = RunInfo(corpus=desc, source=source, glob=glob, bytes=byte_level, max_vocab=max_vocab,
-                   init_from=str(init_from) if init_from else None,
-                   encoding=decoding.encoding, errors=errors)
-    trainer = Trainer.new(mcfg, vocab, train_ids, val_ids, cfg, run_dir, info, dtype,
-                          weights=None if base is None else base.flat)
-    return Prepared(trainer, notice, size_notice, ANY if force else None,
-                    unknown_notice(vocab, train_ids, val_ids))
+    info = RunInfo(
+        corpus=desc,
+        source=source,
+        glob=glob,
+        bytes=byte_level,
+        max_vocab=max_vocab,
+        init_from=str(init_from) if init_from else None,
+        encoding=decoding.encoding,
+        errors=errors,
+    )
+    trainer = Trainer.new(
+        mcfg,
+        vocab,
+        train_ids,
+        val_ids,
+        cfg,
+        run_dir,
+        info,
+        dtype,
+        weights=None if base is None else base.flat,
+    )
+    return Prepared(
+        trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
+    )
 
 
 LARGE_ALPHABET = 1000  # past this many symbols the input and output layers dominate a model
@@ -129,17 +198,21 @@ def alphabet_notice(mcfg, ids, keep=500):
     counts = np.sort(np.bincount(np.asarray(ids), minlength=mcfg.vocab_size))[::-1]
     share = counts[:keep].sum() / max(1, counts.sum())
     small = num_params(replace(mcfg, vocab_size=keep + 1))
-    return (f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
-            f"{num_params(mcfg):,} parameters and slow to train; the {keep} most frequent cover "
-            f"{share:.1%} of the text: --max-vocab {keep} would make it {small:,} (the rest "
-            "become one unknown symbol, counted apart in every score)")
+    return (
+        f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
+        f"{num_params(mcfg):,} parameters and slow to train; the {keep} most frequent cover "
+        f"{share:.1%} of the text: --max-vocab {keep} would make it {small:,} (the rest "
+        "become one unknown symbol, counted apart in every score)"
+    )
 
 
 def _added_notice(vocab, added):
     shown = vocab.text(np.array([vocab.index(s) for s in added[:40]]))
     more = f" and {len(added) - 40} more" if len(added) > 40 else ""
-    return (f"the text has {len(added)} character{'s'[:len(added) != 1]} the --init-from model "
-            f"lacks, added to its vocabulary (now {len(vocab)}): {shown!r}{more}")
+    return (
+        f"the text has {len(added)} character{'s'[: len(added) != 1]} the --init-from model "
+        f"lacks, added to its vocabulary (now {len(vocab)}): {shown!r}{more}"
+    )
 
 
 def _refuse_if_live(run_dir):
@@ -155,29 +228,43 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype):
     cell = mopts.get("cell", ModelConfig.cell)
     layers = mopts.get("layers", ModelConfig.layers)
     world, at = dist.world(), sizing.SIZES[1]
-    rate = sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) \
-        if world.rank == 0 else None
+    rate = (
+        sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) if world.rank == 0 else None
+    )
     rate = world.bcast(rate)
-    return sizing.choose(cfg.minutes, train_chars,
-                         sizing.scaled_rates(rate, at, cell, layers, vocab_size), cell, layers,
-                         vocab_size)
+    return sizing.choose(
+        cfg.minutes,
+        train_chars,
+        sizing.scaled_rates(rate, at, cell, layers, vocab_size),
+        cell,
+        layers,
+        vocab_size,
+    )
 
 
 def _check_memory(mcfg, cfg, val_len, dtype, **kw):
     """memory.check of this training: ConfigError if it cannot fit, a warning line if tight."""
-    est = memory.training(mcfg, cfg.batch, cfg.seq, val_len, cfg.eval_chars, dtype,
-                          weight_drop=cfg.weight_drop, embed_drop=cfg.embed_drop, ema=cfg.ema,
-                          **kw)
-    what = (f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch "
-            f"{cfg.batch} x {cfg.seq}")
+    est = memory.training(
+        mcfg,
+        cfg.batch,
+        cfg.seq,
+        val_len,
+        cfg.eval_chars,
+        dtype,
+        weight_drop=cfg.weight_drop,
+        embed_drop=cfg.embed_drop,
+        ema=cfg.ema,
+        **kw,
+    )
+    what = f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch {cfg.batch} x {cfg.seq}"
     return memory.check(est, what, "try a smaller --hidden, --layers, --batch or --seq")
 
 
-def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_given=False,
-                    byte_level=False, max_vocab=None):
+def _prepare_resume(
+    resume, corpus, data_dir, glob, stdin, options, decoding_given=False, byte_level=False, max_vocab=None
+):
     run_dir = Path(resume)
-    if not run_dir.exists() and not run_dir.is_absolute() and \
-            (checkpoint.runs_root() / run_dir).exists():
+    if not run_dir.exists() and not run_dir.is_absolute() and (checkpoint.runs_root() / run_dir).exists():
         run_dir = checkpoint.runs_root() / run_dir  # a run's name under the run root
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
@@ -194,29 +281,42 @@ def _prepare_resume(resume, corpus, data_dir, glob, stdin, options, decoding_giv
     if source == "-" and corpus is None:
         raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
     if decoding_given:
-        raise ConfigError("--resume reads the text as the run did (encoding "
-                          f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
-                          "; drop --encoding/--errors")
+        raise ConfigError(
+            "--resume reads the text as the run did (encoding "
+            f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
+            "; drop --encoding/--errors"
+        )
     if byte_level and not info.bytes:
-        raise ConfigError("this run models characters, not bytes, and --resume keeps that: "
-                          "drop --bytes")
+        raise ConfigError("this run models characters, not bytes, and --resume keeps that: drop --bytes")
     if max_vocab is not None and max_vocab != info.max_vocab:
-        raise ConfigError(f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); "
-                          "drop --max-vocab")
-    if corpus is None and source is not None and source != "-" and not Path(source).exists() \
-            and source not in data.corpus_names():
-        raise ConfigError(f"this run read its text from {source}, which is not there from "
-                          f"{os.getcwd()}; pass the file again: charrnn train FILE --resume {resume}")
+        raise ConfigError(
+            f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); drop --max-vocab"
+        )
+    if (
+        corpus is None
+        and source is not None
+        and source != "-"
+        and not Path(source).exists()
+        and source not in data.corpus_names()
+    ):
+        raise ConfigError(
+            f"this run read its text from {source}, which is not there from "
+            f"{os.getcwd()}; pass the file again: charrnn train FILE --resume {resume}"
+        )
     decoding = data.Decoding(info.encoding, info.errors or "strict")
-    ids = idcache.encoded_corpus(source, data_dir=data_dir, glob=glob or info.glob,
-                                 byte_level=bool(info.bytes), vocab=meta.vocab, stdin=stdin,
-                                 decoding=decoding).ids
+    ids = idcache.encoded_corpus(
+        source,
+        data_dir=data_dir,
+        glob=glob or info.glob,
+        byte_level=bool(info.bytes),
+        vocab=meta.vocab,
+        stdin=stdin,
+        decoding=decoding,
+    ).ids
     train_ids, val_ids = data.split(ids, meta.train.val_frac)
-    size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype,
-                                resume=True)
+    size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype, resume=True)
     overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
-    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent,
-                             loaded=loaded)
+    trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent, loaded=loaded)
     return Prepared(trainer, trainer.resync_best(), size_notice, seen)
 
 
@@ -239,8 +339,7 @@ def execute(prepared, callback=None, should_stop=lambda: False):
         return trainer.run(callback, should_stop)
 
 
-def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False,
-          **options):
+def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, force=False, **options):
     """Train a model as `charrnn train` does and return it:
 
         model = charrnn.train("input.txt", "runs/mine", minutes=2, hidden=256)
@@ -252,12 +351,24 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
     lr_decay_after, weight_decay, steps, minutes, epochs, val_frac, eval_every, eval_chars,
     keep, patience, seed, state_reset, log_grad_norms, resume, init_from, byte_level, max_vocab,
     encoding, errors, glob, data_dir. callback(event) hears of every evaluation."""
-    known = MODEL_FIELDS | TRAIN_FIELDS | {"resume", "init_from", "byte_level", "max_vocab",
-                                           "encoding", "errors", "glob", "data_dir", "dtype"}
+    known = (
+        MODEL_FIELDS
+        | TRAIN_FIELDS
+        | {
+            "resume",
+            "init_from",
+            "byte_level",
+            "max_vocab",
+            "encoding",
+            "errors",
+            "glob",
+            "data_dir",
+            "dtype",
+        }
+    )
     unknown = sorted(set(options) - known)
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes "
-                        f"{', '.join(sorted(known))}")
+        raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(sorted(known))}")
     prepared = prepare(corpus, out, force=force, **options)
     execute(prepared, callback, should_stop)
     return prepared.trainer.model

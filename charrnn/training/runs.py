@@ -12,6 +12,7 @@ no pid is guessed at: a held lock means a live holder. The file carries the hold
 messages only. It is removed, while still locked, when the training ends; a process that was
 waiting on the removed file sees that and locks the new one instead.
 """
+
 import fcntl
 import math
 import os
@@ -27,7 +28,7 @@ from ..errors import CheckpointError, ConfigError
 from ..text import data
 
 LOCK = ".lock"
-NAME_BYTES = 120   # of a run name's corpus part: a file name has 255 on most file systems
+NAME_BYTES = 120  # of a run name's corpus part: a file name has 255 on most file systems
 UNSAFE = set('/\\:*?"<>|')  # "/" and NUL anywhere; the rest on Windows, FAT and exFAT
 
 
@@ -51,6 +52,7 @@ def new_run_dir(corpus_name, root=None):
 
 
 # ---------------------------------------------------------------------------------------- lock
+
 
 class RunLock:
     """The exclusive lock of a run directory (see the module docstring)."""
@@ -95,8 +97,9 @@ class RunLock:
 
 def in_use(run_dir, pid):
     who = f" (pid {pid})" if pid else ""
-    return (f"{run_dir} is in use by a training that is still running{who}; wait for it to "
-            "end or stop it first")
+    return (
+        f"{run_dir} is in use by a training that is still running{who}; wait for it to end or stop it first"
+    )
 
 
 def _same_file(fd, path):
@@ -139,6 +142,7 @@ def checkpoint_stamp(run_dir):
 
 
 # ------------------------------------------------------------------------------------- listing
+
 
 def listing(where=None):
     """One dict per run directory under `where` (default: the run root), or for `where` alone
@@ -187,16 +191,33 @@ def describe(d):
 
 
 def _blank(d):
-    return {"name": d.name, "dir": str(d), "corpus": None, "cell": None, "layers": None,
-            "hidden": None, "params": None, "steps": None, "best_val_loss": None,
-            "modified": 0.0, "date": None, "training": False, "note": None}
+    return {
+        "name": d.name,
+        "dir": str(d),
+        "corpus": None,
+        "cell": None,
+        "layers": None,
+        "hidden": None,
+        "params": None,
+        "steps": None,
+        "best_val_loss": None,
+        "modified": 0.0,
+        "date": None,
+        "training": False,
+        "note": None,
+    }
 
 
 def _fill(row, meta):
     model, progress = meta.model, meta.progress
-    row.update(corpus=meta.info.corpus, cell=model.cell, layers=model.layers,
-               hidden=model.hidden, params=meta.num_params,
-               steps=progress and progress.step)
+    row.update(
+        corpus=meta.info.corpus,
+        cell=model.cell,
+        layers=model.layers,
+        hidden=model.hidden,
+        params=meta.num_params,
+        steps=progress and progress.step,
+    )
     best = progress and progress.best_val
     if isinstance(best, (int, float)) and math.isfinite(best):
         row["best_val_loss"] = best
@@ -231,8 +252,13 @@ def sweep_temporaries(path):
 
 def default_run_dir(source, runs_dir=None):
     """<run root>/<corpus>-<date>-<time>; the run root is $CHARRNN_RUNS, else ./"""
-    name = data.DEFAULT_CORPUS if source is None else "stdin" if source == "-" else \
-        Path(source).stem or Path(source).name
+    name = (
+        data.DEFAULT_CORPUS
+        if source is None
+        else "stdin"
+        if source == "-"
+        else Path(source).stem or Path(source).name
+    )
     return new_run_dir(name, runs_dir)
 
 
@@ -267,9 +293,11 @@ def run_directory(path, seen=ANY):
         if seen is not ANY and checkpoint_stamp(path) != seen:
             raise ConfigError(
                 f"{path} already holds a run, saved while this one was being prepared; continue "
-                f"it with --resume {path}, or pass --force to start over there" if seen is None
+                f"it with --resume {path}, or pass --force to start over there"
+                if seen is None
                 else f"{path} was saved to by another training while this one was being "
-                     "prepared; resume it again")
+                "prepared; resume it again"
+            )
         sweep_temporaries(path)
         yield path
     finally:

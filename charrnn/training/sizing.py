@@ -17,6 +17,7 @@ The rate of each size is one measured rate (a few training steps of the middle s
 ids) scaled by the sizes' multiply-adds per character: small models reach less of the machine's
 peak, so the scaled rates of larger sizes are, if anything, low.
 """
+
 import math
 import time
 from typing import Callable, NamedTuple
@@ -26,14 +27,17 @@ import numpy as np
 from ..config import ModelConfig
 from ..engine.model import Model, num_params, param_shapes
 
+# fmt: off
 SIZES = (256, 384, 512)     # the hidden sizes chosen among, 2 layers each
 CHARS_PER_PARAM = 2.0       # the least training characters per parameter a size must get
 DROPOUT_BY_EXPOSURE = ((6.0, 0.0), (15.0, 0.1), (30.0, 0.2), (math.inf, 0.3))  # (below, dropout)
 TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations and saves the rest)
 MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
+# fmt: on
 
 
 class Choice(NamedTuple):
+    # fmt: off
     hidden: int
     dropout: float
     chars_per_sec: float    # the (scaled) rate of the chosen size
@@ -41,17 +45,21 @@ class Choice(NamedTuple):
     passes: float           # ... as passes over the training text
     per_param: float        # ... per parameter
     exposure: float         # passes times parameters per training character
+    # fmt: on
 
     def reason(self, layers, measured_at):
-        return (f"sized from the budget: {layers} x {self.hidden}, dropout "
-                f"{self.dropout:g}: at about {self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
-                f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
-                f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
-                "parameter (--hidden to choose)")
+        return (
+            f"sized from the budget: {layers} x {self.hidden}, dropout "
+            f"{self.dropout:g}: at about {self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
+            f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
+            f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
+            "parameter (--hidden to choose)"
+        )
 
 
-def choose(minutes, train_chars, rate_of: Callable[[int], float], cell="lstm", layers=2,
-           vocab_size=65, sizes=SIZES):
+def choose(
+    minutes, train_chars, rate_of: Callable[[int], float], cell="lstm", layers=2, vocab_size=65, sizes=SIZES
+):
     """The Choice for a budget of `minutes` over a training text of `train_chars` characters,
     rate_of(hidden) giving the training characters per second of each size."""
     seconds = 60.0 * minutes * TRAIN_SHARE
@@ -73,8 +81,9 @@ def work_per_char(cell, layers, hidden, vocab_size):
     return sum(int(np.prod(s)) for s in shapes) - int(np.prod(shapes.Wx0))
 
 
-def measure(cell, layers, hidden, vocab_size, batch, seq, dtype=np.float32,
-            seconds=MEASURE_SECONDS, rng=None):
+def measure(
+    cell, layers, hidden, vocab_size, batch, seq, dtype=np.float32, seconds=MEASURE_SECONDS, rng=None
+):
     """Training characters per second of a fresh model of this shape on random ids: one warm-up
     step, then steps for about `seconds` (the step the trainer takes, without the optimiser)."""
     rng = rng if rng is not None else np.random.default_rng(0)

@@ -5,6 +5,7 @@ The trainer reports through a callback and never prints. Everything needed to co
 if it had never stopped (weights, Adam moments, step, position in the data, carried hidden state,
 random-generator state, loss history) goes into every checkpoint it writes.
 """
+
 import hashlib
 import math
 import time
@@ -43,15 +44,19 @@ class Trainer(Record):
         self.windows = per // T
         if self.windows < 1:
             fit = max(1, (len(train_ids) - 1) // (2 * T))
-            raise CorpusError(f"the training text ({len(train_ids):,} characters) is shorter than one "
-                              f"batch of {B} x {T}; try --batch {min(fit, B)} --seq "
-                              f"{max(1, min(T, (len(train_ids) - 1) // 2))}")
+            raise CorpusError(
+                f"the training text ({len(train_ids):,} characters) is shorter than one "
+                f"batch of {B} x {T}; try --batch {min(fit, B)} --seq "
+                f"{max(1, min(T, (len(train_ids) - 1) // 2))}"
+            )
         self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         if cfg.patience and self.sample.length < 1:
-            raise ConfigError("--patience stops on the validation loss, and this run has no "
-                              "validation text; drop --patience or give a --val-frac")
+            raise ConfigError(
+                "--patience stops on the validation loss, and this run has no "
+                "validation text; drop --patience or give a --val-frac"
+            )
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         # |d loss / d h_t| of the last step's window, measured only when it is logged
@@ -61,8 +66,10 @@ class Trainer(Record):
         self.h, self.c = model.zero_state(B)
         self.dist = dist.world()
         if B < self.dist.size:
-            raise ConfigError(f"--batch {B} cannot be shared among {self.dist.size} processes: "
-                              "give every process at least one stream")
+            raise ConfigError(
+                f"--batch {B} cannot be shared among {self.dist.size} processes: "
+                "give every process at least one stream"
+            )
         self.streams = dist.share(B, self.dist.rank, self.dist.size)
         self.step = self.epoch = self.pos = 0
         self.elapsed = 0.0
@@ -80,8 +87,9 @@ class Trainer(Record):
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def new(cls, model_cfg, vocab, train_ids, val_ids, cfg, run_dir, info=None, dtype=np.float32,
-            weights=None):
+    def new(
+        cls, model_cfg, vocab, train_ids, val_ids, cfg, run_dir, info=None, dtype=np.float32, weights=None
+    ):
         """A run from its first step: weights randomly initialised from the run's generator,
         or (weights, e.g. --init-from's) copied, which draws nothing from it."""
         model = CharModel(model_cfg, vocab, dtype=dtype)
@@ -106,8 +114,10 @@ class Trainer(Record):
         cfg = replace(meta.train, **(overrides or {}))
         t = cls(model, train_ids, val_ids, cfg, run_dir or Path(path).parent, meta.info)
         if meta.info.data_hash != data_hash(train_ids):
-            raise ConfigError(f"{path} was trained on a different text; resume with the same corpus "
-                              "and --val-frac, or start a new run with --init-from")
+            raise ConfigError(
+                f"{path} was trained on a different text; resume with the same corpus "
+                "and --val-frac, or start a new run with --init-from"
+            )
         pr = meta.progress
         t.opt.m[:], t.opt.v[:], t.opt.t = train["adam_m"], train["adam_v"], pr.step
         t.h[:], t.c[:] = train["h"], train["c"]
@@ -125,7 +135,6 @@ class Trainer(Record):
             t.average = Average(model.flat, cfg.ema)
             model.flat[:] = train["weights"]
         return t
-
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -155,8 +164,9 @@ class Trainer(Record):
     def masks(self):
         """The window's dropout masks (L, T, B, H), or None without dropout."""
         cfg, mc = self.cfg, self.model.config
-        return window_masks(self.rng, cfg.dropout_mode, mc.dropout, mc.layers, cfg.seq,
-                            cfg.batch, mc.hidden, self.model.dtype)
+        return window_masks(
+            self.rng, cfg.dropout_mode, mc.dropout, mc.layers, cfg.seq, cfg.batch, mc.hidden, self.model.dtype
+        )
 
     def train_step(self):
         T = self.cfg.seq
@@ -174,20 +184,29 @@ class Trainer(Record):
         x = np.ascontiguousarray(self.xs[mine, s].T, dtype=np.int32)
         y = np.ascontiguousarray(self.ys[mine, s].T, dtype=np.int32)
         masks = self.masks()  # drawn for all B streams on every rank: the same random numbers
-        weights = weight_masks(self.rng, self.model.params, self.cfg.weight_drop,
-                               self.cfg.embed_drop, self.model.dtype)
+        weights = weight_masks(
+            self.rng, self.model.params, self.cfg.weight_drop, self.cfg.embed_drop, self.model.dtype
+        )
         n = self.cfg.batch * T
         with masked(self.model.params, self.grads, weights):
             loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
-                x, y, self.h[:, mine], self.c[:, mine], self.grads,
-                None if masks is None else masks[:, :, mine], n_total=n,
-                grad_norms=self.grad_norms)
+                x,
+                y,
+                self.h[:, mine],
+                self.c[:, mine],
+                self.grads,
+                None if masks is None else masks[:, :, mine],
+                n_total=n,
+                grad_norms=self.grad_norms,
+            )
         if self.dist.size > 1:
             self.dist.sum_(self.grad_flat)
             loss = self.dist.agree(loss * x.size, False)[0] / n
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss} at step {self.step + 1}; nothing after "
-                                   "the last checkpoint was saved. Try a lower --lr or --grad-clip")
+            raise TrainingDiverged(
+                f"the loss became {loss} at step {self.step + 1}; nothing after "
+                "the last checkpoint was saved. Try a lower --lr or --grad-clip"
+            )
         self.opt.step(self.model.flat, self.grad_flat, self.lr_now())
         self.step += 1
         if self.average is not None:
@@ -199,10 +218,6 @@ class Trainer(Record):
             self.h[:] = 0
             self.c[:] = 0
         return loss
-
-
-
-
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -220,10 +235,15 @@ class Trainer(Record):
 
     def spent(self):
         cfg = self.cfg
-        return ((cfg.steps and self.step >= cfg.steps)
-                or (cfg.minutes and self.step  # a first step, whatever the budget
-                    and self.elapsed + self.budget.timing.step >= self.budget.train_seconds())
-                or (cfg.epochs and self.epoch + self.pos / self.windows >= cfg.epochs - 1e-12))
+        return (
+            (cfg.steps and self.step >= cfg.steps)
+            or (
+                cfg.minutes
+                and self.step  # a first step, whatever the budget
+                and self.elapsed + self.budget.timing.step >= self.budget.train_seconds()
+            )
+            or (cfg.epochs and self.epoch + self.pos / self.windows >= cfg.epochs - 1e-12)
+        )
 
     def eta(self, rate_steps):
         """Seconds left under the budget that ends first, or None without a budget."""
@@ -233,8 +253,7 @@ class Trainer(Record):
         if rate_steps > 0 and self.cfg.steps:
             left.append((self.cfg.steps - self.step) / rate_steps)
         if rate_steps > 0 and self.cfg.epochs:
-            left.append((self.cfg.epochs * self.windows - self.epoch * self.windows - self.pos)
-                        / rate_steps)
+            left.append((self.cfg.epochs * self.windows - self.epoch * self.windows - self.pos) / rate_steps)
         return max(0.0, min(left)) if left else None
 
     def tick(self):
@@ -307,17 +326,6 @@ class Trainer(Record):
                 self.save(checkpoint.LATEST)
         self.tick()
         return events
-
-
-
-
-
-
-
-
-
-
-
 
 
 REPORT_SECONDS = 5.0  # a training-loss row in metrics.jsonl (and the callback) this often
