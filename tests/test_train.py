@@ -309,3 +309,30 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
     ).trainer.model.params
     assert abs(gru.Wx0.std() - EMBED_INIT / math.sqrt(3)) < 0.05
     assert np.abs(rnn.Wx0).max() <= k  # wide rows would saturate a vanilla RNN's tanh
+
+
+def test_the_events_are_typed_and_read_as_the_rows_they_write():
+    """A callback hears TrainEvent, EvalEvent and FullEvent objects; each reads as a mapping
+    with the keys metrics.jsonl writes for it (grad_norms only when asked for)."""
+    from charrnn.training.events import EvalEvent, FullEvent, TrainEvent
+
+    row = TrainEvent(
+        step=3, epoch=0.5, elapsed=1.0, chars=300, train_loss=2.0, lr=1e-3, chars_per_sec=10.0, eta=None
+    )
+    assert list(row)[:2] == ["kind", "step"] and row["kind"] == "train" and row["eta"] is None
+    ev = EvalEvent(**{k: v for k, v in row.items() if k != "kind"}, val_loss=1.5, best=True)
+    assert ev["kind"] == "eval" and ev.get("best") and "grad_norms" not in ev
+    assert "val_loss" in ev and "val_loss" not in row  # how the progress line tells them apart
+    assert "grad_norms" in EvalEvent(**dict(ev.items(), kind="eval", grad_norms=[1.0]))
+    full = FullEvent(
+        step=3,
+        elapsed=None,
+        chars=None,
+        val_loss_full=1.4,
+        val_chars_full=10,
+        val_chars=5,
+        best_val=1.5,
+        all=True,
+        eval_seconds=0.1,
+    )
+    assert dict(full)["kind"] == "full" and len(full) == len(dict(full))

@@ -16,6 +16,7 @@ from .. import checkpoint
 from ..charmodel import model_from_checkpoint
 from ..checkpoint import HistoryRow, Meta, Progress
 from ..engine.model import num_params
+from .events import EvalEvent, FullEvent, TrainEvent
 
 
 class Record:
@@ -74,8 +75,7 @@ class Record:
     def train_row(self, window):
         """The "train" event: the mean training loss and the speed over the window's steps."""
         rate = window.steps_per_sec()
-        return dict(
-            kind="train",
+        return TrainEvent(
             step=self.step,
             epoch=round(self.epoch + self.pos / self.windows, 4),
             elapsed=round(self.elapsed, 3),
@@ -93,10 +93,6 @@ class Record:
         secs = time.perf_counter() - t0
         if self.sample.chars:
             self.budget.timing.eval_per_char = secs / self.sample.chars
-        event = dict(
-            self.train_row(window), kind="eval", val_loss=val, eval_seconds=secs, weights=self.weights_kind()
-        )
-        self.history.append(HistoryRow.of_event(event))
         if math.isfinite(val):
             improved = val < self.best_val
             if improved:
@@ -105,9 +101,19 @@ class Record:
                 self.stale += 1
         else:  # no validation text: best.npz is the newest model, and there is no best val
             improved, self.best_step, self.stale = True, self.step, 0
-        event["best"] = improved
+        norms = None
         if self.cfg.log_grad_norms:
-            event["grad_norms"] = [round(float(v), 6) for v in self.grad_norms[0]]
+            norms = [round(float(v), 6) for v in self.grad_norms[0]]
+        row = {k: v for k, v in self.train_row(window).items() if k != "kind"}
+        event = EvalEvent(
+            **row,
+            val_loss=val,
+            eval_seconds=secs,
+            weights=self.weights_kind(),
+            best=improved,
+            grad_norms=norms,
+        )
+        self.history.append(HistoryRow.of_event(event))
         return event
 
     def evaluate_and_save(self, window, final=False):
@@ -170,8 +176,7 @@ class Record:
         secs = time.perf_counter() - t0
         self.val_full = dict(step=self.best_step, loss=score.nats, chars=score.chars)
         at = next((h for h in self.history if h.step == self.best_step), None)  # of the model
-        event = dict(
-            kind="full",
+        event = FullEvent(
             step=self.best_step,
             elapsed=None if at is None else at.elapsed,
             chars=None if at is None else at.chars,
