@@ -630,7 +630,12 @@ def postgres(tmp_path_factory):
         except KeyError:
             pytest.skip("running as root and there is no postgres user to run the server")
         shutil.chown(base, "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
+        runuser = shutil.which("runuser") or next(
+            (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None
+        )
+        if runuser is None:  # a PATH without sbin, or a system without util-linux's runuser
+            pytest.skip("running as root and no runuser to start the server as postgres")
+        run_as = [runuser, "-u", "postgres", "--"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
