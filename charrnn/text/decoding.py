@@ -66,10 +66,6 @@ def decode_message(name, offset, encoding="utf-8", hint=BYTES_HINT):
     )
 
 
-def utf8_message(name, offset):
-    return decode_message(name, offset)
-
-
 BOMS = (
     (b"\xff\xfe\x00\x00", "utf-32"),
     (b"\x00\x00\xfe\xff", "utf-32"),
