@@ -10,7 +10,10 @@ charrnn, ...) so both sides see the same machine state:
              and the ratio of each repeat's pair
   sampling   batch-1 characters/second at temperature 0.8, median of the repeats, for each
              weight precision asked for (--precisions: fp32, the exact default, and the
-             opt-in bf16 and int8 of `charrnn sample --precision`)
+             opt-in bf16 and int8 of `charrnn sample --precision`); for fp32 also the share
+             of the characters the two-core split path made (the default lets a Switch choose
+             it as it samples, engine/switch.py), and 64 rows at once (`--num-samples 64`,
+             characters summed over the rows)
   memory     peak resident set size of the training process
   peak       the machine's own rates, measured in the same run, and the share of them each
              figure reaches: the best fp32 SGEMM rate of the BLAS charrnn's training calls
@@ -19,7 +22,8 @@ charrnn, ...) so both sides see the same machine state:
              array; and one thread's weight-streaming rate, a packed fp32 vector-matrix
              product (gemm.py, the sampler's loop) over a matrix as large as the weights a
              sampled character reads at each size and precision, which bounds batch-1
-             sampling at bytes/s over bytes per character
+             sampling at bytes/s over bytes per character; and the same over two threads,
+             each streaming half of it (the bound of the two-core split path)
 and, for charrnn:
   start-up   `charrnn sample -n 100` from a small checkpoint, Numba's cache warm (median)
   pair       two trainings started together: their summed chars/s over one solo run's
@@ -185,7 +189,10 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
     }
 
 
-def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
+def child_sample(layers, hidden, length, parallel=None, precision="fp32", num_samples=1):
+    """Characters a second (summed over the rows) of `length` steps after a warm-up; for one
+    row by default the sampler's Switch (engine/switch.py) picks the serial or the split path
+    as it goes, and the warm-up gives it time to try both."""
     import numpy as np
     from charrnn.api import CharModel
     from charrnn.engine.model import ModelConfig
@@ -195,13 +202,20 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32"):
     m.init_weights(np.random.default_rng(0))
     # fp32 without the keyword: a --baseline checkout may predate --precision
     kw = {} if precision == "fp32" else {"precision": precision}
-    s = Sampler(m, 1, parallel=parallel, **kw)
+    s = Sampler(m, num_samples, parallel=parallel, **kw)
     s.prime(np.array([0]))
     rng = np.random.default_rng(0)
-    s.generate(50, rng, 0.8)
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.6:  # loads both paths' kernels, and lets the Switch settle
+        s.generate(50, rng, 0.8)
+    switch = getattr(s, "switch", None)
+    split_before = switch.counts["split"] if switch is not None else 0
     t = time.perf_counter()
     s.generate(length, rng, 0.8)
-    return {"chars_per_sec": length / (time.perf_counter() - t)}
+    out = {"chars_per_sec": length * num_samples / (time.perf_counter() - t)}
+    if switch is not None:  # the share of the timed characters the split path made
+        out["split_share"] = (switch.counts["split"] - split_before) / length
+    return out
 
 
 def child_peak(repeats, shapes=(), footprints=()):
@@ -211,6 +225,8 @@ def child_peak(repeats, shapes=(), footprints=()):
     (gemm.matmul, as the sampler runs it) over a matrix of each byte count in footprints
     (GB/s of weights read)."""
     import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
     from numba import njit
     from threadpoolctl import threadpool_limits
     from charrnn.engine import gemm as G, threads
@@ -273,6 +289,18 @@ def child_peak(repeats, shapes=(), footprints=()):
         wp = rng.standard_normal(k * n).astype(np.float32)
         a, c = np.ones((1, k), np.float32), np.zeros((1, n), np.float32)
         out[f"weights_gbs_{size}"] = best(matvec, (a, wp, c), 4.0 * k * n)
+        # two threads, each streaming its own half of the columns, as the split path does
+        half = max(NR, n // 2 // NR * NR)
+        halves = [rng.standard_normal(k * half).astype(np.float32) for _ in range(2)]
+        outs = [np.zeros((1, half), np.float32) for _ in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+
+            def both(a, reps, halves=halves, outs=outs):
+                jobs = [pool.submit(matvec, a, halves[i], outs[i], reps) for i in range(2)]
+                for j in jobs:
+                    j.result()
+
+            out[f"weights_gbs_{size}_2"] = best(both, (a,), 2 * 4.0 * k * half)
     return out
 
 
@@ -384,7 +412,14 @@ def measure_size(name, args):
         "flops_per_char": flops_per_char(size["layers"], size["hidden"]),
     }
     precisions = [p for p in args.precisions.split(",") if p != "fp32"]
-    ours = {"train": [], "sample": [], "rss": [], **{f"sample_{p}": [] for p in precisions}}
+    ours = {
+        "train": [],
+        "sample": [],
+        "rss": [],
+        "sample_b64": [],
+        "split_share": [],
+        **{f"sample_{p}": [] for p in precisions},
+    }
     theirs = {"train": [], "sample": [], "rss": []}
     before = {"train": [], "sample": [], "rss": []}
     for rep in range(args.repeats):
@@ -402,10 +437,15 @@ def measure_size(name, args):
         t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
         ours["train"].append(t["chars_per_sec"])
         ours["rss"].append(t["peak_rss_mb"])
-        ours["sample"].append(
-            run_json(charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length))[
-                "chars_per_sec"
-            ]
+        one = run_json(charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length))
+        ours["sample"].append(one["chars_per_sec"])
+        ours["split_share"].append(one.get("split_share", 0.0))
+        ours["sample_b64"].append(
+            run_json(
+                charrnn_cmd(
+                    "sample", layers=size["layers"], hidden=size["hidden"], length=length // 4, num_samples=64
+                )
+            )["chars_per_sec"]
         )
         for p in precisions:
             ours[f"sample_{p}"].append(
@@ -431,6 +471,10 @@ def measure_size(name, args):
                 "train_runs": [round(x) for x in d["train"]],
                 "sample_runs": [round(x) for x in d["sample"]],
             }
+            for extra in ("sample_b64", "split_share"):
+                if d.get(extra):
+                    key = "sample_b64_chars_per_sec" if extra == "sample_b64" else extra
+                    r[side][key] = statistics.median(d[extra])
             for p in precisions:
                 if d.get(f"sample_{p}"):
                     r[side][f"sample_{p}_chars_per_sec"] = statistics.median(d[f"sample_{p}"])
@@ -481,6 +525,10 @@ def shares(r, size, peak, precisions):
             limit = peak[f"weights_gbs_{nbytes}"] * 1e9 / nbytes
             r.setdefault("stream_limit", {})[p] = limit
             d[key.replace("chars_per_sec", "of_stream")] = d[key] / limit
+            if p == "fp32" and f"weights_gbs_{nbytes}_2" in peak:  # two cores, each half the weights
+                limit2 = peak[f"weights_gbs_{nbytes}_2"] * 1e9 / nbytes
+                r.setdefault("stream_limit_2", {})[p] = limit2
+                d["sample_of_stream_2"] = d[key] / limit2
 
 
 def measure_pair(name, repeats):
@@ -510,8 +558,8 @@ def measure_pair(name, repeats):
 
 
 def measure_beside(name, repeats, length):
-    """Batch-1 sampling while a training runs beside it: the default path, the serial path and
-    the two-core split path (what --threads 2 chooses for a wide LSTM), alternately."""
+    """Batch-1 sampling while a training runs beside it: the default (the Switch choosing as it
+    samples), the serial path and the two-core split path, alternately."""
     size = SIZES[name]
     trainer = subprocess.Popen(
         charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
@@ -608,7 +656,7 @@ def main():
     if "pair" in sections:
         results["pair"] = {n: measure_pair(n, args.repeats) for n in ("2x128", "2x512")}
     if "beside" in sections:
-        results["beside"] = {n: measure_beside(n, args.repeats, 400) for n in ("2x512",)}
+        results["beside"] = {n: measure_beside(n, args.repeats, 2000) for n in ("2x512",)}
     results["environment"]["load_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results))
@@ -634,6 +682,12 @@ def table_rows(precisions):
             (f"{key}_chars_per_sec", f"sampling chars/s (batch 1, {p}{vs})", ",.0f"),
             (f"{key}_of_stream", f"sampling {p}, share of 1-thread weight streaming", ".0%"),
         ]
+        if p == "fp32":
+            rows += [
+                ("sample_of_stream_2", "sampling fp32, share of 2-thread weight streaming", ".0%"),
+                ("split_share", "sampling fp32, characters the two-core split path made", ".0%"),
+                ("sample_b64_chars_per_sec", "sampling chars/s, 64 rows at once (fp32, summed)", ",.0f"),
+            ]
     return rows + [("peak_rss_mb", "peak RSS training (MB)", ",.0f")]
 
 
@@ -666,6 +720,12 @@ def print_machine(res):
                 f"weights): {p[f'weights_gbs_{nbytes}']:.1f} GB/s, so at most "
                 f"{limit:,.0f} chars/s batch-1 at {name} {prec}"
             )
+            if prec in r.get("stream_limit_2", {}):
+                print(
+                    f"- weight streaming, two threads (each half of those {nbytes / 1e6:.2f} MB): "
+                    f"{p[f'weights_gbs_{nbytes}_2']:.1f} GB/s, so at most "
+                    f"{r['stream_limit_2'][prec]:,.0f} chars/s batch-1 at {name} {prec} on two cores"
+                )
 
 
 def print_table(res):

@@ -60,15 +60,12 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
     m = CharModel(cfg, "ab", dtype=dtype)
     if sampling:
         from .engine.sampler import Sampler
-        from .engine import threads
 
-        split = cell == "lstm" and (threads.explicit() or 1) > 1  # see sampler.Sampler
-        if precision != "fp32":
-            split = False  # a reduced precision samples on the serial path only
-        for parallel in (False, True) if split else (False,):
-            s = Sampler(m, 1, parallel=parallel, precision=precision)
-            s.prime(np.array([0, 1]))
-            s.generate(1, np.random.default_rng(0), 1.0)
+        # the serial path only: a wide LSTM's split path is loaded on a thread of its own once
+        # a sample has run long enough to want it (engine/switch.py)
+        s = Sampler(m, 1, parallel=False, precision=precision)
+        s.prime(np.array([0, 1]))
+        s.generate(1, np.random.default_rng(0), 1.0)
         return
     from .engine.optim import Adam
 

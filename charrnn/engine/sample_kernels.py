@@ -214,23 +214,21 @@ def generate(cell, p, w, pending, coins, how, rep, out):
 
 
 @parallel_kernel
-def lstm_layer_par(xb, h_prev, c, Whb, h_out, acc, scratch, tc):
-    """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel.
-    Whb (k, packed): chunk k's columns, gates i f g o of its n units, packed; xb (k, 4n) the
-    input projection plus bias in the same layout; c (k, n) updated in place, h_out (k, n) the
-    new h; each chunk is then the usual lstm_step on a (1, 4n) row."""
+def lstm_layer_par(below, Wxb, bb, above, h_prev, c, Whb, h_out, xp, acc, scratch, tc):
+    """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel,
+    in one parallel region (the threads meet once per layer). Whb (k, packed): chunk k's
+    columns, gates i f g o of its n units, packed. above: a layer above the first, whose
+    input projection xp[k] = below (1, H) @ Wxb[k] + bb[k] is made here (Wxb, bb in the
+    same layout); else xp already holds the first layer's input row. c (k, n) updated in
+    place, h_out (k, n) the new h; each chunk is then the usual lstm_step on a (1, 4n) row,
+    the sums in the serial path's order."""
     for k in prange(Whb.shape[0]):
+        if above:
+            product(below, Wxb[k], xp[k : k + 1], scratch[k : k + 1])
+            xp[k] += bb[k]
         product(h_prev, Whb[k], acc[k : k + 1], scratch[k : k + 1])
-        acc[k] += xb[k]
+        acc[k] += xp[k]
         kernels.lstm_step(acc[k : k + 1], c[k : k + 1], c[k : k + 1], tc[k : k + 1], h_out[k : k + 1])
-
-
-@parallel_kernel
-def proj_par(h, Wb, bb, out, scratch):
-    """out[k] = h @ Wb[k] + bb[k] for each chunk k (Wb[k] packed), in parallel."""
-    for k in prange(Wb.shape[0]):
-        product(h, Wb[k], out[k : k + 1], scratch[k : k + 1])
-        out[k] += bb[k]
 
 
 @kernel
@@ -240,9 +238,9 @@ def step_par(w, x):
     for k in range(w.Whb.shape[1]):
         w.xp[k] = w.Wx0b[k, x] + w.bb[0, k]
     for l in range(h.shape[0]):
-        if l > 0:
-            proj_par(h[l - 1], w.Wxb[l - 1], w.bb[l], w.xp, w.scratch)
-        lstm_layer_par(w.xp, h[l], w.c[l], w.Whb[l], w.t, w.acc, w.scratch, w.tc)
+        Wxb = w.Wxb[l - 1] if l > 0 else w.Whb[l]  # the first layer's is not read
+        below = h[l - 1] if l > 0 else h[l]
+        lstm_layer_par(below, Wxb, w.bb[l], l > 0, h[l], w.c[l], w.Whb[l], w.t, w.xp, w.acc, w.scratch, w.tc)
         h[l, 0] = w.t.reshape(h.shape[2])
 
 

@@ -8,11 +8,13 @@ The products go through weights packed once per Sampler (gemm.py, padded to whol
 through BLAS: a batch-1 step is bound by reading the weights, which packed strips stream in
 order, and `charrnn sample` loads no BLAS library at all.
 
-By default sampling runs on one core. Asked for more threads (--threads or CHARRNN_THREADS), a
-wide LSTM splits each step's units into one chunk per core, with the weights laid out by chunk
-(a batch-1 step of a 2 x 512 LSTM reads 12 MB of weights; two cores each read half). That path
-meets its threads three times per layer and character, so it is fast only while every core is
-free: beside a training run it waited a hundred times longer than the serial path.
+One row of a wide LSTM can also be split across cores: each step's units go in one chunk per
+core, with the weights laid out by chunk (a batch-1 step of a 2 x 512 LSTM reads 12 MB of
+weights; two cores each read half). That path meets its threads once per layer and character,
+so it is fast only while every core is free: beside a training run it waited a hundred times
+longer than the serial path. So by default, when the process may use more than one core, a
+Switch (switch.py) chooses between the two paths as the sample runs, from the time each takes;
+both give the same text.
 
 With a reduced precision (precision.py: bf16 or int8, opt-in), the matrices the steps stream
 are packed in 2 or 1 bytes a weight and multiplied by qgemm.py (float32 sums and state); such a
@@ -20,10 +22,13 @@ Sampler always takes the serial path.
 """
 
 import math
+import threading
 
+import numba
 import numpy as np
 
 from . import gemm, kernels, repetition, sample_kernels, threads
+from .switch import SERIAL, SPLIT, Switch
 from .precision import STORAGE, check as check_precision, pack as pack_narrow
 
 PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
@@ -55,9 +60,10 @@ class Sampler:
 
     def __init__(self, model, num_samples=1, parallel=None, precision="fp32"):
         """parallel: split each step across the cores: True always, False never, None (the
-        default) for a wide LSTM and one row when more than one thread was asked for
-        (threads.explicit). precision: the weights' format in the products (precision.py):
-        fp32 (exact, the default), bf16 or int8 (a float32 model only; never split)."""
+        default) to let a Switch choose as it samples, for one row of a wide LSTM when the
+        process may use more than one core (threads.num_threads). precision: the weights'
+        format in the products (precision.py): fp32 (exact, the default), bf16 or int8 (a
+        float32 model only; never split)."""
         cfg = model.config
         self.precision = check_precision(precision)
         if precision != "fp32":
@@ -71,17 +77,17 @@ class Sampler:
         self.h, self.c = model.zero_state(num_samples)
         self.cur = np.zeros(num_samples, np.int64)
         self.pending = np.zeros((0, num_samples), np.int64)  # prime characters not yet fed
-        k = math.gcd(H, threads.num_threads())  # chunks of units: as many as cores, dividing H
-        if parallel is None:
-            parallel = (
-                (threads.explicit() or 1) > 1
-                and model.cell == kernels.LSTM
-                and num_samples == 1
-                and k > 1
-                and H >= PARALLEL_MIN_HIDDEN
-            )
+        self.chunks = math.gcd(H, threads.num_threads())  # of units: as many as cores, dividing H
+        splittable = model.cell == kernels.LSTM and num_samples == 1 and self.chunks > 1
+        if parallel and model.cell != kernels.LSTM:
+            raise ValueError("only an LSTM's steps split across cores")
+        self.switch = None
+        if parallel is None and splittable and H >= PARALLEL_MIN_HIDDEN:
+            self.switch = Switch(prepare=self._prepare_split, ready=self._split_ready)
         self.parallel = bool(parallel)
-        self.work = self._split_work(k) if self.parallel else self._work()
+        self.work = self._split_work(self.chunks) if self.parallel else self._work()
+        self.split = None  # the split path's SplitWork beside the serial one (_prepare_split)
+        self._loader = None
         self.rep = None  # repetition.Repeat, made at the first generate
 
     def _packed(self, Ws, Kd, N):
@@ -192,11 +198,43 @@ class Sampler:
         elif how[4:] != self.rep_options:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
         self.rep = repetition.reserve(self.rep, n, how)
-        if self.parallel:
-            sample_kernels.generate_par(self.work, self.pending, coins, how, self.rep, out)
+        self._how = how
+        if self.switch is not None:
+            self.switch.run(n, lambda path, a, k: self._chunk(path, coins[a : a + k], how, out[a : a + k]))
+        else:
+            self._chunk(SPLIT if self.parallel else SERIAL, coins, how, out)
+        return out
+
+    def _prepare_split(self):
+        """Lay the weights out for the split path and load its kernel (from Numba's cache, or
+        compiled), on a thread of its own while the serial path samples (nogil)."""
+
+        def load():
+            split = self._split_work(self.chunks)
+            coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
+            args = (split, self.pending[:0], coins, self._how, self.rep, out)
+            sample_kernels.generate_par.compile(tuple(numba.typeof(a) for a in args))
+            self.split = split
+
+        self._loader = threading.Thread(target=load, name="charrnn-split-loader", daemon=True)
+        self._loader.start()
+
+    def _split_ready(self):
+        """Whether the split path is loaded (a loader that failed leaves it never ready)."""
+        return self._loader is not None and not self._loader.is_alive() and self.split is not None
+
+    def _chunk(self, path, coins, how, out):
+        """out.shape[0] characters on one path (the pending prime first), into out."""
+        if path == SPLIT:
+            if self.parallel:
+                split = self.work
+            else:  # beside the serial work, sharing its state
+                if self.split is None:  # asked for before _prepare_split (as tests do)
+                    self.split = self._split_work(self.chunks)
+                split = self.split
+            sample_kernels.generate_par(split, self.pending, coins, how, self.rep, out)
         else:
             sample_kernels.generate(
                 self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out
             )
         self.pending = self.pending[:0]
-        return out
