@@ -138,12 +138,34 @@ def test_one_step_logits_within_the_bound_of_the_quantisation_error(precision):
     assert diff.max() > 0  # the formats do round
 
 
-def test_a_reduced_precision_needs_a_float32_model_and_the_serial_path():
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("L", [1, 2])
+def test_the_split_path_in_a_narrow_format_writes_the_serial_text(precision, L, monkeypatch):
+    """Batch-1 sampling split across cores (units in chunks, each chunk's columns packed and,
+    for int8, scaled on their own): the serial path's ids and state, bit for bit, in bf16 and
+    int8; and a Switch choosing between them (engine/switch.py) for a narrow format too."""
+    from charrnn.engine import threads
+
+    monkeypatch.setattr(threads, "num_threads", lambda: 2)
+    monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 4)
+    m = model(L=L)
+    serial = sampler.Sampler(m, 1, parallel=False, precision=precision)
+    split = sampler.Sampler(m, 1, parallel=True, precision=precision)
+    assert sampler.Sampler(m, 1, precision=precision).switch is not None
+    for s in (serial, split):
+        s.prime(np.array([1, 2, 3]))
+    for n in (1, 30, 7):
+        a = serial.generate(n, np.random.default_rng(n), 0.9)
+        b = split.generate(n, np.random.default_rng(n), 0.9)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(split.h, serial.h)
+        np.testing.assert_array_equal(split.c, serial.c)
+
+
+def test_a_reduced_precision_needs_a_float32_model():
     m64 = Model(ModelConfig(layers=1, hidden=4, vocab_size=3), dtype=np.float64)
     with pytest.raises(ValueError, match="float32"):
         sampler.Sampler(m64, 1, precision="bf16")
-    with pytest.raises(ValueError, match="serial"):
-        sampler.Sampler(model(), 1, parallel=True, precision="int8")
     from charrnn.errors import UsageError
 
     with pytest.raises(UsageError, match="--precision must be fp32, bf16 or int8"):

@@ -46,7 +46,8 @@ class SampleWork(NamedTuple):
 
 class SplitWork(NamedTuple):
     """SampleWork of one row of a wide LSTM whose steps are split into k chunks of n units,
-    one per core; weights laid out by chunk (sampler.unit_blocks), each chunk packed."""
+    one per core; weights laid out by chunk (sampler.unit_blocks), each chunk packed (in
+    the Sampler's precision: float, or a narrow format with per-column scales)."""
 
     # fmt: off
     Wx0b: np.ndarray     # (k, V, 4n)        first layer's input weights
@@ -65,6 +66,9 @@ class SplitWork(NamedTuple):
     scratch: np.ndarray  # (k, 4np)          padded products
     logits: np.ndarray   # (1, Vp)
     prob: np.ndarray     # (V,) float64
+    Sxb: np.ndarray      # (L-1, k, 4np)     per-column scales of Wxb in a narrow format, else
+    Shb: np.ndarray      # (L, k, 4np)       ... (L-1, k, 0) and (L, k, 0) for float weights
+    Sy: np.ndarray       # (Vp,)             ... of Wyp, or (0,)
     # fmt: on
 
 
@@ -214,19 +218,20 @@ def generate(cell, p, w, pending, coins, how, rep, out):
 
 
 @parallel_kernel
-def lstm_layer_par(below, Wxb, bb, above, h_prev, c, Whb, h_out, xp, acc, scratch, tc):
+def lstm_layer_par(below, Wxb, Sxb, bb, above, h_prev, c, Whb, Shb, h_out, xp, acc, scratch, tc):
     """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel,
     in one parallel region (the threads meet once per layer). Whb (k, packed): chunk k's
     columns, gates i f g o of its n units, packed. above: a layer above the first, whose
     input projection xp[k] = below (1, H) @ Wxb[k] + bb[k] is made here (Wxb, bb in the
-    same layout); else xp already holds the first layer's input row. c (k, n) updated in
+    same layout); else xp already holds the first layer's input row. Sxb, Shb (k, 4np): the
+    per-column scales of weights in a narrow format (weights_product). c (k, n) updated in
     place, h_out (k, n) the new h; each chunk is then the usual lstm_step on a (1, 4n) row,
     the sums in the serial path's order."""
     for k in prange(Whb.shape[0]):
         if above:
-            product(below, Wxb[k], xp[k : k + 1], scratch[k : k + 1])
+            weights_product(below, Wxb[k], Sxb[k], xp[k : k + 1], scratch[k : k + 1])
             xp[k] += bb[k]
-        product(h_prev, Whb[k], acc[k : k + 1], scratch[k : k + 1])
+        weights_product(h_prev, Whb[k], Shb[k], acc[k : k + 1], scratch[k : k + 1])
         acc[k] += xp[k]
         kernels.lstm_step(acc[k : k + 1], c[k : k + 1], c[k : k + 1], tc[k : k + 1], h_out[k : k + 1])
 
@@ -239,8 +244,12 @@ def step_par(w, x):
         w.xp[k] = w.Wx0b[k, x] + w.bb[0, k]
     for l in range(h.shape[0]):
         Wxb = w.Wxb[l - 1] if l > 0 else w.Whb[l]  # the first layer's is not read
+        Sxb = w.Sxb[l - 1] if l > 0 else w.Shb[l]
         below = h[l - 1] if l > 0 else h[l]
-        lstm_layer_par(below, Wxb, w.bb[l], l > 0, h[l], w.c[l], w.Whb[l], w.t, w.xp, w.acc, w.scratch, w.tc)
+        lstm_layer_par(
+            below, Wxb, Sxb, w.bb[l], l > 0, h[l], w.c[l], w.Whb[l], w.Shb[l],
+            w.t, w.xp, w.acc, w.scratch, w.tc,
+        )  # fmt: skip
         h[l, 0] = w.t.reshape(h.shape[2])
 
 
@@ -252,7 +261,7 @@ def generate_par(w, pending, coins, how, rep, out):
     L, V = w.h.shape[0], w.by.shape[0]
     for s in range(out.shape[0]):
         step_par(w, w.cur[0])
-        gemm.matmul(w.h[L - 1], w.Wyp, w.logits)
+        weights_product(w.h[L - 1], w.Wyp, w.Sy, w.logits, w.logits)
         row = w.logits[0, :V]
         row += w.by
         nxt = choose(row, 0, coins[s, 0], how, w.prob, rep)

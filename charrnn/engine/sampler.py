@@ -17,8 +17,8 @@ Switch (switch.py) chooses between the two paths as the sample runs, from the ti
 both give the same text.
 
 With a reduced precision (precision.py: bf16 or int8, opt-in), the matrices the steps stream
-are packed in 2 or 1 bytes a weight and multiplied by qgemm.py (float32 sums and state); such a
-Sampler always takes the serial path.
+are packed in 2 or 1 bytes a weight and multiplied by qgemm.py (float32 sums and state), on
+either path.
 """
 
 import math
@@ -63,15 +63,11 @@ class Sampler:
         default) to let a Switch choose as it samples, for one row of a wide LSTM when the
         process may use more than one core (threads.num_threads). precision: the weights'
         format in the products (precision.py): fp32 (exact, the default), bf16 or int8 (a
-        float32 model only; never split)."""
+        float32 model only)."""
         cfg = model.config
         self.precision = check_precision(precision)
-        if precision != "fp32":
-            if model.dtype != np.float32:
-                raise ValueError(f"{precision} sampling needs a float32 model")
-            if parallel:
-                raise ValueError(f"{precision} sampling takes the serial path only")
-            parallel = False
+        if precision != "fp32" and model.dtype != np.float32:
+            raise ValueError(f"{precision} sampling needs a float32 model")
         self.model, self.N = model, num_samples
         H = cfg.hidden
         self.h, self.c = model.zero_state(num_samples)
@@ -131,21 +127,31 @@ class Sampler:
         )
 
     def _split_work(self, k):
-        """The weights once more, laid out by chunk of units, each chunk packed."""
+        """The weights once more, laid out by chunk of units, each chunk packed (in the
+        Sampler's precision, with per-column scales for a narrow one)."""
         p, dt = self.model.params, self.model.dtype
         (L, H, Kg), V = p.Wh.shape, p.by.shape[0]
         n4 = Kg // k
-        pk = lambda W: np.stack([pack_padded(W[j]) for j in range(k)])  # noqa: E731
+
+        def chunks(Ws):  # (L', k, H*4np) weights and (L', k, 4np or 0) scales, by chunk
+            stacks = [self._packed([unit_blocks(W, k)[j] for j in range(k)], H, n4) for W in Ws]
+            if not stacks:
+                w, sc = self._packed([], H, n4)
+                return w.reshape(0, k, w.shape[1]), sc.reshape(0, k, sc.shape[1])
+            return np.stack([w for w, _ in stacks]), np.stack([sc for _, sc in stacks])
+
+        Wxb, Sxb = chunks([p.Wx[l] for l in range(L - 1)])
+        Whb, Shb = chunks(list(p.Wh))
+        Wyp, Sy = self._packed([p.Wy], H, V)
         return sample_kernels.SplitWork(
+            Wxb=Wxb,
+            Whb=Whb,
+            Sxb=Sxb,
+            Shb=Shb,
+            Wyp=Wyp[0],
+            Sy=Sy[0],
             Wx0b=unit_blocks(p.Wx0, k),
-            Wxb=(
-                np.stack([pk(unit_blocks(p.Wx[l], k)) for l in range(L - 1)])
-                if L > 1
-                else np.zeros((0, k, H * padded(dt, n4)), dt)
-            ),
-            Whb=np.stack([pk(unit_blocks(p.Wh[l], k)) for l in range(L)]),
             bb=np.stack([unit_blocks(p.b[l], k) for l in range(L)]),
-            Wyp=pack_padded(p.Wy),
             by=p.by,
             h=self.h,
             c=self.c[:, 0].reshape(L, k, H // k),
