@@ -33,6 +33,17 @@ def markov_text(symbols, n, seed=0, peaked_rows=()):
     return "".join(symbols[i] for i in ids), rate
 
 
+@pytest.fixture(autouse=True)
+def fresh_thread_setting():
+    """Each test starts from no --threads: a command run in-process sets the module's count
+    (threads.configure), which would otherwise outlive its test and steer the next one."""
+    from charrnn.engine import threads
+
+    threads.configure(None)
+    yield
+    threads.configure(None)
+
+
 def write_bytes(path, content):
     path.write_bytes(content)
     return path
