@@ -37,7 +37,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     # fmt: off
-    batch: int = 64               # B parallel streams of the training text
+    batch: int = 16               # B parallel streams of the training text (docs/choosing-defaults.md)
     seq: int = 100                # T characters per window (truncated BPTT length)
     lr: float = 3e-3              # Adam learning rate (peak, with a schedule)
     grad_clip: float = 5.0        # clip the global gradient norm to this (0: off)
@@ -51,7 +51,8 @@ class TrainConfig:
     minutes: float = 0.0          # stop after this much training wall time (0: no limit)
     epochs: float = 0.0           # stop after this many passes over the text (0: no limit)
     val_frac: float = 0.1         # the last fraction of the text is held out for validation
-    eval_every: int = 200         # steps between evaluations (and checkpoints)
+    eval_every: int = 800         # steps between evaluations (and checkpoints); when not given,
+                                  # EVAL_EVERY_CHARS characters' worth at the run's batch x seq
     eval_chars: int = 120_000     # validation characters scored per evaluation, spread over the
                                   # held-out text (0: all); 10x at the end, for the best model
     keep: int = 0                 # also keep the last N step-stamped checkpoints
@@ -211,6 +212,7 @@ TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 # what --resume may change: the budgets and how often the run evaluates and keeps checkpoints
 BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"})
 DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
+EVAL_EVERY_CHARS = 1_280_000  # training characters between evaluations, unless --eval-every is given
 
 
 def budget_preset(minutes):
@@ -253,6 +255,10 @@ def resolve(options, base=None):
         model["hidden"], auto_dropout = budget_preset(options.get("minutes") or 0)
         model.setdefault("dropout", auto_dropout)
     train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+    if "eval_every" not in train:  # the same characters between evaluations at any batch x seq
+        window = train.get("batch", TrainConfig.batch) * train.get("seq", TrainConfig.seq)
+        if isinstance(window, int) and window > 0:
+            train["eval_every"] = max(1, round(EVAL_EVERY_CHARS / window))
     cfg = TrainConfig(**train).validate()
     if not cfg.steps and not cfg.minutes and not cfg.epochs:
         cfg = replace(cfg, epochs=DEFAULT_EPOCHS)

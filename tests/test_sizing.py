@@ -5,6 +5,7 @@ many passes; --auto-size applies it and says why."""
 import numpy as np
 import pytest
 
+from charrnn import config
 from charrnn.training import run, sizing
 from test_train import small_corpus  # noqa: F401  (a fixture)
 
@@ -61,3 +62,26 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
     assert p.trainer.model.config.dropout == 0.1  # a given dropout stays
     p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15)
     assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (512, 0.2)
+
+
+@pytest.mark.parametrize(
+    "given, every",
+    [
+        ({}, 800),  # the default 16 x 100
+        ({"batch": 64}, 200),  # the old default's spacing, in characters
+        ({"batch": 64, "seq": 50}, 400),
+        ({"batch": 5, "seq": 7}, round(config.EVAL_EVERY_CHARS / 35)),
+        ({"batch": 64, "eval_every": 7}, 7),  # given in steps, it stays
+    ],
+)
+def test_evaluations_come_every_so_many_characters_unless_given_in_steps(given, every):
+    _, cfg = config.resolve(dict(given, minutes=15))
+    assert cfg.eval_every == every
+    if "eval_every" not in given:
+        assert abs(cfg.eval_every * cfg.batch * cfg.seq - config.EVAL_EVERY_CHARS) <= cfg.batch * cfg.seq / 2
+
+
+def test_the_default_batch_is_sixteen_streams():
+    _, cfg = config.resolve({"minutes": 15})
+    assert (cfg.batch, cfg.seq, cfg.eval_every) == (16, 100, 800)
+    assert config.TrainConfig().eval_every == 800  # the dataclass agrees with resolve

@@ -122,7 +122,11 @@ def train(
         run_opt("Fraction at the end of the text held out for validation.", TrainConfig.val_frac),
     ] = None,
     eval_every: Annotated[
-        Optional[int], run_opt("Steps between evaluations and checkpoints.", TrainConfig.eval_every)
+        Optional[int],
+        run_opt(
+            "Steps between evaluations and checkpoints. Default: 1.28M training characters' "
+            "worth at the run's --batch x --seq (800 steps of 16 x 100).",
+        ),
     ] = None,
     eval_chars: Annotated[
         Optional[int],
