@@ -31,6 +31,9 @@ from pathlib import Path
 
 from charrnn.training.sizing import work_per_char
 
+from bench import cpu_kind  # noqa: E402  (this directory's)
+from regularisers import exact_score  # noqa: E402
+
 # fmt: off
 CONFIGS = {  # name: (layers, hidden, batch, options beyond them)
     "base":    (2, 512, 64, ["--dropout", "0.2"]),
@@ -49,14 +52,6 @@ CONFIGS = {  # name: (layers, hidden, batch, options beyond them)
 # EPYC Zen 4, 2026-12-05, short runs alone); they get that share of the characters.
 BATCH_RATE = {64: 1.0, 32: 0.92, 16: 0.92}
 # fmt: on
-
-
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def validation_tenth(corpus, where):
@@ -102,18 +97,12 @@ def run(name, corpus, val, where, base_steps, threads, seed):
     t0 = time.time()
     subprocess.run(train, env=env, check=True)
     secs = time.time() - t0
-    score = subprocess.run(
-        [*cmd, "eval", "--exact", "-c", str(out / "best.npz"), str(val), "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    nats = exact_score(cmd, out / "best.npz", val, env)
     info = subprocess.run(
         [*cmd, "info", str(out / "best.npz"), "--json"], env=env, check=True, capture_output=True, text=True
     ).stdout
     best_step = json.loads(info).get("step")
-    return name, steps, json.loads(score)["nats_per_char"], best_step, secs
+    return name, steps, nats, best_step, secs
 
 
 def main():
@@ -127,8 +116,9 @@ def main():
     names = args.only.split(",") if args.only else list(CONFIGS)
     threads = 1 if args.parallel > 1 else os.cpu_count()
     print(
-        f"# {cpu_model()}, {os.cpu_count()} cores; Tiny Shakespeare, the last tenth as validation; "
-        f"work of {args.steps} steps of the 2 x 512, batch 64 x 100, seed {args.seed}; "
+        f"# {cpu_kind() or platform.processor()}, {os.cpu_count()} cores; Tiny Shakespeare, the "
+        f"last tenth as validation; the time of {args.steps} steps of the 2 x 512 at batch 64, "
+        f"window 100, seed {args.seed}; "
         f"{args.parallel} at once"
     )
     with tempfile.TemporaryDirectory() as d:
