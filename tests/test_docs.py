@@ -13,7 +13,8 @@ from charrnn import config as C
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "docs/usage.md"]
 EXAMPLES = {
-    ("minutes", "10"),
+    ("minutes", "10"),  # the presets' thresholds
+    ("minutes", "15"),
     ("hidden", "8192"),  # a preset's threshold; a size too large
     # the repetition table's rows
     ("presence-penalty", "0.5"),

@@ -61,7 +61,7 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
     p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=15, dropout=0.1, auto_size=True)
     assert p.trainer.model.config.dropout == 0.1  # a given dropout stays
     p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15)
-    assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (512, 0.2)
+    assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (640, 0.3)  # the preset
 
 
 @pytest.mark.parametrize(

@@ -266,7 +266,8 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
 @pytest.mark.parametrize(
     "budget, size",
     [
-        (dict(minutes=15), (512, 0.2)),
+        (dict(minutes=15), (640, 0.3)),
+        (dict(minutes=14), (512, 0.2)),
         (dict(minutes=10), (512, 0.2)),
         (dict(minutes=5), (384, 0.1)),
         (dict(minutes=3), (256, 0.0)),

@@ -60,15 +60,15 @@ def train(
     hidden: Annotated[
         Optional[int],
         run_opt(
-            "Units per layer. Default: sized to the budget, 512 for --minutes 10 or more, 384 for 5 "
-            "or more, otherwise 256."
+            "Units per layer. Default: sized to the budget, 640 for --minutes 15 or more, 512 for 10 "
+            "or more, 384 for 5 or more, otherwise 256."
         ),
     ] = None,
     dropout: Annotated[
         Optional[float],
         run_opt(
-            "Dropout between layers and before the decoder. Default: 0.2 with the 512 preset, 0.1 "
-            "with 384, otherwise 0."
+            "Dropout between layers and before the decoder. Default: 0.3 with the 640 preset, 0.2 "
+            "with 512, 0.1 with 384, otherwise 0."
         ),
     ] = None,
     batch: Annotated[

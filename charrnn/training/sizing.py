@@ -3,7 +3,8 @@ no --hidden, the hidden size and dropout follow from this machine's measured tra
 corpus size, not from the minutes alone.
 
 The rules are calibrated on the Tiny Shakespeare runs of docs/choosing-defaults.md, and reproduce
-config.budget_preset's sizes at the rates those runs had:
+config.budget_preset's sizes at the rates those runs had, at batch 64 (the 15-minute preset is
+now a 2 x 640 at batch 16, which these rules, not yet recalibrated, do not choose):
 
 - size: the largest of SIZES whose budget buys at least CHARS_PER_PARAM training characters per
   parameter (at 3 minutes a 2 x 384 seeing 1.45 per parameter lost to a 2 x 256 seeing 6.4; at
