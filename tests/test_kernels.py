@@ -293,6 +293,38 @@ def test_packed_product_equals_numpy(dtype):
         np.testing.assert_allclose(C, A.astype(np.float64) @ W, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_products_over_a_window_equal_numpy(dtype):
+    """A window's products through gemm.py: matmul over more rows than one block of A holds
+    (the last block and its last tile both partial), and the weight gradient matmul_tn_acc,
+    C += X^T G, over more rows than one packed block of G, for every row count of C a tile
+    can leave over; C's old contents are kept and added to."""
+    from charrnn.engine import gemm
+
+    rng = np.random.default_rng(1)
+    one = np.zeros(1, dtype)
+    NR = gemm.strip_width(one)
+    tol = 1e-10 if dtype == np.float64 else 2e-3
+    Kd = 40
+    m = gemm.A_BLOCK // Kd * 2 + 7  # several blocks of rows, the last a partial one
+    A = rng.standard_normal((m, Kd)).astype(dtype)
+    W = rng.standard_normal((Kd, 2 * NR)).astype(dtype)
+    Wp = np.empty(W.size, dtype)
+    gemm.pack(W, Wp)
+    C = np.full((m, 2 * NR), np.nan, dtype)
+    gemm.matmul(A, Wp, C)
+    np.testing.assert_allclose(C, A.astype(np.float64) @ W, rtol=0, atol=tol)
+    M = 2 * gemm.KC + 5  # three blocks of G's rows, the last of 5
+    for H in range(1, 14):
+        X = rng.standard_normal((M, H)).astype(dtype)
+        G = rng.standard_normal((M, 3 * NR)).astype(dtype)
+        C0 = rng.standard_normal((H, 3 * NR)).astype(dtype)
+        C = C0.copy()
+        gemm.matmul_tn_acc(X, G, C)
+        want = C0.astype(np.float64) + X.T.astype(np.float64) @ G
+        np.testing.assert_allclose(C, want, rtol=0, atol=tol)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_grad_norms_are_measured_only_when_asked(cell):
     """Given an array, the backward pass records |d loss / d h_t| of every layer and step in

@@ -1,4 +1,4 @@
-"""Packed matrix products for the recurrent steps, written with explicit vectors.
+"""Packed matrix products for the recurrent layers, written with explicit vectors.
 
 A recurrent step multiplies a few rows (the B streams of a part) by the same weight matrix W
 (H x 4H for an LSTM) at every one of a window's T time steps. A BLAS call re-packs W at each of
@@ -16,18 +16,26 @@ host offers (64 bytes with AVX-512, else 32), so the same code compiles to zmm, 
 instructions; nothing here is specific to one vendor. The width is read when a function is
 compiled, never at import, so loading compiled kernels from Numba's cache costs nothing extra.
 
+The same packed layout serves a window's larger products: the layers' input projections and
+the gradients sent to the layer below (`matmul`, over blocks of A's rows that stay in L2
+while every strip passes over them), and the weight gradients dW += X^T dG (`matmul_tn_acc`,
+which packs dG a block of rows at a time and reads X in place). On a Zen 4 core these ran at
+100-114 GFLOP/s where OpenBLAS's own calls ran at 87-103 (benchmarks/profile_train.py).
+
 Flat buffers: packed matrices are 1-d arrays of Kd * N elements whatever the width, so callers
 allocate them without knowing it. Training packs only matrices whose N is a multiple of NR
 (`packable`) and multiplies the others with np.dot; the sampler pads the last strip with zero
 columns (`padded`) and calls no BLAS at all.
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 kernel = njit(cache=True, error_model="numpy", nogil=True)
+A_BLOCK = 131072  # elements of A (512 KiB of float32) that matmul keeps as one block of rows
 MR = 6  # rows of a full tile: 12 accumulators + 2 loads + 1 broadcast fit 16 ymm registers
 
 _vector_bytes = None
@@ -304,18 +312,143 @@ def matmul(A, Wp, C):
         for t in range(s, S):
             _tile(A, Wp, C, 0, t, 1)
         return
-    full = m - m % MR
-    for s in range(S):
-        for i0 in range(0, full, MR):
-            _tile(A, Wp, C, i0, s, 6)
-        r = m - full
-        if r == 1:
-            _tile(A, Wp, C, full, s, 1)
-        elif r == 2:
-            _tile(A, Wp, C, full, s, 2)
-        elif r == 3:
-            _tile(A, Wp, C, full, s, 3)
-        elif r == 4:
-            _tile(A, Wp, C, full, s, 4)
-        elif r == 5:
-            _tile(A, Wp, C, full, s, 5)
+    Kd = A.shape[1]
+    MB = m  # rows per block: a window's many rows go in blocks of A that stay in L2
+    if m * Kd > A_BLOCK:  # while every strip passes over them; a step's few rows are one
+        MB = max(MR, A_BLOCK // 2 // Kd // MR * MR)
+    for b0 in range(0, m, MB):
+        b1 = min(m, b0 + MB)
+        full = b1 - (b1 - b0) % MR
+        r = b1 - full
+        for s in range(S):
+            for i0 in range(b0, full, MR):
+                _tile(A, Wp, C, i0, s, 6)
+            if r == 1:
+                _tile(A, Wp, C, full, s, 1)
+            elif r == 2:
+                _tile(A, Wp, C, full, s, 2)
+            elif r == 3:
+                _tile(A, Wp, C, full, s, 3)
+            elif r == 4:
+                _tile(A, Wp, C, full, s, 4)
+            elif r == 5:
+                _tile(A, Wp, C, full, s, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight gradients: C (H, N) += X^T @ G over a window's rows
+
+
+KC = 256  # rows of X and G per block: a packed strip of G (KC x NR) is reused by every tile
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def _tile_tn(X, k0, kc, Gp, C, i0, s, rows):
+    """C[i0:i0+rows, strip s] += X[k0:k0+kc, i0:i0+rows]^T @ G[k0:k0+kc, strip s], Gp holding
+    that block of G packed (strip s at s*kc*NR, row by row); rows <= 6, a constant after
+    inlining. X's elements i0.. of one row are adjacent, so the broadcasts read X in place."""
+    Hx, N = X.shape[1], C.shape[1]
+    V = lanes(C)
+    NR = 2 * V
+    o = i0 * N + s * NR
+    c00 = vload(C, o)
+    c01 = vload(C, o + V)
+    c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c00
+    if rows > 1:
+        c10 = vload(C, o + N)
+        c11 = vload(C, o + N + V)
+    if rows > 2:
+        c20 = vload(C, o + 2 * N)
+        c21 = vload(C, o + 2 * N + V)
+    if rows > 3:
+        c30 = vload(C, o + 3 * N)
+        c31 = vload(C, o + 3 * N + V)
+    if rows > 4:
+        c40 = vload(C, o + 4 * N)
+        c41 = vload(C, o + 4 * N + V)
+    if rows > 5:
+        c50 = vload(C, o + 5 * N)
+        c51 = vload(C, o + 5 * N + V)
+    a = k0 * Hx + i0  # X[k0, i0]
+    w = s * kc * NR
+    for _ in range(kc):
+        w0 = vload(Gp, w)
+        w1 = vload(Gp, w + V)
+        w += NR
+        x = vsplat(X, a)
+        c00 = vfma(x, w0, c00)
+        c01 = vfma(x, w1, c01)
+        if rows > 1:
+            x = vsplat(X, a + 1)
+            c10 = vfma(x, w0, c10)
+            c11 = vfma(x, w1, c11)
+        if rows > 2:
+            x = vsplat(X, a + 2)
+            c20 = vfma(x, w0, c20)
+            c21 = vfma(x, w1, c21)
+        if rows > 3:
+            x = vsplat(X, a + 3)
+            c30 = vfma(x, w0, c30)
+            c31 = vfma(x, w1, c31)
+        if rows > 4:
+            x = vsplat(X, a + 4)
+            c40 = vfma(x, w0, c40)
+            c41 = vfma(x, w1, c41)
+        if rows > 5:
+            x = vsplat(X, a + 5)
+            c50 = vfma(x, w0, c50)
+            c51 = vfma(x, w1, c51)
+        a += Hx
+    vstore(C, o, c00)
+    vstore(C, o + V, c01)
+    if rows > 1:
+        vstore(C, o + N, c10)
+        vstore(C, o + N + V, c11)
+    if rows > 2:
+        vstore(C, o + 2 * N, c20)
+        vstore(C, o + 2 * N + V, c21)
+    if rows > 3:
+        vstore(C, o + 3 * N, c30)
+        vstore(C, o + 3 * N + V, c31)
+    if rows > 4:
+        vstore(C, o + 4 * N, c40)
+        vstore(C, o + 4 * N + V, c41)
+    if rows > 5:
+        vstore(C, o + 5 * N, c50)
+        vstore(C, o + 5 * N + V, c51)
+
+
+@kernel
+def matmul_tn_acc(X, G, C):
+    """C (H, N) += X (M, H)^T @ G (M, N), all C-contiguous, N a whole number of strips
+    (packable): a weight gradient dW += X^T dG over a window's M = T*B rows. G is packed a
+    block of KC rows at a time; X is read in place."""
+    M, Hx = X.shape
+    N = C.shape[1]
+    NR = strip_width(C)
+    S = N // NR
+    V = lanes(C)
+    Gp = np.empty(min(KC, M) * N, C.dtype)
+    full = Hx - Hx % MR
+    r = Hx - full
+    for k0 in range(0, M, KC):
+        kc = min(KC, M - k0)
+        for s in range(S):  # pack this block of G
+            for k in range(kc):
+                src = (k0 + k) * N + s * NR
+                dst = (s * kc + k) * NR
+                vstore(Gp, dst, vload(G, src))
+                vstore(Gp, dst + V, vload(G, src + V))
+        for s in range(S):
+            for i0 in range(0, full, MR):
+                _tile_tn(X, k0, kc, Gp, C, i0, s, 6)
+            if r == 1:
+                _tile_tn(X, k0, kc, Gp, C, full, s, 1)
+            elif r == 2:
+                _tile_tn(X, k0, kc, Gp, C, full, s, 2)
+            elif r == 3:
+                _tile_tn(X, k0, kc, Gp, C, full, s, 3)
+            elif r == 4:
+                _tile_tn(X, k0, kc, Gp, C, full, s, 4)
+            elif r == 5:
+                _tile_tn(X, k0, kc, Gp, C, full, s, 5)

@@ -71,8 +71,9 @@ class Work(NamedTuple):
     # fmt: on
     gn: np.ndarray  # (L, T)          norm of d loss / d h_t, as backward reaches each step,
     #                 or (L, 0) not to measure it
-    Whp: np.ndarray  # (L, H*K)        Wh packed for the forward steps (gemm.pack), if packable
-    WhTp: np.ndarray  # (L, K*H)        Wh^T packed for the backward steps, if packable
+    Whp: np.ndarray  # (2L-1, H*K)     Wh of each layer, then Wx of layers > 0, packed for the
+    #                                   forward products (gemm.pack), if packable
+    WhTp: np.ndarray  # (2L-1, K*H)     their transposes, packed for the backward products
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,13 +263,19 @@ def packed(w):
 
 @kernel
 def pack_weights(p, w, backward):
-    """Pack every layer's Wh into w.Whp for the forward steps and, with backward, Wh^T into
-    w.WhTp for the backward steps (nothing if the hidden size does not suit packing)."""
+    """Pack every layer's Wh into w.Whp[l], and the input weights Wx of layer l > 0 into
+    w.Whp[L + l - 1], for the forward products; with backward, their transposes into w.WhTp
+    for the backward ones (nothing if the hidden size does not suit packing)."""
     if packed(w):
-        for l in range(p.Wh.shape[0]):
+        L = p.Wh.shape[0]
+        for l in range(L):
             gemm.pack(p.Wh[l], w.Whp[l])
             if backward:
                 gemm.pack(p.Wh[l].T, w.WhTp[l])
+        for l in range(1, L):
+            gemm.pack(p.Wx[l - 1], w.Whp[L + l - 1])
+            if backward:
+                gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
 
 
 @kernel
@@ -280,6 +287,8 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
     if not prepacked and packed(w):
         for l in range(L):
             gemm.pack(p.Wh[l], w.Whp[l])
+        for l in range(1, L):
+            gemm.pack(p.Wx[l - 1], w.Whp[L + l - 1])
     for l in range(L):
         G = w.G[l]  # (T, B, K)
         if l == 0:
@@ -287,7 +296,10 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
                 embed(p, x[t], G[t])
         else:
             G2 = rows(G)
-            np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
+            if packed(w):
+                gemm.matmul(rows(layer_input(w, l - 1)), w.Whp[L + l - 1], G2)
+            else:
+                np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
             G2 += p.b[l]
         w.Hs[l, 0] = h0[l]
         w.Cs[l, 0] = c0[l]
@@ -430,6 +442,16 @@ def rec_back(WhT, WhTp, dG, out):
 
 
 @kernel
+def grad_acc(X, G, dW):
+    """dW (H, K) += X (N, H)^T @ G (N, K): through gemm's packed kernel where K is whole
+    strips, else BLAS."""
+    if gemm.packable(dW, dW.shape[1]):
+        gemm.matmul_tn_acc(X, G, dW)
+    else:
+        dW += np.dot(X.T, G)
+
+
+@kernel
 def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
     Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). prepacked: w.WhTp
@@ -438,6 +460,8 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     if not prepacked and packed(w):
         for l in range(L):
             gemm.pack(p.Wh[l].T, w.WhTp[l])
+        for l in range(1, L):
+            gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
@@ -476,12 +500,15 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         dh0[l] = w.dh
         dc0[l] = w.dc
         dG2 = rows(dG)
-        dp.Wh[l] += np.dot(rows(w.Hs[l][:T]).T, rows(dR))
+        grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l])
         add_rows(dG2, dp.b[l])
         if l > 0:
             below = rows(layer_input(w, l - 1))
-            dp.Wx[l - 1] += np.dot(below.T, dG2)
-            np.dot(dG2, p.Wx[l - 1].T, rows(w.dH[l - 1]))
+            grad_acc(below, dG2, dp.Wx[l - 1])
+            if packed(w):
+                gemm.matmul(dG2, w.WhTp[L + l - 1], rows(w.dH[l - 1]))
+            else:
+                np.dot(dG2, p.Wx[l - 1].T, rows(w.dH[l - 1]))
         else:
             for t in range(T):
                 for bb in range(B):

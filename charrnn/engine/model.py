@@ -338,15 +338,16 @@ def part_slices(B):
 
 
 def packed_shape(cfg, dtype):
-    """(L, H*K) of each packed copy of the recurrent weights (see kernels.pack_weights), or
-    (L, 0) where the hidden size does not suit the packed product."""
+    """(2L-1, H*K) of each packed copy of the layers' (H, K) weights, Wh of every layer then Wx
+    of the layers above the first (see kernels.pack_weights), or (2L-1, 0) where the hidden
+    size does not suit the packed product."""
     L, H = cfg.layers, cfg.hidden
     n = H * GATES[kernels.CELLS[cfg.cell]] * H if gemm.packable(np.zeros(1, dtype), H) else 0
-    return (L, n)
+    return (2 * L - 1, n)
 
 
 def alloc_packed(cfg, dtype):
-    """(Whp, WhTp): the buffers every part's Work shares for the packed recurrent weights."""
+    """(Whp, WhTp): the buffers every part's Work shares for the packed weights."""
     shape = packed_shape(cfg, dtype)
     return np.zeros(shape, dtype), np.zeros(shape, dtype)
 

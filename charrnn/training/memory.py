@@ -71,7 +71,7 @@ def training(
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
     keys |= _eval_keys(val_len, eval_chars, B, T)
     held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
-    held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # Wh, Wh^T
+    held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # W, W^T
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
         start = 2 * N * it  # the checkpoint's Adam moments, read before they are copied
