@@ -15,7 +15,8 @@ call overhead is counted:
   rec bwd        dG_t (b, K) @ Wh^T (K, H)              T x L small products
   gates bwd      the cell's backward step               T x L
   window GEMMs   input projections of layers > 0, the decoder, and every weight gradient and
-                 gradient to the layer below: one product each per window
+                 gradient to the layer below: one product each per window; the (H, 4H) ones
+                 packed (gemm.py) where the kernel packs them, OpenBLAS's figure beside them
   embed, xent    the first layer's row lookup (and its gradient scatter), softmax + loss
   Adam           the optimizer over all parameters (once per step, not per part)
 
@@ -88,6 +89,13 @@ def gemm_tn(A, B, C, n):
     """C = A^T @ B: the weight-gradient shape."""
     for _ in range(n):
         np.dot(A.T, B, C)
+
+
+@kernel
+def packed_tn_loop(A, B, C, n):
+    """C += A^T @ B through the packed weight-gradient kernel."""
+    for _ in range(n):
+        gemm_mod.matmul_tn_acc(A, B, C)
 
 
 @kernel
@@ -207,24 +215,29 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
         ),
         ("gates fwd", gates_fwd, (G, c_prev, c, tc, h, n), 1, 0),
         ("gates bwd", gates_bwd, (g, c_prev, tc, dh, dc, dG, n), 1, 0),
-        ("input proj (N,H)@(H,4H) x(L-1)", gemm, (A_H, WxK, C_K, 1), L - 1, nk * (L - 1)),
         ("decoder (N,H)@(H,V)", gemm, (A_H, WyV, C_V, 1), 1, nv),
-        (
-            "dW += (H,N)@(N,4H) x(2L-1)",
-            gemm_tn,
-            (A_H, A_K, np.empty((H, Kg), f32), 1),
-            2 * L - 1,
-            nk * (2 * L - 1),
-        ),
         ("dWy += (H,N)@(N,V)", gemm_tn, (A_H, A_V, np.empty((H, V), f32), 1), 1, nv),
-        (
-            "dH below (N,4H)@(4H,H) x(L-1)",
-            gemm,
-            (A_K, np.ascontiguousarray(WxK.T), C_H, 1),
-            L - 1,
-            nk * (L - 1),
-        ),
         ("dH top (N,V)@(V,H)", gemm, (A_V, np.ascontiguousarray(WyV.T), C_H, 1), 1, nv),
+    ]
+    # the window's (H, 4H) products: packed where the kernel packs them (gemm.py), with
+    # OpenBLAS's figure beside them for comparison
+    window = [
+        ("input proj (N,H)@(H,4H) x(L-1)", (A_H, WxK, C_K), L - 1),
+        ("dW += (H,N)@(N,4H) x(2L-1)", (A_H, A_K, np.zeros((H, Kg), f32)), 2 * L - 1),
+        ("dH below (N,4H)@(4H,H) x(L-1)", (A_K, np.ascontiguousarray(WxK.T), C_H), L - 1),
+    ]
+    for label, (a, bm, c), count in window:
+        tn = label.startswith("dW")
+        if kernels.packed(w):
+            if tn:
+                pieces.append((label + ", packed", packed_tn_loop, (a, bm, c, 1), count, nk * count))
+            else:
+                bp = np.empty(bm.size, f32)
+                gemm_mod.pack(bm, bp)
+                pieces.append((label + ", packed", packed_loop, (a, bp, c, 1), count, nk * count))
+        blas = (label + ", OpenBLAS (not used)") if kernels.packed(w) else label
+        pieces.append((blas, gemm_tn if tn else gemm, (a, bm, c, 1), count, nk * count))
+    pieces += [
         ("embed", embed_loop, (p, x, np.empty((T, b, Kg), f32), 1), 1, 0),
         ("Wx0 scatter", scatter_loop, (dp.Wx0, x, r(T, b, Kg), 1), 1, 0),
         ("xent (+ a copy)", xent_loop, (A_V.copy(), Psave, y.reshape(-1), 1), 1, 0),
@@ -245,7 +258,7 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
         f"{b} streams; one part on one thread, thread CPU time, medians of {repeats} rounds"
     )
     print(f"  fused window kernel (forward + loss + backward): {whole * 1e3:8.2f} ms")
-    print(f"  {'piece':36s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
+    print(f"  {'piece':52s} {'ms/window':>10s} {'share':>7s} {'GFLOP/s':>8s}")
     total = 0.0
     for label, secs in med.items():
         used = "OpenBLAS" not in label or not kernels.packed(w)
@@ -253,13 +266,15 @@ def profile(name, layers, hidden, batch, seq, nthreads, vocab=65, repeats=5):
         fl = flops[label]
         gf = f"{fl / secs / 1e9:8.1f}" if fl else ""
         share = f"{secs / whole:7.1%}" if used else "       "
-        print(f"  {label:36s} {secs * 1e3:10.2f} {share} {gf:>8s}")
+        print(f"  {label:52s} {secs * 1e3:10.2f} {share} {gf:>8s}")
     print(
-        f"  {'rest (loops, copies, norms, sums)':36s} {(whole - total) * 1e3:10.2f} "
+        f"  {'rest (loops, copies, norms, sums)':52s} {(whole - total) * 1e3:10.2f} "
         f"{(whole - total) / whole:7.1%}"
     )
     print(f"  Adam over {m.flat.size:,} parameters, once per step: {adam * 1e3:.2f} ms")
-    all_flops = 2 * rec_flops + sum(fl for label, fl in flops.items() if fl and "rec " not in label)
+    all_flops = 2 * rec_flops + sum(
+        fl for label, fl in flops.items() if fl and "rec " not in label and "not used" not in label
+    )
     print(
         f"  GEMM flops per window {all_flops / 1e9:.3f} G; whole kernel at "
         f"{all_flops / whole / 1e9:.1f} GFLOP/s; 1024^3 single-thread GEMM: {peak:.1f} GFLOP/s"

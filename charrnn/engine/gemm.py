@@ -318,28 +318,41 @@ def matmul(A, Wp, C):
         MB = max(MR, A_BLOCK // 2 // Kd // MR * MR)
     for b0 in range(0, m, MB):
         b1 = min(m, b0 + MB)
-        full = b1 - (b1 - b0) % MR
-        r = b1 - full
+        n, base, extra = tiles(b1 - b0)
         for s in range(S):
-            for i0 in range(b0, full, MR):
-                _tile(A, Wp, C, i0, s, 6)
-            if r == 1:
-                _tile(A, Wp, C, full, s, 1)
-            elif r == 2:
-                _tile(A, Wp, C, full, s, 2)
-            elif r == 3:
-                _tile(A, Wp, C, full, s, 3)
-            elif r == 4:
-                _tile(A, Wp, C, full, s, 4)
-            elif r == 5:
-                _tile(A, Wp, C, full, s, 5)
+            i0 = b0
+            for t in range(n):
+                r = base + 1 if t < extra else base
+                if r == 6:
+                    _tile(A, Wp, C, i0, s, 6)
+                elif r == 5:
+                    _tile(A, Wp, C, i0, s, 5)
+                elif r == 4:
+                    _tile(A, Wp, C, i0, s, 4)
+                elif r == 3:
+                    _tile(A, Wp, C, i0, s, 3)
+                elif r == 2:
+                    _tile(A, Wp, C, i0, s, 2)
+                else:
+                    _tile(A, Wp, C, i0, s, 1)
+                i0 += r
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def tiles(m):
+    """(n, base, extra): m rows as n tiles of at most MR rows, as even as they go, the first
+    extra tiles with base + 1 rows and the rest with base. 25 rows make five tiles of 5, not
+    four of 6 and one of 1, whose two accumulators wait on each other's latency."""
+    n = (m + MR - 1) // MR
+    base = m // n
+    return n, base, m - base * n
 
 
 # ---------------------------------------------------------------------------------------------
 # Weight gradients: C (H, N) += X^T @ G over a window's rows
 
 
-KC = 256  # rows of X and G per block: a packed strip of G (KC x NR) is reused by every tile
+KC = 512  # rows of X and G per block: a packed strip of G (KC x NR) is reused by every tile
 
 
 @njit(inline="always", error_model="numpy", nogil=True)
@@ -429,8 +442,7 @@ def matmul_tn_acc(X, G, C):
     S = N // NR
     V = lanes(C)
     Gp = np.empty(min(KC, M) * N, C.dtype)
-    full = Hx - Hx % MR
-    r = Hx - full
+    n, base, extra = tiles(Hx)
     for k0 in range(0, M, KC):
         kc = min(KC, M - k0)
         for s in range(S):  # pack this block of G
@@ -440,15 +452,19 @@ def matmul_tn_acc(X, G, C):
                 vstore(Gp, dst, vload(G, src))
                 vstore(Gp, dst + V, vload(G, src + V))
         for s in range(S):
-            for i0 in range(0, full, MR):
-                _tile_tn(X, k0, kc, Gp, C, i0, s, 6)
-            if r == 1:
-                _tile_tn(X, k0, kc, Gp, C, full, s, 1)
-            elif r == 2:
-                _tile_tn(X, k0, kc, Gp, C, full, s, 2)
-            elif r == 3:
-                _tile_tn(X, k0, kc, Gp, C, full, s, 3)
-            elif r == 4:
-                _tile_tn(X, k0, kc, Gp, C, full, s, 4)
-            elif r == 5:
-                _tile_tn(X, k0, kc, Gp, C, full, s, 5)
+            i0 = 0
+            for t in range(n):
+                r = base + 1 if t < extra else base
+                if r == 6:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 6)
+                elif r == 5:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 5)
+                elif r == 4:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 4)
+                elif r == 3:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 3)
+                elif r == 2:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 2)
+                else:
+                    _tile_tn(X, k0, kc, Gp, C, i0, s, 1)
+                i0 += r
