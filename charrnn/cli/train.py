@@ -163,8 +163,7 @@ def train(
         Optional[float],
         run_opt(
             "DropConnect on the recurrent weights: each dropped with this probability, one mask "
-            "per window (AWD-LSTM).",
-            TrainConfig.weight_drop,
+            "per window (AWD-LSTM). Default: 0.1 with the 640 preset, otherwise 0.",
         ),
     ] = None,
     embed_drop: Annotated[
