@@ -195,7 +195,7 @@ def train(
         bool,
         Opt(
             "--auto-size",
-            help="With --minutes and no --hidden: choose the size and dropout from "
+            help="With --minutes and no --hidden: choose the size, dropout and weight drop from "
             "the characters the budget buys, from a rate measured for a few "
             "seconds here and the corpus size (said in one line).",
         ),

@@ -142,6 +142,8 @@ def prepare(
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
+        if "weight_drop" not in options:  # and a given weight drop
+            cfg = replace(cfg, weight_drop=choice.weight_drop)
         notice = "; ".join(
             filter(
                 None,

@@ -1,20 +1,21 @@
 """Sizing a model from the characters its time budget will buy (issue 22): with --minutes and
-no --hidden, the hidden size and dropout follow from this machine's measured training rate and the
-corpus size, not from the minutes alone.
+no --hidden, the hidden size and the regularisers follow from this machine's measured training
+rate and the corpus size, not from the minutes alone.
 
-The rules are calibrated on the Tiny Shakespeare runs of docs/choosing-defaults.md, and reproduce
-config.budget_preset's sizes at the rates those runs had, at batch 64 (the 15-minute preset is
-now a 2 x 640 at batch 16, which these rules, not yet recalibrated, do not choose):
+The rules are calibrated on the Tiny Shakespeare runs at batch 16 of docs/choosing-defaults.md
+(AMD EPYC Zen 4), and reproduce config.budget_preset's 15-minute 2 x 640 at the rates those runs
+had:
 
 - size: the largest of SIZES whose budget buys at least CHARS_PER_PARAM training characters per
-  parameter (at 3 minutes a 2 x 384 seeing 1.45 per parameter lost to a 2 x 256 seeing 6.4; at
-  15 minutes a 2 x 512 seeing 2.4 won);
-- dropout: from the exposure, passes over the training text times parameters per training
-  character (how far the model can memorise it), by DROPOUT_BY_EXPOSURE: 4.9 for the 3-minute
-  2 x 256 (no dropout), 8 for the 5-minute 2 x 384 (0.1), 25 for the 15-minute 2 x 512 (0.2);
-  past 30 (a faster machine's 15 minutes, over-fitted at 0.2 in issue 22) 0.3, an extrapolation.
+  parameter (at 15 minutes a 2 x 640 seeing 0.9 per parameter beat a 2 x 512 seeing 2.0; at 3
+  minutes a 2 x 384 seeing 1.3 tied with a 2 x 256 seeing 5.5, 1.4871 against 1.4882);
+- dropout and weight drop: from the exposure, passes over the training text times parameters
+  per training character (how far the model can memorise it), by REGULARISERS_BY_EXPOSURE: 4.2
+  for the 3-minute 2 x 256 (none), 8 for the 5-minute 2 x 384 (dropout 0.1, at batch 64), 22 for
+  the 15-minute 2 x 512 (0.2 and 0.3 level) and the 15-minute 2 x 640 (0.3 with weight drop 0.1
+  beat 0.3 alone, and 0.4 lost).
 
-The rate of each size is one measured rate (a few training steps of the middle size on random
+The rate of each size is one measured rate (a few training steps of the second size on random
 ids) scaled by the sizes' multiply-adds per character: small models reach less of the machine's
 peak, so the scaled rates of larger sizes are, if anything, low.
 """
@@ -29,9 +30,11 @@ from ..config import ModelConfig
 from ..engine.model import Model, num_params, param_shapes
 
 # fmt: off
-SIZES = (256, 384, 512)     # the hidden sizes chosen among, 2 layers each
-CHARS_PER_PARAM = 2.0       # the least training characters per parameter a size must get
-DROPOUT_BY_EXPOSURE = ((6.0, 0.0), (15.0, 0.1), (30.0, 0.2), (math.inf, 0.3))  # (below, dropout)
+SIZES = (256, 384, 512, 640)  # the hidden sizes chosen among, 2 layers each
+CHARS_PER_PARAM = 0.8       # the least training characters per parameter a size must get
+REGULARISERS_BY_EXPOSURE = (  # (below this exposure, dropout, weight drop)
+    (6.0, 0.0, 0.0), (12.0, 0.1, 0.0), (20.0, 0.2, 0.0), (math.inf, 0.3, 0.1),
+)
 TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations and saves the rest)
 MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
 # fmt: on
@@ -41,6 +44,7 @@ class Choice(NamedTuple):
     # fmt: off
     hidden: int
     dropout: float
+    weight_drop: float
     chars_per_sec: float    # the (scaled) rate of the chosen size
     chars: float            # training characters the budget buys at that rate
     passes: float           # ... as passes over the training text
@@ -51,7 +55,8 @@ class Choice(NamedTuple):
     def reason(self, layers, measured_at):
         return (
             f"sized from the budget: {layers} x {self.hidden}, dropout "
-            f"{self.dropout:g}: at about {self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
+            f"{self.dropout:g}, weight drop {self.weight_drop:g}: at about "
+            f"{self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
             f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
             f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
             "parameter (--hidden to choose)"
@@ -71,8 +76,8 @@ def choose(
             break
     passes = chars / max(1, train_chars)
     exposure = passes * P / max(1, train_chars)
-    dropout = next(d for below, d in DROPOUT_BY_EXPOSURE if exposure < below)
-    return Choice(H, dropout, rate_of(H), chars, passes, chars / P, exposure)
+    dropout, weight_drop = next((d, w) for below, d, w in REGULARISERS_BY_EXPOSURE if exposure < below)
+    return Choice(H, dropout, weight_drop, rate_of(H), chars, passes, chars / P, exposure)
 
 
 def work_per_char(cell, layers, hidden, vocab_size):
