@@ -209,44 +209,63 @@ def pack(W, out):
 
 
 @njit(inline="always", error_model="numpy", nogil=True)
-def _tile(A, Wp, C, i0, s, rows):
-    """C[i0:i0+rows, strip s] = A[i0:i0+rows] @ W[:, strip s]; rows <= 6, a constant after
-    inlining, so the unused accumulators and branches compile away."""
-    Kd, N = A.shape[1], C.shape[1]
+def _tile(A, a, ra, ka, Wp, w, kc, C, o, rows, acc):
+    """One register tile: rows (<= 6) rows of C from o (row stride C's width), two vectors
+    wide, = (or += with acc) sum over k < kc of A's element a + r*ra + k*ka (row r) times the
+    packed strip's row k (two vectors at w + k*NR). rows and acc are constants after inlining,
+    so the unused accumulators and branches compile away. matmul reads A's rows (ra the row
+    length, ka 1); matmul_tn_acc reads X's columns in place (ra 1, ka the row length)."""
+    N = C.shape[1]
     V = lanes(C)
     NR = 2 * V
     c00 = c01 = c10 = c11 = c20 = c21 = vzero(C)
     c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
-    a = i0 * Kd  # A's rows i0.. start at a, a + Kd, ...
-    w = s * Kd * NR
-    for k in range(Kd):
+    if acc:
+        c00 = vload(C, o)
+        c01 = vload(C, o + V)
+        if rows > 1:
+            c10 = vload(C, o + N)
+            c11 = vload(C, o + N + V)
+        if rows > 2:
+            c20 = vload(C, o + 2 * N)
+            c21 = vload(C, o + 2 * N + V)
+        if rows > 3:
+            c30 = vload(C, o + 3 * N)
+            c31 = vload(C, o + 3 * N + V)
+        if rows > 4:
+            c40 = vload(C, o + 4 * N)
+            c41 = vload(C, o + 4 * N + V)
+        if rows > 5:
+            c50 = vload(C, o + 5 * N)
+            c51 = vload(C, o + 5 * N + V)
+    for _ in range(kc):
         w0 = vload(Wp, w)
         w1 = vload(Wp, w + V)
         w += NR
-        x = vsplat(A, a + k)
+        x = vsplat(A, a)
         c00 = vfma(x, w0, c00)
         c01 = vfma(x, w1, c01)
         if rows > 1:
-            x = vsplat(A, a + Kd + k)
+            x = vsplat(A, a + ra)
             c10 = vfma(x, w0, c10)
             c11 = vfma(x, w1, c11)
         if rows > 2:
-            x = vsplat(A, a + 2 * Kd + k)
+            x = vsplat(A, a + 2 * ra)
             c20 = vfma(x, w0, c20)
             c21 = vfma(x, w1, c21)
         if rows > 3:
-            x = vsplat(A, a + 3 * Kd + k)
+            x = vsplat(A, a + 3 * ra)
             c30 = vfma(x, w0, c30)
             c31 = vfma(x, w1, c31)
         if rows > 4:
-            x = vsplat(A, a + 4 * Kd + k)
+            x = vsplat(A, a + 4 * ra)
             c40 = vfma(x, w0, c40)
             c41 = vfma(x, w1, c41)
         if rows > 5:
-            x = vsplat(A, a + 5 * Kd + k)
+            x = vsplat(A, a + 5 * ra)
             c50 = vfma(x, w0, c50)
             c51 = vfma(x, w1, c51)
-    o = i0 * N + s * NR
+        a += ka
     vstore(C, o, c00)
     vstore(C, o + V, c01)
     if rows > 1:
@@ -264,6 +283,23 @@ def _tile(A, Wp, C, i0, s, rows):
     if rows > 5:
         vstore(C, o + 5 * N, c50)
         vstore(C, o + 5 * N + V, c51)
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def _tile_any(A, a, ra, ka, Wp, w, kc, C, o, rows, acc):
+    """_tile for a row count known only at run time (1 to 6)."""
+    if rows == 6:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 6, acc)
+    elif rows == 5:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 5, acc)
+    elif rows == 4:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 4, acc)
+    elif rows == 3:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 3, acc)
+    elif rows == 2:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 2, acc)
+    else:
+        _tile(A, a, ra, ka, Wp, w, kc, C, o, 1, acc)
 
 
 @njit(inline="always", error_model="numpy", nogil=True)
@@ -302,17 +338,18 @@ def _row_strips(A, Wp, C, s):
 def matmul(A, Wp, C):
     """C (m, N) = A (m, Kd) @ W, with Wp = pack(W); A and C C-contiguous; N a whole number of
     strips (for a padded Wp, C has the padded width)."""
-    m = A.shape[0]
-    S = C.shape[1] // strip_width(C)
+    m, Kd = A.shape
+    N = C.shape[1]
+    NR = strip_width(C)
+    S = N // NR
     if m == 1:  # a batch-1 step (sampling): four strips at a time
         s = 0
         while s + 4 <= S:
             _row_strips(A, Wp, C, s)
             s += 4
         for t in range(s, S):
-            _tile(A, Wp, C, 0, t, 1)
+            _tile(A, 0, Kd, 1, Wp, t * Kd * NR, Kd, C, t * NR, 1, False)
         return
-    Kd = A.shape[1]
     MB = m  # rows per block: a window's many rows go in blocks of A that stay in L2
     if m * Kd > A_BLOCK:  # while every strip passes over them; a step's few rows are one
         MB = max(MR, A_BLOCK // 2 // Kd // MR * MR)
@@ -323,18 +360,7 @@ def matmul(A, Wp, C):
             i0 = b0
             for t in range(n):
                 r = base + 1 if t < extra else base
-                if r == 6:
-                    _tile(A, Wp, C, i0, s, 6)
-                elif r == 5:
-                    _tile(A, Wp, C, i0, s, 5)
-                elif r == 4:
-                    _tile(A, Wp, C, i0, s, 4)
-                elif r == 3:
-                    _tile(A, Wp, C, i0, s, 3)
-                elif r == 2:
-                    _tile(A, Wp, C, i0, s, 2)
-                else:
-                    _tile(A, Wp, C, i0, s, 1)
+                _tile_any(A, i0 * Kd, Kd, 1, Wp, s * Kd * NR, Kd, C, i0 * N + s * NR, r, False)
                 i0 += r
 
 
@@ -353,82 +379,6 @@ def tiles(m):
 
 
 KC = 512  # rows of X and G per block: a packed strip of G (KC x NR) is reused by every tile
-
-
-@njit(inline="always", error_model="numpy", nogil=True)
-def _tile_tn(X, k0, kc, Gp, C, i0, s, rows):
-    """C[i0:i0+rows, strip s] += X[k0:k0+kc, i0:i0+rows]^T @ G[k0:k0+kc, strip s], Gp holding
-    that block of G packed (strip s at s*kc*NR, row by row); rows <= 6, a constant after
-    inlining. X's elements i0.. of one row are adjacent, so the broadcasts read X in place."""
-    Hx, N = X.shape[1], C.shape[1]
-    V = lanes(C)
-    NR = 2 * V
-    o = i0 * N + s * NR
-    c00 = vload(C, o)
-    c01 = vload(C, o + V)
-    c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = c00
-    if rows > 1:
-        c10 = vload(C, o + N)
-        c11 = vload(C, o + N + V)
-    if rows > 2:
-        c20 = vload(C, o + 2 * N)
-        c21 = vload(C, o + 2 * N + V)
-    if rows > 3:
-        c30 = vload(C, o + 3 * N)
-        c31 = vload(C, o + 3 * N + V)
-    if rows > 4:
-        c40 = vload(C, o + 4 * N)
-        c41 = vload(C, o + 4 * N + V)
-    if rows > 5:
-        c50 = vload(C, o + 5 * N)
-        c51 = vload(C, o + 5 * N + V)
-    a = k0 * Hx + i0  # X[k0, i0]
-    w = s * kc * NR
-    for _ in range(kc):
-        w0 = vload(Gp, w)
-        w1 = vload(Gp, w + V)
-        w += NR
-        x = vsplat(X, a)
-        c00 = vfma(x, w0, c00)
-        c01 = vfma(x, w1, c01)
-        if rows > 1:
-            x = vsplat(X, a + 1)
-            c10 = vfma(x, w0, c10)
-            c11 = vfma(x, w1, c11)
-        if rows > 2:
-            x = vsplat(X, a + 2)
-            c20 = vfma(x, w0, c20)
-            c21 = vfma(x, w1, c21)
-        if rows > 3:
-            x = vsplat(X, a + 3)
-            c30 = vfma(x, w0, c30)
-            c31 = vfma(x, w1, c31)
-        if rows > 4:
-            x = vsplat(X, a + 4)
-            c40 = vfma(x, w0, c40)
-            c41 = vfma(x, w1, c41)
-        if rows > 5:
-            x = vsplat(X, a + 5)
-            c50 = vfma(x, w0, c50)
-            c51 = vfma(x, w1, c51)
-        a += Hx
-    vstore(C, o, c00)
-    vstore(C, o + V, c01)
-    if rows > 1:
-        vstore(C, o + N, c10)
-        vstore(C, o + N + V, c11)
-    if rows > 2:
-        vstore(C, o + 2 * N, c20)
-        vstore(C, o + 2 * N + V, c21)
-    if rows > 3:
-        vstore(C, o + 3 * N, c30)
-        vstore(C, o + 3 * N + V, c31)
-    if rows > 4:
-        vstore(C, o + 4 * N, c40)
-        vstore(C, o + 4 * N + V, c41)
-    if rows > 5:
-        vstore(C, o + 5 * N, c50)
-        vstore(C, o + 5 * N + V, c51)
 
 
 @kernel
@@ -455,16 +405,5 @@ def matmul_tn_acc(X, G, C):
             i0 = 0
             for t in range(n):
                 r = base + 1 if t < extra else base
-                if r == 6:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 6)
-                elif r == 5:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 5)
-                elif r == 4:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 4)
-                elif r == 3:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 3)
-                elif r == 2:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 2)
-                else:
-                    _tile_tn(X, k0, kc, Gp, C, i0, s, 1)
+                _tile_any(X, k0 * Hx + i0, 1, Hx, Gp, s * kc * NR, kc, C, i0 * N + s * NR, r, True)
                 i0 += r
