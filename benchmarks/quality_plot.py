@@ -20,7 +20,7 @@ from charrnn.training.plot import read_metrics  # noqa: E402
 
 def curves(run_dir, torch_json):
     """(ours, theirs, their model's name): (minutes, val loss) points of each run."""
-    ours = [(r["elapsed"] / 60, r["val_loss"]) for r in read_metrics(run_dir)]
+    ours = [(r["elapsed"] / 60, r["val_loss"]) for r in read_metrics(run_dir) if "val_loss" in r]
     theirs, name = [], "PyTorch nn.LSTM"
     if torch_json:
         t = json.loads(Path(torch_json).read_text().strip().splitlines()[-1])
