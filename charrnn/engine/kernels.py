@@ -262,20 +262,35 @@ def packed(w):
 
 
 @kernel
-def pack_weights(p, w, backward):
+def pack_forward(p, w):
     """Pack every layer's Wh into w.Whp[l], and the input weights Wx of layer l > 0 into
-    w.Whp[L + l - 1], for the forward products; with backward, their transposes into w.WhTp
-    for the backward ones (nothing if the hidden size does not suit packing)."""
+    w.Whp[L + l - 1], for the forward products (if the hidden size suits packing)."""
     if packed(w):
         L = p.Wh.shape[0]
         for l in range(L):
             gemm.pack(p.Wh[l], w.Whp[l])
-            if backward:
-                gemm.pack(p.Wh[l].T, w.WhTp[l])
         for l in range(1, L):
             gemm.pack(p.Wx[l - 1], w.Whp[L + l - 1])
-            if backward:
-                gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
+
+
+@kernel
+def pack_backward(p, w):
+    """Pack the transposes of pack_forward's matrices into w.WhTp, for the backward products."""
+    if packed(w):
+        L = p.Wh.shape[0]
+        for l in range(L):
+            gemm.pack(p.Wh[l].T, w.WhTp[l])
+        for l in range(1, L):
+            gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
+
+
+@kernel
+def pack_weights(p, w, backward):
+    """pack_forward, and with backward pack_backward: once per window, when its parts share
+    the packed weights."""
+    pack_forward(p, w)
+    if backward:
+        pack_backward(p, w)
 
 
 @kernel
@@ -284,11 +299,8 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
     w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V). prepacked: w.Whp already
     holds p.Wh packed (pack_weights), as when the parts of a window share it."""
     L, T, B, K = w.G.shape
-    if not prepacked and packed(w):
-        for l in range(L):
-            gemm.pack(p.Wh[l], w.Whp[l])
-        for l in range(1, L):
-            gemm.pack(p.Wx[l - 1], w.Whp[L + l - 1])
+    if not prepacked:
+        pack_forward(p, w)
     for l in range(L):
         G = w.G[l]  # (T, B, K)
         if l == 0:
@@ -457,11 +469,8 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
     Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). prepacked: w.WhTp
     already holds Wh^T packed (pack_weights)."""
     L, T, B, K = w.G.shape
-    if not prepacked and packed(w):
-        for l in range(L):
-            gemm.pack(p.Wh[l].T, w.WhTp[l])
-        for l in range(1, L):
-            gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
+    if not prepacked:
+        pack_backward(p, w)
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
