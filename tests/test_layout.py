@@ -32,6 +32,7 @@ LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
 CORE = {
     "engine.kernels",
     "engine.gemm",
+    "engine.vec",
     "engine.sample_kernels",
     "engine.optim",
     "engine.repetition",

@@ -23,8 +23,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from . import gemm
-from .gemm import lanes, strip_width, vfma, vload, vsplat, vstore, vzero
+from . import vec
+from .gemm import strip_width
+from .vec import lanes, vfma, vload, vsplat, vstore, vzero
 
 kernel = njit(cache=True, error_model="numpy", nogil=True)
 MR = 4  # rows of a tile: 8 accumulators + 2 widened loads + 1 broadcast
@@ -40,12 +41,12 @@ def wpair(typingctx, Wq, i, C):
     """The two float32 vectors (columns 0..V-1 and V..2V-1 of a strip row) held by Wq's
     elements i, i+1, ..., i + 2V - 1, widened; C (float32) gives the vector type."""
     _narrow(Wq)
-    vt = gemm._vec_of(C)
+    vt = vec._vec_of(C)
     V = vt.lanes
     bf16 = Wq.dtype == types.uint16
 
     def codegen(context, builder, sig, args):
-        p = gemm._address(context, builder, sig.args[0], args[0], args[1])
+        p = vec._address(context, builder, sig.args[0], args[0], args[1])
         ft = context.get_value_type(vt)
         i32 = ir.IntType(32)
         iv = ir.VectorType(i32, V)
@@ -70,7 +71,7 @@ def wpair(typingctx, Wq, i, C):
 @intrinsic
 def vmul(typingctx, x, y):
     """x * y, lane by lane."""
-    if not isinstance(x, gemm.Vec) or x != y:
+    if not isinstance(x, vec.Vec) or x != y:
         raise TypeError("vmul takes two vectors of one type")
 
     def codegen(context, builder, sig, args):
