@@ -9,7 +9,8 @@ over it (after the GotoBLAS/BLIS micro-kernel design):
             so the loop over k reads it contiguously;
   tile:     MR = 6 rows x NR columns of the product, 12 vector accumulators held in registers
             across the whole k loop; at each k, two vector loads of W, one broadcast of A[i, k]
-            per row and 12 fused multiply-adds.
+            per row and 12 fused multiply-adds; m rows go as ceil(m / 6) tiles as even as
+            they go (`tiles`), since a one-row tile's two accumulators wait on each other.
 
 The vectors are vec.py's, the widest the host's registers hold (64 bytes with AVX-512, else
 32), so NR is 32 floats with AVX-512 and 16 with AVX2.
@@ -17,8 +18,10 @@ The vectors are vec.py's, the widest the host's registers hold (64 bytes with AV
 The same packed layout serves a window's larger products: the layers' input projections and
 the gradients sent to the layer below (`matmul`, over blocks of A's rows that stay in L2
 while every strip passes over them), and the weight gradients dW += X^T dG (`matmul_tn_acc`,
-which packs dG a block of rows at a time and reads X in place). On a Zen 4 core these ran at
-100-114 GFLOP/s where OpenBLAS's own calls ran at 87-103 (benchmarks/profile_train.py).
+which packs dG a block of rows at a time and reads X in place). On a Zen 4 core the first two
+ran at 98-114 GFLOP/s against OpenBLAS's 94-103 for the same calls; the weight gradient at
+90-105, level with OpenBLAS writing straight into its output and ahead of what the kernel did
+before, OpenBLAS into a temporary and then an add (benchmarks/profile_train.py).
 
 Flat buffers: packed matrices are 1-d arrays of Kd * N elements whatever the width, so callers
 allocate them without knowing it. Training packs only matrices whose N is a multiple of NR
