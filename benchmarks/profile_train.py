@@ -94,8 +94,9 @@ def gemm_tn(A, B, C, n):
 @kernel
 def packed_tn_loop(A, B, C, n):
     """C += A^T @ B through the packed weight-gradient kernel."""
+    Gp = np.empty(gemm_mod.KC * B.shape[1], C.dtype)
     for _ in range(n):
-        gemm_mod.matmul_tn_acc(A, B, C)
+        gemm_mod.matmul_tn_acc(A, B, C, Gp)
 
 
 @kernel

@@ -320,7 +320,7 @@ def test_packed_products_over_a_window_equal_numpy(dtype):
         G = rng.standard_normal((M, 3 * NR)).astype(dtype)
         C0 = rng.standard_normal((H, 3 * NR)).astype(dtype)
         C = C0.copy()
-        gemm.matmul_tn_acc(X, G, C)
+        gemm.matmul_tn_acc(X, G, C, np.empty(gemm.KC * 3 * NR, dtype))
         want = C0.astype(np.float64) + X.T.astype(np.float64) @ G
         np.testing.assert_allclose(C, want, rtol=0, atol=tol)
 

@@ -29,7 +29,6 @@ allocate them without knowing it. Training packs only matrices whose N is a mult
 columns (`padded`) and calls no BLAS at all.
 """
 
-import numpy as np
 from numba import njit
 
 from .vec import lanes, vfma, vload, vsplat, vstore, vzero
@@ -251,16 +250,16 @@ KC = 512  # rows of X and G per block: a packed strip of G (KC x NR) is reused b
 
 
 @kernel
-def matmul_tn_acc(X, G, C):
+def matmul_tn_acc(X, G, C, Gp):
     """C (H, N) += X (M, H)^T @ G (M, N), all C-contiguous, N a whole number of strips
     (packable): a weight gradient dW += X^T dG over a window's M = T*B rows. G is packed a
-    block of KC rows at a time; X is read in place."""
+    block of KC rows at a time into Gp (at least min(KC, M) * N elements); X is read in
+    place."""
     M, Hx = X.shape
     N = C.shape[1]
     NR = strip_width(C)
     S = N // NR
     V = lanes(C)
-    Gp = np.empty(min(KC, M) * N, C.dtype)
     n, base, extra = tiles(Hx)
     for k0 in range(0, M, KC):
         kc = min(KC, M - k0)

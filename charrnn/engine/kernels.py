@@ -74,6 +74,8 @@ class Work(NamedTuple):
     Whp: np.ndarray  # (2L-1, H*K)     Wh of each layer, then Wx of layers > 0, packed for the
     #                                   forward products (gemm.pack), if packable
     WhTp: np.ndarray  # (2L-1, K*H)     their transposes, packed for the backward products
+    Gp: np.ndarray  # (min(KC, T*B) * K,) a block of dG packed for the weight gradients
+    #                                   (gemm.matmul_tn_acc), if packable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,11 +456,11 @@ def rec_back(WhT, WhTp, dG, out):
 
 
 @kernel
-def grad_acc(X, G, dW):
-    """dW (H, K) += X (N, H)^T @ G (N, K): through gemm's packed kernel where K is whole
-    strips, else BLAS."""
-    if gemm.packable(dW, dW.shape[1]):
-        gemm.matmul_tn_acc(X, G, dW)
+def grad_acc(X, G, dW, Gp):
+    """dW (H, K) += X (N, H)^T @ G (N, K): through gemm's packed kernel (Gp its buffer) where
+    the window's buffers have one, else BLAS."""
+    if Gp.size > 0:
+        gemm.matmul_tn_acc(X, G, dW, Gp)
     else:
         dW += np.dot(X.T, G)
 
@@ -509,11 +511,11 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         dh0[l] = w.dh
         dc0[l] = w.dc
         dG2 = rows(dG)
-        grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l])
+        grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l], w.Gp)
         add_rows(dG2, dp.b[l])
         if l > 0:
             below = rows(layer_input(w, l - 1))
-            grad_acc(below, dG2, dp.Wx[l - 1])
+            grad_acc(below, dG2, dp.Wx[l - 1], w.Gp)
             if packed(w):
                 gemm.matmul(dG2, w.WhTp[L + l - 1], rows(w.dH[l - 1]))
             else:

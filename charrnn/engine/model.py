@@ -377,6 +377,14 @@ def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
     )
 
 
+def grad_block_size(cfg, T, B, dtype):
+    """Elements of a window's block of dG packed for the weight gradients (Work.Gp), or 0
+    where the hidden size does not suit the packed products."""
+    if packed_shape(cfg, dtype)[1] == 0:
+        return 0
+    return min(gemm.KC, T * B) * GATES[kernels.CELLS[cfg.cell]] * cfg.hidden
+
+
 def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
     """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones."""
     Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
@@ -387,4 +395,5 @@ def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
         },
         Whp=Whp,
         WhTp=WhTp,
+        Gp=np.zeros(grad_block_size(cfg, T, B, dtype), dtype),
     )

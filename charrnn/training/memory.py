@@ -21,7 +21,7 @@ import numpy as np
 from ..engine import kernels
 from ..errors import ConfigError
 from .evaluation import FULL_TIMES, segments
-from ..engine.model import num_params, packed_shape, part_slices, work_shapes
+from ..engine.model import grad_block_size, num_params, packed_shape, part_slices, work_shapes
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
 
@@ -70,7 +70,7 @@ def training(
     }
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
     keys |= _eval_keys(val_len, eval_chars, B, T)
-    held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], it) for k in keys)
+    held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], dtype) for k in keys)
     held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # W, W^T
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
@@ -83,7 +83,8 @@ def training(
     if ema > 0:
         held["averaged weights"] = N * it
     windows = 6 * L * B * H * it + 4 * T * B * 4  # state copies, joined states; int32 windows
-    backward = len(parts) * max(H * G, H * V) * it  # np.dot result of dWh/dWx/dWy, per part
+    packed = packed_shape(mcfg, dtype)[1] > 0  # dWh, dWx packed (Work.Gp), else through np.dot
+    backward = len(parts) * (H * V if packed else max(H * G, H * V)) * it  # np.dot's results
     step = masks + windows + backward
     save = 3 * N * it if ema > 0 else 0  # the trained weights aside, a copy to write, and
     # np.savez's copy of it as bytes
@@ -104,10 +105,14 @@ def _eval_keys(val_len, eval_chars, B, T):
     return keys
 
 
-def _work_bytes(mcfg, T, B, dropout, itemsize):
-    return sum(
-        int(np.prod(shape)) * (8 if k == "gn" else itemsize)
-        for k, shape in work_shapes(mcfg, T, B, dropout).items()
+def _work_bytes(mcfg, T, B, dropout, dtype):
+    itemsize = np.dtype(dtype).itemsize
+    return (
+        sum(
+            int(np.prod(shape)) * (8 if k == "gn" else itemsize)
+            for k, shape in work_shapes(mcfg, T, B, dropout).items()
+        )
+        + grad_block_size(mcfg, T, B, dtype) * itemsize
     )
 
 
