@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..config import MODEL_FIELDS, SMALL_MODEL_LR, TRAIN_FIELDS, ModelConfig, TrainConfig
 from ..errors import CharrnnError
 from .common import (
     EXIT_INTERRUPTED,
@@ -77,7 +77,13 @@ def train(
     seq: Annotated[
         Optional[int], run_opt("Characters per step and stream (BPTT window).", TrainConfig.seq)
     ] = None,
-    lr: Annotated[Optional[float], run_opt("Adam learning rate (peak).", TrainConfig.lr)] = None,
+    lr: Annotated[
+        Optional[float],
+        run_opt(
+            f"Adam learning rate (peak). Default: {SMALL_MODEL_LR[1]:g} for a new model of up to "
+            f"{SMALL_MODEL_LR[0]} hidden units, else {TrainConfig.lr:g}."
+        ),
+    ] = None,
     grad_clip: Annotated[
         Optional[float], run_opt("Clip the global gradient norm (0: off).", TrainConfig.grad_clip)
     ] = None,

@@ -21,6 +21,7 @@ from ..config import (
     TRAIN_FIELDS,
     ModelConfig,
     check_known,
+    default_lr,
     resolve,
     resolve_resume,
 )
@@ -144,6 +145,8 @@ def prepare(
             mopts["dropout"] = choice.dropout
         if "weight_drop" not in options:  # and a given weight drop
             cfg = replace(cfg, weight_drop=choice.weight_drop)
+        if "lr" not in options:  # and a given rate
+            cfg = replace(cfg, lr=default_lr(choice.hidden))
         notice = "; ".join(
             filter(
                 None,
