@@ -63,7 +63,9 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16"]
+# the rate pinned: tests calibrated on what these models learn (test_repetition's bounds) do not
+# follow the default's changes
+TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16", "--lr", "3e-3"]
 
 
 @pytest.fixture(scope="session")
