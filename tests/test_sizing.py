@@ -21,7 +21,7 @@ SLOW = {H: 0.6 * r for H, r in MEASURED.items()}  # about the Zen 3 kind's
         (15, MEASURED, (640, 0.3, 0.1)),  # the preset, measured best
         (10, MEASURED, (512, 0.2, 0.0)),
         (5, MEASURED, (384, 0.1, 0.0)),
-        (3, MEASURED, (384, 0.0, 0.0)),  # level with the 2 x 256 at equal time (1.4871, 1.4882)
+        (3, MEASURED, (256, 0.0, 0.0)),  # the 2 x 384 lost at equal time (1.4769 against 1.4699)
         (15, SLOW, (512, 0.2, 0.0)),  # a slower machine: the earlier 15-minute preset
         (1, MEASURED, (256, 0.0, 0.0)),  # the smallest size whatever the budget buys
     ],
@@ -32,11 +32,28 @@ def test_the_choice_reproduces_the_measured_presets(minutes, rates, expect):
     assert c.chars == pytest.approx(rates[c.hidden] * 60 * minutes * sizing.TRAIN_SHARE)
 
 
-def test_a_large_corpus_needs_no_regularisers_and_a_small_one_more():
+STDLIB_TRAIN = 3_596_864  # the default corpus's training characters here (python-stdlib, 102 symbols)
+
+
+def test_a_larger_corpus_gets_a_smaller_model_and_no_regularisers():
+    """Read fewer than MANY_PASSES times, a size needs CHARS_PER_PARAM[0] per parameter: on the
+    standard-library corpus at 15 minutes' work the 2 x 512 (2.2 per parameter, 2.1 passes,
+    1.1574) beat the 2 x 640 (0.9, 1.1736) and the 2 x 384 (6.7, 1.1793), unregularised."""
+    std = sizing.choose(15, STDLIB_TRAIN, MEASURED.get, vocab_size=102)
+    assert (std.hidden, std.dropout, std.weight_drop) == (512, 0.0, 0.0) and std.passes < sizing.MANY_PASSES
     big = sizing.choose(15, 100 * TS_TRAIN, MEASURED.get)
-    assert (big.hidden, big.dropout, big.weight_drop) == (640, 0.0, 0.0) and big.passes < 0.1
+    assert (big.hidden, big.dropout, big.weight_drop) == (512, 0.0, 0.0) and big.passes < 0.1
+    assert sizing.choose(60, 100 * TS_TRAIN, MEASURED.get)[:3] == (640, 0.0, 0.0)
     small = sizing.choose(10, TS_TRAIN // 4, MEASURED.get)
     assert (small.hidden, small.dropout, small.weight_drop) == (512, 0.3, 0.1) and small.exposure > 20
+
+
+@pytest.mark.parametrize("scale", [0.9, 1.1])
+def test_the_tiny_shakespeare_choices_hold_within_ten_percent_of_the_rate(scale):
+    """A measured rate 10% off either way (five quiet measurements spread 7%) changes none."""
+    rates = {H: scale * r for H, r in MEASURED.items()}
+    for minutes, expect in ((3, 256), (5, 384), (10, 512), (15, 640)):
+        assert sizing.choose(minutes, TS_TRAIN, rates.get).hidden == expect
 
 
 def test_rates_scale_by_the_work_per_character():
@@ -60,7 +77,8 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10, auto_size=True)
     cfg = p.trainer.model.config
     assert (cfg.hidden, cfg.dropout, p.trainer.cfg.weight_drop) == (512, 0.3, 0.1)  # 450 characters
-    assert "sized from the budget: 2 x 512, dropout 0.3, weight drop 0.1" in p.notice
+    assert p.trainer.cfg.lr == 3e-3  # the rate of a model larger than 256
+    assert "sized from the budget: 2 x 512, dropout 0.3, weight drop 0.1, lr 0.003" in p.notice
     p = run.prepare(
         small_corpus,
         tmp_path / "s",
@@ -72,8 +90,31 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
         auto_size=True,
     )
     assert p.trainer.model.config.dropout == 0.1 and p.trainer.cfg.weight_drop == 0.0  # given, they stay
-    p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15)
+    p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15, auto_size=False)
     assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (640, 0.3)  # the preset
+    assert not p.notice
+
+
+def test_auto_size_is_the_default_and_the_rate_follows_the_chosen_size(tmp_path, small_corpus, monkeypatch):  # noqa: F811
+    """`charrnn train --minutes M` without --hidden measures and sizes (--no-auto-size takes
+    the preset); the chosen 2 x 256 gets the small model's rate, unless --lr is given."""
+    from typer.testing import CliRunner
+    from charrnn.cli import app
+
+    calls = []
+    monkeypatch.setattr(sizing, "measure", lambda *a, **k: calls.append(a) or 50.0)  # a slow machine
+    p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10)
+    assert len(calls) == 1 and p.trainer.model.config.hidden == 256 and p.trainer.cfg.lr == 4e-3
+    assert "sized from the budget: 2 x 256, dropout 0.3, weight drop 0.1, lr 0.004" in p.notice
+    p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=10, lr=2e-3)
+    assert p.trainer.model.config.hidden == 256 and p.trainer.cfg.lr == 2e-3
+    args = ["train", str(small_corpus), "--force", "--minutes", "0.02", "--batch", "4", "--seq", "10"]
+    for flag, said in (("--auto-size", True), ("--no-auto-size", False)):
+        r = CliRunner().invoke(app, [*args, "-o", str(tmp_path / flag), flag])
+        assert r.exit_code == 0, r.stderr
+        assert ("sized from the budget" in r.stderr) == said
+    r = CliRunner().invoke(app, [*args[:3], "--steps", "1", *args[5:], "-o", str(tmp_path / "n")])
+    assert r.exit_code == 0 and "sized from the budget" not in r.stderr  # no --minutes, no measuring
 
 
 @pytest.mark.parametrize(

@@ -200,12 +200,12 @@ def train(
     auto_size: Annotated[
         bool,
         Opt(
-            "--auto-size",
+            "--auto-size/--no-auto-size",
             help="With --minutes and no --hidden: choose the size, dropout and weight drop from "
-            "the characters the budget buys, from a rate measured for a few "
-            "seconds here and the corpus size (said in one line).",
+            "the characters the budget buys, from a rate measured for a few seconds here and the "
+            "corpus size (said in one line). --no-auto-size takes the fixed preset of the minutes.",
         ),
-    ] = False,
+    ] = True,
     resume: Annotated[
         Optional[Path], Opt(help="Continue the run in this directory exactly where it stopped.")
     ] = None,

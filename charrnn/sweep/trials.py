@@ -144,6 +144,7 @@ class _Objective:
             eval_chars=sw.eval_chars,
             val_frac=sw.val_frac,
             seed=sw.seed,
+            auto_size=False,  # trials differ by their parameters, not by a rate each measures
             **params,
         )
         model = prepared.trainer.model

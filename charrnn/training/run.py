@@ -21,7 +21,6 @@ from ..config import (
     TRAIN_FIELDS,
     ModelConfig,
     check_known,
-    default_lr,
     resolve,
     resolve_resume,
 )
@@ -85,7 +84,7 @@ def prepare(
     stdin=None,
     encoding=None,
     errors="strict",
-    auto_size=False,
+    auto_size=True,
     **options,
 ):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
@@ -146,7 +145,7 @@ def prepare(
         if "weight_drop" not in options:  # and a given weight drop
             cfg = replace(cfg, weight_drop=choice.weight_drop)
         if "lr" not in options:  # and a given rate
-            cfg = replace(cfg, lr=default_lr(choice.hidden))
+            cfg = replace(cfg, lr=choice.lr)
         notice = "; ".join(
             filter(
                 None,
@@ -355,7 +354,7 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
     cell, layers, hidden, dropout, batch, seq, lr, grad_clip, schedule, warmup, lr_decay,
     lr_decay_after, weight_decay, steps, minutes, epochs, val_frac, eval_every, eval_chars,
     keep, patience, seed, state_reset, log_grad_norms, resume, init_from, byte_level, max_vocab,
-    encoding, errors, glob, data_dir. callback(event) hears of every evaluation."""
+    encoding, errors, glob, data_dir, auto_size. callback(event) hears of every evaluation."""
     known = (
         MODEL_FIELDS
         | TRAIN_FIELDS
@@ -369,6 +368,7 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
             "glob",
             "data_dir",
             "dtype",
+            "auto_size",
         }
     )
     unknown = sorted(set(options) - known)

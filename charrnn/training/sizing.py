@@ -2,13 +2,20 @@
 no --hidden, the hidden size and the regularisers follow from this machine's measured training
 rate and the corpus size, not from the minutes alone.
 
-The rules are calibrated on the Tiny Shakespeare runs at batch 16 of docs/choosing-defaults.md
-(AMD EPYC Zen 4), and reproduce config.budget_preset's 15-minute 2 x 640 at the rates those runs
-had:
+The rules are calibrated on the batch-16 runs of docs/choosing-defaults.md on Tiny Shakespeare
+and the standard-library corpus (AMD EPYC Zen 4), and give back config.budget_preset's models on
+Tiny Shakespeare at the rates those runs had:
 
-- size: the largest of SIZES whose budget buys at least CHARS_PER_PARAM training characters per
-  parameter (at 15 minutes a 2 x 640 seeing 0.9 per parameter beat a 2 x 512 seeing 2.0; at 3
-  minutes a 2 x 384 seeing 1.3 tied with a 2 x 256 seeing 5.5, 1.4871 against 1.4882);
+- size: the largest of SIZES whose budget buys enough training characters per parameter. How
+  many is enough depends on how often the budget reads the text. Read MANY_PASSES times or
+  more, a small model over-fits and a larger regularised one wins on fewer characters: on
+  Tiny Shakespeare at 15 minutes a 2 x 640 seeing 0.9 per parameter (4.7 passes) beat a
+  2 x 512 seeing 2.0, so CHARS_PER_PARAM[1] = 0.8 there. Read fewer times, every character is
+  new and more of them win: at 3 minutes a 2 x 384 seeing 1.3 per parameter (2.4 passes) lost
+  to a 2 x 256 seeing 5.5 (1.4769 against 1.4699, each at its best rate), and on the
+  standard-library corpus at 15 minutes' work a 2 x 512 seeing 2.2 (2.1 passes) beat a
+  2 x 640 seeing 0.9 and a 2 x 384 seeing 6.7 (1.1574 against 1.1736 and 1.1793); so
+  CHARS_PER_PARAM[0] = 1.6 below it, between the 1.3 that lost and the 2.2 that won;
 - dropout and weight drop: from the exposure, passes over the training text times parameters
   per training character (how far the model can memorise it), by REGULARISERS_BY_EXPOSURE: 4.2
   for the 3-minute 2 x 256 (none), 8 for the 5-minute 2 x 384 (dropout 0.1, at batch 64), 22 for
@@ -26,12 +33,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import ModelConfig, default_lr
 from ..engine.model import Model, num_params, param_shapes
 
 # fmt: off
 SIZES = (256, 384, 512, 640)  # the hidden sizes chosen among, 2 layers each
-CHARS_PER_PARAM = 0.8       # the least training characters per parameter a size must get
+CHARS_PER_PARAM = (1.6, 0.8)  # the least training characters per parameter a size must get,
+MANY_PASSES = 4.0           # ... reading the text fewer times than this, and as many or more
 REGULARISERS_BY_EXPOSURE = (  # (below this exposure, dropout, weight drop)
     (6.0, 0.0, 0.0), (12.0, 0.1, 0.0), (20.0, 0.2, 0.0), (math.inf, 0.3, 0.1),
 )
@@ -45,6 +53,7 @@ class Choice(NamedTuple):
     hidden: int
     dropout: float
     weight_drop: float
+    lr: float               # the size's default rate (config.default_lr)
     chars_per_sec: float    # the (scaled) rate of the chosen size
     chars: float            # training characters the budget buys at that rate
     passes: float           # ... as passes over the training text
@@ -55,11 +64,11 @@ class Choice(NamedTuple):
     def reason(self, layers, measured_at):
         return (
             f"sized from the budget: {layers} x {self.hidden}, dropout "
-            f"{self.dropout:g}, weight drop {self.weight_drop:g}: at about "
+            f"{self.dropout:g}, weight drop {self.weight_drop:g}, lr {self.lr:g}: at about "
             f"{self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
             f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
             f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
-            "parameter (--hidden to choose)"
+            "parameter (--hidden or --no-auto-size to choose)"
         )
 
 
@@ -72,12 +81,12 @@ def choose(
     for H in sorted(sizes, reverse=True):
         P = num_params(ModelConfig(cell, layers, H, vocab_size))
         chars = rate_of(H) * seconds
-        if chars >= CHARS_PER_PARAM * P or H == min(sizes):
+        passes = chars / max(1, train_chars)
+        if chars >= CHARS_PER_PARAM[passes >= MANY_PASSES] * P or H == min(sizes):
             break
-    passes = chars / max(1, train_chars)
     exposure = passes * P / max(1, train_chars)
     dropout, weight_drop = next((d, w) for below, d, w in REGULARISERS_BY_EXPOSURE if exposure < below)
-    return Choice(H, dropout, weight_drop, rate_of(H), chars, passes, chars / P, exposure)
+    return Choice(H, dropout, weight_drop, default_lr(H), rate_of(H), chars, passes, chars / P, exposure)
 
 
 def work_per_char(cell, layers, hidden, vocab_size):
