@@ -77,7 +77,7 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10, auto_size=True)
     cfg = p.trainer.model.config
     assert (cfg.hidden, cfg.dropout, p.trainer.cfg.weight_drop) == (512, 0.3, 0.1)  # 450 characters
-    assert p.trainer.cfg.lr == 3e-3  # the rate of a model larger than 256
+    assert p.trainer.cfg.lr == 3e-3  # the rate of a model larger than 384
     assert "sized from the budget: 2 x 512, dropout 0.3, weight drop 0.1, lr 0.003" in p.notice
     p = run.prepare(
         small_corpus,
