@@ -201,9 +201,10 @@ def train(
         bool,
         Opt(
             "--auto-size/--no-auto-size",
-            help="With --minutes and no --hidden: choose the size, dropout and weight drop from "
-            "the characters the budget buys, from a rate measured for a few seconds here and the "
-            "corpus size (said in one line). --no-auto-size takes the fixed preset of the minutes.",
+            help="With --minutes and no --hidden: choose the size, dropout, weight drop and rate "
+            "from the characters the budget buys, from a rate measured for a few seconds here and "
+            "the corpus size (said in one line). --no-auto-size takes the fixed preset of the "
+            "minutes.",
         ),
     ] = True,
     resume: Annotated[
