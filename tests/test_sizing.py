@@ -69,11 +69,33 @@ def test_rates_scale_by_the_work_per_character():
 
 def test_measure_counts_characters_per_second():
     rate = sizing.measure("lstm", 1, 16, 7, 4, 8, np.float64, seconds=0.05)
-    assert rate > 0
+    assert rate.chars_per_sec > 0 and rate.busy in (True, False)
+
+
+@pytest.mark.parametrize(
+    "shares, calls, expect",
+    [
+        ([(6.1e3, 0.97)], 1, (6.1e3, False)),  # quiet: one measurement
+        ([(5.6e3, 0.6), (6.1e3, 0.95)], 2, (6.1e3, False)),  # a passing load: measured again
+        ([(5.0e3, 0.5), (5.4e3, 0.7), (5.2e3, 0.6)], 3, (5.4e3, True)),  # a lasting one: as it is
+        ([(6.0e3, 0.7), (5.0e3, 0.9)], 2, (6.0e3, False)),  # the fastest, though busy
+    ],
+)
+def test_best_of_measures_again_only_while_the_cores_are_busy(shares, calls, expect):
+    made = iter(shares)
+    seen = []
+    rate = sizing.best_of(lambda: seen.append(1) or next(made), tries=3, enough=0.8)
+    assert (len(seen), tuple(rate)) == (calls, expect)
+
+
+def test_a_busy_measurement_is_said(tmp_path, small_corpus, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(sizing, "measure", lambda *a, **k: sizing.Rate(9e3, True))
+    p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10)
+    assert "scaled from a measured 384 units, beside other work)" in p.notice
 
 
 def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(sizing, "measure", lambda *a, **k: 9e3)  # no timing in tests
+    monkeypatch.setattr(sizing, "measure", lambda *a, **k: sizing.Rate(9e3, False))  # no timing in tests
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10, auto_size=True)
     cfg = p.trainer.model.config
     assert (cfg.hidden, cfg.dropout, p.trainer.cfg.weight_drop) == (512, 0.3, 0.1)  # 450 characters
@@ -102,7 +124,8 @@ def test_auto_size_is_the_default_and_the_rate_follows_the_chosen_size(tmp_path,
     from charrnn.cli import app
 
     calls = []
-    monkeypatch.setattr(sizing, "measure", lambda *a, **k: calls.append(a) or 50.0)  # a slow machine
+    slow = sizing.Rate(50.0, False)  # a slow machine
+    monkeypatch.setattr(sizing, "measure", lambda *a, **k: calls.append(a) or slow)
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10)
     assert len(calls) == 1 and p.trainer.model.config.hidden == 256 and p.trainer.cfg.lr == 4e-3
     assert "sized from the budget: 2 x 256, dropout 0.3, weight drop 0.1, lr 0.004" in p.notice

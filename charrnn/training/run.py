@@ -138,7 +138,7 @@ def prepare(
             notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
-        choice = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype)
+        choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype)
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
@@ -149,7 +149,7 @@ def prepare(
         notice = "; ".join(
             filter(
                 None,
-                [notice, choice.reason(mopts.get("layers", ModelConfig.layers), f"{sizing.SIZES[1]} units")],
+                [notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at)],
             )
         )
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
@@ -235,15 +235,16 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype):
     rate = (
         sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) if world.rank == 0 else None
     )
-    rate = world.bcast(rate)
-    return sizing.choose(
+    rate = sizing.Rate(*world.bcast(rate and tuple(rate)))
+    choice = sizing.choose(
         cfg.minutes,
         train_chars,
-        sizing.scaled_rates(rate, at, cell, layers, vocab_size),
+        sizing.scaled_rates(rate.chars_per_sec, at, cell, layers, vocab_size),
         cell,
         layers,
         vocab_size,
     )
+    return choice, f"{at} units{', beside other work' if rate.busy else ''}"
 
 
 def _check_memory(mcfg, cfg, val_len, dtype, **kw):
