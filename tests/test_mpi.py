@@ -5,6 +5,7 @@ Skipped where mpi4py or an mpiexec is missing."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,18 @@ def test_two_ranks_train_what_one_process_trains(corpus, tmp_path):
     charrnn("train", corpus, "-o", tmp_path / "one", "--steps", "6", *RUN)
     assert_same_run(tmp_path / "two", tmp_path / "one")
     assert arrays(tmp_path / "two")[0]["train/h"].shape == (2, 8, 16)  # every stream's state
+
+
+@needs_mpi
+def test_two_ranks_build_the_model_rank_0_sized(corpus, tmp_path):
+    """--minutes without --hidden: rank 0 measures, says so once, and every rank builds its
+    choice (a rank building another model would fail at the first gradient exchange)."""
+    args = ["--minutes", "0.02", "--batch", "8", "--seq", "16", "--float64"]
+    r = charrnn("train", corpus, "-o", tmp_path / "r", *args, ranks=2)
+    said = re.findall(r"sized from the budget: 2 x (\d+), dropout ([\d.]+)", r.stderr)
+    assert len(said) == 1, r.stderr
+    model = arrays(tmp_path / "r")[1]["model"]
+    assert (model["hidden"], model["dropout"]) == (int(said[0][0]), float(said[0][1]))
 
 
 @needs_mpi
