@@ -217,22 +217,23 @@ SMALL_MODEL_LR = (384, 4e-3)  # up to this many hidden units a new model's defau
 
 
 def budget_preset(minutes):
-    """(hidden units, dropout, weight drop) of the model that a time budget trains best on a
-    2-core CPU.
+    """(hidden units, dropout, weight drop, weight decay) of the model that a time budget trains
+    best on a 2-core CPU.
 
     Measured on Tiny Shakespeare (docs/choosing-defaults.md): at 3 minutes a 2 x 256 LSTM
     beats 2 x 384 and 2 x 512, which see half and a third as many characters; at 15 minutes the
     2 x 512 with dropout won at batch 64, and at batch 16, which learns more from each character,
     the 2 x 640 with dropout 0.3 beats it, and beats itself with DropConnect of 0.1 on its
-    recurrent weights. Without a time budget (--steps or --epochs) the size is 256.
+    recurrent weights, and again with decoupled weight decay 0.1. Without a time budget (--steps
+    or --epochs) the size is 256.
     """
     if minutes >= 15:
-        return 640, 0.3, 0.1
+        return 640, 0.3, 0.1, 0.1
     if minutes >= 10:
-        return 512, 0.2, 0.0
+        return 512, 0.2, 0.0, 0.0
     if minutes >= 5:
-        return 384, 0.1, 0.0
-    return 256, 0.0, 0.0
+        return 384, 0.1, 0.0, 0.0
+    return 256, 0.0, 0.0, 0.0
 
 
 def default_lr(hidden):
@@ -269,10 +270,11 @@ def resolve(options, base=None):
         del model["vocab_size"]
     train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
     if base is None and "hidden" not in model:  # size (and its regularisers) by the budget
-        model["hidden"], auto_dropout, auto_weight_drop = budget_preset(options.get("minutes") or 0)
+        model["hidden"], auto_dropout, *auto = budget_preset(options.get("minutes") or 0)
         model.setdefault("dropout", auto_dropout)
-        if train.get("weight_drop") is None:
-            train["weight_drop"] = auto_weight_drop
+        for name, value in zip(("weight_drop", "weight_decay"), auto, strict=True):
+            if train.get(name) is None:
+                train[name] = value
     if base is None and train.get("lr") is None and isinstance(model["hidden"], int):
         train["lr"] = default_lr(model["hidden"])  # a fine-tuning keeps TrainConfig's
     if "eval_every" not in train:  # the same characters between evaluations at any batch x seq

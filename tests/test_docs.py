@@ -17,6 +17,7 @@ EXAMPLES = {
     ("minutes", "15"),
     ("hidden", "8192"),  # a preset's threshold; a size too large
     ("weight-drop", "0.1"),  # the 15-minute preset's, not the field's default
+    ("weight-decay", "0.1"),  # likewise
     # the repetition table's rows
     ("presence-penalty", "0.5"),
     ("frequency-penalty", "0.1"),

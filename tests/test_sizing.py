@@ -18,17 +18,18 @@ SLOW = {H: 0.6 * r for H, r in MEASURED.items()}  # about the Zen 3 kind's
 @pytest.mark.parametrize(
     "minutes, rates, expect",
     [
-        (15, MEASURED, (640, 0.3, 0.1)),  # the preset, measured best
-        (10, MEASURED, (512, 0.2, 0.0)),
-        (5, MEASURED, (384, 0.1, 0.0)),
-        (3, MEASURED, (256, 0.0, 0.0)),  # the 2 x 384 lost at equal time (1.4769 against 1.4699)
-        (15, SLOW, (512, 0.2, 0.0)),  # a slower machine: the earlier 15-minute preset
-        (1, MEASURED, (256, 0.0, 0.0)),  # the smallest size whatever the budget buys
+        (15, MEASURED, (640, 0.3, 0.1, 0.1)),  # the preset, measured best
+        (10, MEASURED, (512, 0.2, 0.0, 0.0)),
+        (5, MEASURED, (384, 0.1, 0.0, 0.0)),
+        (3, MEASURED, (256, 0.0, 0.0, 0.0)),  # the 2 x 384 lost at equal time (1.4769 against 1.4699)
+        (15, SLOW, (512, 0.2, 0.0, 0.0)),  # a slower machine: the earlier 15-minute preset
+        (1, MEASURED, (256, 0.0, 0.0, 0.0)),  # the smallest size whatever the budget buys
     ],
 )
 def test_the_choice_reproduces_the_measured_presets(minutes, rates, expect):
     c = sizing.choose(minutes, TS_TRAIN, rates.get)
-    assert (c.hidden, c.dropout, c.weight_drop) == expect
+    assert (c.hidden, c.dropout, c.weight_drop, c.weight_decay) == expect
+    assert expect == config.budget_preset(minutes) or rates is SLOW or minutes < 3  # the presets agree
     assert c.chars == pytest.approx(rates[c.hidden] * 60 * minutes * sizing.TRAIN_SHARE)
 
 
@@ -43,9 +44,9 @@ def test_a_larger_corpus_gets_a_smaller_model_and_no_regularisers():
     assert (std.hidden, std.dropout, std.weight_drop) == (512, 0.0, 0.0) and std.passes < sizing.MANY_PASSES
     big = sizing.choose(15, 100 * TS_TRAIN, MEASURED.get)
     assert (big.hidden, big.dropout, big.weight_drop) == (512, 0.0, 0.0) and big.passes < 0.1
-    assert sizing.choose(60, 100 * TS_TRAIN, MEASURED.get)[:3] == (640, 0.0, 0.0)
+    assert sizing.choose(60, 100 * TS_TRAIN, MEASURED.get)[:4] == (640, 0.0, 0.0, 0.0)
     small = sizing.choose(10, TS_TRAIN // 4, MEASURED.get)
-    assert (small.hidden, small.dropout, small.weight_drop) == (512, 0.3, 0.1) and small.exposure > 20
+    assert small[:4] == (512, 0.3, 0.1, 0.1) and small.exposure > 20
 
 
 @pytest.mark.parametrize("scale", [0.9, 1.1])
@@ -99,8 +100,10 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10, auto_size=True)
     cfg = p.trainer.model.config
     assert (cfg.hidden, cfg.dropout, p.trainer.cfg.weight_drop) == (512, 0.3, 0.1)  # 450 characters
-    assert p.trainer.cfg.lr == 3e-3  # the rate of a model larger than 384
-    assert "sized from the budget: 2 x 512, dropout 0.3, weight drop 0.1, lr 0.003" in p.notice
+    assert p.trainer.cfg.lr == 3e-3 and p.trainer.cfg.weight_decay == 0.1  # larger than 384
+    assert (
+        "sized from the budget: 2 x 512, dropout 0.3, weight drop 0.1, weight decay 0.1, lr 0.003" in p.notice
+    )
     p = run.prepare(
         small_corpus,
         tmp_path / "s",
@@ -109,9 +112,11 @@ def test_auto_size_applies_the_choice_and_says_why(tmp_path, small_corpus, monke
         minutes=10,
         dropout=0.1,
         weight_drop=0.0,
+        weight_decay=0.01,
         auto_size=True,
     )
     assert p.trainer.model.config.dropout == 0.1 and p.trainer.cfg.weight_drop == 0.0  # given, they stay
+    assert p.trainer.cfg.weight_decay == 0.01
     p = run.prepare(small_corpus, tmp_path / "t", batch=4, seq=10, minutes=15, auto_size=False)
     assert (p.trainer.model.config.hidden, p.trainer.model.config.dropout) == (640, 0.3)  # the preset
     assert not p.notice
@@ -128,7 +133,9 @@ def test_auto_size_is_the_default_and_the_rate_follows_the_chosen_size(tmp_path,
     monkeypatch.setattr(sizing, "measure", lambda *a, **k: calls.append(a) or slow)
     p = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, minutes=10)
     assert len(calls) == 1 and p.trainer.model.config.hidden == 256 and p.trainer.cfg.lr == 4e-3
-    assert "sized from the budget: 2 x 256, dropout 0.3, weight drop 0.1, lr 0.004" in p.notice
+    assert (
+        "sized from the budget: 2 x 256, dropout 0.3, weight drop 0.1, weight decay 0.1, lr 0.004" in p.notice
+    )
     p = run.prepare(small_corpus, tmp_path / "s", batch=4, seq=10, minutes=10, lr=2e-3)
     assert p.trainer.model.config.hidden == 256 and p.trainer.cfg.lr == 2e-3
     args = ["train", str(small_corpus), "--force", "--minutes", "0.02", "--batch", "4", "--seq", "10"]

@@ -266,28 +266,30 @@ def test_state_reset_restarts_streams_from_zero(tmp_path, small_corpus):
 @pytest.mark.parametrize(
     "budget, size, lr",
     [
-        (dict(minutes=15), (640, 0.3, 0.1), 3e-3),
-        (dict(minutes=14), (512, 0.2, 0.0), 3e-3),
-        (dict(minutes=10), (512, 0.2, 0.0), 3e-3),
-        (dict(minutes=5), (384, 0.1, 0.0), 4e-3),
-        (dict(minutes=3), (256, 0.0, 0.0), 4e-3),
-        (dict(steps=5), (256, 0.0, 0.0), 4e-3),
-        ({}, (256, 0.0, 0.0), 4e-3),
-        (dict(minutes=15, hidden=16), (16, 0.0, 0.0), 4e-3),
-        (dict(minutes=15, hidden=385), (385, 0.0, 0.0), 3e-3),
-        (dict(minutes=3, dropout=0.3), (256, 0.3, 0.0), 4e-3),
-        (dict(minutes=3, lr=1e-3), (256, 0.0, 0.0), 1e-3),
-        (dict(minutes=15, weight_drop=0.0), (640, 0.3, 0.0), 3e-3),
-        (dict(minutes=15, weight_drop=0.2), (640, 0.3, 0.2), 3e-3),
+        (dict(minutes=15), (640, 0.3, 0.1, 0.1), 3e-3),
+        (dict(minutes=14), (512, 0.2, 0.0, 0.0), 3e-3),
+        (dict(minutes=10), (512, 0.2, 0.0, 0.0), 3e-3),
+        (dict(minutes=5), (384, 0.1, 0.0, 0.0), 4e-3),
+        (dict(minutes=3), (256, 0.0, 0.0, 0.0), 4e-3),
+        (dict(steps=5), (256, 0.0, 0.0, 0.0), 4e-3),
+        ({}, (256, 0.0, 0.0, 0.0), 4e-3),
+        (dict(minutes=15, hidden=16), (16, 0.0, 0.0, 0.0), 4e-3),
+        (dict(minutes=15, hidden=385), (385, 0.0, 0.0, 0.0), 3e-3),
+        (dict(minutes=3, dropout=0.3), (256, 0.3, 0.0, 0.0), 4e-3),
+        (dict(minutes=3, lr=1e-3), (256, 0.0, 0.0, 0.0), 1e-3),
+        (dict(minutes=15, weight_drop=0.0), (640, 0.3, 0.0, 0.1), 3e-3),
+        (dict(minutes=15, weight_drop=0.2), (640, 0.3, 0.2, 0.1), 3e-3),
+        (dict(minutes=15, weight_decay=0.0), (640, 0.3, 0.1, 0.0), 3e-3),
+        (dict(minutes=3, weight_decay=0.05), (256, 0.0, 0.0, 0.05), 4e-3),
     ],
 )
 def test_without_auto_size_the_model_is_sized_to_the_time_budget(tmp_path, small_corpus, budget, size, lr):
-    """--no-auto-size and no --hidden: the size (and its dropout and weight drop) follow
-    --minutes; a given size keeps both 0, and a given weight drop stays. The rate follows the
-    size unless given."""
+    """--no-auto-size and no --hidden: the size (and its dropout, weight drop and weight decay)
+    follow --minutes; a given size keeps them 0, and a given weight drop or decay stays. The
+    rate follows the size unless given."""
     t = run.prepare(small_corpus, tmp_path / "r", batch=4, seq=10, auto_size=False, **budget).trainer
     cfg = t.model.config
-    assert (cfg.hidden, cfg.dropout, t.cfg.weight_drop) == size and cfg.layers == 2
+    assert (cfg.hidden, cfg.dropout, t.cfg.weight_drop, t.cfg.weight_decay) == size and cfg.layers == 2
     assert t.cfg.schedule == "cosine" and t.cfg.lr == lr
 
 

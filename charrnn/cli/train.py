@@ -108,7 +108,8 @@ def train(
         Optional[int], run_opt("Epochs before --lr-decay applies.", TrainConfig.lr_decay_after)
     ] = None,
     weight_decay: Annotated[
-        Optional[float], run_opt("Decoupled weight decay.", TrainConfig.weight_decay)
+        Optional[float],
+        run_opt("Decoupled weight decay (AdamW's). Default: 0.1 with the 640 preset, otherwise 0."),
     ] = None,
     steps: Annotated[
         Optional[int], run_opt("Stop after this many optimizer steps (0: no limit).", TrainConfig.steps)

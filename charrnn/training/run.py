@@ -142,8 +142,9 @@ def prepare(
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
-        if "weight_drop" not in options:  # and a given weight drop
-            cfg = replace(cfg, weight_drop=choice.weight_drop)
+        for name in ("weight_drop", "weight_decay"):  # and a given weight drop or decay
+            if name not in options:
+                cfg = replace(cfg, **{name: getattr(choice, name)})
         if "lr" not in options:  # and a given rate
             cfg = replace(cfg, lr=choice.lr)
         notice = "; ".join(

@@ -20,7 +20,7 @@ Tiny Shakespeare at the rates those runs had:
   per training character (how far the model can memorise it), by REGULARISERS_BY_EXPOSURE: 4.2
   for the 3-minute 2 x 256 (none), 8 for the 5-minute 2 x 384 (dropout 0.1, at batch 64), 22 for
   the 15-minute 2 x 512 (0.2 and 0.3 level) and the 15-minute 2 x 640 (0.3 with weight drop 0.1
-  beat 0.3 alone, and 0.4 lost).
+  beat 0.3 alone, and 0.4 lost; decoupled weight decay 0.1 beat it again).
 
 The rate of each size is one measured rate (a few training steps of the second size on random
 ids; the fastest of up to MEASURE_TRIES while the cores seem busy, see best_of) scaled by the
@@ -41,8 +41,8 @@ from ..engine.model import Model, num_params, param_shapes
 SIZES = (256, 384, 512, 640)  # the hidden sizes chosen among, 2 layers each
 CHARS_PER_PARAM = (1.6, 0.8)  # the least training characters per parameter a size must get,
 MANY_PASSES = 4.0           # ... reading the text fewer times than this, and as many or more
-REGULARISERS_BY_EXPOSURE = (  # (below this exposure, dropout, weight drop)
-    (6.0, 0.0, 0.0), (12.0, 0.1, 0.0), (20.0, 0.2, 0.0), (math.inf, 0.3, 0.1),
+REGULARISERS_BY_EXPOSURE = (  # (below this exposure, dropout, weight drop, weight decay)
+    (6.0, 0.0, 0.0, 0.0), (12.0, 0.1, 0.0, 0.0), (20.0, 0.2, 0.0, 0.0), (math.inf, 0.3, 0.1, 0.1),
 )
 TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations and saves the rest)
 MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
@@ -58,6 +58,7 @@ class Choice(NamedTuple):
     hidden: int
     dropout: float
     weight_drop: float
+    weight_decay: float
     lr: float               # the size's default rate (config.default_lr)
     chars_per_sec: float    # the (scaled) rate of the chosen size
     chars: float            # training characters the budget buys at that rate
@@ -69,7 +70,9 @@ class Choice(NamedTuple):
     def reason(self, layers, measured_at):
         return (
             f"sized from the budget: {layers} x {self.hidden}, dropout "
-            f"{self.dropout:g}, weight drop {self.weight_drop:g}, lr {self.lr:g}: at about "
+            f"{self.dropout:g}, weight drop {self.weight_drop:g}"
+            + (f", weight decay {self.weight_decay:g}" if self.weight_decay else "")
+            + f", lr {self.lr:g}: at about "
             f"{self.chars_per_sec / 1e3:.1f}k chars/s (scaled from "
             f"a measured {measured_at}) the minutes buy {self.chars / 1e6:.1f}M characters, "
             f"{self.passes:.1f} passes over the training text, {self.per_param:.1f} per "
@@ -90,8 +93,8 @@ def choose(
         if chars >= CHARS_PER_PARAM[passes >= MANY_PASSES] * P or H == min(sizes):
             break
     exposure = passes * P / max(1, train_chars)
-    dropout, weight_drop = next((d, w) for below, d, w in REGULARISERS_BY_EXPOSURE if exposure < below)
-    return Choice(H, dropout, weight_drop, default_lr(H), rate_of(H), chars, passes, chars / P, exposure)
+    regularisers = next(r[1:] for r in REGULARISERS_BY_EXPOSURE if exposure < r[0])
+    return Choice(H, *regularisers, default_lr(H), rate_of(H), chars, passes, chars / P, exposure)
 
 
 def work_per_char(cell, layers, hidden, vocab_size):
