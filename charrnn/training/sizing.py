@@ -115,13 +115,13 @@ def best_of(once, tries=MEASURE_TRIES, enough=HAD_THE_CORES):
     seconds of measuring only would otherwise size the whole run (a 15-minute run measured 5.6k
     chars/s beside an evaluation ending on the other core, where 6.1k was right, and chose a
     smaller model); a load that lasts is measured as it is, since the run will train beside it."""
-    best = None
+    best = 0.0
     for _ in range(tries):
         rate, share = once()
-        best = max(best or (rate, share), (rate, share))
+        best = max(best, rate)
         if share >= enough:
-            return Rate(best[0], False)
-    return Rate(best[0], True)
+            return Rate(best, False)
+    return Rate(best, True)
 
 
 def measure(
