@@ -50,6 +50,7 @@ SIZES = {
     "2x128": dict(layers=2, hidden=128, batch=50, seq=50),
     "2x256": dict(layers=2, hidden=256, batch=64, seq=100),
     "2x512": dict(layers=2, hidden=512, batch=64, seq=100),
+    "2x640": dict(layers=2, hidden=640, batch=16, seq=100),  # the 15-minute preset, default batch
 }
 
 

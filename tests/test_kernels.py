@@ -294,6 +294,32 @@ def test_packed_product_equals_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_weights_packed_in_shares_equal_one_packing(dtype, parts):
+    """The threads of a window each pack a share of every matrix's strips (model._pack); the
+    shares together are the whole packing, forward (vector copies) and transposed, and the
+    packed rows are those of the matrix."""
+    from charrnn.engine import gemm
+
+    NR = gemm.strip_width(np.zeros(1, dtype))
+    m, _ = tiny("lstm", L=3, H=NR, dtype=dtype)
+    whole = m.work(4, 2)
+    kernels.pack_weights(m.params, whole, True)
+    shared = kernels.Work(*[a.copy() for a in whole])
+    shared.Whp[:] = np.nan
+    shared.WhTp[:] = np.nan
+    for i in range(parts):
+        kernels.pack_weights(m.params, shared, True, i, parts)
+    np.testing.assert_array_equal(shared.Whp, whole.Whp)
+    np.testing.assert_array_equal(shared.WhTp, whole.WhTp)
+    H, K = m.params.Wh.shape[1:]
+    strip = whole.Whp[0][: H * NR].reshape(H, NR)  # the first strip of layer 0's Wh
+    np.testing.assert_array_equal(strip, m.params.Wh[0][:, :NR])
+    strip = whole.WhTp[3][: K * NR].reshape(K, NR)  # of layer 1's Wx (after 3 Wh), transposed
+    np.testing.assert_array_equal(strip, m.params.Wx[0].T[:, :NR])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_packed_products_over_a_window_equal_numpy(dtype):
     """A window's products through gemm.py: matmul over more rows than one block of A holds
     (the last block and its last tile both partial), and the weight gradient matmul_tn_acc,

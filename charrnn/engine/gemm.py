@@ -60,20 +60,53 @@ def padded(a, N):
 
 
 @kernel
+def strips(W, out):
+    """The packed strips out holds for W (Kd, N): N / NR, or padded(N) / NR."""
+    return out.size // (W.shape[0] * strip_width(out))
+
+
+@kernel
 def pack(W, out):
     """W (Kd, N), any strides -> out (Kd * Np,): strip s = W[:, s*NR:(s+1)*NR], row by row;
     Np = N, or padded(N) with zero columns when out has room for them."""
+    pack_strips(W, out, 0, strips(W, out))
+
+
+@kernel
+def pack_strips(W, out, s0, s1):
+    """pack(W, out) for strips s0 <= s < s1 only (the rest of out untouched): the threads of a
+    window each pack a share of every matrix. A whole strip's rows are copied without a
+    bounds test, so a row-major W's go as vector copies."""
     NR = strip_width(out)
     Kd, N = W.shape
-    for s in range(out.size // (Kd * NR)):
+    for s in range(max(s0, 0), s1):  # indices provably >= 0: no wrap-around test, vectorised
+        c0 = s * NR
+        if c0 + NR <= N:
+            for k in range(Kd):
+                base = (s * Kd + k) * NR
+                for j in range(NR):
+                    out[base + j] = W[k, c0 + j]
+        else:
+            for k in range(Kd):
+                base = (s * Kd + k) * NR
+                for j in range(NR):
+                    out[base + j] = W[k, c0 + j] if c0 + j < N else 0
+
+
+@kernel
+def pack_rows(W, out, s0, s1):
+    """pack_strips for a C-contiguous W (Kd, N) with N a whole number of strips, in vector
+    copies (indexing a 2-d W element by element from a run-time strip, LLVM kept a scalar
+    loop: 3x slower)."""
+    NR = strip_width(out)
+    V = lanes(out)
+    Kd, N = W.shape
+    for s in range(s0, s1):
         for k in range(Kd):
-            base = (s * Kd + k) * NR
-            for j in range(NR):
-                col = s * NR + j
-                if col < N:
-                    out[base + j] = W[k, col]
-                else:
-                    out[base + j] = 0
+            src = k * N + s * NR
+            dst = (s * Kd + k) * NR
+            vstore(out, dst, vload(W, src))
+            vstore(out, dst + V, vload(W, src + V))
 
 
 @njit(inline="always", error_model="numpy", nogil=True)

@@ -264,35 +264,44 @@ def packed(w):
 
 
 @kernel
-def pack_forward(p, w):
-    """Pack every layer's Wh into w.Whp[l], and the input weights Wx of layer l > 0 into
-    w.Whp[L + l - 1], for the forward products (if the hidden size suits packing)."""
-    if packed(w):
-        L = p.Wh.shape[0]
-        for l in range(L):
-            gemm.pack(p.Wh[l], w.Whp[l])
-        for l in range(1, L):
-            gemm.pack(p.Wx[l - 1], w.Whp[L + l - 1])
+def share(n, part, parts):
+    """(lo, hi): the part-th of parts as even shares of range(n)."""
+    return n * part // parts, n * (part + 1) // parts
 
 
 @kernel
-def pack_backward(p, w):
+def pack_forward(p, w, part=0, parts=1):
+    """Pack every layer's Wh into w.Whp[l], and the input weights Wx of layer l > 0 into
+    w.Whp[L + l - 1], for the forward products (if the hidden size suits packing); of each
+    matrix only part's share of the strips, when parts threads pack it together."""
+    if packed(w):
+        L = p.Wh.shape[0]
+        lo, hi = share(gemm.strips(p.Wh[0], w.Whp[0]), part, parts)
+        for l in range(L):
+            gemm.pack_rows(p.Wh[l], w.Whp[l], lo, hi)
+        for l in range(1, L):
+            gemm.pack_rows(p.Wx[l - 1], w.Whp[L + l - 1], lo, hi)
+
+
+@kernel
+def pack_backward(p, w, part=0, parts=1):
     """Pack the transposes of pack_forward's matrices into w.WhTp, for the backward products."""
     if packed(w):
         L = p.Wh.shape[0]
+        lo, hi = share(gemm.strips(p.Wh[0].T, w.WhTp[0]), part, parts)
         for l in range(L):
-            gemm.pack(p.Wh[l].T, w.WhTp[l])
+            gemm.pack_strips(p.Wh[l].T, w.WhTp[l], lo, hi)
         for l in range(1, L):
-            gemm.pack(p.Wx[l - 1].T, w.WhTp[L + l - 1])
+            gemm.pack_strips(p.Wx[l - 1].T, w.WhTp[L + l - 1], lo, hi)
 
 
 @kernel
-def pack_weights(p, w, backward):
+def pack_weights(p, w, backward, part=0, parts=1):
     """pack_forward, and with backward pack_backward: once per window, when its parts share
-    the packed weights."""
-    pack_forward(p, w)
+    the packed weights; part's share of them when parts threads pack them together."""
+    pack_forward(p, w, part, parts)
     if backward:
-        pack_backward(p, w)
+        pack_backward(p, w, part, parts)
 
 
 @kernel
@@ -434,6 +443,14 @@ def add_rows(a, out):
     a.sum(axis=0) in Numba does not)."""
     for i in range(a.shape[0]):
         out += a[i]
+
+
+@kernel
+def merge_into(g, d):
+    """g += d, then d = 0 (1-d arrays): a part's gradient merged into the window's."""
+    for i in range(g.size):
+        g[i] += d[i]
+        d[i] = 0
 
 
 @kernel
