@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 
 from charrnn.engine import gemm as gemm_mod, kernels, threads  # noqa: E402
 from charrnn.engine.kernels import kernel  # noqa: E402
-from charrnn.engine.model import Model, ModelConfig, alloc_work  # noqa: E402
+from charrnn.engine.buffers import alloc_work  # noqa: E402
+from charrnn.engine.model import Model, ModelConfig  # noqa: E402
 from charrnn.engine.optim import Adam  # noqa: E402
 
 from bench import cpu_model  # noqa: E402  (this directory's)

@@ -11,7 +11,8 @@ from charrnn import api
 from charrnn.training import memory, run
 from charrnn.cli import app
 from charrnn.errors import ConfigError
-from charrnn.engine.model import ModelConfig, packed_shape
+from charrnn.engine.buffers import packed_shape
+from charrnn.engine.model import ModelConfig
 from conftest import TINY
 
 CONFIGS = [

@@ -51,7 +51,7 @@ class Params(NamedTuple):
 
 
 class Work(NamedTuple):
-    """Per-window buffers, allocated once per shape (see model.alloc_work)."""
+    """Per-window buffers, allocated once per shape (see buffers.alloc_work)."""
 
     G: np.ndarray  # (L, T, B, K)    gate activations; the backward pass overwrites them,
     #                 step by step, with the gate pre-activation gradients

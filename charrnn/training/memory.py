@@ -2,7 +2,7 @@
 
 The estimate follows the shapes the code allocates, from the same functions: the weights
 (model.num_params), their gradient buffer, Adam's two moments, one gradient copy for each thread
-part but the first, every part's window buffers (model.work_shapes) for training windows and for
+part but the first, every part's window buffers (buffers.work_shapes) for training windows and for
 the evaluation's windows, and the carried state. To that held memory it adds the largest passing
 peak: either the float64 draw that initialises the weights (the optimiser state read from the
 checkpoint, on resume), or one step's dropout masks, window copies and the weight-gradient
@@ -21,7 +21,8 @@ import numpy as np
 from ..engine import kernels
 from ..errors import ConfigError
 from .evaluation import FULL_TIMES, segments
-from ..engine.model import grad_block_size, num_params, packed_shape, part_slices, work_shapes
+from ..engine.buffers import grad_block_size, packed_shape, part_slices, work_shapes
+from ..engine.model import num_params
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
 
