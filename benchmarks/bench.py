@@ -409,21 +409,25 @@ def measure_size(name, args):
     size = SIZES[name]
     small = size["hidden"] <= 256
     steps = args.steps or (40 if size["hidden"] <= 128 else 12 if small else 6)
-    length = args.length or (5000 if small else 1000)
+    length = args.length or (5000 if small else 1000)  # PyTorch's loop: 1000 at 2x512 is 4 s
+    ours = args.length or 5000  # charrnn's batch-1 runs: 1000 at 2x512 was 0.1 s, a few chunks
     warmup = 3 if small else 1
     r = {
-        "config": dict(size, steps=steps, sample_length=length, vocab=V),
+        "config": dict(size, steps=steps, sample_length=ours, torch_sample_length=length, vocab=V),
         "flops_per_char": flops_per_char(size["layers"], size["hidden"]),
     }
     precisions = [p for p in args.precisions.split(",") if p != "fp32"]
-    ours = {
-        "train": [],
-        "sample": [],
-        "rss": [],
-        "sample_b64": [],
-        "split_share": [],
-        **{f"sample_{p}": [] for p in precisions},
-    }
+    ours_length, ours = (
+        ours,
+        {
+            "train": [],
+            "sample": [],
+            "rss": [],
+            "sample_b64": [],
+            "split_share": [],
+            **{f"sample_{p}": [] for p in precisions},
+        },
+    )
     theirs = {"train": [], "sample": [], "rss": []}
     before = {"train": [], "sample": [], "rss": []}
     for rep in range(args.repeats):
@@ -435,13 +439,16 @@ def measure_size(name, args):
             before["rss"].append(t["peak_rss_mb"])
             before["sample"].append(
                 run_json(
-                    charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length), env
+                    charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=ours_length),
+                    env,
                 )["chars_per_sec"]
             )
         t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
         ours["train"].append(t["chars_per_sec"])
         ours["rss"].append(t["peak_rss_mb"])
-        one = run_json(charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=length))
+        one = run_json(
+            charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=ours_length)
+        )
         ours["sample"].append(one["chars_per_sec"])
         ours["split_share"].append(one.get("split_share", 0.0))
         ours["sample_b64"].append(
@@ -455,7 +462,11 @@ def measure_size(name, args):
             ours[f"sample_{p}"].append(
                 run_json(
                     charrnn_cmd(
-                        "sample", layers=size["layers"], hidden=size["hidden"], length=length, precision=p
+                        "sample",
+                        layers=size["layers"],
+                        hidden=size["hidden"],
+                        length=ours_length,
+                        precision=p,
                     )
                 )["chars_per_sec"]
             )
@@ -600,7 +611,12 @@ def main():
         default=0,
         help="training steps per run (default: 40 at 2x128, 12 at 2x256, 6 at 2x512)",
     )
-    ap.add_argument("--length", type=int, default=0, help="sampled characters per run (default: 5000 / 1000)")
+    ap.add_argument(
+        "--length",
+        type=int,
+        default=0,
+        help="sampled characters per run (default: 5000; PyTorch's loop 1000 at 2x512)",
+    )
     ap.add_argument(
         "--torch-python",
         default=os.environ.get("CHARRNN_TORCH_PYTHON"),

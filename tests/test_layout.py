@@ -34,7 +34,7 @@ CORE = {
     "engine.gemm",
     "engine.vec",
     "engine.sample_kernels",
-    "engine.optim",
+    "engine.sync",
     "engine.repetition",
     "engine.qgemm",
 }

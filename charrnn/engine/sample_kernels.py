@@ -11,13 +11,11 @@ are K and V padded to whole packed strips.
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange, types
+from numba import types
 from numba.extending import overload
 
-from . import gemm, kernels, qgemm, repetition
+from . import gemm, kernels, qgemm, repetition, sync
 from .kernels import kernel
-
-parallel_kernel = njit(cache=True, error_model="numpy", nogil=True, parallel=True)
 
 
 class SampleWork(NamedTuple):
@@ -217,50 +215,76 @@ def generate(cell, p, w, pending, coins, how, rep, out):
         rep.t[0] += 1
 
 
-@parallel_kernel
-def lstm_layer_par(below, Wxb, Sxb, bb, above, h_prev, c, Whb, Shb, h_out, xp, acc, scratch, tc):
-    """One batch-1 LSTM layer step, split by units into Whb.shape[0] chunks run in parallel,
-    in one parallel region (the threads meet once per layer). Whb (k, packed): chunk k's
-    columns, gates i f g o of its n units, packed. above: a layer above the first, whose
-    input projection xp[k] = below (1, H) @ Wxb[k] + bb[k] is made here (Wxb, bb in the
-    same layout); else xp already holds the first layer's input row. Sxb, Shb (k, 4np): the
-    per-column scales of weights in a narrow format (weights_product). c (k, n) updated in
-    place, h_out (k, n) the new h; each chunk is then the usual lstm_step on a (1, 4n) row,
-    the sums in the serial path's order."""
-    for k in prange(Whb.shape[0]):
-        if above:
-            weights_product(below, Wxb[k], Sxb[k], xp[k : k + 1], scratch[k : k + 1])
-            xp[k] += bb[k]
-        weights_product(h_prev, Whb[k], Shb[k], acc[k : k + 1], scratch[k : k + 1])
-        acc[k] += xp[k]
-        kernels.lstm_step(acc[k : k + 1], c[k : k + 1], c[k : k + 1], tc[k : k + 1], h_out[k : k + 1])
+@kernel
+def layer_chunk(w, l, k):
+    """Chunk k of layer l's batch-1 step through w (a SplitWork): its units' gates from the
+    whole h of the layer below (for the first layer, xp[k] already holds the input row) and
+    of the layer itself, its share of c updated in place and of the new h written to t[k]:
+    the usual lstm_step on a (1, 4n) row, the sums in the serial path's order."""
+    if l > 0:
+        weights_product(w.h[l - 1], w.Wxb[l - 1, k], w.Sxb[l - 1, k], w.xp[k : k + 1], w.scratch[k : k + 1])
+        w.xp[k] += w.bb[l, k]
+    weights_product(w.h[l], w.Whb[l, k], w.Shb[l, k], w.acc[k : k + 1], w.scratch[k : k + 1])
+    w.acc[k] += w.xp[k]
+    c = w.c[l, k : k + 1]
+    kernels.lstm_step(w.acc[k : k + 1], c, c, w.tc[k : k + 1], w.t[k : k + 1])
+
+
+# The flags the threads of the split path meet on (sync.py), each on its own cache line:
+# GO (and beside it the layer to run) written by the thread that samples, STOP likewise, and
+# DONE of helper j at (1 + j) * LINE, written by that helper.
+GO, LAYER, STOP = 0, 1, sync.LINE
+
+
+def split_flags(k):
+    """The flags of a split path of k chunks (k - 1 helpers)."""
+    return np.zeros((k + 1) * sync.LINE, np.int64)
 
 
 @kernel
-def step_par(w, x):
-    """Advance w's (a SplitWork) state by the character x, each layer chunked across cores."""
+def step_split(w, x, flags):
+    """Advance w's (a SplitWork) state by the character x: at each layer this thread runs
+    chunk 0 while the helpers (split_helper) run the others, and waits for them."""
     h = w.h
-    for k in range(w.Whb.shape[1]):
-        w.xp[k] = w.Wx0b[k, x] + w.bb[0, k]
+    k = w.Whb.shape[1]
+    for j in range(k):
+        w.xp[j] = w.Wx0b[j, x] + w.bb[0, j]
     for l in range(h.shape[0]):
-        Wxb = w.Wxb[l - 1] if l > 0 else w.Whb[l]  # the first layer's is not read
-        Sxb = w.Sxb[l - 1] if l > 0 else w.Shb[l]
-        below = h[l - 1] if l > 0 else h[l]
-        lstm_layer_par(
-            below, Wxb, Sxb, w.bb[l], l > 0, h[l], w.c[l], w.Whb[l], w.Shb[l],
-            w.t, w.xp, w.acc, w.scratch, w.tc,
-        )  # fmt: skip
+        seq = flags[GO] + 1
+        flags[LAYER] = l
+        sync.store_release(flags, GO, seq)  # publishes the layer, the state and xp
+        layer_chunk(w, l, 0)
+        for j in range(1, k):
+            while sync.load_acquire(flags, (1 + j) * sync.LINE) < seq:
+                sync.pause()
         h[l, 0] = w.t.reshape(h.shape[2])
 
 
 @kernel
-def generate_par(w, pending, coins, how, rep, out):
-    """generate() for one row of a wide LSTM through w, a SplitWork."""
+def split_helper(w, flags, j, seen):
+    """Run chunk j of every layer step the sampling thread starts (step_split), from the
+    step after GO = seen, until it sets STOP."""
+    while True:
+        go = sync.load_acquire(flags, GO)
+        if go == seen:
+            if sync.load_acquire(flags, STOP) != 0:
+                return
+            sync.pause()
+            continue
+        seen = go
+        layer_chunk(w, flags[LAYER], j)
+        sync.store_release(flags, (1 + j) * sync.LINE, go)
+
+
+@kernel
+def generate_split(w, pending, coins, how, rep, out, flags):
+    """generate() for one row of a wide LSTM through w, a SplitWork, each step's units split
+    among this thread and the helpers running split_helper on flags; sets STOP at the end."""
     for s in range(pending.shape[0]):
-        step_par(w, pending[s, 0])
+        step_split(w, pending[s, 0], flags)
     L, V = w.h.shape[0], w.by.shape[0]
     for s in range(out.shape[0]):
-        step_par(w, w.cur[0])
+        step_split(w, w.cur[0], flags)
         weights_product(w.h[L - 1], w.Wyp, w.Sy, w.logits, w.logits)
         row = w.logits[0, :V]
         row += w.by
@@ -268,3 +292,4 @@ def generate_par(w, pending, coins, how, rep, out):
         out[s, 0] = nxt
         w.cur[0] = nxt
         rep.t[0] += 1
+    sync.store_release(flags, STOP, 1)

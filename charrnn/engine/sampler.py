@@ -23,6 +23,7 @@ either path.
 
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -31,7 +32,7 @@ from . import gemm, kernels, repetition, sample_kernels, threads
 from .switch import SERIAL, SPLIT, Switch
 from .precision import STORAGE, check as check_precision, pack as pack_narrow
 
-PARALLEL_MIN_HIDDEN = 256  # below this the weights sit in a core's cache and one core is faster
+PARALLEL_MIN_HIDDEN = 128  # below this a step is too short for two threads to meet in
 
 
 def padded(dtype, N):
@@ -84,6 +85,7 @@ class Sampler:
         self.work = self._split_work(self.chunks) if self.parallel else self._work()
         self.split = None  # the split path's SplitWork beside the serial one (_prepare_split)
         self._loader = None
+        self._helpers, self._flags = None, None  # the split path's threads and flags (_run_split)
         self.rep = None  # repetition.Repeat, made at the first generate
 
     def _packed(self, Ws, Kd, N):
@@ -211,6 +213,24 @@ class Sampler:
             self._chunk(SPLIT if self.parallel else SERIAL, coins, how, out)
         return out
 
+    def _run_split(self, split, coins, how, out):
+        """generate_split on this thread, its helpers on threads of their own for this call:
+        they wait spinning for each layer step, so they must not outlive the call."""
+        k = split.Whb.shape[1]
+        if self._flags is None:
+            self._flags = sample_kernels.split_flags(k)
+            self._helpers = ThreadPoolExecutor(max(1, k - 1), thread_name_prefix="charrnn-split")
+        flags = self._flags
+        flags[sample_kernels.STOP] = 0
+        seen = int(flags[sample_kernels.GO])
+        jobs = [self._helpers.submit(sample_kernels.split_helper, split, flags, j, seen) for j in range(1, k)]
+        try:
+            sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
+        finally:
+            flags[sample_kernels.STOP] = 1  # (generate_split sets it too, unless it failed)
+            for job in jobs:
+                job.result()
+
     def _prepare_split(self):
         """Lay the weights out for the split path and load its kernel (from Numba's cache, or
         compiled), on a thread of its own while the serial path samples (nogil)."""
@@ -218,8 +238,10 @@ class Sampler:
         def load():
             split = self._split_work(self.chunks)
             coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
-            args = (split, self.pending[:0], coins, self._how, self.rep, out)
-            sample_kernels.generate_par.compile(tuple(numba.typeof(a) for a in args))
+            flags = sample_kernels.split_flags(self.chunks)
+            args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
+            sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
+            sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0)))
             self.split = split
 
         self._loader = threading.Thread(target=load, name="charrnn-split-loader", daemon=True)
@@ -238,7 +260,7 @@ class Sampler:
                 if self.split is None:  # asked for before _prepare_split (as tests do)
                     self.split = self._split_work(self.chunks)
                 split = self.split
-            sample_kernels.generate_par(split, self.pending, coins, how, self.rep, out)
+            self._run_split(split, coins, how, out)
         else:
             sample_kernels.generate(
                 self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out

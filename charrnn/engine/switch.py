@@ -13,8 +13,9 @@ chunks, asks `plan` which path and how many characters, and reports the time wit
   seconds never pays for loading it, and a first run's compiling does not stall the text;
 - the path not in use is tried from time to time: WARMING characters that warm the caches with
   its weights (each path has its own layout of them, and a cold trial reads them from memory;
-  the first trials lost on a quiet machine so), then, unless those were HOPELESS, PROBE more,
-  timed. It takes over when it is faster by MARGIN;
+  the first trials lost on a quiet machine so), then, unless those were HOPELESS (beyond what
+  a call costs anyway), a longer chunk, timed: PROBE characters, or TRIAL seconds of the path
+  in use if that is more. It takes over when it is faster by MARGIN;
 - a trial that loses pays for itself: the next one waits until the path in use has run
   1 / PROBE_SHARE times as long as the trial cost, so trials take at most PROBE_SHARE of the
   time whatever the other path's speed, and the wait doubles after each loss;
@@ -32,6 +33,10 @@ SERIAL, SPLIT = "serial", "split"
 # fmt: off
 WARM = 0.25          # seconds of serial sampling before the split path is first tried
 WARMING, PROBE = 2, 16  # characters in a trial's two chunks: warming the caches, then timed
+TRIAL = 0.005        # ... and the timed one at least as long as this on the path in use, so
+# that what a call costs besides its characters (the split path's threads starting, about
+# 0.1 ms) is a small part of it even where a character takes 10 us
+CALL = 0.0005        # seconds a warming chunk may take beyond HOPELESS x its characters
 TARGET = 0.02        # seconds a chunk aims at: short, so a change of load is seen soon
 MIN_CHUNK, MAX_CHUNK = 8, 4096
 MARGIN = 0.9         # a trial takes over when its time per character is below MARGIN x the other's
@@ -77,12 +82,17 @@ class Switch:
         if path not in self.called:
             n = 1  # the call that loads it: beside a busy core one character costs enough
         elif path != self.use and not self.warmed:
-            n = WARMING
+            n = WARMING  # short: beside a busy core each character may take milliseconds
         elif path != self.use or rate is None:
-            n = PROBE
+            n = self._trial(PROBE, TRIAL)
         else:
             n = int(min(MAX_CHUNK, max(MIN_CHUNK, TARGET / max(rate, 1e-9))))
         return path, max(1, min(n, remaining))
+
+    def _trial(self, least, seconds):
+        """Characters in a trial's chunk: least, or what the path in use makes in seconds."""
+        mine = self.per_char[self.use]
+        return least if mine is None else max(least, int(seconds / max(mine, 1e-9)))
 
     def observe(self, path, n, seconds):
         """Chunk of n characters on path took seconds."""
@@ -105,7 +115,7 @@ class Switch:
         self.cost += seconds
         self.per_char[path] = seconds / n
         mine = self.per_char[self.use]
-        if not self.warmed and mine is not None and seconds / n < HOPELESS * mine:
+        if not self.warmed and mine is not None and seconds < HOPELESS * mine * n + CALL:
             self.warmed = True  # warm, and not hopeless: time the next chunk
             self.per_char[path] = None
             return
