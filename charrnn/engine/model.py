@@ -146,10 +146,13 @@ class Model:
 
     def _merge(self, grads, n):
         """grads += the gradients of parts 1..n-1, which are zeroed: each of n threads adds a
-        share of every array."""
-        pairs = [
-            (g.reshape(-1), d.reshape(-1)) for i in range(1, n) for g, d in zip(grads, self._part_grads(i)[1])
-        ]
+        share of every array (grads' arrays contiguous, as views of a flat buffer are)."""
+        pairs = []
+        for i in range(1, n):
+            for g, d in zip(grads, self._part_grads(i)[1]):
+                if not g.flags.c_contiguous:  # reshape(-1) would be a copy
+                    raise ValueError("the gradient arrays must be C-contiguous")
+                pairs.append((g.reshape(-1), d.reshape(-1)))
 
         def share(k):
             for g, d in pairs:

@@ -218,8 +218,11 @@ class Sampler:
         they wait spinning for each layer step, so they must not outlive the call."""
         k = split.Whb.shape[1]
         if self._flags is None:
-            self._flags = sample_kernels.split_flags(k)
+            self._flags = flags = sample_kernels.split_flags(k)
             self._helpers = ThreadPoolExecutor(max(1, k - 1), thread_name_prefix="charrnn-split")
+            flags[sample_kernels.STOP] = 1  # a helper told to stop at once: loaded (or compiled)
+            sample_kernels.split_helper(split, flags, 1, flags[sample_kernels.GO])  # here, so
+            # that a failure is raised on this thread, not left to a helper this thread waits on
         flags = self._flags
         flags[sample_kernels.STOP] = 0
         seen = int(flags[sample_kernels.GO])
