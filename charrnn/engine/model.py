@@ -129,20 +129,13 @@ class Model:
 
     def _map(self, fn, parts):
         """[fn(i, part) for each part], the first on this thread, the others on the pool's."""
-        futures = [threads.pool().submit(fn, i, s) for i, s in enumerate(parts) if i > 0]
-        first = fn(0, parts[0])
-        return [first] + [f.result() for f in futures]
+        return threads.side_by_side(lambda i: fn(i, parts[i]), len(parts))
 
     def _pack(self, w, backward, n):
         """Pack the weights a window's n parts share into w's buffers (kernels.pack_weights),
         each of n threads a share of every matrix: at 2 x 640 packing on one thread took 3%
         of a batch-16 step."""
-        futures = [
-            threads.pool().submit(kernels.pack_weights, self.params, w, backward, i, n) for i in range(1, n)
-        ]
-        kernels.pack_weights(self.params, w, backward, 0, n)
-        for f in futures:
-            f.result()
+        threads.side_by_side(lambda i: kernels.pack_weights(self.params, w, backward, i, n), n)
 
     def _merge(self, grads, n):
         """grads += the gradients of parts 1..n-1, which are zeroed: each of n threads adds a
@@ -159,10 +152,7 @@ class Model:
                 lo, hi = g.size * k // n, g.size * (k + 1) // n
                 kernels.merge_into(g[lo:hi], d[lo:hi])
 
-        futures = [threads.pool().submit(share, k) for k in range(1, n)]
-        share(0)
-        for f in futures:
-            f.result()
+        threads.side_by_side(share, n)
 
     def forward(self, x, h0, c0, masks=None, norms=False):
         """Logits for x (T, B) in one part; returns the Work whose P holds them (T*B, V)

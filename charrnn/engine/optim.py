@@ -66,10 +66,7 @@ def on_threads(fn, n, least, align=1):
     `least` items (a small buffer is not worth a hand-off), bounds multiples of align."""
     k = max(1, min(threads.num_threads(), n // least))
     bounds = [n * i // k // align * align for i in range(k)] + [n]
-    futures = [threads.pool().submit(fn, bounds[i], bounds[i + 1]) for i in range(1, k)]
-    fn(bounds[0], bounds[1])
-    for f in futures:
-        f.result()
+    threads.side_by_side(lambda i: fn(bounds[i], bounds[i + 1]), k)
 
 
 class Adam:

@@ -61,6 +61,14 @@ def pool():
     return _pool
 
 
+def side_by_side(fn, n):
+    """[fn(i) for i in range(n)]: fn(0) on this thread, the others on the pool's threads, at
+    the same time (fn releases the GIL, as the kernels do)."""
+    futures = [pool().submit(fn, i) for i in range(1, n)]
+    first = fn(0)
+    return [first] + [f.result() for f in futures]
+
+
 def single_threaded_blas():
     """Limit the BLAS libraries loaded in this process to one thread each (once; NumPy's own
     included: a process that trains has no other use for them).
