@@ -237,6 +237,66 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
         np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
 
 
+class _LateHelpers:
+    """A stand-in for the split path's thread pool whose helpers start `delay` seconds late
+    (None: never), as when another process holds the cores they would run on."""
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def submit(self, fn, *args):
+        import threading
+        import time
+        from concurrent.futures import Future
+
+        done = Future()
+        if self.delay is None:
+            done.set_result(None)
+            return done
+
+        def late():
+            time.sleep(self.delay)
+            done.set_result(fn(*args))
+
+        threading.Thread(target=late, daemon=True).start()
+        return done
+
+
+@pytest.mark.parametrize("delay", [None, 0.002])
+def test_split_sampler_runs_the_chunks_of_helpers_that_have_not_started(delay, monkeypatch):
+    """A chunk whose helper thread is not running when the sampling thread needs it is run by
+    the sampling thread (sample_kernels.step_split): with helpers that never start the split
+    path still finishes, and with helpers that start late (taking some chunks, not others)
+    the text and the states are the serial path's."""
+    from charrnn.engine import sampler, threads
+    from charrnn.engine.sync import LINE
+
+    monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
+    monkeypatch.setattr(threads, "available", lambda: 3)
+    monkeypatch.delenv("CHARRNN_THREADS", raising=False)
+    monkeypatch.setattr(sampler, "ThreadPoolExecutor", _LateHelpers(delay))
+    m, rng = tiny("lstm", L=2, H=6)
+    serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
+    assert split.work.Whb.shape[1] == 3
+    ids = rng.integers(0, 7, 9)
+    for s in (serial, split):
+        s.prime(ids)
+    helped = lambda: max(split._flags[(2 * j + 1) * LINE] for j in (1, 2))  # noqa: E731
+    for n in [3, 400] + [20000] * (0 if delay is None else 20):
+        a = serial.generate(n, np.random.default_rng(n), 0.9)
+        b = split.generate(n, np.random.default_rng(n), 0.9)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
+        np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
+        if n == 20000 and helped() > 0:
+            break
+    # the helpers finished chunks (the last step they did), unless they never started
+    assert (helped() > 0) == (delay is not None)
+
+
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
     from charrnn.engine.sampler import unit_blocks
 

@@ -231,20 +231,28 @@ def layer_chunk(w, l, k):
 
 
 # The flags the threads of the split path meet on (sync.py), each on its own cache line:
-# GO (and beside it the layer to run) written by the thread that samples, STOP likewise, and
-# DONE of helper j at (1 + j) * LINE, written by that helper.
+# GO (and beside it the layer to run) written by the thread that samples, STOP likewise; for
+# each helper's chunk j (1 <= j < k), CLAIM, the last step whose chunk j a thread took, at
+# (2j) * LINE, and DONE, the last step whose chunk j the helper finished, at (2j + 1) * LINE.
 GO, LAYER, STOP = 0, 1, sync.LINE
 
 
 def split_flags(k):
     """The flags of a split path of k chunks (k - 1 helpers)."""
-    return np.zeros((k + 1) * sync.LINE, np.int64)
+    return np.zeros(2 * k * sync.LINE, np.int64)
 
 
 @kernel
 def step_split(w, x, flags):
     """Advance w's (a SplitWork) state by the character x: at each layer this thread runs
-    chunk 0 while the helpers (split_helper) run the others, and waits for them."""
+    chunk 0 while the helpers (split_helper) run the others.
+
+    A helper that is running takes its chunk within a fraction of a microsecond of GO, well
+    before this thread is done with chunk 0. So a chunk that nobody has claimed by then
+    belongs to a helper the scheduler has set aside (another process has its core): this
+    thread claims the chunk and runs it itself, instead of waiting milliseconds for that
+    helper's turn. A step then costs about what the serial path's does. Either thread runs
+    the same code on the chunk's own buffers, so the numbers do not depend on which did."""
     h = w.h
     k = w.Whb.shape[1]
     for j in range(k):
@@ -255,31 +263,37 @@ def step_split(w, x, flags):
         sync.store_release(flags, GO, seq)  # publishes the layer, the state and xp
         layer_chunk(w, l, 0)
         for j in range(1, k):
-            while sync.load_acquire(flags, (1 + j) * sync.LINE) < seq:
+            claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
+            if claimed < seq and sync.swap_if(flags, 2 * j * sync.LINE, claimed, seq):
+                layer_chunk(w, l, j)  # its helper had not started: run it here
+                continue
+            while sync.load_acquire(flags, (2 * j + 1) * sync.LINE) < seq:
                 sync.pause()
         h[l, 0] = w.t.reshape(h.shape[2])
 
 
 @kernel
-def split_helper(w, flags, j, seen):
-    """Run chunk j of every layer step the sampling thread starts (step_split), from the
-    step after GO = seen, until it sets STOP."""
-    while True:
+def split_helper(w, flags, j, seen, call):
+    """Run chunk j of every layer step the sampling thread starts (step_split) and has not
+    run itself, from the step after GO = seen, until STOP reaches call (the number of the
+    generate call it helps: one that starts after its call has ended returns at once)."""
+    while sync.load_acquire(flags, STOP) < call:
         go = sync.load_acquire(flags, GO)
         if go == seen:
-            if sync.load_acquire(flags, STOP) != 0:
-                return
             sync.pause()
             continue
         seen = go
-        layer_chunk(w, flags[LAYER], j)
-        sync.store_release(flags, (1 + j) * sync.LINE, go)
+        claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
+        # won only while the sampling thread waits in step go: then flags[LAYER] is go's
+        if claimed < go and sync.swap_if(flags, 2 * j * sync.LINE, claimed, go):
+            layer_chunk(w, flags[LAYER], j)
+            sync.store_release(flags, (2 * j + 1) * sync.LINE, go)
 
 
 @kernel
 def generate_split(w, pending, coins, how, rep, out, flags):
     """generate() for one row of a wide LSTM through w, a SplitWork, each step's units split
-    among this thread and the helpers running split_helper on flags; sets STOP at the end."""
+    among this thread and the helpers running split_helper on flags (the caller sets STOP)."""
     for s in range(pending.shape[0]):
         step_split(w, pending[s, 0], flags)
     L, V = w.h.shape[0], w.by.shape[0]
@@ -292,4 +306,3 @@ def generate_split(w, pending, coins, how, rep, out, flags):
         out[s, 0] = nxt
         w.cur[0] = nxt
         rep.t[0] += 1
-    sync.store_release(flags, STOP, 1)

@@ -214,25 +214,25 @@ class Sampler:
         return out
 
     def _run_split(self, split, coins, how, out):
-        """generate_split on this thread, its helpers on threads of their own for this call:
-        they wait spinning for each layer step, so they must not outlive the call."""
+        """generate_split on this thread, its helpers on threads of their own. The call does
+        not wait for them: a helper the scheduler has not run yet (another process holds its
+        core) would keep it waiting for a time slice. Each returns once STOP reaches its
+        call's number, set here at the end; the sampling thread ran any chunk they did not."""
         k = split.Whb.shape[1]
         if self._flags is None:
             self._flags = flags = sample_kernels.split_flags(k)
             self._helpers = ThreadPoolExecutor(max(1, k - 1), thread_name_prefix="charrnn-split")
-            flags[sample_kernels.STOP] = 1  # a helper told to stop at once: loaded (or compiled)
-            sample_kernels.split_helper(split, flags, 1, flags[sample_kernels.GO])  # here, so
-            # that a failure is raised on this thread, not left to a helper this thread waits on
+            sample_kernels.split_helper(split, flags, 1, 0, 0)  # loaded (or compiled) here, so
+            # that a failure is raised on this thread, not left to a helper on a thread of its own
         flags = self._flags
-        flags[sample_kernels.STOP] = 0
+        call = int(flags[sample_kernels.STOP]) + 1
         seen = int(flags[sample_kernels.GO])
-        jobs = [self._helpers.submit(sample_kernels.split_helper, split, flags, j, seen) for j in range(1, k)]
+        for j in range(1, k):
+            self._helpers.submit(sample_kernels.split_helper, split, flags, j, seen, call)
         try:
             sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
         finally:
-            flags[sample_kernels.STOP] = 1  # (generate_split sets it too, unless it failed)
-            for job in jobs:
-                job.result()
+            flags[sample_kernels.STOP] = call
 
     def _prepare_split(self):
         """Lay the weights out for the split path and load its kernel (from Numba's cache, or
@@ -244,7 +244,7 @@ class Sampler:
             flags = sample_kernels.split_flags(self.chunks)
             args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
             sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
-            sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0)))
+            sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
             self.split = split
 
         self._loader = threading.Thread(target=load, name="charrnn-split-loader", daemon=True)

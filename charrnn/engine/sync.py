@@ -9,7 +9,8 @@ in well under one. A flag is one int64 in an array, a cache line apart from the 
 the threads do not take turns owning one line.
 
 A release store makes every write before it visible to the thread whose acquire load sees
-the stored value; a plain Numba load in a wait loop could be hoisted out of the loop.
+the stored value; a plain Numba load in a wait loop could be hoisted out of the loop. A
+compare-and-swap lets two threads race for one piece of work and exactly one win it.
 """
 
 import platform
@@ -53,6 +54,21 @@ def store_release(typingctx, a, i, v):
         builder.store_atomic(v, _address(context, builder, sig.args[0], args[0], args[1]), "release", 8)
 
     return types.none(a, i, v), codegen
+
+
+@intrinsic
+def swap_if(typingctx, a, i, old, new):
+    """a[i] = new if a[i] == old, atomically (sequentially consistent); whether it was."""
+    _int64_array(a)
+
+    def codegen(context, builder, sig, args):
+        ptr = _address(context, builder, sig.args[0], args[0], args[1])
+        old = context.cast(builder, args[2], sig.args[2], types.int64)
+        new = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(ptr, old, new, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(a, i, old, new), codegen
 
 
 @intrinsic
