@@ -230,16 +230,28 @@ def layer_chunk(w, l, k):
     kernels.lstm_step(w.acc[k : k + 1], c, c, w.tc[k : k + 1], w.t[k : k + 1])
 
 
-# The flags the threads of the split path meet on (sync.py), each on its own cache line:
-# GO (and beside it the layer to run) written by the thread that samples, STOP likewise; for
-# each helper's chunk j (1 <= j < k), CLAIM, the last step whose chunk j a thread took, at
-# (2j) * LINE, and DONE, the last step whose chunk j the helper finished, at (2j + 1) * LINE.
-GO, LAYER, STOP = 0, 1, sync.LINE
+# The flags the threads of the split path meet on (sync.py). The sampling thread writes GO
+# (and beside it the layer to run) on one cache line, and CALL and STOP on the next: the
+# generate call under way or last begun, and the last one ended. For each helper's chunk j
+# (1 <= j < k) there is CLAIM, the last step whose chunk j a thread took, at (2j) * LINE, with
+# ACTIVE beside it (1 while a helper for j runs or has been sent for), and DONE, the last
+# step whose chunk j the helper finished, at (2j + 1) * LINE.
+GO, LAYER, CALL, STOP = 0, 1, sync.LINE, sync.LINE + 1
+LINGER = 40000  # idle spins (about 1-2 ms) a helper waits for the next call before it returns
 
 
 def split_flags(k):
     """The flags of a split path of k chunks (k - 1 helpers)."""
     return np.zeros(2 * k * sync.LINE, np.int64)
+
+
+@kernel
+def split_begin(flags, call, need):
+    """Start call number `call`: need[j] = 1 for each helper j to send for (none of j's is
+    running), 0 for those still running from the last calls, which serve this one."""
+    sync.swap_if(flags, CALL, flags[CALL], call)
+    for j in range(1, need.shape[0]):
+        need[j] = sync.swap_if(flags, 2 * j * sync.LINE + 1, 0, 1)
 
 
 @kernel
@@ -273,21 +285,37 @@ def step_split(w, x, flags):
 
 
 @kernel
-def split_helper(w, flags, j, seen, call):
+def split_helper(w, flags, j, seen, linger):
     """Run chunk j of every layer step the sampling thread starts (step_split) and has not
-    run itself, from the step after GO = seen, until STOP reaches call (the number of the
-    generate call it helps: one that starts after its call has ended returns at once)."""
-    while sync.load_acquire(flags, STOP) < call:
+    run itself, from the step after GO = seen. Between generate calls it waits for the next
+    up to linger spins (so that the calls of a long sample, `charrnn sample`'s 256 characters
+    each, do not each wait for a thread to wake), then clears ACTIVE and returns."""
+    idle = 0
+    active = 2 * j * sync.LINE + 1
+    while True:
         go = sync.load_acquire(flags, GO)
-        if go == seen:
-            sync.pause()
+        if go != seen:
+            seen, idle = go, 0
+            claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
+            # won only while the sampling thread waits in step go: then flags[LAYER] is go's
+            if claimed < go and sync.swap_if(flags, 2 * j * sync.LINE, claimed, go):
+                layer_chunk(w, flags[LAYER], j)
+                sync.store_release(flags, (2 * j + 1) * sync.LINE, go)
             continue
-        seen = go
-        claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
-        # won only while the sampling thread waits in step go: then flags[LAYER] is go's
-        if claimed < go and sync.swap_if(flags, 2 * j * sync.LINE, claimed, go):
-            layer_chunk(w, flags[LAYER], j)
-            sync.store_release(flags, (2 * j + 1) * sync.LINE, go)
+        if sync.load_acquire(flags, STOP) < sync.load_acquire(flags, CALL):
+            idle = 0  # a call is under way
+        else:
+            idle += 1
+            if idle > linger:
+                sync.swap_if(flags, active, 1, 0)
+                # a call that began meanwhile either saw ACTIVE = 1 and sent for nobody (then
+                # this helper serves it), or set it again and sent for a new helper
+                if sync.load_acquire(flags, STOP) >= sync.load_acquire(flags, CALL):
+                    return
+                if not sync.swap_if(flags, active, 0, 1):
+                    return
+                idle = 0
+        sync.pause()
 
 
 @kernel

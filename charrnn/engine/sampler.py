@@ -216,19 +216,22 @@ class Sampler:
     def _run_split(self, split, coins, how, out):
         """generate_split on this thread, its helpers on threads of their own. The call does
         not wait for them: a helper the scheduler has not run yet (another process holds its
-        core) would keep it waiting for a time slice. Each returns once STOP reaches its
-        call's number, set here at the end; the sampling thread ran any chunk they did not."""
+        core) would keep it waiting for a time slice, and the sampling thread runs any chunk
+        a helper has not taken. A helper serves the calls that follow within LINGER spins
+        then returns."""
         k = split.Whb.shape[1]
         if self._flags is None:
             self._flags = flags = sample_kernels.split_flags(k)
             self._helpers = ThreadPoolExecutor(max(1, k - 1), thread_name_prefix="charrnn-split")
-            sample_kernels.split_helper(split, flags, 1, 0, 0)  # loaded (or compiled) here, so
+            sample_kernels.split_helper(split, flags, 1, 0, -1)  # loaded (or compiled) here, so
             # that a failure is raised on this thread, not left to a helper on a thread of its own
         flags = self._flags
-        call = int(flags[sample_kernels.STOP]) + 1
+        call = int(flags[sample_kernels.CALL]) + 1
+        need = np.zeros(k, np.int64)
+        sample_kernels.split_begin(flags, call, need)
         seen = int(flags[sample_kernels.GO])
-        for j in range(1, k):
-            self._helpers.submit(sample_kernels.split_helper, split, flags, j, seen, call)
+        for j in np.flatnonzero(need):
+            self._helpers.submit(sample_kernels.split_helper, split, flags, int(j), seen, sample_kernels.LINGER)
         try:
             sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
         finally:
@@ -245,6 +248,7 @@ class Sampler:
             args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
             sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
             sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
+            sample_kernels.split_begin.compile(tuple(numba.typeof(a) for a in (flags, 1, flags[:2])))
             self.split = split
 
         self._loader = threading.Thread(target=load, name="charrnn-split-loader", daemon=True)
