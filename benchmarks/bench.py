@@ -26,9 +26,12 @@ charrnn, ...) so both sides see the same machine state:
              each streaming half of it (the bound of the two-core split path)
 and, for charrnn:
   start-up   `charrnn sample -n 100` from a small checkpoint, Numba's cache warm (median)
-  pair       two trainings started together: their summed chars/s over one solo run's
-  beside     batch-1 sampling while a training runs beside it: the default path's chars/s over
-             the serial path's in the same conditions
+  pair       two trainings started together: their summed chars/s, and the slower one's,
+             over one solo run's
+  beside     batch-1 sampling at each size beside a one-thread training (the other core
+             busy), over the sample alone; beside a training on both cores, the default
+             path's chars/s over the serial path's in the same conditions; and a 2x256
+             training beside a 2x512 sample, over the training alone
 
 On the machines this project is developed on, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are set and
 force slower BLAS kernels; benchmark with both unset, for both sides:
@@ -207,7 +210,7 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32", num_sa
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     while time.perf_counter() - t < 0.6:  # loads both paths' kernels, and lets the Switch settle
-        s.generate(50, rng, 0.8)
+        s.generate(256, rng, 0.8)  # as `charrnn sample` calls it (CharModel.generate_ids)
         loader = getattr(s, "_loader", None)
         if loader is not None and loader.is_alive():  # compiling (a cold cache): wait for it
             loader.join()
@@ -551,7 +554,7 @@ def measure_pair(name, repeats):
     size = SIZES[name]
     steps, warmup = (30, 2) if size["hidden"] <= 128 else (6, 1)
     cmd = charrnn_cmd("train", **size, steps=steps, warmup=warmup)
-    solo, pair = [], []
+    solo, pair, slower = [], [], []
     for rep in range(repeats):
         log(f"pair {name}: repeat {rep + 1}/{repeats}")
         solo.append(run_json(cmd)["chars_per_sec"])
@@ -565,38 +568,78 @@ def measure_pair(name, repeats):
                 raise RuntimeError(err[-2000:])
             rates.append(json.loads(out.strip().splitlines()[-1])["chars_per_sec"])
         pair.append(sum(rates))
+        slower.append(min(rates))
     return {
         "solo_runs": [round(x) for x in solo],
         "pair_sum_runs": [round(x) for x in pair],
         "ratio": statistics.median(pair) / statistics.median(solo),
+        "slower_runs": [round(x) for x in slower],
+        "slower_ratio": statistics.median(slower) / statistics.median(solo),
     }
 
 
+def background(cmd, threads=None):
+    """Start a child that keeps a core (or two) busy until stopped."""
+    env = dict(os.environ, **({"CHARRNN_THREADS": str(threads)} if threads else {}))
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait()
+
+
 def measure_beside(name, repeats, length):
-    """Batch-1 sampling while a training runs beside it: the default (the Switch choosing as it
-    samples), the serial path and the two-core split path, alternately."""
+    """Batch-1 sampling at size name alone, then beside a training, alternately:
+    - beside a one-thread 2x256 training (a training "on the other core"): the default path
+      (the Switch choosing as it samples) and the serial path, against the default path alone;
+    - beside a training on both cores: the default, serial and split paths (no core is free,
+      so the sample can only hold its share of them)."""
     size = SIZES[name]
-    trainer = subprocess.Popen(
-        charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(5)  # past its start-up: the training is running
-        runs = {"default": [], "serial": [], "split": []}
-        for rep in range(repeats):
-            log(f"beside {name}: repeat {rep + 1}/{repeats}")
-            kw = dict(layers=size["layers"], hidden=size["hidden"], length=length)
-            for path, parallel in (("default", None), ("serial", False), ("split", True)):
-                runs[path].append(run_json(charrnn_cmd("sample", **kw, parallel=parallel))["chars_per_sec"])
-    finally:
-        trainer.terminate()
-        trainer.wait()
+    trainer = charrnn_cmd("train", **SIZES["2x256"], steps=100000, warmup=1)
+    kw = dict(layers=size["layers"], hidden=size["hidden"], length=length)
+    paths = {"default": None, "serial": False, "split": True}
+    runs = {k: [] for k in ("alone", "one_default", "one_serial", "two_default", "two_serial", "two_split")}
+    for rep in range(repeats):
+        log(f"beside {name}: repeat {rep + 1}/{repeats}")
+        runs["alone"].append(run_json(charrnn_cmd("sample", **kw))["chars_per_sec"])
+        for threads, kinds in ((1, ("default", "serial")), (None, ("default", "serial", "split"))):
+            proc = background(trainer, threads)
+            try:
+                time.sleep(5)  # past its start-up: the training is running
+                for k in kinds:
+                    rate = run_json(charrnn_cmd("sample", **kw, parallel=paths[k]))["chars_per_sec"]
+                    runs[f"{'one' if threads else 'two'}_{k}"].append(rate)
+            finally:
+                stop(proc)
     med = {k: statistics.median(v) for k, v in runs.items()}
     return {
         **{f"{k}_runs": [round(x) for x in v] for k, v in runs.items()},
-        "ratio": med["default"] / med["serial"],
-        "split_ratio": med["split"] / med["serial"],
+        "of_alone": med["one_default"] / med["alone"],
+        "ratio": med["two_default"] / med["two_serial"],
+        "split_ratio": med["two_split"] / med["two_serial"],
+    }
+
+
+def measure_train_beside(repeats):
+    """A 2x256 training on all cores, alone and beside a 2x512 batch-1 sample (the default
+    path) that runs for the whole of it, alternately."""
+    cmd = charrnn_cmd("train", **SIZES["2x256"], steps=30, warmup=1)
+    sampler = charrnn_cmd("sample", layers=2, hidden=512, length=10**7)
+    alone, beside = [], []
+    for rep in range(repeats):
+        log(f"training beside a sample: repeat {rep + 1}/{repeats}")
+        alone.append(run_json(cmd)["chars_per_sec"])
+        proc = background(sampler)
+        try:
+            time.sleep(3)  # past its start-up and warm-up: the sample is running
+            beside.append(run_json(cmd)["chars_per_sec"])
+        finally:
+            stop(proc)
+    return {
+        "alone_runs": [round(x) for x in alone],
+        "beside_runs": [round(x) for x in beside],
+        "ratio": statistics.median(beside) / statistics.median(alone),
     }
 
 
@@ -676,7 +719,8 @@ def main():
     if "pair" in sections:
         results["pair"] = {n: measure_pair(n, args.repeats) for n in ("2x128", "2x512")}
     if "beside" in sections:
-        results["beside"] = {n: measure_beside(n, args.repeats, 2000) for n in ("2x512",)}
+        results["beside"] = {n: measure_beside(n, args.repeats, 2000) for n in sizes}
+        results["train_beside"] = measure_train_beside(args.repeats)
     results["environment"]["load_after"] = os.getloadavg()[0]
     if args.json:
         print(json.dumps(results))
@@ -788,14 +832,27 @@ def print_table(res):
         print(f"start-up, `charrnn sample -n 100`, warm cache: {res['startup_seconds']:.2f} s")
     for name, r in res.get("pair", {}).items():
         print(
-            f"two {name} trainings together: {r['ratio']:.0%} of one alone (solo "
-            f"{r['solo_runs']}, pair sums {r['pair_sum_runs']} chars/s)"
+            f"two {name} trainings together: {r['ratio']:.0%} of one alone summed, the slower "
+            f"of the two at {r['slower_ratio']:.0%} (solo {r['solo_runs']}, pair sums "
+            f"{r['pair_sum_runs']}, slower {r['slower_runs']} chars/s)"
         )
     for name, r in res.get("beside", {}).items():
         print(
-            f"{name} sampling beside a training: the default path at {r['ratio']:.0%} of the "
-            f"serial path's speed, the split path at {r['split_ratio']:.0%} (default "
-            f"{r['default_runs']}, serial {r['serial_runs']}, split {r['split_runs']} chars/s)"
+            f"{name} sampling beside a one-thread training (the other core busy): "
+            f"{r['of_alone']:.0%} of its speed alone (alone {r['alone_runs']}, beside: default "
+            f"path {r['one_default_runs']}, serial path {r['one_serial_runs']} chars/s)"
+        )
+        print(
+            f"{name} sampling beside a training on both cores: the default path at "
+            f"{r['ratio']:.0%} of the serial path's speed, the split path at "
+            f"{r['split_ratio']:.0%} (default {r['two_default_runs']}, serial "
+            f"{r['two_serial_runs']}, split {r['two_split_runs']} chars/s)"
+        )
+    if "train_beside" in res:
+        r = res["train_beside"]
+        print(
+            f"2x256 training beside a 2x512 batch-1 sample: {r['ratio']:.0%} of its speed alone "
+            f"(alone {r['alone_runs']}, beside {r['beside_runs']} chars/s)"
         )
 
 

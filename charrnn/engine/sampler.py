@@ -231,7 +231,8 @@ class Sampler:
         sample_kernels.split_begin(flags, call, need)
         seen = int(flags[sample_kernels.GO])
         for j in np.flatnonzero(need):
-            self._helpers.submit(sample_kernels.split_helper, split, flags, int(j), seen, sample_kernels.LINGER)
+            args = (split, flags, int(j), seen, sample_kernels.LINGER)
+            self._helpers.submit(sample_kernels.split_helper, *args)
         try:
             sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
         finally:
