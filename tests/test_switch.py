@@ -10,10 +10,11 @@ from charrnn.engine.switch import SERIAL, SPLIT, Switch
 from test_kernels import tiny
 
 
-def simulate(per_char, n, chunk_calls=None, per_call=0.0):
+def simulate(per_char, n, chunk_calls=None, per_call=0.0, helped=lambda done: 1.0):
     """Run a Switch over n characters where per_char(path, done) gives each path's seconds a
     character once `done` characters are made; the first call of a path also costs 0.1 s of
-    loading, and every call of the split path per_call seconds (its threads starting).
+    loading, and every call of the split path per_call seconds (its threads starting);
+    helped(done), the share of the helpers' chunks their threads ran in a split call.
     Returns (switch, seconds spent on each path, [(path, count)] chunks)."""
     s = Switch()
     spent = {SERIAL: 0.0, SPLIT: 0.0}
@@ -24,7 +25,7 @@ def simulate(per_char, n, chunk_calls=None, per_call=0.0):
         assert 1 <= k <= n - done
         secs = k * per_char(path, done) + (0.0 if path in s.called else 0.1)
         secs += per_call if path == SPLIT else 0.0
-        s.observe(path, k, secs)
+        s.observe(path, k, secs, helped(done) if path == SPLIT else 1.0)
         spent[path] += secs
         chunks.append((path, k))
         done += k
@@ -90,6 +91,36 @@ def test_the_split_path_comes_back_when_the_core_is_free_again():
         return 1.4e-4 if not 20_000 <= done < 40_000 else 2.5e-2
 
     s, _, chunks = simulate(per_char, 400_000)
+    assert s.use == SPLIT
+
+
+def test_a_split_path_whose_helpers_are_absent_never_takes_over():
+    """Helpers that ran a third of their chunks (the sampling thread ran the rest): another
+    process holds their core. Even if the times say the split path is faster (timed moments
+    apart from the serial path's, under a load that comes and goes) the serial path stays."""
+    s, _, chunks = simulate(
+        lambda path, done: 2.5e-4 if path == SERIAL else 1.4e-4, 200_000, helped=lambda done: 0.3
+    )
+    assert s.use == SERIAL
+    assert s.counts[SPLIT] < 0.05 * 200_000
+
+
+def test_the_serial_path_takes_over_when_the_helpers_go_missing_mid_sample():
+    """The split path in use, then its helpers absent from 50,000 characters on while its time
+    a character hardly changes: the serial path takes over within a chunk, and the split path
+    comes back once they are there again."""
+    away = (50_000, 100_000)
+
+    def helped(done):
+        return 0.2 if away[0] <= done < away[1] else 1.0
+
+    s, _, chunks = simulate(lambda path, done: 2.5e-4 if path == SERIAL else 1.4e-4, 300_000, helped=helped)
+    done, split_away = 0, 0
+    for path, k in chunks:
+        if path == SPLIT and away[0] <= done < away[1]:
+            split_away += k
+        done += k
+    assert split_away <= switch.TARGET / 1.4e-4 + 10 * switch.PROBE
     assert s.use == SPLIT
 
 

@@ -232,11 +232,12 @@ def layer_chunk(w, l, k):
 
 # The flags the threads of the split path meet on (sync.py). The sampling thread writes GO
 # (and beside it the layer to run) on one cache line, and CALL and STOP on the next: the
-# generate call under way or last begun, and the last one ended. For each helper's chunk j
+# generate call under way or last begun, and the last one ended, and STOLEN, how many
+# helpers' chunks the sampling thread has run itself. For each helper's chunk j
 # (1 <= j < k) there is CLAIM, the last step whose chunk j a thread took, at (2j) * LINE, with
 # ACTIVE beside it (1 while a helper for j runs or has been sent for), and DONE, the last
 # step whose chunk j the helper finished, at (2j + 1) * LINE.
-GO, LAYER, CALL, STOP = 0, 1, sync.LINE, sync.LINE + 1
+GO, LAYER, CALL, STOP, STOLEN = 0, 1, sync.LINE, sync.LINE + 1, sync.LINE + 2
 LINGER = 40000  # idle spins (about 1-2 ms) a helper waits for the next call before it returns
 
 
@@ -278,6 +279,7 @@ def step_split(w, x, flags):
             claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
             if claimed < seq and sync.swap_if(flags, 2 * j * sync.LINE, claimed, seq):
                 layer_chunk(w, l, j)  # its helper had not started: run it here
+                flags[STOLEN] += 1
                 continue
             while sync.load_acquire(flags, (2 * j + 1) * sync.LINE) < seq:
                 sync.pause()

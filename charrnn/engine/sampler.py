@@ -214,7 +214,8 @@ class Sampler:
         return out
 
     def _run_split(self, split, coins, how, out):
-        """generate_split on this thread, its helpers on threads of their own. The call does
+        """generate_split on this thread, its helpers on threads of their own; the share of
+        the helpers' chunks of units that their threads ran (switch.py). The call does
         not wait for them: a helper the scheduler has not run yet (another process holds its
         core) would keep it waiting for a time slice, and the sampling thread runs any chunk
         a helper has not taken. A helper serves the calls that follow within LINGER spins
@@ -233,10 +234,13 @@ class Sampler:
         for j in np.flatnonzero(need):
             args = (split, flags, int(j), seen, sample_kernels.LINGER)
             self._helpers.submit(sample_kernels.split_helper, *args)
+        stolen = int(flags[sample_kernels.STOLEN])
         try:
             sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
         finally:
             flags[sample_kernels.STOP] = call
+        chunks = (self.pending.shape[0] + out.shape[0]) * split.h.shape[0] * (k - 1)
+        return 1.0 - (int(flags[sample_kernels.STOLEN]) - stolen) / max(chunks, 1)
 
     def _prepare_split(self):
         """Lay the weights out for the split path and load its kernel (from Numba's cache, or
@@ -260,7 +264,8 @@ class Sampler:
         return self._loader is not None and not self._loader.is_alive() and self.split is not None
 
     def _chunk(self, path, coins, how, out):
-        """out.shape[0] characters on one path (the pending prime first), into out."""
+        """out.shape[0] characters on one path (the pending prime first), into out; for the
+        split path, the share of the helpers' chunks their threads ran (else None)."""
         if path == SPLIT:
             if self.parallel:
                 split = self.work
@@ -268,9 +273,11 @@ class Sampler:
                 if self.split is None:  # asked for before _prepare_split (as tests do)
                     self.split = self._split_work(self.chunks)
                 split = self.split
-            self._run_split(split, coins, how, out)
+            helped = self._run_split(split, coins, how, out)
         else:
+            helped = None
             sample_kernels.generate(
                 self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out
             )
         self.pending = self.pending[:0]
+        return helped

@@ -20,12 +20,19 @@ chunks, asks `plan` which path and how many characters, and reports the time wit
   1 / PROBE_SHARE times as long as the trial cost, so trials take at most PROBE_SHARE of the
   time whatever the other path's speed, and the wait doubles after each loss;
 - the path in use is timed on every chunk, so when another process takes a core the split path
-  loses its lead within a chunk and the serial path takes over at once.
+  loses its lead within a chunk and the serial path takes over at once;
+- a split chunk also reports the share of the helpers' chunks of units the helper threads ran
+  (the sampling thread runs those they have not started: sample_kernels.step_split). Below
+  HELPED, another process holds their core: the chunk counts as a loss whatever its time
+  (not a trial's warming chunk: it is where the helpers wake).
+  With the helpers that absent the split path is little faster at best, its times beside the
+  serial path's taken moments apart compare noise, and its helpers take that process's time.
 
 Both paths compute the same numbers in the same order, so the text does not depend on the
 choices (tests/test_switch.py and the split path's tests in test_kernels.py).
 """
 
+import math
 import time
 
 SERIAL, SPLIT = "serial", "split"
@@ -42,6 +49,7 @@ MIN_CHUNK, MAX_CHUNK = 8, 4096
 MARGIN = 0.9         # a trial takes over when its time per character is below MARGIN x the other's
 HOPELESS = 4.0       # a trial whose warming chunk is this many times slower ends there
 PROBE_SHARE = 0.03   # the most of the time trials that lose may take
+HELPED = 0.5         # a split chunk whose helpers ran less of their share than this loses
 FIRST_WAIT = 2048    # characters on the path in use before a trial, at first
 # fmt: on
 
@@ -94,8 +102,9 @@ class Switch:
         mine = self.per_char[self.use]
         return least if mine is None else max(least, int(seconds / max(mine, 1e-9)))
 
-    def observe(self, path, n, seconds):
-        """Chunk of n characters on path took seconds."""
+    def observe(self, path, n, seconds, helped=1.0):
+        """Chunk of n characters on path took seconds; helped: the share of the helpers'
+        chunks of units their threads ran (the split path)."""
         self.counts[path] += n
         if path == SERIAL:
             self.serial_seconds += seconds
@@ -104,10 +113,13 @@ class Switch:
             return
         other = self.other(path)
         theirs = self.per_char[other]
+        deserted = helped < HELPED
         if path == self.use:  # smoothed, so that one chunk slowed by a passing blip is not enough
             last = self.per_char[path]
             self.per_char[path] = seconds / n if last is None else 0.5 * (last + seconds / n)
             self.since += n
+            if deserted:  # no rate to compare until a trial measures one
+                self.per_char[path] = math.inf
             if theirs is not None and self.per_char[path] * MARGIN > theirs:
                 self._take(other)  # lost its lead (another process took a core): swap now
                 self.wait = FIRST_WAIT // 8  # and soon try back, in case that was a blip
@@ -115,11 +127,14 @@ class Switch:
         self.cost += seconds
         self.per_char[path] = seconds / n
         mine = self.per_char[self.use]
+        # (the warming chunk is where the helpers wake: it may find none of them yet)
         if not self.warmed and mine is not None and seconds < HOPELESS * mine * n + CALL:
             self.warmed = True  # warm, and not hopeless: time the next chunk
             self.per_char[path] = None
             return
         self.warmed = False
+        if deserted:
+            self.per_char[path] = math.inf
         if mine is None or self.per_char[path] < MARGIN * mine:
             self._take(path)
             return
@@ -132,11 +147,12 @@ class Switch:
         self.use, self.since, self.wait, self.cost = path, 0, FIRST_WAIT, 0.0
 
     def run(self, n, call):
-        """Make n characters: call(path, start, count) for each chunk, timed."""
+        """Make n characters: call(path, start, count) for each chunk, timed; it returns the
+        share of the helpers' chunks their threads ran (split), or None."""
         done = 0
         while done < n:
             path, k = self.plan(n - done)
             t0 = self.clock()
-            call(path, done, k)
-            self.observe(path, k, self.clock() - t0)
+            helped = call(path, done, k)
+            self.observe(path, k, self.clock() - t0, 1.0 if helped is None else helped)
             done += k
