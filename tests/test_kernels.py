@@ -297,6 +297,43 @@ def test_split_sampler_runs_the_chunks_of_helpers_that_have_not_started(delay, m
     assert (helped() > 0) == (delay is not None)
 
 
+def test_split_sampler_over_many_short_calls_reuses_its_helpers_and_keeps_the_text(monkeypatch):
+    """Calls of 1 to 40 characters, one after another and after pauses longer than a helper
+    waits (LINGER): helpers that serve the next call, leave, and are sent for again must not
+    change the text or the states, and must be reused rather than sent for at every call."""
+    import time
+
+    from charrnn.engine import sampler, threads
+
+    monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
+    monkeypatch.setattr(threads, "available", lambda: 3)
+    monkeypatch.delenv("CHARRNN_THREADS", raising=False)
+    sent = []
+
+    class Counting(sampler.ThreadPoolExecutor):
+        def submit(self, fn, *args):
+            sent.append(args[2])
+            return super().submit(fn, *args)
+
+    monkeypatch.setattr(sampler, "ThreadPoolExecutor", Counting)
+    m, rng = tiny("lstm", L=2, H=6)
+    serial, split = sampler.Sampler(m, 1, parallel=False), sampler.Sampler(m, 1, parallel=True)
+    ids = rng.integers(0, 7, 9)
+    for s in (serial, split):
+        s.prime(ids)
+    lengths = rng.integers(1, 41, 300)
+    for i, n in enumerate(lengths):
+        if i % 50 == 49:
+            time.sleep(0.02)  # past LINGER's 1-2 ms: the helpers return
+        a = serial.generate(int(n), np.random.default_rng(i), 0.9)
+        b = split.generate(int(n), np.random.default_rng(i), 0.9)
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
+    np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
+    # sent for after each pause, and now and then beside; at every call it would be 600
+    assert set(sent) == {1, 2} and len(sent) <= len(lengths) // 3
+
+
 def test_unit_blocks_regroup_gate_columns_by_unit_chunk():
     from charrnn.engine.sampler import unit_blocks
 
