@@ -250,7 +250,7 @@ def split_flags(k):
 def split_begin(flags, call, need):
     """Start call number `call`: need[j] = 1 for each helper j to send for (none of j's is
     running), 0 for those still running from the last calls, which serve this one."""
-    sync.swap_if(flags, CALL, flags[CALL], call)
+    sync.swap_if(flags, CALL, flags[CALL], call)  # a store ordered before the swaps below
     for j in range(1, need.shape[0]):
         need[j] = sync.swap_if(flags, 2 * j * sync.LINE + 1, 0, 1)
 
