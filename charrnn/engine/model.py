@@ -149,7 +149,7 @@ class Model:
 
         def share(k):
             for g, d in pairs:
-                lo, hi = g.size * k // n, g.size * (k + 1) // n
+                lo, hi = kernels.share(g.size, k, n)
                 kernels.merge_into(g[lo:hi], d[lo:hi])
 
         threads.side_by_side(share, n)
