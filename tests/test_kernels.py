@@ -271,8 +271,7 @@ def test_split_sampler_runs_the_chunks_of_helpers_that_have_not_started(delay, m
     the sampling thread (sample_kernels.step_split): with helpers that never start the split
     path still finishes, and with helpers that start late (taking some chunks, not others)
     the text and the states are the serial path's."""
-    from charrnn.engine import sampler, threads
-    from charrnn.engine.sync import LINE
+    from charrnn.engine import sample_kernels, sampler, threads
 
     monkeypatch.setattr(sampler, "PARALLEL_MIN_HIDDEN", 6)
     monkeypatch.setattr(threads, "available", lambda: 3)
@@ -284,7 +283,7 @@ def test_split_sampler_runs_the_chunks_of_helpers_that_have_not_started(delay, m
     ids = rng.integers(0, 7, 9)
     for s in (serial, split):
         s.prime(ids)
-    helped = lambda: max(split._flags[(2 * j + 1) * LINE] for j in (1, 2))  # noqa: E731
+    helped = lambda: max(split._flags[sample_kernels.done_at(j)] for j in (1, 2))  # noqa: E731
     for n in [3, 400] + [20000] * (0 if delay is None else 20):
         a = serial.generate(n, np.random.default_rng(n), 0.9)
         b = split.generate(n, np.random.default_rng(n), 0.9)

@@ -11,7 +11,7 @@ are K and V padded to whole packed strips.
 from typing import NamedTuple
 
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.extending import overload
 
 from . import gemm, kernels, qgemm, repetition, sync
@@ -241,6 +241,18 @@ GO, LAYER, CALL, STOP, STOLEN = 0, 1, sync.LINE, sync.LINE + 1, sync.LINE + 2
 LINGER = 40000  # idle spins (about 1-2 ms) a helper waits for the next call before it returns
 
 
+@njit(inline="always")
+def claim_at(j):
+    """The index of helper chunk j's CLAIM in the flags (ACTIVE is the next one)."""
+    return 2 * j * sync.LINE
+
+
+@njit(inline="always")
+def done_at(j):
+    """The index of helper chunk j's DONE in the flags."""
+    return (2 * j + 1) * sync.LINE
+
+
 def split_flags(k):
     """The flags of a split path of k chunks (k - 1 helpers)."""
     return np.zeros(2 * k * sync.LINE, np.int64)
@@ -252,7 +264,7 @@ def split_begin(flags, call, need):
     running), 0 for those still running from the last calls, which serve this one."""
     sync.swap_if(flags, CALL, flags[CALL], call)  # a store ordered before the swaps below
     for j in range(1, need.shape[0]):
-        need[j] = sync.swap_if(flags, 2 * j * sync.LINE + 1, 0, 1)
+        need[j] = sync.swap_if(flags, claim_at(j) + 1, 0, 1)
 
 
 @kernel
@@ -276,12 +288,12 @@ def step_split(w, x, flags):
         sync.store_release(flags, GO, seq)  # publishes the layer, the state and xp
         layer_chunk(w, l, 0)
         for j in range(1, k):
-            claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
-            if claimed < seq and sync.swap_if(flags, 2 * j * sync.LINE, claimed, seq):
+            claimed = sync.load_acquire(flags, claim_at(j))
+            if claimed < seq and sync.swap_if(flags, claim_at(j), claimed, seq):
                 layer_chunk(w, l, j)  # its helper had not started: run it here
                 flags[STOLEN] += 1
                 continue
-            while sync.load_acquire(flags, (2 * j + 1) * sync.LINE) < seq:
+            while sync.load_acquire(flags, done_at(j)) < seq:
                 sync.pause()
         h[l, 0] = w.t.reshape(h.shape[2])
 
@@ -293,16 +305,16 @@ def split_helper(w, flags, j, seen, linger):
     up to linger spins (so that the calls of a long sample, `charrnn sample`'s 256 characters
     each, do not each wait for a thread to wake), then clears ACTIVE and returns."""
     idle = 0
-    active = 2 * j * sync.LINE + 1
+    active = claim_at(j) + 1
     while True:
         go = sync.load_acquire(flags, GO)
         if go != seen:
             seen, idle = go, 0
-            claimed = sync.load_acquire(flags, 2 * j * sync.LINE)
+            claimed = sync.load_acquire(flags, claim_at(j))
             # won only while the sampling thread waits in step go: then flags[LAYER] is go's
-            if claimed < go and sync.swap_if(flags, 2 * j * sync.LINE, claimed, go):
+            if claimed < go and sync.swap_if(flags, claim_at(j), claimed, go):
                 layer_chunk(w, flags[LAYER], j)
-                sync.store_release(flags, (2 * j + 1) * sync.LINE, go)
+                sync.store_release(flags, done_at(j), go)
             continue
         if sync.load_acquire(flags, STOP) < sync.load_acquire(flags, CALL):
             idle = 0  # a call is under way
