@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, warm  # noqa: F401  (warm: the sampler's split path compiles apart)
 from .charmodel import CharModel, model_from_checkpoint  # noqa: F401  (the façade's names)
 from .config import ModelConfig
 from .engine.model import num_params

@@ -66,6 +66,7 @@ class Progress:
     epoch: int = 0                    # whole passes over the training text
     pos: int = 0                      # window within the epoch
     elapsed: float = 0.0              # training seconds (evaluations and saves included)
+    setup: float = 0.0                # seconds before the first step counted in --minutes
     chars_seen: int = 0
     best_val: float = float("inf")    # the best score so far (on the validation sample)
     best_step: int = 0                # ... and its step (0: none yet)

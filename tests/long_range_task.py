@@ -81,7 +81,7 @@ def last_step_profile(model, x, y, h0=None, c0=None):
     w.P[: (T - 1) * B] = 0
     _, grads = model.zeros_like_params()
     dh0, dc0 = model.zero_state(B)
-    kernels.backward(model.cell, model.params, x, w, grads, dh0, dc0)
+    kernels.backward(model.cell, model.params, x, w, grads, dh0, dc0, False)
     return w.gn.copy()
 
 
@@ -101,7 +101,7 @@ def answer_accuracy(model, eps, batch=500):
         h0, c0 = model.zero_state(B)
         P = model.forward(x, h0, c0).P[(T - 1) * B :]  # (B, V) logits at the marker step
         hits += int((P.argmax(axis=1) == y[-1]).sum())
-        loss += kernels.xent(P.copy(), y[-1], False)
+        loss += kernels.xent(P.copy(), y[-1], False, 0)
     return hits / len(eps), loss / len(eps)
 
 

@@ -18,7 +18,7 @@ from .common import (
     JsonOpt,
     Opt,
     PrecisionOpt,
-    compile_notice,
+    console,
     fail,
     fmt,
     load,
@@ -80,8 +80,9 @@ def evaluate(
     the text as one stream, as sampling would, and scores every character after the first.
     """
     import math
-    from .. import api
+    from .. import warm
     from ..text import data
+    from .progress import Compiling
 
     if not 0 <= max_unknown <= 1:
         fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
@@ -97,8 +98,8 @@ def evaluate(
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level, decoding=decoding)
     if decoding.notice():
         sys.stderr.write(f"charrnn: {decoding.notice()}\n")
-    with compile_notice():
-        api.warmup(model.config.cell, model.dtype)
+    with Compiling(console()) as report:
+        warm.prepare("eval", model.config.cell, model.dtype, report=report)
     unknown = "drop" if drop_unknown else None
     try:
         score = model.score(text, exact=exact, unknown=unknown)

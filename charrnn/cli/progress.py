@@ -125,3 +125,55 @@ def summary(con, t, status, quiet):
         f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
         f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}"
     )
+
+
+class Compiling:
+    """What a command says while warm.prepare compiles its kernels (the first run after an
+    install): on a terminal a Rich bar over the groups, in a pipe a line per group, nothing with
+    quiet or when every kernel was in Numba's cache. `what` ends the first line: how the wait
+    counts (a training's --minutes count it)."""
+
+    def __init__(self, con, quiet=False, what=""):
+        self.con, self.quiet, self.what = con, quiet, what
+        self.bar = None
+        self.t0 = time.monotonic()
+
+    def __call__(self, r):
+        if self.quiet:
+            return
+        if r.name is None:
+            self.con.print(
+                f"charrnn: compiling kernels, first run only ({r.total} group{'s'[: r.total != 1]}, "
+                f"on both cores; cached for next time){self.what}"
+            )
+            if self.con.is_terminal:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+                from rich.progress import TimeElapsedColumn
+
+                self.bar = Progress(
+                    TextColumn("compiling kernels"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[name]}"),
+                    TimeElapsedColumn(),
+                    console=self.con,
+                    transient=True,
+                )
+                self.bar.start()
+                self.task = self.bar.add_task("compiling", total=r.total, name="")
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=r.done, name=r.name)
+        else:
+            self.con.print(
+                f"charrnn: compiling kernels {r.done}/{r.total}: {r.name} ready "
+                f"({time.monotonic() - self.t0:.0f}s)"
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

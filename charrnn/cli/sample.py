@@ -11,7 +11,7 @@ from .common import (
     DropUnknownOpt,
     Opt,
     PrecisionOpt,
-    compile_notice,
+    console,
     fail,
     load,
     quiet_broken_pipe,
@@ -153,7 +153,8 @@ def sample(
         no_repeat=no_repeat,
         precision=precision,
     ).validate()
-    from .. import api
+    from .. import warm
+    from .progress import Compiling
 
     model = load(checkpoint)
     p = prepare_prime(
@@ -165,8 +166,8 @@ def sample(
             "does not know out of the prime\n"
         )
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
-    with compile_notice():
-        api.warmup(model.config.cell, model.dtype, sampling=True, precision=precision)
+    with Compiling(console()) as report:
+        warm.prepare("sample", model.config.cell, model.dtype, precision, report=report)
     out = _Out(model.byte_level, keep=novelty)
     try:
         out.write(p.text)

@@ -1,5 +1,6 @@
 """charrnn train: a run from its options, with progress on stderr."""
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,14 +15,13 @@ from .common import (
     ErrorsOpt,
     Opt,
     QuietOpt,
-    compile_notice,
     console,
     stop_flag,
     threads_opt,
     use_threads,
     user_errors,
 )
-from .progress import Progress, summary
+from .progress import Compiling, Progress, summary
 
 
 def run_opt(help, default=None, *decls, **kw):
@@ -238,12 +238,25 @@ def train(
     quiet: QuietOpt = False,
 ):
     """Train a model on a text and write checkpoints to the run directory."""
+    started = time.perf_counter()
     import numpy as np
     from ..training import dist, run
+    from ..training.runs import default_run_dir
 
     use_threads(threads)
     world = dist.world()  # under mpiexec: one of several processes training one model
     options = {k: v for k, v in ctx.params.items() if k in MODEL_FIELDS | TRAIN_FIELDS}
+    quiet = quiet or world.rank != 0  # rank 0 is the voice
+    con = console()
+    if out is None and resume is None:
+        out = default_run_dir(corpus)  # named now, to say it now
+    if not quiet:  # first, before anything slow
+        con.print(f"charrnn: {_intent(corpus, out, resume, init_from, options, auto_size)}")
+    compiled = []
+
+    def warm(cell, dtype):
+        compiled.append(_compile(con, quiet, cell, dtype, options.get("minutes")))
+
     prepared, error = None, None
     try:
         prepared = run.prepare(
@@ -260,23 +273,66 @@ def train(
             encoding=encoding,
             errors=errors,
             auto_size=auto_size,
+            warm=warm,
+            started=started,
             **options,
         )
+        if not compiled:  # --resume: the model's cell is known only from its checkpoint
+            m = prepared.trainer.model
+            warm(m.config.cell, m.dtype)
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
-    status = _run_training(prepared, world, quiet or world.rank != 0)  # rank 0 is the voice
+    status = _run_training(prepared, world, quiet, con)
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _run_training(prepared, world, quiet):
-    """Report what is about to train, warm the kernels, and run it (run.execute: in its locked
-    run directory), stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
-    from .. import api
+def _intent(corpus, out, resume, init_from, options, auto_size):
+    """The first line: what the run will do, said before the text is read."""
+    if resume is not None:
+        return f"resuming the run in {resume}"
+    what = (
+        "the default corpus (this Python's standard library source)"
+        if corpus is None
+        else "standard input"
+        if corpus == "-"
+        else corpus
+    )
+    budget = (
+        f"{options['minutes']:g} minutes"
+        if options.get("minutes")
+        else f"{options['steps']:,} steps"
+        if options.get("steps")
+        else f"{options.get('epochs') or TrainConfig.epochs:g} passes over the text"
+    )
+    size = (
+        f"{options.get('layers') or ModelConfig.layers} x {options['hidden']}"
+        if options.get("hidden")
+        else "from the base model"
+        if init_from is not None
+        else "sized from the budget"
+        if options.get("minutes") and auto_size
+        else "the preset size"
+    )
+    return f"training on {what} for {budget}, {size}, run directory {out}"
+
+
+def _compile(con, quiet, cell, dtype, minutes):
+    """Compile (or load) the training's kernels, saying so when it compiles; returns the groups
+    compiled."""
+    from .. import warm
+
+    what = "; counted in --minutes" if minutes else ""
+    with Compiling(con, quiet, what) as report:
+        return warm.prepare("train", cell, dtype, report=report)
+
+
+def _run_training(prepared, world, quiet, con):
+    """Report what is about to train and run it (run.execute: in its locked run directory),
+    stopping cleanly on SIGINT/SIGTERM; returns the trainer's status."""
     from ..training import run
 
-    con = console()
     trainer = prepared.trainer
     m = trainer.model
     if prepared.notice and not quiet:
@@ -296,8 +352,6 @@ def _run_training(prepared, world, quiet):
                 f"charrnn: data-parallel over {world.size} MPI ranks, "
                 f"{trainer.cfg.batch} streams shared between them"
             )
-    with compile_notice(quiet):
-        api.warmup(m.config.cell, m.dtype)
     stop = stop_flag(announce=world.rank == 0)
     try:
         with Progress(con, trainer, quiet) as prog:

@@ -308,7 +308,8 @@ def pack_weights(p, w, backward, part=0, parts=1):
 def forward(cell, p, x, h0, c0, w, prepacked=False):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
     w.Aux, w.D and leaves the decoder's logits in w.P (T*B, V). prepacked: w.Whp already
-    holds p.Wh packed (pack_weights), as when the parts of a window share it."""
+    holds p.Wh packed (pack_weights), as when the parts of a window share it. The package
+    passes prepacked always (an omitted argument is a second signature, compiled again)."""
     L, T, B, K = w.G.shape
     if not prepacked:
         pack_forward(p, w)
@@ -361,7 +362,8 @@ def masks_from_bits(bits, p, scale, out):
 def xent(P, y, grad, n_total=0):
     """Summed softmax cross-entropy (nats) of logits P (N, V) against targets y (N,).
     With grad, P is overwritten by d(loss)/d(logits) for the loss averaged over n_total
-    characters (default N): a window split in parts still gets the whole window's mean."""
+    characters (0: N): a window split in parts still gets the whole window's mean. The
+    package passes every argument: an omitted one is a signature of its own, compiled again."""
     N, V = P.shape
     total = 0.0
     inv = like(P[0, 0], 1.0 / (n_total if n_total > 0 else N))
@@ -543,18 +545,19 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
                     dp.Wx0[x[t, bb]] += dG[t, bb]
 
 
-@kernel
 def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False):
     """Forward, loss and backward over one window (or a part of its streams): accumulates
-    gradients into dp, returns the summed loss."""
+    gradients into dp, returns the summed loss. Three compiled calls, not one: each pass then
+    compiles on its own (a kernel that calls others holds a copy of all their code, optimised
+    and generated again), and the two can compile at once in two processes (warm.py); the
+    two calls more a window cost microseconds."""
     forward(cell, p, x, h0, c0, w, prepacked)
     loss = xent(w.P, y.reshape(-1), True, n_total)
     backward(cell, p, x, w, dp, dh0, dc0, prepacked)
     return loss
 
 
-@kernel
 def window_loss(cell, p, x, y, h0, c0, w, prepacked=False):
-    """Summed loss over a window, without gradients."""
+    """Summed loss over a window, without gradients (forward and xent, as window_grad)."""
     forward(cell, p, x, h0, c0, w, prepacked)
-    return xent(w.P, y.reshape(-1), False)
+    return xent(w.P, y.reshape(-1), False, 0)

@@ -161,7 +161,7 @@ class Model:
         w = self.work(T, B, masks is not None, norms=norms)
         if masks is not None:
             w.M[:] = masks
-        kernels.forward(self.cell, self.params, x, h0, c0, w)
+        kernels.forward(self.cell, self.params, x, h0, c0, w, False)
         return w
 
     def window_loss(self, x, y, h0, c0, tally=None):

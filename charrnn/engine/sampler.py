@@ -28,10 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from . import gemm, kernels, repetition, sample_kernels, threads
+from . import compiling, gemm, kernels, repetition, sample_kernels, threads
 from .switch import SERIAL, SPLIT, Switch
 from .precision import STORAGE, check as check_precision, pack as pack_narrow
 
+# compile_elsewhere(group, model, precision) -> bool: compiles a warm.py group in a second
+# process and returns when it is in the cache (False: it could not). Set by the package's
+# warm.py; None (the engine alone): the loader thread compiles it itself.
+compile_elsewhere = None
 PARALLEL_MIN_HIDDEN = 128  # below this a step is too short for two threads to meet in
 
 
@@ -242,19 +246,35 @@ class Sampler:
         chunks = (self.pending.shape[0] + out.shape[0]) * split.h.shape[0] * (k - 1)
         return 1.0 - (int(flags[sample_kernels.STOLEN]) - stolen) / max(chunks, 1)
 
+    def load_split(self):
+        """Lay the weights out for the split path and load its kernels (from Numba's cache, or
+        compiled here)."""
+        split = self._split_work(self.chunks)
+        coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
+        flags = sample_kernels.split_flags(self.chunks)
+        args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
+        sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
+        sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
+        sample_kernels.split_begin.compile(tuple(numba.typeof(a) for a in (flags, 1, flags[:2])))
+        self.split = split
+
     def _prepare_split(self):
-        """Lay the weights out for the split path and load its kernel (from Numba's cache, or
-        compiled), on a thread of its own while the serial path samples (nogil)."""
+        """Make the split path ready on a thread of its own while the serial path samples
+        (nogil): load its kernels from Numba's cache, or, when they are not there, have a
+        process of its own compile them on the other core (warm.py's second process, started
+        by the hook `compile_elsewhere`) and load them when it is done. That process finishes
+        even when this one ends first, so its work reaches the cache either way."""
 
         def load():
-            split = self._split_work(self.chunks)
-            coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
-            flags = sample_kernels.split_flags(self.chunks)
-            args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
-            sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
-            sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
-            sample_kernels.split_begin.compile(tuple(numba.typeof(a) for a in (flags, 1, flags[:2])))
-            self.split = split
+            try:
+                with compiling.cache_only():
+                    self.load_split()
+                return
+            except compiling.NotCached:
+                pass
+            if compile_elsewhere is not None:
+                compile_elsewhere("split", self.model, self.precision)
+            self.load_split()  # from the cache now (or compiled here, if that failed)
 
         self._loader = threading.Thread(target=load, name="charrnn-split-loader", daemon=True)
         self._loader.start()

@@ -85,6 +85,8 @@ class Budget:
         self.sample, self.minutes, self.window_chars = sample, minutes, window_chars
         self.saves, self.save_guess = saves, save_guess
         self.timing = Timing()
+        self.setup = 0.0  # seconds before the first step that count against the minutes:
+        # compiling the kernels (a first run) and sizing the model (run.prepare)
 
     def per_char(self):
         """Seconds per validation character: as measured at the last evaluation, or before the
@@ -117,5 +119,5 @@ class Budget:
         return MARGIN * (self.per_char() * chars + self.save_seconds() * self.saves) + SLACK
 
     def train_seconds(self):
-        """Training time under --minutes: the budget less the end's cost."""
-        return 60 * self.minutes - self.final_cost()
+        """Training time under --minutes: the budget less the set-up's and the end's cost."""
+        return 60 * self.minutes - self.setup - self.final_cost()

@@ -161,7 +161,9 @@ class Record:
             return None, None
         length = sample.full_len
         if self.cfg.minutes:
-            left = 60 * self.cfg.minutes - self.elapsed - (time.perf_counter() - self._mark)
+            left = (
+                60 * self.cfg.minutes - self.budget.setup - self.elapsed - (time.perf_counter() - self._mark)
+            )
             length = self.budget.full_length(left - self.budget.saves * self.budget.save_seconds())
         path = self.run_dir / checkpoint.BEST
         if not length or (self.best_step != self.step and not path.is_file()):
@@ -227,6 +229,7 @@ class Record:
             epoch=self.epoch,
             pos=self.pos,
             elapsed=self.elapsed,
+            setup=self.budget.setup,
             chars_seen=self.chars_seen,
             best_val=self.best_val,
             best_step=self.best_step,

@@ -3,6 +3,7 @@ writable, locked against a second trainer), build or restore the trainer, and ru
 
 import contextlib
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -27,7 +28,7 @@ from ..config import (
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
 from .runs import ANY, default_run_dir, run_directory
-from .trainer import Trainer
+from .trainer import Trainer, check_fits
 
 
 class Prepared(NamedTuple):
@@ -85,13 +86,18 @@ def prepare(
     encoding=None,
     errors="strict",
     auto_size=True,
+    warm=None,
+    started=None,
     **options,
 ):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). auto_size: with minutes and no
     hidden, size the model from the characters the budget buys (sizing.py), measured here,
-    and say so in the notice. Returns a Prepared."""
+    and say so in the notice. warm(cell, dtype): called once the text is read and checked
+    and before anything slow, to compile the kernels (the command line's progress, warm.py);
+    started: time.perf_counter() when the command began, so that a --minutes budget counts the
+    set-up (compiling, sizing) in its minutes. Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
@@ -137,8 +143,14 @@ def prepare(
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
             notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
+    check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
+    if warm is not None:
+        warm(mopts.get("cell", ModelConfig.cell), dtype)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
-        choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype)
+        spent = 0.0 if started is None else (time.perf_counter() - started) / 60
+        choice, measured_at = _size_from_budget(
+            mopts, replace(cfg, minutes=max(cfg.minutes - spent, 0.01)), len(train_ids), len(vocab), dtype
+        )
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
@@ -189,6 +201,8 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
+    if started is not None and cfg.minutes:
+        trainer.budget.setup = time.perf_counter() - started
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )

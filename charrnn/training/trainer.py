@@ -31,6 +31,17 @@ def data_hash(ids):
     return hashlib.blake2b(np.ascontiguousarray(ids).view(np.uint8), digest_size=16).hexdigest()
 
 
+def check_fits(n, B, T):
+    """CorpusError unless n training characters make at least one window of B x T."""
+    if (n - 1) // B // T < 1:
+        fit = max(1, (n - 1) // (2 * T))
+        raise CorpusError(
+            f"the training text ({n:,} characters) is shorter than one "
+            f"batch of {B} x {T}; try --batch {min(fit, B)} --seq "
+            f"{max(1, min(T, (n - 1) // 2))}"
+        )
+
+
 class Trainer(Record):
     """Holds a run's whole state. Construct with `new` or `resume`, then call `run`. The steps,
     the schedule and the budget are here; the scores and the files the run writes are Record's
@@ -42,13 +53,7 @@ class Trainer(Record):
         B, T = cfg.batch, cfg.seq
         per = (len(train_ids) - 1) // B
         self.windows = per // T
-        if self.windows < 1:
-            fit = max(1, (len(train_ids) - 1) // (2 * T))
-            raise CorpusError(
-                f"the training text ({len(train_ids):,} characters) is shorter than one "
-                f"batch of {B} x {T}; try --batch {min(fit, B)} --seq "
-                f"{max(1, min(T, (len(train_ids) - 1) // 2))}"
-            )
+        check_fits(len(train_ids), B, T)
         self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
@@ -127,6 +132,7 @@ class Trainer(Record):
         t.best_val, t.best_step, t.stale = pr.best_val, pr.best_step, pr.stale
         t.val_full = pr.val_full
         t.budget.timing = Timing(**pr.timing)
+        t.budget.setup = pr.setup
         t.history = list(meta.history)
         t.saved_sample = pr.val_sample
         if cfg.ema:  # the file's weights are the average; the trained ones are resume state
@@ -249,7 +255,7 @@ class Trainer(Record):
         """Seconds left under the budget that ends first, or None without a budget."""
         left = []
         if self.cfg.minutes:
-            left.append(60 * self.cfg.minutes - self.elapsed)
+            left.append(60 * self.cfg.minutes - self.budget.setup - self.elapsed)
         if rate_steps > 0 and self.cfg.steps:
             left.append((self.cfg.steps - self.step) / rate_steps)
         if rate_steps > 0 and self.cfg.epochs:

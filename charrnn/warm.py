@@ -1,0 +1,276 @@
+"""Compiling the kernels a command will call before it calls them, in named groups, on both
+cores, with a report after each group.
+
+Numba compiles a kernel the first time a process calls it (seconds each; tens of seconds for a
+training) and keeps it in its cache on disk, after which loading it takes milliseconds. A
+command asks for a Plan: the groups it needs now, those it can hand to a second process (which
+compiles them on the other core into the same cache meanwhile), and those a later command will
+want (the sampling kernels after a training), which the second process compiles after the
+others without the command waiting for them. That process is a session of its own: it finishes
+its work and leaves it in the cache even when the command has ended first, so no compile is
+thrown away. Each group compiles under engine.compiling.exclusive, so two charrnn processes
+never compile the same group side by side: the second waits and loads the first's.
+
+Only the groups a run needs compile: its cell, its precision, its dtype. A group runs the
+kernels once on a tiny model (their code depends on dtypes and array ranks, not sizes).
+
+    python -m charrnn.warm lstm float32 fp32 backward optimizer ...   # the second process
+"""
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+from .config import ModelConfig
+from .engine import compiling, kernels, sampler, threads
+from .engine.model import Model
+
+
+def _tiny(cell, dtype, hidden=2):
+    return Model(ModelConfig(cell=cell, layers=2, hidden=hidden, vocab_size=3), dtype=dtype)
+
+
+def _window(m, T=1, B=2):
+    x = np.zeros((T, B), np.int32)  # windows are int32 whatever the ids' storage type
+    return x, *m.zero_state(B)
+
+
+def forward(cell, dtype, precision):
+    """A window's forward pass and loss (evaluation, and training's first half)."""
+    m = _tiny(cell, dtype)
+    x, h, c = _window(m)
+    m.window_loss(x, x, h, c)
+    m.forward(x, h, c)
+    kernels.xent(m.forward(x, h, c).P, x.reshape(-1), True, x.size)
+
+
+def evaluate(cell, dtype, precision):
+    """Scoring a text (what evaluations and `charrnn eval` call beside the forward pass)."""
+    m = _tiny(cell, dtype)
+    for ids in (np.array([0, 1, 0, 2], np.uint8), np.array([0, 1, 0, 2], np.uint16)):
+        m.score_ids(ids, 1, 2)
+        m.score_ids(ids, 1, 2, exact=True)
+
+
+def backward(cell, dtype, precision):
+    """A window's backward pass, as each of Model.loss_and_grad's parts calls it, and the
+    merge of the parts' gradients."""
+    m = _tiny(cell, dtype)
+    x, h, c = _window(m)
+    w = m.work(x.shape[0], x.shape[1], False, 0)
+    _, grads = m.zeros_like_params()
+    dh, dc = m.zero_state(x.shape[1])
+    kernels.backward(m.cell, m.params, x, w, grads, dh, dc, True)
+    m._merge(grads, 2)
+
+
+def optimizer(cell, dtype, precision):
+    """Adam's step, and the dropout masks of the regularisers."""
+    from .engine.model import dropout_masks
+    from .engine.optim import Adam
+
+    m = _tiny(cell, dtype)
+    gflat, _ = m.zeros_like_params()
+    Adam(m.flat).step(m.flat, gflat)
+    dropout_masks(np.random.default_rng(0), (2, 1, 2, 2), 0.5, m.dtype)
+
+
+def sample(cell, dtype, precision):
+    """Sampling one row or several, on one core (the serial path)."""
+    m = _tiny(cell, dtype)
+    s = sampler.Sampler(m, 1, parallel=False, precision=precision)
+    s.prime(np.array([0, 1]))
+    s.generate(1, np.random.default_rng(0), 1.0)
+
+
+def split(cell, dtype, precision):
+    """Sampling one row of an LSTM on two cores (the split path, engine/sampler.py)."""
+    if cell != "lstm" or threads.num_threads() < 2:
+        return
+    m = _tiny(cell, dtype, hidden=2 * threads.num_threads())
+    s = sampler.Sampler(m, 1, parallel=False, precision=precision)
+    s.prime(np.array([0, 1]))
+    s.generate(1, np.random.default_rng(0), 1.0)
+    s.load_split()
+
+
+GROUPS = {f.__name__: f for f in (forward, evaluate, backward, optimizer, sample, split)}
+
+
+def run(name, cell="lstm", dtype=np.float32, precision="fp32"):
+    """Compile (or load) one group under its lock; returns how many kernels it compiled."""
+    key = f"{name}-{cell}-{np.dtype(dtype).name}-{precision}-{_cache_id()}"
+    before = compiling.compiled()
+    with compiling.exclusive(key):
+        GROUPS[name](cell, np.dtype(dtype), precision)
+    return compiling.compiled() - before
+
+
+def _cache_id():
+    import zlib
+
+    return format(zlib.crc32(os.environ.get("NUMBA_CACHE_DIR", "").encode()), "x")
+
+
+class Plan(NamedTuple):
+    here: tuple  # groups this process compiles, in order
+    there: tuple = ()  # groups a second process compiles meanwhile; the command waits for them
+    later: tuple = ()  # groups the second process compiles after those; nobody waits for them
+
+
+PLANS = {
+    # a training: its two passes on the two cores, then the sampling and scoring kernels for the
+    # `charrnn sample` and `charrnn eval` that follow it, on the second core while it trains
+    "train": Plan(("forward", "evaluate"), ("backward", "optimizer"), ("sample", "split")),
+    "eval": Plan(("forward", "evaluate")),
+    "sample": Plan(("sample",)),
+}
+
+
+class Report(NamedTuple):
+    done: int  # groups ready of those to compile
+    total: int  # groups to compile that the command waits for (0: all were in the cache)
+    name: Optional[str]  # the group just ready (None: the first report, before any)
+
+
+def prepare(
+    command,
+    cell="lstm",
+    dtype=np.float32,
+    precision="fp32",
+    report: Optional[Callable[[Report], None]] = None,
+    background=True,
+):
+    """Make the kernels of `command`'s Plan ready and return how many groups had to be
+    compiled. Groups already in Numba's cache are loaded; of the others, this process compiles
+    its own while a second process compiles the rest (with background and more than one core).
+    report(r) hears first what is to compile (when anything is), then of each group as it
+    gets ready."""
+    plan = PLANS[command]
+    report = report or (lambda r: None)
+    args = (cell, np.dtype(dtype), precision)
+    missing = [g for g in plan.here + plan.there + plan.later if not compiling.cached(GROUPS[g], *args)]
+    waited = [g for g in plan.here + plan.there if g in missing]
+    if not missing:
+        return 0
+    state = {"done": 0}
+    lock = threading.Lock()
+
+    def ready(name):
+        with lock:
+            state["done"] += 1
+            report(Report(state["done"], len(waited), name))
+
+    if waited:
+        report(Report(0, len(waited), None))
+    helper = None
+    elsewhere = [g for g in missing if g not in plan.here]
+    if background and elsewhere and _cores() > 1:
+        helper = Helper(elsewhere, args, ready, waited=[g for g in plan.there if g in missing])
+    for g in plan.here:
+        if g in missing:
+            run(g, *args)
+            ready(g)
+    if helper is not None:
+        helper.wait()
+    for g in plan.there:  # load what the helper compiled (or, if it failed, compile it here)
+        if g in missing:
+            run(g, *args)
+            if helper is None or helper.failed(g):
+                ready(g)
+    return len(waited)  # on one core, what a later command wants compiles when it is wanted
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Helper:
+    """The second process: `python -m charrnn.warm` over the missing groups, in a session of
+    its own (it outlives this process and Ctrl-C here), telling which are done on its stdout.
+    ready(name) is called for each of `waited` from a reader thread."""
+
+    def __init__(self, groups, args, ready, waited):
+        cell, dtype, precision = args
+        self.waited, self.ready = set(waited), ready
+        self.done, self.gone = {}, threading.Event()
+        self.cond = threading.Condition()
+        env = dict(os.environ, CHARRNN_THREADS=str(threads.num_threads()))
+        cmd = [sys.executable, "-m", "charrnn.warm", cell, dtype.name, precision, *groups]
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env, start_new_session=True, text=True,
+            )  # fmt: skip
+        except OSError:
+            self.proc = None
+            self.gone.set()
+            return
+        threading.Thread(target=self._read, name="charrnn-warm-reader", daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            name, _, n = line.strip().partition(" ")
+            with self.cond:
+                self.done[name] = int(n or 0)
+                self.cond.notify_all()
+            if name in self.waited:
+                self.ready(name)
+        with self.cond:
+            self.gone.set()
+            self.cond.notify_all()
+
+    def wait(self):
+        """Until every waited-for group is done, or the process has ended."""
+        with self.cond:
+            while not self.gone.is_set() and not self.waited <= set(self.done):
+                self.cond.wait(0.5)
+
+    def failed(self, name):
+        return name not in self.done
+
+
+def start_background(groups, cell, dtype, precision="fp32"):
+    """Compile groups in a second process of their own, and return at once; the returned
+    process's wait() says when they are in the cache (None: it could not be started)."""
+    cmd = [sys.executable, "-m", "charrnn.warm", cell, np.dtype(dtype).name, precision, *groups]
+    try:
+        return subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError:
+        return None
+
+
+def _compile_elsewhere(group, model, precision):
+    """engine.sampler's hook: compile a group for this model in a second process; True once
+    it is in the cache (False: the process could not be started or failed)."""
+    cell = {v: k for k, v in kernels.CELLS.items()}[model.cell]
+    proc = start_background([group], cell, model.dtype, precision)
+    return proc is not None and proc.wait() == 0
+
+
+sampler.compile_elsewhere = _compile_elsewhere
+
+
+def main(argv):
+    cell, dtype, precision, *groups = argv
+    for g in groups:
+        n = run(g, cell, np.dtype(dtype), precision)
+        try:  # the protocol with Helper, on a pipe: a line per group done
+            sys.stdout.write(f"{g} {n}\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError):  # the command has ended: go on, for the cache
+            sys.stdout = open(os.devnull, "w")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

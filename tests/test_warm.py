@@ -1,0 +1,136 @@
+"""Compiling ahead (warm.py, engine/compiling.py): a command's plan covers every kernel it calls,
+a kernel missing from the cache is found without compiling it, and what a command says while it
+compiles."""
+
+import io
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from rich.console import Console
+
+from charrnn import warm
+from charrnn.cli.progress import Compiling
+from charrnn.engine import compiling
+
+
+def test_cache_only_refuses_to_compile_and_says_which():
+    @numba.njit  # never cached, never called: inside cache_only it cannot load
+    def twice(x):
+        return 2 * x
+
+    with pytest.raises(compiling.NotCached, match="twice"):
+        with compiling.cache_only():
+            twice(1)
+    assert not compiling.cached(twice, 1)
+    before = compiling.compiled()
+    assert twice(2) == 4  # outside, it compiles as usual, and is counted
+    assert compiling.compiled() == before + 1
+    assert compiling.cached(twice, 3)  # now in this process: no compile needed
+
+
+def test_cache_only_is_this_threads_alone():
+    import threading
+
+    @numba.njit
+    def thrice(x):
+        return 3 * x
+
+    out = []
+    with compiling.cache_only():
+        t = threading.Thread(target=lambda: out.append(thrice(1)))
+        t.start()
+        t.join()
+    assert out == [3]
+
+
+# Each command's plan, then the command's own calls at tiny sizes on two threads: every kernel
+# signature the command calls must be one the plan made ready (a kernel left out would compile
+# on a first run after the progress said it was done). Exact whatever the cache holds: it
+# compares the dispatchers' signatures in one fresh process.
+COVERAGE = textwrap.dedent(
+    """
+    import sys, numpy as np, numba
+    from numba.core.registry import CPUDispatcher
+    import charrnn
+    from charrnn import warm
+    from charrnn.engine import gemm, kernels, optim, qgemm, repetition, sample_kernels, sampler
+    from charrnn.config import ModelConfig
+
+    def signatures():
+        mods = (gemm, kernels, optim, qgemm, repetition, sample_kernels)
+        return {(m.__name__, n, s) for m in mods for n, d in vars(m).items()
+                if isinstance(d, CPUDispatcher) for s in d.signatures}
+
+    command, cell, corpus, out = sys.argv[1:]
+    warm.prepare(command, cell, np.float32, background=False)
+    for g in warm.PLANS[command].there + warm.PLANS[command].later:
+        warm.run(g, cell, np.float32)
+    ready = signatures()
+    if command == "train":
+        charrnn.train(corpus, out, cell=cell, layers=2, hidden=8, batch=4, seq=8, steps=3,
+                      eval_every=2, dropout=0.1, weight_drop=0.1, eval_chars=200)
+    m = charrnn.load(out)
+    if command == "sample":
+        m.sample(300, temp=0.8, seed=1)
+        m.sample(30, temp=0.8, seed=1, num_samples=3)
+    if command in ("eval", "train"):
+        m.loss(open(corpus).read()[:500])
+        m.loss(open(corpus).read()[:500], exact=True)
+    new = signatures() - ready
+    print(sorted(new))
+    sys.exit(1 if new else 0)
+    """
+)
+
+
+@pytest.mark.parametrize("command,cell", [("train", "lstm"), ("train", "gru"), ("sample", "lstm"), ("eval", "lstm")])
+def test_a_commands_plan_covers_the_kernels_it_calls(tmp_path, corpus_file, command, cell):
+    out = tmp_path / "run"
+    if command != "train":  # a model to sample and score
+        import charrnn
+
+        charrnn.train(str(corpus_file), str(out), cell=cell, layers=2, hidden=8, batch=4, seq=8, steps=2)
+    r = subprocess.run(
+        [sys.executable, "-c", COVERAGE, command, cell, str(corpus_file), str(out)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "CHARRNN_THREADS": "2"},
+    )
+    assert r.returncode == 0, f"kernels the plan left out: {r.stdout}{r.stderr[-2000:]}"
+
+
+def test_the_plans_name_groups_that_exist():
+    for plan in warm.PLANS.values():
+        for g in plan.here + plan.there + plan.later:
+            assert g in warm.GROUPS
+
+
+def report_text(reports, terminal=False, quiet=False):
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=terminal, width=100, highlight=False, soft_wrap=True)
+    with Compiling(con, quiet, "; counted in --minutes") as say:
+        for r in reports:
+            say(r)
+    return buf.getvalue()
+
+
+def test_compile_progress_in_a_pipe_is_a_line_a_group_and_nothing_when_quiet():
+    reports = [warm.Report(0, 2, None), warm.Report(1, 2, "forward"), warm.Report(2, 2, "backward")]
+    lines = report_text(reports).splitlines()
+    assert lines[0].startswith("charrnn: compiling kernels, first run only (2 groups")
+    assert lines[0].endswith("counted in --minutes")
+    assert lines[1].startswith("charrnn: compiling kernels 1/2: forward ready")
+    assert lines[2].startswith("charrnn: compiling kernels 2/2: backward ready")
+    assert report_text(reports, quiet=True) == ""
+    assert report_text([]) == ""  # all in the cache: not a word
+
+
+def test_prepare_reports_nothing_when_every_group_is_cached():
+    warm.prepare("eval", "lstm", np.float32, background=False)  # compiled (or loaded) once
+    said = []
+    assert warm.prepare("eval", "lstm", np.float32, report=said.append) == 0
+    assert said == []
