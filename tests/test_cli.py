@@ -69,6 +69,24 @@ def test_help(command):
     assert r.stderr == ""
 
 
+def option(command, name):
+    """The click parameter behind `charrnn COMMAND --NAME`."""
+    import typer
+
+    (found,) = [p for p in typer.main.get_command(app).commands[command].params if p.name == name]
+    return found
+
+
+def test_sample_threads_help_says_what_the_default_does():
+    """Without --threads a sample may use every core this process may (threads.py), not one."""
+    from charrnn.engine import threads
+
+    assert threads.num_threads() == threads.available()  # the default the help describes
+    text = option("sample", "threads").help
+    assert "Default: one" not in text
+    assert "Default: all the cores" in text and "--threads 1" in text
+
+
 # ------------------------------------------------------------------------------------ run output
 
 

@@ -128,8 +128,10 @@ def sample(
     ] = False,
     data_dir: DataDirOpt = None,
     threads: threads_opt(
-        "Cores to sample on. Default: one. More split each step of a wide LSTM's single "
-        "sample across them: faster on idle cores, far slower beside other busy work."
+        "Cores to sample on. Default: all the cores this process may use: a wide LSTM's "
+        "single sample then splits each step across them while that is faster, and goes back "
+        "to one core when other work makes it slower (the text is the same). --threads 1: one "
+        "core always."
     ) = None,
     precision: PrecisionOpt = "fp32",
 ):
