@@ -87,6 +87,19 @@ def test_sample_threads_help_says_what_the_default_does():
     assert "Default: all the cores" in text and "--threads 1" in text
 
 
+def test_precision_help_speaks_of_its_own_command():
+    """sample's --precision says what sampling does with it, eval's what scoring does; export's
+    shows its default, the library's."""
+    from charrnn import export
+
+    assert "eval" not in option("sample", "precision").help
+    assert "sampl" in option("sample", "precision").help
+    assert "score" in option("eval", "precision").help.lower()
+    p = option("export", "precision")
+    assert p.show_default is not False and p.default == export.DEFAULT_PRECISION
+    assert "[default: fp32]" in " ".join(ok(invoke("export", "--help")).stdout.split())
+
+
 # ------------------------------------------------------------------------------------ run output
 
 

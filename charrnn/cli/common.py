@@ -120,15 +120,12 @@ DataDirOpt = Annotated[
     Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora are looked for and downloaded to."),
 ]
 DropUnknownOpt = Annotated[bool, Opt(help="Leave out characters the model never saw instead of failing.")]
-PrecisionOpt = Annotated[
-    str,
-    Opt(
-        help="The weights' format while sampling: fp32 (exact), bf16 "
-        "or int8 (2 or 1 bytes a weight: faster on a large "
-        "model, slightly different text). eval scores the "
-        "weights as that format reads them: what it costs."
-    ),
-]
+
+
+def precision_opt(what):
+    """--precision of sample and eval (fp32, bf16 or int8: engine/precision.py); `what` says
+    what the command does with the format."""
+    return Annotated[str, Opt(help=what)]
 
 
 def threads_opt(what):

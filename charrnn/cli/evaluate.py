@@ -17,11 +17,11 @@ from .common import (
     ErrorsOpt,
     JsonOpt,
     Opt,
-    PrecisionOpt,
     compile_notice,
     fail,
     fmt,
     load,
+    precision_opt,
     user_errors,
 )
 
@@ -67,7 +67,11 @@ def evaluate(
         ),
     ] = False,
     dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
-    precision: PrecisionOpt = "fp32",
+    precision: precision_opt(
+        "Score the weights as this format reads them: fp32 (exact), bf16 or int8 (2 or 1 bytes "
+        "a weight, as `charrnn sample --precision` uses them): what sampling in that format "
+        "costs in loss."
+    ) = "fp32",
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
