@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from ..errors import CharrnnError, UsageError
 
@@ -131,6 +132,32 @@ def precision_opt(what):
 def threads_opt(what):
     """--threads, which also reads CHARRNN_THREADS; `what` says what the cores do."""
     return Annotated[Optional[int], Opt(envvar="CHARRNN_THREADS", show_default=False, help=what)]
+
+
+class Command(TyperCommand):
+    """A command whose usage line writes its arguments as the README does: FILE for one it
+    needs, [CORPUS] for one it can do without (Typer 0.2x writes {file} and [corpus]); the
+    word is the argument's metavar=, else its name in capitals."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if not isinstance(p, TyperArgument):
+                pieces += p.get_usage_pieces(ctx)
+                continue
+            word = (p.metavar or p.name.upper()) + ("..." if p.nargs != 1 else "")
+            pieces.append(word if p.required else f"[{word}]")
+        return pieces
+
+
+def plain_usage(app):
+    """Every command of app and of its groups (`sweep run`) made a Command; call once all are
+    registered."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):  # not a class of the command's own
+            info.cls = Command
+    for group in app.registered_groups:
+        plain_usage(group.typer_instance)
 
 
 def use_threads(n):

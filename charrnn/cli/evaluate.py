@@ -28,7 +28,10 @@ from .common import (
 
 @user_errors
 def evaluate(
-    file: Annotated[str, typer.Argument(help="The text to score: a file, '-' for stdin, or a corpus name.")],
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="The text to score: a file, '-' for stdin, or a corpus name."),
+    ],
     checkpoint: CheckpointOpt = None,
     exact: Annotated[
         bool,
@@ -181,7 +184,9 @@ def _finite(x):
 def info(
     checkpoint: Annotated[
         Optional[Path],
-        typer.Argument(help="A checkpoint file, run directory or run name (default: the latest run)."),
+        typer.Argument(
+            metavar="CKPT", help="A checkpoint file, run directory or run name (default: the latest run)."
+        ),
     ] = None,
     checkpoint_opt: CheckpointOpt = None,
     as_json: JsonOpt = False,

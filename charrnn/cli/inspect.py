@@ -24,7 +24,10 @@ from .common import (
 def inspect(
     file: Annotated[
         str,
-        typer.Argument(help="The text to read, as one stream from the zero state: a file or '-' for stdin."),
+        typer.Argument(
+            metavar="FILE",
+            help="The text to read, as one stream from the zero state: a file or '-' for stdin.",
+        ),
     ],
     checkpoint: CheckpointOpt = None,
     unit: Annotated[

@@ -13,7 +13,9 @@ from .common import EXIT_USAGE, JsonOpt, Opt, fail, fmt, group, print_table, use
 
 @user_errors
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (it holds metrics.jsonl).")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory (it holds metrics.jsonl).")
+    ],
     png: Annotated[
         Optional[Path],
         Opt(
@@ -41,7 +43,8 @@ def list_runs(
     directory: Annotated[
         Optional[Path],
         typer.Argument(
-            help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else ./runs."
+            metavar="DIR",
+            help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else ./runs.",
         ),
     ] = None,
     as_json: JsonOpt = False,

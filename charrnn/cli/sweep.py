@@ -55,7 +55,8 @@ def run_sweep(
     corpus: Annotated[
         Optional[str],
         typer.Argument(
-            help="Training text, as `charrnn train` takes it (a file, a directory or a corpus name)."
+            metavar="CORPUS",
+            help="Training text, as `charrnn train` takes it (a file, a directory or a corpus name).",
         ),
     ] = None,
     trials: Annotated[
@@ -150,7 +151,7 @@ def run_sweep(
 @sweep.command("show")
 @user_errors
 def show_sweep(
-    directory: Annotated[Path, typer.Argument(help="A sweep directory.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep directory.")],
     storage: StorageOpt = None,
     study: StudyOpt = None,
     as_json: JsonOpt = False,
