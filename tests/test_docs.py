@@ -83,7 +83,7 @@ ARGUMENTS = {
     "eval": "FILE",
     "info": "[CKPT]",
     "runs": "[DIR]",
-    "plot": "RUN_DIR",
+    "plot": "[RUN_DIR]",
     "inspect": "FILE",
     "sweep run": "[CORPUS]",
     "sweep show": "DIR",

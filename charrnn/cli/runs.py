@@ -14,8 +14,13 @@ from .common import EXIT_USAGE, JsonOpt, Opt, fail, fmt, group, print_table, use
 @user_errors
 def plot(
     run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A run directory (it holds metrics.jsonl).")
-    ],
+        Optional[Path],
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="A run directory (it holds metrics.jsonl). Default: the most recently written run "
+            "under the run root ($CHARRNN_RUNS, else ./runs), the one sample and info take.",
+        ),
+    ] = None,
     png: Annotated[
         Optional[Path],
         Opt(
@@ -30,12 +35,32 @@ def plot(
 
     if x not in ("elapsed", "chars"):
         fail("--x must be elapsed or chars", EXIT_USAGE)
-    rows = plotting.read_metrics(run_dir)
+    rows = plotting.read_metrics(_latest_run() if run_dir is None else run_dir)
     for line in plotting.text_chart(rows, x):
         print(line)
     if png is not None:
         plotting.png(rows, png)
         sys.stderr.write(f"charrnn: wrote {png}\n")
+
+
+def _latest_run():
+    """The run whose checkpoint sample and info take without one given (checkpoint.resolve),
+    said on stderr."""
+    from .. import checkpoint as ck
+    from ..errors import CheckpointError
+
+    try:
+        path, _ = ck.resolve_explained(None)
+    except CheckpointError:  # its message suggests -c, which plot does not take
+        fail(
+            f"no run directory given and no trained run under {ck.runs_root()}/; train one with "
+            "`charrnn train`, pass RUN_DIR, or set CHARRNN_RUNS to where your runs are"
+        )
+    sys.stderr.write(
+        f"charrnn: plotting {path.parent}, the most recently written run under {ck.runs_root()}/; "
+        "pass RUN_DIR to choose\n"
+    )
+    return path.parent
 
 
 @user_errors
