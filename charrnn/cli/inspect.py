@@ -72,8 +72,7 @@ def inspect(
         Opt(
             "--png",
             help="With --gates: draw the saturation of "
-            "every unit to this PNG (needs matplotlib: pip install "
-            "'charrnn[plot]').",
+            "every unit to this PNG (needs matplotlib: the plot extra).",
         ),
     ] = None,
     drop_unknown: DropUnknownOpt = False,

@@ -25,7 +25,7 @@ def plot(
         Optional[Path],
         Opt(
             "--png",
-            help="Also write the curves to this PNG file (needs matplotlib: pip install 'charrnn[plot]').",
+            help="Also write the curves to this PNG file (needs matplotlib: the plot extra).",
         ),
     ] = None,
     x: Annotated[str, Opt(help="Horizontal axis: elapsed (seconds) or chars.")] = "elapsed",

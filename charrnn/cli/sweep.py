@@ -29,7 +29,7 @@ from .common import (
 sweep = group(
     "sweep",
     "Search cell, layers, hidden size, dropout, learning rate, window and batch "
-    "with Optuna (pip install 'charrnn[sweep]'), and show a study's trials.",
+    "with Optuna (the sweep extra), and show a study's trials.",
     default="run",
     moved=[("--show", "show", True)],
     old_argument="CORPUS",
@@ -106,7 +106,7 @@ def run_sweep(
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
-    """Run a study's trials (pip install 'charrnn[sweep]'); each trial is a run directory under
+    """Run a study's trials (with the sweep extra); each trial is a run directory under
     the sweep directory."""
     from ..sweep import study as sweeps, space as sweep_space, trials as trial_runs
 
