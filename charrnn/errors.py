@@ -25,3 +25,21 @@ class UsageError(ConfigError):
 
 class TrainingDiverged(CharrnnError):
     """The loss became NaN or infinite."""
+
+
+def install_hint(extra):
+    """The command that installs an extra as this copy of charrnn was installed. From a source
+    tree (a checkout, installed with `pip install -e .` or not at all): the tree with the extra,
+    as the README installs it (`pip install -e '.[serve]'` from inside it); `pip install
+    'charrnn[serve]'` names a package on the index, not this checkout. Else the package's name."""
+    import shlex
+    from pathlib import Path
+
+    tree = Path(__file__).resolve().parents[1]
+    if not (tree / "pyproject.toml").is_file():  # in site-packages
+        return f"pip install 'charrnn[{extra}]'"
+    try:
+        where = "." if Path.cwd().resolve() == tree else str(tree)
+    except OSError:  # the working directory was removed
+        where = str(tree)
+    return f"pip install -e {shlex.quote(f'{where}[{extra}]')}"

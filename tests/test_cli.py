@@ -72,6 +72,37 @@ def test_help(command):
     assert r.stderr == ""
 
 
+def option(command, name):
+    """The click parameter behind `charrnn COMMAND --NAME`."""
+    import typer
+
+    (found,) = [p for p in typer.main.get_command(app).commands[command].params if p.name == name]
+    return found
+
+
+def test_sample_threads_help_says_what_the_default_does():
+    """Without --threads a sample may use every core this process may (threads.py), not one."""
+    from charrnn.engine import threads
+
+    assert threads.num_threads() == threads.available()  # the default the help describes
+    text = option("sample", "threads").help
+    assert "Default: one" not in text
+    assert "Default: all the cores" in text and "--threads 1" in text
+
+
+def test_precision_help_speaks_of_its_own_command():
+    """sample's --precision says what sampling does with it, eval's what scoring does; export's
+    shows its default, the library's."""
+    from charrnn import export
+
+    assert "eval" not in option("sample", "precision").help
+    assert "sampl" in option("sample", "precision").help
+    assert "score" in option("eval", "precision").help.lower()
+    p = option("export", "precision")
+    assert p.show_default is not False and p.default == export.DEFAULT_PRECISION
+    assert "[default: fp32]" in " ".join(ok(invoke("export", "--help")).stdout.split())
+
+
 # ------------------------------------------------------------------------------------ run output
 
 
@@ -101,6 +132,27 @@ def test_progress_goes_to_stderr_in_whole_lines(tmp_path, corpus_file):
         0
     ]
     assert "finished at step 6" in r.stderr
+
+
+def test_the_end_of_a_training_says_which_loss_to_quote_and_why_there_are_two(tmp_path, corpus_file):
+    """best.npz has two losses: every evaluation's, on the validation sample that chose it, and
+    the final, larger evaluation's, on all the validation text; the summary says which is the
+    headline and why they differ."""
+    args = ["--steps", "6", "--eval-every", "3", "--eval-chars", "64", *TINY]
+    r = ok(invoke("train", corpus_file, "-o", tmp_path / "r", *args))
+    full = re.search(
+        r"best.npz \(step (\d+)\) on all ([\d,]+) validation characters: (\S+) nats/char", r.stderr
+    )
+    assert full, r.stderr
+    step, chars, loss = full.groups()
+    (val,) = re.findall(rf"step +{step} .* val (\S+) \*", r.stderr)  # its evaluation: a new best
+    end = r.stderr.splitlines()[-2:]
+    assert end[0].startswith("charrnn: finished at step 6 after ") and "best val" not in end[0], end
+    assert end[1].startswith(
+        f"charrnn: the loss to quote is {loss} nats/char: best.npz (step {step}) on all {chars} "
+        f"validation characters. The val {val} at step {step} is the same model on the "
+    ), end
+    assert "validation sample" in end[1] and "chosen" in end[1], end
 
 
 def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path, corpus_file):

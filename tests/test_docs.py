@@ -74,3 +74,34 @@ def test_quoted_default_is_configs(doc, flag, value, line):
     assert same(value, known[field]), (
         f"{doc}:{line} quotes --{flag} {value}, but config.py's default is {known[field]!r}"
     )
+
+
+# the words each command's usage line writes for its arguments: FILE for one it needs, [CORPUS]
+# for one it can do without, as the README's table of commands and docs/scale-out.md write them
+ARGUMENTS = {
+    "train": "[CORPUS]",
+    "eval": "FILE",
+    "info": "[CKPT]",
+    "runs": "[DIR]",
+    "plot": "[RUN_DIR]",
+    "inspect": "FILE",
+    "sweep run": "[CORPUS]",
+    "sweep show": "DIR",
+}
+
+
+@pytest.mark.parametrize("command", ARGUMENTS)
+def test_usage_lines_write_the_arguments_as_the_docs_do(command):
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    r = CliRunner().invoke(app, [*command.split(), "--help"], prog_name="charrnn")
+    assert r.exit_code == 0, r.output
+    assert f"Usage: charrnn {command} [OPTIONS] {ARGUMENTS[command]}" in r.stdout.splitlines()
+    docs = {doc: (ROOT / doc).read_text(encoding="utf-8") for doc in ("README.md", "docs/scale-out.md")}
+    cell = re.search(rf"^\| `charrnn {command}( [^`]*)?` \|", docs["README.md"], re.M)
+    if cell is not None:  # a row of the README's table of commands
+        assert cell.group(0).endswith(f" {ARGUMENTS[command]}` |"), cell.group(0)
+    for written in re.findall(rf"`charrnn {command} ([A-Z_\[\]]+)`", docs["docs/scale-out.md"]):
+        assert written == ARGUMENTS[command], (command, written)

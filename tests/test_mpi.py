@@ -25,7 +25,7 @@ needs_mpi = pytest.mark.skipif(
     MPIEXEC is None
     or not shutil.which("python3")
     or subprocess.run([sys.executable, "-c", "import mpi4py"], capture_output=True).returncode != 0,
-    reason="needs mpi4py and mpiexec: pip install 'charrnn[mpi]'",
+    reason="needs mpi4py and mpiexec: pip install -e '.[mpi]'",
 )
 RUN = [
     "--float64",

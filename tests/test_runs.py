@@ -105,6 +105,21 @@ def test_the_run_root_is_used_for_new_runs_and_searched_from_anywhere(root, corp
 
 def test_without_runs_the_error_says_where_it_looked(root):
     user_error(invoke("sample"), "no trained run under", str(root), "CHARRNN_RUNS")
+    user_error(invoke("plot"), "no trained run under", str(root), "CHARRNN_RUNS")
+
+
+def test_plot_takes_the_latest_run_as_info_does_and_says_which(root, corpus_file):
+    ok(invoke("train", corpus_file, "-o", root / "older", "--steps", "4", "--eval-every", "2", "-q", *TINY))
+    ok(invoke("train", corpus_file, "-o", root / "newer", "--steps", "2", "-q", *TINY))
+    for f in (root / "older").iterdir():  # make the order not depend on speed
+        os.utime(f, (1e9, 1e9))
+    r = ok(invoke("plot"))
+    assert r.stdout == ok(invoke("plot", root / "newer")).stdout != ok(invoke("plot", root / "older")).stdout
+    assert json.loads(ok(invoke("info", "--json")).stdout)["path"] == str(root / "newer" / "best.npz")
+    assert r.stderr == (
+        f"charrnn: plotting {root / 'newer'}, the most recently written run under {root}/; "
+        "pass RUN_DIR to choose\n"
+    )
 
 
 # ------------------------------------------------------------------------------- charrnn runs

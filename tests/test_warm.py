@@ -87,7 +87,9 @@ COVERAGE = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("command,cell", [("train", "lstm"), ("train", "gru"), ("sample", "lstm"), ("eval", "lstm")])
+@pytest.mark.parametrize(
+    "command,cell", [("train", "lstm"), ("train", "gru"), ("sample", "lstm"), ("eval", "lstm")]
+)
 def test_a_commands_plan_covers_the_kernels_it_calls(tmp_path, corpus_file, command, cell):
     out = tmp_path / "run"
     if command != "train":  # a model to sample and score

@@ -15,7 +15,7 @@ import typer
 
 from .. import __version__
 from . import evaluate, export, inspect, runs, sample, serve, sweep, train
-from .common import Stderr, quiet_broken_pipe
+from .common import Stderr, plain_usage, quiet_broken_pipe
 
 app = typer.Typer(
     add_completion=False,
@@ -56,6 +56,7 @@ app.add_typer(sweep.sweep)
 app.command()(inspect.inspect)
 app.command()(serve.serve)
 app.command()(export.export)
+plain_usage(app)
 
 
 def main():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from ..errors import CharrnnError, UsageError
 
@@ -120,20 +121,43 @@ DataDirOpt = Annotated[
     Opt(envvar="CHARRNN_DATA_DIR", help="Where named corpora are looked for and downloaded to."),
 ]
 DropUnknownOpt = Annotated[bool, Opt(help="Leave out characters the model never saw instead of failing.")]
-PrecisionOpt = Annotated[
-    str,
-    Opt(
-        help="The weights' format while sampling: fp32 (exact), bf16 "
-        "or int8 (2 or 1 bytes a weight: faster on a large "
-        "model, slightly different text). eval scores the "
-        "weights as that format reads them: what it costs."
-    ),
-]
+
+
+def precision_opt(what):
+    """--precision of sample and eval (fp32, bf16 or int8: engine/precision.py); `what` says
+    what the command does with the format."""
+    return Annotated[str, Opt(help=what)]
 
 
 def threads_opt(what):
     """--threads, which also reads CHARRNN_THREADS; `what` says what the cores do."""
     return Annotated[Optional[int], Opt(envvar="CHARRNN_THREADS", show_default=False, help=what)]
+
+
+class Command(TyperCommand):
+    """A command whose usage line writes its arguments as the README does: FILE for one it
+    needs, [CORPUS] for one it can do without (Typer 0.2x writes {file} and [corpus]); the
+    word is the argument's metavar=, else its name in capitals."""
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if not isinstance(p, TyperArgument):
+                pieces += p.get_usage_pieces(ctx)
+                continue
+            word = (p.metavar or p.name.upper()) + ("..." if p.nargs != 1 else "")
+            pieces.append(word if p.required else f"[{word}]")
+        return pieces
+
+
+def plain_usage(app):
+    """Every command of app and of its groups (`sweep run`) made a Command; call once all are
+    registered."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):  # not a class of the command's own
+            info.cls = Command
+    for group in app.registered_groups:
+        plain_usage(group.typer_instance)
 
 
 def use_threads(n):

@@ -17,18 +17,21 @@ from .common import (
     ErrorsOpt,
     JsonOpt,
     Opt,
-    PrecisionOpt,
     console,
     fail,
     fmt,
     load,
+    precision_opt,
     user_errors,
 )
 
 
 @user_errors
 def evaluate(
-    file: Annotated[str, typer.Argument(help="The text to score: a file, '-' for stdin, or a corpus name.")],
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="The text to score: a file, '-' for stdin, or a corpus name."),
+    ],
     checkpoint: CheckpointOpt = None,
     exact: Annotated[
         bool,
@@ -67,7 +70,11 @@ def evaluate(
         ),
     ] = False,
     dynamic_lr: Annotated[float, Opt(help="The SGD step of --dynamic.")] = 0.003,
-    precision: PrecisionOpt = "fp32",
+    precision: precision_opt(
+        "Score the weights as this format reads them: fp32 (exact), bf16 or int8 (2 or 1 bytes "
+        "a weight, as `charrnn sample --precision` uses them): what sampling in that format "
+        "costs in loss."
+    ) = "fp32",
 ):
     """Print the model's loss on a text in nats and bits per character, and how many
     characters it scored. The text is read as the model was trained: bytes for a byte-level
@@ -178,7 +185,9 @@ def _finite(x):
 def info(
     checkpoint: Annotated[
         Optional[Path],
-        typer.Argument(help="A checkpoint file, run directory or run name (default: the latest run)."),
+        typer.Argument(
+            metavar="CKPT", help="A checkpoint file, run directory or run name (default: the latest run)."
+        ),
     ] = None,
     checkpoint_opt: CheckpointOpt = None,
     as_json: JsonOpt = False,

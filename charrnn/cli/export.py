@@ -2,7 +2,7 @@
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 from .common import CheckpointOpt, Opt, load, user_errors
 
@@ -23,14 +23,12 @@ def export(
     ] = "onnx",
     output: Annotated[Path, Opt("--output", "-o", help="The file to write (atomically).")] = ...,
     precision: Annotated[
-        Optional[str],
+        str,
         Opt(
-            show_default=False,
-            help="The page's weights: fp32 "
-            "(default: the same text as `charrnn sample`) or "
-            "fp16 (half the size).",
+            help="The weights' format in the file: fp32 (the page writes the same text as "
+            "`charrnn sample`) or fp16 (half the size; --format html only).",
         ),
-    ] = None,
+    ] = "fp32",  # export.DEFAULT_PRECISION (tests/test_cli.py checks they agree)
     sequence: Annotated[
         bool,
         Opt(

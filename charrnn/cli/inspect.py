@@ -24,7 +24,10 @@ from .common import (
 def inspect(
     file: Annotated[
         str,
-        typer.Argument(help="The text to read, as one stream from the zero state: a file or '-' for stdin."),
+        typer.Argument(
+            metavar="FILE",
+            help="The text to read, as one stream from the zero state: a file or '-' for stdin.",
+        ),
     ],
     checkpoint: CheckpointOpt = None,
     unit: Annotated[
@@ -69,8 +72,7 @@ def inspect(
         Opt(
             "--png",
             help="With --gates: draw the saturation of "
-            "every unit to this PNG (needs matplotlib: pip install "
-            "'charrnn[plot]').",
+            "every unit to this PNG (needs matplotlib: the plot extra).",
         ),
     ] = None,
     drop_unknown: DropUnknownOpt = False,

@@ -103,11 +103,17 @@ def _grad_norms(e):
 def summary(con, t, status, quiet):
     if quiet:
         return
-    import numpy as np
-
     how = {"done": "finished", "patience": "stopped early (no improvement)", "interrupted": "interrupted"}[
         status
     ]
+    rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
+    end = f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}"
+    unknown = _unknown_share(t) if t.best_step and t.sample.length else ""
+    full = t.val_full if t.best_step and t.val_full and t.val_full["step"] == t.best_step else None
+    if full is not None:  # best.npz has two losses: say which is the headline
+        con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {end}")
+        con.print(_headline(t, full) + (f"; {unknown}." if unknown else "."))
+        return
     best = (
         "no validation text (best.npz is the last model)"
         if not t.sample.length
@@ -115,16 +121,35 @@ def summary(con, t, status, quiet):
         if t.best_step
         else "no evaluation"
     )
-    unk = t.model.vocab.unk_id
-    if t.best_step and t.sample.length and unk >= 0:
-        share = np.count_nonzero(np.asarray(t.val_ids) == unk) / len(t.val_ids)
-        if share > 0.01:
-            best += f" ({100 * share:.0f}% of the validation text is the unknown symbol)"
-    rate = t.chars_seen / t.elapsed if t.elapsed > 0 else 0
-    con.print(
-        f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; "
-        f"{rate:,.0f} chars/s overall; checkpoints in {t.run_dir}"
+    if unknown:
+        best += f" ({unknown})"
+    con.print(f"charrnn: {how} at step {t.step} after {t.elapsed:.0f}s; {best}; {end}")
+
+
+def _headline(t, full):
+    """best.npz's two losses, said plainly: the final, larger evaluation's is the one to quote;
+    every evaluation's (the val column) read only the validation sample, which chose it."""
+    s = t.sample
+    scored = f"{full['chars']:,} of the {len(t.val_ids) - 1:,}"
+    if s.full_is_all and full["chars"] == len(s.full_starts) * s.full_len:
+        scored = f"all {full['chars']:,}"
+    return (
+        f"charrnn: the loss to quote is {fmt(full['loss'])} nats/char: best.npz (step {t.best_step}) "
+        f"on {scored} validation characters. The val {fmt(t.best_val)} at step {t.best_step} is the "
+        f"same model on the {s.chars:,}-character validation sample every evaluation during "
+        "training reads (quicker, and the best was chosen on it), so the two differ"
     )
+
+
+def _unknown_share(t):
+    """A note when over 1% of the validation text is a --max-vocab model's unknown symbol."""
+    import numpy as np
+
+    unk = t.model.vocab.unk_id
+    if unk < 0 or not len(t.val_ids):
+        return ""
+    share = np.count_nonzero(np.asarray(t.val_ids) == unk) / len(t.val_ids)
+    return f"{100 * share:.0f}% of the validation text is the unknown symbol" if share > 0.01 else ""
 
 
 class Compiling:

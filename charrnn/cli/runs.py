@@ -13,12 +13,19 @@ from .common import EXIT_USAGE, JsonOpt, Opt, fail, fmt, group, print_table, use
 
 @user_errors
 def plot(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (it holds metrics.jsonl).")],
+    run_dir: Annotated[
+        Optional[Path],
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="A run directory (it holds metrics.jsonl). Default: the most recently written run "
+            "under the run root ($CHARRNN_RUNS, else ./runs), the one sample and info take.",
+        ),
+    ] = None,
     png: Annotated[
         Optional[Path],
         Opt(
             "--png",
-            help="Also write the curves to this PNG file (needs matplotlib: pip install 'charrnn[plot]').",
+            help="Also write the curves to this PNG file (needs matplotlib: the plot extra).",
         ),
     ] = None,
     x: Annotated[str, Opt(help="Horizontal axis: elapsed (seconds) or chars.")] = "elapsed",
@@ -28,7 +35,7 @@ def plot(
 
     if x not in ("elapsed", "chars"):
         fail("--x must be elapsed or chars", EXIT_USAGE)
-    rows = plotting.read_metrics(run_dir)
+    rows = plotting.read_metrics(_latest_run() if run_dir is None else run_dir)
     for line in plotting.text_chart(rows, x):
         print(line)
     if png is not None:
@@ -36,12 +43,33 @@ def plot(
         sys.stderr.write(f"charrnn: wrote {png}\n")
 
 
+def _latest_run():
+    """The run whose checkpoint sample and info take without one given (checkpoint.resolve),
+    said on stderr."""
+    from .. import checkpoint as ck
+    from ..errors import CheckpointError
+
+    try:
+        path, _ = ck.resolve_explained(None)
+    except CheckpointError:  # its message suggests -c, which plot does not take
+        fail(
+            f"no run directory given and no trained run under {ck.runs_root()}/; train one with "
+            "`charrnn train`, pass RUN_DIR, or set CHARRNN_RUNS to where your runs are"
+        )
+    sys.stderr.write(
+        f"charrnn: plotting {path.parent}, the most recently written run under {ck.runs_root()}/; "
+        "pass RUN_DIR to choose\n"
+    )
+    return path.parent
+
+
 @user_errors
 def list_runs(
     directory: Annotated[
         Optional[Path],
         typer.Argument(
-            help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else ./runs."
+            metavar="DIR",
+            help="A directory of runs, or one run directory. Default: $CHARRNN_RUNS, else ./runs.",
         ),
     ] = None,
     as_json: JsonOpt = False,

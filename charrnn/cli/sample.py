@@ -10,10 +10,10 @@ from .common import (
     DataDirOpt,
     DropUnknownOpt,
     Opt,
-    PrecisionOpt,
     console,
     fail,
     load,
+    precision_opt,
     quiet_broken_pipe,
     threads_opt,
     use_threads,
@@ -128,10 +128,15 @@ def sample(
     ] = False,
     data_dir: DataDirOpt = None,
     threads: threads_opt(
-        "Cores to sample on. Default: one. More split each step of a wide LSTM's single "
-        "sample across them: faster on idle cores, far slower beside other busy work."
+        "Cores to sample on. Default: all the cores this process may use: a wide LSTM's "
+        "single sample then splits each step across them while that is faster, and goes back "
+        "to one core when other work makes it slower (the text is the same). --threads 1: one "
+        "core always."
     ) = None,
-    precision: PrecisionOpt = "fp32",
+    precision: precision_opt(
+        "The weights' format while sampling: fp32 (exact), bf16 or int8 (2 or 1 bytes a weight: "
+        "faster on a large model, slightly different text)."
+    ) = "fp32",
 ):
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""

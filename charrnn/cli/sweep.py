@@ -29,7 +29,7 @@ from .common import (
 sweep = group(
     "sweep",
     "Search cell, layers, hidden size, dropout, learning rate, window and batch "
-    "with Optuna (pip install 'charrnn[sweep]'), and show a study's trials.",
+    "with Optuna (the sweep extra), and show a study's trials.",
     default="run",
     moved=[("--show", "show", True)],
     old_argument="CORPUS",
@@ -55,7 +55,8 @@ def run_sweep(
     corpus: Annotated[
         Optional[str],
         typer.Argument(
-            help="Training text, as `charrnn train` takes it (a file, a directory or a corpus name)."
+            metavar="CORPUS",
+            help="Training text, as `charrnn train` takes it (a file, a directory or a corpus name).",
         ),
     ] = None,
     trials: Annotated[
@@ -105,7 +106,7 @@ def run_sweep(
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
 ):
-    """Run a study's trials (pip install 'charrnn[sweep]'); each trial is a run directory under
+    """Run a study's trials (with the sweep extra); each trial is a run directory under
     the sweep directory."""
     from ..sweep import study as sweeps, space as sweep_space, trials as trial_runs
 
@@ -150,7 +151,7 @@ def run_sweep(
 @sweep.command("show")
 @user_errors
 def show_sweep(
-    directory: Annotated[Path, typer.Argument(help="A sweep directory.")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep directory.")],
     storage: StorageOpt = None,
     study: StudyOpt = None,
     as_json: JsonOpt = False,

@@ -39,8 +39,9 @@ def train(
     corpus: Annotated[
         Optional[str],
         typer.Argument(
+            metavar="CORPUS",
             help="Training text: a file, a directory of text files, '-' for stdin, or a corpus name "
-            "such as 'tinyshakespeare'. Default: this Python's standard library source."
+            "such as 'tinyshakespeare'. Default: this Python's standard library source.",
         ),
     ] = None,
     out: Annotated[

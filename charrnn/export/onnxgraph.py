@@ -87,9 +87,9 @@ def _lib():
         import onnx
         from onnx import helper, numpy_helper, TensorProto
     except ImportError:
-        from ..errors import CharrnnError
+        from ..errors import CharrnnError, install_hint
 
-        raise CharrnnError("ONNX export needs the onnx package: pip install 'charrnn[export]'") from None
+        raise CharrnnError(f"ONNX export needs the onnx package: {install_hint('export')}") from None
     return onnx, helper, numpy_helper, TensorProto
 
 

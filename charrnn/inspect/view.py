@@ -12,7 +12,7 @@ import html
 
 import numpy as np
 
-from ..errors import CharrnnError
+from ..errors import CharrnnError, install_hint
 from .probe import GATE_TITLES
 
 # fmt: off
@@ -122,7 +122,7 @@ def saturation_png(fractions, path, title=""):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CharrnnError("writing a PNG needs matplotlib: pip install 'charrnn[plot]'") from None
+        raise CharrnnError(f"writing a PNG needs matplotlib: {install_hint('plot')}") from None
     gates = list(fractions)
     L = next(iter(fractions.values()))[0].shape[0]
     fig, axes = plt.subplots(L, len(gates), figsize=(3 * len(gates), 3 * L), squeeze=False)

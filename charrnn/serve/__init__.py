@@ -14,9 +14,9 @@ def serve(checkpoints, **options):
     try:
         from .server import serve as run
     except ImportError as e:
-        from ..errors import CharrnnError
+        from ..errors import CharrnnError, install_hint
 
         raise CharrnnError(
-            f"serving needs the serve extra ({e.name} is missing): pip install 'charrnn[serve]'"
+            f"serving needs the serve extra ({e.name} is missing): {install_hint('serve')}"
         ) from None
     return run(checkpoints, **options)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import space as sweep_space
-from ..errors import ConfigError
+from ..errors import ConfigError, install_hint
 
 # fmt: off
 JOURNAL = "study.journal"   # the default storage, in the sweep directory
@@ -81,7 +81,7 @@ def _optuna():
     try:
         import optuna
     except ImportError:
-        raise ConfigError("sweeps need Optuna: pip install 'charrnn[sweep]'") from None
+        raise ConfigError(f"sweeps need Optuna: {install_hint('sweep')}") from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep reports trials itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, install_hint
 
 # Environment variables by which launchers tell a process it is one of several.
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
@@ -85,7 +85,7 @@ class MPI:
         except ImportError:
             raise ConfigError(
                 "this process was started by an MPI launcher, but mpi4py is not "
-                "installed: pip install 'charrnn[mpi]'"
+                f"installed: {install_hint('mpi')}"
             ) from None
         self.mpi, self.comm = mpi, mpi.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()

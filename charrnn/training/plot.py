@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import CharrnnError
+from ..errors import CharrnnError, install_hint
 
 
 def read_metrics(run_dir):
@@ -92,7 +92,7 @@ def png(rows, path):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise CharrnnError("writing a PNG needs matplotlib: pip install 'charrnn[plot]'") from None
+        raise CharrnnError(f"writing a PNG needs matplotlib: {install_hint('plot')}") from None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     styles = (
         ("train", "-", "train loss"),
