@@ -125,7 +125,7 @@ class Plan(NamedTuple):
 PLANS = {
     # a training: its two passes on the two cores, then the sampling and scoring kernels for the
     # `charrnn sample` and `charrnn eval` that follow it, on the second core while it trains
-    "train": Plan(("forward", "evaluate"), ("backward", "optimizer"), ("sample", "split")),
+    "train": Plan(("forward", "evaluate", "optimizer"), ("backward",), ("sample", "split")),
     "eval": Plan(("forward", "evaluate")),
     "sample": Plan(("sample",)),
 }
