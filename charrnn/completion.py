@@ -80,13 +80,9 @@ def _symbols(text):
 def _unspellable(model, text):
     """The distinct symbols of text that the model cannot produce (not in its vocabulary, or
     its unknown symbol, which sampling never draws), in order of first appearance."""
-    vocab, unk = model.vocab, model.vocab.unk_id
     out = {}
     for s in _symbols(text):
-        if s in out:
-            continue
-        sym = bytes([s]) if model.byte_level else s
-        if sym not in vocab.symbols or (unk >= 0 and vocab.symbols.find(sym) == unk):
+        if s not in out and s not in model.vocab:  # the unknown symbol is not in it
             out[s] = True
     return list(out)
 

@@ -85,7 +85,7 @@ def inspect(
     if unit is not None:
         probe.check_unit(model, layer, j, state)
     text, desc = data.read_text(file, byte_level=model.byte_level)
-    ids = probe.encode(model, text, "drop" if drop_unknown else "error")
+    ids = probe.encode(model, text, "drop" if drop_unknown else None)
     chars = probe.step_chars(model, ids)
     accs = {}
     if find is not None:

@@ -72,10 +72,10 @@ def encoded_corpus(
     """(ids, vocab, description, notice) of a source (as data.read_text takes it).
 
     Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
-    initialising model's), the text is encoded in it: a character it lacks becomes UNK if it has
-    UNK, else is a CorpusError, to which `unknown_hint` is added in parentheses. Files of
-    min_bytes (default MIN_BYTES) or more go through the cache. `decoding` (a data.Decoding)
-    says how text mode decodes; the notice says what it replaced."""
+    initialising model's), the text is encoded in it: a character it lacks becomes its unknown
+    symbol if it has one, else is a CorpusError, to which `unknown_hint` is added in
+    parentheses. Files of min_bytes (default MIN_BYTES) or more go through the cache.
+    `decoding` (a data.Decoding) says how text mode decodes; the notice says what it replaced."""
     if vocab is not None:
         vocab = Vocab(vocab)
         if vocab.byte_level != byte_level:
@@ -90,7 +90,7 @@ def encoded_corpus(
         text, desc = data.read_text(
             source, data_dir=data_dir, glob=glob, byte_level=byte_level, stdin=stdin, decoding=decoding
         )
-        vocab = Vocab(data.build_vocab(text, max_vocab)) if vocab is None else vocab
+        vocab = data.build_vocab(text, max_vocab) if vocab is None else vocab
         try:
             return Encoded(vocab.encode(text), vocab, desc, decoding.notice())
         except CorpusError as e:
@@ -121,7 +121,7 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
     mode = _mode(byte_level, max_vocab, vocab is not None, decoding)
     key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab, decoding)
     where = cache_dir()
-    hit = _load(where, key)
+    hit = _load(where, key, given=vocab is not None)
     if hit is not None:
         ids, vocab, replaced = hit
         cachedir.mark_used(where, key)
@@ -133,9 +133,9 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
     if n == 0:
         raise CorpusError(f"{name} is empty")
     if vocab is None:
-        vocab = Vocab(data.vocab_from_counts(counts, max_vocab))
+        vocab = data.vocab_from_counts(counts, max_vocab)
     try:
-        table = _id_table(vocab.symbols, counts)
+        table = _id_table(vocab, counts)
     except CorpusError as e:
         raise CorpusError(_with_hint(e, unknown_hint)) from None
 
@@ -189,6 +189,8 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
         given = hashlib.blake2b(
             vocab.symbols if byte_level else vocab.symbols.encode("utf-8", "surrogatepass")
         )
+        if not vocab.old_readers_agree:  # a U+FFFD that is a character: not the entry of
+            given.update(json.dumps(vocab.unk_id).encode())  # the same symbols read before
     mode = {
         "format": FORMAT,
         "bytes": byte_level,
@@ -208,12 +210,14 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
 # ------------------------------------------------------------------------------- the cache files
 
 
-def _load(where, key):
+def _load(where, key, given=False):
     """(ids as a read-only memmap, vocab, what decoding replaced) cached under key, or None if
-    absent or not sound."""
+    absent or not sound. given: the key is of a given vocabulary's entry."""
     try:
         meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
         vocab = Vocab.from_json(meta["vocab"])
+        if "unk" not in meta["vocab"] and data.UNK in vocab.symbols and not given:
+            return None  # built when every U+FFFD was the unknown symbol: build it again
         ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
         sound = (
             meta["format"] == FORMAT
@@ -333,7 +337,7 @@ def _symbols(f, name, byte_level, chunk_size, decoding=None):
         if isinstance(piece, bytes):
             yield piece
         elif piece:
-            yield np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+            yield np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)  # UNDECODABLE
     if held_cr:
         yield b"\n"
 
@@ -349,15 +353,14 @@ def _count(symbols, byte_level):
 
 def _id_table(vocab, counts):
     """Id by code point (byte value), in the id dtype. A symbol of the text (counts > 0) missing
-    from vocab becomes UNK if vocab has it, else is a CorpusError."""
+    from vocab becomes its unknown symbol if it has one, else is a CorpusError."""
     table = data.lookup_table(vocab)
-    text_mode = isinstance(vocab, str)
-    unk = int(table[ord(data.UNK)]) if text_mode else -1
+    text_mode, unk = not vocab.byte_level, vocab.unk_id
     present = np.flatnonzero(counts)
     missing = present[table[present] < 0]
     if len(missing) and unk < 0:
         raise CorpusError(data.unknown_message(missing, text_mode))
-    table[table < 0] = max(unk, 0)  # without UNK, no symbol of the text lands here
+    table[table < 0] = max(unk, 0)  # without one, no symbol of the text lands here
     return table.astype(data.id_dtype(len(vocab)))
 
 

@@ -133,9 +133,10 @@ def prepare(
         vocab, added, remap = base.vocab.grown(vocab)
         if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
             ids = remap[ids]
-        if added:
+        if len(vocab) != len(base.vocab):
+            unk = vocab.unk_id >= 0 > base.vocab.unk_id
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
+            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype)
@@ -211,12 +212,17 @@ def alphabet_notice(mcfg, ids, keep=500):
     )
 
 
-def _added_notice(vocab, added):
-    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]]))
+def _added_notice(vocab, added, unk=False):
+    """The line for a vocabulary grown by the characters added (and the unknown symbol, if unk:
+    the text has undecodable bytes)."""
+    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]], np.intp))
     more = f" and {len(added) - 40} more" if len(added) > 40 else ""
+    unk = " and the unknown symbol, for its undecodable bytes," if unk else ""
+    if not added:
+        return f"the text has undecodable bytes: the unknown symbol joins the vocabulary (now {len(vocab)})"
     return (
         f"the text has {len(added)} character{'s'[: len(added) != 1]} the --init-from model "
-        f"lacks, added to its vocabulary (now {len(vocab)}): {shown!r}{more}"
+        f"lacks, added{unk} to its vocabulary (now {len(vocab)}): {shown!r}{more}"
     )
 
 
