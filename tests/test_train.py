@@ -128,6 +128,19 @@ def test_resume_refuses_a_changed_model_or_text(tmp_path, small_corpus):
         run.prepare(resume=tmp_path / "empty")
 
 
+def test_resume_on_a_corpus_with_new_characters_says_it_changed_and_names_init_from(tmp_path):
+    """Issue 38: not only which characters are missing, but why, and what grows the vocabulary."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(markov_text("abcdef", 500, seed=5)[0])
+    train(corpus, tmp_path / "r", steps=2, **RESUME_OPTS)
+    corpus.write_text(corpus.read_text() + "xyz")
+    with pytest.raises(CorpusError) as e:
+        run.prepare(corpus, resume=tmp_path / "r")
+    message = str(e.value)
+    assert message.startswith("the text has characters not in the vocabulary: 'x', 'y', 'z'")
+    assert "the corpus changed since the run" in message and f"--init-from {tmp_path / 'r'}" in message
+
+
 def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path, monkeypatch):
     """Same seed, same weights, also when a window's streams run as parts on two threads
     (parts of equal size once shared one work buffer and raced)."""

@@ -324,6 +324,10 @@ def _prepare_resume(
         vocab=meta.vocab,
         stdin=stdin,
         decoding=decoding,
+        unknown_hint=(
+            "the corpus changed since the run read it, and --resume keeps the run's vocabulary; "
+            f"to learn the new characters, start a new run from this one: --init-from {resume}"
+        ),
     ).ids
     train_ids, val_ids = data.split(ids, meta.train.val_frac)
     size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype, resume=True)
