@@ -90,7 +90,8 @@ def train(
     schedule: Annotated[
         Optional[str],
         run_opt(
-            "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs budget).",
+            "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs budget). "
+            "With --resume, constant continues a cosine run at the rate where it stands.",
             TrainConfig.schedule,
         ),
     ] = None,

@@ -16,13 +16,13 @@ from ..charmodel import from_arrays, grown
 from ..engine.model import num_params
 from ..checkpoint import RunInfo
 from ..config import (
-    BUDGET_FIELDS,
     MODEL_FIELDS,
     TRAIN_FIELDS,
     ModelConfig,
     check_known,
     resolve,
     resolve_resume,
+    resume_overrides,
 )
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
@@ -331,9 +331,10 @@ def _prepare_resume(
     ).ids
     train_ids, val_ids = data.split(ids, meta.train.val_frac)
     size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype, resume=True)
-    overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
+    overrides = resume_overrides(options)
     trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent, loaded=loaded)
-    return Prepared(trainer, trainer.resync_best(), size_notice, seen)
+    notice = "; ".join(filter(None, [trainer.rate_notice, trainer.resync_best()]))
+    return Prepared(trainer, notice or None, size_notice, seen)
 
 
 def execute(prepared, callback=None, should_stop=lambda: False):
