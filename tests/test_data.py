@@ -240,9 +240,21 @@ def test_directory_sorted_with_glob(tmp_path):
     assert raw == b"A = 1\r\n\n\nB = 2\n\n\n\x00\x01\x02\n\nnotes\n\n\nC = 3\n"
 
 
+def test_a_glob_with_a_slash_matches_paths_under_the_directory(tmp_path):
+    """Issue 38: --glob 'api/*.md' found nothing, as only names were matched."""
+    write(tmp_path / "api" / "a.md", b"A\n")
+    write(tmp_path / "api" / "deep" / "b.md", b"B\n")
+    write(tmp_path / "guide" / "c.md", b"C\n")
+    assert D.read_text(str(tmp_path), glob="api/*.md")[0] == "A\n"
+    assert D.read_text(str(tmp_path), glob="*/*/*.md")[0] == "B\n"
+    assert D.read_text(str(tmp_path), glob="*.md")[0] == "A\n\n\nB\n\n\nC\n"  # names, at any depth
+    with pytest.raises(CorpusError, match="no files whose path under it matches api/\\*.txt"):
+        D.read_text(str(tmp_path), glob="api/*.txt")
+
+
 def test_directory_without_usable_files(tmp_path):
     write(tmp_path / "blob.bin", b"\x00\x01")
-    with pytest.raises(CorpusError, match="no files matching"):
+    with pytest.raises(CorpusError, match="no files whose name matches"):
         D.read_text(str(tmp_path), glob="*.py")
     with pytest.raises(CorpusError, match="no UTF-8 text files.*use --bytes"):
         D.read_text(str(tmp_path))

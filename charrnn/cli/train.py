@@ -224,7 +224,11 @@ def train(
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = "strict",
     glob: Annotated[
-        Optional[str], Opt(help="With a directory CORPUS: only files matching this pattern, e.g. '*.py'.")
+        Optional[str],
+        Opt(
+            help="With a directory CORPUS: only files whose name matches this pattern, e.g. '*.py'; "
+            "with a /, whose path under it matches, e.g. 'api/*.md'."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,
