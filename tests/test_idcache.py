@@ -202,9 +202,9 @@ def test_changed_file_or_mode_gets_a_new_key(tmp_path, cache, monkeypatch):
     assert_same(streamed(path), path)
     streamed(path, byte_level=True)
     streamed(path, max_vocab=3)
-    streamed(path, vocab="\nabcd")
+    streamed(path, vocab="\nabcd")  # the file's own vocabulary: its entry, not a copy (issue 38)
     streamed(path, vocab="\nabcdz")
-    assert len(entries(cache)) == 2 * 6
+    assert len(entries(cache)) == 2 * 5
     spy = Spy(monkeypatch)
     streamed(path, max_vocab=3)
     assert spy.calls == 0
@@ -337,6 +337,7 @@ def test_training_resumes_from_the_cache(tmp_path, cache, monkeypatch):
         t.run()
     t2 = run.prepare(resume=tmp_path / "r", steps=10).trainer
     assert t2.step == 5 and isinstance(t2.val_ids, np.memmap)
+    assert len(entries(cache)) == 2  # the run's entry, not a copy keyed by its vocabulary (issue 38)
     path.write_bytes(markov_text("abcdef", 3000, seed=6)[0].encode())
     with pytest.raises(ConfigError, match="different text"):
         run.prepare(resume=tmp_path / "r", steps=10)

@@ -9,7 +9,9 @@ encode them into the .npy, written under a temporary name and renamed into place
 more than a chunk of the text, so a corpus of gigabytes needs memory for its ids only, and those
 are pages of a mapped file. An entry that does not check out (JSON, .npy header, size, dtype, ids
 within the vocabulary) is rebuilt, never trusted. The cache keeps itself under a size cap, least
-recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it).
+recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it). A given
+vocabulary (a resumed run's) has entries of its own, unless it is the one the file gives: then
+the file's own entry serves, and a resume does not store the same ids again.
 
 The streamed decoding follows data.read_text exactly: UTF-8 through an incremental decoder (a
 character may straddle two chunks), a leading byte-order mark dropped, CRLF and lone CR made LF
@@ -23,6 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -74,7 +77,8 @@ def encoded_corpus(
     Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
     initialising model's), the text is encoded in it: a character it lacks becomes its unknown
     symbol if it has one, else is a CorpusError, to which `unknown_hint` is added in
-    parentheses. Files of min_bytes (default MIN_BYTES) or more go through the cache.
+    parentheses; when it is the vocabulary the file gives (with max_vocab), the entry of the
+    file's own serves. Files of min_bytes (default MIN_BYTES) or more go through the cache.
     `decoding` (a data.Decoding) says how text mode decodes; the notice says what it replaced."""
     if vocab is not None:
         vocab = Vocab(vocab)
@@ -119,9 +123,17 @@ def _mode(byte_level, max_vocab, given, decoding):
 def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding):
     stamp = _stamp(f)
     mode = _mode(byte_level, max_vocab, vocab is not None, decoding)
-    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab, decoding)
+    max_vocab = None if byte_level else max_vocab
     where = cache_dir()
-    hit = _load(where, key, given=vocab is not None)
+    modes = [_key_mode(byte_level, max_vocab, None, decoding)]  # the file's own vocabulary's
+    if vocab is not None:
+        modes.append(_key_mode(byte_level, None, vocab, decoding))
+    keys = _keys(f, name, modes)
+    built, key, hit = keys[0], keys[-1], _load(where, keys[0])
+    if vocab is None or (hit is not None and hit[1] == vocab):
+        key = built  # a resumed run's vocabulary is mostly its file's own, whose entry serves
+    else:
+        hit = _load(where, key, given=True)
     if hit is not None:
         ids, vocab, replaced = hit
         cachedir.mark_used(where, key)
@@ -134,6 +146,8 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
         raise CorpusError(f"{name} is empty")
     if vocab is None:
         vocab = data.vocab_from_counts(counts, max_vocab)
+    elif data.vocab_from_counts(counts, max_vocab) == vocab:  # an entry a new run reuses too
+        key, mode = built, _mode(byte_level, max_vocab, False, decoding)
     try:
         table = _id_table(vocab, counts)
     except CorpusError as e:
@@ -181,9 +195,22 @@ def _stamp(f):
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _key(f, name, byte_level, max_vocab, vocab, decoding):
-    """Hex blake2b of the mode (format, bytes or text, max_vocab, given vocabulary, encoding and
-    errors) and the file."""
+def _keys(f, name, modes):
+    """The key of each mode (_key_mode) for the file: hex blake2b of the mode and the file's
+    bytes, all from one read of the file."""
+    hashes = [hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20) for mode in modes]
+    fanout = SimpleNamespace(update=lambda b: [h.update(b) for h in hashes])  # one read feeds them all
+    f.seek(0)
+    try:
+        data.hash_stream(f, fanout)
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    return [h.hexdigest() for h in hashes]
+
+
+def _key_mode(byte_level, max_vocab, vocab, decoding):
+    """What a key says of how the file was encoded: format, bytes or text, max_vocab, given
+    vocabulary, encoding and errors."""
     given = None
     if vocab is not None:
         given = hashlib.blake2b(
@@ -199,12 +226,7 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
     }
     if not byte_level and (decoding.encoding is not None or decoding.errors != "strict"):
         mode.update(encoding=decoding.encoding, errors=decoding.errors)  # else keys as before
-    f.seek(0)
-    h = hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20)
-    try:
-        return data.hash_stream(f, h).hexdigest()
-    except OSError as e:
-        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    return mode
 
 
 # ------------------------------------------------------------------------------- the cache files

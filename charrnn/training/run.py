@@ -321,6 +321,7 @@ def _prepare_resume(
         data_dir=data_dir,
         glob=glob or info.glob,
         byte_level=bool(info.bytes),
+        max_vocab=info.max_vocab,  # which entry of the cache its vocabulary may be
         vocab=meta.vocab,
         stdin=stdin,
         decoding=decoding,
