@@ -291,6 +291,10 @@ def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
     assert (run / "latest.npz").read_bytes() == before
     ok(invoke("train", corpus_file, "-o", run, "--steps", "4", "-q", "--force", *TINY))
     assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 4
+    # issue 38: the new run's metrics.jsonl, not the old one's with the new rows after them
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"][:1] == [1]
+    assert sum(r["kind"] == "train" and r["step"] == 1 for r in rows) == 1, rows
 
 
 def test_a_lock_file_that_nobody_holds_is_no_obstacle(tmp_path, corpus_file):

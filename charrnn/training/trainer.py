@@ -78,6 +78,7 @@ class Trainer(Record):
         self.best_val, self.best_step, self.stale = math.inf, 0, 0
         self.val_full = None  # the larger final evaluation: {"step", "loss", "chars"}
         self.rate_notice = None  # on resume: how a new budget or schedule moves the rate
+        self.appending = False  # to metrics.jsonl: a resumed run's; a new one starts it afresh
         self.saved_sample = None  # on resume, the validation sample the saved scores are on
         save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
         self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess)
@@ -131,6 +132,7 @@ class Trainer(Record):
         t.budget.timing = Timing(**pr.timing)
         t.history = list(meta.history)
         t.saved_sample = pr.val_sample
+        t.appending = True
         t.rate_notice = t._hold_rate(meta.train) if hold else t._rate_change(meta.train)
         if cfg.ema:  # the file's weights are the average; the trained ones are resume state
             if "weights" not in train:
