@@ -365,6 +365,12 @@ def test_cli_unit_in_a_pipe_prints_the_plain_text(cell, tmp_path):
     assert {u["state"] for u in out["find"]["units"]} == {"h"}
 
 
+def test_a_regex_feature_reads_the_text_line_by_line():
+    """Issue 38: --find 're:^[+-]' on a diff matched at the text's start only."""
+    np.testing.assert_array_equal(probe.feature("re:^[+-]", "+a\n-b\n c"), [1, 0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(probe.feature("re:b$", "ab\nbc"), [0, 1, 0, 0, 0])
+
+
 def test_help_lists_the_features():
     r = invoke("--help")
     assert r.exit_code == 0 and "Usage:" in r.stdout and r.stderr == ""

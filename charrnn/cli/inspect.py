@@ -53,11 +53,12 @@ def inspect(
             help="Rank units (h, and the lstm's c) by |Pearson r| "
             "with a per-character feature: string, comment, "
             "quote, brackets, line-position, indent, or "
-            "re:PATTERN."
+            "re:PATTERN (^ and $ at every line)."
         ),
     ] = None,
     regex: Annotated[
-        Optional[str], Opt(help="Same as --find 're:PATTERN': inside any match of this regular expression.")
+        Optional[str],
+        Opt(help="Same as --find 're:PATTERN': inside any match of this regular expression (multi-line)."),
     ] = None,
     top: Annotated[int, Opt(help="How many units --find lists.")] = 10,
     gates: Annotated[

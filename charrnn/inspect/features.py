@@ -10,7 +10,8 @@ quotation mark that opens a string is inside it, the one that closes it is outsi
     brackets       depth of ( [ { outside strings and comments
     line-position  characters since the last newline
     indent         leading whitespace of the current line, so far
-    re:PATTERN     inside any match of a regular expression
+    re:PATTERN     inside any match of a regular expression; ^ and $ match at every line's
+                   start and end (re.MULTILINE), as a text is read line by line
 """
 
 import re
@@ -120,9 +121,9 @@ def indent(text):
 
 
 def regex_feature(text, pattern):
-    """Inside any (non-empty) match of the regular expression."""
+    """Inside any (non-empty) match of the regular expression, ^ and $ at every line's ends."""
     try:
-        rx = re.compile(pattern)
+        rx = re.compile(pattern, re.MULTILINE)
     except re.error as e:
         raise ConfigError(f"bad regular expression {pattern!r}: {e}") from None
     inside = np.zeros(len(text), bool)
