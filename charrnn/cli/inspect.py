@@ -51,9 +51,9 @@ def inspect(
         Optional[str],
         Opt(
             help="Rank units (h, and the lstm's c) by |Pearson r| "
-            "with a per-character feature: string, comment, "
-            "quote, brackets, line-position, indent, or "
-            "re:PATTERN (^ and $ at every line)."
+            "with a per-character feature: string, comment (Python's), "
+            "quote, brackets (every one), python-brackets (outside Python strings and comments), "
+            "line-position, indent, or re:PATTERN (^ and $ at every line)."
         ),
     ] = None,
     regex: Annotated[
