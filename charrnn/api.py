@@ -46,6 +46,7 @@ def describe(meta):
         "best_val_loss": min(vals) if vals else None,
         "evaluations": len(hist),
         "corpus": meta.info.corpus,
+        "init_from": meta.info.init_from,  # the checkpoint its weights started from, or None
         "charrnn_version": meta.charrnn,
         "train": meta.train.to_dict() if meta.train else {},
         "history": [dict(h) for h in hist],

@@ -52,10 +52,11 @@ class CharModel(Model):
             raise CorpusError("need at least two characters to measure a loss")
         return self.score_ids(ids, batch, seq, exact, self.vocab.unk_id)
 
-    def states(self, text, unknown="error"):
+    def states(self, text, unknown=None):
         """What the model holds after each character of text, read from the zero state: a
         probe.States of h (L, N, H), c (L, N, H) (lstm; else None) and gates, a dict of
-        (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop"."""
+        (L, N, H) arrays by name (lstm i f g o, gru r z n). unknown: "error" or "drop", or None:
+        the unknown symbol for a model with one, as score reads them."""
         from .inspect import probe
 
         return probe.states(self, text, unknown)
@@ -192,7 +193,7 @@ def grown(base, vocab, rng):
     cfg = replace(base.config, vocab_size=len(vocab))
     model = CharModel(cfg, vocab, dtype=base.dtype)
     model.init_weights(rng)
-    old = np.array([vocab.index(s) for s in base.vocab.symbols])
+    old = vocab.ids_of(base.vocab)
     for name, new, was in zip(model.params._fields, model.params, base.params):
         if name == "Wx0":
             new[old] = was

@@ -2,9 +2,13 @@
 atomically. This module alone writes and reads the metadata; every other module asks it, through
 the typed `Meta`.
 
-Layout (format version 1):
+Layout (format version 1, or 2 when a version-1 reader would misread the vocabulary):
     meta            uint8 array holding UTF-8 JSON: format name and version, charrnn version,
-                    model config, vocabulary, training config, run info, progress and loss history
+                    model config, vocabulary, training config, run info, progress and loss history;
+                    the vocabulary's "unk" is the id of its unknown symbol (null: none). Version 1
+                    files written before it existed lack it, and their U+FFFD is the unknown
+                    symbol; a vocabulary with a U+FFFD character is written as version 2, which
+                    those readers refuse rather than take the character for the unknown symbol
     param/<name>    one array per field of kernels.Params (PARAM_NAMES, in that order)
     train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c);
                     with --ema, param/ holds the averaged weights and train/weights the trained
@@ -33,7 +37,7 @@ from .fsutil import atomic_write
 from .text.vocab import Vocab
 
 FORMAT = "charrnn-checkpoint"
-VERSION = 1
+VERSION = 2  # the newest this reads; a file is written in the oldest that holds it (Meta.to_json)
 BEST, LATEST = "best.npz", "latest.npz"
 # the fields of kernels.Params, in order (a test checks that they agree): this module reads and
 # writes files, and has no need of the compiled kernels
@@ -138,7 +142,7 @@ class Meta(Mapping):
         d = dict(
             self.extra,
             format=FORMAT,
-            version=VERSION,
+            version=VERSION if not self.vocab.old_readers_agree else 1,
             charrnn=self.charrnn,
             model=self.model.to_dict(),
             vocab=self.vocab.to_json(),

@@ -80,13 +80,9 @@ def _symbols(text):
 def _unspellable(model, text):
     """The distinct symbols of text that the model cannot produce (not in its vocabulary, or
     its unknown symbol, which sampling never draws), in order of first appearance."""
-    vocab, unk = model.vocab, model.vocab.unk_id
     out = {}
     for s in _symbols(text):
-        if s in out:
-            continue
-        sym = bytes([s]) if model.byte_level else s
-        if sym not in vocab.symbols or (unk >= 0 and vocab.symbols.find(sym) == unk):
+        if s not in out and s not in model.vocab:  # the unknown symbol is not in it
             out[s] = True
     return list(out)
 
@@ -139,25 +135,58 @@ class Stream:
             yield held
 
 
+class Rows:
+    """cfg.num_samples samples drawn together in one batch, given out in order as they become
+    final: row 0's text as it is generated, each later row's as soon as the rows before it are
+    done (what it has by then at once, the rest as it comes). Each ends at its first stop
+    string or after cfg.length characters (which must be positive). Iterating yields (row,
+    piece) pairs, rows in order; `finish_reasons` ("stop" or "length", a row's) once exhausted.
+    One batch, one generator: the text is the same however it is read (complete reads it
+    whole)."""
+
+    def __init__(self, model, cfg, prime):
+        cfg.validate(endless_ok=False)
+        self.model, self.cfg, self.prime = model, cfg, prime
+        self.stop = check_stop(model, cfg.stop)
+        self.finish_reasons = [None] * cfg.num_samples
+
+    def __iter__(self):
+        n, stop, reasons = self.cfg.num_samples, self.stop, self.finish_reasons
+        decoders = [self.model.decoder() for _ in range(n)]
+        empty = b"" if self.model.byte_level else ""
+        texts, sent = [empty] * n, [0] * n  # sent: how much of each row is given out
+        hold = len(stop) - 1 if stop else 0  # the end of a running row may begin the stop string
+        row = 0  # the row being given out
+        for ids in self.model.generate_ids(self.cfg, self.prime.ids):
+            for k in range(n):
+                if reasons[k] is None:
+                    at = max(0, len(texts[k]) - hold)  # search the new part
+                    texts[k] += decoders[k](ids[:, k])
+                    cut = texts[k].find(stop, at) if stop else -1
+                    if cut >= 0:
+                        texts[k], reasons[k] = texts[k][: cut + len(stop)], "stop"
+            while row < n:
+                final = len(texts[row]) - (hold if reasons[row] is None else 0)
+                if final > sent[row]:
+                    yield row, texts[row][sent[row] : final]
+                    sent[row] = final
+                if reasons[row] is None:
+                    break
+                row += 1
+            if row == n:
+                return
+        for k in range(row, n):
+            reasons[k] = reasons[k] or "length"
+            if len(texts[k]) > sent[k]:
+                yield k, texts[k][sent[k] :]
+
+
 def complete(model, cfg, prime):
-    """cfg.num_samples Completions of a Prime, drawn together in one batch; each ends at its
-    first stop string or after cfg.length characters. cfg.length must be positive."""
-    cfg.validate(endless_ok=False)
-    stop = check_stop(model, cfg.stop)
-    n = cfg.num_samples
-    decoders = [model.decoder() for _ in range(n)]
-    empty = b"" if model.byte_level else ""
-    texts = [empty] * n
-    done = [False] * n
-    for ids in model.generate_ids(cfg, prime.ids):
-        for k in range(n):
-            if not done[k]:
-                at = max(0, len(texts[k]) - len(stop) + 1) if stop else 0  # search the new part
-                texts[k] += decoders[k](ids[:, k])
-                done[k] = bool(stop) and texts[k].find(stop, at) >= 0
-        if all(done):
-            break
-    out = []
-    for t, d in zip(texts, done):
-        out.append(Completion(t[: t.find(stop) + len(stop)], "stop") if d else Completion(t, "length"))
-    return out
+    """cfg.num_samples Completions of a Prime, drawn together in one batch (Rows, read whole);
+    each ends at its first stop string or after cfg.length characters. cfg.length must be
+    positive."""
+    rows = Rows(model, cfg, prime)
+    texts = [b"" if model.byte_level else ""] * cfg.num_samples
+    for k, piece in rows:
+        texts[k] += piece
+    return [Completion(t, why) for t, why in zip(texts, rows.finish_reasons)]

@@ -211,6 +211,7 @@ MODEL_FIELDS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 # what --resume may change: the budgets and how often the run evaluates and keeps checkpoints
 BUDGET_FIELDS = frozenset({"steps", "minutes", "epochs", "eval_every", "eval_chars", "keep", "patience"})
+RESUME_FIELDS = BUDGET_FIELDS | {"schedule"}  # what --resume may change (schedule: to constant)
 DEFAULT_EPOCHS = 10  # the budget when none of steps, minutes and epochs is given
 EVAL_EVERY_CHARS = 1_280_000  # training characters between evaluations, unless --eval-every is given
 SMALL_MODEL_LR = (384, 4e-3)  # up to this many hidden units a new model's default rate is this
@@ -288,13 +289,21 @@ def resolve(options, base=None):
 
 
 def resolve_resume(saved_model, saved_train, options):
-    """The TrainConfig of a resumed run: the saved one with the budgets given now; any other
-    option must agree with the run's."""
+    """The TrainConfig of a resumed run: the saved one with the budgets given now, and the
+    schedule constant if asked (a cosine run then goes on at the rate where it stands, which
+    Trainer.resume sets); any other option must agree with the run's."""
     saved = dict(saved_model.to_dict(), **saved_train.to_dict())
     for k, v in options.items():
-        if k not in BUDGET_FIELDS and v != saved.get(k):
+        if (k not in RESUME_FIELDS and v != saved.get(k)) or (
+            k == "schedule" and v not in (saved[k], "constant")
+        ):
             raise ConfigError(
                 f"--resume keeps the run's {k} ({saved.get(k)}); drop the option "
                 f"or start a new run with --init-from"
             )
-    return replace(saved_train, **{k: v for k, v in options.items() if k in BUDGET_FIELDS})
+    return replace(saved_train, **resume_overrides(options))
+
+
+def resume_overrides(options):
+    """The options a resumed run takes from the command line rather than its checkpoint."""
+    return {k: v for k, v in options.items() if k in RESUME_FIELDS}

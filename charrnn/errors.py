@@ -14,8 +14,9 @@ class CheckpointError(CharrnnError):
     """A checkpoint file is missing, corrupt, foreign or of an unknown format version."""
 
 
-class ConfigError(CharrnnError):
-    """An option value is out of range, or conflicts with a checkpoint."""
+class ConfigError(CharrnnError, ValueError):
+    """An option value is out of range, or conflicts with a checkpoint. A ValueError too, as a
+    Python caller catches a bad argument (so is UsageError)."""
 
 
 class UsageError(ConfigError):

@@ -20,3 +20,19 @@ def test_train_takes_the_cli_option_names(tmp_path):
         charrnn.train(path, tmp_path / "q", hiden=12)
     s = model.sample(10, prime="ab", seed=1)
     assert s.startswith("ab") and len(s) == 12
+
+
+def test_a_bad_value_is_a_value_error_as_python_callers_catch_it(tmp_path):
+    """Issue 38: `except ValueError` catches the library's errors for bad values, which are
+    still CharrnnErrors (the command line's one-line message)."""
+    from charrnn.config import ModelConfig
+    from charrnn.errors import CharrnnError, ConfigError, UsageError
+
+    assert issubclass(UsageError, ValueError) and issubclass(ConfigError, ValueError)
+    with pytest.raises(ValueError) as e:
+        ModelConfig(cell="lstn", vocab_size=5).validate()
+    assert isinstance(e.value, UsageError) and isinstance(e.value, CharrnnError)
+    text, _ = markov_text("abc \n", 500, seed=1)
+    (tmp_path / "c.txt").write_text(text)
+    with pytest.raises(ValueError, match="val-frac"):
+        charrnn.train(tmp_path / "c.txt", tmp_path / "r", val_frac=1.5, steps=1)

@@ -239,7 +239,7 @@ def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):
         tmp_path / "x.npz", dict(trained.meta(), hello="world"), trained.model.params, {"h": trained.h}
     )
     meta, params, train = checkpoint.load(path)
-    assert meta["hello"] == "world" and meta["version"] == checkpoint.VERSION
+    assert meta["hello"] == "world" and meta["version"] == 1  # what any version reads alike
     assert set(train) == {"h"} and np.array_equal(train["h"], trained.h)
     with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
         assert all(z[k].dtype != object for k in z.files)

@@ -239,6 +239,39 @@ def test_several_samples_and_a_stop_string(cli_run):
     assert r.stdout.endswith("a") and r.stdout.count("a") == 1
 
 
+def test_several_samples_stream_the_first_while_the_others_are_drawn(cli_run, monkeypatch):
+    """Issue 38: `sample -n 100000 --num-samples 4 | head -c 50` waited for the whole batch. The
+    first sample now streams; the reader leaving after 50 characters ends the run a few chunks
+    in. The text is the batch's, whether read streaming or whole, with a stop string too."""
+    from charrnn.charmodel import CharModel
+    from charrnn.cli import sample as sample_cli
+
+    chunks, generate = [], CharModel.generate_ids
+
+    def counted(self, cfg, ids, chunk=256):
+        for block in generate(self, cfg, ids, chunk):
+            chunks.append(len(block))
+            yield block
+
+    def head_c_50(self, s):  # the pipe's reader goes away after 50 characters
+        if len(self.written) >= 50:
+            raise BrokenPipeError
+        self.written += s
+
+    monkeypatch.setattr(CharModel, "generate_ids", counted)
+    monkeypatch.setattr(sample_cli._Out, "write", head_c_50)
+    monkeypatch.setattr(sample_cli, "quiet_broken_pipe", lambda: None)  # stdout is the runner's
+    ok(invoke("sample", "-c", cli_run, "-n", "100000", "--num-samples", "4", "--seed", "1"))
+    assert 0 < len(chunks) <= 3 and sum(chunks) < 1000, chunks  # not the 100,000 characters
+    monkeypatch.undo()
+    model = api.load(cli_run)
+    for stop in (None, "ab", "a"):
+        args = ["-n", "60", "--seed", "4", "--num-samples", "3", "--separator", "|", "--prime", "b"]
+        r = ok(invoke("sample", "-c", cli_run, *args, *(["--stop", stop] if stop else [])))
+        whole = model.complete("b", length=60, seed=4, num_samples=3, stop=stop)
+        assert r.stdout == "b" + "|b".join(c.text for c in whole)
+
+
 # ------------------------------------------------------------------------------------ eval, info
 
 
@@ -346,6 +379,10 @@ def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
     assert (run / "latest.npz").read_bytes() == before
     ok(invoke("train", corpus_file, "-o", run, "--steps", "4", "-q", "--force", *TINY))
     assert checkpoint.load(run / "latest.npz")[0]["progress"]["step"] == 4
+    # issue 38: the new run's metrics.jsonl, not the old one's with the new rows after them
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"][:1] == [1]
+    assert sum(r["kind"] == "train" and r["step"] == 1 for r in rows) == 1, rows
 
 
 def test_a_lock_file_that_nobody_holds_is_no_obstacle(tmp_path, corpus_file):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from charrnn.text import data as D, sources
+from charrnn.text.vocab import Vocab
 from charrnn.errors import ConfigError, CorpusError
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -101,12 +102,12 @@ def test_id_dtype_follows_vocab_size():
 def test_max_vocab_maps_rare_characters_to_unk():
     text = "a" * 5 + "b" * 4 + "c" * 3 + "d" * 3 + "e"
     vocab = D.build_vocab(text, max_vocab=4)
-    assert vocab == "abc" + D.UNK  # c beats d on the tie: lower code point
+    assert (vocab.symbols, vocab.unk_id) == ("abc" + D.UNK, 3)  # c beats d on the tie: lower code point
     ids = D.encode(text, vocab)
     assert D.decode(ids, vocab) == "aaaaabbbbccc" + D.UNK * 4
-    assert D.build_vocab(text, max_vocab=5) == "abcde"  # fits: no UNK
+    assert D.build_vocab(text, max_vocab=5) == "abcde"  # fits: no unknown symbol
     assert D.build_vocab(text, max_vocab=99) == "abcde"
-    assert D.build_vocab("zzz" + D.UNK + "yy", max_vocab=2) == "z" + D.UNK
+    assert D.build_vocab("zzz" + D.UNK + "yy", max_vocab=2) == Vocab("z" + D.UNK, 1)
     with pytest.raises(ConfigError):
         D.build_vocab(text, max_vocab=1)
 
@@ -121,7 +122,27 @@ def test_unknown_characters_error_drop_or_unk():
         D.encode("abx", vocab, unknown="unk")  # no UNK in this vocabulary
     with pytest.raises(CorpusError, match="and 2 more"):
         D.encode("1234567", vocab)
-    assert D.decode(D.encode("ax", "a" + D.UNK), "a" + D.UNK) == "a" + D.UNK
+    with_unk = Vocab("a" + D.UNK, 1)
+    assert D.decode(D.encode("ax", with_unk), with_unk) == "a" + D.UNK
+
+
+def test_a_ufffd_in_the_text_is_a_character_not_the_unknown_symbol():
+    """Issue 38: a U+FFFD of the text is a character; the unknown symbol is a symbol of its own,
+    for what --max-vocab leaves out and what --errors replace could not decode."""
+    vocab = D.build_vocab("ab" + D.UNK)
+    assert vocab == "ab" + D.UNK and vocab.unk_id == -1 and D.UNK in vocab
+    with pytest.raises(CorpusError, match="'x'"):
+        D.encode("abx", vocab)  # not folded into U+FFFD
+    text = "z" * 3 + D.UNK * 4 + "y" * 2 + "w"
+    capped = D.build_vocab(text, max_vocab=3)  # U+FFFD and z are the most frequent
+    assert (capped.symbols, capped.unk_id) == ("z" + D.UNK + D.UNK, 2)
+    assert D.encode(text, capped).tolist() == [0] * 3 + [1] * 4 + [2] * 3
+    assert capped.chars == "z" + D.UNK
+    replaced = D.build_vocab("ab" + D.UNDECODABLE + D.UNK)  # --errors replace: bytes, no character
+    assert (replaced.symbols, replaced.unk_id) == ("ab" + D.UNK + D.UNK, 3)
+    assert D.encode(D.UNDECODABLE + D.UNK, replaced).tolist() == [3, 2]
+    with pytest.raises(CorpusError, match="undecodable bytes"):
+        D.encode("a" + D.UNDECODABLE, vocab)
 
 
 def test_encode_large_text_in_chunks():
@@ -219,9 +240,21 @@ def test_directory_sorted_with_glob(tmp_path):
     assert raw == b"A = 1\r\n\n\nB = 2\n\n\n\x00\x01\x02\n\nnotes\n\n\nC = 3\n"
 
 
+def test_a_glob_with_a_slash_matches_paths_under_the_directory(tmp_path):
+    """Issue 38: --glob 'api/*.md' found nothing, as only names were matched."""
+    write(tmp_path / "api" / "a.md", b"A\n")
+    write(tmp_path / "api" / "deep" / "b.md", b"B\n")
+    write(tmp_path / "guide" / "c.md", b"C\n")
+    assert D.read_text(str(tmp_path), glob="api/*.md")[0] == "A\n"
+    assert D.read_text(str(tmp_path), glob="*/*/*.md")[0] == "B\n"
+    assert D.read_text(str(tmp_path), glob="*.md")[0] == "A\n\n\nB\n\n\nC\n"  # names, at any depth
+    with pytest.raises(CorpusError, match="no files whose path under it matches api/\\*.txt"):
+        D.read_text(str(tmp_path), glob="api/*.txt")
+
+
 def test_directory_without_usable_files(tmp_path):
     write(tmp_path / "blob.bin", b"\x00\x01")
-    with pytest.raises(CorpusError, match="no files matching"):
+    with pytest.raises(CorpusError, match="no files whose name matches"):
         D.read_text(str(tmp_path), glob="*.py")
     with pytest.raises(CorpusError, match="no UTF-8 text files.*use --bytes"):
         D.read_text(str(tmp_path))

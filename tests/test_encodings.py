@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import api
+from charrnn import api, checkpoint
 from charrnn.text import data as D
 from charrnn.cli import app
 from charrnn.errors import ConfigError, CorpusError
@@ -84,7 +84,12 @@ def test_stray_bytes_replaced_or_dropped_and_counted(tmp_path, chunk):
     raw = good[:100] + b"\xff" + good[100:300] + b"\xc3(" + good[300:]  # two bad sequences
     path = write(tmp_path / "s.txt", raw)
     expect = {
-        "replace": good[:100].decode() + D.UNK + good[100:300].decode() + D.UNK + "(" + good[300:].decode(),
+        "replace": good[:100].decode()
+        + D.UNDECODABLE
+        + good[100:300].decode()
+        + D.UNDECODABLE
+        + "("
+        + good[300:].decode(),
         "ignore": good[:300].decode() + "(" + good[300:].decode(),
     }
     for errors, text in expect.items():
@@ -93,7 +98,7 @@ def test_stray_bytes_replaced_or_dropped_and_counted(tmp_path, chunk):
         assert (mem.replaced, mem.first) == (2, (str(path), 100))
         dec = D.Decoding(errors=errors)
         got = streamed(path, chunk, decoding=dec)
-        assert got.vocab.decode(got.ids) == text
+        assert got.vocab.decode(got.ids) == text.replace(D.UNDECODABLE, D.UNK)  # written as U+FFFD
         assert (dec.replaced, dec.first) == (2, (str(path), 100))
         assert got.notice.startswith("2 undecodable byte sequences") and "at byte 100" in got.notice
         again = streamed(path, chunk, decoding=D.Decoding(errors=errors))  # a cache hit
@@ -112,6 +117,55 @@ def test_replaced_bytes_are_the_unknown_symbol_never_sampled(tmp_path):
     model = api.load(out)
     assert model.vocab.unk_id >= 0
     assert D.UNK not in model.sample(2000, seed=1, temp=2.0)
+
+
+def test_a_vocabulary_written_before_the_unknown_symbol_was_its_own_keeps_its_meaning():
+    """Issue 38: an "unk" entry says which id is the unknown symbol; without one (files written
+    before), every U+FFFD was it. A vocabulary an older reader would misread says so."""
+    legacy = Vocab.from_json({"kind": "text", "chars": "\nab" + D.UNK})
+    assert legacy.unk_id == 3 and D.UNK not in legacy and legacy.old_readers_agree
+    assert legacy.encode("ax").tolist() == [1, 3]
+    literal = Vocab("\nab" + D.UNK)
+    assert literal.unk_id == -1 and not literal.old_readers_agree
+    both = Vocab.of("\nab" + D.UNK, unk=True)
+    assert (both.symbols, both.unk_id) == ("\nab" + D.UNK + D.UNK, 4) and not both.old_readers_agree
+    assert both.encode("a" + D.UNK + "x").tolist() == [1, 3, 4] and both.decode([3, 4]) == D.UNK * 2
+    for v in (legacy, literal, both, Vocab(b"ab")):
+        assert Vocab.from_json(json.loads(json.dumps(v.to_json()))) == v
+    with pytest.raises(ValueError):
+        Vocab.from_json({"kind": "text", "chars": "ab", "unk": 1})  # no U+FFFD there
+
+
+def test_a_ufffd_in_the_text_is_a_character_end_to_end(tmp_path):
+    """Issue 38: a model trained on a text holding U+FFFD has no unknown symbol: eval and inspect
+    both refuse characters it never saw, --init-from grows its vocabulary, and its checkpoint is
+    one an older charrnn refuses rather than misreads; an older checkpoint still means what it
+    meant."""
+    text, _ = markov_text(["ab", " ", "\n", D.UNK], 3000, seed=3)
+    path = write(tmp_path / "t.txt", text.encode())
+    out = tmp_path / "run"
+    r = invoke("train", path, "-o", out, "--steps", "3", "-q", *TINY)
+    assert r.exit_code == 0, r.stderr
+    model = api.load(out)
+    assert model.vocab.unk_id == -1 and D.UNK in model.vocab
+    new = write(tmp_path / "new.txt", ("ab x" + D.UNK + "\n").encode() * 30)
+    for command in ("eval", "inspect"):
+        extra = ["--find", "line-position"] if command == "inspect" else []
+        r = invoke(command, "-c", out, new, *extra)
+        assert r.exit_code == 1 and "not in the vocabulary: 'x'" in r.stderr, (command, r.stderr)
+    r = invoke("train", new, "-o", tmp_path / "grown", "--init-from", out, "--steps", "1", *TINY)
+    assert r.exit_code == 0 and "1 character the --init-from model lacks" in r.stderr, r.stderr
+    assert api.load(tmp_path / "grown").vocab == "\n ab" + "x" + D.UNK
+    meta, params, train = checkpoint.load(out / checkpoint.LATEST)
+    assert meta["version"] == 2  # a charrnn that takes U+FFFD for the unknown symbol refuses it
+    # the same file as an older charrnn wrote it: its U+FFFD is the unknown symbol, and reads so
+    old = dict(meta.to_json(), version=1, vocab={"kind": "text", "chars": meta.vocab.symbols})
+    checkpoint.save(tmp_path / "old.npz", old, [params[k] for k in checkpoint.PARAM_NAMES])
+    r = invoke("eval", "-c", tmp_path / "old.npz", new, "--max-unknown", "1")
+    assert r.exit_code == 0 and "unknown to the model" in r.stdout, r.stderr
+    r = invoke("inspect", "-c", tmp_path / "old.npz", new, "--find", "line-position")
+    assert r.exit_code == 0, r.stderr  # read as eval reads it: x as the unknown symbol
+    assert api.load(tmp_path / "old.npz").vocab.unk_id == model.vocab.index(D.UNK)
 
 
 def test_resume_reads_with_the_runs_encoding(tmp_path):
@@ -140,7 +194,7 @@ def test_vocab_decodes_through_its_symbols():
     assert bytes(ids.astype(np.uint8)) != v.decode(ids)
     assert v.text(v.encode("é".encode())) == "é"
     assert Vocab.from_json(json.loads(json.dumps(v.to_json()))) == v
-    t = Vocab("\nab" + D.UNK)
+    t = Vocab("\nab" + D.UNK, 3)
     assert (t.unk_id, t.start_id, Vocab(b"ab").start_id) == (3, 0, 0)
     with pytest.raises(ValueError):
         Vocab.from_json({"kind": "bytes", "ids": [1, 300]})

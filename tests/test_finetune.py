@@ -2,6 +2,8 @@
 characters' weights carry over exactly, the new ones start as a fresh model's, and characters
 the new text lacks are kept."""
 
+import json
+
 import numpy as np
 from typer.testing import CliRunner
 
@@ -67,6 +69,10 @@ def test_init_from_grows_the_vocabulary_and_keeps_the_old_weights(tmp_path):
     )
     assert r.exit_code == 0, r.stderr
     assert "added to its vocabulary (now 9)" in r.stderr
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "B2")])  # issue 38: info names the base
+    assert r.exit_code == 0 and f"starting from {tmp_path / 'A'}:" in r.stdout, r.stdout
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "B2"), "--json"])
+    assert json.loads(r.stdout)["init_from"] == str(tmp_path / "A")
     grown = charrnn.load(tmp_path / "B2")
     assert grown.vocab == "\n abcdxyz"
     assert set(grown.sample(300, seed=1, temp=1.5)) <= set(grown.vocab.symbols)

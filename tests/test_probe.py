@@ -226,8 +226,12 @@ def test_python_string_lexer():
 def test_bracket_line_and_indent_features():
     text = "f(a[1],\n    '(' {2})\n  x)"
     np.testing.assert_array_equal(
-        probe_features.bracket_depth(text),
+        probe.feature("python-brackets", text),
         [0, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 0, 0, 0, 0, 0, 0],
+    )
+    np.testing.assert_array_equal(  # every bracket, the quoted one too
+        probe.feature("brackets", text),
+        [0, 1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 2, 1, 1, 1, 1, 1, 0],
     )
     np.testing.assert_array_equal(probe_features.line_position("ab\nc\n\nde"), [1, 2, 0, 1, 0, 0, 1, 2])
     np.testing.assert_array_equal(probe_features.indent("  a b\n x\n\n"), [1, 2, 2, 2, 2, 0, 1, 1, 0, 0])
@@ -363,6 +367,21 @@ def test_cli_unit_in_a_pipe_prints_the_plain_text(cell, tmp_path):
     want = load(path).states(text).h[1, :, 4]
     np.testing.assert_allclose(out["unit"]["values"], want, atol=1e-6)
     assert {u["state"] for u in out["find"]["units"]} == {"h"}
+
+
+def test_a_regex_feature_reads_the_text_line_by_line():
+    """Issue 38: --find 're:^[+-]' on a diff matched at the text's start only."""
+    np.testing.assert_array_equal(probe.feature("re:^[+-]", "+a\n-b\n c"), [1, 0, 0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(probe.feature("re:b$", "ab\nbc"), [0, 1, 0, 0, 0])
+
+
+def test_brackets_mean_brackets_on_any_text():
+    """Issue 38: in a changelog the '#' of "(Closes: #1034958)" opened a Python comment that hid
+    the ')', so the depth drifted up entry by entry and followed the position in the text."""
+    entry = "  * Fix the build (Closes: #1034958)\n  * Say why [see #12]\n"
+    depth = probe.feature("brackets", entry * 50)
+    assert depth.max() == 1 and depth[-1] == 0
+    assert probe.feature("python-brackets", entry * 50)[-1] == 100  # Python's rules: not for this
 
 
 def test_help_lists_the_features():

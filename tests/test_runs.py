@@ -3,6 +3,7 @@ sample/eval/info search, `charrnn runs`, and a lock that a live training never l
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,11 +137,15 @@ def test_runs_lists_runs_oldest_first_and_notes_broken_ones(root, corpus_file):
     (root / "foreign").mkdir()
     (root / "foreign" / "notes.txt").write_text("not a run")
     (root / "stray.txt").write_text("not a directory")
+    (root / "older").mkdir()  # a folder of runs: listed by its runs, not as a run (issue 38)
+    shutil.copytree(root / "second", root / "older" / "third")
 
     rows = json.loads(ok(invoke("runs", "--json")).stdout)
     assert isinstance(rows, list)
     by = {r["name"]: r for r in rows}
-    assert set(by) == {"first", "second", "broken", "foreign"}
+    assert set(by) == {"first", "second", "broken", "foreign", "older/third"}
+    assert by["older/third"]["cell"] == "gru" and by["older/third"]["note"] is None
+    assert "gru" in ok(invoke("info", "older/third")).stdout  # the name -c takes
     assert rows[0]["name"] == "first"  # the oldest write first
     first = by["first"]
     assert (first["cell"], first["layers"], first["hidden"], first["steps"]) == ("lstm", 1, 16, 4)

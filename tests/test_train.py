@@ -128,6 +128,40 @@ def test_resume_refuses_a_changed_model_or_text(tmp_path, small_corpus):
         run.prepare(resume=tmp_path / "empty")
 
 
+def test_extending_a_finished_cosine_says_the_rate_rises_or_holds_it_with_constant(tmp_path, small_corpus):
+    """Issue 38: --resume with a larger budget stretches the cosine, and the rate jumps back up;
+    it says so in one line, and --schedule constant goes on at the rate where the run ended."""
+    done = train(small_corpus, tmp_path / "r", steps=10, **RESUME_OPTS)
+    end = done.lr_now()
+    assert end == pytest.approx(done.cfg.lr * done.cfg.min_lr_frac)
+    again = run.prepare(resume=tmp_path / "r", steps=20)
+    assert again.trainer.lr_now() > 5 * end
+    assert f"the rate goes from {end:.3g} to {again.trainer.lr_now():.3g}" in again.notice
+    assert "--schedule constant" in again.notice
+    assert run.prepare(resume=tmp_path / "r", steps=10).notice is None  # the same budget: no jump
+    held = run.prepare(resume=tmp_path / "r", steps=20, schedule="constant")
+    assert held.trainer.lr_now() == pytest.approx(end) and "stays at" in held.notice
+    with run.run_directory(held.trainer.run_dir):
+        held.trainer.run()
+    rows = [r for r in checkpoint.load(tmp_path / "r" / checkpoint.LATEST)[0].history if r.step > 10]
+    assert rows and all(r.lr == pytest.approx(end) for r in rows)
+    with pytest.raises(ConfigError, match="schedule"):
+        run.prepare(resume=tmp_path / "r", schedule="cosine")  # now a constant run
+
+
+def test_resume_on_a_corpus_with_new_characters_says_it_changed_and_names_init_from(tmp_path):
+    """Issue 38: not only which characters are missing, but why, and what grows the vocabulary."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(markov_text("abcdef", 500, seed=5)[0])
+    train(corpus, tmp_path / "r", steps=2, **RESUME_OPTS)
+    corpus.write_text(corpus.read_text() + "xyz")
+    with pytest.raises(CorpusError) as e:
+        run.prepare(corpus, resume=tmp_path / "r")
+    message = str(e.value)
+    assert message.startswith("the text has characters not in the vocabulary: 'x', 'y', 'z'")
+    assert "the corpus changed since the run" in message and f"--init-from {tmp_path / 'r'}" in message
+
+
 def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path, monkeypatch):
     """Same seed, same weights, also when a window's streams run as parts on two threads
     (parts of equal size once shared one work buffer and raced)."""

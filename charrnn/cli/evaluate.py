@@ -212,7 +212,9 @@ def info(
         + (f", averaged weights (--ema {d['train']['ema']})" if d["weights"] == "averaged" else "")
     )
     print(
-        f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
+        f"trained on {d['corpus']}"
+        + (f", starting from {d['init_from']}" if d["init_from"] else "")
+        + f": step {d['step']}, epoch {d['epoch']}, "
         f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
         f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}"
     )

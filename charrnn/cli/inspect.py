@@ -54,13 +54,14 @@ def inspect(
         Optional[str],
         Opt(
             help="Rank units (h, and the lstm's c) by |Pearson r| "
-            "with a per-character feature: string, comment, "
-            "quote, brackets, line-position, indent, or "
-            "re:PATTERN."
+            "with a per-character feature: string, comment (Python's), "
+            "quote, brackets (every one), python-brackets (outside Python strings and comments), "
+            "line-position, indent, or re:PATTERN (^ and $ at every line)."
         ),
     ] = None,
     regex: Annotated[
-        Optional[str], Opt(help="Same as --find 're:PATTERN': inside any match of this regular expression.")
+        Optional[str],
+        Opt(help="Same as --find 're:PATTERN': inside any match of this regular expression (multi-line)."),
     ] = None,
     top: Annotated[int, Opt(help="How many units --find lists.")] = 10,
     gates: Annotated[
@@ -87,7 +88,7 @@ def inspect(
     if unit is not None:
         probe.check_unit(model, layer, j, state)
     text, desc = data.read_text(file, byte_level=model.byte_level)
-    ids = probe.encode(model, text, "drop" if drop_unknown else "error")
+    ids = probe.encode(model, text, "drop" if drop_unknown else None)
     chars = probe.step_chars(model, ids)
     accs = {}
     if find is not None:

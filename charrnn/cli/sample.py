@@ -141,7 +141,7 @@ def sample(
     """Generate text from a trained model; only the text goes to stdout (a byte-level model's
     samples as the raw bytes, for binary-safe pipes)."""
     use_threads(threads)
-    from ..completion import Stream, check_stop, complete, prepare_prime
+    from ..completion import Rows, Stream, check_stop, prepare_prime
     from ..config import SampleConfig
 
     cfg = SampleConfig(
@@ -181,12 +181,18 @@ def sample(
             for piece in stream:
                 out.write(piece)
             ends = [stream.finish_reason]
-        else:
-            done = complete(model, cfg, p)
+        else:  # the first sample streams; each next one follows once those before it end
             sep = _unescape(separator)
             sep = sep.encode("utf-8", "surrogateescape") if model.byte_level else sep
-            out.write((sep + p.text).join(c.text for c in done))
-            ends = [c.finish_reason for c in done]
+            rows, at = Rows(model, cfg, p), 0
+            for k, piece in rows:
+                for _ in range(k - at):
+                    out.write(sep + p.text)
+                at = k
+                out.write(piece)
+            for _ in range(num_samples - 1 - at):
+                out.write(sep + p.text)
+            ends = rows.finish_reasons
         out.end_line()
     except BrokenPipeError:
         quiet_broken_pipe()

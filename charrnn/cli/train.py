@@ -91,7 +91,8 @@ def train(
     schedule: Annotated[
         Optional[str],
         run_opt(
-            "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs budget).",
+            "Learning-rate schedule: constant or cosine (decays over the --steps/--minutes/--epochs budget). "
+            "With --resume, constant continues a cosine run at the rate where it stands.",
             TrainConfig.schedule,
         ),
     ] = None,
@@ -224,7 +225,11 @@ def train(
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = "strict",
     glob: Annotated[
-        Optional[str], Opt(help="With a directory CORPUS: only files matching this pattern, e.g. '*.py'.")
+        Optional[str],
+        Opt(
+            help="With a directory CORPUS: only files whose name matches this pattern, e.g. '*.py'; "
+            "with a /, whose path under it matches, e.g. 'api/*.md'."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     float64: Annotated[bool, Opt("--float64", help="Train in float64 (slow; for checks).")] = False,

@@ -4,13 +4,16 @@ Each is one number per character, taken *after* reading that character, as the s
 quotation mark that opens a string is inside it, the one that closes it is outside.
 
     string         inside a Python string literal, by a small lexer that knows comments,
-                   escapes and triple quotes
-    comment        inside a # comment
+                   escapes and triple quotes (Python source)
+    comment        inside a Python # comment (Python source)
     quote          inside double quotation marks (" or the curly pair), across lines: prose
-    brackets       depth of ( [ { outside strings and comments
+    brackets       depth of ( [ { on any text: every bracket counts
+    python-brackets  depth of ( [ { outside Python strings and comments (Python source: on
+                   other text a '#', as in "(Closes: #1034958)", would hide the ')' after it)
     line-position  characters since the last newline
     indent         leading whitespace of the current line, so far
-    re:PATTERN     inside any match of a regular expression
+    re:PATTERN     inside any match of a regular expression; ^ and $ match at every line's
+                   start and end (re.MULTILINE), as a text is read line by line
 """
 
 import re
@@ -19,7 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-FEATURES = ("string", "comment", "quote", "brackets", "line-position", "indent")
+FEATURES = ("string", "comment", "quote", "brackets", "python-brackets", "line-position", "indent")
 
 
 def python_strings(text):
@@ -79,9 +82,10 @@ def quotes(text):
     return inside
 
 
-def bracket_depth(text):
-    """Depth of ( [ { after each character, counted outside strings and comments, never below 0."""
-    _, code = python_strings(text)
+def bracket_depth(text, python=False):
+    """Depth of ( [ { after each character, never below 0: every bracket counts, or (python)
+    those outside Python strings and comments."""
+    code = python_strings(text)[1] if python else np.ones(len(text), bool)
     depth = np.zeros(len(text))
     d = 0
     for t, ch in enumerate(text):
@@ -120,9 +124,9 @@ def indent(text):
 
 
 def regex_feature(text, pattern):
-    """Inside any (non-empty) match of the regular expression."""
+    """Inside any (non-empty) match of the regular expression, ^ and $ at every line's ends."""
     try:
-        rx = re.compile(pattern)
+        rx = re.compile(pattern, re.MULTILINE)
     except re.error as e:
         raise ConfigError(f"bad regular expression {pattern!r}: {e}") from None
     inside = np.zeros(len(text), bool)
@@ -149,6 +153,7 @@ def feature(name, text):
         "comment": comment,
         "quote": quotes,
         "brackets": bracket_depth,
+        "python-brackets": lambda s: bracket_depth(s, python=True),
         "line-position": line_position,
         "indent": indent,
     }

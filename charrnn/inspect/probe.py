@@ -55,8 +55,11 @@ class States(NamedTuple):
 # Reading a text
 
 
-def encode(model, text, unknown="error"):
-    """The ids of a non-empty text; unknown is "error" or "drop" (characters the model never saw)."""
+def encode(model, text, unknown=None):
+    """The ids of a non-empty text; unknown is "error" or "drop" (characters the model never saw),
+    or None: read as the model's unknown symbol if it has one (as eval reads them), else "error"."""
+    if unknown is None:
+        unknown = "unk" if model.vocab.unk_id >= 0 else "error"
     try:
         ids = model.encode(text, unknown=unknown)
     except CorpusError as e:
@@ -109,7 +112,7 @@ class Collect:
         return {name: self.G[:, :, k * H : (k + 1) * H] for k, name in enumerate(GATE_NAMES[self.cell])}
 
 
-def states(model, text, unknown="error", window=WINDOW):
+def states(model, text, unknown=None, window=WINDOW):
     """The States of a text read from the zero state (text: str, or bytes for a byte model)."""
     ids = encode(model, text, unknown)
     (col,) = run(model, ids, Collect(model, len(ids)), window=window)

@@ -4,9 +4,11 @@ read_text (sources.py) finds a corpus and decodes it (decoding.py); build_vocab,
 decode turn text into ids and back; split and streams cut the ids for training. A large file
 streams through the same rules into the id cache instead (idcache.encoded_corpus).
 
-A vocabulary is a `str` of sorted distinct characters (or a `bytes` of sorted distinct byte
-values); a symbol's id is its position, so the same text always gives the same ids. Encoding is
-vectorised: a lookup table indexed by code point, applied chunk by chunk into one preallocated array.
+A vocabulary (vocab.Vocab) is a `str` of sorted distinct characters (or a `bytes` of sorted
+distinct byte values), perhaps with the unknown symbol; a symbol's id is its position, so the same
+text always gives the same ids. These functions also take a bare str or bytes: a vocabulary without
+the unknown symbol. Encoding is vectorised: a lookup table indexed by code point, applied chunk by
+chunk into one preallocated array.
 """
 
 import functools
@@ -15,7 +17,16 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import ConfigError, CorpusError
-from .decoding import BOM, UNK, Decoding, binary_message, decode_message, fold_newlines, prepare_input
+from .decoding import (
+    BOM,
+    UNDECODABLE,
+    UNK,
+    Decoding,
+    binary_message,
+    decode_message,
+    fold_newlines,
+    prepare_input,
+)
 from .sources import (
     DEFAULT_CORPUS,
     STDLIB_CAP,
@@ -29,6 +40,7 @@ from .sources import (
 
 __all__ = [  # the text-in path's names, from here and from sources.py and decoding.py
     "BOM",
+    "UNDECODABLE",
     "UNK",
     "Decoding",
     "binary_message",
@@ -74,6 +86,11 @@ def _symbols_of(vocab):
     return getattr(vocab, "symbols", vocab)
 
 
+def _unk_id(vocab):
+    """The id of a vocabulary's unknown symbol, or -1 (a bare str or bytes has none)."""
+    return getattr(vocab, "unk_id", -1)
+
+
 def _check_kinds(text, vocab):
     vocab = _symbols_of(vocab)
     if isinstance(text, str) != isinstance(vocab, str):
@@ -81,10 +98,12 @@ def _check_kinds(text, vocab):
 
 
 def build_vocab(text, max_vocab=None):
-    """Sorted distinct characters of a str (or byte values of bytes, as bytes).
+    """The Vocab of a str's sorted distinct characters (or of bytes' byte values).
 
-    With max_vocab K smaller than the number of distinct characters (text mode only), the K-1 most
-    frequent characters are kept (ties go to the lower code point) and UNK stands for the rest.
+    Bytes that did not decode (UNDECODABLE, from --errors replace) are no character: the
+    vocabulary then has the unknown symbol for them. With max_vocab K smaller than the number of
+    symbols (text mode only), the K-1 most frequent characters are kept (ties go to the lower
+    code point) and the unknown symbol stands for the rest.
     """
     counts = np.zeros(_CODE_POINTS if isinstance(text, str) else 256, np.int64)
     for start in range(0, len(text), CHUNK):
@@ -94,16 +113,19 @@ def build_vocab(text, max_vocab=None):
 
 def vocab_from_counts(counts, max_vocab=None):
     """build_vocab from symbol counts: (0x110000,) by code point for text, (256,) by byte value."""
+    from .vocab import Vocab  # (vocab.py builds on this module)
+
     present = np.flatnonzero(counts)
     if len(counts) == 256:
-        return present.astype(np.uint8).tobytes()
-    if max_vocab is not None and max_vocab < len(present):
+        return Vocab(present.astype(np.uint8).tobytes())
+    unk = bool(counts[ord(UNDECODABLE)])
+    present = present[present != ord(UNDECODABLE)]
+    if max_vocab is not None and max_vocab < len(present) + unk:
         if max_vocab < 2:
             raise ConfigError(f"max_vocab must be at least 2, not {max_vocab}")
-        present = present[present != ord(UNK)]
         by_frequency = np.lexsort((present, -counts[present]))
-        present = np.sort(np.append(present[by_frequency[: max_vocab - 1]], ord(UNK)))
-    return "".join(map(chr, present.tolist()))
+        present, unk = present[by_frequency[: max_vocab - 1]], True
+    return Vocab.of(map(chr, present.tolist()), unk)
 
 
 def id_dtype(vocab_size):
@@ -112,13 +134,19 @@ def id_dtype(vocab_size):
 
 
 def lookup_table(vocab):
-    """Table from code point (or byte value) to id, -1 where the vocabulary lacks the symbol."""
-    vocab = _symbols_of(vocab)
+    """Table from code point (or byte value) to id, -1 where the vocabulary lacks the symbol.
+    UNDECODABLE goes to the unknown symbol, or -1 without one."""
+    unk, vocab = _unk_id(vocab), _symbols_of(vocab)
     codes = _codes(vocab)
+    ids = np.arange(len(codes), dtype=np.int32)
+    if unk >= 0:
+        codes, ids = np.delete(codes, unk), np.delete(ids, unk)
     if len(np.unique(codes)) != len(codes):
         raise ValueError("the vocabulary has repeated symbols")
     table = np.full(_CODE_POINTS if isinstance(vocab, str) else 256, -1, np.int32)
-    table[codes] = np.arange(len(codes), dtype=np.int32)
+    table[codes] = ids
+    if unk >= 0:
+        table[ord(UNDECODABLE)] = unk
     return table
 
 
@@ -134,13 +162,13 @@ def _read_only_table(vocab):
 def encode(text, vocab, *, unknown="auto"):
     """Ids of text's characters (bytes) in vocab, as uint8/uint16/uint32 (see id_dtype).
 
-    Symbols missing from vocab are, by `unknown`: "unk" mapped to UNK, "drop" left out, "error" a
-    CorpusError; "auto" is "unk" when vocab contains UNK, else "error".
+    Symbols missing from vocab are, by `unknown`: "unk" mapped to the unknown symbol, "drop" left
+    out, "error" a CorpusError; "auto" is "unk" when vocab has the unknown symbol, else "error".
     """
     _check_kinds(text, vocab)
-    vocab = _symbols_of(vocab)
+    unk_id = _unk_id(vocab)
     table = _read_only_table(vocab)
-    unk_id = int(table[ord(UNK)]) if isinstance(vocab, str) else -1
+    vocab = _symbols_of(vocab)
     if unknown == "auto":
         unknown = "unk" if unk_id >= 0 else "error"
     if unknown not in ("unk", "drop", "error") or (unknown == "unk" and unk_id < 0):
@@ -166,9 +194,17 @@ def encode(text, vocab, *, unknown="auto"):
 def unknown_message(codes, text_mode):
     """The error for symbols (code points, or byte values) missing from a vocabulary."""
     distinct = np.unique(codes)
+    undecodable = text_mode and ord(UNDECODABLE) in distinct
+    distinct = distinct[distinct != ord(UNDECODABLE)] if text_mode else distinct
     show = [repr(chr(c)) if text_mode else f"0x{c:02x}" for c in distinct[:5].tolist()]
     more = f" and {len(distinct) - 5} more" if len(distinct) > 5 else ""
-    return f"the text has characters not in the vocabulary: {', '.join(show)}{more}"
+    if not undecodable:
+        return f"the text has characters not in the vocabulary: {', '.join(show)}{more}"
+    also = f"; and characters not in the vocabulary: {', '.join(show)}{more}" if show else ""
+    return (
+        "the text has undecodable bytes, which --errors replace reads as the unknown symbol, and "
+        f"the vocabulary has none (--errors ignore leaves them out){also}"
+    )
 
 
 def decode_bytes(ids, vocab):

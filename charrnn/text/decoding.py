@@ -3,7 +3,12 @@ input and a file streamed in chunks alike (Decoding.pieces), under the same rule
 a UTF-16/UTF-32 byte-order mark or `--encoding` says otherwise; undecodable bytes an error, or
 replaced or dropped by `--errors`, and counted; a leading byte-order mark dropped; NUL bytes
 refused as binary; CRLF and lone CR folded to LF (fold_newlines), so a model never learns two
-kinds of newline."""
+kinds of newline.
+
+Under --errors replace an undecodable byte sequence becomes UNDECODABLE in the text: a lone
+surrogate, which no strict decoding (UTF-8, UTF-16, UTF-32, a one-byte code) yields, so it is
+never taken for a character; the vocabulary reads it as its unknown symbol (vocab.py), and
+decoding that symbol writes U+FFFD. A U+FFFD the file holds is a character like any other."""
 
 import codecs
 import functools
@@ -11,7 +16,8 @@ import functools
 from ..errors import ConfigError, CorpusError
 
 # fmt: off
-UNK = "\ufffd"                    # the unknown character of a --max-vocab vocabulary
+UNK = "\ufffd"                    # how the unknown symbol shows in a vocabulary and decoded text
+UNDECODABLE = "\udfff"            # what --errors replace makes of bytes that do not decode
 BOM = b"\xef\xbb\xbf"             # UTF-8 byte-order mark, dropped at the start of a text
 HEAD = 4096                       # bytes of an input looked at to tell binary and UTF-16 apart
 BYTES_HINT = "use --bytes to train a byte-level model"
@@ -80,9 +86,10 @@ class Decoding:
 
     encoding: a codec Python knows, or None: UTF-8, unless the input starts with a UTF-16 or
     UTF-32 byte-order mark. errors: "strict" (undecodable bytes are a CorpusError naming the
-    first one's offset), "replace" (each invalid sequence becomes U+FFFD, the unknown symbol,
-    which sampling never emits) or "ignore" (dropped). A leading byte-order mark is dropped in
-    any encoding. `hint` ends the error messages (the CLI's train suggests --bytes).
+    first one's offset), "replace" (each invalid sequence becomes UNDECODABLE: the unknown
+    symbol, which sampling never emits and scores count apart, written as U+FFFD) or "ignore"
+    (dropped). A leading byte-order mark is dropped in any encoding. `hint` ends the error
+    messages (the CLI's train suggests --bytes).
     """
 
     def __init__(self, encoding=None, errors="strict", hint=BYTES_HINT):
@@ -244,5 +251,5 @@ def _error_handler(replacement):
     return handle
 
 
-codecs.register_error("charrnn-replace", _error_handler(UNK))
+codecs.register_error("charrnn-replace", _error_handler(UNDECODABLE))
 codecs.register_error("charrnn-ignore", _error_handler(""))

@@ -9,7 +9,9 @@ encode them into the .npy, written under a temporary name and renamed into place
 more than a chunk of the text, so a corpus of gigabytes needs memory for its ids only, and those
 are pages of a mapped file. An entry that does not check out (JSON, .npy header, size, dtype, ids
 within the vocabulary) is rebuilt, never trusted. The cache keeps itself under a size cap, least
-recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it).
+recently used entries leaving first (cachedir.py; `charrnn cache` lists and clears it). A given
+vocabulary (a resumed run's) has entries of its own, unless it is the one the file gives: then
+the file's own entry serves, and a resume does not store the same ids again.
 
 The streamed decoding follows data.read_text exactly: UTF-8 through an incremental decoder (a
 character may straddle two chunks), a leading byte-order mark dropped, CRLF and lone CR made LF
@@ -23,6 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -72,10 +75,11 @@ def encoded_corpus(
     """(ids, vocab, description, notice) of a source (as data.read_text takes it).
 
     Without `vocab` the vocabulary is build_vocab's, with max_vocab. With one (a resumed or
-    initialising model's), the text is encoded in it: a character it lacks becomes UNK if it has
-    UNK, else is a CorpusError, to which `unknown_hint` is added in parentheses. Files of
-    min_bytes (default MIN_BYTES) or more go through the cache. `decoding` (a data.Decoding)
-    says how text mode decodes; the notice says what it replaced."""
+    initialising model's), the text is encoded in it: a character it lacks becomes its unknown
+    symbol if it has one, else is a CorpusError, to which `unknown_hint` is added in
+    parentheses; when it is the vocabulary the file gives (with max_vocab), the entry of the
+    file's own serves. Files of min_bytes (default MIN_BYTES) or more go through the cache.
+    `decoding` (a data.Decoding) says how text mode decodes; the notice says what it replaced."""
     if vocab is not None:
         vocab = Vocab(vocab)
         if vocab.byte_level != byte_level:
@@ -90,7 +94,7 @@ def encoded_corpus(
         text, desc = data.read_text(
             source, data_dir=data_dir, glob=glob, byte_level=byte_level, stdin=stdin, decoding=decoding
         )
-        vocab = Vocab(data.build_vocab(text, max_vocab)) if vocab is None else vocab
+        vocab = data.build_vocab(text, max_vocab) if vocab is None else vocab
         try:
             return Encoded(vocab.encode(text), vocab, desc, decoding.notice())
         except CorpusError as e:
@@ -119,9 +123,17 @@ def _mode(byte_level, max_vocab, given, decoding):
 def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_size, decoding):
     stamp = _stamp(f)
     mode = _mode(byte_level, max_vocab, vocab is not None, decoding)
-    key = _key(f, name, byte_level, None if byte_level or vocab is not None else max_vocab, vocab, decoding)
+    max_vocab = None if byte_level else max_vocab
     where = cache_dir()
-    hit = _load(where, key)
+    modes = [_key_mode(byte_level, max_vocab, None, decoding)]  # the file's own vocabulary's
+    if vocab is not None:
+        modes.append(_key_mode(byte_level, None, vocab, decoding))
+    keys = _keys(f, name, modes)
+    built, key, hit = keys[0], keys[-1], _load(where, keys[0])
+    if vocab is None or (hit is not None and hit[1] == vocab):
+        key = built  # a resumed run's vocabulary is mostly its file's own, whose entry serves
+    else:
+        hit = _load(where, key, given=True)
     if hit is not None:
         ids, vocab, replaced = hit
         cachedir.mark_used(where, key)
@@ -133,9 +145,11 @@ def _encoded_file(f, name, byte_level, max_vocab, vocab, unknown_hint, chunk_siz
     if n == 0:
         raise CorpusError(f"{name} is empty")
     if vocab is None:
-        vocab = Vocab(data.vocab_from_counts(counts, max_vocab))
+        vocab = data.vocab_from_counts(counts, max_vocab)
+    elif data.vocab_from_counts(counts, max_vocab) == vocab:  # an entry a new run reuses too
+        key, mode = built, _mode(byte_level, max_vocab, False, decoding)
     try:
-        table = _id_table(vocab.symbols, counts)
+        table = _id_table(vocab, counts)
     except CorpusError as e:
         raise CorpusError(_with_hint(e, unknown_hint)) from None
 
@@ -181,14 +195,29 @@ def _stamp(f):
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _key(f, name, byte_level, max_vocab, vocab, decoding):
-    """Hex blake2b of the mode (format, bytes or text, max_vocab, given vocabulary, encoding and
-    errors) and the file."""
+def _keys(f, name, modes):
+    """The key of each mode (_key_mode) for the file: hex blake2b of the mode and the file's
+    bytes, all from one read of the file."""
+    hashes = [hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20) for mode in modes]
+    fanout = SimpleNamespace(update=lambda b: [h.update(b) for h in hashes])  # one read feeds them all
+    f.seek(0)
+    try:
+        data.hash_stream(f, fanout)
+    except OSError as e:
+        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    return [h.hexdigest() for h in hashes]
+
+
+def _key_mode(byte_level, max_vocab, vocab, decoding):
+    """What a key says of how the file was encoded: format, bytes or text, max_vocab, given
+    vocabulary, encoding and errors."""
     given = None
     if vocab is not None:
         given = hashlib.blake2b(
             vocab.symbols if byte_level else vocab.symbols.encode("utf-8", "surrogatepass")
         )
+        if not vocab.old_readers_agree:  # a U+FFFD that is a character: not the entry of
+            given.update(json.dumps(vocab.unk_id).encode())  # the same symbols read before
     mode = {
         "format": FORMAT,
         "bytes": byte_level,
@@ -197,23 +226,20 @@ def _key(f, name, byte_level, max_vocab, vocab, decoding):
     }
     if not byte_level and (decoding.encoding is not None or decoding.errors != "strict"):
         mode.update(encoding=decoding.encoding, errors=decoding.errors)  # else keys as before
-    f.seek(0)
-    h = hashlib.blake2b(json.dumps(mode, sort_keys=True).encode(), digest_size=20)
-    try:
-        return data.hash_stream(f, h).hexdigest()
-    except OSError as e:
-        raise CorpusError(f"cannot read {name}: {e.strerror or e}") from None
+    return mode
 
 
 # ------------------------------------------------------------------------------- the cache files
 
 
-def _load(where, key):
+def _load(where, key, given=False):
     """(ids as a read-only memmap, vocab, what decoding replaced) cached under key, or None if
-    absent or not sound."""
+    absent or not sound. given: the key is of a given vocabulary's entry."""
     try:
         meta = json.loads((where / f"{key}.json").read_text(encoding="utf-8"))
         vocab = Vocab.from_json(meta["vocab"])
+        if "unk" not in meta["vocab"] and data.UNK in vocab.symbols and not given:
+            return None  # built when every U+FFFD was the unknown symbol: build it again
         ids = np.load(where / f"{key}.npy", mmap_mode="r", allow_pickle=False)
         sound = (
             meta["format"] == FORMAT
@@ -333,7 +359,7 @@ def _symbols(f, name, byte_level, chunk_size, decoding=None):
         if isinstance(piece, bytes):
             yield piece
         elif piece:
-            yield np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+            yield np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)  # UNDECODABLE
     if held_cr:
         yield b"\n"
 
@@ -349,15 +375,14 @@ def _count(symbols, byte_level):
 
 def _id_table(vocab, counts):
     """Id by code point (byte value), in the id dtype. A symbol of the text (counts > 0) missing
-    from vocab becomes UNK if vocab has it, else is a CorpusError."""
+    from vocab becomes its unknown symbol if it has one, else is a CorpusError."""
     table = data.lookup_table(vocab)
-    text_mode = isinstance(vocab, str)
-    unk = int(table[ord(data.UNK)]) if text_mode else -1
+    text_mode, unk = not vocab.byte_level, vocab.unk_id
     present = np.flatnonzero(counts)
     missing = present[table[present] < 0]
     if len(missing) and unk < 0:
         raise CorpusError(data.unknown_message(missing, text_mode))
-    table[table < 0] = max(unk, 0)  # without UNK, no symbol of the text lands here
+    table[table < 0] = max(unk, 0)  # without one, no symbol of the text lands here
     return table.astype(data.id_dtype(len(vocab)))
 
 

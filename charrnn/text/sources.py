@@ -140,7 +140,8 @@ def _read_stream(stream):
 
 
 def _files_under(root, glob=None, skip=frozenset()):
-    """Sorted relative paths of the files under root, without hidden or skipped directories."""
+    """Sorted relative paths of the files under root, without hidden or skipped directories,
+    that match glob (see _matches)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in skip]
@@ -148,9 +149,23 @@ def _files_under(root, glob=None, skip=frozenset()):
         found += [
             (rel / f).as_posix()
             for f in filenames
-            if not f.startswith(".") and (glob is None or fnmatch.fnmatchcase(f, glob))
+            if not f.startswith(".") and (glob is None or _matches((rel / f).as_posix(), glob))
         ]
     return sorted(found)
+
+
+def _matches(rel, glob):
+    """Whether a file (its path under the directory, with /) matches glob: a pattern without /
+    matches the file's name at any depth ('*.md'), one with / its whole path, a level per /
+    ('api/*.md': the .md files in api/, not deeper)."""
+    if "/" not in glob:
+        return fnmatch.fnmatchcase(rel.rpartition("/")[2], glob)
+    parts, pattern = rel.split("/"), glob.strip("/").split("/")
+    return len(parts) == len(pattern) and all(map(fnmatch.fnmatchcase, parts, pattern))
+
+
+def _glob_words(glob):
+    return f" whose path under it matches {glob}" if "/" in glob else f" whose name matches {glob}"
 
 
 def _join_files(root, rel_paths, byte_level, cap=None, decoding=None):
@@ -176,7 +191,7 @@ def _join_files(root, rel_paths, byte_level, cap=None, decoding=None):
 
 def _read_dir(root, glob, byte_level, decoding=None):
     rel_paths = _files_under(root, glob)
-    matching = f" matching {glob}" if glob else ""
+    matching = _glob_words(glob) if glob else ""
     if not rel_paths:
         raise CorpusError(f"{root} has no files{matching}")
     decoding = decoding if decoding is not None else Decoding()

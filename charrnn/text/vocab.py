@@ -5,6 +5,14 @@ A text vocabulary holds characters (a `str` of sorted distinct code points); a b
 (`--bytes`) holds byte values (a `bytes` of sorted distinct values). Either way a symbol's id is
 its position, so the id of a byte is NOT its value unless all 256 are present: decoding must
 go through the symbols, never `bytes(ids)`.
+
+A text vocabulary may also hold the unknown symbol (`unk_id`): what a --max-vocab model reads for
+the characters it left out, and what --errors replace makes of bytes that do not decode. It is a
+symbol of its own, not a character: a U+FFFD in a text is a character like any other, and only
+shows as U+FFFD (data.UNK) at the unknown symbol's place in `symbols`, so that decoding its id
+writes U+FFFD. A new vocabulary puts it where U+FFFD sorts, after a U+FFFD character if it has
+one. Checkpoints and cache entries written before it was its own symbol have no "unk" entry;
+there every U+FFFD was the unknown symbol, and so it is read (from_json).
 """
 
 import codecs
@@ -17,15 +25,40 @@ from . import data
 class Vocab:
     """The symbols of a model, with encode and decode."""
 
-    __slots__ = ("symbols", "_table")
+    __slots__ = ("symbols", "unk_id")
 
-    def __init__(self, symbols):
+    def __init__(self, symbols, unk_id=-1):
+        """symbols: a str of characters or bytes of byte values, a symbol's id its position;
+        unk_id: the position of the unknown symbol (text only; symbols holds U+FFFD there), or
+        -1 for none. A Vocab given as symbols is copied, unknown symbol and all."""
         if isinstance(symbols, Vocab):
-            symbols = symbols.symbols
+            symbols, unk_id = symbols.symbols, symbols.unk_id
         if not isinstance(symbols, (str, bytes)):
             raise TypeError(f"a vocabulary is a str or bytes, not {type(symbols).__name__}")
+        unk_id = -1 if unk_id is None else int(unk_id)
+        if unk_id >= 0 and (
+            isinstance(symbols, bytes) or unk_id >= len(symbols) or symbols[unk_id] != data.UNK
+        ):
+            raise ValueError(f"the unknown symbol cannot be id {unk_id} of this vocabulary")
         self.symbols = symbols
-        self._table = None
+        self.unk_id = max(unk_id, -1)
+
+    @classmethod
+    def of(cls, chars, unk=False):
+        """The text vocabulary of distinct characters chars (any order), sorted, with the unknown
+        symbol if unk."""
+        chars = sorted(chars)
+        if not unk:
+            return cls("".join(chars))
+        at = sum(c <= data.UNK for c in chars)  # where U+FFFD sorts, after a U+FFFD character
+        return cls("".join(chars[:at]) + data.UNK + "".join(chars[at:]), at)
+
+    @property
+    def chars(self):
+        """The characters (text) or byte values (bytes), without the unknown symbol."""
+        if self.unk_id < 0:
+            return self.symbols
+        return self.symbols[: self.unk_id] + self.symbols[self.unk_id + 1 :]
 
     # -- what it holds ------------------------------------------------------------------------
 
@@ -47,27 +80,45 @@ class Vocab:
         return self.symbols[i]
 
     def __contains__(self, s):
-        return s in self.symbols
+        """Whether s is one of its characters (byte values): the unknown symbol is not one."""
+        return self.find(s) >= 0
 
     def __eq__(self, other):
-        if isinstance(other, Vocab):
-            other = other.symbols
-        return isinstance(other, (str, bytes)) and self.symbols == other
+        """Same symbols and the same unknown symbol; a str or bytes is a vocabulary without one."""
+        if isinstance(other, (str, bytes)):
+            other = Vocab(other)
+        return isinstance(other, Vocab) and (self.symbols, self.unk_id) == (other.symbols, other.unk_id)
 
     def __hash__(self):
-        return hash(self.symbols)
+        return hash(self.symbols) if self.unk_id < 0 else hash((self.symbols, self.unk_id))
 
     def __repr__(self):
-        return f"Vocab({self.symbols!r})"
+        return (
+            f"Vocab({self.symbols!r}, unk_id={self.unk_id})"
+            if self.unk_id >= 0
+            else f"Vocab({self.symbols!r})"
+        )
+
+    def find(self, s):
+        """The id of the character (byte) s, or -1; never the unknown symbol's."""
+        i = self.symbols.find(s)
+        if 0 <= i == self.unk_id:
+            i = self.symbols.find(s, i + 1)
+        return i
 
     def index(self, s):
-        return self.symbols.index(s)
+        i = self.find(s)
+        if i < 0:
+            raise ValueError(f"{s!r} is not in the vocabulary")
+        return i
 
     @property
-    def unk_id(self):
-        """The id of the unknown symbol (text mode with --max-vocab or --errors replace), or -1.
-        Sampling never draws it."""
-        return -1 if self.byte_level else self.symbols.find(data.UNK)
+    def old_readers_agree(self):
+        """Whether a charrnn from before the unknown symbol was a symbol of its own, which read
+        every U+FFFD in a vocabulary as the unknown symbol, reads this one as it is."""
+        return self.byte_level or (
+            self.symbols.find(data.UNK) == self.unk_id and self.symbols.count(data.UNK) <= 1
+        )
 
     @property
     def start_id(self):
@@ -83,7 +134,7 @@ class Vocab:
             text = text.encode("utf-8", "surrogateescape")
         if not self.byte_level and isinstance(text, (bytes, bytearray)):
             raise TypeError("a text vocabulary encodes str, not bytes")
-        return data.encode(text, self.symbols, unknown=unknown)
+        return data.encode(text, self, unknown=unknown)
 
     def decode(self, ids):
         """The symbols of ids: a str, or for a byte vocabulary the raw bytes."""
@@ -113,33 +164,43 @@ class Vocab:
         return lambda ids: dec.decode(self.decode(ids))
 
     def grown(self, other):
-        """(the union of the two vocabularies, the symbols of other it adds, the id in the
+        """(the union of the two vocabularies, the characters of other it adds, the id in the
         union of each of other's ids): how a fine-tuned model keeps its characters and learns
-        the new text's."""
+        the new text's. The union has the unknown symbol if either has."""
         if other.byte_level != self.byte_level:
             raise TypeError("a byte and a character vocabulary do not combine")
-        added = [s for s in other.symbols if s not in self.symbols]
-        if not added:
+        added = [s for s in other.chars if s not in self]
+        if not added and (self.unk_id >= 0 or other.unk_id < 0):
             union = self
         elif self.byte_level:
             union = Vocab(bytes(sorted(set(self.symbols) | set(other.symbols))))
         else:
-            union = Vocab("".join(sorted(set(self.symbols) | set(other.symbols))))
-        where = {s: i for i, s in enumerate(union.symbols)}
-        remap = np.array([where[s] for s in other.symbols], data.id_dtype(len(union)))
+            union = Vocab.of(set(self.chars) | set(other.chars), self.unk_id >= 0 or other.unk_id >= 0)
         added = bytes(added) if self.byte_level else "".join(added)
-        return union, added, remap
+        return union, added, union.ids_of(other)
+
+    def ids_of(self, other):
+        """The id in this vocabulary of each of other's ids (its unknown symbol to this one's):
+        other's symbols must all be here."""
+        if self.byte_level:
+            ids = [self.index(bytes([s])) for s in other.symbols]
+        else:
+            ids = [self.unk_id if i == other.unk_id else self.index(s) for i, s in enumerate(other.symbols)]
+        if min(ids, default=0) < 0:
+            raise ValueError("the vocabulary lacks an unknown symbol")
+        return np.array(ids, data.id_dtype(len(self)))
 
     # -- (de)serialisation --------------------------------------------------------------------
 
     def to_json(self):
         if self.byte_level:
             return {"kind": "bytes", "ids": list(self.symbols)}
-        return {"kind": "text", "chars": self.symbols}
+        return {"kind": "text", "chars": self.symbols, "unk": self.unk_id if self.unk_id >= 0 else None}
 
     @classmethod
     def from_json(cls, d):
-        """The vocabulary of a checkpoint's or cache entry's JSON; ValueError if malformed."""
+        """The vocabulary of a checkpoint's or cache entry's JSON; ValueError if malformed. Without
+        an "unk" entry (written before the unknown symbol was its own), a U+FFFD is it."""
         if not isinstance(d, dict) or d.get("kind") not in ("bytes", "text"):
             raise ValueError("the vocabulary entry has no valid kind")
         if d["kind"] == "bytes":
@@ -151,6 +212,10 @@ class Vocab:
             symbols = d.get("chars")
             if not isinstance(symbols, str):
                 raise ValueError("a text vocabulary holds a string of characters")
-        if len(set(symbols)) != len(symbols):
+        unk = d.get("unk", None) if "unk" in d else (symbols.find(data.UNK) if d["kind"] == "text" else -1)
+        if unk is not None and (not isinstance(unk, int) or isinstance(unk, bool)):
+            raise ValueError("the unknown symbol's id is not an integer")
+        vocab = cls(symbols, unk)
+        if len(set(vocab.chars)) != len(vocab.chars):
             raise ValueError("the vocabulary has repeated symbols")
-        return cls(symbols)
+        return vocab

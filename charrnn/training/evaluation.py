@@ -118,6 +118,7 @@ class Budget:
         chars = s.chars + len(s.full_starts) * self.full_length()
         return MARGIN * (self.per_char() * chars + self.save_seconds() * self.saves) + SLACK
 
-    def train_seconds(self):
-        """Training time under --minutes: the budget less the set-up's and the end's cost."""
-        return 60 * self.minutes - self.setup - self.final_cost()
+    def train_seconds(self, minutes=None):
+        """Training time under --minutes (or another budget of minutes): the budget less the
+        set-up's and the end's cost."""
+        return 60 * (minutes or self.minutes) - self.setup - self.final_cost()

@@ -206,10 +206,12 @@ class Record:
     # -- files ------------------------------------------------------------------------------
 
     def log(self, event):
-        """Append the event to metrics.jsonl (rank 0); returns it."""
+        """Append the event to metrics.jsonl (rank 0); returns it. A new run's first event
+        starts the file afresh: --force over a finished run does not add to its rows."""
         if self.dist.rank != 0:
             return event
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        mode, self.appending = ("a" if self.appending else "w"), True
+        with open(self.run_dir / "metrics.jsonl", mode) as f:
             f.write(json.dumps({k: finite_or_none(v) for k, v in event.items()}) + "\n")
         return event
 

@@ -17,13 +17,13 @@ from ..charmodel import from_arrays, grown
 from ..engine.model import num_params
 from ..checkpoint import RunInfo
 from ..config import (
-    BUDGET_FIELDS,
     MODEL_FIELDS,
     TRAIN_FIELDS,
     ModelConfig,
     check_known,
     resolve,
     resolve_resume,
+    resume_overrides,
 )
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
@@ -139,9 +139,10 @@ def prepare(
         vocab, added, remap = base.vocab.grown(vocab)
         if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
             ids = remap[ids]
-        if added:
+        if len(vocab) != len(base.vocab):
+            unk = vocab.unk_id >= 0 > base.vocab.unk_id
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added)]))
+            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
@@ -225,12 +226,17 @@ def alphabet_notice(mcfg, ids, keep=500):
     )
 
 
-def _added_notice(vocab, added):
-    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]]))
+def _added_notice(vocab, added, unk=False):
+    """The line for a vocabulary grown by the characters added (and the unknown symbol, if unk:
+    the text has undecodable bytes)."""
+    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]], np.intp))
     more = f" and {len(added) - 40} more" if len(added) > 40 else ""
+    unk = " and the unknown symbol, for its undecodable bytes," if unk else ""
+    if not added:
+        return f"the text has undecodable bytes: the unknown symbol joins the vocabulary (now {len(vocab)})"
     return (
         f"the text has {len(added)} character{'s'[: len(added) != 1]} the --init-from model "
-        f"lacks, added to its vocabulary (now {len(vocab)}): {shown!r}{more}"
+        f"lacks, added{unk} to its vocabulary (now {len(vocab)}): {shown!r}{more}"
     )
 
 
@@ -329,15 +335,21 @@ def _prepare_resume(
         data_dir=data_dir,
         glob=glob or info.glob,
         byte_level=bool(info.bytes),
+        max_vocab=info.max_vocab,  # which entry of the cache its vocabulary may be
         vocab=meta.vocab,
         stdin=stdin,
         decoding=decoding,
+        unknown_hint=(
+            "the corpus changed since the run read it, and --resume keeps the run's vocabulary; "
+            f"to learn the new characters, start a new run from this one: --init-from {resume}"
+        ),
     ).ids
     train_ids, val_ids = data.split(ids, meta.train.val_frac)
     size_notice = _check_memory(meta.model, cfg, len(val_ids), loaded[1]["Wx0"].dtype, resume=True)
-    overrides = {k: v for k, v in options.items() if k in BUDGET_FIELDS}
+    overrides = resume_overrides(options)
     trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent, loaded=loaded)
-    return Prepared(trainer, trainer.resync_best(), size_notice, seen)
+    notice = "; ".join(filter(None, [trainer.rate_notice, trainer.resync_best()]))
+    return Prepared(trainer, notice or None, size_notice, seen)
 
 
 def execute(prepared, callback=None, should_stop=lambda: False):

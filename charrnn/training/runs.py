@@ -149,21 +149,32 @@ def listing(where=None):
     when it is a run directory itself; oldest first by last write. A directory that holds no
     readable checkpoint is listed with a short note instead of its model."""
     where = checkpoint.runs_root() if where is None else Path(where)
-    if _looks_like_run(where):
-        dirs = [where]
-    else:
-        dirs = [d for d in where.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    dirs = [where] if _looks_like_run(where) else _subdirs(where)
     rows = []
     for d in dirs:
-        try:
-            rows.append(describe(d))
-        except OSError as e:  # e.g. a directory this user may not read
-            rows.append(dict(_blank(d), note=f"unreadable ({e.strerror or e})"))
+        inner = [] if _looks_like_run(d) else [r for r in _subdirs(d) if _looks_like_run(r)]
+        for run in inner or [d]:  # a folder of runs is listed by its runs, not as a run
+            try:
+                rows.append(describe(run))
+            except OSError as e:  # e.g. a directory this user may not read
+                rows.append(dict(_blank(run), note=f"unreadable ({e.strerror or e})"))
+            if inner:
+                rows[-1]["name"] = f"{d.name}/{run.name}"  # as -c NAME finds it under the root
     return sorted(rows, key=lambda r: (r["modified"], r["name"]))
 
 
+def _subdirs(d):
+    try:
+        return [s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")]
+    except OSError:
+        return []
+
+
 def _looks_like_run(d):
-    return any((d / n).is_file() for n in (checkpoint.LATEST, checkpoint.BEST, "metrics.jsonl"))
+    try:
+        return any((d / n).is_file() for n in (checkpoint.LATEST, checkpoint.BEST, "metrics.jsonl"))
+    except OSError:
+        return False
 
 
 def describe(d):

@@ -82,6 +82,8 @@ class Trainer(Record):
         self.history = []
         self.best_val, self.best_step, self.stale = math.inf, 0, 0
         self.val_full = None  # the larger final evaluation: {"step", "loss", "chars"}
+        self.rate_notice = None  # on resume: how a new budget or schedule moves the rate
+        self.appending = False  # to metrics.jsonl: a resumed run's; a new one starts it afresh
         self.saved_sample = None  # on resume, the validation sample the saved scores are on
         save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
         self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess)
@@ -117,6 +119,7 @@ class Trainer(Record):
         if "adam_m" not in train or meta.progress is None or meta.train is None:
             raise ConfigError(f"{path} holds no training state to resume from")
         cfg = replace(meta.train, **(overrides or {}))
+        hold = cfg.schedule != meta.train.schedule  # config.resolve_resume: cosine -> constant
         t = cls(model, train_ids, val_ids, cfg, run_dir or Path(path).parent, meta.info)
         if meta.info.data_hash != data_hash(train_ids):
             raise ConfigError(
@@ -135,6 +138,8 @@ class Trainer(Record):
         t.budget.setup = pr.setup
         t.history = list(meta.history)
         t.saved_sample = pr.val_sample
+        t.appending = True
+        t.rate_notice = t._hold_rate(meta.train) if hold else t._rate_change(meta.train)
         if cfg.ema:  # the file's weights are the average; the trained ones are resume state
             if "weights" not in train:
                 raise ConfigError(f"{path} holds no trained weights beside the averaged ones")
@@ -144,25 +149,44 @@ class Trainer(Record):
 
     # -- one step ---------------------------------------------------------------------------
 
-    def lr_now(self):
-        cfg = self.cfg
+    def lr_now(self, cfg=None, warmup=True):
+        """The learning rate of this step under cfg's schedule and budget (default: the run's)."""
+        cfg = cfg or self.cfg
         lr = cfg.lr
-        if cfg.warmup and self.step < cfg.warmup:
+        if warmup and cfg.warmup and self.step < cfg.warmup:
             lr *= (self.step + 1) / cfg.warmup
         if cfg.schedule == "cosine":
-            f = min(1.0, self.progress())
+            f = min(1.0, self.progress(cfg))
             lr *= cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * f))
         elif cfg.lr_decay != 1.0 and self.epoch >= cfg.lr_decay_after:
             lr *= cfg.lr_decay ** (self.epoch - cfg.lr_decay_after + 1)
         return lr
 
-    def progress(self):
-        """Fraction of the budget used: the largest over the budgets that are set."""
-        cfg, done = self.cfg, 0.0
+    def _rate_change(self, saved):
+        """After resume with a new budget: a line saying that the cosine, now stretched over it,
+        moves the rate (extending a finished run raises it again), or None."""
+        was, now = self.lr_now(saved), self.lr_now()
+        if self.cfg.schedule != "cosine" or abs(now - was) <= 0.01 * was:
+            return None
+        return (
+            f"the cosine schedule now runs over the new budget: the rate goes from {was:.3g} to "
+            f"{now:.3g} (--schedule constant continues at {was:.3g})"
+        )
+
+    def _hold_rate(self, saved):
+        """--schedule constant on resuming a cosine run: go on at the rate where its cosine
+        stands (warmup, if not yet over, still applies). Returns the line that says so."""
+        rate = self.lr_now(saved, warmup=False)
+        self.cfg = replace(self.cfg, lr=rate)
+        return f"--schedule constant: the rate stays at {rate:.3g}, where the run's cosine left it"
+
+    def progress(self, cfg=None):
+        """Fraction of cfg's budget (default: the run's) used: the largest over the budgets set."""
+        cfg, done = cfg or self.cfg, 0.0
         if cfg.steps:
             done = max(done, self.step / cfg.steps)
         if cfg.minutes:  # the training time, which ends early enough for the final evaluation
-            done = max(done, self.elapsed / max(1e-9, self.budget.train_seconds()))
+            done = max(done, self.elapsed / max(1e-9, self.budget.train_seconds(cfg.minutes)))
         if cfg.epochs:
             done = max(done, (self.epoch + self.pos / self.windows) / cfg.epochs)
         return done
