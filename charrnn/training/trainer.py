@@ -42,6 +42,12 @@ def check_fits(n, B, T):
         )
 
 
+PATIENCE_NEEDS_VALIDATION = (
+    "--patience stops on the validation loss, and this run has no "
+    "validation text; drop --patience or give a --val-frac"
+)
+
+
 class Trainer(Record):
     """Holds a run's whole state. Construct with `new` or `resume`, then call `run`. The steps,
     the schedule and the budget are here; the scores and the files the run writes are Record's
@@ -58,10 +64,7 @@ class Trainer(Record):
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         if cfg.patience and self.sample.length < 1:
-            raise ConfigError(
-                "--patience stops on the validation loss, and this run has no "
-                "validation text; drop --patience or give a --val-frac"
-            )
+            raise ConfigError(PATIENCE_NEEDS_VALIDATION)
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         # |d loss / d h_t| of the last step's window, measured only when it is logged
