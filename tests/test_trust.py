@@ -86,6 +86,28 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
     assert "unknown to the model" in r.stdout and "over the known ones" in r.stdout
 
 
+def test_the_refusal_says_which_way_the_unknown_characters_move_the_loss():
+    """Issue 38, item 3: "it predicts its unknown symbol cheaply: the loss would be 4.2293, but
+    3.6648 nats/char over the known ones" said cheap where they made the loss higher."""
+    from charrnn.cli.evaluate import unknown_refusal
+    from charrnn.engine.model import Score
+
+    higher = unknown_refusal(Score(4.2293, 1000, 1, 200, 3.6648))
+    assert "make the loss higher" in higher and "4.2293" in higher and "3.6648" in higher
+    assert "cheap" not in higher and f"{(4229.3 - 800 * 3.6648) / 200:.4f} nats each" in higher
+    lower = unknown_refusal(Score(2.0, 1000, 1, 200, 2.5))
+    assert "make the loss lower" in lower and "cheap" not in lower
+
+
+def test_the_command_lines_refusal_agrees_with_the_figures_it_prints(capped, tmp_path):
+    out, text = capped
+    (tmp_path / "t.txt").write_text(text[:3000])
+    line = error_line(invoke("eval", "-c", out, tmp_path / "t.txt"), 1)
+    d = json.loads(invoke("eval", "-c", out, tmp_path / "t.txt", "--max-unknown", "1", "--json").stdout)
+    way = "lower" if d["nats_per_char"] < d["nats_per_char_known"] else "higher"
+    assert f"make the loss {way}, {d['nats_per_char']:.4f}" in line, line
+
+
 def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
     from charrnn.training import run
 
