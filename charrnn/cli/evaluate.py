@@ -19,6 +19,7 @@ from .common import (
     Opt,
     PrecisionOpt,
     compile_notice,
+    dropped_line,
     fail,
     fmt,
     load,
@@ -107,6 +108,8 @@ def evaluate(
             raise
         fail(f"{e}; pass --drop-unknown to leave them out")
     nats, share = score.nats, score.unknown_share
+    if score.dropped:
+        sys.stderr.write(f"charrnn: {dropped_line(score.dropped, 'text')}\n")
     if share > max_unknown:
         fail(unknown_refusal(score))
     adapted = None
@@ -127,6 +130,7 @@ def evaluate(
             "nats_per_char": nats,
             "bits_per_char": nats / math.log(2),
             "unknown_chars": score.unknown,
+            "dropped_chars": score.dropped,
             "nats_per_char_known": _finite(score.nats_known),
         }
         if dynamic:

@@ -12,6 +12,7 @@ from .common import (
     Opt,
     PrecisionOpt,
     compile_notice,
+    dropped_line,
     fail,
     load,
     quiet_broken_pipe,
@@ -160,10 +161,7 @@ def sample(
         model, _read_prime(prime, prime_file, model.byte_level), "drop" if drop_unknown else "error"
     )
     if p.dropped:
-        sys.stderr.write(
-            f"charrnn: left {p.dropped} character{'s'[: p.dropped != 1]} the model "
-            "does not know out of the prime\n"
-        )
+        sys.stderr.write(f"charrnn: {dropped_line(p.dropped, 'prime')}\n")
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
     with compile_notice():
         api.warmup(model.config.cell, model.dtype, sampling=True, precision=precision)

@@ -283,6 +283,7 @@ class Score(NamedTuple):
     unknown: int = 0  # of them, targets that are the unknown symbol (a --max-vocab model's
     # stand-in for every character it lacks)
     nats_known: float = float("nan")  # mean loss over the other targets (nan: none)
+    dropped: int = 0  # characters left out of the text before scoring (unknown="drop")
 
     @property
     def unknown_share(self):
