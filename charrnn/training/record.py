@@ -72,15 +72,21 @@ class Record:
         self.best_val = self.validate(model_from_checkpoint(path, dtype=None)[0])
         return self.best_val
 
+    def train_loss(self):
+        """The "train" figure: the mean loss of the last steps (trainer.TRAIN_MEAN_STEPS, fewer
+        at the start of a run), nan before the first."""
+        return float(sum(self.recent) / len(self.recent)) if self.recent else math.nan
+
     def train_row(self, window):
-        """The "train" event: the mean training loss and the speed over the window's steps."""
+        """The "train" event: the training loss (train_loss) and the speed over the window's
+        steps."""
         rate = window.steps_per_sec()
         return TrainEvent(
             step=self.step,
             epoch=round(self.epoch + self.pos / self.windows, 4),
             elapsed=round(self.elapsed, 3),
             chars=self.chars_seen,
-            train_loss=window.mean(),
+            train_loss=self.train_loss(),
             lr=self.lr_now(),
             chars_per_sec=rate * self.cfg.batch * self.cfg.seq,
             eta=self.eta(rate),
@@ -235,6 +241,7 @@ class Record:
             val_sample=self.sample.spec(),
             val_full=full,
             timing=asdict(self.budget.timing),
+            recent_losses=list(self.recent),
         )
         return Meta(
             model=m.config,
