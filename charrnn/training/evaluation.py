@@ -1,10 +1,13 @@
-"""What a training run's evaluations read, and what the end of a run costs.
+"""What a training run's evaluations read, and what they and the end of a run cost.
 
 Every evaluation that competes for best.npz scores the same characters: a fixed sample spread
 over the whole validation text (`Sample`). The final, larger evaluation of the best model reads
-ten times as many, from the same starts when it can. `Budget` times training steps, evaluations
-and checkpoint writes as the run goes, so that a --minutes run stops training early enough for
-its last evaluation, the larger one and the last writes to fit in the budget.
+ten times as many, from the same starts when it can. Under --minutes the sample is made smaller
+when evaluating it would not fit its share of the budget (`fitted_eval_chars`: with a large
+alphabet the output layer, V x H per character, makes every character dear). `Budget` times
+training steps, evaluations and checkpoint writes as the run goes, so that a --minutes run
+stops training early enough for its last evaluation, the larger one and the last writes to
+fit in the budget.
 """
 
 from dataclasses import dataclass
@@ -14,9 +17,30 @@ import numpy as np
 # fmt: off
 FULL_TIMES = 10         # the final evaluation reads this many times eval_chars (0: all)
 FULL_SHARE = 0.1        # ... in at most this share of a --minutes budget
+EVAL_SHARE = 0.1        # the evaluations of the sample, the last included, in at most this share
+MIN_EVAL_CHARS = 1000   # ... but never fewer characters than this (or the whole validation text)
+EVAL_PER_STEP = 0.4     # an evaluated character costs this much of a trained one (a forward pass
+                        # against forward and backward; 0.35 measured for a 2 x 128 LSTM on Tiny
+                        # Shakespeare)
 MARGIN = 1.25           # estimated costs are multiplied by this, plus SLACK seconds
 SLACK = 0.2
 # fmt: on
+
+
+def fitted_eval_chars(chars, per_char, minutes, chars_between):
+    """The validation characters an evaluation may read under a --minutes budget: at most
+    `chars` (the sample as asked), fewer when the evaluations the budget will hold would take
+    more than EVAL_SHARE of it at per_char seconds a character; never fewer than
+    MIN_EVAL_CHARS. chars_between: training characters between evaluations (eval_every x batch
+    x seq); how many evaluations there will be follows from the training it leaves time for,
+    at per_char / EVAL_PER_STEP seconds a training character."""
+    if not minutes or per_char <= 0:
+        return chars
+    seconds = 60.0 * minutes
+    training = seconds * (1 - EVAL_SHARE - FULL_SHARE)
+    evals = 1 + int(training / (chars_between * per_char / EVAL_PER_STEP))
+    fit = int(max(0.0, EVAL_SHARE * seconds - SLACK) / (MARGIN * per_char * evals))
+    return min(chars, max(MIN_EVAL_CHARS, fit))
 
 
 def segments(n, chars, streams, seq):
@@ -88,10 +112,9 @@ class Budget:
 
     def per_char(self):
         """Seconds per validation character: as measured at the last evaluation, or before the
-        first guessed from the training steps (a forward pass is about a third of a step; 0.35
-        measured for a 2 x 128 LSTM on Tiny Shakespeare)."""
+        first guessed from the training steps (EVAL_PER_STEP)."""
         tm = self.timing
-        return tm.eval_per_char or 0.4 * tm.step / self.window_chars
+        return tm.eval_per_char or EVAL_PER_STEP * tm.step / self.window_chars
 
     def save_seconds(self):
         return self.timing.save or self.save_guess

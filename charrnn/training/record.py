@@ -16,6 +16,7 @@ from .. import checkpoint
 from ..charmodel import model_from_checkpoint
 from ..checkpoint import HistoryRow, Meta, Progress
 from ..engine.model import num_params
+from .evaluation import EVAL_SHARE, Sample, fitted_eval_chars
 from .events import EvalEvent, FullEvent, TrainEvent
 
 
@@ -37,6 +38,50 @@ class Record:
             f"the validation sample changed; best.npz (step {self.best_step}) "
             f"scores {self.best_val:.4f} on it (was {was:.4f})"
         )
+
+    def fit_evaluations(self, per_char=None):
+        """Before a new --minutes run's first step: make the validation sample smaller when
+        evaluating it would take more than its share of the budget (evaluation.fitted_eval_chars;
+        what a character costs grows with the vocabulary, V x H in the output layer). per_char:
+        seconds per validation character, measured here (measure_evaluation) when None. Sets
+        cfg.eval_chars to what is read (so checkpoints and --resume keep the sample); returns a
+        notice saying so, or None when the sample stays."""
+        cfg, sample = self.cfg, self.sample
+        if not cfg.minutes or self.step or sample.length < 1:
+            return None
+        if per_char is None:
+            measured = self.measure_evaluation() if self.dist.rank == 0 else None
+            per_char = self.dist.bcast(measured)
+        self.budget.timing.eval_per_char = per_char
+        between = cfg.eval_every * cfg.batch * cfg.seq
+        chars = fitted_eval_chars(sample.chars, per_char, cfg.minutes, between)
+        if chars >= sample.chars:
+            return None
+        self.sample = self.budget.sample = Sample(len(self.val_ids), chars, cfg.batch, cfg.seq)
+        self.cfg = replace(cfg, eval_chars=self.sample.chars)  # which reads the same sample
+        m = self.model.config
+        return (
+            f"evaluations read {self.sample.chars:,} validation characters, not "
+            f"{sample.chars:,}: at about {1e3 * per_char:.3g} ms a character here ({m.vocab_size:,} "
+            f"symbols x {m.hidden} units in the output layer) more would not fit in "
+            f"{EVAL_SHARE:.0%} of --minutes {cfg.minutes:g}"
+        )
+
+    def measure_evaluation(self):
+        """Seconds per validation character of this model: one window of the sample's streams
+        scored, after a tiny call that loads the compiled code (the faster of two when one
+        takes under 0.1 s)."""
+        s, model = self.sample, self.model
+        T = min(s.length, s.seq)
+        model.score_segments(self.val_ids, s.starts[:1], min(2, T), s.seq, model.vocab.unk_id)
+        best = math.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            model.score_segments(self.val_ids, s.starts, T, s.seq, model.vocab.unk_id)
+            best = min(best, time.perf_counter() - t0)
+            if best >= 0.1:
+                break
+        return best / (len(s.starts) * T)
 
     def validate(self, model=None):
         """Loss of the model (default: the one training) on the fixed validation sample: the

@@ -189,6 +189,7 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
+    notice = "; ".join(filter(None, [notice, trainer.fit_evaluations()])) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
