@@ -75,6 +75,7 @@ class Progress:
     val_full: Optional[dict] = None   # the final larger evaluation: {"step", "loss", "chars"}
     timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
     recent_losses: list = field(default_factory=list)  # the last steps' losses (the "train" figure)
+    unigram: Optional[float] = None   # the unigram baseline on val_sample (Record.unigram)
     # fmt: on
 
 

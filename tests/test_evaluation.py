@@ -274,6 +274,24 @@ def test_evaluations_fit_their_share_of_minutes_at_any_vocabulary_size(tmp_path,
     assert small.trainer.sample.chars == 8000 and "evaluations read" not in (small.notice or "")
 
 
+def test_the_unigram_baseline_is_the_training_frequencies_on_the_sample(tmp_path):
+    """Every validation loss is reported beside the unigram baseline: the cross-entropy of the
+    training text's character frequencies, add-one smoothed over the V symbols, on the very
+    characters the sample scores. Against a count in plain Python."""
+    from collections import Counter
+
+    text = zipf_cjk(6000, 300, seed=3)
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    t = run.prepare(tmp_path / "c.txt", tmp_path / "r", steps=1, batch=4, seq=10, eval_chars=500).trainer
+    V, cut = len(t.model.vocab), len(text) - len(t.val_ids)
+    counts, val = Counter(text[:cut]), text[cut:]
+    targets = "".join(val[s + 1 : s + t.sample.length + 1] for s in t.sample.starts)
+    assert len(targets) == t.sample.chars == 500
+    expected = -sum(math.log((counts[c] + 1) / (cut + V)) for c in targets) / len(targets)
+    assert t.unigram() == pytest.approx(expected, rel=1e-12)
+    assert expected < math.log(V) - 0.5  # far from uniform: a baseline worth beating
+
+
 # ------------------------------------------------------------------------ rows for the plots
 
 

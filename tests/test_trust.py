@@ -17,7 +17,7 @@ from charrnn.training import runs
 from charrnn.cli import app
 from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError, UsageError
-from conftest import TINY, markov_text
+from conftest import TINY, markov_text, zipf_cjk
 from reference import reference_forward
 
 TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
@@ -119,6 +119,32 @@ def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
     assert r.exit_code == 0 and "outside the vocabulary" in r.stderr
     full = run.prepare(tmp_path / "c.txt", tmp_path / "r3", steps=1, **TINY_API)
     assert full.unknown_notice is None
+
+
+def test_a_model_no_better_than_the_unigram_baseline_is_said_plainly(tmp_path):
+    """Issue 38, item 4: "best val 8.9749", worse than the text's own character frequencies
+    (3.70), and nothing said. Every training reports the unigram baseline beside its best
+    validation loss, and warns (also with --quiet; it still exits 0: the run did what it was
+    asked, and --resume can go on) when the model is no better."""
+    (tmp_path / "cjk.txt").write_text(zipf_cjk(6000, 300, seed=4), encoding="utf-8")
+    r = invoke("train", tmp_path / "cjk.txt", "-o", tmp_path / "r", "--steps", "2", *TINY, "-q")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(invoke("info", tmp_path / "r", "--json").stdout)
+    assert d["best_val_loss"] >= d["unigram_val_loss"] > 0
+    warning = [ln for ln in r.stderr.splitlines() if "unigram baseline" in ln]
+    assert len(warning) == 1 and warning[0].startswith("charrnn: warning: the best model scores")
+    assert f"{d['unigram_val_loss']:.4f}" in warning[0] and "add-one" in warning[0]
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["unigram"] for r in rows if r["kind"] == "eval"} == {d["unigram_val_loss"]}
+    # a model that learned something: the baseline beside its loss, and no warning
+    (tmp_path / "abc.txt").write_text("abc" * 2000)
+    r = invoke(
+        "train", tmp_path / "abc.txt", "-o", tmp_path / "a", "--steps", "60", *TINY[:-2], "--lr", "1e-2"
+    )
+    assert r.exit_code == 0, r.stderr
+    summary = r.stderr.strip().splitlines()[-1]
+    assert "(unigram baseline 1.0986)" in summary and "warning" not in r.stderr
+    assert "unigram baseline" in invoke("info", tmp_path / "a").stdout
 
 
 # ------------------------------------------------------------ 2. no validation text, no val loss

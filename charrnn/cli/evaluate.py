@@ -220,6 +220,7 @@ def info(
         f"trained on {d['corpus']}: step {d['step']}, epoch {d['epoch']}, "
         f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
         f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}"
+        + (f" (unigram baseline {fmt(d['unigram_val_loss'])})" if d["unigram_val_loss"] is not None else "")
     )
     if d["val_loss_full"] is not None:
         print(

@@ -21,7 +21,7 @@ from .common import (
     use_threads,
     user_errors,
 )
-from .progress import Progress, summary
+from .progress import Progress, no_better_than_unigram, summary
 
 
 def run_opt(help, default=None, *decls, **kw):
@@ -305,5 +305,7 @@ def _run_training(prepared, world, quiet):
     finally:
         stop.restore()
     summary(con, trainer, status, quiet)
+    if world.rank == 0:  # whatever --quiet says: every number of the run depends on it
+        no_better_than_unigram(con, trainer)
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
     return status

@@ -1,4 +1,4 @@
-"""What a training run's evaluations read, and what they and the end of a run cost.
+"""What a training run's evaluations read, what they cost, and what they are compared with.
 
 Every evaluation that competes for best.npz scores the same characters: a fixed sample spread
 over the whole validation text (`Sample`). The final, larger evaluation of the best model reads
@@ -7,7 +7,8 @@ when evaluating it would not fit its share of the budget (`fitted_eval_chars`: w
 alphabet the output layer, V x H per character, makes every character dear). `Budget` times
 training steps, evaluations and checkpoint writes as the run goes, so that a --minutes run
 stops training early enough for its last evaluation, the larger one and the last writes to
-fit in the budget.
+fit in the budget. `unigram_loss` is the baseline every validation loss is reported beside: the
+training text's character frequencies, scored on the same characters.
 """
 
 from dataclasses import dataclass
@@ -41,6 +42,27 @@ def fitted_eval_chars(chars, per_char, minutes, chars_between):
     evals = 1 + int(training / (chars_between * per_char / EVAL_PER_STEP))
     fit = int(max(0.0, EVAL_SHARE * seconds - SLACK) / (MARGIN * per_char * evals))
     return min(chars, max(MIN_EVAL_CHARS, fit))
+
+
+def symbol_counts(ids, vocab_size, chunk=1 << 22):
+    """How often each of vocab_size symbols occurs in ids (a memory map is read a chunk at a
+    time, never converted whole)."""
+    counts = np.zeros(vocab_size, np.int64)
+    for at in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[at : at + chunk]), minlength=vocab_size)
+    return counts
+
+
+def unigram_loss(counts, ids, starts, length):
+    """The unigram baseline: cross-entropy in nats per character of the targets a Sample scores
+    (ids[s + 1 : s + length + 1] for each s in starts) under the character frequencies `counts`
+    with add-one (Laplace) smoothing over all V symbols, p(c) = (n_c + 1) / (N + V), so that a
+    character the counts never saw costs log(N + V), not infinity. nan without targets."""
+    if not len(starts) or length < 1:
+        return float("nan")
+    logp = np.log(counts + 1.0) - np.log(float(counts.sum() + len(counts)))
+    total = sum(float(logp[np.asarray(ids[s + 1 : s + length + 1])].sum()) for s in starts)
+    return -total / (len(starts) * length)
 
 
 def segments(n, chars, streams, seq):
@@ -84,6 +106,10 @@ class Sample:
 
     def score_full(self, model, ids, length):
         return model.score_segments(ids, self.full_starts, length, self.seq, model.vocab.unk_id)
+
+    def unigram(self, counts, ids):
+        """The unigram baseline (unigram_loss) on this sample's characters."""
+        return unigram_loss(counts, ids, self.starts, self.length)
 
 
 @dataclass

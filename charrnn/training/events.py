@@ -53,6 +53,7 @@ class EvalEvent(TrainEvent):
 
     # fmt: off
     val_loss: float = math.nan  # on the validation sample (nan without validation text)
+    unigram: float = math.nan   # the unigram baseline on the same characters (Record.unigram)
     eval_seconds: float = 0.0
     weights: str = "trained"    # which weights were scored: "trained" or "averaged" (--ema)
     best: bool = False          # a new best: best.npz now holds these weights

@@ -39,6 +39,15 @@ class Record:
             f"scores {self.best_val:.4f} on it (was {was:.4f})"
         )
 
+    def unigram(self):
+        """The unigram baseline on the validation sample: the training text's character
+        frequencies, add-one smoothed (evaluation.unigram_loss); nan without validation text.
+        A model no better than this has learned nothing from what came before a character."""
+        key = tuple(self.sample.spec())
+        if self._unigram[0] != key:
+            self._unigram = (key, self.sample.unigram(self.train_counts, self.val_ids))
+        return self._unigram[1]
+
     def fit_evaluations(self, per_char=None):
         """Before a new --minutes run's first step: make the validation sample smaller when
         evaluating it would take more than its share of the budget (evaluation.fitted_eval_chars;
@@ -159,6 +168,7 @@ class Record:
         event = EvalEvent(
             **row,
             val_loss=val,
+            unigram=self.unigram(),
             eval_seconds=secs,
             weights=self.weights_kind(),
             best=improved,
@@ -287,6 +297,7 @@ class Record:
             val_full=full,
             timing=asdict(self.budget.timing),
             recent_losses=list(self.recent),
+            unigram=finite_or_none(self.unigram()),
         )
         return Meta(
             model=m.config,
