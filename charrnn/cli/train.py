@@ -21,7 +21,7 @@ from .common import (
     use_threads,
     user_errors,
 )
-from .progress import Compiling, Progress, summary
+from .progress import Compiling, Progress, no_better_than_unigram, summary
 
 
 def run_opt(help, default=None, *decls, **kw):
@@ -369,5 +369,7 @@ def _run_training(prepared, world, quiet, con):
     finally:
         stop.restore()
     summary(con, trainer, status, quiet)
+    if world.rank == 0:  # whatever --quiet says: every number of the run depends on it
+        no_better_than_unigram(con, trainer)
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
     return status

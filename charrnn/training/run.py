@@ -198,6 +198,7 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
+    notice = "; ".join(filter(None, [notice, trainer.fit_evaluations()])) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
@@ -216,15 +217,17 @@ LARGE_ALPHABET = 1000  # past this many symbols the input and output layers domi
 
 def alphabet_notice(mcfg, ids, keep=500):
     """A line for a text of very many distinct characters: what they cost the model, and what
-    share of the text the `keep` most frequent cover (the hint: --max-vocab)."""
+    --max-vocab `keep` would do: keep the keep - 1 most frequent characters and one unknown
+    symbol for the rest (data.vocab_from_counts), so a model of exactly `keep` symbols."""
     counts = np.sort(np.bincount(np.asarray(ids), minlength=mcfg.vocab_size))[::-1]
-    share = counts[:keep].sum() / max(1, counts.sum())
-    small = num_params(replace(mcfg, vocab_size=keep + 1))
+    share = counts[: keep - 1].sum() / max(1, counts.sum())
+    small = num_params(replace(mcfg, vocab_size=keep))
     return (
         f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
-        f"{num_params(mcfg):,} parameters and slow to train; the {keep} most frequent cover "
-        f"{share:.1%} of the text: --max-vocab {keep} would make it {small:,} (the rest "
-        "become one unknown symbol, counted apart in every score)"
+        f"{num_params(mcfg):,} parameters and slow to train; the {keep - 1} most frequent cover "
+        f"{share:.1%} of the text: --max-vocab {keep} keeps them and one unknown symbol for "
+        f"the rest, which makes it {small:,} parameters (the unknown symbol is counted apart "
+        "in every score)"
     )
 
 
