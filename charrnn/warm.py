@@ -135,6 +135,7 @@ class Report(NamedTuple):
     done: int  # groups ready of those to compile
     total: int  # groups to compile that the command waits for (0: all were in the cache)
     name: Optional[str]  # the group just ready (None: the first report, before any)
+    processes: int = 1  # compiling them: this one, or this one and a second
 
 
 def prepare(
@@ -165,12 +166,12 @@ def prepare(
             state["done"] += 1
             report(Report(state["done"], len(waited), name))
 
-    if waited:
-        report(Report(0, len(waited), None))
     helper = None
     elsewhere = [g for g in missing if g not in plan.here]
     if background and elsewhere and _cores() > 1:
         helper = Helper(elsewhere, args, ready, waited=[g for g in plan.there if g in missing])
+    if waited:
+        report(Report(0, len(waited), None, 1 + (helper is not None and helper.proc is not None)))
     for g in plan.here:
         if g in missing:
             run(g, *args)
