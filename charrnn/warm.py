@@ -280,12 +280,23 @@ def _background(cmd, **kw):
         return None
 
 
+_running = {}  # (group, cell, dtype, precision): the process compiling it for this one
+
+
 def _compile_elsewhere(group, model, precision):
-    """engine.sampler's hook: compile a group for this model in a second process; True once
-    it is in the cache (False: the process could not be started or failed)."""
+    """engine.sampler's hook: compile a group for this model in a second process (one per
+    group at a time, whatever asks for it meanwhile); True once it is in the cache (False:
+    the process could not be started or failed)."""
     cell = {v: k for k, v in kernels.CELLS.items()}[model.cell]
-    proc = start_background([group], cell, model.dtype, precision)
+    key = (group, cell, model.dtype.name, precision)
+    with _lock:
+        proc = _running.get(key)
+        if proc is None or proc.poll() not in (None, 0):
+            proc = _running[key] = start_background([group], cell, model.dtype, precision)
     return proc is not None and proc.wait() == 0
+
+
+_lock = threading.Lock()
 
 
 sampler.compile_elsewhere = _compile_elsewhere
