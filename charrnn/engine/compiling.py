@@ -73,7 +73,8 @@ def cached(fn, *args):
 
 
 def _lock_dir():
-    path = os.path.join(tempfile.gettempdir(), f"charrnn-compiling-{os.getuid()}")
+    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    path = os.path.join(tempfile.gettempdir(), f"charrnn-compiling-{uid}")
     os.makedirs(path, exist_ok=True)
     return path
 
