@@ -66,7 +66,7 @@ def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
         # a sample has run long enough to want it (engine/switch.py)
         s = Sampler(m, 1, parallel=False, precision=precision)
         s.prime(np.array([0, 1]))
-        s.generate(1, np.random.default_rng(0), 1.0)
+        s.generate(1, np.random.default_rng(0))
         return
     from .engine.optim import Adam
 

@@ -67,31 +67,20 @@ class CharModel(Model):
     def generate_ids(self, cfg, ids, chunk=256):
         """An iterator of (n, cfg.num_samples) arrays of new ids after the prime ids (a 1-d
         sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
-        from .engine.sampler import Sampler
+        from .engine.sampler import Sampler, pick_of
 
         cfg.validate()
         s = Sampler(self, cfg.num_samples, precision=cfg.precision)
         s.prime(ids)
         rng = np.random.default_rng(cfg.seed)
-        banned, length = self.vocab.unk_id, cfg.length
+        how, length = pick_of(cfg, self.vocab.unk_id), cfg.length
 
         def chunks():
             done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
             while length <= 0 or done < length:
                 if length > 0:
                     n = min(n, length - done)
-                yield s.generate(
-                    n,
-                    rng,
-                    cfg.temp,
-                    cfg.top_k,
-                    cfg.top_p,
-                    banned,
-                    cfg.presence_penalty,
-                    cfg.frequency_penalty,
-                    cfg.penalty_window,
-                    cfg.no_repeat,
-                )
+                yield s.generate(n, rng, how)
                 done += n
                 n = chunk
 

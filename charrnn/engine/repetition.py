@@ -50,7 +50,7 @@ class Repeat(NamedTuple):
 def empty(N, V, how):
     """The Repeat of N rows before their first id, sized for `how` (a Pick) and no ids yet."""
     z = lambda *s: np.zeros(s, np.int64)  # noqa: E731
-    counting = how.presence != 0 or how.frequency != 0
+    counting = how.presence_penalty != 0 or how.frequency_penalty != 0
     return Repeat(
         z(1),
         z(N, V if counting else 0),
@@ -69,11 +69,12 @@ def empty(N, V, how):
 @kernel
 def active(how):
     """Any of the options on (else sampling draws exactly as without them)."""
-    return how.presence != 0 or how.frequency != 0 or how.no_repeat > 0 or how.window > 0
+    counting = how.presence_penalty != 0 or how.frequency_penalty != 0
+    return counting or how.no_repeat > 0 or how.penalty_window > 0
 
 
 def keeps_history(how):
-    return how.no_repeat > 0 or how.window > 0
+    return how.no_repeat > 0 or how.penalty_window > 0
 
 
 def reserve(rep, n, how):
@@ -146,11 +147,11 @@ def prepare(row, k, how, rep):
     """Before row k's draw: penalise its logits row (V,) in place and set its ban (see the
     module doc). Nothing happens for an option that is off."""
     V = row.shape[0]
-    if how.presence != 0 or how.frequency != 0:
+    if how.presence_penalty != 0 or how.frequency_penalty != 0:
         for v in range(V):
             n = rep.counts[k, v]
             if n > 0:
-                row[v] -= how.frequency * n + how.presence
+                row[v] -= how.frequency_penalty * n + how.presence_penalty
     if how.no_repeat > 0:
         ban = rep.ban[k]
         ban[:] = False
@@ -181,11 +182,11 @@ def prepare(row, k, how, rep):
 def record(k, x, how, rep):
     """After row k drew x (rep.t is not yet advanced: see advance)."""
     t = rep.t[0]
-    if how.presence != 0 or how.frequency != 0:
+    if how.presence_penalty != 0 or how.frequency_penalty != 0:
         rep.counts[k, x] += 1
-        if how.window > 0 and t >= how.window:
-            rep.counts[k, rep.hist[k, t - how.window]] -= 1
-    if how.no_repeat > 0 or how.window > 0:
+        if how.penalty_window > 0 and t >= how.penalty_window:
+            rep.counts[k, rep.hist[k, t - how.penalty_window]] -= 1
+    if how.no_repeat > 0 or how.penalty_window > 0:
         rep.hist[k, t] = x
     m = how.no_repeat - 1
     if how.no_repeat > 0 and t >= m:

@@ -71,18 +71,27 @@ class SplitWork(NamedTuple):
 
 
 class Pick(NamedTuple):
-    """How each character is drawn from its logits (see pick, and choose for the last four)."""
+    """How each character is drawn from its logits (see pick, and choose for the last four).
+    The fields carry SampleConfig's names (config.py), and sampler.pick_of builds a Pick from
+    one by those names; the defaults draw plainly (temperature 1, nothing cut or penalised)."""
 
     # fmt: off
-    temp: float   # temperature; 0 is greedy
-    top_k: int    # keep the k most likely (0: all)
-    top_p: float  # keep the smallest set with this much probability (1: all)
-    banned: int   # an id never drawn, or -1
-    presence: float = 0.0   # logit -= presence * (count > 0) ...
-    frequency: float = 0.0  # ... + frequency * count, count over the row's generated ids
-    window: int = 0         # count over the last `window` generated ids only (0: all of them)
-    no_repeat: int = 0      # never complete an n-gram of this length already generated (0: off)
+    temp: float = 1.0   # temperature; 0 is greedy
+    top_k: int = 0      # keep the k most likely (0: all)
+    top_p: float = 1.0  # keep the smallest set with this much probability (1: all)
+    banned: int = -1    # an id never drawn, or -1
+    presence_penalty: float = 0.0   # logit -= presence_penalty * (count > 0) ...
+    frequency_penalty: float = 0.0  # ... + frequency_penalty * count, over the row's generated ids
+    penalty_window: int = 0  # count over the last `penalty_window` generated ids only (0: all)
+    no_repeat: int = 0       # never complete an n-gram of this length already generated (0: off)
     # fmt: on
+
+
+@kernel
+def row_pick(temp, top_k, top_p, banned):
+    """The Pick of one row of a batch whose rows draw with temperatures, top-k and top-p of
+    their own and no penalties (the server's: stepper.step_pick), built inside a kernel."""
+    return Pick(temp, top_k, top_p, banned, 0.0, 0.0, 0, 0)
 
 
 @kernel

@@ -37,6 +37,7 @@ from .precision import STORAGE, check as check_precision, pack as pack_narrow
 # warm.py; None (the engine alone): the loader thread compiles it itself.
 compile_elsewhere = None
 PARALLEL_MIN_HIDDEN = 128  # below this a step is too short for two threads to meet in
+PLAIN = sample_kernels.Pick()  # temperature 1, nothing cut or penalised
 
 
 def padded(dtype, N):
@@ -49,6 +50,16 @@ def pack_padded(W):
     out = np.empty(W.shape[0] * padded(W.dtype, W.shape[1]), W.dtype)
     gemm.pack(W, out)
     return out
+
+
+def pick_of(cfg, banned=-1):
+    """The kernel's Pick of a SampleConfig (config.py), field by field under the names they
+    share, typed as the compiled kernels take them: the one place where the command line's
+    and a server request's settings become the kernel's. banned: an id never drawn (the
+    model's unknown symbol), or -1."""
+    kinds = sample_kernels.Pick.__annotations__
+    given = {f: kinds[f](getattr(cfg, f)) for f in sample_kernels.Pick._fields if f != "banned"}
+    return sample_kernels.Pick(banned=int(banned), **given)
 
 
 def unit_blocks(W, k):
@@ -177,34 +188,13 @@ class Sampler:
         self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
-    def generate(
-        self,
-        n,
-        rng,
-        temp=1.0,
-        top_k=0,
-        top_p=1.0,
-        banned=-1,
-        presence=0.0,
-        frequency=0.0,
-        window=0,
-        no_repeat=0,
-    ):
-        """The next n ids of each row, shape (n, N). presence, frequency (penalties), window
-        and no_repeat: see repetition.py; each row counts its own ids from its first one
-        generated, so they are the same in every call."""
+    def generate(self, n, rng, how=PLAIN):
+        """The next n ids of each row, shape (n, N), drawn as how (a Pick, pick_of a
+        SampleConfig) says. Its penalties, window and no_repeat (repetition.py) stay the same
+        for the whole sample: each row counts its own ids from its first one generated, so
+        they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = sample_kernels.Pick(
-            float(temp),
-            int(top_k),
-            float(top_p),
-            int(banned),
-            float(presence),
-            float(frequency),
-            int(window),
-            int(no_repeat),
-        )
         if self.rep is None:
             self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0], how), how[4:]
         elif how[4:] != self.rep_options:
