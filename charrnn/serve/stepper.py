@@ -15,8 +15,8 @@ import numpy as np
 
 from ..engine import gemm, repetition, sample_kernels
 from ..engine.kernels import kernel
-from ..engine.sample_kernels import Pick
-from ..engine.sampler import pack_padded, padded
+from ..config import SampleConfig
+from ..engine.sampler import pack_padded, padded, pick_of
 
 
 @kernel
@@ -24,7 +24,7 @@ def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
     """out[k] = sample_kernels.pick of row k of z (N, V) with its own temperature, top-k and
     top-p (each (N,)), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
     for k in range(z.shape[0]):
-        how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
+        how = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
         out[k] = sample_kernels.pick(z[k], coins[k], how, prob, ban)
 
 
@@ -41,7 +41,7 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
         row[:] = w.logits[k, :V]
         row += p.by
         if plain[k]:
-            how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
+            how = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
             out[k] = sample_kernels.pick(row, coins[k], how, prob, ban)
 
 
@@ -76,7 +76,7 @@ class Stepper:
         self._works = {}
         self.prob = np.zeros(V, np.float64)
         self.ban = np.zeros(V, np.bool_)
-        self.plain = sample_kernels.Pick(1.0, 0, 1.0, self.banned)
+        self.plain = pick_of(SampleConfig(), self.banned)
         self.no_rep = repetition.empty(1, V, self.plain)
 
     def zero_state(self, n=1):
@@ -215,6 +215,6 @@ def warm(cell, dtype):
         one(1.0, float),
         one(True, bool),
     )
-    how = Pick(1.0, 0, 1.0, -1, 0.5, 0.5, 4, 3)
+    how = pick_of(SampleConfig(presence_penalty=0.5, frequency_penalty=0.5, penalty_window=4, no_repeat=3))
     rep = repetition.reserve(repetition.empty(1, 2, how), 1, how)
     s.choose(z[0], 0, 0.5, how, rep)
