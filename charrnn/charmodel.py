@@ -117,13 +117,15 @@ class CharModel(Model):
         cfg = SampleConfig(**options).validate()
         if cfg.num_samples != 1:
             raise UsageError("a stream is one sample: use complete() for several")
-        return Stream(self, cfg, prepare_prime(self, prime, unknown))
+        p = prepare_prime(self, prime, unknown)
+        return Stream(self, cfg, p, self.generate_ids(cfg, p.ids))
 
     def complete(self, prime="", unknown="error", **options):
         """cfg.num_samples completion.Completions (text, finish_reason) of the prime, drawn
         together; options are SampleConfig's fields, and length must be positive."""
         cfg = SampleConfig(**options).validate(endless_ok=False)
-        return complete(self, cfg, prepare_prime(self, prime, unknown))
+        p = prepare_prime(self, prime, unknown)
+        return complete(self, cfg, p, self.generate_ids(cfg, p.ids))
 
     def at_precision(self, precision):
         """A copy of the model whose weights are those a `precision` sampler reads (fp32,
@@ -171,7 +173,7 @@ class CharModel(Model):
         )
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)
-        text = complete(self, cfg, p)[0].text
+        text = complete(self, cfg, p, self.generate_ids(cfg, p.ids))[0].text
         return p.text + text if include_prime else text
 
 

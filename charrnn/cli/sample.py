@@ -177,14 +177,14 @@ def sample(
     try:
         out.write(p.text)
         if num_samples == 1:
-            stream = Stream(model, cfg, p)
+            stream = Stream(model, cfg, p, model.generate_ids(cfg, p.ids))
             for piece in stream:
                 out.write(piece)
             ends = [stream.finish_reason]
         else:  # the first sample streams; each next one follows once those before it end
             sep = _unescape(separator)
             sep = sep.encode("utf-8", "surrogateescape") if model.byte_level else sep
-            rows, at = Rows(model, cfg, p), 0
+            rows, at = Rows(model, cfg, p, model.generate_ids(cfg, p.ids)), 0
             for k, piece in rows:
                 for _ in range(k - at):
                     out.write(sep + p.text)
