@@ -44,6 +44,8 @@ def describe(meta):
         "val_loss_full": meta.val_loss_full,
         "val_chars_full": meta.val_chars_full,
         "best_val_loss": min(vals) if vals else None,
+        # the training text's character frequencies on the validation sample (add-one smoothed)
+        "unigram_val_loss": pr and pr.unigram,
         "evaluations": len(hist),
         "corpus": meta.info.corpus,
         "init_from": meta.info.init_from,  # the checkpoint its weights started from, or None

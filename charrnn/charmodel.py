@@ -42,15 +42,16 @@ class CharModel(Model):
         """Score(nats per character, characters scored, streams): the text read as up to
         batch streams side by side, each from a zero state, or with exact as one stream
         from a zero state, every character after the first scored (Model.score_ids).
-        Characters the model does not know are an error, or (unknown="drop") left out; a
-        --max-vocab model reads them as its unknown symbol, and the Score counts those targets
-        (unknown) and gives the loss over the others apart (nats_known)."""
+        Characters the model does not know are an error, or (unknown="drop") left out and
+        counted (dropped); a --max-vocab model reads them as its unknown symbol, and the Score
+        counts those targets (unknown) and gives the loss over the others apart (nats_known)."""
         if unknown is None:
             unknown = "unk" if self.vocab.unk_id >= 0 else "error"
         ids = self.encode(text, unknown=unknown)
         if len(ids) < 2:
             raise CorpusError("need at least two characters to measure a loss")
-        return self.score_ids(ids, batch, seq, exact, self.vocab.unk_id)
+        score = self.score_ids(ids, batch, seq, exact, self.vocab.unk_id)
+        return score._replace(dropped=self.vocab.length(text) - len(ids))
 
     def states(self, text, unknown=None):
         """What the model holds after each character of text, read from the zero state: a

@@ -79,6 +79,8 @@ class Progress:
     val_sample: Optional[dict] = None  # evaluation.Sample.spec() the scores were taken on
     val_full: Optional[dict] = None   # the final larger evaluation: {"step", "loss", "chars"}
     timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
+    recent_losses: list = field(default_factory=list)  # the last steps' losses (the "train" figure)
+    unigram: Optional[float] = None   # the unigram baseline on val_sample (Record.unigram)
     # fmt: on
 
 
@@ -92,7 +94,7 @@ class HistoryRow(Mapping):
     epoch: float = 0.0                # passes over the training text, fractional
     elapsed: float = 0.0              # training seconds
     chars: int = 0                    # training characters seen
-    train_loss: Optional[float] = None  # mean over the steps since the last evaluation
+    train_loss: Optional[float] = None  # mean over the last 50 steps (trainer.TRAIN_MEAN_STEPS)
     val_loss: Optional[float] = None  # on the validation sample (nan when there is none)
     lr: Optional[float] = None        # the learning rate at this step
     # fmt: on

@@ -171,6 +171,32 @@ def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
     assert "% of the text" in line
 
 
+def test_the_max_vocab_hint_gives_the_figures_of_the_model_the_flag_builds(tmp_path):
+    """Issue 38, item 5: "--max-vocab 500 would make it 1,430,261 parameters" counted 501
+    symbols; the flag keeps the 499 most frequent characters and one unknown symbol."""
+    import re
+
+    import numpy as np
+
+    from charrnn.text import data
+    from charrnn.training import run
+
+    rng = np.random.default_rng(1)
+    symbols = [chr(0x4E00 + k) for k in range(1200)]
+    weights = 1.0 / np.arange(1, 1201)
+    text = "".join(rng.choice(symbols, 12000, p=weights / weights.sum()))
+    (tmp_path / "cjk.txt").write_text(text, encoding="utf-8")
+    tiny = dict(layers=1, hidden=16, batch=8, seq=16, steps=1)
+    notice = run.prepare(tmp_path / "cjk.txt", tmp_path / "a", **tiny).notice
+    m = re.search(r"the ([\d,]+) most frequent cover ([\d.]+)% .*--max-vocab (\d+)\D+([\d,]{4,})", notice)
+    kept, share, flag, params = int(m[1].replace(",", "")), float(m[2]), int(m[3]), m[4]
+    capped = run.prepare(tmp_path / "cjk.txt", tmp_path / "b", max_vocab=flag, **tiny).trainer.model
+    assert len(capped.vocab) == flag and kept == flag - 1
+    assert params == f"{capped.flat.size:,}"
+    known = set(capped.vocab.symbols) - {data.UNK}
+    assert share == pytest.approx(100 * sum(c in known for c in text) / len(text), abs=0.05)
+
+
 def test_inspect_shows_the_texts_control_characters_as_pictures():
     from charrnn.inspect.view import visible
 

@@ -15,7 +15,7 @@ from charrnn.api import CharModel
 from charrnn.engine.model import Model, ModelConfig
 from charrnn.engine.sample_kernels import step
 from charrnn.engine.sampler import Sampler
-from conftest import markov_text
+from conftest import markov_text, zipf_cjk
 
 
 def train(corpus, out, callback=None, **options):
@@ -237,6 +237,59 @@ def test_minutes_hold_with_the_final_evaluation_included(tmp_path, monkeypatch, 
     wall = time.perf_counter() - t0
     assert wall < 6 + 3, wall  # generous: the machine is shared
     assert t.step > 20 and t.history[-1]["step"] == t.step
+
+
+def test_evaluations_fit_their_share_of_minutes_at_any_vocabulary_size(tmp_path, monkeypatch):
+    """Issue 38, item 4: on a 26,653-character alphabet `--minutes 2` trained 2 steps and
+    then scored 120,000 validation characters for 79 s. What an evaluated character costs
+    grows with V x H; here it is set so (2e-8 s x V x H, in place of the measurement): the
+    sample of a large alphabet shrinks until evaluating it fits EVAL_SHARE of the budget, the
+    final larger evaluation FULL_SHARE, and most of the budget is left for training; a small
+    alphabet's sample stays as asked. The sample chosen is kept by the checkpoint."""
+    from charrnn.training.evaluation import EVAL_SHARE, FULL_SHARE, MARGIN
+    from charrnn.training.record import Record
+
+    cost = lambda t: 2e-8 * t.model.config.vocab_size * t.model.config.hidden  # noqa: E731
+    monkeypatch.setattr(Record, "measure_evaluation", cost)
+    minutes, seconds = 0.5, 30.0
+    opts = dict(layers=1, hidden=16, batch=8, seq=16, minutes=minutes, eval_every=1000, val_frac=0.5)
+    opts.update(eval_chars=8000)
+    (tmp_path / "cjk.txt").write_text(zipf_cjk(40_000, 3000), encoding="utf-8")
+    (tmp_path / "abc.txt").write_text(markov_text("abcdef", 40_000, seed=2)[0])
+    big = run.prepare(tmp_path / "cjk.txt", tmp_path / "big", **opts)
+    t = big.trainer
+    assert t.model.config.vocab_size > 2500
+    per = cost(t)
+    assert t.sample.chars * per * MARGIN <= EVAL_SHARE * seconds  # was 8,000 x 1 ms: 8 s
+    full = len(t.sample.full_starts) * t.budget.full_length()
+    assert full * per * MARGIN <= FULL_SHARE * seconds
+    assert t.budget.train_seconds() > (1 - EVAL_SHARE - FULL_SHARE) * seconds - 4 * t.budget.save_seconds()
+    assert f"evaluations read {t.sample.chars:,} validation characters, not 8,000" in big.notice
+    assert t.cfg.eval_chars == t.sample.chars
+    with run.run_directory(t.run_dir):
+        t.save(checkpoint.LATEST)
+    again = run.prepare(resume=t.run_dir, minutes=minutes).trainer
+    assert again.sample.spec() == t.sample.spec()
+    small = run.prepare(tmp_path / "abc.txt", tmp_path / "small", **opts)
+    assert small.trainer.sample.chars == 8000 and "evaluations read" not in (small.notice or "")
+
+
+def test_the_unigram_baseline_is_the_training_frequencies_on_the_sample(tmp_path):
+    """Every validation loss is reported beside the unigram baseline: the cross-entropy of the
+    training text's character frequencies, add-one smoothed over the V symbols, on the very
+    characters the sample scores. Against a count in plain Python."""
+    from collections import Counter
+
+    text = zipf_cjk(6000, 300, seed=3)
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    t = run.prepare(tmp_path / "c.txt", tmp_path / "r", steps=1, batch=4, seq=10, eval_chars=500).trainer
+    V, cut = len(t.model.vocab), len(text) - len(t.val_ids)
+    counts, val = Counter(text[:cut]), text[cut:]
+    targets = "".join(val[s + 1 : s + t.sample.length + 1] for s in t.sample.starts)
+    assert len(targets) == t.sample.chars == 500
+    expected = -sum(math.log((counts[c] + 1) / (cut + V)) for c in targets) / len(targets)
+    assert t.unigram() == pytest.approx(expected, rel=1e-12)
+    assert expected < math.log(V) - 0.5  # far from uniform: a baseline worth beating
 
 
 # ------------------------------------------------------------------------ rows for the plots

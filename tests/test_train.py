@@ -109,11 +109,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, stop_at):
         assert np.array_equal(p_whole[k], p_split[k]), k
     for k in ("adam_m", "adam_v", "h", "c"):
         assert np.array_equal(tr_whole[k], tr_split[k]), k
-    if stop_at % RESUME_OPTS["eval_every"] == 0:
-        assert history_without_times(t2.history) == history_without_times(whole.history)
-        assert history_without_times(m_split["history"]) == history_without_times(m_whole["history"])
-    else:  # the validation losses, at least, are those of the same weights
-        assert [h["val_loss"] for h in t2.history] == [h["val_loss"] for h in whole.history]
+    # the training losses too, also when the run stopped between evaluations: the "train"
+    # figure is the mean of the last steps, and a checkpoint keeps them
+    assert history_without_times(t2.history) == history_without_times(whole.history)
+    assert history_without_times(m_split["history"]) == history_without_times(m_whole["history"])
 
 
 def test_resume_refuses_a_changed_model_or_text(tmp_path, small_corpus):
@@ -213,6 +212,43 @@ def test_run_directory_holds_checkpoints_and_metrics(tmp_path, small_corpus):
     assert best["progress"]["step"] == t.best_step
     assert best["val_loss"] == min(r["val_loss"] for r in evals)
     assert checkpoint.load(tmp_path / "r" / "latest.npz")[0]["progress"]["step"] == 23
+
+
+def test_every_train_figure_is_the_mean_of_the_last_steps(tmp_path, small_corpus, monkeypatch):
+    """Issue 38, item 1: an evaluation line's "train" was the mean since the previous
+    evaluation (for the first, since step 1), a training row's the mean since the previous row:
+    two numbers under one name. Now every one, in metrics.jsonl, the callback's events (which
+    the progress lines print), the history and `charrnn info`, is the mean loss of the last
+    TRAIN_MEAN_STEPS steps, here 3, with evaluations every 5 steps and a row after every step."""
+    from charrnn.api import describe
+    from charrnn.cli.progress import _progress_line
+    from charrnn.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "TRAIN_MEAN_STEPS", 3)
+    t = run.prepare(small_corpus, tmp_path / "r", steps=12, **RESUME_OPTS).trainer
+    t.report_seconds = 0.0
+    losses, real = [], t.train_step
+    t.train_step = lambda: losses.append(real()) or losses[-1]
+    events = []
+    with run.run_directory(t.run_dir):
+        t.run(events.append)
+    assert len(losses) == 12
+
+    def last3(step):
+        return float(np.mean(losses[max(0, step - 3) : step]))
+
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    figures = [(r["step"], r["train_loss"]) for r in rows if r["kind"] in ("train", "eval")]
+    figures += [(e["step"], e["train_loss"]) for e in events if e["kind"] != "full"]
+    figures += [(h["step"], h["train_loss"]) for h in t.history]
+    info = describe(checkpoint.load(tmp_path / "r" / checkpoint.LATEST)[0])
+    figures += [(h["step"], h["train_loss"]) for h in info["history"]]
+    assert {s for s, _ in figures} >= {1, 5, 10, 12}
+    for step, figure in figures:
+        assert figure == pytest.approx(last3(step), rel=1e-12), step
+    for e in events:
+        if e["kind"] != "full":
+            assert f"train {last3(e['step']):.4f}" in _progress_line(e)
 
 
 def test_a_held_run_directory_is_refused(tmp_path, small_corpus):

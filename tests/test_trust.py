@@ -17,7 +17,7 @@ from charrnn.training import runs
 from charrnn.cli import app
 from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError, UsageError
-from conftest import TINY, markov_text
+from conftest import TINY, markov_text, zipf_cjk
 from reference import reference_forward
 
 TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
@@ -86,6 +86,28 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
     assert "unknown to the model" in r.stdout and "over the known ones" in r.stdout
 
 
+def test_the_refusal_says_which_way_the_unknown_characters_move_the_loss():
+    """Issue 38, item 3: "it predicts its unknown symbol cheaply: the loss would be 4.2293, but
+    3.6648 nats/char over the known ones" said cheap where they made the loss higher."""
+    from charrnn.cli.evaluate import unknown_refusal
+    from charrnn.engine.model import Score
+
+    higher = unknown_refusal(Score(4.2293, 1000, 1, 200, 3.6648))
+    assert "make the loss higher" in higher and "4.2293" in higher and "3.6648" in higher
+    assert "cheap" not in higher and f"{(4229.3 - 800 * 3.6648) / 200:.4f} nats each" in higher
+    lower = unknown_refusal(Score(2.0, 1000, 1, 200, 2.5))
+    assert "make the loss lower" in lower and "cheap" not in lower
+
+
+def test_the_command_lines_refusal_agrees_with_the_figures_it_prints(capped, tmp_path):
+    out, text = capped
+    (tmp_path / "t.txt").write_text(text[:3000])
+    line = error_line(invoke("eval", "-c", out, tmp_path / "t.txt"), 1)
+    d = json.loads(invoke("eval", "-c", out, tmp_path / "t.txt", "--max-unknown", "1", "--json").stdout)
+    way = "lower" if d["nats_per_char"] < d["nats_per_char_known"] else "higher"
+    assert f"make the loss {way}, {d['nats_per_char']:.4f}" in line, line
+
+
 def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
     from charrnn.training import run
 
@@ -97,6 +119,32 @@ def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
     assert r.exit_code == 0 and "outside the vocabulary" in r.stderr
     full = run.prepare(tmp_path / "c.txt", tmp_path / "r3", steps=1, **TINY_API)
     assert full.unknown_notice is None
+
+
+def test_a_model_no_better_than_the_unigram_baseline_is_said_plainly(tmp_path):
+    """Issue 38, item 4: "best val 8.9749", worse than the text's own character frequencies
+    (3.70), and nothing said. Every training reports the unigram baseline beside its best
+    validation loss, and warns (also with --quiet; it still exits 0: the run did what it was
+    asked, and --resume can go on) when the model is no better."""
+    (tmp_path / "cjk.txt").write_text(zipf_cjk(6000, 300, seed=4), encoding="utf-8")
+    r = invoke("train", tmp_path / "cjk.txt", "-o", tmp_path / "r", "--steps", "2", *TINY, "-q")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(invoke("info", tmp_path / "r", "--json").stdout)
+    assert d["best_val_loss"] >= d["unigram_val_loss"] > 0
+    warning = [ln for ln in r.stderr.splitlines() if "unigram baseline" in ln]
+    assert len(warning) == 1 and warning[0].startswith("charrnn: warning: the best model scores")
+    assert f"{d['unigram_val_loss']:.4f}" in warning[0] and "add-one" in warning[0]
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["unigram"] for r in rows if r["kind"] == "eval"} == {d["unigram_val_loss"]}
+    # a model that learned something: the baseline beside its loss, and no warning
+    (tmp_path / "abc.txt").write_text("abc" * 2000)
+    r = invoke(
+        "train", tmp_path / "abc.txt", "-o", tmp_path / "a", "--steps", "60", *TINY[:-2], "--lr", "1e-2"
+    )
+    assert r.exit_code == 0, r.stderr
+    summary = r.stderr.strip().splitlines()[-1]
+    assert "(unigram baseline 1.0986)" in summary and "warning" not in r.stderr
+    assert "unigram baseline" in invoke("info", tmp_path / "a").stdout
 
 
 # ------------------------------------------------------------ 2. no validation text, no val loss
@@ -263,6 +311,28 @@ def test_dropped_prime_characters_are_counted_and_not_echoed(cli_run):
     assert prepare_prime(p, "abXYc", "drop").dropped == 2
     with pytest.raises(CorpusError, match="'X', 'Y'"):
         prepare_prime(p, "abXYc")
+
+
+@pytest.mark.parametrize("command", ["eval", "inspect"])
+def test_characters_dropped_from_a_text_are_counted(cli_run, tmp_path, command):
+    """Issue 38, item 6: `eval --drop-unknown --json` said "unknown_chars": 0 and nothing on
+    stderr after dropping 5 characters, and inspect was silent (sample said it)."""
+    text = "abcd ab\nXcd aYb\nZZ ba dc\nQ" * 4  # 20 of the characters are not the model's
+    (tmp_path / "t.txt").write_text(text)
+    args = ["--gates"] if command == "inspect" else []
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", "--json", *args)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["dropped_chars"] == 20
+    assert "left 20 characters the model does not know out of the text" in r.stderr
+    if command == "inspect":
+        assert d["chars"] == len(text) - 20
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", *args)
+    assert r.exit_code == 0 and "left 20 characters" in r.stderr
+    kept = "".join(c for c in text if c in "abcd \n")
+    (tmp_path / "k.txt").write_text(kept)
+    r = invoke(command, "-c", cli_run, tmp_path / "k.txt", "--drop-unknown", "--json", *args)
+    assert json.loads(r.stdout)["dropped_chars"] == 0 and "left" not in r.stderr
 
 
 # ------------------------------------------------------------------- 6. a cut sample is named

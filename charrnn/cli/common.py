@@ -59,6 +59,11 @@ MEMORY_HINTS = {
 }
 
 
+def dropped_line(n, what):
+    """The stderr line for the characters --drop-unknown left out of a text or a prime."""
+    return f"left {n:,} character{'s'[: n != 1]} the model does not know out of the {what}"
+
+
 class compile_notice:
     """Says on stderr that Numba is compiling when warming up takes longer than a moment
     (the first run after install); silent when the cache is warm and the machine not busy.

@@ -18,6 +18,7 @@ from .common import (
     JsonOpt,
     Opt,
     console,
+    dropped_line,
     fail,
     fmt,
     load,
@@ -51,10 +52,10 @@ def evaluate(
         float,
         Opt(
             help="A --max-vocab model reads the characters it lacks "
-            "as its unknown symbol, which is cheap to predict: "
-            "refuse to score a text with more than this share "
-            "of them (the loss over the known characters is "
-            "reported apart either way)."
+            "as its unknown symbol, whose loss is not the known "
+            "characters': refuse to score a text with more than "
+            "this share of them (the loss over the known "
+            "characters is reported apart either way)."
         ),
     ] = 0.05,
     dynamic: Annotated[
@@ -115,19 +116,10 @@ def evaluate(
             raise
         fail(f"{e}; pass --drop-unknown to leave them out")
     nats, share = score.nats, score.unknown_share
+    if score.dropped:
+        sys.stderr.write(f"charrnn: {dropped_line(score.dropped, 'text')}\n")
     if share > max_unknown:
-        fail(
-            f"{100 * share:.1f}% of the scored characters ({score.unknown:,} of "
-            f"{score.chars:,}) are unknown to the model, and it predicts its unknown symbol "
-            f"cheaply: the loss would be {nats:.4f}, "
-            + (
-                f"but {score.nats_known:.4f} nats/char over the known ones"
-                if math.isfinite(score.nats_known)
-                else "and none of them is known"
-            )
-            + f"; pass --max-unknown {min(1.0, math.ceil(share * 100) / 100)} to score it "
-            "anyway"
-        )
+        fail(unknown_refusal(score))
     adapted = None
     if dynamic:
         from ..engine.dynamic import dynamic_score
@@ -146,6 +138,7 @@ def evaluate(
             "nats_per_char": nats,
             "bits_per_char": nats / math.log(2),
             "unknown_chars": score.unknown,
+            "dropped_chars": score.dropped,
             "nats_per_char_known": _finite(score.nats_known),
         }
         if dynamic:
@@ -172,6 +165,28 @@ def evaluate(
                 f"evaluation (one stream, SGD {dynamic_lr:g} after each 100-character "
                 "segment; not the static loss)"
             )
+
+
+def unknown_refusal(score):
+    """Why eval refuses a text with too many characters the model reads as its unknown
+    symbol, saying from the figures which way they move the loss."""
+    import math
+
+    head = (
+        f"{100 * score.unknown_share:.1f}% of the scored characters ({score.unknown:,} of "
+        f"{score.chars:,}) are unknown to the model, which reads each as its unknown symbol"
+    )
+    nats, known = score.nats, score.nats_known
+    if not math.isfinite(known):
+        body = f": the loss would be {nats:.4f} nats/char, and none of them is known"
+    else:
+        way = "lower" if nats < known else "higher" if nats > known else "neither lower nor higher"
+        body = (
+            f" at {score.nats_unknown:.4f} nats each: they make the loss {way}, {nats:.4f} "
+            f"nats/char over all against {known:.4f} over the known ones"
+        )
+    share = min(1.0, math.ceil(score.unknown_share * 100) / 100)
+    return f"{head}{body}; pass --max-unknown {share} to score it anyway"
 
 
 def _finite(x):
@@ -217,6 +232,7 @@ def info(
         + f": step {d['step']}, epoch {d['epoch']}, "
         f"{d['chars_seen'] or 0:,} characters in {d['elapsed_seconds'] or 0:.0f}s; "
         f"val loss {fmt(d['val_loss'])}, best {fmt(d['best_val_loss'])}"
+        + (f" (unigram baseline {fmt(d['unigram_val_loss'])})" if d["unigram_val_loss"] is not None else "")
     )
     if d["val_loss_full"] is not None:
         print(

@@ -14,6 +14,7 @@ from .common import (
     JsonOpt,
     Opt,
     compile_notice,
+    dropped_line,
     fail,
     load,
     user_errors,
@@ -89,6 +90,9 @@ def inspect(
         probe.check_unit(model, layer, j, state)
     text, desc = data.read_text(file, byte_level=model.byte_level)
     ids = probe.encode(model, text, "drop" if drop_unknown else None)
+    dropped = model.vocab.length(text) - len(ids)
+    if dropped:
+        sys.stderr.write(f"charrnn: {dropped_line(dropped, 'text')}\n")
     chars = probe.step_chars(model, ids)
     accs = {}
     if find is not None:
@@ -101,7 +105,12 @@ def inspect(
         probe.warmup(model.config.cell, model.dtype)
     probe.run(model, ids, *accs.values())
     cfg = model.config
-    out = {"file": desc, "chars": len(ids), "model": f"{cfg.cell} {cfg.layers}x{cfg.hidden}"}
+    out = {
+        "file": desc,
+        "chars": len(ids),
+        "dropped_chars": dropped,
+        "model": f"{cfg.cell} {cfg.layers}x{cfg.hidden}",
+    }
     if find is not None:
         out["find"] = {
             "feature": find,

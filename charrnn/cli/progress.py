@@ -117,7 +117,7 @@ def summary(con, t, status, quiet):
     best = (
         "no validation text (best.npz is the last model)"
         if not t.sample.length
-        else f"best val {fmt(t.best_val)} at step {t.best_step}"
+        else f"best val {fmt(t.best_val)} at step {t.best_step} (unigram baseline {fmt(t.unigram())})"
         if t.best_step
         else "no evaluation"
     )
@@ -202,3 +202,21 @@ class Compiling:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def no_better_than_unigram(con, t):
+    """A warning line, whatever --quiet says, when the best model scores no better on the
+    validation sample than the training text's own character frequencies: it has learned
+    nothing from what comes before a character. The run still exits 0 (see docs/usage.md)."""
+    import math
+
+    base = t.unigram()
+    if not t.best_step or not math.isfinite(t.best_val) or not math.isfinite(base) or t.best_val < base:
+        return
+    con.print(
+        f"charrnn: warning: the best model scores {fmt(t.best_val)} nats/char on the validation "
+        f"sample, no better than the unigram baseline {fmt(base)} (the training text's character "
+        "frequencies, add-one smoothed): it has not learned to predict a character from the "
+        f"ones before it. Train it longer (charrnn train --resume {t.run_dir} with a larger "
+        "budget) or make it smaller (--max-vocab, --hidden)"
+    )

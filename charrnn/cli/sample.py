@@ -11,6 +11,7 @@ from .common import (
     DropUnknownOpt,
     Opt,
     console,
+    dropped_line,
     fail,
     load,
     precision_opt,
@@ -166,10 +167,7 @@ def sample(
         model, _read_prime(prime, prime_file, model.byte_level), "drop" if drop_unknown else "error"
     )
     if p.dropped:
-        sys.stderr.write(
-            f"charrnn: left {p.dropped} character{'s'[: p.dropped != 1]} the model "
-            "does not know out of the prime\n"
-        )
+        sys.stderr.write(f"charrnn: {dropped_line(p.dropped, 'prime')}\n")
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
     with Compiling(console()) as report:
         warm.prepare("sample", model.config.cell, model.dtype, precision, report=report)

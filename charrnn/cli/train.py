@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..config import MODEL_FIELDS, SMALL_MODEL_LR, TRAIN_FIELDS, ModelConfig, TrainConfig
+from ..config import DEFAULT_EPOCHS, MODEL_FIELDS, SMALL_MODEL_LR, TRAIN_FIELDS, ModelConfig, TrainConfig
 from ..errors import CharrnnError
 from .common import (
     EXIT_INTERRUPTED,
@@ -21,7 +21,7 @@ from .common import (
     use_threads,
     user_errors,
 )
-from .progress import Compiling, Progress, summary
+from .progress import Compiling, Progress, no_better_than_unigram, summary
 
 
 def run_opt(help, default=None, *decls, **kw):
@@ -254,6 +254,8 @@ def train(
     options = {k: v for k, v in ctx.params.items() if k in MODEL_FIELDS | TRAIN_FIELDS}
     quiet = quiet or world.rank != 0  # rank 0 is the voice
     con = console()
+    if resume is None and init_from is None:  # a bad value is refused before anything is said
+        run.check_new(options, np.float64 if float64 else np.float32)
     if out is None and resume is None:
         out = default_run_dir(corpus)  # named now, to say it now
     if not quiet:  # first, before anything slow
@@ -286,6 +288,8 @@ def train(
         if not compiled:  # --resume: the model's cell is known only from its checkpoint
             m = prepared.trainer.model
             warm(m.config.cell, m.dtype)
+        elif prepared.trainer.cfg.minutes:  # compiling and sizing count against the minutes
+            prepared.trainer.budget.setup = time.perf_counter() - started
     except CharrnnError as e:
         error = e
     world.all_ok(error)  # a rank that cannot go on takes every rank with it, at once
@@ -306,11 +310,11 @@ def _intent(corpus, out, resume, init_from, options, auto_size):
         else corpus
     )
     budget = (
-        f"{options['minutes']:g} minutes"
+        f"{options['minutes']:g} minute{'s'[: options['minutes'] != 1]}"
         if options.get("minutes")
         else f"{options['steps']:,} steps"
         if options.get("steps")
-        else f"{options.get('epochs') or TrainConfig.epochs:g} passes over the text"
+        else f"{options.get('epochs') or DEFAULT_EPOCHS:g} passes over the text"
     )
     size = (
         f"{options.get('layers') or ModelConfig.layers} x {options['hidden']}"
@@ -365,5 +369,7 @@ def _run_training(prepared, world, quiet, con):
     finally:
         stop.restore()
     summary(con, trainer, status, quiet)
+    if world.rank == 0:  # whatever --quiet says: every number of the run depends on it
+        no_better_than_unigram(con, trainer)
     world.finish()  # under MPI: no rank leaves while rank 0 still writes
     return status

@@ -281,12 +281,21 @@ class Score(NamedTuple):
     streams: int       # streams the text was read as, each from a zero state
     # fmt: on
     unknown: int = 0  # of them, targets that are the unknown symbol (a --max-vocab model's
-    # stand-in for every character it lacks: cheap to predict)
+    # stand-in for every character it lacks)
     nats_known: float = float("nan")  # mean loss over the other targets (nan: none)
+    dropped: int = 0  # characters left out of the text before scoring (unknown="drop")
 
     @property
     def unknown_share(self):
         return self.unknown / self.chars if self.chars else 0.0
+
+    @property
+    def nats_unknown(self):
+        """Mean loss over the targets that are the unknown symbol (nan: none)."""
+        if not self.unknown:
+            return float("nan")
+        known = self.chars - self.unknown
+        return (self.nats * self.chars - (self.nats_known * known if known else 0.0)) / self.unknown
 
 
 class Unknowns:

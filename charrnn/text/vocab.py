@@ -136,6 +136,13 @@ class Vocab:
             raise TypeError("a text vocabulary encodes str, not bytes")
         return data.encode(text, self, unknown=unknown)
 
+    def length(self, text):
+        """How many symbols this vocabulary reads text as (bytes of a str's UTF-8 for a byte
+        vocabulary): what encode(text, unknown="drop") leaves out is this less its ids."""
+        if self.byte_level and isinstance(text, str):
+            return len(text.encode("utf-8", "surrogateescape"))
+        return len(text)
+
     def decode(self, ids):
         """The symbols of ids: a str, or for a byte vocabulary the raw bytes."""
         if self.byte_level:

@@ -1,10 +1,14 @@
-"""What a training run's evaluations read, and what the end of a run costs.
+"""What a training run's evaluations read, what they cost, and what they are compared with.
 
 Every evaluation that competes for best.npz scores the same characters: a fixed sample spread
 over the whole validation text (`Sample`). The final, larger evaluation of the best model reads
-ten times as many, from the same starts when it can. `Budget` times training steps, evaluations
-and checkpoint writes as the run goes, so that a --minutes run stops training early enough for
-its last evaluation, the larger one and the last writes to fit in the budget.
+ten times as many, from the same starts when it can. Under --minutes the sample is made smaller
+when evaluating it would not fit its share of the budget (`fitted_eval_chars`: with a large
+alphabet the output layer, V x H per character, makes every character dear). `Budget` times
+training steps, evaluations and checkpoint writes as the run goes, so that a --minutes run
+stops training early enough for its last evaluation, the larger one and the last writes to
+fit in the budget. `unigram_loss` is the baseline every validation loss is reported beside: the
+training text's character frequencies, scored on the same characters.
 """
 
 from dataclasses import dataclass
@@ -14,9 +18,51 @@ import numpy as np
 # fmt: off
 FULL_TIMES = 10         # the final evaluation reads this many times eval_chars (0: all)
 FULL_SHARE = 0.1        # ... in at most this share of a --minutes budget
+EVAL_SHARE = 0.1        # the evaluations of the sample, the last included, in at most this share
+MIN_EVAL_CHARS = 1000   # ... but never fewer characters than this (or the whole validation text)
+EVAL_PER_STEP = 0.4     # an evaluated character costs this much of a trained one (a forward pass
+                        # against forward and backward; 0.35 measured for a 2 x 128 LSTM on Tiny
+                        # Shakespeare)
 MARGIN = 1.25           # estimated costs are multiplied by this, plus SLACK seconds
 SLACK = 0.2
 # fmt: on
+
+
+def fitted_eval_chars(chars, per_char, minutes, chars_between):
+    """The validation characters an evaluation may read under a --minutes budget: at most
+    `chars` (the sample as asked), fewer when the evaluations the budget will hold would take
+    more than EVAL_SHARE of it at per_char seconds a character; never fewer than
+    MIN_EVAL_CHARS. chars_between: training characters between evaluations (eval_every x batch
+    x seq); how many evaluations there will be follows from the training it leaves time for,
+    at per_char / EVAL_PER_STEP seconds a training character."""
+    if not minutes or per_char <= 0:
+        return chars
+    seconds = 60.0 * minutes
+    training = seconds * (1 - EVAL_SHARE - FULL_SHARE)
+    evals = 1 + int(training / (chars_between * per_char / EVAL_PER_STEP))
+    fit = int(max(0.0, EVAL_SHARE * seconds - SLACK) / (MARGIN * per_char * evals))
+    return min(chars, max(MIN_EVAL_CHARS, fit))
+
+
+def symbol_counts(ids, vocab_size, chunk=1 << 22):
+    """How often each of vocab_size symbols occurs in ids (a memory map is read a chunk at a
+    time, never converted whole)."""
+    counts = np.zeros(vocab_size, np.int64)
+    for at in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[at : at + chunk]), minlength=vocab_size)
+    return counts
+
+
+def unigram_loss(counts, ids, starts, length):
+    """The unigram baseline: cross-entropy in nats per character of the targets a Sample scores
+    (ids[s + 1 : s + length + 1] for each s in starts) under the character frequencies `counts`
+    with add-one (Laplace) smoothing over all V symbols, p(c) = (n_c + 1) / (N + V), so that a
+    character the counts never saw costs log(N + V), not infinity. nan without targets."""
+    if not len(starts) or length < 1:
+        return float("nan")
+    logp = np.log(counts + 1.0) - np.log(float(counts.sum() + len(counts)))
+    total = sum(float(logp[np.asarray(ids[s + 1 : s + length + 1])].sum()) for s in starts)
+    return -total / (len(starts) * length)
 
 
 def segments(n, chars, streams, seq):
@@ -61,6 +107,10 @@ class Sample:
     def score_full(self, model, ids, length):
         return model.score_segments(ids, self.full_starts, length, self.seq, model.vocab.unk_id)
 
+    def unigram(self, counts, ids):
+        """The unigram baseline (unigram_loss) on this sample's characters."""
+        return unigram_loss(counts, ids, self.starts, self.length)
+
 
 @dataclass
 class Timing:
@@ -90,10 +140,9 @@ class Budget:
 
     def per_char(self):
         """Seconds per validation character: as measured at the last evaluation, or before the
-        first guessed from the training steps (a forward pass is about a third of a step; 0.35
-        measured for a 2 x 128 LSTM on Tiny Shakespeare)."""
+        first guessed from the training steps (EVAL_PER_STEP)."""
         tm = self.timing
-        return tm.eval_per_char or 0.4 * tm.step / self.window_chars
+        return tm.eval_per_char or EVAL_PER_STEP * tm.step / self.window_chars
 
     def save_seconds(self):
         return self.timing.save or self.save_guess

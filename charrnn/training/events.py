@@ -32,14 +32,14 @@ class _Row(Mapping):
 
 @dataclass(frozen=True)
 class TrainEvent(_Row):
-    """The mean training loss and the speed over the steps since the last row."""
+    """The training loss (the mean over the last steps) and the speed since the last row."""
 
     # fmt: off
     step: int                   # optimizer steps taken
     epoch: float                # passes over the training text, fractional
     elapsed: float              # training seconds (evaluations and saves included)
     chars: int                  # training characters seen
-    train_loss: float           # mean over the steps since the last row
+    train_loss: float           # mean over the last 50 steps (trainer.TRAIN_MEAN_STEPS)
     lr: float                   # the learning rate at this step
     chars_per_sec: float        # over those steps
     eta: Optional[float]        # seconds left under the budget that ends first (None: no budget)
@@ -53,6 +53,7 @@ class EvalEvent(TrainEvent):
 
     # fmt: off
     val_loss: float = math.nan  # on the validation sample (nan without validation text)
+    unigram: float = math.nan   # the unigram baseline on the same characters (Record.unigram)
     eval_seconds: float = 0.0
     weights: str = "trained"    # which weights were scored: "trained" or "averaged" (--ema)
     best: bool = False          # a new best: best.npz now holds these weights

@@ -16,6 +16,7 @@ from .. import checkpoint
 from ..charmodel import model_from_checkpoint
 from ..checkpoint import HistoryRow, Meta, Progress
 from ..engine.model import num_params
+from .evaluation import EVAL_SHARE, Sample, fitted_eval_chars
 from .events import EvalEvent, FullEvent, TrainEvent
 
 
@@ -37,6 +38,59 @@ class Record:
             f"the validation sample changed; best.npz (step {self.best_step}) "
             f"scores {self.best_val:.4f} on it (was {was:.4f})"
         )
+
+    def unigram(self):
+        """The unigram baseline on the validation sample: the training text's character
+        frequencies, add-one smoothed (evaluation.unigram_loss); nan without validation text.
+        A model no better than this has learned nothing from what came before a character."""
+        key = tuple(self.sample.spec())
+        if self._unigram[0] != key:
+            self._unigram = (key, self.sample.unigram(self.train_counts, self.val_ids))
+        return self._unigram[1]
+
+    def fit_evaluations(self, per_char=None):
+        """Before a new --minutes run's first step: make the validation sample smaller when
+        evaluating it would take more than its share of the budget (evaluation.fitted_eval_chars;
+        what a character costs grows with the vocabulary, V x H in the output layer). per_char:
+        seconds per validation character, measured here (measure_evaluation) when None. Sets
+        cfg.eval_chars to what is read (so checkpoints and --resume keep the sample); returns a
+        notice saying so, or None when the sample stays."""
+        cfg, sample = self.cfg, self.sample
+        if not cfg.minutes or self.step or sample.length < 1:
+            return None
+        if per_char is None:
+            measured = self.measure_evaluation() if self.dist.rank == 0 else None
+            per_char = self.dist.bcast(measured)
+        self.budget.timing.eval_per_char = per_char
+        between = cfg.eval_every * cfg.batch * cfg.seq
+        chars = fitted_eval_chars(sample.chars, per_char, cfg.minutes, between)
+        if chars >= sample.chars:
+            return None
+        self.sample = self.budget.sample = Sample(len(self.val_ids), chars, cfg.batch, cfg.seq)
+        self.cfg = replace(cfg, eval_chars=self.sample.chars)  # which reads the same sample
+        m = self.model.config
+        return (
+            f"evaluations read {self.sample.chars:,} validation characters, not "
+            f"{sample.chars:,}: at about {1e3 * per_char:.3g} ms a character here ({m.vocab_size:,} "
+            f"symbols x {m.hidden} units in the output layer) more would not fit in "
+            f"{EVAL_SHARE:.0%} of --minutes {cfg.minutes:g}"
+        )
+
+    def measure_evaluation(self):
+        """Seconds per validation character of this model: one window of the sample's streams
+        scored, after a tiny call that loads the compiled code (the faster of two when one
+        takes under 0.1 s)."""
+        s, model = self.sample, self.model
+        T = min(s.length, s.seq)
+        model.score_segments(self.val_ids, s.starts[:1], min(2, T), s.seq, model.vocab.unk_id)
+        best = math.inf
+        for _ in range(2):
+            t0 = time.perf_counter()
+            model.score_segments(self.val_ids, s.starts, T, s.seq, model.vocab.unk_id)
+            best = min(best, time.perf_counter() - t0)
+            if best >= 0.1:
+                break
+        return best / (len(s.starts) * T)
 
     def validate(self, model=None):
         """Loss of the model (default: the one training) on the fixed validation sample: the
@@ -72,15 +126,21 @@ class Record:
         self.best_val = self.validate(model_from_checkpoint(path, dtype=None)[0])
         return self.best_val
 
+    def train_loss(self):
+        """The "train" figure: the mean loss of the last steps (trainer.TRAIN_MEAN_STEPS, fewer
+        at the start of a run), nan before the first."""
+        return float(sum(self.recent) / len(self.recent)) if self.recent else math.nan
+
     def train_row(self, window):
-        """The "train" event: the mean training loss and the speed over the window's steps."""
+        """The "train" event: the training loss (train_loss) and the speed over the window's
+        steps."""
         rate = window.steps_per_sec()
         return TrainEvent(
             step=self.step,
             epoch=round(self.epoch + self.pos / self.windows, 4),
             elapsed=round(self.elapsed, 3),
             chars=self.chars_seen,
-            train_loss=window.mean(),
+            train_loss=self.train_loss(),
             lr=self.lr_now(),
             chars_per_sec=rate * self.cfg.batch * self.cfg.seq,
             eta=self.eta(rate),
@@ -108,6 +168,7 @@ class Record:
         event = EvalEvent(
             **row,
             val_loss=val,
+            unigram=self.unigram(),
             eval_seconds=secs,
             weights=self.weights_kind(),
             best=improved,
@@ -240,6 +301,8 @@ class Record:
             val_sample=self.sample.spec(),
             val_full=full,
             timing=asdict(self.budget.timing),
+            recent_losses=list(self.recent),
+            unigram=finite_or_none(self.unigram()),
         )
         return Meta(
             model=m.config,

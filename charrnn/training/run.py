@@ -28,7 +28,7 @@ from ..config import (
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
 from .runs import ANY, default_run_dir, run_directory
-from .trainer import Trainer, check_fits
+from .trainer import PATIENCE_NEEDS_VALIDATION, Trainer, check_fits
 
 
 class Prepared(NamedTuple):
@@ -94,10 +94,9 @@ def prepare(
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). auto_size: with minutes and no
     hidden, size the model from the characters the budget buys (sizing.py), measured here,
-    and say so in the notice. warm(cell, dtype): called once the text is read and checked
-    and before anything slow, to compile the kernels (the command line's progress, warm.py);
-    started: time.perf_counter() when the command began, so that a --minutes budget counts the
-    set-up (compiling, sizing) in its minutes. Returns a Prepared."""
+    and say so in the notice. warm(cell, dtype): compiles the kernels once the text is read
+    and checked (warm.py); started: perf_counter() at the command's start, for sizing from the
+    minutes left. Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
@@ -148,10 +147,7 @@ def prepare(
     if warm is not None:
         warm(mopts.get("cell", ModelConfig.cell), dtype)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
-        spent = 0.0 if started is None else (time.perf_counter() - started) / 60
-        choice, measured_at = _size_from_budget(
-            mopts, replace(cfg, minutes=max(cfg.minutes - spent, 0.01)), len(train_ids), len(vocab), dtype
-        )
+        choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
         mopts["hidden"] = choice.hidden
         if "dropout" not in options:  # a given dropout stays
             mopts["dropout"] = choice.dropout
@@ -202,11 +198,18 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
-    if started is not None and cfg.minutes:
-        trainer.budget.setup = time.perf_counter() - started
+    notice = "; ".join(filter(None, [notice, trainer.fit_evaluations()])) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
+
+
+def check_new(options, dtype=np.float32):
+    """A new run's checks that need no text, for the command line to make before it speaks."""
+    mopts, cfg = resolve({k: v for k, v in options.items() if v is not None})
+    _check_memory(ModelConfig(**dict(mopts, vocab_size=1)).validate(), cfg, 0, dtype)
+    if cfg.patience and not cfg.val_frac:
+        raise ConfigError(PATIENCE_NEEDS_VALIDATION)
 
 
 LARGE_ALPHABET = 1000  # past this many symbols the input and output layers dominate a model
@@ -214,15 +217,17 @@ LARGE_ALPHABET = 1000  # past this many symbols the input and output layers domi
 
 def alphabet_notice(mcfg, ids, keep=500):
     """A line for a text of very many distinct characters: what they cost the model, and what
-    share of the text the `keep` most frequent cover (the hint: --max-vocab)."""
+    --max-vocab `keep` would do: keep the keep - 1 most frequent characters and one unknown
+    symbol for the rest (data.vocab_from_counts), so a model of exactly `keep` symbols."""
     counts = np.sort(np.bincount(np.asarray(ids), minlength=mcfg.vocab_size))[::-1]
-    share = counts[:keep].sum() / max(1, counts.sum())
-    small = num_params(replace(mcfg, vocab_size=keep + 1))
+    share = counts[: keep - 1].sum() / max(1, counts.sum())
+    small = num_params(replace(mcfg, vocab_size=keep))
     return (
         f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
-        f"{num_params(mcfg):,} parameters and slow to train; the {keep} most frequent cover "
-        f"{share:.1%} of the text: --max-vocab {keep} would make it {small:,} (the rest "
-        "become one unknown symbol, counted apart in every score)"
+        f"{num_params(mcfg):,} parameters and slow to train; the {keep - 1} most frequent cover "
+        f"{share:.1%} of the text: --max-vocab {keep} keeps them and one unknown symbol for "
+        f"the rest, which makes it {small:,} parameters (the unknown symbol is counted apart "
+        "in every score)"
     )
 
 
@@ -247,9 +252,11 @@ def _refuse_if_live(run_dir):
         raise ConfigError(runs.in_use(run_dir, pid))
 
 
-def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype):
+def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype, started=None):
     """sizing.choose from a rate measured here (on rank 0, shared: every rank must build the
-    same model) at the middle size."""
+    same model) at the middle size, for the minutes left since `started` (perf_counter)."""
+    if started is not None:
+        cfg = replace(cfg, minutes=max(cfg.minutes - (time.perf_counter() - started) / 60, 0.01))
     cell = mopts.get("cell", ModelConfig.cell)
     layers = mopts.get("layers", ModelConfig.layers)
     world, at = dist.world(), sizing.SIZES[1]
@@ -383,22 +390,8 @@ def train(corpus=None, out=None, *, callback=None, should_stop=lambda: False, fo
     lr_decay_after, weight_decay, steps, minutes, epochs, val_frac, eval_every, eval_chars,
     keep, patience, seed, state_reset, log_grad_norms, resume, init_from, byte_level, max_vocab,
     encoding, errors, glob, data_dir, auto_size. callback(event) hears of every evaluation."""
-    known = (
-        MODEL_FIELDS
-        | TRAIN_FIELDS
-        | {
-            "resume",
-            "init_from",
-            "byte_level",
-            "max_vocab",
-            "encoding",
-            "errors",
-            "glob",
-            "data_dir",
-            "dtype",
-            "auto_size",
-        }
-    )
+    extra = "resume init_from byte_level max_vocab encoding errors glob data_dir dtype auto_size"
+    known = MODEL_FIELDS | TRAIN_FIELDS | set(extra.split())
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; charrnn.train takes {', '.join(sorted(known))}")

@@ -9,6 +9,7 @@ random-generator state, loss history) goes into every checkpoint it writes.
 import hashlib
 import math
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..charmodel import CharModel, from_arrays
 from ..checkpoint import RunInfo
 from ..config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from ..errors import ConfigError, CorpusError, TrainingDiverged
-from .evaluation import Budget, Sample, Timing
+from .evaluation import Budget, Sample, Timing, symbol_counts
 from .record import Record
 from .regularise import Average, masked, weight_masks, window_masks
 from ..engine.optim import Adam
@@ -42,6 +43,12 @@ def check_fits(n, B, T):
         )
 
 
+PATIENCE_NEEDS_VALIDATION = (
+    "--patience stops on the validation loss, and this run has no "
+    "validation text; drop --patience or give a --val-frac"
+)
+
+
 class Trainer(Record):
     """Holds a run's whole state. Construct with `new` or `resume`, then call `run`. The steps,
     the schedule and the budget are here; the scores and the files the run writes are Record's
@@ -57,11 +64,10 @@ class Trainer(Record):
         self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
         self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
+        self.train_counts = symbol_counts(train_ids, model.config.vocab_size)  # for the unigram
+        self._unigram = (None, math.nan)  # (the sample's spec, its unigram baseline)
         if cfg.patience and self.sample.length < 1:
-            raise ConfigError(
-                "--patience stops on the validation loss, and this run has no "
-                "validation text; drop --patience or give a --val-frac"
-            )
+            raise ConfigError(PATIENCE_NEEDS_VALIDATION)
         self.opt = Adam(model.flat, lr=cfg.lr, grad_clip=cfg.grad_clip, weight_decay=cfg.weight_decay)
         self.grad_flat, self.grads = model.zeros_like_params()
         # |d loss / d h_t| of the last step's window, measured only when it is logged
@@ -80,6 +86,7 @@ class Trainer(Record):
         self.elapsed = 0.0
         self.chars_seen = 0
         self.history = []
+        self.recent = deque(maxlen=TRAIN_MEAN_STEPS)  # the last steps' losses: the "train" figure
         self.best_val, self.best_step, self.stale = math.inf, 0, 0
         self.val_full = None  # the larger final evaluation: {"step", "loss", "chars"}
         self.rate_notice = None  # on resume: how a new budget or schedule moves the rate
@@ -137,6 +144,7 @@ class Trainer(Record):
         t.budget.timing = Timing(**pr.timing)
         t.budget.setup = pr.setup
         t.history = list(meta.history)
+        t.recent.extend(pr.recent_losses)
         t.saved_sample = pr.val_sample
         t.appending = True
         t.rate_notice = t._hold_rate(meta.train) if hold else t._rate_change(meta.train)
@@ -298,10 +306,10 @@ class Trainer(Record):
         """Train until the budget is spent, patience runs out or should_stop() is true.
         Returns "done", "patience" or "interrupted". The latest checkpoint is always written
         before returning. callback(event: dict) hears, and metrics.jsonl records, every
-        evaluation (kind "eval"), the mean training loss after the first step and then every
+        evaluation (kind "eval"), the training loss after the first step and then every
         report_seconds (kind "train"), and the final, larger evaluation of the best model
-        (kind "full"). metrics.jsonl also gets a training-loss row before each evaluation, so
-        that its training rows cover every step."""
+        (kind "full"). metrics.jsonl also gets a training-loss row before each evaluation.
+        Every training loss is the mean over the last TRAIN_MEAN_STEPS steps."""
         callback = callback or (lambda event: None)
         self._mark = time.perf_counter()
         since_eval, since_row, next_row = Window(), Window(), 0.0  # a row after the first step
@@ -314,16 +322,16 @@ class Trainer(Record):
                 status = "interrupted"
                 break
             start, first = self._mark, self.step == first_step
-            loss = self.train_step()
+            self.recent.append(float(self.train_step()))
             now = self.tick()
             if not first:  # a session's first step also loads compiled code: not typical
                 self.budget.timing.note_step(now - start)
-            since_eval.add(loss, now - start)
-            since_row.add(loss, now - start)
+            since_eval.add(now - start)
+            since_row.add(now - start)
             if self.budget_done():
                 break  # the last step is evaluated below, with the larger evaluation
             if self.step % self.cfg.eval_every == 0:
-                self.log(self.train_row(since_row))  # the training curve covers every step
+                self.log(self.train_row(since_row))  # the training curve has every evaluation
                 events = self.evaluate_and_save(since_eval)
                 since_eval, since_row = Window(), Window()
             elif now >= next_row:
@@ -345,7 +353,7 @@ class Trainer(Record):
         """The last evaluation (unless the last step had one), the larger evaluation of the
         best model, the last writes; returns the events. stepped: this session trained."""
         if status == "done" and (not self.history or self.history[-1].step != self.step):
-            if since_row.losses:
+            if since_row.steps:
                 self.log(self.train_row(since_row))
             events = self.evaluate_and_save(since_eval, final=True)
         elif status == "patience" or (status == "done" and stepped):
@@ -359,20 +367,23 @@ class Trainer(Record):
 
 
 REPORT_SECONDS = 5.0  # a training-loss row in metrics.jsonl (and the callback) this often
+# Every "train" figure (progress lines, evaluation lines, metrics.jsonl, `charrnn info`) is the
+# mean loss of the last TRAIN_MEAN_STEPS steps: one meaning wherever it is shown, whatever the
+# time between lines, and the same for a run resumed (the losses go into checkpoints). A mean
+# since the previous evaluation was another number on the same line: at the first evaluation
+# it still held the first steps' loss, and read as a training loss above the validation loss.
+TRAIN_MEAN_STEPS = 50
 
 
 class Window:
-    """Training losses and seconds since some point: their mean and the step rate."""
+    """Steps and seconds since some point: the step rate."""
 
     def __init__(self):
-        self.losses, self.secs = [], 0.0
+        self.steps, self.secs = 0, 0.0
 
-    def add(self, loss, secs):
-        self.losses.append(loss)
+    def add(self, secs):
+        self.steps += 1
         self.secs += secs
 
-    def mean(self):
-        return float(np.mean(self.losses)) if self.losses else math.nan
-
     def steps_per_sec(self):
-        return len(self.losses) / self.secs if self.secs > 0 else 0.0
+        return self.steps / self.secs if self.secs > 0 else 0.0
