@@ -253,14 +253,16 @@ def check_known(options):
         raise TypeError(f"unknown options: {sorted(unknown)}")
 
 
-def resolve(options, base=None):
+def resolve(options, base=None, size=None):
     """The configuration of a new run: (model fields without vocab_size, TrainConfig).
 
-    options: model and TrainConfig fields as given (run.prepare drops any of None). Precedence:
-    a given option; else, with --init-from (base: its ModelConfig), the base model's shape
-    (a given shape that differs is an error; dropout may change); else the budget preset for
-    the size and its dropout; for a new model's rate, default_lr of its size; else the
-    dataclass defaults, with DEFAULT_EPOCHS when no budget is given."""
+    options: model and TrainConfig fields as given (run.prepare drops any of None). Precedence,
+    written here only: a given option; else, with --init-from (base: its ModelConfig), the base
+    model's shape (a given shape that differs is an error; dropout may change); else the size
+    and its regularisers (hidden, dropout, weight_drop, weight_decay): `size` when given (what
+    sizing.choose measured, a Choice), else the budget preset; for a new model's rate,
+    default_lr of its size; else the dataclass defaults, with DEFAULT_EPOCHS when no budget is
+    given."""
     check_known(options)
     model = {k: v for k, v in options.items() if k in MODEL_FIELDS and v is not None}
     if base is not None:
@@ -271,7 +273,8 @@ def resolve(options, base=None):
         del model["vocab_size"]
     train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
     if base is None and "hidden" not in model:  # size (and its regularisers) by the budget
-        model["hidden"], auto_dropout, *auto = budget_preset(options.get("minutes") or 0)
+        chosen = size if size is not None else budget_preset(options.get("minutes") or 0)
+        model["hidden"], auto_dropout, *auto = chosen[:4]
         model.setdefault("dropout", auto_dropout)
         for name, value in zip(("weight_drop", "weight_decay"), auto, strict=True):
             if train.get(name) is None:

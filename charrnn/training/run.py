@@ -14,7 +14,6 @@ from .. import checkpoint
 from ..text import data, idcache
 from . import dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
-from ..engine.model import num_params
 from ..checkpoint import RunInfo
 from ..config import (
     MODEL_FIELDS,
@@ -28,6 +27,7 @@ from ..config import (
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
 from .runs import ANY, default_run_dir, run_directory
+from .notices import LARGE_ALPHABET, added_notice, alphabet_notice, unknown_notice
 from .trainer import PATIENCE_NEEDS_VALIDATION, Trainer, check_fits
 
 
@@ -41,33 +41,6 @@ class Prepared(NamedTuple):
     dir_seen: object = ANY             # what the run directory held: pass to run_directory
     unknown_notice: Optional[str] = None  # much of the text is the unknown symbol
     # fmt: on
-
-
-UNKNOWN_WARN = 0.01  # say so when more of the training or validation text is unknown
-
-
-def unknown_notice(vocab, train_ids, val_ids):
-    """A line saying how much of the text a capped (--max-vocab) or inherited (--init-from)
-    vocabulary reads as its unknown symbol, when that is over UNKNOWN_WARN; else None. The
-    unknown symbol is cheap to predict, so such a validation loss flatters the model."""
-    unk = vocab.unk_id
-    if unk < 0:
-        return None
-    shares = [
-        (name, np.count_nonzero(np.asarray(ids) == unk) / len(ids))
-        for name, ids in (("training", train_ids), ("validation", val_ids))
-        if len(ids)
-    ]
-    high = [f"{100 * f:.1f}% of the {name} text" for name, f in shares if f > UNKNOWN_WARN]
-    if not high:
-        return None
-    mostly = any(name == "validation" and f > 0.5 for name, f in shares)
-    return (
-        f"{' and '.join(high)} is outside the vocabulary (read as the unknown symbol, "
-        "which is cheap to predict: the validation loss flatters the model"
-        + ("; it is mostly unknown, so its loss says little" if mostly else "")
-        + "); a larger --max-vocab, or a new run without --init-from, keeps them"
-    )
 
 
 def prepare(
@@ -141,27 +114,16 @@ def prepare(
         if len(vocab) != len(base.vocab):
             unk = vocab.unk_id >= 0 > base.vocab.unk_id
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
+            notice = "; ".join(filter(None, [notice, added_notice(base.vocab, added, unk)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
         warm(mopts.get("cell", ModelConfig.cell), dtype)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
-        mopts["hidden"] = choice.hidden
-        if "dropout" not in options:  # a given dropout stays
-            mopts["dropout"] = choice.dropout
-        for name in ("weight_drop", "weight_decay"):  # and a given weight drop or decay
-            if name not in options:
-                cfg = replace(cfg, **{name: getattr(choice, name)})
-        if "lr" not in options:  # and a given rate
-            cfg = replace(cfg, lr=choice.lr)
-        notice = "; ".join(
-            filter(
-                None,
-                [notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at)],
-            )
-        )
+        mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
+        reason = choice.reason(mopts.get("layers", ModelConfig.layers), measured_at)
+        notice = "; ".join(filter(None, [notice, reason]))
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
@@ -210,39 +172,6 @@ def check_new(options, dtype=np.float32):
     _check_memory(ModelConfig(**dict(mopts, vocab_size=1)).validate(), cfg, 0, dtype)
     if cfg.patience and not cfg.val_frac:
         raise ConfigError(PATIENCE_NEEDS_VALIDATION)
-
-
-LARGE_ALPHABET = 1000  # past this many symbols the input and output layers dominate a model
-
-
-def alphabet_notice(mcfg, ids, keep=500):
-    """A line for a text of very many distinct characters: what they cost the model, and what
-    --max-vocab `keep` would do: keep the keep - 1 most frequent characters and one unknown
-    symbol for the rest (data.vocab_from_counts), so a model of exactly `keep` symbols."""
-    counts = np.sort(np.bincount(np.asarray(ids), minlength=mcfg.vocab_size))[::-1]
-    share = counts[: keep - 1].sum() / max(1, counts.sum())
-    small = num_params(replace(mcfg, vocab_size=keep))
-    return (
-        f"the text has {mcfg.vocab_size:,} distinct characters, which give this model "
-        f"{num_params(mcfg):,} parameters and slow to train; the {keep - 1} most frequent cover "
-        f"{share:.1%} of the text: --max-vocab {keep} keeps them and one unknown symbol for "
-        f"the rest, which makes it {small:,} parameters (the unknown symbol is counted apart "
-        "in every score)"
-    )
-
-
-def _added_notice(vocab, added, unk=False):
-    """The line for a vocabulary grown by the characters added (and the unknown symbol, if unk:
-    the text has undecodable bytes)."""
-    shown = vocab.text(np.array([vocab.index(s) for s in added[:40]], np.intp))
-    more = f" and {len(added) - 40} more" if len(added) > 40 else ""
-    unk = " and the unknown symbol, for its undecodable bytes," if unk else ""
-    if not added:
-        return f"the text has undecodable bytes: the unknown symbol joins the vocabulary (now {len(vocab)})"
-    return (
-        f"the text has {len(added)} character{'s'[: len(added) != 1]} the --init-from model "
-        f"lacks, added{unk} to its vocabulary (now {len(vocab)}): {shown!r}{more}"
-    )
 
 
 def _refuse_if_live(run_dir):
@@ -311,31 +240,10 @@ def _prepare_resume(
     info = meta.info
     cfg = resolve_resume(meta.model, meta.train, options)
     source = corpus if corpus is not None else info.source
-    if source == "-" and corpus is None:
-        raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
-    if decoding_given:
-        raise ConfigError(
-            "--resume reads the text as the run did (encoding "
-            f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
-            "; drop --encoding/--errors"
-        )
-    if byte_level and not info.bytes:
-        raise ConfigError("this run models characters, not bytes, and --resume keeps that: drop --bytes")
-    if max_vocab is not None and max_vocab != info.max_vocab:
-        raise ConfigError(
-            f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); drop --max-vocab"
-        )
-    if (
-        corpus is None
-        and source is not None
-        and source != "-"
-        and not Path(source).exists()
-        and source not in data.corpus_names()
-    ):
-        raise ConfigError(
-            f"this run read its text from {source}, which is not there from "
-            f"{os.getcwd()}; pass the file again: charrnn train FILE --resume {resume}"
-        )
+    given = dict(corpus=corpus, decoding=decoding_given, byte_level=byte_level, max_vocab=max_vocab)
+    for refused, why in _resume_keeps(meta, resume, source, **given):
+        if refused:
+            raise ConfigError(why)
     decoding = data.Decoding(info.encoding, info.errors or "strict")
     ids = idcache.encoded_corpus(
         source,
@@ -357,6 +265,38 @@ def _prepare_resume(
     trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent, loaded=loaded)
     notice = "; ".join(filter(None, [trainer.rate_notice, trainer.resync_best()]))
     return Prepared(trainer, notice or None, size_notice, seen)
+
+
+def _resume_keeps(meta, resume, source, corpus, decoding, byte_level, max_vocab):
+    """What --resume keeps of the run as its checkpoint stored it (its RunInfo and vocabulary;
+    config.resolve_resume checks the model and training options), against what was given now:
+    (refused, why) in the order they are checked."""
+    info = meta.info
+    elsewhere = corpus is None and source not in (None, "-") and not Path(source).exists()
+    return (
+        (
+            source == "-" and corpus is None,
+            "this run read its text from stdin; pass it again: charrnn train - --resume",
+        ),
+        (
+            decoding,
+            f"--resume reads the text as the run did (encoding {info.encoding or 'auto'}, "
+            f"errors {info.errors or 'strict'}); drop --encoding/--errors",
+        ),
+        (
+            byte_level and not info.bytes,
+            "this run models characters, not bytes, and --resume keeps that: drop --bytes",
+        ),
+        (
+            max_vocab is not None and max_vocab != info.max_vocab,
+            f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); drop --max-vocab",
+        ),
+        (
+            elsewhere and source not in data.corpus_names(),
+            f"this run read its text from {source}, which is not there from {os.getcwd()}; "
+            f"pass the file again: charrnn train FILE --resume {resume}",
+        ),
+    )
 
 
 def execute(prepared, callback=None, should_stop=lambda: False):
