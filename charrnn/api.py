@@ -15,11 +15,12 @@ from . import checkpoint, warm  # noqa: F401  (warm: the sampler's split path co
 from .charmodel import CharModel, model_from_checkpoint  # noqa: F401  (the façade's names)
 from .config import ModelConfig
 from .engine.model import num_params
+from .training import discovery
 
 
 def load(path=None, dtype=np.float32):
     """Load a model from a checkpoint file or run directory (default: the latest run)."""
-    return model_from_checkpoint(checkpoint.resolve(path), dtype)[0]
+    return model_from_checkpoint(discovery.resolve(path), dtype)[0]
 
 
 def describe(meta):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import charrnn
 from charrnn import checkpoint
 from charrnn.text import data
-from charrnn.training import runs
+from charrnn.training import discovery, runs
 from charrnn.cli import app
 from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError, UsageError
@@ -230,7 +230,7 @@ def test_a_directory_of_runs_samples_its_best_run(tmp_path, cli_run):
         checkpoint.save(
             sweep / name / checkpoint.BEST, meta, [params[k] for k in checkpoint.PARAM_NAMES], train
         )
-    path, note = checkpoint.resolve_explained(sweep)
+    path, note = discovery.resolve_explained(sweep)
     assert path == sweep / "trial-0001" / checkpoint.BEST and "1.5000" in note
     r = invoke("sample", "-c", sweep, "-n", "5", "--seed", "1")
     assert r.exit_code == 0 and "trial-0001" in r.stderr

@@ -210,10 +210,11 @@ def info(
     """Show a checkpoint's model, vocabulary and training history (the checkpoint given as an
     argument, or with -c as the other commands take it)."""
     from .. import api, checkpoint as ck
+    from ..training import discovery
 
     if checkpoint is not None and checkpoint_opt is not None:
         fail("give the checkpoint as an argument or with -c, not both", EXIT_USAGE)
-    path, note = ck.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
+    path, note = discovery.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
     d = api.describe(ck.load(path)[0])

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..text import data, idcache
-from . import dist, memory, runs, sizing
+from . import discovery, dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..checkpoint import RunInfo
 from ..config import (
@@ -86,7 +86,7 @@ def prepare(
         )
     base = None
     if init_from is not None:
-        path = checkpoint.resolve(init_from)
+        path = discovery.resolve(init_from)
         base_meta, params, _ = checkpoint.load(path)
         base = from_arrays(base_meta, params, dtype, path)
     mopts, cfg = resolve(options, base and base.config)
@@ -226,8 +226,8 @@ def _prepare_resume(
     resume, corpus, data_dir, glob, stdin, options, decoding_given=False, byte_level=False, max_vocab=None
 ):
     run_dir = Path(resume)
-    if not run_dir.exists() and not run_dir.is_absolute() and (checkpoint.runs_root() / run_dir).exists():
-        run_dir = checkpoint.runs_root() / run_dir  # a run's name under the run root
+    if not run_dir.exists() and not run_dir.is_absolute() and (discovery.runs_root() / run_dir).exists():
+        run_dir = discovery.runs_root() / run_dir  # a run's name under the run root
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
         raise ConfigError(f"nothing to resume: {path} does not exist")
