@@ -1,14 +1,12 @@
-"""Checkpoint files and their schema: one self-describing `.npz` per checkpoint, written
-atomically. This module alone writes and reads the metadata; every other module asks it, through
-the typed `Meta`.
+"""Checkpoint files and their schema: one self-describing `.npz` per checkpoint, written atomically.
+This module alone writes and reads the metadata; every other module asks it, through `Meta`.
 
 Layout (format version 1, or 2 when a version-1 reader would misread the vocabulary):
     meta            uint8 array holding UTF-8 JSON: format name and version, charrnn version,
                     model config, vocabulary, training config, run info, progress and loss history;
-                    the vocabulary's "unk" is the id of its unknown symbol (null: none). Version 1
-                    files written before it existed lack it, and their U+FFFD is the unknown
-                    symbol; a vocabulary with a U+FFFD character is written as version 2, which
-                    those readers refuse rather than take the character for the unknown symbol
+                    vocabulary "unk": its unknown symbol's id (null: none; older version-1 files
+                    lack it, their U+FFFD is that symbol); a vocabulary with a U+FFFD character
+                    is version 2, which older readers refuse rather than misread
     param/<name>    one array per field of kernels.Params (PARAM_NAMES, in that order)
     train/<name>    optional resume state: Adam moments (flat, in Params order), carried (h, c);
                     with --ema, param/ holds the averaged weights and train/weights the trained

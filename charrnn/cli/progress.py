@@ -137,7 +137,8 @@ def _headline(t, full):
         f"charrnn: the loss to quote is {fmt(full['loss'])} nats/char: best.npz (step {t.best_step}) "
         f"on {scored} validation characters. The val {fmt(t.best_val)} at step {t.best_step} is the "
         f"same model on the {s.chars:,}-character validation sample every evaluation during "
-        "training reads (quicker, and the best was chosen on it), so the two differ"
+        "training reads (quicker, and the best was chosen on it), so the two differ; the "
+        f"unigram baseline (the text's character frequencies) scores {fmt(t.unigram())} on it"
     )
 
 

@@ -1,7 +1,5 @@
-"""The lines a new run's preparation says about its text and vocabulary (run.prepare passes
-them on in its Prepared; the command line prints them): how much of the text a capped or
-inherited vocabulary reads as unknown, what a very large alphabet costs, and the characters a
-fine-tuning added."""
+"""The lines a training says about its text before it starts: how much of it a vocabulary reads
+as its unknown symbol, what a very large alphabet costs, the characters a fine-tuning adds."""
 
 from dataclasses import replace
 
@@ -56,7 +54,7 @@ def alphabet_notice(mcfg, ids, keep=500):
     )
 
 
-def added_notice(vocab, added, unk=False):
+def _added_notice(vocab, added, unk=False):
     """The line for a vocabulary grown by the characters added (and the unknown symbol, if unk:
     the text has undecodable bytes)."""
     shown = vocab.text(np.array([vocab.index(s) for s in added[:40]], np.intp))

@@ -27,7 +27,7 @@ from ..config import (
 from ..config import budget_preset  # noqa: F401  (its home is config.py)
 from ..errors import CharrnnError, ConfigError
 from .runs import ANY, default_run_dir, run_directory
-from .notices import LARGE_ALPHABET, added_notice, alphabet_notice, unknown_notice
+from .notices import LARGE_ALPHABET, _added_notice, alphabet_notice, unknown_notice  # noqa: F401
 from .trainer import PATIENCE_NEEDS_VALIDATION, Trainer, check_fits
 
 
@@ -114,7 +114,7 @@ def prepare(
         if len(vocab) != len(base.vocab):
             unk = vocab.unk_id >= 0 > base.vocab.unk_id
             base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, added_notice(base.vocab, added, unk)]))
+            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
