@@ -89,7 +89,7 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
 def test_the_refusal_says_which_way_the_unknown_characters_move_the_loss():
     """Issue 38, item 3: "it predicts its unknown symbol cheaply: the loss would be 4.2293, but
     3.6648 nats/char over the known ones" said cheap where they made the loss higher."""
-    from charrnn.cli.evaluate import unknown_refusal
+    from charrnn.api import unknown_refusal
     from charrnn.engine.model import Score
 
     higher = unknown_refusal(Score(4.2293, 1000, 1, 200, 3.6648))
