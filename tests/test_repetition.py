@@ -63,7 +63,7 @@ def test_options_off_draw_the_ids_of_before(cell, dtype):
 
 
 def reference_pick(logits, coin, temp, top_k, top_p, banned, ban):
-    """pick() as NumPy: the likeliest allowed id at temp 0, else a draw by the coin from the
+    """draw() as NumPy: the likeliest allowed id at temp 0, else a draw by the coin from the
     tempered, top-k- and top-p-cut probabilities of the allowed ids."""
     V = len(logits)
     allowed = np.ones(V, bool)

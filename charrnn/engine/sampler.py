@@ -188,26 +188,29 @@ class Sampler:
         self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
-    def generate(self, n, rng, how=PLAIN):
-        """The next n ids of each row, shape (n, N), drawn as how (a Pick, pick_of a
+    def generate(self, n, rng, pick=PLAIN):
+        """The next n ids of each row, shape (n, N), drawn as pick (a Pick, pick_of a
         SampleConfig) says. Its penalties, window and no_repeat (repetition.py) stay the same
         for the whole sample: each row counts its own ids from its first one generated, so
         they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
         if self.rep is None:
-            self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0], how), how[4:]
-        elif how[4:] != self.rep_options:
+            self.rep, self.rep_options = (
+                repetition.empty(self.N, self.model.params.by.shape[0], pick),
+                pick[4:],
+            )
+        elif pick[4:] != self.rep_options:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
-        self.rep = repetition.reserve(self.rep, n, how)
-        self._how = how
+        self.rep = repetition.reserve(self.rep, n, pick)
+        self._pick = pick
         if self.switch is not None:
-            self.switch.run(n, lambda path, a, k: self._chunk(path, coins[a : a + k], how, out[a : a + k]))
+            self.switch.run(n, lambda path, a, k: self._chunk(path, coins[a : a + k], pick, out[a : a + k]))
         else:
-            self._chunk(SPLIT if self.parallel else SERIAL, coins, how, out)
+            self._chunk(SPLIT if self.parallel else SERIAL, coins, pick, out)
         return out
 
-    def _run_split(self, split, coins, how, out):
+    def _run_split(self, split, coins, pick, out):
         """generate_split on this thread, its helpers on threads of their own; the share of
         the helpers' chunks of units that their threads ran (switch.py). The call does
         not wait for them: a helper the scheduler has not run yet (another process holds its
@@ -230,7 +233,7 @@ class Sampler:
             self._helpers.submit(sample_kernels.split_helper, *args)
         stolen = int(flags[sample_kernels.STOLEN])
         try:
-            sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
+            sample_kernels.generate_split(split, self.pending, coins, pick, self.rep, out, flags)
         finally:
             flags[sample_kernels.STOP] = call
         chunks = (self.pending.shape[0] + out.shape[0]) * split.h.shape[0] * (k - 1)
@@ -242,7 +245,7 @@ class Sampler:
         split = self._split_work(self.chunks)
         coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
         flags = sample_kernels.split_flags(self.chunks)
-        args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
+        args = (split, self.pending[:0], coins, self._pick, self.rep, out, flags)
         sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
         sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
         sample_kernels.split_begin.compile(tuple(numba.typeof(a) for a in (flags, 1, flags[:2])))
@@ -273,7 +276,7 @@ class Sampler:
         """Whether the split path is loaded (a loader that failed leaves it never ready)."""
         return self._loader is not None and not self._loader.is_alive() and self.split is not None
 
-    def _chunk(self, path, coins, how, out):
+    def _chunk(self, path, coins, pick, out):
         """out.shape[0] characters on one path (the pending prime first), into out; for the
         split path, the share of the helpers' chunks their threads ran (else None)."""
         if path == SPLIT:
@@ -283,11 +286,11 @@ class Sampler:
                 if self.split is None:  # asked for before _prepare_split (as tests do)
                     self.split = self._split_work(self.chunks)
                 split = self.split
-            helped = self._run_split(split, coins, how, out)
+            helped = self._run_split(split, coins, pick, out)
         else:
             helped = None
             sample_kernels.generate(
-                self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out
+                self.model.cell, self.model.params, self.work, self.pending, coins, pick, self.rep, out
             )
         self.pending = self.pending[:0]
         return helped

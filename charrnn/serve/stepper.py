@@ -3,7 +3,7 @@ in one kernel call (sample_kernels.step, the kernel `charrnn sample` runs), the 
 last layer, a prompt read in chunks for one row, and each row's draw.
 
 The draw is the sampler's own code: rows without penalties go through one jitted loop that
-calls sample_kernels.pick with each row's Pick (temperature, top-k, top-p may differ per row);
+calls sample_kernels.draw with each row's Pick (temperature, top-k, top-p may differ per row);
 rows with penalties or no-repeat call sample_kernels.choose with their request's
 repetition.Repeat. So a seeded request gives the text `charrnn sample` gives with the same
 options and seed.
@@ -21,11 +21,11 @@ from ..engine.sampler import pack_padded, padded, pick_of
 
 @kernel
 def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
-    """out[k] = sample_kernels.pick of row k of z (N, V) with its own temperature, top-k and
+    """out[k] = sample_kernels.draw of row k of z (N, V) with its own temperature, top-k and
     top-p (each (N,)), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
     for k in range(z.shape[0]):
-        how = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
-        out[k] = sample_kernels.pick(z[k], coins[k], how, prob, ban)
+        pick = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
+        out[k] = sample_kernels.draw(z[k], coins[k], pick, prob, ban)
 
 
 @kernel
@@ -41,8 +41,8 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
         row[:] = w.logits[k, :V]
         row += p.by
         if plain[k]:
-            how = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
-            out[k] = sample_kernels.pick(row, coins[k], how, prob, ban)
+            pick = sample_kernels.row_pick(temp[k], top_k[k], top_p[k], banned)
+            out[k] = sample_kernels.draw(row, coins[k], pick, prob, ban)
 
 
 @kernel
@@ -179,9 +179,9 @@ class Stepper:
         )
         return out
 
-    def choose(self, row, k, coin, how, rep):
+    def choose(self, row, k, coin, pick, rep):
         """Row k of a request with penalties: sample_kernels.choose (row (V,) is changed)."""
-        return int(sample_kernels.choose(row, k, float(coin), how, self.prob, rep))
+        return int(sample_kernels.choose(row, k, float(coin), pick, self.prob, rep))
 
 
 def log_softmax(z):
@@ -215,6 +215,6 @@ def warm(cell, dtype):
         one(1.0, float),
         one(True, bool),
     )
-    how = pick_of(SampleConfig(presence_penalty=0.5, frequency_penalty=0.5, penalty_window=4, no_repeat=3))
-    rep = repetition.reserve(repetition.empty(1, 2, how), 1, how)
-    s.choose(z[0], 0, 0.5, how, rep)
+    pick = pick_of(SampleConfig(presence_penalty=0.5, frequency_penalty=0.5, penalty_window=4, no_repeat=3))
+    rep = repetition.reserve(repetition.empty(1, 2, pick), 1, pick)
+    s.choose(z[0], 0, 0.5, pick, rep)
