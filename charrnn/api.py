@@ -125,7 +125,7 @@ def unknown_refusal(score):
     return f"{head}{body}; pass --max-unknown {share} to score it anyway"
 
 
-def warmup(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
+def compile_kernels(cell="lstm", dtype=np.float32, sampling=False, precision="fp32"):
     """Compile (or load from Numba's cache) the kernels a command needs, on a tiny model:
     the compiled code depends only on dtypes and array ranks, not on sizes. precision: the
     sampling kernels of that weight format (engine/precision.py)."""

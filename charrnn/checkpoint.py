@@ -72,7 +72,7 @@ class Progress:
     best_step: int = 0                # ... and its step (0: none yet)
     stale: int = 0                    # evaluations since the best
     rng: Optional[dict] = None        # the generator's bit_generator.state
-    val_sample: Optional[dict] = None  # evaluation.Sample.spec() the scores were taken on
+    val_sample: Optional[dict] = None  # evaluation.ValSample.spec() the scores were taken on
     val_full: Optional[dict] = None   # the final larger evaluation: {"step", "loss", "chars"}
     timing: dict = field(default_factory=dict)  # evaluation.Timing's fields
     recent_losses: list = field(default_factory=list)  # the last steps' losses (the "train" figure)

@@ -305,7 +305,7 @@ def execute(prepared, callback=None, should_stop=lambda: False):
     if it cannot, every rank stops with its error), train until the budget, patience or
     should_stop() ends it, and let the directory go. callback(event) hears of every
     evaluation (Trainer.run). Returns the trainer's status. Warming the kernels up first is
-    the caller's (api.warmup, which may say that it compiles)."""
+    the caller's (api.compile_kernels, which may say that it compiles)."""
     trainer, world = prepared.trainer, dist.world()
     with contextlib.ExitStack() as stack:
         error = None
