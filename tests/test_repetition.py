@@ -5,6 +5,7 @@ values are usage errors (exit 2) in the library and the command line alike."""
 
 import hashlib
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -302,3 +303,16 @@ def test_the_library_refuses_them_in_the_same_words(field, value):
 
 def test_the_bounds_themselves_are_allowed():
     SampleConfig(presence_penalty=-2, frequency_penalty=2.0, no_repeat=1).validate()
+
+
+def test_a_pick_carries_sample_configs_settings_by_their_names():
+    """pick_of copies each of the kernel's settings from the SampleConfig field of its name, so
+    a new sampling option is a field in each, not a position to keep in step in every caller."""
+    cfg = SampleConfig(temp=0.7, top_k=3, top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.25)
+    cfg = replace(cfg, penalty_window=12, no_repeat=4)
+    pick = sampler.pick_of(cfg, banned=5)
+    assert set(Pick._fields) - {"banned"} <= set(SampleConfig.__dataclass_fields__)
+    assert pick == Pick(0.7, 3, 0.9, 5, 0.5, -0.25, 12, 4)
+    assert [type(v) for v in pick] == [Pick.__annotations__[f] for f in Pick._fields]
+    rows = sampler.pick_rows([pick, sampler.pick_of(SampleConfig())])
+    assert rows.temp.tolist() == [0.7, 1.0] and rows.top_k.dtype == np.int64

@@ -87,11 +87,22 @@ class Pick(NamedTuple):
     # fmt: on
 
 
+class PickRows(NamedTuple):
+    """The Picks of a batch's rows that draw without penalties, each setting an array over the
+    rows (the server's batch, where each request draws as it asked: sampler.pick_rows builds
+    it from the rows' Picks, row_pick gives row k's back inside a kernel)."""
+
+    # fmt: off
+    temp: np.ndarray   # (N,) float64
+    top_k: np.ndarray  # (N,) int64
+    top_p: np.ndarray  # (N,) float64
+    # fmt: on
+
+
 @kernel
-def row_pick(temp, top_k, top_p, banned):
-    """The Pick of one row of a batch whose rows draw with temperatures, top-k and top-p of
-    their own and no penalties (the server's: stepper.step_pick), built inside a kernel."""
-    return Pick(temp, top_k, top_p, banned, 0.0, 0.0, 0, 0)
+def row_pick(rows, k, banned):
+    """Row k's Pick of rows (a PickRows): its own settings, no penalties."""
+    return Pick(rows.temp[k], rows.top_k[k], rows.top_p[k], banned, 0.0, 0.0, 0, 0)
 
 
 @kernel

@@ -62,6 +62,17 @@ def pick_of(cfg, banned=-1):
     return sample_kernels.Pick(banned=int(banned), **given)
 
 
+def pick_rows(picks):
+    """The PickRows (sample_kernels) of the Picks of a batch's rows, one array a setting, in
+    the type the Pick field has."""
+    kinds = {float: np.float64, int: np.int64}
+    fields = sample_kernels.PickRows._fields
+    types = sample_kernels.Pick.__annotations__
+    return sample_kernels.PickRows(
+        *(np.array([getattr(p, f) for p in picks], kinds[types[f]]) for f in fields)
+    )
+
+
 def unit_blocks(W, k):
     """(..., 4H) gate columns i f g o -> (k, ..., 4H/k): chunk j holds its H/k units' 4 gates."""
     lead, H = W.shape[:-1], W.shape[-1] // 4

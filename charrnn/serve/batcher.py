@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import SampleConfig
 from ..engine import repetition
-from ..engine.sampler import pick_of
+from ..engine.sampler import pick_of, pick_rows
 from .cache import EVERY, PrefixCache
 from .stepper import Stepper, log_softmax
 
@@ -244,9 +244,7 @@ class Batcher:
             self.groups[id(r.job)][1].append(i)
             self.groups[id(r.job)][2].append(r.k)
         self.groups = [(j, np.array(idx), np.array(ks)) for j, idx, ks in self.groups.values()]
-        self.temp = np.array([r.job.pick.temp for r in rows], np.float64)
-        self.top_k = np.array([r.job.pick.top_k for r in rows], np.int64)
-        self.top_p = np.array([r.job.pick.top_p for r in rows], np.float64)
+        self.picks = pick_rows([r.job.pick for r in rows])
         self.plain = np.array([r.job.rep is None for r in rows], np.bool_)
 
     def _step(self):
@@ -254,9 +252,7 @@ class Batcher:
         coins = np.zeros(N)
         for job, idx, ks in self.groups:
             coins[idx] = job.rng.random(job.n)[ks]  # all n, as the sampler draws them
-        z, nxt = self.stepper.step_pick(
-            self.cur, self.h, self.c, coins, self.temp, self.top_k, self.top_p, self.plain
-        )
+        z, nxt = self.stepper.step_pick(self.cur, self.h, self.c, coins, self.picks, self.plain)
         self.steps += 1
         lps = {}
         for job, idx, ks in self.groups:
