@@ -84,11 +84,7 @@ def prepare(
             byte_level,
             max_vocab,
         )
-    base = None
-    if init_from is not None:
-        path = discovery.resolve(init_from)
-        base_meta, params, _ = checkpoint.load(path)
-        base = from_arrays(base_meta, params, dtype, path)
+    base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
     if base is None:  # a model far too large is refused before the corpus is read
         at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
@@ -108,13 +104,8 @@ def prepare(
         unknown_hint="the --init-from model's vocabulary lacks them",
     )
     if grow:  # fine-tuning keeps the model's characters and learns the new text's
-        vocab, added, remap = base.vocab.grown(vocab)
-        if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
-            ids = remap[ids]
-        if len(vocab) != len(base.vocab):
-            unk = vocab.unk_id >= 0 > base.vocab.unk_id
-            base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
+        base, vocab, ids, added = _grow(base, vocab, ids, cfg.seed)
+        notice = _joined(notice, added)
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
@@ -122,20 +113,12 @@ def prepare(
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
         mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
-        reason = choice.reason(mopts.get("layers", ModelConfig.layers), measured_at)
-        notice = "; ".join(filter(None, [notice, reason]))
+        notice = _joined(notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at))
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
-        notice = "; ".join(filter(None, [notice, alphabet_notice(mcfg, ids)]))
-    # under MPI every rank takes rank 0's name: the clock may tick between them
-    run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
-    _refuse_if_live(run_dir)
-    if (run_dir / checkpoint.LATEST).exists() and not force:
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-            "or pass --force to start over there"
-        )
+        notice = _joined(notice, alphabet_notice(mcfg, ids))
+    run_dir = _new_run_dir(out, corpus, force)
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
     if source not in (None, "-") and Path(source).exists():
         source = os.path.abspath(source)  # --resume from another directory finds it
@@ -160,10 +143,52 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
-    notice = "; ".join(filter(None, [notice, trainer.fit_evaluations()])) or None
+    notice = _joined(notice, trainer.fit_evaluations()) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
+
+
+def _joined(*notices):
+    """The notices given, in one line ("; " between them)."""
+    return "; ".join(filter(None, notices))
+
+
+def _base_model(init_from, dtype):
+    """The --init-from model (a CharModel), or None for a new one."""
+    if init_from is None:
+        return None
+    path = discovery.resolve(init_from)
+    base_meta, params, _ = checkpoint.load(path)
+    return from_arrays(base_meta, params, dtype, path)
+
+
+def _grow(base, vocab, ids, seed):
+    """(base, vocab, ids, notice): a fine-tuning's base model and vocabulary grown by the new
+    text's characters (vocab: the text's own), the ids renumbered to match, and the line
+    saying what was added (None: nothing)."""
+    vocab, added, remap = base.vocab.grown(vocab)
+    if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
+        ids = remap[ids]
+    if len(vocab) == len(base.vocab):
+        return base, vocab, ids, None
+    unk = vocab.unk_id >= 0 > base.vocab.unk_id
+    base = grown(base, vocab, np.random.default_rng([seed, 1]))
+    return base, vocab, ids, _added_notice(base.vocab, added, unk)
+
+
+def _new_run_dir(out, corpus, force):
+    """A new run's directory: out, or one named after the corpus and the time; refused while
+    a training holds it, or when it holds a run and not force."""
+    # under MPI every rank takes rank 0's name: the clock may tick between them
+    run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
+    _refuse_if_live(run_dir)
+    if (run_dir / checkpoint.LATEST).exists() and not force:
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+            "or pass --force to start over there"
+        )
+    return run_dir
 
 
 def check_new(options, dtype=np.float32):
