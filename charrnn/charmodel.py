@@ -107,7 +107,14 @@ class CharModel(Model):
         format, fp32 (exact), bf16 or int8 (engine/precision.py); repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
         cfg = SampleConfig(
-            length, temp, top_k, top_p, num_samples, seed=seed, precision=precision, **repetition
+            length=length,
+            temp=temp,
+            top_k=top_k,
+            top_p=top_p,
+            num_samples=num_samples,
+            seed=seed,
+            precision=precision,
+            **repetition,
         ).validate()
         return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
 
@@ -170,7 +177,14 @@ class CharModel(Model):
         format, fp32 (exact), bf16 or int8 (engine/precision.py). repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
         cfg = SampleConfig(
-            length, temp, top_k, top_p, stop=stop, seed=seed, precision=precision, **repetition
+            length=length,
+            temp=temp,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            precision=precision,
+            **repetition,
         )
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)

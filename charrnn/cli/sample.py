@@ -145,12 +145,12 @@ def sample(
     from ..completion import Rows, Stream, check_stop, prepare_prime
     from ..config import SampleConfig
 
-    cfg = SampleConfig(
-        length,
-        temp,
-        top_k,
-        top_p,
-        num_samples,
+    cfg = SampleConfig(  # each option is the field of its name
+        length=length,
+        temp=temp,
+        top_k=top_k,
+        top_p=top_p,
+        num_samples=num_samples,
         stop=_unescape(stop) if stop else None,
         seed=seed,
         presence_penalty=presence_penalty,
