@@ -135,6 +135,7 @@ class Report(NamedTuple):
     done: int  # groups ready of those to compile
     total: int  # groups to compile that the command waits for (0: all were in the cache)
     name: Optional[str]  # the group just ready (None: the first report, before any)
+    processes: int = 1  # compiling them: this one, or this one and a second
 
 
 def prepare(
@@ -165,12 +166,12 @@ def prepare(
             state["done"] += 1
             report(Report(state["done"], len(waited), name))
 
-    if waited:
-        report(Report(0, len(waited), None))
     helper = None
     elsewhere = [g for g in missing if g not in plan.here]
     if background and elsewhere and _cores() > 1:
         helper = Helper(elsewhere, args, ready, waited=[g for g in plan.there if g in missing])
+    if waited:
+        report(Report(0, len(waited), None, 1 + (helper is not None and helper.proc is not None)))
     for g in plan.here:
         if g in missing:
             run(g, *args)
@@ -240,30 +241,74 @@ class Helper:
 def start_background(groups, cell, dtype, precision="fp32"):
     """Compile groups in a second process of their own, and return at once; the returned
     process's wait() says when they are in the cache (None: it could not be started)."""
-    cmd = [sys.executable, "-m", "charrnn.warm", cell, np.dtype(dtype).name, precision, *groups]
+    return _background([sys.executable, "-m", "charrnn.warm", cell, np.dtype(dtype).name, precision, *groups])
+
+
+# rough relative compile costs of the groups, to share a list of them between two processes
+COST = {"forward": 3.0, "backward": 4.0, "sample": 3.0, "split": 2.0, "evaluate": 0.5, "optimizer": 0.5}
+
+
+def prepare_many(items):
+    """Compile (or load) many (group, cell, dtype, precision) items at once, shared between
+    this process and a second one by their COST (a test session's start, tests/conftest.py);
+    returns the items that had to be compiled."""
+    missing = [it for it in items if not compiling.cached(GROUPS[it[0]], *it[1:])]
+    here, there, loads = [], [], [0.0, 0.0]
+    for it in sorted(missing, key=lambda it: -COST[it[0]]):
+        k = int(loads[1] < loads[0])
+        (here, there)[k].append(it)
+        loads[k] += COST[it[0]]
+    proc = None
+    if there and _cores() > 1:
+        tokens = [f"{g}:{c}:{np.dtype(d).name}:{p}" for g, c, d, p in there]
+        proc = _background([sys.executable, "-m", "charrnn.warm", "--items", *tokens])
+    for it in here + ([] if proc is not None else there):
+        run(*it)
+    if proc is not None and proc.wait() != 0:
+        for it in there:  # it failed: what it left compiles here
+            run(*it)
+    return missing
+
+
+def _background(cmd, **kw):
     try:
         return subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, **kw,
         )  # fmt: skip
     except OSError:
         return None
 
 
+_running = {}  # (group, cell, dtype, precision): the process compiling it for this one
+
+
 def _compile_elsewhere(group, model, precision):
-    """engine.sampler's hook: compile a group for this model in a second process; True once
-    it is in the cache (False: the process could not be started or failed)."""
+    """engine.sampler's hook: compile a group for this model in a second process (one per
+    group at a time, whatever asks for it meanwhile); True once it is in the cache (False:
+    the process could not be started or failed)."""
     cell = {v: k for k, v in kernels.CELLS.items()}[model.cell]
-    proc = start_background([group], cell, model.dtype, precision)
+    key = (group, cell, model.dtype.name, precision)
+    with _lock:
+        proc = _running.get(key)
+        if proc is None or proc.poll() not in (None, 0):
+            proc = _running[key] = start_background([group], cell, model.dtype, precision)
     return proc is not None and proc.wait() == 0
+
+
+_lock = threading.Lock()
 
 
 sampler.compile_elsewhere = _compile_elsewhere
 
 
 def main(argv):
-    cell, dtype, precision, *groups = argv
-    for g in groups:
+    if argv[:1] == ["--items"]:  # group:cell:dtype:precision ... (prepare_many)
+        items = [tuple(t.split(":")) for t in argv[1:]]
+    else:  # cell dtype precision group ... (Helper, start_background)
+        cell, dtype, precision, *groups = argv
+        items = [(g, cell, dtype, precision) for g in groups]
+    for g, cell, dtype, precision in items:
         n = run(g, cell, np.dtype(dtype), precision)
         try:  # the protocol with Helper, on a pipe: a line per group done
             sys.stdout.write(f"{g} {n}\n")

@@ -116,3 +116,22 @@ def cli_run(tmp_path_factory, corpus_file):
     assert result.stdout == "" and len(lines) <= 1
     assert all(ln.startswith("charrnn: warning: the best model scores") for ln in lines), lines
     return out
+
+
+# What most of the suite calls, compiled ahead on both cores when the Numba cache is cold (warm.py):
+# the training, scoring and sampling kernels of an LSTM in float32 and float64, and the sampler's
+# narrow weight formats. On a warm cache this only loads them (about a second).
+AHEAD = [
+    (g, "lstm", dt, "fp32")
+    for dt in ("float32", "float64")
+    for g in ("forward", "evaluate", "backward", "optimizer", "sample", "split")
+] + [(g, "lstm", "float32", p) for p in ("bf16", "int8") for g in ("sample", "split")]
+AHEAD_FROM = 200  # tests in the session: fewer (a file, a -k) compile only what they call
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernels_compiled_ahead(request):
+    if len(request.session.items) >= AHEAD_FROM:
+        from charrnn import warm
+
+        warm.prepare_many(AHEAD)

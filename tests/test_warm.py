@@ -121,9 +121,9 @@ def report_text(reports, terminal=False, quiet=False):
 
 
 def test_compile_progress_in_a_pipe_is_a_line_a_group_and_nothing_when_quiet():
-    reports = [warm.Report(0, 2, None), warm.Report(1, 2, "forward"), warm.Report(2, 2, "backward")]
+    reports = [warm.Report(0, 2, None, 2), warm.Report(1, 2, "forward"), warm.Report(2, 2, "backward")]
     lines = report_text(reports).splitlines()
-    assert lines[0].startswith("charrnn: compiling kernels, first run only (2 groups")
+    assert lines[0].startswith("charrnn: compiling kernels, first run only (2 groups, on two cores;")
     assert lines[0].endswith("counted in --minutes")
     assert lines[1].startswith("charrnn: compiling kernels 1/2: forward ready")
     assert lines[2].startswith("charrnn: compiling kernels 2/2: backward ready")
@@ -136,3 +136,45 @@ def test_prepare_reports_nothing_when_every_group_is_cached():
     said = []
     assert warm.prepare("eval", "lstm", np.float32, report=said.append) == 0
     assert said == []
+
+
+def test_train_speaks_first_and_refuses_a_short_text_before_compiling(tmp_path, monkeypatch):
+    """The first line says what the run will do before the text is read; a text too short for one
+    batch is refused before any kernel compiles or the budget is measured, with or without
+    --minutes."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+    from charrnn.training import sizing
+
+    def never(*a, **k):
+        raise AssertionError("compiled or measured before the text was checked")
+
+    monkeypatch.setattr(warm, "prepare", never)
+    monkeypatch.setattr(sizing, "measure", never)
+    short = tmp_path / "short.txt"
+    short.write_text("a few words, not a batch\n" * 8)
+    for budget in (["--minutes", "0.1"], ["--steps", "5"]):
+        r = CliRunner().invoke(app, ["train", str(short), "-o", str(tmp_path / "r"), *budget])
+        lines = r.stderr.splitlines()
+        assert r.exit_code == 1, r.stderr
+        assert lines[0].startswith(f"charrnn: training on {short} for "), lines
+        assert lines[0].endswith(f"run directory {tmp_path / 'r'}"), lines
+        assert len(lines) == 2 and "shorter than one batch" in lines[1], lines
+
+
+def test_the_minutes_count_what_came_before_the_first_step(tmp_path, corpus_file):
+    """Compiling and sizing count against --minutes: the trainer's budget holds them, they are
+    stored with the run, and a resumed run keeps them."""
+    from charrnn.training import run
+
+    out = tmp_path / "r"
+    p = run.prepare(str(corpus_file), out, minutes=1.0, hidden=8, layers=1, batch=4, seq=8, seed=1)
+    assert p.trainer.budget.setup == 0.0  # the library's callers count no set-up
+    p.trainer.budget.setup = 20.0  # as the command line sets it after 20 s of compiling
+    before = p.trainer.budget.train_seconds()
+    assert before <= 60 - 20
+    run.execute(p, should_stop=lambda: p.trainer.step >= 2)  # two steps, then saved
+    resumed = run.prepare(resume=out)
+    assert resumed.trainer.budget.setup == 20.0
+    assert resumed.trainer.budget.train_seconds() <= 60 - 20

@@ -169,8 +169,8 @@ class Compiling:
             return
         if r.name is None:
             self.con.print(
-                f"charrnn: compiling kernels, first run only ({r.total} group{'s'[: r.total != 1]}, "
-                f"on both cores; cached for next time){self.what}"
+                f"charrnn: compiling kernels, first run only ({r.total} group{'s'[: r.total != 1]}"
+                f"{', on two cores' if r.processes > 1 else ''}; cached for next time){self.what}"
             )
             if self.con.is_terminal:
                 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
