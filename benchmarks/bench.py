@@ -207,10 +207,17 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32", num_sa
     kw = {} if precision == "fp32" else {"precision": precision}
     s = Sampler(m, num_samples, parallel=parallel, **kw)
     s.prime(np.array([0]))
+    try:  # temperature 0.8 as a Pick (a --baseline checkout may predate pick_of: then temp alone)
+        from charrnn.config import SampleConfig
+        from charrnn.engine.sampler import pick_of
+
+        drawn = (pick_of(SampleConfig(temp=0.8)),)
+    except ImportError:
+        drawn = (0.8,)
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     while time.perf_counter() - t < 0.6:  # loads both paths' kernels, and lets the Switch settle
-        s.generate(256, rng, 0.8)  # as `charrnn sample` calls it (CharModel.generate_ids)
+        s.generate(256, rng, *drawn)  # as `charrnn sample` calls it (CharModel.generate_ids)
         loader = getattr(s, "_loader", None)
         if loader is not None and loader.is_alive():  # compiling (a cold cache): wait for it
             loader.join()
@@ -218,7 +225,7 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32", num_sa
     switch = getattr(s, "switch", None)
     split_before = switch.counts["split"] if switch is not None else 0
     t = time.perf_counter()
-    s.generate(length, rng, 0.8)
+    s.generate(length, rng, *drawn)
     out = {"chars_per_sec": length * num_samples / (time.perf_counter() - t)}
     if switch is not None:  # the share of the timed characters the split path made
         out["split_share"] = (switch.counts["split"] - split_before) / length

@@ -76,7 +76,7 @@ def page_speed(browser, path, chars, repeats):
 
 
 def charrnn_speed(model, chars, repeats):
-    api.warmup(model.config.cell, model.dtype, sampling=True)
+    api.compile_kernels(model.config.cell, model.dtype, sampling=True)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -68,31 +68,20 @@ class CharModel(Model):
     def generate_ids(self, cfg, ids, chunk=256):
         """An iterator of (n, cfg.num_samples) arrays of new ids after the prime ids (a 1-d
         sequence, at least one), cfg.length in all (0: without end); cfg a SampleConfig."""
-        from .engine.sampler import Sampler
+        from .engine.sampler import Sampler, pick_of
 
         cfg.validate()
         s = Sampler(self, cfg.num_samples, precision=cfg.precision)
         s.prime(ids)
         rng = np.random.default_rng(cfg.seed)
-        banned, length = self.vocab.unk_id, cfg.length
+        how, length = pick_of(cfg, self.vocab.unk_id), cfg.length
 
         def chunks():
             done, n = 0, min(chunk, 32)  # a short first chunk: text appears at once
             while length <= 0 or done < length:
                 if length > 0:
                     n = min(n, length - done)
-                yield s.generate(
-                    n,
-                    rng,
-                    cfg.temp,
-                    cfg.top_k,
-                    cfg.top_p,
-                    banned,
-                    cfg.presence_penalty,
-                    cfg.frequency_penalty,
-                    cfg.penalty_window,
-                    cfg.no_repeat,
-                )
+                yield s.generate(n, rng, how)
                 done += n
                 n = chunk
 
@@ -118,7 +107,14 @@ class CharModel(Model):
         format, fp32 (exact), bf16 or int8 (engine/precision.py); repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
         cfg = SampleConfig(
-            length, temp, top_k, top_p, num_samples, seed=seed, precision=precision, **repetition
+            length=length,
+            temp=temp,
+            top_k=top_k,
+            top_p=top_p,
+            num_samples=num_samples,
+            seed=seed,
+            precision=precision,
+            **repetition,
         ).validate()
         return self.generate_ids(cfg, prepare_prime(self, prime, unknown).ids, chunk)
 
@@ -129,13 +125,15 @@ class CharModel(Model):
         cfg = SampleConfig(**options).validate()
         if cfg.num_samples != 1:
             raise UsageError("a stream is one sample: use complete() for several")
-        return Stream(self, cfg, prepare_prime(self, prime, unknown))
+        p = prepare_prime(self, prime, unknown)
+        return Stream(self, cfg, p, self.generate_ids(cfg, p.ids))
 
     def complete(self, prime="", unknown="error", **options):
         """cfg.num_samples completion.Completions (text, finish_reason) of the prime, drawn
         together; options are SampleConfig's fields, and length must be positive."""
         cfg = SampleConfig(**options).validate(endless_ok=False)
-        return complete(self, cfg, prepare_prime(self, prime, unknown))
+        p = prepare_prime(self, prime, unknown)
+        return complete(self, cfg, p, self.generate_ids(cfg, p.ids))
 
     def at_precision(self, precision):
         """A copy of the model whose weights are those a `precision` sampler reads (fp32,
@@ -179,11 +177,18 @@ class CharModel(Model):
         format, fp32 (exact), bf16 or int8 (engine/precision.py). repetition: SampleConfig's
         presence_penalty, frequency_penalty, penalty_window, no_repeat."""
         cfg = SampleConfig(
-            length, temp, top_k, top_p, stop=stop, seed=seed, precision=precision, **repetition
+            length=length,
+            temp=temp,
+            top_k=top_k,
+            top_p=top_p,
+            stop=stop,
+            seed=seed,
+            precision=precision,
+            **repetition,
         )
         cfg.validate(endless_ok=False)
         p = prepare_prime(self, prime, unknown)
-        text = complete(self, cfg, p)[0].text
+        text = complete(self, cfg, p, self.generate_ids(cfg, p.ids))[0].text
         return p.text + text if include_prime else text
 
 

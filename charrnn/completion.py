@@ -3,7 +3,8 @@ refused or dropped and counted), stop strings the vocabulary must be able to spe
 samples drawn together, and why each sample ended ("stop" or "length").
 
 The command line, `CharModel.sample` and a server all go through here, so a Python caller gets
-the same checks and the same text as `charrnn sample`.
+the same checks and the same text as `charrnn sample`. The ids come in from the caller as an
+iterator of arrays (CharModel.generate_ids), so this layer only turns them into text.
 """
 
 from typing import NamedTuple, Union
@@ -104,13 +105,14 @@ def _show_string(s):
 class Stream:
     """One sample's text as it is generated, piece by piece (a str, or bytes for a byte-level
     model), cut after the stop string; `finish_reason` once it is exhausted ("stop" or
-    "length"; None while it runs, and for ever with length 0 and no stop)."""
+    "length"; None while it runs, and for ever with length 0 and no stop). ids: an iterator
+    of (n, 1) arrays of the ids drawn after the prime, as cfg says (CharModel.generate_ids)."""
 
-    def __init__(self, model, cfg, prime):
+    def __init__(self, model, cfg, prime, ids):
         self.decode = model.decoder()
         self.empty = b"" if model.byte_level else ""
         self.stop = check_stop(model, cfg.stop)
-        self.gen = model.generate_ids(cfg, prime.ids)
+        self.gen = ids
         self.finish_reason = None
 
     def __iter__(self):
@@ -142,11 +144,12 @@ class Rows:
     string or after cfg.length characters (which must be positive). Iterating yields (row,
     piece) pairs, rows in order; `finish_reasons` ("stop" or "length", a row's) once exhausted.
     One batch, one generator: the text is the same however it is read (complete reads it
-    whole)."""
+    whole). ids: an iterator of (n, cfg.num_samples) arrays of the ids drawn after the prime,
+    as cfg says (CharModel.generate_ids)."""
 
-    def __init__(self, model, cfg, prime):
+    def __init__(self, model, cfg, prime, ids):
         cfg.validate(endless_ok=False)
-        self.model, self.cfg, self.prime = model, cfg, prime
+        self.model, self.cfg, self.prime, self.ids = model, cfg, prime, ids
         self.stop = check_stop(model, cfg.stop)
         self.finish_reasons = [None] * cfg.num_samples
 
@@ -157,7 +160,7 @@ class Rows:
         texts, sent = [empty] * n, [0] * n  # sent: how much of each row is given out
         hold = len(stop) - 1 if stop else 0  # the end of a running row may begin the stop string
         row = 0  # the row being given out
-        for ids in self.model.generate_ids(self.cfg, self.prime.ids):
+        for ids in self.ids:
             for k in range(n):
                 if reasons[k] is None:
                     at = max(0, len(texts[k]) - hold)  # search the new part
@@ -181,11 +184,11 @@ class Rows:
                 yield k, texts[k][sent[k] :]
 
 
-def complete(model, cfg, prime):
-    """cfg.num_samples Completions of a Prime, drawn together in one batch (Rows, read whole);
-    each ends at its first stop string or after cfg.length characters. cfg.length must be
-    positive."""
-    rows = Rows(model, cfg, prime)
+def complete(model, cfg, prime, ids):
+    """cfg.num_samples Completions of a Prime, drawn together in one batch (Rows, read whole,
+    of ids); each ends at its first stop string or after cfg.length characters. cfg.length
+    must be positive."""
+    rows = Rows(model, cfg, prime, ids)
     texts = [b"" if model.byte_level else ""] * cfg.num_samples
     for k, piece in rows:
         texts[k] += piece

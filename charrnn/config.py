@@ -219,14 +219,11 @@ SMALL_MODEL_LR = (384, 4e-3)  # up to this many hidden units a new model's defau
 
 def budget_preset(minutes):
     """(hidden units, dropout, weight drop, weight decay) of the model that a time budget trains
-    best on a 2-core CPU.
-
-    Measured on Tiny Shakespeare (docs/choosing-defaults.md): at 3 minutes a 2 x 256 LSTM
-    beats 2 x 384 and 2 x 512, which see half and a third as many characters; at 15 minutes the
-    2 x 512 with dropout won at batch 64, and at batch 16, which learns more from each character,
-    the 2 x 640 with dropout 0.3 beats it, and beats itself with DropConnect of 0.1 on its
-    recurrent weights, and again with decoupled weight decay 0.1. Without a time budget (--steps
-    or --epochs) the size is 256.
+    best on a 2-core CPU. A short budget wants a small model, which sees more characters per
+    parameter in the time; a long one a larger model held back by regularisers, which would
+    otherwise memorise the text it reads several times (the runs that chose these: the
+    "Figures behind the code" table of docs/benchmarks.md, and docs/choosing-defaults.md).
+    Without a time budget (--steps or --epochs) the size is 256.
     """
     if minutes >= 15:
         return 640, 0.3, 0.1, 0.1
@@ -238,11 +235,10 @@ def budget_preset(minutes):
 
 
 def default_lr(hidden):
-    """Adam's peak rate for a new model of `hidden` units when --lr is not given. At batch 16
-    the smaller models learn faster at 4e-3 than at 3e-3, the rate chosen at batch 64: at 3
-    minutes' work on Tiny Shakespeare the 2 x 256 1.4699 against 1.4882 (5e-3: 1.4712) and the
-    2 x 384 1.4769 against 1.4871; on the standard-library corpus the 2 x 256 1.2562 against
-    1.2679. The 15-minute 2 x 640 does not (1.4327 against 1.4286; docs/choosing-defaults.md)."""
+    """Adam's peak rate for a new model of `hidden` units when --lr is not given: at batch 16
+    the smaller models (up to SMALL_MODEL_LR's size) learn faster at a higher rate than the one
+    chosen at batch 64, and the larger ones do not (the runs: docs/benchmarks.md, "Figures
+    behind the code")."""
     up_to, lr = SMALL_MODEL_LR
     return lr if hidden <= up_to else TrainConfig.lr
 
@@ -253,14 +249,16 @@ def check_known(options):
         raise TypeError(f"unknown options: {sorted(unknown)}")
 
 
-def resolve(options, base=None):
+def resolve(options, base=None, size=None):
     """The configuration of a new run: (model fields without vocab_size, TrainConfig).
 
-    options: model and TrainConfig fields as given (run.prepare drops any of None). Precedence:
-    a given option; else, with --init-from (base: its ModelConfig), the base model's shape
-    (a given shape that differs is an error; dropout may change); else the budget preset for
-    the size and its dropout; for a new model's rate, default_lr of its size; else the
-    dataclass defaults, with DEFAULT_EPOCHS when no budget is given."""
+    options: model and TrainConfig fields as given (run.prepare drops any of None). Precedence,
+    written here only: a given option; else, with --init-from (base: its ModelConfig), the base
+    model's shape (a given shape that differs is an error; dropout may change); else the size
+    and its regularisers (hidden, dropout, weight_drop, weight_decay): `size` when given (what
+    sizing.choose measured, a Choice), else the budget preset; for a new model's rate,
+    default_lr of its size; else the dataclass defaults, with DEFAULT_EPOCHS when no budget is
+    given."""
     check_known(options)
     model = {k: v for k, v in options.items() if k in MODEL_FIELDS and v is not None}
     if base is not None:
@@ -271,7 +269,8 @@ def resolve(options, base=None):
         del model["vocab_size"]
     train = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
     if base is None and "hidden" not in model:  # size (and its regularisers) by the budget
-        model["hidden"], auto_dropout, *auto = budget_preset(options.get("minutes") or 0)
+        chosen = size if size is not None else budget_preset(options.get("minutes") or 0)
+        model["hidden"], auto_dropout, *auto = chosen[:4]
         model.setdefault("dropout", auto_dropout)
         for name, value in zip(("weight_drop", "weight_decay"), auto, strict=True):
             if train.get(name) is None:

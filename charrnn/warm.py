@@ -84,7 +84,7 @@ def sample(cell, dtype, precision):
     m = _tiny(cell, dtype)
     s = sampler.Sampler(m, 1, parallel=False, precision=precision)
     s.prime(np.array([0, 1]))
-    s.generate(1, np.random.default_rng(0), 1.0)
+    s.generate(1, np.random.default_rng(0))
 
 
 def split(cell, dtype, precision):
@@ -94,7 +94,7 @@ def split(cell, dtype, precision):
     m = _tiny(cell, dtype, hidden=2 * threads.num_threads())
     s = sampler.Sampler(m, 1, parallel=False, precision=precision)
     s.prime(np.array([0, 1]))
-    s.generate(1, np.random.default_rng(0), 1.0)
+    s.generate(1, np.random.default_rng(0))
     s.load_split()
 
 

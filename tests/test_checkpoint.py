@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from charrnn import api, checkpoint
-from charrnn.training import run
+from charrnn.training import discovery, run
 from charrnn.errors import CheckpointError
 from conftest import markov_text
 
@@ -62,14 +62,14 @@ def test_round_trip_keeps_weights_vocab_config_and_samples(trained):
 
 
 def test_run_directory_resolves_to_best_then_latest(trained, tmp_path):
-    assert checkpoint.resolve(trained.run_dir) == trained.run_dir / checkpoint.BEST
+    assert discovery.resolve(trained.run_dir) == trained.run_dir / checkpoint.BEST
     only_latest = tmp_path / "r"
     only_latest.mkdir()
     latest = (trained.run_dir / checkpoint.LATEST).read_bytes()
     (only_latest / checkpoint.LATEST).write_bytes(latest)
-    assert checkpoint.resolve(only_latest) == only_latest / checkpoint.LATEST
+    assert discovery.resolve(only_latest) == only_latest / checkpoint.LATEST
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
-        checkpoint.resolve(tmp_path)
+        discovery.resolve(tmp_path)
 
 
 # ------------------------------------------------------------------------------------- bad files

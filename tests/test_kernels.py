@@ -6,6 +6,7 @@ import pytest
 
 from charrnn.engine import kernels
 from charrnn.engine.model import Model, ModelConfig
+from charrnn.engine.sample_kernels import Pick
 from reference import reference_forward, reference_loss
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -232,8 +233,8 @@ def test_batch_one_lstm_split_across_cores_equals_the_serial_sampler(L, monkeypa
     for s in (serial, split):
         s.prime(ids)
     for n in (1, 40, 5, 13):
-        a = serial.generate(n, np.random.default_rng(n), 0.9)
-        b = split.generate(n, np.random.default_rng(n), 0.9)
+        a = serial.generate(n, np.random.default_rng(n), Pick(0.9))
+        b = split.generate(n, np.random.default_rng(n), Pick(0.9))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
         np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
@@ -287,8 +288,8 @@ def test_split_sampler_runs_the_chunks_of_helpers_that_have_not_started(delay, m
         s.prime(ids)
     helped = lambda: max(split._flags[sample_kernels.done_at(j)] for j in (1, 2))  # noqa: E731
     for n in [3, 400] + [20000] * (0 if delay is None else 20):
-        a = serial.generate(n, np.random.default_rng(n), 0.9)
-        b = split.generate(n, np.random.default_rng(n), 0.9)
+        a = serial.generate(n, np.random.default_rng(n), Pick(0.9))
+        b = split.generate(n, np.random.default_rng(n), Pick(0.9))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
         np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
@@ -326,8 +327,8 @@ def test_split_sampler_over_many_short_calls_reuses_its_helpers_and_keeps_the_te
     for i, n in enumerate(lengths):
         if i % 50 == 49:
             time.sleep(0.02)  # past LINGER's 1-2 ms: the helpers return
-        a = serial.generate(int(n), np.random.default_rng(i), 0.9)
-        b = split.generate(int(n), np.random.default_rng(i), 0.9)
+        a = serial.generate(int(n), np.random.default_rng(i), Pick(0.9))
+        b = split.generate(int(n), np.random.default_rng(i), Pick(0.9))
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(split.h, serial.h, atol=1e-12)
     np.testing.assert_allclose(split.c, serial.c, atol=1e-12)
@@ -363,7 +364,8 @@ def test_split_sampler_chunks_divide_the_units_whatever_the_core_count(cores, H,
     for s in (serial, split):
         s.prime(rng.integers(0, 7, 5))
     np.testing.assert_array_equal(
-        serial.generate(30, np.random.default_rng(1), 0.9), split.generate(30, np.random.default_rng(1), 0.9)
+        serial.generate(30, np.random.default_rng(1), Pick(0.9)),
+        split.generate(30, np.random.default_rng(1), Pick(0.9)),
     )
 
 

@@ -91,7 +91,7 @@ def test_the_estimate_counts_what_a_training_holds(tmp_path, corpus_file, model)
 def test_the_peak_bounds_what_numpy_allocates(tmp_path, corpus_file, regs):
     """tracemalloc sees NumPy's allocations (not the products Numba allocates inside the
     backward pass, which the estimate adds): between 90% and 100% of the estimate without them."""
-    api.warmup("lstm")  # compile outside the traced region
+    api.compile_kernels("lstm")  # compile outside the traced region
     model = dict(CONFIGS[0], hidden=96)
     shape = dict(SHAPE, batch=32, seq=32)
     probe = run.prepare(corpus_file, tmp_path / "p", **model, **shape, **regs).trainer

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from charrnn.engine import precision as P, qgemm, sampler
 from charrnn.engine.model import Model, ModelConfig
+from charrnn.engine.sample_kernels import Pick
 
 NARROW = ["bf16", "int8"]
 EPS32 = float(np.finfo(np.float32).eps)
@@ -98,7 +99,8 @@ def test_reduced_sampler_is_the_exact_sampler_on_the_reduced_weights(precision, 
             s.prime(ids)
         for n in (1, 30):
             np.testing.assert_array_equal(
-                a.generate(n, np.random.default_rng(n), 0.9), b.generate(n, np.random.default_rng(n), 0.9)
+                a.generate(n, np.random.default_rng(n), Pick(0.9)),
+                b.generate(n, np.random.default_rng(n), Pick(0.9)),
             )
             np.testing.assert_allclose(a.h, b.h, rtol=0, atol=1e-5)
 
@@ -118,7 +120,7 @@ def test_one_step_logits_within_the_bound_of_the_quantisation_error(precision):
     for prec in ("fp32", precision):
         s = sampler.Sampler(m, 1, precision=prec)
         s.h[0, 0], s.c[0, 0], s.cur[0] = h0, c0, x
-        s.generate(1, np.random.default_rng(0), 0.0)
+        s.generate(1, np.random.default_rng(0), Pick(0.0))
         logits[prec] = s.work.logits[0, :9].astype(np.float64)
         if prec == "fp32":
             h1 = s.h[0, 0].astype(np.float64)
@@ -155,8 +157,8 @@ def test_the_split_path_in_a_narrow_format_writes_the_serial_text(precision, L, 
     for s in (serial, split):
         s.prime(np.array([1, 2, 3]))
     for n in (1, 30, 7):
-        a = serial.generate(n, np.random.default_rng(n), 0.9)
-        b = split.generate(n, np.random.default_rng(n), 0.9)
+        a = serial.generate(n, np.random.default_rng(n), Pick(0.9))
+        b = split.generate(n, np.random.default_rng(n), Pick(0.9))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(split.h, serial.h)
         np.testing.assert_array_equal(split.c, serial.c)

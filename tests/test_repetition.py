@@ -5,6 +5,7 @@ values are usage errors (exit 2) in the library and the command line alike."""
 
 import hashlib
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from charrnn.cli import app
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.errors import UsageError
 from charrnn.engine.model import Model
+from charrnn.engine.sample_kernels import Pick
 
 
 def tiny(cell="lstm", L=2, H=5, V=7, seed=0, dtype=np.float64):
@@ -25,6 +27,13 @@ def tiny(cell="lstm", L=2, H=5, V=7, seed=0, dtype=np.float64):
     return m
 
 
+def typed_pick(*values):
+    """The Pick of positional values, each typed as sampler.pick_of types a SampleConfig's
+    (so that (0, 0, 1, -1) runs the kernels compiled for the command line's)."""
+    kinds = Pick.__annotations__
+    return Pick._make(kinds[f](v) for f, v in zip(Pick._fields, Pick(*values)))
+
+
 def draw(m, picks, options=(), chunks=(7, 50, 1), N=3):
     """The ids of one Sampler over each (temp, top_k, top_p, banned), drawn in chunks."""
     out = []
@@ -32,7 +41,7 @@ def draw(m, picks, options=(), chunks=(7, 50, 1), N=3):
         s = sampler.Sampler(m, N)
         s.prime(np.array([1, 2, 3]))
         rng = np.random.default_rng(5)
-        out.append(np.concatenate([s.generate(n, rng, *how, *options) for n in chunks]))
+        out.append(np.concatenate([s.generate(n, rng, typed_pick(*how, *options)) for n in chunks]))
     return np.concatenate(out)
 
 
@@ -55,7 +64,7 @@ def test_options_off_draw_the_ids_of_before(cell, dtype):
 
 
 def reference_pick(logits, coin, temp, top_k, top_p, banned, ban):
-    """pick() as NumPy: the likeliest allowed id at temp 0, else a draw by the coin from the
+    """draw() as NumPy: the likeliest allowed id at temp 0, else a draw by the coin from the
     tempered, top-k- and top-p-cut probabilities of the allowed ids."""
     V = len(logits)
     allowed = np.ones(V, bool)
@@ -132,7 +141,7 @@ def test_penalties_and_no_repeat_match_a_naive_reference(case, how):
     s = sampler.Sampler(m, N)
     s.prime(np.array([1, 2, 3]))
     rng = np.random.default_rng(11)
-    got = np.concatenate([s.generate(n, rng, *how, *case) for n in chunks])
+    got = np.concatenate([s.generate(n, rng, typed_pick(*how, *case)) for n in chunks])
     coins = np.random.default_rng(11).random((sum(chunks), N))
     want = reference_sample(m, [1, 2, 3], sum(chunks), N, coins, how, *case)
     np.testing.assert_array_equal(got, want)
@@ -147,7 +156,7 @@ def test_the_split_lstm_path_applies_them_too(monkeypatch):
         s.prime(np.array([1, 2]))
         rng = np.random.default_rng(3)
         ids[parallel] = np.concatenate(
-            [s.generate(n, rng, 0.9, 0, 1.0, -1, 0.5, 0.2, 7, 3) for n in (30, 300)]
+            [s.generate(n, rng, Pick(0.9, 0, 1.0, -1, 0.5, 0.2, 7, 3)) for n in (30, 300)]
         )
     np.testing.assert_array_equal(ids[False], ids[True])
 
@@ -155,9 +164,9 @@ def test_the_split_lstm_path_applies_them_too(monkeypatch):
 def test_the_options_cannot_change_mid_sample():
     s = sampler.Sampler(tiny(), 1)
     s.prime(np.array([0]))
-    s.generate(5, np.random.default_rng(0), 0.0, no_repeat=3)
+    s.generate(5, np.random.default_rng(0), Pick(0.0, no_repeat=3))
     with pytest.raises(ValueError):
-        s.generate(5, np.random.default_rng(0), 0.0, no_repeat=4)
+        s.generate(5, np.random.default_rng(0), Pick(0.0, no_repeat=4))
 
 
 # -- through the library and the command line --------------------------------------------------
@@ -205,7 +214,7 @@ def test_each_row_of_a_batch_repeats_only_where_forced():
         s.prime(np.array([0]))
         texts[n] = [
             "".join("abcdefg"[i] for i in col)
-            for col in s.generate(4000, np.random.default_rng(0), 0.0, no_repeat=n).T
+            for col in s.generate(4000, np.random.default_rng(0), Pick(0.0, no_repeat=n)).T
         ]
     for plain, t in zip(texts[0], texts[7]):
         assert forced_repeats(plain, 7, "abcdefg")[0] > 3000
@@ -294,3 +303,16 @@ def test_the_library_refuses_them_in_the_same_words(field, value):
 
 def test_the_bounds_themselves_are_allowed():
     SampleConfig(presence_penalty=-2, frequency_penalty=2.0, no_repeat=1).validate()
+
+
+def test_a_pick_carries_sample_configs_settings_by_their_names():
+    """pick_of copies each of the kernel's settings from the SampleConfig field of its name, so
+    a new sampling option is a field in each, not a position to keep in step in every caller."""
+    cfg = SampleConfig(temp=0.7, top_k=3, top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.25)
+    cfg = replace(cfg, penalty_window=12, no_repeat=4)
+    pick = sampler.pick_of(cfg, banned=5)
+    assert set(Pick._fields) - {"banned"} <= set(SampleConfig.__dataclass_fields__)
+    assert pick == Pick(0.7, 3, 0.9, 5, 0.5, -0.25, 12, 4)
+    assert [type(v) for v in pick] == [Pick.__annotations__[f] for f in Pick._fields]
+    rows = sampler.pick_rows([pick, sampler.pick_of(SampleConfig())])
+    assert rows.temp.tolist() == [0.7, 1.0] and rows.top_k.dtype == np.int64

@@ -261,3 +261,15 @@ def test_a_byte_level_model(model):
     reg.close()
     want = m.complete("ab é", length=30, temp=0.9, seed=2)[0].text
     assert got["choices"][0]["text"] == want.decode("utf-8", "replace")
+
+
+def test_the_request_names_map_onto_sample_config_once():
+    """schemas.SAMPLING is the one table from the request's names to SampleConfig's fields; a
+    request's sampling settings arrive as the SampleConfig `charrnn sample` would build."""
+    from charrnn.config import SampleConfig
+    from charrnn.serve.schemas import SAMPLING, parse_completion
+
+    assert {to for to, _, _ in SAMPLING.values()} <= set(SampleConfig.__dataclass_fields__)
+    body = {"prompt": "ab", "temperature": 0.5, "top_k": 4, "presence_penalty": 1, "seed": 3}
+    want = SampleConfig(temp=0.5, top_k=4, presence_penalty=1.0, seed=3)
+    assert parse_completion(body).sample == want

@@ -7,6 +7,7 @@ import pytest
 
 from charrnn.engine import sampler, switch, threads
 from charrnn.engine.switch import SERIAL, SPLIT, Switch
+from charrnn.engine.sample_kernels import Pick
 from test_kernels import tiny
 
 
@@ -149,8 +150,8 @@ def test_a_sampler_that_switches_paths_mid_sample_writes_the_serial_text(L, two_
     for s in (auto, serial):
         s.prime(ids)
     for n in (1, 40, 5, 13, 90):
-        a = auto.generate(n, np.random.default_rng(n), 0.9, 0, 1.0, -1, 0.4, 0.1, 0, 3)
-        b = serial.generate(n, np.random.default_rng(n), 0.9, 0, 1.0, -1, 0.4, 0.1, 0, 3)
+        a = auto.generate(n, np.random.default_rng(n), Pick(0.9, 0, 1.0, -1, 0.4, 0.1, 0, 3))
+        b = serial.generate(n, np.random.default_rng(n), Pick(0.9, 0, 1.0, -1, 0.4, 0.1, 0, 3))
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(auto.h, serial.h)
         np.testing.assert_array_equal(auto.c, serial.c)
@@ -181,8 +182,8 @@ def test_the_split_path_is_loaded_on_a_thread_of_its_own_then_tried(two_cores, m
         s.prime(rng.integers(0, 7, 4))
     got, want = [], []
     for i in range(40):
-        got.append(auto.generate(25, np.random.default_rng(i), 0.8))
-        want.append(serial.generate(25, np.random.default_rng(i), 0.8))
+        got.append(auto.generate(25, np.random.default_rng(i), Pick(0.8)))
+        want.append(serial.generate(25, np.random.default_rng(i), Pick(0.8)))
         if auto._loader is not None:
             auto._loader.join()
     assert auto.split is not None and auto.switch.counts[SPLIT] > 0

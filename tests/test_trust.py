@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import charrnn
 from charrnn import checkpoint
 from charrnn.text import data
-from charrnn.training import runs
+from charrnn.training import discovery, runs
 from charrnn.cli import app
 from charrnn.config import SampleConfig
 from charrnn.errors import CorpusError, UsageError
@@ -89,7 +89,7 @@ def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, t
 def test_the_refusal_says_which_way_the_unknown_characters_move_the_loss():
     """Issue 38, item 3: "it predicts its unknown symbol cheaply: the loss would be 4.2293, but
     3.6648 nats/char over the known ones" said cheap where they made the loss higher."""
-    from charrnn.cli.evaluate import unknown_refusal
+    from charrnn.api import unknown_refusal
     from charrnn.engine.model import Score
 
     higher = unknown_refusal(Score(4.2293, 1000, 1, 200, 3.6648))
@@ -230,7 +230,7 @@ def test_a_directory_of_runs_samples_its_best_run(tmp_path, cli_run):
         checkpoint.save(
             sweep / name / checkpoint.BEST, meta, [params[k] for k in checkpoint.PARAM_NAMES], train
         )
-    path, note = checkpoint.resolve_explained(sweep)
+    path, note = discovery.resolve_explained(sweep)
     assert path == sweep / "trial-0001" / checkpoint.BEST and "1.5000" in note
     r = invoke("sample", "-c", sweep, "-n", "5", "--seed", "1")
     assert r.exit_code == 0 and "trial-0001" in r.stderr

@@ -204,11 +204,12 @@ def fmt(x, spec=".4f"):
 
 
 def load(checkpoint):
-    """The model of -c (see checkpoint.resolve); says on stderr which checkpoint it is when the
-    choice was implicit (no -c, a run without best.npz, a directory of runs)."""
-    from .. import api, checkpoint as ck
+    """The model of -c (see training.discovery.resolve); says on stderr which checkpoint it is
+    when the choice was implicit (no -c, a run without best.npz, a directory of runs)."""
+    from .. import api
+    from ..training import discovery
 
-    path, note = ck.resolve_explained(checkpoint)
+    path, note = discovery.resolve_explained(checkpoint)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
     return api.load(path)

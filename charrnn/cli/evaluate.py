@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import CharrnnError
 from .common import (
     EXIT_USAGE,
     CheckpointOpt,
@@ -88,14 +87,11 @@ def evaluate(
     the text as one stream, as sampling would, and scores every character after the first.
     """
     import math
-    from .. import warm
+    from .. import api, warm
     from ..text import data
     from .progress import Compiling
 
-    if not 0 <= max_unknown <= 1:
-        fail("--max-unknown must be in [0, 1]", EXIT_USAGE)
-    if not 0 <= dynamic_lr < math.inf:
-        fail("--dynamic-lr must be 0 or a positive number", EXIT_USAGE)
+    api.check_evaluation(max_unknown, dynamic_lr)
     from ..config import check_precision
 
     check_precision(precision)
@@ -108,26 +104,14 @@ def evaluate(
         sys.stderr.write(f"charrnn: {decoding.notice()}\n")
     with Compiling(console()) as report:
         warm.prepare("eval", model.config.cell, model.dtype, report=report)
-    unknown = "drop" if drop_unknown else None
     try:
-        score = model.score(text, exact=exact, unknown=unknown)
-    except CharrnnError as e:
-        if drop_unknown or "not in the vocabulary" not in str(e):
-            raise
-        fail(f"{e}; pass --drop-unknown to leave them out")
+        result = api.evaluate(model, text, exact, drop_unknown, max_unknown, dynamic, dynamic_lr)
+    except api.TooManyUnknown as e:
+        _say_dropped(e.score)
+        raise
+    score, adapted = result
+    _say_dropped(score)
     nats, share = score.nats, score.unknown_share
-    if score.dropped:
-        sys.stderr.write(f"charrnn: {dropped_line(score.dropped, 'text')}\n")
-    if share > max_unknown:
-        fail(unknown_refusal(score))
-    adapted = None
-    if dynamic:
-        from ..engine.dynamic import dynamic_score
-
-        ids = model.encode(
-            text, unknown="drop" if drop_unknown else "unk" if model.vocab.unk_id >= 0 else "error"
-        )
-        adapted = dynamic_score(model, ids, lr=dynamic_lr).nats
     if as_json:
         d = {
             "file": desc,
@@ -167,26 +151,9 @@ def evaluate(
             )
 
 
-def unknown_refusal(score):
-    """Why eval refuses a text with too many characters the model reads as its unknown
-    symbol, saying from the figures which way they move the loss."""
-    import math
-
-    head = (
-        f"{100 * score.unknown_share:.1f}% of the scored characters ({score.unknown:,} of "
-        f"{score.chars:,}) are unknown to the model, which reads each as its unknown symbol"
-    )
-    nats, known = score.nats, score.nats_known
-    if not math.isfinite(known):
-        body = f": the loss would be {nats:.4f} nats/char, and none of them is known"
-    else:
-        way = "lower" if nats < known else "higher" if nats > known else "neither lower nor higher"
-        body = (
-            f" at {score.nats_unknown:.4f} nats each: they make the loss {way}, {nats:.4f} "
-            f"nats/char over all against {known:.4f} over the known ones"
-        )
-    share = min(1.0, math.ceil(score.unknown_share * 100) / 100)
-    return f"{head}{body}; pass --max-unknown {share} to score it anyway"
+def _say_dropped(score):
+    if score.dropped:
+        sys.stderr.write(f"charrnn: {dropped_line(score.dropped, 'text')}\n")
 
 
 def _finite(x):
@@ -210,10 +177,11 @@ def info(
     """Show a checkpoint's model, vocabulary and training history (the checkpoint given as an
     argument, or with -c as the other commands take it)."""
     from .. import api, checkpoint as ck
+    from ..training import discovery
 
     if checkpoint is not None and checkpoint_opt is not None:
         fail("give the checkpoint as an argument or with -c, not both", EXIT_USAGE)
-    path, note = ck.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
+    path, note = discovery.resolve_explained(checkpoint if checkpoint is not None else checkpoint_opt)
     if note:
         sys.stderr.write(f"charrnn: {note}\n")
     d = api.describe(ck.load(path)[0])

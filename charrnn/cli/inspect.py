@@ -102,7 +102,7 @@ def inspect(
     if unit is not None:
         accs["unit"] = probe.Trace(model, len(ids), layer, j, state)
     with compile_notice():
-        probe.warmup(model.config.cell, model.dtype)
+        probe.compile_kernels(model.config.cell, model.dtype)
     probe.run(model, ids, *accs.values())
     cfg = model.config
     out = {

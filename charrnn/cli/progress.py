@@ -13,8 +13,8 @@ def _eta(s):
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-class Progress:
-    """Progress on stderr. On a terminal, a live Rich bar whose stats follow every event, with a
+class TrainingDisplay:
+    """A training's progress on stderr. On a terminal, a live Rich bar whose stats follow every event, with a
     line per evaluation above it; in a pipe or a log, plain lines: one after the first step,
     then at most every PIPE_SECONDS, and one per evaluation."""
 

@@ -44,20 +44,20 @@ def plot(
 
 
 def _latest_run():
-    """The run whose checkpoint sample and info take without one given (checkpoint.resolve),
-    said on stderr."""
-    from .. import checkpoint as ck
+    """The run whose checkpoint sample and info take without one given
+    (training.discovery.resolve), said on stderr."""
+    from ..training import discovery
     from ..errors import CheckpointError
 
     try:
-        path, _ = ck.resolve_explained(None)
+        path, _ = discovery.resolve_explained(None)
     except CheckpointError:  # its message suggests -c, which plot does not take
         fail(
-            f"no run directory given and no trained run under {ck.runs_root()}/; train one with "
+            f"no run directory given and no trained run under {discovery.runs_root()}/; train one with "
             "`charrnn train`, pass RUN_DIR, or set CHARRNN_RUNS to where your runs are"
         )
     sys.stderr.write(
-        f"charrnn: plotting {path.parent}, the most recently written run under {ck.runs_root()}/; "
+        f"charrnn: plotting {path.parent}, the most recently written run under {discovery.runs_root()}/; "
         "pass RUN_DIR to choose\n"
     )
     return path.parent
@@ -76,10 +76,9 @@ def list_runs(
 ):
     """List runs with their corpus, model, steps, best validation loss and last write, oldest
     first."""
-    from .. import checkpoint as ck
-    from ..training import runs
+    from ..training import discovery, runs
 
-    where = ck.runs_root() if directory is None else directory
+    where = discovery.runs_root() if directory is None else directory
     if not where.is_dir():
         if directory is not None:
             fail(f"{where} is not a directory")

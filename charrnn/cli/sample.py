@@ -145,12 +145,12 @@ def sample(
     from ..completion import Rows, Stream, check_stop, prepare_prime
     from ..config import SampleConfig
 
-    cfg = SampleConfig(
-        length,
-        temp,
-        top_k,
-        top_p,
-        num_samples,
+    cfg = SampleConfig(  # each option is the field of its name
+        length=length,
+        temp=temp,
+        top_k=top_k,
+        top_p=top_p,
+        num_samples=num_samples,
         stop=_unescape(stop) if stop else None,
         seed=seed,
         presence_penalty=presence_penalty,
@@ -175,14 +175,14 @@ def sample(
     try:
         out.write(p.text)
         if num_samples == 1:
-            stream = Stream(model, cfg, p)
+            stream = Stream(model, cfg, p, model.generate_ids(cfg, p.ids))
             for piece in stream:
                 out.write(piece)
             ends = [stream.finish_reason]
         else:  # the first sample streams; each next one follows once those before it end
             sep = _unescape(separator)
             sep = sep.encode("utf-8", "surrogateescape") if model.byte_level else sep
-            rows, at = Rows(model, cfg, p), 0
+            rows, at = Rows(model, cfg, p, model.generate_ids(cfg, p.ids)), 0
             for k, piece in rows:
                 for _ in range(k - at):
                     out.write(sep + p.text)

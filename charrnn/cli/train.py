@@ -21,7 +21,7 @@ from .common import (
     use_threads,
     user_errors,
 )
-from .progress import Compiling, Progress, no_better_than_unigram, summary
+from .progress import Compiling, TrainingDisplay, no_better_than_unigram, summary
 
 
 def run_opt(help, default=None, *decls, **kw):
@@ -364,7 +364,7 @@ def _run_training(prepared, world, quiet, con):
             )
     stop = stop_flag(announce=world.rank == 0)
     try:
-        with Progress(con, trainer, quiet) as prog:
+        with TrainingDisplay(con, trainer, quiet) as prog:
             status = run.execute(prepared, prog.update, stop.is_set)
     finally:
         stop.restore()

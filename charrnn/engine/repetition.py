@@ -47,10 +47,10 @@ class Repeat(NamedTuple):
     # fmt: on
 
 
-def empty(N, V, how):
-    """The Repeat of N rows before their first id, sized for `how` (a Pick) and no ids yet."""
+def empty(N, V, pick):
+    """The Repeat of N rows before their first id, sized for `pick` (a Pick) and no ids yet."""
     z = lambda *s: np.zeros(s, np.int64)  # noqa: E731
-    counting = how.presence != 0 or how.frequency != 0
+    counting = pick.presence_penalty != 0 or pick.frequency_penalty != 0
     return Repeat(
         z(1),
         z(N, V if counting else 0),
@@ -67,18 +67,19 @@ def empty(N, V, how):
 
 
 @kernel
-def active(how):
+def active(pick):
     """Any of the options on (else sampling draws exactly as without them)."""
-    return how.presence != 0 or how.frequency != 0 or how.no_repeat > 0 or how.window > 0
+    counting = pick.presence_penalty != 0 or pick.frequency_penalty != 0
+    return counting or pick.no_repeat > 0 or pick.penalty_window > 0
 
 
-def keeps_history(how):
-    return how.no_repeat > 0 or how.window > 0
+def keeps_history(pick):
+    return pick.no_repeat > 0 or pick.penalty_window > 0
 
 
-def reserve(rep, n, how):
+def reserve(rep, n, pick):
     """rep, or a larger copy, with room for n more ids per row."""
-    if not keeps_history(how):
+    if not keeps_history(pick):
         return rep
     need = int(rep.t[0]) + n
     C = rep.hist.shape[1]
@@ -87,7 +88,7 @@ def reserve(rep, n, how):
     C = max(2 * C, need, 256)
     N = rep.hist.shape[0]
     grow = lambda a: np.concatenate([a, np.zeros((N, C - a.shape[1]), a.dtype)], 1)  # noqa: E731
-    S = 1 << (2 * C - 1).bit_length() if how.no_repeat > 0 else 0
+    S = 1 << (2 * C - 1).bit_length() if pick.no_repeat > 0 else 0
     new = rep._replace(
         hist=grow(rep.hist),
         fol=grow(rep.fol),
@@ -96,8 +97,8 @@ def reserve(rep, n, how):
         ctab=np.zeros((N, S), np.int64),
         chead=np.zeros((N, S), np.int64),
     )
-    if how.no_repeat > 0:
-        rehash(rep.ctab, rep.chead, new, how.no_repeat - 1)
+    if pick.no_repeat > 0:
+        rehash(rep.ctab, rep.chead, new, pick.no_repeat - 1)
     return new
 
 
@@ -142,19 +143,19 @@ def rehash(ctab, chead, new, m):
 
 
 @kernel
-def prepare(row, k, how, rep):
+def prepare(row, k, pick, rep):
     """Before row k's draw: penalise its logits row (V,) in place and set its ban (see the
     module doc). Nothing happens for an option that is off."""
     V = row.shape[0]
-    if how.presence != 0 or how.frequency != 0:
+    if pick.presence_penalty != 0 or pick.frequency_penalty != 0:
         for v in range(V):
             n = rep.counts[k, v]
             if n > 0:
-                row[v] -= how.frequency * n + how.presence
-    if how.no_repeat > 0:
+                row[v] -= pick.frequency_penalty * n + pick.presence_penalty
+    if pick.no_repeat > 0:
         ban = rep.ban[k]
         ban[:] = False
-        t, m = rep.t[0], how.no_repeat - 1
+        t, m = rep.t[0], pick.no_repeat - 1
         if t < m:
             return
         s = find(rep, k, t - m, m)
@@ -166,7 +167,7 @@ def prepare(row, k, how, rep):
             ban[rep.fol[k, e - 1]] = True
             e = rep.nxt[k, e - 1]
         for v in range(V):
-            if v != how.banned and not ban[v]:
+            if v != pick.banned and not ban[v]:
                 return
         oldest, e = -1, rep.chead[k, s]  # every id would repeat: the least recent n-gram's
         while e:
@@ -178,17 +179,17 @@ def prepare(row, k, how, rep):
 
 
 @kernel
-def record(k, x, how, rep):
+def record(k, x, pick, rep):
     """After row k drew x (rep.t is not yet advanced: see advance)."""
     t = rep.t[0]
-    if how.presence != 0 or how.frequency != 0:
+    if pick.presence_penalty != 0 or pick.frequency_penalty != 0:
         rep.counts[k, x] += 1
-        if how.window > 0 and t >= how.window:
-            rep.counts[k, rep.hist[k, t - how.window]] -= 1
-    if how.no_repeat > 0 or how.window > 0:
+        if pick.penalty_window > 0 and t >= pick.penalty_window:
+            rep.counts[k, rep.hist[k, t - pick.penalty_window]] -= 1
+    if pick.no_repeat > 0 or pick.penalty_window > 0:
         rep.hist[k, t] = x
-    m = how.no_repeat - 1
-    if how.no_repeat > 0 and t >= m:
+    m = pick.no_repeat - 1
+    if pick.no_repeat > 0 and t >= m:
         s = rep.slot[k]
         if rep.ctab[k, s] == 0:
             rep.ctab[k, s] = t - m + 1

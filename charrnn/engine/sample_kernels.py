@@ -71,18 +71,38 @@ class SplitWork(NamedTuple):
 
 
 class Pick(NamedTuple):
-    """How each character is drawn from its logits (see pick, and choose for the last four)."""
+    """How each character is drawn from its logits (see draw, and choose for the last four).
+    The fields carry SampleConfig's names (config.py), and sampler.pick_of builds a Pick from
+    one by those names; the defaults draw plainly (temperature 1, nothing cut or penalised)."""
 
     # fmt: off
-    temp: float   # temperature; 0 is greedy
-    top_k: int    # keep the k most likely (0: all)
-    top_p: float  # keep the smallest set with this much probability (1: all)
-    banned: int   # an id never drawn, or -1
-    presence: float = 0.0   # logit -= presence * (count > 0) ...
-    frequency: float = 0.0  # ... + frequency * count, count over the row's generated ids
-    window: int = 0         # count over the last `window` generated ids only (0: all of them)
-    no_repeat: int = 0      # never complete an n-gram of this length already generated (0: off)
+    temp: float = 1.0   # temperature; 0 is greedy
+    top_k: int = 0      # keep the k most likely (0: all)
+    top_p: float = 1.0  # keep the smallest set with this much probability (1: all)
+    banned: int = -1    # an id never drawn, or -1
+    presence_penalty: float = 0.0   # logit -= presence_penalty * (count > 0) ...
+    frequency_penalty: float = 0.0  # ... + frequency_penalty * count, over the row's generated ids
+    penalty_window: int = 0  # count over the last `penalty_window` generated ids only (0: all)
+    no_repeat: int = 0       # never complete an n-gram of this length already generated (0: off)
     # fmt: on
+
+
+class PickRows(NamedTuple):
+    """The Picks of a batch's rows that draw without penalties, each setting an array over the
+    rows (the server's batch, where each request draws as it asked: sampler.pick_rows builds
+    it from the rows' Picks, row_pick gives row k's back inside a kernel)."""
+
+    # fmt: off
+    temp: np.ndarray   # (N,) float64
+    top_k: np.ndarray  # (N,) int64
+    top_p: np.ndarray  # (N,) float64
+    # fmt: on
+
+
+@kernel
+def row_pick(rows, k, banned):
+    """Row k's Pick of rows (a PickRows): its own settings, no penalties."""
+    return Pick(rows.temp[k], rows.top_k[k], rows.top_p[k], banned, 0.0, 0.0, 0, 0)
 
 
 @kernel
@@ -131,36 +151,36 @@ def step(cell, p, w, ids, h, c):
 
 
 @kernel
-def pick(row, coin, how, prob, ban):
-    """Draw one id from logits row (V,) with a uniform coin in [0, 1) as how (a Pick) says,
-    never how.banned nor (with how.no_repeat) an id whose ban (V,) bool is set.
+def draw(row, coin, pick, prob, ban):
+    """Draw one id from logits row (V,) with a uniform coin in [0, 1) as pick (a Pick) says,
+    never pick.banned nor (with pick.no_repeat) an id whose ban (V,) bool is set.
     prob (V,) float64 scratch."""
     V = row.shape[0]
     best, bv = 0, -np.inf
-    if how.no_repeat > 0:  # two loops, so that the usual draw stays the loop it was
+    if pick.no_repeat > 0:  # two loops, so that the usual draw stays the loop it was
         for v in range(V):
-            if v != how.banned and not ban[v] and row[v] > bv:
+            if v != pick.banned and not ban[v] and row[v] > bv:
                 best, bv = v, row[v]
     else:
         for v in range(V):
-            if v != how.banned and row[v] > bv:
+            if v != pick.banned and row[v] > bv:
                 best, bv = v, row[v]
-    if how.temp <= 0:
+    if pick.temp <= 0:
         return best
     for v in range(V):
-        prob[v] = 0.0 if v == how.banned else np.exp((float(row[v]) - float(bv)) / how.temp)
-    if how.no_repeat > 0:
+        prob[v] = 0.0 if v == pick.banned else np.exp((float(row[v]) - float(bv)) / pick.temp)
+    if pick.no_repeat > 0:
         for v in range(V):
             if ban[v]:
                 prob[v] = 0.0
-    if 0 < how.top_k < V:
-        thr = np.sort(prob)[V - how.top_k]
+    if 0 < pick.top_k < V:
+        thr = np.sort(prob)[V - pick.top_k]
         for v in range(V):
             if prob[v] < thr:
                 prob[v] = 0.0
-    if how.top_p < 1.0:
+    if pick.top_p < 1.0:
         order = np.argsort(-prob)
-        target = how.top_p * prob.sum()
+        target = pick.top_p * prob.sum()
         acc = 0.0
         thr = 0.0
         for v in order:
@@ -181,23 +201,23 @@ def pick(row, coin, how, prob, ban):
 
 
 @kernel
-def choose(row, k, coin, how, prob, rep):
+def choose(row, k, coin, pick, prob, rep):
     """Row k's next id from its logits row (V,): penalties and no-repeat (repetition.py,
-    with rep a repetition.Repeat) and then pick; recorded in rep (rep.t advances after the
+    with rep a repetition.Repeat) and then draw; recorded in rep (rep.t advances after the
     step's last row)."""
-    if not repetition.active(how):
-        return pick(row, coin, how, prob, rep.ban[0])
-    repetition.prepare(row, k, how, rep)
-    nxt = pick(row, coin, how, prob, rep.ban[k])
-    repetition.record(k, nxt, how, rep)
+    if not repetition.active(pick):
+        return draw(row, coin, pick, prob, rep.ban[0])
+    repetition.prepare(row, k, pick, rep)
+    nxt = draw(row, coin, pick, prob, rep.ban[k])
+    repetition.record(k, nxt, pick, rep)
     return nxt
 
 
 @kernel
-def generate(cell, p, w, pending, coins, how, rep, out):
+def generate(cell, p, w, pending, coins, pick, rep, out):
     """Feed the characters pending (m, N) (a prime not yet seen; m may be 0), then draw
     out.shape[0] characters for each of N rows into out (n, N): w.cur holds the last character
-    seen (updated), coins (n, N) uniforms in [0, 1), how a Pick, rep each row's memory of its
+    seen (updated), coins (n, N) uniforms in [0, 1), pick a Pick, rep each row's memory of its
     sample (repetition.Repeat, updated). One kernel for both, so a command loads one function
     from Numba's cache."""
     for s in range(pending.shape[0]):
@@ -209,7 +229,7 @@ def generate(cell, p, w, pending, coins, how, rep, out):
         for k in range(w.cur.shape[0]):
             row = w.logits[k, :V]
             row += p.by
-            nxt = choose(row, k, coins[s, k], how, w.prob, rep)
+            nxt = choose(row, k, coins[s, k], pick, w.prob, rep)
             out[s, k] = nxt
             w.cur[k] = nxt
         rep.t[0] += 1
@@ -333,7 +353,7 @@ def split_helper(w, flags, j, seen, linger):
 
 
 @kernel
-def generate_split(w, pending, coins, how, rep, out, flags):
+def generate_split(w, pending, coins, pick, rep, out, flags):
     """generate() for one row of a wide LSTM through w, a SplitWork, each step's units split
     among this thread and the helpers running split_helper on flags (the caller sets STOP)."""
     for s in range(pending.shape[0]):
@@ -344,7 +364,7 @@ def generate_split(w, pending, coins, how, rep, out, flags):
         weights_product(w.h[L - 1], w.Wyp, w.Sy, w.logits, w.logits)
         row = w.logits[0, :V]
         row += w.by
-        nxt = choose(row, 0, coins[s, 0], how, w.prob, rep)
+        nxt = choose(row, 0, coins[s, 0], pick, w.prob, rep)
         out[s, 0] = nxt
         w.cur[0] = nxt
         rep.t[0] += 1

@@ -37,6 +37,7 @@ from .precision import STORAGE, check as check_precision, pack as pack_narrow
 # warm.py; None (the engine alone): the loader thread compiles it itself.
 compile_elsewhere = None
 PARALLEL_MIN_HIDDEN = 128  # below this a step is too short for two threads to meet in
+PLAIN = sample_kernels.Pick()  # temperature 1, nothing cut or penalised
 
 
 def padded(dtype, N):
@@ -49,6 +50,27 @@ def pack_padded(W):
     out = np.empty(W.shape[0] * padded(W.dtype, W.shape[1]), W.dtype)
     gemm.pack(W, out)
     return out
+
+
+def pick_of(cfg, banned=-1):
+    """The kernel's Pick of a SampleConfig (config.py), field by field under the names they
+    share, typed as the compiled kernels take them: the one place where the command line's
+    and a server request's settings become the kernel's. banned: an id never drawn (the
+    model's unknown symbol), or -1."""
+    kinds = sample_kernels.Pick.__annotations__
+    given = {f: kinds[f](getattr(cfg, f)) for f in sample_kernels.Pick._fields if f != "banned"}
+    return sample_kernels.Pick(banned=int(banned), **given)
+
+
+def pick_rows(picks):
+    """The PickRows (sample_kernels) of the Picks of a batch's rows, one array a setting, in
+    the type the Pick field has."""
+    kinds = {float: np.float64, int: np.int64}
+    fields = sample_kernels.PickRows._fields
+    types = sample_kernels.Pick.__annotations__
+    return sample_kernels.PickRows(
+        *(np.array([getattr(p, f) for p in picks], kinds[types[f]]) for f in fields)
+    )
 
 
 def unit_blocks(W, k):
@@ -177,47 +199,29 @@ class Sampler:
         self.pending = np.ascontiguousarray(np.repeat(ids[:-1, None], self.N, axis=1))
         self.cur[:] = ids[-1]
 
-    def generate(
-        self,
-        n,
-        rng,
-        temp=1.0,
-        top_k=0,
-        top_p=1.0,
-        banned=-1,
-        presence=0.0,
-        frequency=0.0,
-        window=0,
-        no_repeat=0,
-    ):
-        """The next n ids of each row, shape (n, N). presence, frequency (penalties), window
-        and no_repeat: see repetition.py; each row counts its own ids from its first one
-        generated, so they are the same in every call."""
+    def generate(self, n, rng, pick=PLAIN):
+        """The next n ids of each row, shape (n, N), drawn as pick (a Pick, pick_of a
+        SampleConfig) says. Its penalties, window and no_repeat (repetition.py) stay the same
+        for the whole sample: each row counts its own ids from its first one generated, so
+        they are the same in every call."""
         coins = rng.random((n, self.N))
         out = np.zeros((n, self.N), np.int64)
-        how = sample_kernels.Pick(
-            float(temp),
-            int(top_k),
-            float(top_p),
-            int(banned),
-            float(presence),
-            float(frequency),
-            int(window),
-            int(no_repeat),
-        )
         if self.rep is None:
-            self.rep, self.rep_options = repetition.empty(self.N, self.model.params.by.shape[0], how), how[4:]
-        elif how[4:] != self.rep_options:
+            self.rep, self.rep_options = (
+                repetition.empty(self.N, self.model.params.by.shape[0], pick),
+                pick[4:],
+            )
+        elif pick[4:] != self.rep_options:
             raise ValueError("a Sampler's penalties and no-repeat cannot change mid-sample")
-        self.rep = repetition.reserve(self.rep, n, how)
-        self._how = how
+        self.rep = repetition.reserve(self.rep, n, pick)
+        self._pick = pick
         if self.switch is not None:
-            self.switch.run(n, lambda path, a, k: self._chunk(path, coins[a : a + k], how, out[a : a + k]))
+            self.switch.run(n, lambda path, a, k: self._chunk(path, coins[a : a + k], pick, out[a : a + k]))
         else:
-            self._chunk(SPLIT if self.parallel else SERIAL, coins, how, out)
+            self._chunk(SPLIT if self.parallel else SERIAL, coins, pick, out)
         return out
 
-    def _run_split(self, split, coins, how, out):
+    def _run_split(self, split, coins, pick, out):
         """generate_split on this thread, its helpers on threads of their own; the share of
         the helpers' chunks of units that their threads ran (switch.py). The call does
         not wait for them: a helper the scheduler has not run yet (another process holds its
@@ -240,7 +244,7 @@ class Sampler:
             self._helpers.submit(sample_kernels.split_helper, *args)
         stolen = int(flags[sample_kernels.STOLEN])
         try:
-            sample_kernels.generate_split(split, self.pending, coins, how, self.rep, out, flags)
+            sample_kernels.generate_split(split, self.pending, coins, pick, self.rep, out, flags)
         finally:
             flags[sample_kernels.STOP] = call
         chunks = (self.pending.shape[0] + out.shape[0]) * split.h.shape[0] * (k - 1)
@@ -252,7 +256,7 @@ class Sampler:
         split = self._split_work(self.chunks)
         coins, out = np.zeros((0, 1)), np.zeros((0, 1), np.int64)
         flags = sample_kernels.split_flags(self.chunks)
-        args = (split, self.pending[:0], coins, self._how, self.rep, out, flags)
+        args = (split, self.pending[:0], coins, self._pick, self.rep, out, flags)
         sample_kernels.generate_split.compile(tuple(numba.typeof(a) for a in args))
         sample_kernels.split_helper.compile(tuple(numba.typeof(a) for a in (split, flags, 1, 0, 0)))
         sample_kernels.split_begin.compile(tuple(numba.typeof(a) for a in (flags, 1, flags[:2])))
@@ -283,7 +287,7 @@ class Sampler:
         """Whether the split path is loaded (a loader that failed leaves it never ready)."""
         return self._loader is not None and not self._loader.is_alive() and self.split is not None
 
-    def _chunk(self, path, coins, how, out):
+    def _chunk(self, path, coins, pick, out):
         """out.shape[0] characters on one path (the pending prime first), into out; for the
         split path, the share of the helpers' chunks their threads ran (else None)."""
         if path == SPLIT:
@@ -293,11 +297,11 @@ class Sampler:
                 if self.split is None:  # asked for before _prepare_split (as tests do)
                     self.split = self._split_work(self.chunks)
                 split = self.split
-            helped = self._run_split(split, coins, how, out)
+            helped = self._run_split(split, coins, pick, out)
         else:
             helped = None
             sample_kernels.generate(
-                self.model.cell, self.model.params, self.work, self.pending, coins, how, self.rep, out
+                self.model.cell, self.model.params, self.work, self.pending, coins, pick, self.rep, out
             )
         self.pending = self.pending[:0]
         return helped

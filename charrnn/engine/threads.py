@@ -1,7 +1,7 @@
 """Threads: how many cores a run uses, and the BLAS library's own thread count.
 
 How many cores is one setting, read where it is needed and never guessed from the machine's
-load: `--threads N` on the command line (cli.py calls `configure`), else the environment
+load: `--threads N` on the command line (cli/common.py calls `configure`), else the environment
 variable CHARRNN_THREADS, else the cores this process may use (os.sched_getaffinity).
 
 Training splits a window's B streams into one part per thread (model.Model.parts) and runs the

@@ -83,9 +83,9 @@ def run(model, ids, *accumulators, window=WINDOW):
     return accumulators
 
 
-def warmup(cell, dtype):
+def compile_kernels(cell, dtype):
     """Compile (or load from Numba's cache) the forward kernel on a tiny model: inspect needs
-    nothing else (api.warmup would also build the training kernels)."""
+    nothing else (api.compile_kernels would also build the training kernels)."""
     from ..engine.model import Model, ModelConfig
 
     m = Model(ModelConfig(cell=cell, layers=2, hidden=2, vocab_size=2), dtype=dtype)

@@ -1,5 +1,5 @@
 """Pictures of what probe.py measures: a text coloured by one unit's activation (a standalone
-HTML page; the colours also serve the terminal view in cli.py) and the gate-saturation scatter
+HTML page; the colours also serve the terminal view in cli/inspect.py) and the gate-saturation scatter
 (a PNG through matplotlib, the plot extra).
 
 The colour scale is the one of Karpathy, Johnson and Fei-Fei's figures: a diverging scale from

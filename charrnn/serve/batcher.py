@@ -21,8 +21,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..config import SampleConfig
 from ..engine import repetition
-from ..engine.sample_kernels import Pick
+from ..engine.sampler import pick_of, pick_rows
 from .cache import EVERY, PrefixCache
 from .stepper import Stepper, log_softmax
 
@@ -52,24 +53,20 @@ class Job:
     deliver: Callable  # deliver(events): [(k, text, finish_reason|None, lps,
     #                    characters generated)]
     # fmt: off
-    temp: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    presence: float = 0.0
-    frequency: float = 0.0
-    window: int = 0
-    no_repeat: int = 0
+    sample: SampleConfig = SampleConfig()  # how to draw: temp, top-k, top-p, penalties,
+                                    # no-repeat and seed (its length, num_samples and stop
+                                    # are the request's max_tokens, n and stops)
     stops: tuple = ()               # stop strings, as the model writes text
     logprobs: Optional[int] = None  # top-k log probabilities at each position
     score: bool = False             # score the prompt too (echo with logprobs): see scores
-    seed: Optional[int] = None
     cancelled: bool = False
     # fmt: on
     # set by the batcher
     # fmt: off
     rng: object = None
-    how: object = None              # a Pick when penalties or no-repeat are on, else None
-    rep: object = None
+    pick: object = None             # the kernel's Pick of `sample` (sampler.pick_of)
+    rep: object = None              # the rows' repetition.Repeat when penalties or no-repeat
+                                    # are on, else None: the rows draw in the batch's kernel
     read: int = 0                   # prompt ids read into h, c
     h: object = None
     c: object = None
@@ -168,20 +165,11 @@ class Batcher:
                 self._step()
 
     def _start(self, job):
-        job.rng = np.random.default_rng(job.seed)
+        job.rng = np.random.default_rng(job.sample.seed)
         job.left = job.n
-        if job.presence or job.frequency or job.window or job.no_repeat:
-            job.how = Pick(
-                float(job.temp),
-                int(job.top_k),
-                float(job.top_p),
-                self.stepper.banned,
-                float(job.presence),
-                float(job.frequency),
-                int(job.window),
-                int(job.no_repeat),
-            )
-            job.rep = repetition.empty(job.n, self.stepper.V, job.how)
+        job.pick = pick_of(job.sample, self.stepper.banned)
+        if repetition.active(job.pick):
+            job.rep = repetition.empty(job.n, self.stepper.V, job.pick)
         want = job.ids[:-1]
         n, h, c = (0, None, None) if job.score else self.cache.longest(want)
         if job.score:
@@ -256,28 +244,24 @@ class Batcher:
             self.groups[id(r.job)][1].append(i)
             self.groups[id(r.job)][2].append(r.k)
         self.groups = [(j, np.array(idx), np.array(ks)) for j, idx, ks in self.groups.values()]
-        self.temp = np.array([r.job.temp for r in rows], np.float64)
-        self.top_k = np.array([r.job.top_k for r in rows], np.int64)
-        self.top_p = np.array([r.job.top_p for r in rows], np.float64)
-        self.plain = np.array([r.job.how is None for r in rows], np.bool_)
+        self.picks = pick_rows([r.job.pick for r in rows])
+        self.plain = np.array([r.job.rep is None for r in rows], np.bool_)
 
     def _step(self):
         N = len(self.rows)
         coins = np.zeros(N)
         for job, idx, ks in self.groups:
             coins[idx] = job.rng.random(job.n)[ks]  # all n, as the sampler draws them
-        z, nxt = self.stepper.step_pick(
-            self.cur, self.h, self.c, coins, self.temp, self.top_k, self.top_p, self.plain
-        )
+        z, nxt = self.stepper.step_pick(self.cur, self.h, self.c, coins, self.picks, self.plain)
         self.steps += 1
         lps = {}
         for job, idx, ks in self.groups:
             if job.logprobs is not None:
                 lps.update(zip(idx.tolist(), log_softmax(z[idx])))
-            if job.how is not None:
-                job.rep = repetition.reserve(job.rep, 1, job.how)
+            if job.rep is not None:
+                job.rep = repetition.reserve(job.rep, 1, job.pick)
                 for i, k in zip(idx.tolist(), ks.tolist()):
-                    nxt[i] = self.stepper.choose(z[i], k, coins[i], job.how, job.rep)
+                    nxt[i] = self.stepper.choose(z[i], k, coins[i], job.pick, job.rep)
                 job.rep.t[0] += 1
         self.cur = nxt
         self._emit(nxt, lps)

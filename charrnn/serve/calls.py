@@ -102,17 +102,10 @@ class Call:
                 r.n,
                 r.max_tokens,
                 self._deliver(i),
-                temp=r.temperature,
-                top_k=r.top_k,
-                top_p=r.top_p,
-                presence=r.presence_penalty,
-                frequency=r.frequency_penalty,
-                window=r.penalty_window,
-                no_repeat=r.no_repeat,
+                sample=r.sample,
                 stops=self.stops,
                 logprobs=r.logprobs,
                 score=self.score,
-                seed=r.seed,
             )
             try:
                 try:

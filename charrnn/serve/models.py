@@ -16,6 +16,7 @@ from pathlib import Path
 from .. import checkpoint as ck
 from ..charmodel import model_from_checkpoint
 from ..errors import CharrnnError
+from ..training import discovery
 from .batcher import Batcher
 
 log = logging.getLogger("charrnn.serve")
@@ -45,7 +46,7 @@ class Served:
         if isinstance(spec, tuple):
             (self.name, self.model), self.path, self.note, self.stamp = spec, None, None, None
         else:
-            self.path, self.note = ck.resolve_explained(spec)
+            self.path, self.note = discovery.resolve_explained(spec)
             self.name = run_name(self.path)
             self.stamp = _stamp(self.path)
             self.model = model_from_checkpoint(self.path)[0]
@@ -76,7 +77,7 @@ class Served:
             return False
         try:
             self.checked = now
-            path, _ = ck.resolve_explained(self.spec)
+            path, _ = discovery.resolve_explained(self.spec)
             stamp = _stamp(path)
             if path == self.path and stamp == self.stamp:
                 return False

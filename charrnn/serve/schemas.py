@@ -5,14 +5,20 @@ request checked field by field (types, ranges, the server's caps), and ApiError,
 Unknown fields are ignored, as vLLM and llama.cpp's server do; beside OpenAI's fields the
 request may carry top_k, penalty_window and no_repeat (SampleConfig's, as `charrnn sample`
 has them).
+
+How to draw travels as a SampleConfig (config.py), the carrier `charrnn sample` builds too:
+SAMPLING maps the request's names onto its fields once, the JSON types are checked here,
+and the ranges are SampleConfig's own validation (its words, with the request's names), plus
+the few limits of the server's own that SAMPLING states.
 """
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..config import PENALTY_MAX, SEED_MAX
+from ..config import SampleConfig
+from ..errors import UsageError
 
 TYPES = {
     400: "invalid_request_error",
@@ -56,23 +62,34 @@ class Limits:
     # fmt: on
 
 
+# The request's sampling fields: its name -> (SampleConfig's field, JSON type, the server's own
+# upper limit beyond SampleConfig's rules, or None). The limits bound what one request may ask
+# of a shared process: top_k and penalty_window past 2**20 and no_repeat past 2**16 only size
+# memory; a temperature past 100 draws all but uniformly (OpenAI's API stops at 2; charrnn
+# sample takes any). max_tokens, n and stop are not here: they are the request's own (see
+# Limits), with OpenAI's meanings (max_tokens 0 with echo, up to 4 stop strings).
+SAMPLING = {
+    "temperature": ("temp", float, 100),
+    "top_p": ("top_p", float, None),
+    "top_k": ("top_k", int, 1 << 20),
+    "seed": ("seed", int, None),
+    "presence_penalty": ("presence_penalty", float, None),
+    "frequency_penalty": ("frequency_penalty", float, None),
+    "penalty_window": ("penalty_window", int, 1 << 20),
+    "no_repeat": ("no_repeat", int, 1 << 16),
+}
+
+
 @dataclass
 class CompletionRequest:
     model: Optional[str]
     prompts: list
     max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
     n: int = 1
     stop: tuple = ()
-    seed: Optional[int] = None
+    sample: SampleConfig = field(default_factory=SampleConfig)  # how to draw (SAMPLING)
     stream: bool = False
     include_usage: bool = False
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_window: int = 0
-    no_repeat: int = 0
     logprobs: Optional[int] = None
     echo: bool = False
 
@@ -100,16 +117,29 @@ def _int(body, name, default, low, high):
     return v
 
 
-def _num(body, name, default, low, high, open_low=False):
-    v = body.get(name, default)
-    if v is None:
-        v = default
+def _num(body, name):
+    v = body[name]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ApiError(400, f"{name} must be a number, not {_show(v)}", name)
-    if v > high or v < low or (open_low and v == low):
-        where = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
-        raise ApiError(400, f"{name} must be in {where}, not {v}", name)
     return float(v)
+
+
+def _sample(body):
+    """The SampleConfig of a request's sampling fields (SAMPLING), each checked by its JSON
+    type, the server's limit, and SampleConfig's validation in the request's words."""
+    given = {}
+    for name, (to, kind, most) in SAMPLING.items():
+        if body.get(name) is None:
+            continue
+        v = _num(body, name) if kind is float else _int(body, name, 0, -math.inf, math.inf)
+        if most is not None and v > most:
+            raise ApiError(400, f"{name} must be at most {most} on this server, not {v}", name)
+        try:
+            replace(SampleConfig(), **{to: v}).validate()
+        except UsageError as e:
+            raise ApiError(400, str(e).replace("--" + to.replace("_", "-"), name), name) from None
+        given[to] = v
+    return SampleConfig(**given)
 
 
 def _bool(body, name):
@@ -174,18 +204,11 @@ def parse_completion(body, limits=Limits()):
         prompts=_prompts(body, limits),
         # 0 with echo: only the prompt, scored with logprobs (as OpenAI's legacy API does)
         max_tokens=_int(body, "max_tokens", 16, 0 if echo else 1, limits.max_tokens),
-        temperature=_num(body, "temperature", 1.0, 0.0, 100.0),
-        top_p=_num(body, "top_p", 1.0, 0.0, 1.0, open_low=True),
-        top_k=_int(body, "top_k", 0, 0, 1 << 20),
         n=_int(body, "n", 1, 1, limits.max_n),
         stop=_stops(body),
-        seed=None if body.get("seed") is None else _int(body, "seed", 0, 0, SEED_MAX),
+        sample=_sample(body),
         stream=_bool(body, "stream"),
         include_usage=_bool(opts, "include_usage"),
-        presence_penalty=_num(body, "presence_penalty", 0.0, -PENALTY_MAX, PENALTY_MAX),
-        frequency_penalty=_num(body, "frequency_penalty", 0.0, -PENALTY_MAX, PENALTY_MAX),
-        penalty_window=_int(body, "penalty_window", 0, 0, 1 << 20),
-        no_repeat=_int(body, "no_repeat", 0, 0, 1 << 16),
         logprobs=logprobs,
         echo=echo,
     )

@@ -3,7 +3,7 @@ in one kernel call (sample_kernels.step, the kernel `charrnn sample` runs), the 
 last layer, a prompt read in chunks for one row, and each row's draw.
 
 The draw is the sampler's own code: rows without penalties go through one jitted loop that
-calls sample_kernels.pick with each row's Pick (temperature, top-k, top-p may differ per row);
+calls sample_kernels.draw with each row's Pick (temperature, top-k, top-p may differ per row);
 rows with penalties or no-repeat call sample_kernels.choose with their request's
 repetition.Repeat. So a seeded request gives the text `charrnn sample` gives with the same
 options and seed.
@@ -15,24 +15,24 @@ import numpy as np
 
 from ..engine import gemm, repetition, sample_kernels
 from ..engine.kernels import kernel
-from ..engine.sample_kernels import Pick
-from ..engine.sampler import pack_padded, padded
+from ..config import SampleConfig
+from ..engine.sampler import pack_padded, padded, pick_of, pick_rows
 
 
 @kernel
-def pick_rows(z, coins, temp, top_k, top_p, banned, prob, ban, out):
-    """out[k] = sample_kernels.pick of row k of z (N, V) with its own temperature, top-k and
-    top-p (each (N,)), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
+def draw_rows(z, coins, rows, banned, prob, ban, out):
+    """out[k] = sample_kernels.draw of row k of z (N, V) with its own settings (rows, a
+    PickRows), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
     for k in range(z.shape[0]):
-        how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
-        out[k] = sample_kernels.pick(z[k], coins[k], how, prob, ban)
+        pick = sample_kernels.row_pick(rows, k, banned)
+        out[k] = sample_kernels.draw(z[k], coins[k], pick, prob, ban)
 
 
 @kernel
-def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, prob, ban, z, out):
+def step_pick(cell, p, w, ids, h, c, coins, rows, plain, banned, prob, ban, z, out):
     """One tick in one call: advance the rows' state h, c (L, N, H) by ids (N,) (w a
     SampleWork of N rows), write their logits into z (N, V) as the sampler computes them, and
-    for each row k with plain[k] draw out[k] as pick_rows does."""
+    for each row k with plain[k] draw out[k] as draw_rows does."""
     sample_kernels.step(cell, p, w, ids, h, c)
     L, V = h.shape[0], p.by.shape[0]
     gemm.matmul(h[L - 1], w.Wyp, w.logits)
@@ -41,8 +41,8 @@ def step_pick(cell, p, w, ids, h, c, coins, temp, top_k, top_p, plain, banned, p
         row[:] = w.logits[k, :V]
         row += p.by
         if plain[k]:
-            how = sample_kernels.Pick(temp[k], top_k[k], top_p[k], banned, 0.0, 0.0, 0, 0)
-            out[k] = sample_kernels.pick(row, coins[k], how, prob, ban)
+            pick = sample_kernels.row_pick(rows, k, banned)
+            out[k] = sample_kernels.draw(row, coins[k], pick, prob, ban)
 
 
 @kernel
@@ -76,7 +76,7 @@ class Stepper:
         self._works = {}
         self.prob = np.zeros(V, np.float64)
         self.ban = np.zeros(V, np.bool_)
-        self.plain = sample_kernels.Pick(1.0, 0, 1.0, self.banned)
+        self.plain = pick_of(SampleConfig(), self.banned)
         self.no_rep = repetition.empty(1, V, self.plain)
 
     def zero_state(self, n=1):
@@ -115,7 +115,7 @@ class Stepper:
         gemm.matmul(h[self.L - 1], self.Wyp, w.logits)
         return w.logits[:, : self.V] + self.model.params.by
 
-    def step_pick(self, ids, h, c, coins, temp, top_k, top_p, plain):
+    def step_pick(self, ids, h, c, coins, rows, plain):
         """step() and, for the rows where plain (N,) bool is set, pick() in one kernel call:
         (logits (N, V), draws (N,), 0 where not plain)."""
         N = ids.shape[0]
@@ -130,9 +130,7 @@ class Stepper:
             h,
             c,
             coins,
-            temp,
-            top_k,
-            top_p,
+            rows,
             plain,
             self.banned,
             self.prob,
@@ -163,15 +161,14 @@ class Stepper:
             read_logits(self.model.cell, self.model.params, w, ids, h, c, z)
         return z
 
-    def pick(self, z, coins, temp, top_k, top_p):
-        """The draws of the rows of z (N, V) without penalties (see pick_rows)."""
+    def pick(self, z, coins, rows):
+        """The draws of the rows of z (N, V) without penalties, each with its settings in rows
+        (a PickRows; see draw_rows)."""
         out = np.zeros(z.shape[0], np.int64)
-        pick_rows(
+        draw_rows(
             np.ascontiguousarray(z),
             np.asarray(coins, np.float64),
-            np.asarray(temp, np.float64),
-            np.asarray(top_k, np.int64),
-            np.asarray(top_p, np.float64),
+            rows,
             self.banned,
             self.prob,
             self.ban,
@@ -179,9 +176,9 @@ class Stepper:
         )
         return out
 
-    def choose(self, row, k, coin, how, rep):
+    def choose(self, row, k, coin, pick, rep):
         """Row k of a request with penalties: sample_kernels.choose (row (V,) is changed)."""
-        return int(sample_kernels.choose(row, k, float(coin), how, self.prob, rep))
+        return int(sample_kernels.choose(row, k, float(coin), pick, self.prob, rep))
 
 
 def log_softmax(z):
@@ -203,18 +200,9 @@ def warm(cell, dtype):
     s.read(np.array([0, 1]), h, c)
     s.read_scored(np.array([0, 1]), h, c)
     z = s.step(np.array([1]), h, c)
-    s.pick(z, [0.5], [1.0], [0], [1.0])
-    one = lambda v, t: np.full(1, v, t)  # noqa: E731
-    s.step_pick(
-        np.array([1]),
-        h,
-        c,
-        one(0.5, float),
-        one(1.0, float),
-        one(0, np.int64),
-        one(1.0, float),
-        one(True, bool),
-    )
-    how = Pick(1.0, 0, 1.0, -1, 0.5, 0.5, 4, 3)
-    rep = repetition.reserve(repetition.empty(1, 2, how), 1, how)
-    s.choose(z[0], 0, 0.5, how, rep)
+    rows = pick_rows([s.plain])
+    s.pick(z, [0.5], rows)
+    s.step_pick(np.array([1]), h, c, np.full(1, 0.5), rows, np.full(1, True))
+    pick = pick_of(SampleConfig(presence_penalty=0.5, frequency_penalty=0.5, penalty_window=4, no_repeat=3))
+    rep = repetition.reserve(repetition.empty(1, 2, pick), 1, pick)
+    s.choose(z[0], 0, 0.5, pick, rep)

@@ -148,7 +148,7 @@ class _Objective:
             **params,
         )
         model = prepared.trainer.model
-        api.warmup(model.config.cell, model.dtype)
+        api.compile_kernels(model.config.cell, model.dtype)
         return prepared
 
     def _train(self, trial, prepared):

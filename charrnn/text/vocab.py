@@ -1,5 +1,7 @@
-"""The vocabulary: a model's symbols, and the one place that turns text into ids and ids back
-into text, and reads and writes itself in checkpoints and the id cache.
+"""The vocabulary: a model's symbols, turning text into ids and ids back into text, and reading
+and writing itself in checkpoints and the id cache. A text held whole is encoded here; a file
+going into the id cache is encoded in chunks by idcache.py, through the same lookup table
+(data.lookup_table, with the unknown symbol where the vocabulary has one).
 
 A text vocabulary holds characters (a `str` of sorted distinct code points); a byte vocabulary
 (`--bytes`) holds byte values (a `bytes` of sorted distinct values). Either way a symbol's id is

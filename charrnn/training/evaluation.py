@@ -1,7 +1,7 @@
 """What a training run's evaluations read, what they cost, and what they are compared with.
 
 Every evaluation that competes for best.npz scores the same characters: a fixed sample spread
-over the whole validation text (`Sample`). The final, larger evaluation of the best model reads
+over the whole validation text (`ValSample`). The final, larger evaluation of the best model reads
 ten times as many, from the same starts when it can. Under --minutes the sample is made smaller
 when evaluating it would not fit its share of the budget (`fitted_eval_chars`: with a large
 alphabet the output layer, V x H per character, makes every character dear). `Budget` times
@@ -54,7 +54,7 @@ def symbol_counts(ids, vocab_size, chunk=1 << 22):
 
 
 def unigram_loss(counts, ids, starts, length):
-    """The unigram baseline: cross-entropy in nats per character of the targets a Sample scores
+    """The unigram baseline: cross-entropy in nats per character of the targets a ValSample scores
     (ids[s + 1 : s + length + 1] for each s in starts) under the character frequencies `counts`
     with add-one (Laplace) smoothing over all V symbols, p(c) = (n_c + 1) / (N + V), so that a
     character the counts never saw costs log(N + V), not infinity. nan without targets."""
@@ -82,7 +82,7 @@ def segments(n, chars, streams, seq):
     return np.arange(S, dtype=np.int64) * (total // S), want // S
 
 
-class Sample:
+class ValSample:
     """A run's validation reading: `starts` and `length` for every periodic evaluation,
     `full_starts` and `full_len` for the final, larger one."""
 

@@ -93,7 +93,7 @@ def training(
 
 
 def _eval_keys(val_len, eval_chars, B, T):
-    """The window shapes the evaluations ask buffers for (evaluation.Sample: the periodic one
+    """The window shapes the evaluations ask buffers for (evaluation.ValSample: the periodic one
     and the larger final one, each read as up to B segments side by side, T characters at a
     time; the last window may be shorter)."""
     keys = set()

@@ -16,7 +16,7 @@ from .. import checkpoint
 from ..charmodel import model_from_checkpoint
 from ..checkpoint import HistoryRow, Meta, Progress
 from ..engine.model import num_params
-from .evaluation import EVAL_SHARE, Sample, fitted_eval_chars
+from .evaluation import EVAL_SHARE, ValSample, fitted_eval_chars
 from .events import EvalEvent, FullEvent, TrainEvent
 
 
@@ -66,7 +66,7 @@ class Record:
         chars = fitted_eval_chars(sample.chars, per_char, cfg.minutes, between)
         if chars >= sample.chars:
             return None
-        self.sample = self.budget.sample = Sample(len(self.val_ids), chars, cfg.batch, cfg.seq)
+        self.sample = self.budget.sample = ValSample(len(self.val_ids), chars, cfg.batch, cfg.seq)
         self.cfg = replace(cfg, eval_chars=self.sample.chars)  # which reads the same sample
         m = self.model.config
         return (

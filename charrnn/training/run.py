@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..text import data, idcache
-from . import dist, memory, runs, sizing
+from . import discovery, dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..checkpoint import RunInfo
 from ..config import (
@@ -84,11 +84,7 @@ def prepare(
             byte_level,
             max_vocab,
         )
-    base = None
-    if init_from is not None:
-        path = checkpoint.resolve(init_from)
-        base_meta, params, _ = checkpoint.load(path)
-        base = from_arrays(base_meta, params, dtype, path)
+    base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
     if base is None:  # a model far too large is refused before the corpus is read
         at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
@@ -108,45 +104,21 @@ def prepare(
         unknown_hint="the --init-from model's vocabulary lacks them",
     )
     if grow:  # fine-tuning keeps the model's characters and learns the new text's
-        vocab, added, remap = base.vocab.grown(vocab)
-        if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
-            ids = remap[ids]
-        if len(vocab) != len(base.vocab):
-            unk = vocab.unk_id >= 0 > base.vocab.unk_id
-            base = grown(base, vocab, np.random.default_rng([cfg.seed, 1]))
-            notice = "; ".join(filter(None, [notice, _added_notice(base.vocab, added, unk)]))
+        base, vocab, ids, added = _grow(base, vocab, ids, cfg.seed)
+        notice = _joined(notice, added)
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
         warm(mopts.get("cell", ModelConfig.cell), dtype)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
-        mopts["hidden"] = choice.hidden
-        if "dropout" not in options:  # a given dropout stays
-            mopts["dropout"] = choice.dropout
-        for name in ("weight_drop", "weight_decay"):  # and a given weight drop or decay
-            if name not in options:
-                cfg = replace(cfg, **{name: getattr(choice, name)})
-        if "lr" not in options:  # and a given rate
-            cfg = replace(cfg, lr=choice.lr)
-        notice = "; ".join(
-            filter(
-                None,
-                [notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at)],
-            )
-        )
+        mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
+        notice = _joined(notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at))
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
-        notice = "; ".join(filter(None, [notice, alphabet_notice(mcfg, ids)]))
-    # under MPI every rank takes rank 0's name: the clock may tick between them
-    run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
-    _refuse_if_live(run_dir)
-    if (run_dir / checkpoint.LATEST).exists() and not force:
-        raise ConfigError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-            "or pass --force to start over there"
-        )
+        notice = _joined(notice, alphabet_notice(mcfg, ids))
+    run_dir = _new_run_dir(out, corpus, force)
     source = None if corpus is None else os.fspath(corpus)  # JSON-able, also for a Path
     if source not in (None, "-") and Path(source).exists():
         source = os.path.abspath(source)  # --resume from another directory finds it
@@ -171,10 +143,52 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
-    notice = "; ".join(filter(None, [notice, trainer.fit_evaluations()])) or None
+    notice = _joined(notice, trainer.fit_evaluations()) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
+
+
+def _joined(*notices):
+    """The notices given, in one line ("; " between them)."""
+    return "; ".join(filter(None, notices))
+
+
+def _base_model(init_from, dtype):
+    """The --init-from model (a CharModel), or None for a new one."""
+    if init_from is None:
+        return None
+    path = discovery.resolve(init_from)
+    base_meta, params, _ = checkpoint.load(path)
+    return from_arrays(base_meta, params, dtype, path)
+
+
+def _grow(base, vocab, ids, seed):
+    """(base, vocab, ids, notice): a fine-tuning's base model and vocabulary grown by the new
+    text's characters (vocab: the text's own), the ids renumbered to match, and the line
+    saying what was added (None: nothing)."""
+    vocab, added, remap = base.vocab.grown(vocab)
+    if not np.array_equal(remap, np.arange(len(remap))) or remap.dtype != ids.dtype:
+        ids = remap[ids]
+    if len(vocab) == len(base.vocab):
+        return base, vocab, ids, None
+    unk = vocab.unk_id >= 0 > base.vocab.unk_id
+    base = grown(base, vocab, np.random.default_rng([seed, 1]))
+    return base, vocab, ids, _added_notice(base.vocab, added, unk)
+
+
+def _new_run_dir(out, corpus, force):
+    """A new run's directory: out, or one named after the corpus and the time; refused while
+    a training holds it, or when it holds a run and not force."""
+    # under MPI every rank takes rank 0's name: the clock may tick between them
+    run_dir = dist.world().bcast(Path(out) if out is not None else default_run_dir(corpus))
+    _refuse_if_live(run_dir)
+    if (run_dir / checkpoint.LATEST).exists() and not force:
+        raise ConfigError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+            "or pass --force to start over there"
+        )
+    return run_dir
 
 
 def check_new(options, dtype=np.float32):
@@ -237,8 +251,8 @@ def _prepare_resume(
     resume, corpus, data_dir, glob, stdin, options, decoding_given=False, byte_level=False, max_vocab=None
 ):
     run_dir = Path(resume)
-    if not run_dir.exists() and not run_dir.is_absolute() and (checkpoint.runs_root() / run_dir).exists():
-        run_dir = checkpoint.runs_root() / run_dir  # a run's name under the run root
+    if not run_dir.exists() and not run_dir.is_absolute() and (discovery.runs_root() / run_dir).exists():
+        run_dir = discovery.runs_root() / run_dir  # a run's name under the run root
     path = run_dir / checkpoint.LATEST if run_dir.is_dir() else run_dir
     if not path.exists():
         raise ConfigError(f"nothing to resume: {path} does not exist")
@@ -251,31 +265,10 @@ def _prepare_resume(
     info = meta.info
     cfg = resolve_resume(meta.model, meta.train, options)
     source = corpus if corpus is not None else info.source
-    if source == "-" and corpus is None:
-        raise ConfigError("this run read its text from stdin; pass it again: charrnn train - --resume")
-    if decoding_given:
-        raise ConfigError(
-            "--resume reads the text as the run did (encoding "
-            f"{info.encoding or 'auto'}, errors {info.errors or 'strict'})"
-            "; drop --encoding/--errors"
-        )
-    if byte_level and not info.bytes:
-        raise ConfigError("this run models characters, not bytes, and --resume keeps that: drop --bytes")
-    if max_vocab is not None and max_vocab != info.max_vocab:
-        raise ConfigError(
-            f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); drop --max-vocab"
-        )
-    if (
-        corpus is None
-        and source is not None
-        and source != "-"
-        and not Path(source).exists()
-        and source not in data.corpus_names()
-    ):
-        raise ConfigError(
-            f"this run read its text from {source}, which is not there from "
-            f"{os.getcwd()}; pass the file again: charrnn train FILE --resume {resume}"
-        )
+    given = dict(corpus=corpus, decoding=decoding_given, byte_level=byte_level, max_vocab=max_vocab)
+    for refused, why in _resume_keeps(meta, resume, source, **given):
+        if refused:
+            raise ConfigError(why)
     decoding = data.Decoding(info.encoding, info.errors or "strict")
     ids = idcache.encoded_corpus(
         source,
@@ -299,13 +292,45 @@ def _prepare_resume(
     return Prepared(trainer, notice or None, size_notice, seen)
 
 
+def _resume_keeps(meta, resume, source, corpus, decoding, byte_level, max_vocab):
+    """What --resume keeps of the run as its checkpoint stored it (its RunInfo and vocabulary;
+    config.resolve_resume checks the model and training options), against what was given now:
+    (refused, why) in the order they are checked."""
+    info = meta.info
+    elsewhere = corpus is None and source not in (None, "-") and not Path(source).exists()
+    return (
+        (
+            source == "-" and corpus is None,
+            "this run read its text from stdin; pass it again: charrnn train - --resume",
+        ),
+        (
+            decoding,
+            f"--resume reads the text as the run did (encoding {info.encoding or 'auto'}, "
+            f"errors {info.errors or 'strict'}); drop --encoding/--errors",
+        ),
+        (
+            byte_level and not info.bytes,
+            "this run models characters, not bytes, and --resume keeps that: drop --bytes",
+        ),
+        (
+            max_vocab is not None and max_vocab != info.max_vocab,
+            f"--resume keeps the run's vocabulary ({len(meta.vocab)} symbols); drop --max-vocab",
+        ),
+        (
+            elsewhere and source not in data.corpus_names(),
+            f"this run read its text from {source}, which is not there from {os.getcwd()}; "
+            f"pass the file again: charrnn train FILE --resume {resume}",
+        ),
+    )
+
+
 def execute(prepared, callback=None, should_stop=lambda: False):
     """A prepared run's one lifecycle, for the command line, charrnn.train, the sweep and the
     tests alike: hold its run directory (rank 0 creates it, proves it writable and locks it;
     if it cannot, every rank stops with its error), train until the budget, patience or
     should_stop() ends it, and let the directory go. callback(event) hears of every
     evaluation (Trainer.run). Returns the trainer's status. Warming the kernels up first is
-    the caller's (api.warmup, which may say that it compiles)."""
+    the caller's (api.compile_kernels, which may say that it compiles)."""
     trainer, world = prepared.trainer, dist.world()
     with contextlib.ExitStack() as stack:
         error = None

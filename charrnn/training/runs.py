@@ -2,7 +2,7 @@
 for the run), and listing them.
 
 A run directory is named after its corpus, `<corpus>-<date>-<time>`, under the run root
-(checkpoint.runs_root: $CHARRNN_RUNS, else ./runs). Names keep any script (a corpus
+(discovery.runs_root: $CHARRNN_RUNS, else ./runs). Names keep any script (a corpus
 "Война_и_мир.txt" trains into `Война_и_мир-<date>-<time>`); only characters that no common file
 system, or no shell without quoting, takes in a file name are replaced.
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from .. import checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..text import data
+from .discovery import runs_root
 
 LOCK = ".lock"
 NAME_BYTES = 120  # of a run name's corpus part: a file name has 255 on most file systems
@@ -47,7 +48,7 @@ def safe_name(name):
 
 
 def new_run_dir(corpus_name, root=None):
-    root = checkpoint.runs_root() if root is None else Path(root)
+    root = runs_root() if root is None else Path(root)
     return root / f"{safe_name(corpus_name)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -148,7 +149,7 @@ def listing(where=None):
     """One dict per run directory under `where` (default: the run root), or for `where` alone
     when it is a run directory itself; oldest first by last write. A directory that holds no
     readable checkpoint is listed with a short note instead of its model."""
-    where = checkpoint.runs_root() if where is None else Path(where)
+    where = runs_root() if where is None else Path(where)
     dirs = [where] if _looks_like_run(where) else _subdirs(where)
     rows = []
     for d in dirs:

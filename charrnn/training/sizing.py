@@ -3,24 +3,19 @@ no --hidden, the hidden size and the regularisers follow from this machine's mea
 rate and the corpus size, not from the minutes alone.
 
 The rules are calibrated on the batch-16 runs of docs/choosing-defaults.md on Tiny Shakespeare
-and the standard-library corpus (AMD EPYC Zen 4), and give back config.budget_preset's models on
-Tiny Shakespeare at the rates those runs had:
+and the standard-library corpus, and give back config.budget_preset's models on Tiny
+Shakespeare at the rates those runs had (the runs behind each constant: the "Figures behind
+the code" table of docs/benchmarks.md):
 
 - size: the largest of SIZES whose budget buys enough training characters per parameter. How
   many is enough depends on how often the budget reads the text. Read MANY_PASSES times or
-  more, a small model over-fits and a larger regularised one wins on fewer characters: on
-  Tiny Shakespeare at 15 minutes a 2 x 640 seeing 0.9 per parameter (4.7 passes) beat a
-  2 x 512 seeing 2.0, so CHARS_PER_PARAM[1] = 0.8 there. Read fewer times, every character is
-  new and more of them win: at 3 minutes a 2 x 384 seeing 1.3 per parameter (2.4 passes) lost
-  to a 2 x 256 seeing 5.5 (1.4769 against 1.4699, each at its best rate), and on the
-  standard-library corpus at 15 minutes' work a 2 x 512 seeing 2.2 (2.1 passes) beat a
-  2 x 640 seeing 0.9 and a 2 x 384 seeing 6.7 (1.1574 against 1.1736 and 1.1793); so
-  CHARS_PER_PARAM[0] = 1.6 below it, between the 1.3 that lost and the 2.2 that won;
-- dropout and weight drop: from the exposure, passes over the training text times parameters
-  per training character (how far the model can memorise it), by REGULARISERS_BY_EXPOSURE: 4.2
-  for the 3-minute 2 x 256 (none), 8 for the 5-minute 2 x 384 (dropout 0.1, at batch 64), 22 for
-  the 15-minute 2 x 512 (0.2 and 0.3 level) and the 15-minute 2 x 640 (0.3 with weight drop 0.1
-  beat 0.3 alone, and 0.4 lost; decoupled weight decay 0.1 beat it again).
+  more, a small model over-fits and a larger regularised one wins on fewer characters
+  (CHARS_PER_PARAM[1]); read fewer times, every character is new and more of them win
+  (CHARS_PER_PARAM[0], between the figure of the size that lost and the one that won);
+- dropout, weight drop and weight decay: from the exposure, passes over the training text
+  times parameters per training character (how far the model can memorise it), by
+  REGULARISERS_BY_EXPOSURE, whose steps lie between the exposures of the runs that chose
+  each level.
 
 The rate of each size is one measured rate (a few training steps of the second size on random
 ids; the fastest of up to MEASURE_TRIES while the cores seem busy, see best_of) scaled by the
@@ -48,8 +43,8 @@ TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations an
 MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
 MEASURE_TRIES = 3           # at most this many measurements, while the cores seem busy:
 HAD_THE_CORES = 0.8         # the share of the wall time its threads ran for, at least, that
-                            # says a measurement had them (0.95-0.96 quiet here, 0.56-0.61
-                            # beside one busy process, 0.33 beside four)
+                            # says a measurement had them (between what a quiet machine and
+                            # one beside a busy process give: docs/benchmarks.md)
 # fmt: on
 
 

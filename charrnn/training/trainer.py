@@ -22,7 +22,7 @@ from ..charmodel import CharModel, from_arrays
 from ..checkpoint import RunInfo
 from ..config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from ..errors import ConfigError, CorpusError, TrainingDiverged
-from .evaluation import Budget, Sample, Timing, symbol_counts
+from .evaluation import Budget, ValSample, Timing, symbol_counts
 from .record import Record
 from .regularise import Average, masked, weight_masks, window_masks
 from ..engine.optim import Adam
@@ -63,7 +63,7 @@ class Trainer(Record):
         check_fits(len(train_ids), B, T)
         self.xs, self.ys = data.streams(train_ids, B)
         self.val_ids = val_ids
-        self.sample = Sample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
+        self.sample = ValSample(len(val_ids), cfg.eval_chars, B, T)  # what evaluations read
         self.train_counts = symbol_counts(train_ids, model.config.vocab_size)  # for the unigram
         self._unigram = (None, math.nan)  # (the sample's spec, its unigram baseline)
         if cfg.patience and self.sample.length < 1:
