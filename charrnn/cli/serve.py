@@ -33,8 +33,16 @@ def serve(
     ] = False,
     reload: Annotated[bool, Opt(help="Pick up a newer checkpoint between requests.")] = False,
     workers: Annotated[int, Opt(help="Server processes (each loads the models).")] = 1,
+    chat_template: Annotated[
+        Optional[list[str]],
+        Opt(
+            help="How /v1/chat/completions writes messages as text: plain (the contents as they "
+            "are), play (NAME: before each), or a JSON file; ID=TEMPLATE for one model. Default: plain.",
+            show_default=False,
+        ),
+    ] = None,
 ):
-    """Serve models over OpenAI's completions API, with a page to write with them at /."""
+    """Serve models over OpenAI's completions and chat API, with a page to write with them at /."""
     from ..config import check_int
 
     for flag, v, low in (
@@ -58,5 +66,6 @@ def serve(
         drop_unknown=drop_unknown,
         reload=reload,
         workers=workers,
+        chat_templates=chat_template or [],
         report=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()),
     )

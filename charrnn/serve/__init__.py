@@ -3,8 +3,9 @@ with them, and a prefix state cache for prompts that grow (docs/serving.md).
 
 Modules: schemas (requests and errors in OpenAI's shapes), stepper (one model's batched step
 and per-row draw), cache (prefix states), batcher (continuous batching in a thread), models
-(loading and reloading), app (the Starlette routes), server (uvicorn, signals, workers) and
-page/index.html. The HTTP stack (uvicorn, Starlette) comes with the serve extra and is imported
+(loading and reloading), calls (a completion request's life), chat and template (chat
+completions, and how a conversation becomes a character model's text), app (the Starlette
+routes), server (uvicorn, signals, workers) and page/index.html. The HTTP stack (uvicorn, Starlette) comes with the serve extra and is imported
 only from app and server.
 """
 

@@ -19,7 +19,9 @@ import threading
 
 import uvicorn
 
+from . import template
 from .app import Settings, build_app
+from .chat import check_template
 from .models import Registry
 from .schemas import Limits
 from .stepper import warm
@@ -77,9 +79,13 @@ def make_app(options):
         max_batch=options["max_batch"],
         max_queue=options["max_queue"],
     )
+    templates = template.for_models(options.get("chat_templates", []), list(reg.models))
+    for name, t in templates.items():
+        check_template(t, reg.get(name).model, name)
     for s in reg.models.values():
         warm(s.model.config.cell, s.model.dtype)
     settings = Settings(
+        chat_templates=templates,
         api_key=options["api_key"],
         drop_unknown=options["drop_unknown"],
         max_body=options["max_body"],
@@ -106,6 +112,7 @@ def serve(
     max_tokens=4096,
     max_n=16,
     max_body=1 << 20,
+    chat_templates=(),
     report=lambda line: None,
     log_level="info",
 ):
@@ -132,6 +139,7 @@ def serve(
         max_body=max_body,
         max_tokens=max_tokens,
         max_n=max_n,
+        chat_templates=list(chat_templates),
     )
     common = dict(
         host=host,
