@@ -33,6 +33,7 @@ def serve(
     ] = False,
     reload: Annotated[bool, Opt(help="Pick up a newer checkpoint between requests.")] = False,
     workers: Annotated[int, Opt(help="Server processes (each loads the models).")] = 1,
+    quiet: Annotated[bool, Opt(help="No access line per request on stderr.")] = False,
     chat_template: Annotated[
         Optional[list[str]],
         Opt(
@@ -67,5 +68,6 @@ def serve(
         reload=reload,
         workers=workers,
         chat_templates=chat_template or [],
+        quiet=quiet,
         report=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()),
     )

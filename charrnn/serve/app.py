@@ -1,9 +1,10 @@
 """The HTTP side (Starlette): OpenAI's completions API over the batchers, the writing page, a
 health check; every error in OpenAI's shape with its status, never a traceback for bad input.
 
-Routes: GET / (the page), GET /health, GET /v1/models, GET /v1/models/{id}, POST
-/v1/completions and POST /v1/chat/completions (JSON, or server-sent events ending
-`data: [DONE]` with stream: true). With an API key, /v1/ needs `Authorization: Bearer KEY`.
+Routes: GET / (the page), GET /health, GET /metrics (Prometheus), GET /v1/models, GET
+/v1/models/{id}, POST /v1/completions and POST /v1/chat/completions (JSON, or server-sent
+events ending `data: [DONE]` with stream: true). With an API key, /v1/ needs
+`Authorization: Bearer KEY`. Around them, metrics.Observe counts and logs each request.
 """
 
 import asyncio
@@ -23,6 +24,7 @@ from starlette.routing import Route
 from . import template
 from .calls import Call, EventStream
 from .chat import ChatCall, parse_chat
+from .metrics import CONTENT_TYPE, Metrics, Observe
 from .schemas import ApiError, Limits, error_body, parse_completion, parse_json
 
 log = logging.getLogger("charrnn.serve")
@@ -36,6 +38,7 @@ class Settings:
     max_body: int = 1 << 20      # bytes in a request body (413 beyond)
     limits: Limits = Limits()
     chat_templates: dict = field(default_factory=dict)  # {model id: ChatTemplate} (else plain)
+    access_log: bool = True      # one line per request on the charrnn.access logger
     # fmt: on
 
     def template_of(self, name):
@@ -52,8 +55,9 @@ def error_response(e):
 
 
 def build_app(registry, settings=Settings()):
-    """The Starlette app serving registry's models."""
+    """The app serving registry's models: Starlette's, inside metrics.Observe."""
     page = resources.files(__package__).joinpath("page", "index.html").read_bytes()
+    metrics = Metrics(registry.models)
 
     def check_key(request):
         if settings.api_key is None:
@@ -78,6 +82,9 @@ def build_app(registry, settings=Settings()):
                 "models": {n: s.batcher.load() for n, s in registry.models.items()},
             }
         )
+
+    async def prometheus(request):
+        return Response(metrics.text(), media_type=CONTENT_TYPE)
 
     async def models(request):
         try:
@@ -144,12 +151,14 @@ def build_app(registry, settings=Settings()):
     routes = [
         Route("/", index),
         Route("/health", health),
+        Route("/metrics", prometheus),
         Route("/v1/models", models),
         Route("/v1/models/{id:path}", model),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat, methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Observe(app, metrics, routes, settings.access_log)
 
 
 async def read_body(request, limit):

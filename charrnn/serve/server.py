@@ -86,6 +86,7 @@ def make_app(options):
         warm(s.model.config.cell, s.model.dtype)
     settings = Settings(
         chat_templates=templates,
+        access_log=not options.get("quiet", False),
         api_key=options["api_key"],
         drop_unknown=options["drop_unknown"],
         max_body=options["max_body"],
@@ -113,6 +114,7 @@ def serve(
     max_n=16,
     max_body=1 << 20,
     chat_templates=(),
+    quiet=False,
     report=lambda line: None,
     log_level="info",
 ):
@@ -140,12 +142,14 @@ def serve(
         max_tokens=max_tokens,
         max_n=max_n,
         chat_templates=list(chat_templates),
+        quiet=quiet,
     )
     common = dict(
         host=host,
         port=port,
         log_level=log_level,
         log_config=log_config(),
+        access_log=False,  # metrics.Observe writes one line per request, with its characters
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     if workers > 1:
@@ -155,6 +159,8 @@ def serve(
     app, reg = make_app(options)
     for note in reg.notes():
         report(f"charrnn: {note}")
+    for s in reg.models.values():
+        report(f"charrnn: {s.name}: {s.loaded()}")
     try:
         Server(
             uvicorn.Config(app, lifespan="off", **common), ready=lambda: report(f"charrnn: ready at {url}")
@@ -164,10 +170,18 @@ def serve(
 
 
 def log_config():
-    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default)."""
+    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default), and
+    charrnn's lines (the access lines, reloads) on stderr as they are written."""
     cfg = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     for handler in cfg["handlers"].values():
         handler["stream"] = "ext://sys.stderr"
+    cfg["formatters"]["charrnn"] = {"format": "%(message)s"}
+    cfg["handlers"]["charrnn"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "charrnn",
+        "stream": "ext://sys.stderr",
+    }
+    cfg["loggers"]["charrnn"] = {"handlers": ["charrnn"], "level": "INFO", "propagate": False}
     return cfg
 
 
