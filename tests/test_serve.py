@@ -261,3 +261,18 @@ def test_a_byte_level_model(model):
     reg.close()
     want = m.complete("ab é", length=30, temp=0.9, seed=2)[0].text
     assert got["choices"][0]["text"] == want.decode("utf-8", "replace")
+
+
+def test_the_default_length_suits_characters(client, model):
+    """No max_tokens: a paragraph (256 characters), not OpenAI's 16 tokens read as characters;
+    the server's --default-max-tokens and --max-tokens set it."""
+    from charrnn.serve.schemas import Limits
+
+    got = complete(client, prompt=PROMPT, temperature=0)
+    assert got["usage"]["completion_tokens"] == 256 == Limits().default_max_tokens
+    for limits, want in ((Limits(default_max_tokens=10), 10), (Limits(max_tokens=100), 100)):
+        app, reg = app_of(("tiny", model), limits=limits)
+        with TestClient(app) as c:
+            r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "ab"}]})
+        reg.close()
+        assert r.json()["usage"]["completion_tokens"] == want

@@ -24,6 +24,9 @@ def serve(
     max_batch: Annotated[int, Opt(help="Rows written at once per model (more wait).")] = 64,
     max_queue: Annotated[int, Opt(help="Rows that may wait; beyond, 429.")] = 256,
     max_tokens: Annotated[int, Opt(help="The largest max_tokens a request may ask.")] = 4096,
+    default_max_tokens: Annotated[
+        int, Opt(help="Characters written when a request gives no max_tokens (at most --max-tokens).")
+    ] = 256,
     api_key: Annotated[
         Optional[str],
         Opt(envvar="CHARRNN_API_KEY", show_default=False, help="Require Authorization: Bearer KEY on /v1/."),
@@ -51,6 +54,7 @@ def serve(
         ("--max-batch", max_batch, 1),
         ("--max-queue", max_queue, 0),
         ("--max-tokens", max_tokens, 1),
+        ("--default-max-tokens", default_max_tokens, 1),
         ("--workers", workers, 1),
     ):
         check_int(flag, v, low)
@@ -63,6 +67,7 @@ def serve(
         max_batch=max_batch,
         max_queue=max_queue,
         max_tokens=max_tokens,
+        default_max_tokens=default_max_tokens,
         api_key=api_key,
         drop_unknown=drop_unknown,
         reload=reload,

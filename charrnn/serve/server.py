@@ -90,7 +90,11 @@ def make_app(options):
         api_key=options["api_key"],
         drop_unknown=options["drop_unknown"],
         max_body=options["max_body"],
-        limits=Limits(max_tokens=options["max_tokens"], max_n=options["max_n"]),
+        limits=Limits(
+            max_tokens=options["max_tokens"],
+            max_n=options["max_n"],
+            default_max_tokens=options.get("default_max_tokens", Limits.default_max_tokens),
+        ),
     )
     return build_app(reg, settings), reg
 
@@ -111,6 +115,7 @@ def serve(
     reload=False,
     workers=1,
     max_tokens=4096,
+    default_max_tokens=Limits.default_max_tokens,
     max_n=16,
     max_body=1 << 20,
     chat_templates=(),
@@ -140,6 +145,7 @@ def serve(
         drop_unknown=drop_unknown,
         max_body=max_body,
         max_tokens=max_tokens,
+        default_max_tokens=default_max_tokens,
         max_n=max_n,
         chat_templates=list(chat_templates),
         quiet=quiet,
