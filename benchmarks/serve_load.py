@@ -1,5 +1,6 @@
 """Load on `charrnn serve`: concurrent streaming clients, and the prefix cache on a long prompt.
 
+    pip install -e '.[serve,bench]'   # the server, and httpx for the clients
     nice -n 10 python -m benchmarks.serve_load [--hidden 128 512] [--clients 1 8 32 128]
 
 For each model size (2-layer LSTMs with random weights and a 65-character vocabulary, the
@@ -162,6 +163,18 @@ def pct(xs, q):
     return float(np.percentile(xs, q)) if xs else float("nan")
 
 
+EXTRAS = "serve,bench"  # the extras this benchmark needs (a test checks its imports are in them)
+
+
+def need_extras():
+    """Exit with the install command when a package of EXTRAS is missing."""
+    try:
+        import httpx  # noqa: F401  the clients
+        import uvicorn  # noqa: F401  the server
+    except ImportError as e:
+        raise SystemExit(f"serve_load needs {e.name}: pip install -e '.[{EXTRAS}]'") from None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
@@ -176,6 +189,7 @@ def main():
     ap.add_argument("--long", type=int, default=10_000, help="the long prompt's length")
     ap.add_argument("--port", type=int, default=8790)
     a = ap.parse_args()
+    need_extras()
     print(
         f"# serve_load: {machine()}; python {platform.python_version()}; "
         f"{a.max_tokens} chars a request, temperature 1, random-weight 2-layer LSTMs",

@@ -273,3 +273,18 @@ def test_the_request_names_map_onto_sample_config_once():
     body = {"prompt": "ab", "temperature": 0.5, "top_k": 4, "presence_penalty": 1, "seed": 3}
     want = SampleConfig(temp=0.5, top_k=4, presence_penalty=1.0, seed=3)
     assert parse_completion(body).sample == want
+
+
+def test_the_default_length_suits_characters(client, model):
+    """No max_tokens: a paragraph (256 characters), not OpenAI's 16 tokens read as characters;
+    the server's --default-max-tokens and --max-tokens set it."""
+    from charrnn.serve.schemas import Limits
+
+    got = complete(client, prompt=PROMPT, temperature=0)
+    assert got["usage"]["completion_tokens"] == 256 == Limits().default_max_tokens
+    for limits, want in ((Limits(default_max_tokens=10), 10), (Limits(max_tokens=100), 100)):
+        app, reg = app_of(("tiny", model), limits=limits)
+        with TestClient(app) as c:
+            r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "ab"}]})
+        reg.close()
+        assert r.json()["usage"]["completion_tokens"] == want

@@ -196,3 +196,24 @@ def test_a_seeded_request_is_charrnn_sample(run_dir):
         ).json()
     reg.close()
     assert got["choices"][0]["text"] == r.stdout
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_log_says_what_is_loaded_and_one_line_a_request(run_dir, quiet):
+    p, url, _ = start(run_dir, *(["--quiet"] if quiet else []))
+    try:
+        body = {"model": "shakes", "prompt": "abc", "max_tokens": 5}
+        assert httpx.post(url + "/v1/completions", json=body).status_code == 200
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+        err = p.stderr.read()
+        assert f"charrnn: shakes: {run_dir / 'best.npz'} (no validation loss)\n" in err
+        access = [ln for ln in err.splitlines() if ln.startswith("charrnn: POST ")]
+        if quiet:
+            assert access == []
+        else:
+            assert len(access) == 1 and access[0].startswith("charrnn: POST /v1/completions 200 5 chars ")
+        assert '"POST /v1/completions HTTP/1.1" 200' not in err  # uvicorn's own line: ours replaces it
+    finally:
+        if p.poll() is None:
+            p.kill()

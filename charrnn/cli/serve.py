@@ -24,6 +24,9 @@ def serve(
     max_batch: Annotated[int, Opt(help="Rows written at once per model (more wait).")] = 64,
     max_queue: Annotated[int, Opt(help="Rows that may wait; beyond, 429.")] = 256,
     max_tokens: Annotated[int, Opt(help="The largest max_tokens a request may ask.")] = 4096,
+    default_max_tokens: Annotated[
+        int, Opt(help="Characters written when a request gives no max_tokens (at most --max-tokens).")
+    ] = 256,
     api_key: Annotated[
         Optional[str],
         Opt(envvar="CHARRNN_API_KEY", show_default=False, help="Require Authorization: Bearer KEY on /v1/."),
@@ -33,8 +36,17 @@ def serve(
     ] = False,
     reload: Annotated[bool, Opt(help="Pick up a newer checkpoint between requests.")] = False,
     workers: Annotated[int, Opt(help="Server processes (each loads the models).")] = 1,
+    quiet: Annotated[bool, Opt(help="No access line per request on stderr.")] = False,
+    chat_template: Annotated[
+        Optional[list[str]],
+        Opt(
+            help="How /v1/chat/completions writes messages as text: plain (the contents as they "
+            "are), play (NAME: before each), or a JSON file; ID=TEMPLATE for one model. Default: plain.",
+            show_default=False,
+        ),
+    ] = None,
 ):
-    """Serve models over OpenAI's completions API, with a page to write with them at /."""
+    """Serve models over OpenAI's completions and chat API, with a page to write with them at /."""
     from ..config import check_int
 
     for flag, v, low in (
@@ -42,6 +54,7 @@ def serve(
         ("--max-batch", max_batch, 1),
         ("--max-queue", max_queue, 0),
         ("--max-tokens", max_tokens, 1),
+        ("--default-max-tokens", default_max_tokens, 1),
         ("--workers", workers, 1),
     ):
         check_int(flag, v, low)
@@ -54,9 +67,12 @@ def serve(
         max_batch=max_batch,
         max_queue=max_queue,
         max_tokens=max_tokens,
+        default_max_tokens=default_max_tokens,
         api_key=api_key,
         drop_unknown=drop_unknown,
         reload=reload,
         workers=workers,
+        chat_templates=chat_template or [],
+        quiet=quiet,
         report=lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()),
     )

@@ -1,11 +1,13 @@
-"""`charrnn serve`: OpenAI's completions API over continuously batched models, a page to write
-with them, and a prefix state cache for prompts that grow (docs/serving.md).
+"""`charrnn serve`: OpenAI's completions and chat API over continuously batched models, a page
+to write with them, a prefix state cache for prompts that grow, and metrics (docs/serving.md).
 
 Modules: schemas (requests and errors in OpenAI's shapes), stepper (one model's batched step
 and per-row draw), cache (prefix states), batcher (continuous batching in a thread), models
-(loading and reloading), app (the Starlette routes), server (uvicorn, signals, workers) and
-page/index.html. The HTTP stack (uvicorn, Starlette) comes with the serve extra and is imported
-only from app and server.
+(loading and reloading), calls (a completion request's life), chat and template (chat
+completions, and how a conversation becomes a character model's text), metrics (/metrics and
+the access lines), app (the Starlette routes), server (uvicorn, signals, workers) and
+page/index.html. The HTTP stack (uvicorn, Starlette, prometheus_client) comes with the serve
+extra and is imported only from app, metrics and server.
 """
 
 

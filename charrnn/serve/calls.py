@@ -93,6 +93,18 @@ class Call:
         self.queue = asyncio.Queue()
         self.mailbox = mailbox()
         self.jobs = []
+        # for the access line and /metrics: characters generated, and when they came
+        self.generated, self.began = 0, time.monotonic()
+        self.first = self.last = None
+
+    chunk_object = "text_completion"  # a stream's events' "object"
+
+    def _heard(self, events):
+        """Note when text arrived (the first and the latest characters)."""
+        if any(e[1] for e in events):
+            self.last = time.monotonic()
+            if self.first is None:
+                self.first = self.last
 
     def submit(self):
         r = self.req
@@ -186,6 +198,7 @@ class Call:
             if got is None:  # hung up
                 return
             left -= sum(1 for e in got[1] if e[2] is not None)
+            self._heard(got[1])
             yield got
 
     async def _merged(self):
@@ -201,6 +214,7 @@ class Call:
                 return
             merged = {}
             for i, events in got:
+                self._heard(events)
                 for k, text, why, entries, count in events:
                     j = self.index(i, k)
                     if j in merged:
@@ -228,6 +242,7 @@ class Call:
         finally:
             watch.cancel()
             self.cancel()
+        self.generated = sum(counts.values())
         choices = []
         for i in range(len(self.primes)):
             for k in range(n):
@@ -247,7 +262,7 @@ class Call:
             "created": self.created,
             "model": self.served.name,
             "choices": choices,
-            "usage": self.usage(sum(counts.values())),
+            "usage": self.usage(self.generated),
         }
 
     def _logprobs(self, entries, i, lead=True):
@@ -276,7 +291,7 @@ class Call:
                 + json.dumps(
                     {
                         "id": self.id,
-                        "object": "text_completion",
+                        "object": self.chunk_object,
                         "created": self.created,
                         "model": self.served.name,
                     }
@@ -313,23 +328,17 @@ class Call:
             if self.gone:
                 return
             if self.req.include_usage:
-                yield (
-                    "data: "
-                    + json.dumps(
-                        {
-                            "id": self.id,
-                            "object": "text_completion",
-                            "created": self.created,
-                            "model": self.served.name,
-                            "choices": [],
-                            "usage": self.usage(generated),
-                        }
-                    )
-                    + "\n\n"
-                )
+                yield self._usage_chunk(generated)
             yield "data: [DONE]\n\n"
         finally:
+            self.generated = generated
             self.cancel()
+
+    def _usage_chunk(self, generated):
+        """The last event before [DONE] with stream_options.include_usage."""
+        head = {"id": self.id, "object": self.chunk_object, "created": self.created}
+        body = dict(head, model=self.served.name, choices=[], usage=self.usage(generated))
+        return "data: " + json.dumps(body) + "\n\n"
 
 
 class EventStream(StreamingResponse):

@@ -69,6 +69,10 @@ class Served:
             "checkpoint": str(self.path),
         }
 
+    def loaded(self):
+        """What is loaded: the file and its validation loss, for the log."""
+        return f"{self.path or 'a model in memory'} ({describe_loss(self.model)})"
+
     def maybe_reload(self):
         """Load a newer checkpoint if there is one (at most once a RELOAD_EVERY); True when
         the model changed. Runs in a worker thread: loading reads the whole file."""
@@ -82,18 +86,26 @@ class Served:
             if path == self.path and stamp == self.stamp:
                 return False
             model = model_from_checkpoint(path)[0]
-            old = self.batcher
+            old, was = self.batcher, describe_loss(self.model)
             self.batcher = Batcher(model, **self.options)
             self.model, self.path, self.stamp = model, path, stamp
             self.loaded_at = time.time()
             old.close(wait=False)
-            log.info("charrnn: %s reloaded from %s", self.name, path)
+            now_loss = describe_loss(model)
+            log.info("charrnn: %s reloaded from %s (%s; it replaced %s)", self.name, path, now_loss, was)
             return True
         except (OSError, CharrnnError) as e:
             log.warning("charrnn: %s: kept the loaded model (%s)", self.name, e)
             return False
         finally:
             self.lock.release()
+
+
+def describe_loss(model):
+    """ "validation loss 1.5510" of a loaded model (its final larger evaluation if it had one)."""
+    meta = getattr(model, "meta", None)
+    loss = None if meta is None else (meta.val_loss_full or meta.val_loss)
+    return "no validation loss" if loss is None else f"validation loss {loss:.4f}"
 
 
 class Registry:

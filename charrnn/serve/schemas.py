@@ -59,6 +59,8 @@ class Limits:
     max_n: int = 16          # the largest n
     max_prompts: int = 16    # prompts in one request
     max_prompt: int = 200_000  # characters in one prompt
+    default_max_tokens: int = 256  # max_tokens when a request gives none (a paragraph;
+                                   # OpenAI's 16 tokens are ~64 characters, a few words)
     # fmt: on
 
 
@@ -203,7 +205,13 @@ def parse_completion(body, limits=Limits()):
         model=model,
         prompts=_prompts(body, limits),
         # 0 with echo: only the prompt, scored with logprobs (as OpenAI's legacy API does)
-        max_tokens=_int(body, "max_tokens", 16, 0 if echo else 1, limits.max_tokens),
+        max_tokens=_int(
+            body,
+            "max_tokens",
+            min(limits.default_max_tokens, limits.max_tokens),
+            0 if echo else 1,
+            limits.max_tokens,
+        ),
         n=_int(body, "n", 1, 1, limits.max_n),
         stop=_stops(body),
         sample=_sample(body),

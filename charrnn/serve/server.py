@@ -19,7 +19,9 @@ import threading
 
 import uvicorn
 
+from . import template
 from .app import Settings, build_app
+from .chat import check_template
 from .models import Registry
 from .schemas import Limits
 from .stepper import warm
@@ -77,13 +79,22 @@ def make_app(options):
         max_batch=options["max_batch"],
         max_queue=options["max_queue"],
     )
+    templates = template.for_models(options.get("chat_templates", []), list(reg.models))
+    for name, t in templates.items():
+        check_template(t, reg.get(name).model, name)
     for s in reg.models.values():
         warm(s.model.config.cell, s.model.dtype)
     settings = Settings(
+        chat_templates=templates,
+        access_log=not options.get("quiet", False),
         api_key=options["api_key"],
         drop_unknown=options["drop_unknown"],
         max_body=options["max_body"],
-        limits=Limits(max_tokens=options["max_tokens"], max_n=options["max_n"]),
+        limits=Limits(
+            max_tokens=options["max_tokens"],
+            max_n=options["max_n"],
+            default_max_tokens=options.get("default_max_tokens", Limits.default_max_tokens),
+        ),
     )
     return build_app(reg, settings), reg
 
@@ -104,8 +115,11 @@ def serve(
     reload=False,
     workers=1,
     max_tokens=4096,
+    default_max_tokens=Limits.default_max_tokens,
     max_n=16,
     max_body=1 << 20,
+    chat_templates=(),
+    quiet=False,
     report=lambda line: None,
     log_level="info",
 ):
@@ -131,13 +145,17 @@ def serve(
         drop_unknown=drop_unknown,
         max_body=max_body,
         max_tokens=max_tokens,
+        default_max_tokens=default_max_tokens,
         max_n=max_n,
+        chat_templates=list(chat_templates),
+        quiet=quiet,
     )
     common = dict(
         host=host,
         port=port,
         log_level=log_level,
         log_config=log_config(),
+        access_log=False,  # metrics.Observe writes one line per request, with its characters
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     if workers > 1:
@@ -147,6 +165,8 @@ def serve(
     app, reg = make_app(options)
     for note in reg.notes():
         report(f"charrnn: {note}")
+    for s in reg.models.values():
+        report(f"charrnn: {s.name}: {s.loaded()}")
     try:
         Server(
             uvicorn.Config(app, lifespan="off", **common), ready=lambda: report(f"charrnn: ready at {url}")
@@ -156,10 +176,18 @@ def serve(
 
 
 def log_config():
-    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default)."""
+    """uvicorn's logging, all of it on stderr (its access log goes to stdout by default), and
+    charrnn's lines (the access lines, reloads) on stderr as they are written."""
     cfg = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     for handler in cfg["handlers"].values():
         handler["stream"] = "ext://sys.stderr"
+    cfg["formatters"]["charrnn"] = {"format": "%(message)s"}
+    cfg["handlers"]["charrnn"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "charrnn",
+        "stream": "ext://sys.stderr",
+    }
+    cfg["loggers"]["charrnn"] = {"handlers": ["charrnn"], "level": "INFO", "propagate": False}
     return cfg
 
 
