@@ -55,7 +55,8 @@ def environment():
 def stamped(cmd, env, cwd):
     """Run cmd; (wall seconds, [(seconds, stderr line)], stdout bytes)."""
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_file = tempfile.TemporaryFile()  # not a pipe: a long sample would fill it while stderr is read
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out_file, stderr=subprocess.PIPE)
     lines = []
     buf = b""
     while True:
@@ -66,8 +67,9 @@ def stamped(cmd, env, cwd):
         *done, buf = buf.split(b"\n")
         for ln in done:
             lines.append((time.monotonic() - t0, ln.decode(errors="replace")))
-    out = p.stdout.read()
     p.wait()
+    out_file.seek(0)
+    out = out_file.read()
     if buf:
         lines.append((time.monotonic() - t0, buf.decode(errors="replace")))
     return time.monotonic() - t0, lines, out, p.returncode

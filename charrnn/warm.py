@@ -119,7 +119,8 @@ def _cache_id():
 class Plan(NamedTuple):
     here: tuple  # groups this process compiles, in order
     there: tuple = ()  # groups a second process compiles meanwhile; the command waits for them
-    later: tuple = ()  # groups the second process compiles after those; nobody waits for them
+    later: tuple = ()  # groups the second process compiles after those once release() is called
+    # (or this process has ended); nobody waits for them
 
 
 PLANS = {
@@ -167,9 +168,10 @@ def prepare(
             report(Report(state["done"], len(waited), name))
 
     helper = None
-    elsewhere = [g for g in missing if g not in plan.here]
-    if background and elsewhere and _cores() > 1:
-        helper = Helper(elsewhere, args, ready, waited=[g for g in plan.there if g in missing])
+    now = [g for g in plan.there if g in missing]
+    then = [g for g in plan.later if g in missing]
+    if background and (now or then) and _cores() > 1:
+        helper = Helper(now + (["--then"] + then if then else []), args, ready, waited=now)
     if waited:
         report(Report(0, len(waited), None, 1 + (helper is not None and helper.proc is not None)))
     for g in plan.here:
@@ -207,13 +209,14 @@ class Helper:
         cmd = [sys.executable, "-m", "charrnn.warm", cell, dtype.name, precision, *groups]
         try:
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=env, start_new_session=True, text=True,
             )  # fmt: skip
         except OSError:
             self.proc = None
             self.gone.set()
             return
+        _helpers.append(self)
         threading.Thread(target=self._read, name="charrnn-warm-reader", daemon=True).start()
 
     def _read(self):
@@ -236,6 +239,24 @@ class Helper:
 
     def failed(self, name):
         return name not in self.done
+
+    def release(self):
+        """Let it go on to the later groups (it waits at --then until this, or this process's
+        end, closes its standard input)."""
+        try:
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+
+
+_helpers = []  # the Helpers started, for release()
+
+
+def release():
+    """Let the second processes go on to the groups a later command will want: the command has
+    done what must not share the cores with them (sizing measures the training rate)."""
+    while _helpers:
+        _helpers.pop().release()
 
 
 def start_background(groups, cell, dtype, precision="fp32"):
@@ -305,10 +326,13 @@ sampler.compile_elsewhere = _compile_elsewhere
 def main(argv):
     if argv[:1] == ["--items"]:  # group:cell:dtype:precision ... (prepare_many)
         items = [tuple(t.split(":")) for t in argv[1:]]
-    else:  # cell dtype precision group ... (Helper, start_background)
+    else:  # cell dtype precision group ... [--then group ...] (Helper, start_background)
         cell, dtype, precision, *groups = argv
         items = [(g, cell, dtype, precision) for g in groups]
     for g, cell, dtype, precision in items:
+        if g == "--then":  # wait for release(), or the end of the command
+            sys.stdin.read()
+            continue
         n = run(g, cell, np.dtype(dtype), precision)
         try:  # the protocol with Helper, on a pipe: a line per group done
             sys.stdout.write(f"{g} {n}\n")

@@ -362,6 +362,9 @@ def _run_training(prepared, world, quiet, con):
                 f"charrnn: data-parallel over {world.size} MPI ranks, "
                 f"{trainer.cfg.batch} streams shared between them"
             )
+    from .. import warm
+
+    warm.release()  # sizing is done: the sampling kernels may compile beside the training
     stop = stop_flag(announce=world.rank == 0)
     try:
         with TrainingDisplay(con, trainer, quiet) as prog:

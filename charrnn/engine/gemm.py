@@ -186,9 +186,11 @@ def _tile(A, a, ra, ka, Wp, w, kc, C, o, rows, acc):
         vstore(C, o + 5 * N + V, c51)
 
 
-@njit(inline="always", error_model="numpy", nogil=True)
+@njit(error_model="numpy", nogil=True)
 def _tile_any(A, a, ra, ka, Wp, w, kc, C, o, rows, acc):
-    """_tile for a row count known only at run time (1 to 6)."""
+    """_tile for a row count known only at run time (1 to 6). A function of its own, called, not
+    inlined: inlined into each of its callers, its six inlined tiles made Numba copy its whole
+    IR once per block of it (a copy of every variable each time): 10 s of a 15 s compile."""
     if rows == 6:
         _tile(A, a, ra, ka, Wp, w, kc, C, o, 6, acc)
     elif rows == 5:
