@@ -16,7 +16,6 @@ from .common import (
     ErrorsOpt,
     JsonOpt,
     Opt,
-    console,
     dropped_line,
     fail,
     fmt,
@@ -102,7 +101,7 @@ def evaluate(
     text, desc = data.read_text(file, data_dir=data_dir, byte_level=model.byte_level, decoding=decoding)
     if decoding.notice():
         sys.stderr.write(f"charrnn: {decoding.notice()}\n")
-    with Compiling(console()) as report:
+    with Compiling() as report:
         warm.prepare("eval", model.config.cell, model.dtype, report=report)
     try:
         result = api.evaluate(model, text, exact, drop_unknown, max_unknown, dynamic, dynamic_lr)

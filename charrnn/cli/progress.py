@@ -157,12 +157,21 @@ class Compiling:
     """What a command says while warm.prepare compiles its kernels (the first run after an
     install): on a terminal a Rich bar over the groups, in a pipe a line per group, nothing with
     quiet or when every kernel was in Numba's cache. `what` ends the first line: how the wait
-    counts (a training's --minutes count it)."""
+    counts (a training's --minutes count it). con: a Rich console, or None to make one only
+    when there is something to say (importing Rich is a tenth of a warm sample's start-up)."""
 
-    def __init__(self, con, quiet=False, what=""):
-        self.con, self.quiet, self.what = con, quiet, what
+    def __init__(self, con=None, quiet=False, what=""):
+        self._con, self.quiet, self.what = con, quiet, what
         self.bar = None
         self.t0 = time.monotonic()
+
+    @property
+    def con(self):
+        if self._con is None:
+            from .common import console
+
+            self._con = console()
+        return self._con
 
     def __call__(self, r):
         if self.quiet:

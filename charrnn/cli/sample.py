@@ -10,7 +10,6 @@ from .common import (
     DataDirOpt,
     DropUnknownOpt,
     Opt,
-    console,
     dropped_line,
     fail,
     load,
@@ -169,7 +168,7 @@ def sample(
     if p.dropped:
         sys.stderr.write(f"charrnn: {dropped_line(p.dropped, 'prime')}\n")
     check_stop(model, cfg.stop)  # before compiling: a stop string it can never write
-    with Compiling(console()) as report:
+    with Compiling() as report:
         warm.prepare("sample", model.config.cell, model.dtype, precision, report=report)
     out = _Out(model.byte_level, keep=novelty)
     try:
