@@ -1,7 +1,10 @@
-"""A naive per-gate NumPy implementation of the three cells, written for clarity, not speed:
-the fused kernels are tested against it."""
+"""What the tests share: a naive per-gate NumPy implementation of the three cells, written for
+clarity, not speed (the fused kernels are tested against it), central finite differences, and the
+tiny models and windows the kernel tests draw."""
 
 import numpy as np
+
+from charrnn.engine.model import Model, ModelConfig
 
 
 def sigmoid(x):
@@ -48,3 +51,49 @@ def reference_loss(logits, y):
     m = logits.max(axis=1, keepdims=True)
     lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
     return float(np.mean(lse - logits[np.arange(len(y)), y]))
+
+
+def numeric_grad_at(f, arr, at, eps=1e-6):
+    """Central differences of f() with respect to arr's elements at the flat indices `at`
+    (arr is changed in place and put back)."""
+    flat, out = arr.reshape(-1), np.zeros(len(at))
+    for n, i in enumerate(at):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        out[n] = (fp - fm) / (2 * eps)
+    return out
+
+
+def numeric_grad(f, arr, eps=1e-6):
+    """Central differences of f() with respect to every element of arr, shaped like it."""
+    return numeric_grad_at(f, arr, range(arr.size), eps).reshape(arr.shape).astype(arr.dtype)
+
+
+# tiny models and windows the kernel tests share (float64: the gradient checks' precision)
+CELLS = ["lstm", "gru", "rnn"]
+
+
+def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):
+    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V, dropout=dropout)
+    m = Model(cfg, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    m.flat[:] = rng.uniform(-0.6, 0.6, m.flat.size)  # every weight non-trivial, biases too
+    return m, rng
+
+
+def window(rng, T=6, B=3, V=7, L=2, H=5, dtype=np.float64):
+    x = rng.integers(0, V, (T, B)).astype(np.int32)
+    y = rng.integers(0, V, (T, B)).astype(np.int32)
+    h0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
+    c0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
+    return x, y, h0, c0
+
+
+def assert_grad(analytic, numeric, name):
+    """Elementwise agreement to 1e-5 relative; the absolute floor (1e-9) sits well above the
+    finite-difference round-off (~1e-10) and far below any gradient a bug would produce."""
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-9, err_msg=name)

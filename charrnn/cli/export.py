@@ -28,7 +28,7 @@ def export(
             help="The weights' format in the file: fp32 (the page writes the same text as "
             "`charrnn sample`) or fp16 (half the size; --format html only).",
         ),
-    ] = "fp32",  # export.DEFAULT_PRECISION (tests/test_cli.py checks they agree)
+    ] = "fp32",  # export.DEFAULT_PRECISION (tests/cli/test_cli.py checks they agree)
     sequence: Annotated[
         bool,
         Opt(

@@ -29,7 +29,7 @@ chunks, asks `plan` which path and how many characters, and reports the time wit
   serial path's taken moments apart compare noise, and its helpers take that process's time.
 
 Both paths compute the same numbers in the same order, so the text does not depend on the
-choices (tests/test_switch.py and the split path's tests in test_kernels.py).
+choices (tests/engine/test_switch.py and the split path's tests in test_kernels.py).
 """
 
 import math

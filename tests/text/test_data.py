@@ -15,7 +15,7 @@ from charrnn.text import data as D, sources
 from charrnn.text.vocab import Vocab
 from charrnn.errors import ConfigError, CorpusError
 
-SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+SHARED_CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 SHAKESPEARE = SHARED_CORPORA / "tinyshakespeare.txt"
 
 

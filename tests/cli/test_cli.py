@@ -388,7 +388,7 @@ def test_a_run_directory_that_holds_a_run_needs_force(tmp_path, corpus_file):
 
 
 def test_a_lock_file_that_nobody_holds_is_no_obstacle(tmp_path, corpus_file):
-    """Only a held flock counts (tests/test_runs.py has a live holder): a .lock file left by a
+    """Only a held flock counts (tests/training/test_runs.py has a live holder): a .lock file left by a
     killed training is taken over whatever pid it names, even a live process's."""
     run = tmp_path / "r"
     run.mkdir()

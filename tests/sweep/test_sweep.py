@@ -20,7 +20,7 @@ from charrnn.sweep import study as sweep, space as sweep_space, trials  # noqa: 
 from charrnn.cli import app  # noqa: E402
 from charrnn.errors import ConfigError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TINY_SPACE = 'cell = "lstm"\nlayers = 1\nhidden = [8, 16]\nbatch = 8\nseq = 16\n'
 
 

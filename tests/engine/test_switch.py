@@ -8,7 +8,7 @@ import pytest
 from charrnn.engine import sampler, switch, threads
 from charrnn.engine.switch import SERIAL, SPLIT, Switch
 from charrnn.engine.sample_kernels import Pick
-from test_kernels import tiny
+from reference import tiny
 
 
 def simulate(per_char, n, chunk_calls=None, per_call=0.0, helped=lambda done: 1.0):

@@ -308,7 +308,7 @@ def test_init_from_continues_from_trained_weights_and_checks_the_vocabulary(tmp_
     assert tuned.step == 0 and tuned.model.vocab == base.model.vocab
     other = tmp_path / "other.txt"
     other.write_text("xyz" * 400)
-    # new characters grow the vocabulary (tests/test_finetune.py), named in the notice
+    # new characters grow the vocabulary (tests/training/test_finetune.py), named in the notice
     grown = run.prepare(other, tmp_path / "grown", steps=1, init_from=tmp_path / "base", **RESUME_OPTS)
     assert "'xyz'" in grown.notice and set("xyz") <= set(grown.trainer.model.vocab.symbols)
 

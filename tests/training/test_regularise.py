@@ -14,29 +14,22 @@ from charrnn.errors import UsageError
 from charrnn.engine import kernels
 from charrnn.training import run
 from charrnn.training.regularise import Average, masked, weight_masks, window_masks
-from reference import reference_forward, reference_loss
-from test_kernels import CELLS, assert_grad, numeric_grad, tiny, window
+from reference import (
+    CELLS,
+    assert_grad,
+    numeric_grad,
+    numeric_grad_at,
+    reference_forward,
+    reference_loss,
+    tiny,
+    window,
+)
 from test_train import RESUME_OPTS, small_corpus, train  # noqa: F401  (a fixture)
 
 
 def loss_of(m, x, y, h0, c0, masks=None):
     w = m.forward(x, h0, c0, masks)
     return kernels.xent(w.P, y.reshape(-1), False, 0) / y.size
-
-
-def numeric_grad_at(f, arr, at, eps=1e-6):
-    """Central differences of f at the flat indices `at` of arr (test_kernels' numeric_grad
-    at a subset of the elements)."""
-    flat, out = arr.reshape(-1), np.zeros(len(at))
-    for n, i in enumerate(at):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        out[n] = (fp - fm) / (2 * eps)
-    return out
 
 
 # ------------------------------------------------------------------------- variational dropout

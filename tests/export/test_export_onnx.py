@@ -124,7 +124,7 @@ def test_byte_level_model_exports_its_256_bytes(tmp_path):
 @pytest.mark.parametrize("doc", ["docs/export.md", "README.md"])
 def test_docs_example_samples_as_charrnn_does(tmp_path, capsys, doc):
     """The ONNX Runtime example of the docs, run as written on an exported model."""
-    text = (Path(__file__).resolve().parents[1] / doc).read_text()
+    text = (Path(__file__).resolve().parents[2] / doc).read_text()
     code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "onnxruntime" in c)
     m = tiny_model("lstm", 2, seed=11)
     ckpt = save(m, tmp_path / "m.npz")

@@ -5,27 +5,9 @@ import numpy as np
 import pytest
 
 from charrnn.engine import kernels
-from charrnn.engine.model import Model, ModelConfig
+from charrnn.engine.model import Model
 from charrnn.engine.sample_kernels import Pick
-from reference import reference_forward, reference_loss
-
-CELLS = ["lstm", "gru", "rnn"]
-
-
-def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):
-    cfg = ModelConfig(cell=cell, layers=L, hidden=H, vocab_size=V, dropout=dropout)
-    m = Model(cfg, dtype=dtype)
-    rng = np.random.default_rng(seed)
-    m.flat[:] = rng.uniform(-0.6, 0.6, m.flat.size)  # every weight non-trivial, biases too
-    return m, rng
-
-
-def window(rng, T=6, B=3, V=7, L=2, H=5, dtype=np.float64):
-    x = rng.integers(0, V, (T, B)).astype(np.int32)
-    y = rng.integers(0, V, (T, B)).astype(np.int32)
-    h0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
-    c0 = rng.uniform(-0.5, 0.5, (L, B, H)).astype(dtype)
-    return x, y, h0, c0
+from reference import CELLS, assert_grad, numeric_grad, reference_forward, reference_loss, tiny, window
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -47,26 +29,6 @@ def test_forward_matches_reference(cell, L, H, B):
         )
         < 1e-10
     )
-
-
-def numeric_grad(f, arr, eps=1e-6):
-    g = np.zeros_like(arr)
-    flat, gf = arr.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gf[i] = (fp - fm) / (2 * eps)
-    return g
-
-
-def assert_grad(analytic, numeric, name):
-    """Elementwise agreement to 1e-5 relative; the absolute floor (1e-9) sits well above the
-    finite-difference round-off (~1e-10) and far below any gradient a bug would produce."""
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-9, err_msg=name)
 
 
 @pytest.mark.parametrize("cell", CELLS)
