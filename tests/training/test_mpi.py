@@ -115,40 +115,23 @@ def test_checkpoints_resume_on_another_rank_count(corpus, tmp_path):
     assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
-@needs_mpi
-def test_ctrl_c_stops_every_rank_after_the_same_step_and_saves_once(corpus, tmp_path):
-    run = tmp_path / "r"
-    p = subprocess.Popen(
-        [
-            MPIEXEC,
-            "-n",
-            "2",
-            sys.executable,
-            "-m",
-            "charrnn",
-            "train",
-            str(corpus),
-            "-o",
-            str(run),
-            "--batch",
-            "8",
-            "--seq",
-            "16",
-            "--hidden",
-            "32",
-            "--steps",
-            "1000000",
-            "--eval-every",
-            "20",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+def long_training_at_its_first_evaluation(corpus, run, *extra):
+    """A two-rank training with no end in sight, once it has written its first evaluation (at
+    most two minutes): the Popen, its stdout and stderr piped."""
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn", "train", str(corpus), "-o", str(run),
+           "--batch", "8", "--seq", "16", "--hidden", "32", "--steps", "1000000", "--eval-every", "20",
+           *extra]  # fmt: skip
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
+    return p
+
+
+@needs_mpi
+def test_ctrl_c_stops_every_rank_after_the_same_step_and_saves_once(corpus, tmp_path):
+    run = tmp_path / "r"
+    p = long_training_at_its_first_evaluation(corpus, run)
     assert (run / "metrics.jsonl").exists(), "training never reached its first evaluation"
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -165,38 +148,7 @@ def test_a_rank_that_dies_ends_the_job(corpus, tmp_path):
     """MPICH's launcher (what the mpi extra installs) kills the other ranks and says why; the
     survivor must not wait forever in its next allreduce."""
     run = tmp_path / "r"
-    p = subprocess.Popen(
-        [
-            MPIEXEC,
-            "-n",
-            "2",
-            sys.executable,
-            "-m",
-            "charrnn",
-            "train",
-            str(corpus),
-            "-o",
-            str(run),
-            "--batch",
-            "8",
-            "--seq",
-            "16",
-            "--hidden",
-            "32",
-            "--steps",
-            "1000000",
-            "--eval-every",
-            "20",
-            "-q",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    deadline = time.time() + 120
-    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.2)
+    p = long_training_at_its_first_evaluation(corpus, run, "-q")
     ranks = subprocess.run(
         ["pgrep", "-f", f"^{sys.executable} -m charrnn train .* -o {run} "], capture_output=True, text=True
     )  # the ranks, not the launcher
