@@ -21,6 +21,17 @@ def tiny_model(seed=0, hidden=16, layers=2, cell="lstm", vocab=VOCAB):
     return m
 
 
+def post_ok(client, path, **body):
+    """A request to the model "tiny" (unless body names another) that must succeed: its JSON."""
+    r = client.post(path, json=dict({"model": "tiny"}, **body))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def complete(client, **body):
+    return post_ok(client, "/v1/completions", **body)
+
+
 def save_run(run_dir, model, name="best.npz"):
     from charrnn import checkpoint
 

@@ -10,14 +10,9 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from serve_util import app_of, tiny_model  # noqa: E402
+from serve_util import app_of, complete, tiny_model  # noqa: E402
 
 PROMPT = "abc def\nghi"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_model(0)
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +21,6 @@ def client(model):
     with TestClient(app) as c:
         yield c
     reg.close()
-
-
-def complete(client, **body):
-    r = client.post("/v1/completions", json=dict({"model": "tiny"}, **body))
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def test_models_lists_the_runs(client):

@@ -15,7 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from serve_util import app_of, live, tiny_model  # noqa: E402
+from serve_util import app_of, live, post_ok, tiny_model  # noqa: E402
 
 VOCAB = "abcdefghij klmnop\n.,ABCDEFGHIJKLMNOPQRSTUVWXYZ:"
 A = [{"role": "user", "content": "a"}]
@@ -42,9 +42,7 @@ def client(model, templates):
 
 
 def chat(client, **body):
-    r = client.post("/v1/chat/completions", json=dict({"model": "tiny"}, **body))
-    assert r.status_code == 200, r.text
-    return r.json()
+    return post_ok(client, "/v1/chat/completions", **body)
 
 
 def test_plain_is_the_messages_continued(client, model):

@@ -16,11 +16,6 @@ PROMPT = "abc def\nghi"
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_model(0)
-
-
-@pytest.fixture(scope="module")
 def server(model):
     app, reg = app_of(("tiny", model), api_key="k-123")
     with live(app) as url:

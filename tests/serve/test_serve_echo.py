@@ -12,7 +12,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 from starlette.testclient import TestClient  # noqa: E402
 
-from serve_util import app_of, tiny_model  # noqa: E402
+from serve_util import app_of, complete, tiny_model  # noqa: E402
 
 PROMPT = "abc def\nghi, jk."
 TOL = 1e-5
@@ -29,12 +29,6 @@ def served(model):
     with TestClient(app) as c:
         yield c, reg
     reg.close()
-
-
-def complete(client, **body):
-    r = client.post("/v1/completions", json=dict({"model": "tiny"}, **body))
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def reference(model, text):
