@@ -12,6 +12,12 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from serve_util import app_of, complete, tiny_model  # noqa: E402
 
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(0)
+
+
 PROMPT = "abc def\nghi"
 
 

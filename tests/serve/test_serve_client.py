@@ -12,6 +12,12 @@ openai = pytest.importorskip("openai")
 
 from serve_util import app_of, live, tiny_model  # noqa: E402
 
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(0)
+
+
 PROMPT = "abc def\nghi"
 
 

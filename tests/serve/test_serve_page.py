@@ -12,6 +12,11 @@ from serve_util import app_of, live, tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
+def model():
+    return tiny_model(0)
+
+
+@pytest.fixture(scope="module")
 def url(model):
     app, reg = app_of(("tiny", model), ("other", tiny_model(1, hidden=8)))
     with live(app) as u:
