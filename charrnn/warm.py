@@ -207,13 +207,8 @@ class Helper:
         self.cond = threading.Condition()
         env = dict(os.environ, CHARRNN_THREADS=str(threads.num_threads()))
         cmd = [sys.executable, "-m", "charrnn.warm", cell, dtype.name, precision, *groups]
-        try:
-            self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                env=env, start_new_session=True, text=True,
-            )  # fmt: skip
-        except OSError:
-            self.proc = None
+        self.proc = _background(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=env, text=True)
+        if self.proc is None:
             self.gone.set()
             return
         _helpers.append(self)
@@ -292,11 +287,11 @@ def prepare_many(items):
 
 
 def _background(cmd, **kw):
+    """cmd in a session of its own (it outlives this process and its Ctrl-C), its streams
+    closed unless kw opens them; None when it cannot be started."""
+    streams = dict(stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        return subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, **kw,
-        )  # fmt: skip
+        return subprocess.Popen(cmd, start_new_session=True, **{**streams, **kw})
     except OSError:
         return None
 
