@@ -1,12 +1,17 @@
-"""One model's batched step for the server: the weights packed once, a step of every active row
-in one kernel call (sample_kernels.step, the kernel `charrnn sample` runs), the logits of the
-last layer, a prompt read in chunks for one row, and each row's draw.
+"""One model's batched steps for the server: the weights packed once, and three kernels, each
+running many characters in one call (sample_kernels.step, the step `charrnn sample` runs):
 
-The draw is the sampler's own code: rows without penalties go through one jitted loop that
-calls sample_kernels.draw with each row's Pick (temperature, top-k, top-p may differ per row);
-rows with penalties or no-repeat call sample_kernels.choose with their request's
-repetition.Repeat. So a seeded request gives the text `charrnn sample` gives with the same
-options and seed.
+- write_rows: K characters for each of N rows, each row drawing with its own temperature,
+  top-k and top-p (a PickRows), the logits kept for the rows that asked for log probabilities;
+- read: prompts of several requests fed together, m characters each, in one call;
+- read_logits: one prompt fed with the logits after each character (a prompt scored).
+
+Rows with penalties or no-repeat draw through sample_kernels.generate with their request's
+repetition.Repeat (the sampler's own kernel). So a seeded request gives the text `charrnn
+sample` gives with the same options and seed.
+
+The batcher writes from one thread and reads prompts from another: each has its own buffers
+(a lane), the packed weights are shared.
 
 Shapes: L layers, N active rows, H hidden units, V vocabulary, Vp and Kp padded to whole strips.
 """
@@ -18,31 +23,30 @@ from ..engine.kernels import kernel
 from ..config import SampleConfig
 from ..engine.sampler import pack_padded, padded, pick_of, pick_rows
 
-
-@kernel
-def draw_rows(z, coins, rows, banned, prob, ban, out):
-    """out[k] = sample_kernels.draw of row k of z (N, V) with its own settings (rows, a
-    PickRows), coin (N,), and no penalties; prob (V,) float64 and ban (V,) scratch."""
-    for k in range(z.shape[0]):
-        pick = sample_kernels.row_pick(rows, k, banned)
-        out[k] = sample_kernels.draw(z[k], coins[k], pick, prob, ban)
+WRITE, READ = 0, 1  # the lanes: the batcher's writing thread and its reading thread
 
 
 @kernel
-def step_pick(cell, p, w, ids, h, c, coins, rows, plain, banned, prob, ban, z, out):
-    """One tick in one call: advance the rows' state h, c (L, N, H) by ids (N,) (w a
-    SampleWork of N rows), write their logits into z (N, V) as the sampler computes them, and
-    for each row k with plain[k] draw out[k] as draw_rows does."""
-    sample_kernels.step(cell, p, w, ids, h, c)
+def write_rows(cell, p, w, cur, h, c, coins, rows, banned, prob, ban, zs, out):
+    """out.shape[0] characters for each of N rows in one call: advance the rows' state h, c
+    (L, N, H) from their last characters cur (N,) (updated), drawing row k's character s with
+    coins[s, k] as row k's settings in rows (a PickRows) say, into out (K, N); w a SampleWork
+    of N rows. With zs (K, N, V) (not (K, 0, V)), the logits of each step are kept there, as
+    the sampler computes them."""
     L, V = h.shape[0], p.by.shape[0]
-    gemm.matmul(h[L - 1], w.Wyp, w.logits)
-    for k in range(ids.shape[0]):
-        row = z[k]
-        row[:] = w.logits[k, :V]
-        row += p.by
-        if plain[k]:
+    keep = zs.shape[1] > 0
+    for s in range(out.shape[0]):
+        sample_kernels.step(cell, p, w, cur, h, c)
+        gemm.matmul(h[L - 1], w.Wyp, w.logits)
+        for k in range(cur.shape[0]):
+            row = w.logits[k, :V]
+            row += p.by
+            if keep:
+                zs[s, k] = row
             pick = sample_kernels.row_pick(rows, k, banned)
-            out[k] = sample_kernels.draw(row, coins[k], pick, prob, ban)
+            nxt = sample_kernels.draw(row, coins[s, k], pick, prob, ban)
+            out[s, k] = nxt
+            cur[k] = nxt
 
 
 @kernel
@@ -59,7 +63,7 @@ def read_logits(cell, p, w, ids, h, c, z):
 
 
 class Stepper:
-    """The packed weights of one model and the buffers of each batch size."""
+    """The packed weights of one model and the buffers of each lane and batch size."""
 
     def __init__(self, model):
         p, dt = model.params, model.dtype
@@ -74,7 +78,7 @@ class Stepper:
         self.Wyp = pack_padded(p.Wy)
         self.banned = int(model.vocab.unk_id)
         self._works = {}
-        self.prob = np.zeros(V, np.float64)
+        self.prob = np.zeros(V, np.float64)  # the writing lane's scratch while drawing
         self.ban = np.zeros(V, np.bool_)
         self.plain = pick_of(SampleConfig(), self.banned)
         self.no_rep = repetition.empty(1, V, self.plain)
@@ -82,15 +86,15 @@ class Stepper:
     def zero_state(self, n=1):
         return self.model.zero_state(n)
 
-    def work(self, N):
-        """The SampleWork buffers of a batch of N rows (its h, c are placeholders: the rows'
-        state is passed to each step)."""
-        if N not in self._works:
-            if len(self._works) > 64:
-                self._works.clear()
+    def work(self, N, lane=WRITE):
+        """The SampleWork buffers of a batch of N rows in a lane (its h, c and cur are
+        placeholders: the rows' own are passed to each call)."""
+        if (N, lane) not in self._works:
+            if len(self._works) > 128:
+                self._works = {k: w for k, w in self._works.items() if k[1] != lane}
             dt, Kg = self.model.dtype, self.Whp.shape[1] // self.H
             h, c = self.model.zero_state(N)
-            self._works[N] = sample_kernels.SampleWork(
+            self._works[N, lane] = sample_kernels.SampleWork(
                 Wxp=self.Wxp,
                 Whp=self.Whp,
                 Wyp=self.Wyp,
@@ -104,7 +108,7 @@ class Stepper:
                 logits=np.zeros((N, padded(dt, self.V)), dt),
                 prob=np.zeros(self.V, np.float64),
             )
-        return self._works[N]
+        return self._works[N, lane]
 
     def step(self, ids, h, c):
         """Advance the rows' state h, c (L, N, H), in place, by ids (N,); their logits (N, V)
@@ -115,70 +119,78 @@ class Stepper:
         gemm.matmul(h[self.L - 1], self.Wyp, w.logits)
         return w.logits[:, : self.V] + self.model.params.by
 
-    def step_pick(self, ids, h, c, coins, rows, plain):
-        """step() and, for the rows where plain (N,) bool is set, pick() in one kernel call:
-        (logits (N, V), draws (N,), 0 where not plain)."""
-        N = ids.shape[0]
-        w = self.work(N)
-        z = np.empty((N, self.V), self.model.dtype)
-        out = np.zeros(N, np.int64)
-        step_pick(
+    def write(self, cur, h, c, coins, rows, logits=False):
+        """K = coins.shape[0] characters for each row of h, c (L, N, H) from cur (N,), drawn
+        without penalties, each row as rows (a PickRows) says: (ids (K, N), logits (K, N, V)
+        in the model's dtype, or None). h, c and cur are advanced in place."""
+        K, N = coins.shape
+        out = np.empty((K, N), np.int64)
+        zs = np.empty((K, N if logits else 0, self.V), self.model.dtype)
+        write_rows(
             self.model.cell,
             self.model.params,
-            w,
-            ids,
+            self.work(N),
+            cur,
             h,
             c,
             coins,
             rows,
-            plain,
             self.banned,
             self.prob,
             self.ban,
-            z,
+            zs,
             out,
         )
-        return z, out
+        return out, (zs if logits else None)
+
+    def generate(self, cur, h, c, coins, pick, rep):
+        """K = coins.shape[0] characters for each of the N rows of one request with penalties
+        or no-repeat (pick, rep: its Pick and repetition.Repeat, with room for K more ids), as
+        the sampler draws them: ids (K, N); h, c, cur are advanced in place."""
+        K, N = coins.shape
+        w = self.work(N)._replace(h=h, c=c, cur=cur)
+        out = np.empty((K, N), np.int64)
+        none = np.zeros((0, N), np.int64)
+        sample_kernels.generate(self.model.cell, self.model.params, w, none, coins, pick, rep, out)
+        return out
+
+    def choose(self, row, k, coin, pick, rep):
+        """Row k's next id from its logits row (V,) with its request's penalties or no-repeat
+        (sample_kernels.choose: row is changed): the per-character way, for a request that
+        asks for log probabilities too."""
+        return int(sample_kernels.choose(row, k, float(coin), pick, self.prob, rep))
 
     def read(self, ids, h, c):
-        """Feed ids (1-d) into one row's state h, c (L, 1, H), in place, in one kernel call."""
+        """Feed ids (m, P) into the state h, c (L, P, H) of P prompts, in place, in one kernel
+        call (ids 1-d: one prompt's)."""
+        ids = np.asarray(ids, np.int64)
+        if ids.ndim == 1:
+            ids = ids.reshape(-1, 1)
         if len(ids) == 0:
             return
-        w = self.work(1)._replace(h=h, c=c)
-        pending = np.ascontiguousarray(np.asarray(ids, np.int64).reshape(-1, 1))
-        none = np.zeros((0, 1), np.int64)
+        P = ids.shape[1]
+        w = self.work(P, READ)._replace(h=h, c=c)
+        none = np.zeros((0, P), np.int64)
         sample_kernels.generate(
-            self.model.cell, self.model.params, w, pending, np.zeros((0, 1)), self.plain, self.no_rep, none
+            self.model.cell,
+            self.model.params,
+            w,
+            np.ascontiguousarray(ids),
+            np.zeros((0, P)),
+            self.plain,
+            self.no_rep,
+            none,
         )
 
     def read_scored(self, ids, h, c):
-        """read() that also returns the logits (len(ids), V) after each id, in the model's
-        dtype (the state after it is read()'s, step for step)."""
-        w = self.work(1)._replace(h=h, c=c)
+        """read() of one prompt that also returns the logits (len(ids), V) after each id, in
+        the model's dtype (the state after it is read()'s, step for step)."""
+        w = self.work(1, READ)._replace(h=h, c=c)
         ids = np.ascontiguousarray(ids, np.int64)
         z = np.empty((len(ids), self.V), self.model.dtype)
         if len(ids):
             read_logits(self.model.cell, self.model.params, w, ids, h, c, z)
         return z
-
-    def pick(self, z, coins, rows):
-        """The draws of the rows of z (N, V) without penalties, each with its settings in rows
-        (a PickRows; see draw_rows)."""
-        out = np.zeros(z.shape[0], np.int64)
-        draw_rows(
-            np.ascontiguousarray(z),
-            np.asarray(coins, np.float64),
-            rows,
-            self.banned,
-            self.prob,
-            self.ban,
-            out,
-        )
-        return out
-
-    def choose(self, row, k, coin, pick, rep):
-        """Row k of a request with penalties: sample_kernels.choose (row (V,) is changed)."""
-        return int(sample_kernels.choose(row, k, float(coin), pick, self.prob, rep))
 
 
 def log_softmax(z):
@@ -199,10 +211,12 @@ def warm(cell, dtype):
     h, c = s.zero_state(1)
     s.read(np.array([0, 1]), h, c)
     s.read_scored(np.array([0, 1]), h, c)
-    z = s.step(np.array([1]), h, c)
     rows = pick_rows([s.plain])
-    s.pick(z, [0.5], rows)
-    s.step_pick(np.array([1]), h, c, np.full(1, 0.5), rows, np.full(1, True))
+    cur = np.array([1])
+    s.write(cur, h, c, np.full((2, 1), 0.5), rows, logits=True)
+    s.write(cur, h, c, np.full((2, 1), 0.5), rows)
     pick = pick_of(SampleConfig(presence_penalty=0.5, frequency_penalty=0.5, penalty_window=4, no_repeat=3))
-    rep = repetition.reserve(repetition.empty(1, 2, pick), 1, pick)
-    s.choose(z[0], 0, 0.5, pick, rep)
+    rep = repetition.reserve(repetition.empty(1, 2, pick), 2, pick)
+    s.generate(cur, h, c, np.full((2, 1), 0.5), pick, rep)
+    z = s.step(cur, h, c)
+    s.choose(z[0], 0, 0.5, pick, repetition.reserve(rep, 1, pick))

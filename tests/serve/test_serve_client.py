@@ -86,12 +86,11 @@ def test_a_dropped_stream_leaves_the_batch(client, server):
     assert batcher.load()["active"] == 0  # long before its 4000 characters
 
 
-def test_concurrent_requests_share_steps(client, model, server):
-    """Eight clients at once: each gets its own text, in fewer steps than one after another
-    (8 x 200)."""
+def test_concurrent_requests_get_their_own_text(client, model, server):
+    """Eight clients at once: each gets its own text (that rows submitted together share the
+    steps is test_batcher's: over HTTP, a tiny model may finish a request before the next
+    one arrives)."""
     out = {}
-    batcher = server[1].get("tiny").batcher
-    before = batcher.load()["steps"]
 
     def one(i):
         r = client.completions.create(model="tiny", prompt=PROMPT[: i + 1], max_tokens=200, temperature=0)
@@ -102,7 +101,6 @@ def test_concurrent_requests_share_steps(client, model, server):
         t.start()
     for t in threads:
         t.join()
-    assert batcher.load()["steps"] - before < 8 * 200 * 3 // 4
     for i in range(8):
         assert out[i] == model.complete(PROMPT[: i + 1], length=200, temp=0)[0].text
 
