@@ -304,6 +304,28 @@ def test_info(cli_run):
     assert invoke("info", cli_run, "-c", cli_run).exit_code == 2
 
 
+@pytest.mark.parametrize("command", ["eval", "inspect"])
+def test_characters_dropped_from_a_text_are_counted(cli_run, tmp_path, command):
+    """Issue 38, item 6: `eval --drop-unknown --json` said "unknown_chars": 0 and nothing on
+    stderr after dropping 5 characters, and inspect was silent (sample said it)."""
+    text = "abcd ab\nXcd aYb\nZZ ba dc\nQ" * 4  # 20 of the characters are not the model's
+    (tmp_path / "t.txt").write_text(text)
+    args = ["--gates"] if command == "inspect" else []
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", "--json", *args)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["dropped_chars"] == 20
+    assert "left 20 characters the model does not know out of the text" in r.stderr
+    if command == "inspect":
+        assert d["chars"] == len(text) - 20
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", *args)
+    assert r.exit_code == 0 and "left 20 characters" in r.stderr
+    kept = "".join(c for c in text if c in "abcd \n")
+    (tmp_path / "k.txt").write_text(kept)
+    r = invoke(command, "-c", cli_run, tmp_path / "k.txt", "--drop-unknown", "--json", *args)
+    assert json.loads(r.stdout)["dropped_chars"] == 0 and "left" not in r.stderr
+
+
 # ----------------------------------------------------------------------------------------- resume
 
 
