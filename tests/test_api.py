@@ -5,6 +5,7 @@ command line refuses the library refuses too, with the same words."""
 import pytest
 
 import charrnn
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import UsageError
 from conftest import error_line, invoke, markov_text
 
@@ -64,3 +65,24 @@ def test_library_sampling_refuses_what_the_command_line_refuses(cli_run, options
     flag = {"length": "-n"}.get(flag, "--" + flag.replace("_", "-"))
     r = invoke("sample", "-c", cli_run, flag, value)
     assert words.split(" must")[0] in error_line(r, 2)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("minutes", float("inf")), ("epochs", float("nan")), ("lr", float("nan")), ("seed", -1), ("batch", 0)],
+)
+def test_the_library_refuses_the_same(field, value):
+    with pytest.raises(UsageError):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_model_config_refuses_nan_dropout():
+    with pytest.raises(UsageError):
+        ModelConfig(dropout=float("nan"), vocab_size=3).validate()
+
+
+def test_charrnn_train_refuses_infinite_minutes(corpus_file, tmp_path):
+    with pytest.raises(UsageError):
+        charrnn.train(
+            corpus_file, out=tmp_path / "r", minutes=float("inf"), layers=1, hidden=8, batch=4, seq=8
+        )

@@ -302,6 +302,13 @@ def test_saturation_png_needs_matplotlib(monkeypatch, tmp_path):
         probe_view.saturation_png({"f": (np.zeros((1, 2)), np.zeros((1, 2)))}, tmp_path / "x.png")
 
 
+def test_inspect_shows_the_texts_control_characters_as_pictures():
+    from charrnn.inspect.view import visible
+
+    assert visible("a\x1b[31mb\tc\n\x7f") == "a\u241b[31mb\tc\n\u2421"
+    assert "\x1b" not in visible("".join(map(chr, range(32))))
+
+
 # ----------------------------------------------------------------------------------- CLI errors
 
 

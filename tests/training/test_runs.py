@@ -312,3 +312,14 @@ def test_a_save_between_prepare_and_lock_is_noticed(tmp_path, corpus_file):
     with pytest.raises(ConfigError, match="resume it again"):
         with run.run_directory(d, seen=resumed.dir_seen):
             pass
+
+
+def test_a_killed_writers_temporaries_are_swept_when_the_run_is_opened(corpus_file, tmp_path):
+    run = tmp_path / "r"
+    assert invoke("train", corpus_file, *TINY, "--steps", 2, "-o", run, "-q").exit_code == 0
+    stale = [run / ".best.npz.k2j3h4.tmp", run / ".probe12345"]
+    for f in stale:
+        f.write_bytes(b"\0" * 1000)
+    assert invoke("train", "--resume", run, "--steps", 3, "-q").exit_code == 0
+    assert not any(f.exists() for f in stale)
+    assert (run / "best.npz").exists()
