@@ -15,21 +15,16 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import charrnn
 from charrnn import api, checkpoint
 from charrnn.cli import app
-from conftest import TINY
+from conftest import TINY, invoke
 
 COMPILING = "charrnn: compiling kernels"
 # what may come before a one-line error: a training's first line, said before the text is read,
 # and the compile progress
 PREAMBLE = (COMPILING, "charrnn: training on ", "charrnn: resuming ")
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
 def ok(result):

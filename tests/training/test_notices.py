@@ -4,7 +4,7 @@ figures of the model the --max-vocab it suggests would build."""
 
 import pytest
 
-from conftest import TINY, TINY_API, invoke, markov_text
+from conftest import TINY, TINY_API, invoke, markov_text, zipf_cjk
 
 
 def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
@@ -21,12 +21,7 @@ def test_training_says_when_its_text_is_mostly_unknown(tmp_path):
 
 
 def test_a_huge_alphabet_is_said_with_the_max_vocab_hint(tmp_path):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    symbols = [chr(0x4E00 + k) for k in range(1500)]
-    weights = 1.0 / np.arange(1, 1501)  # Zipf: a few hundred characters hold most of the text
-    text = "".join(rng.choice(symbols, 20000, p=weights / weights.sum()))
+    text = zipf_cjk(20000, 1500, seed=0)  # a few hundred characters hold most of the text
     (tmp_path / "cjk.txt").write_text(text, encoding="utf-8")
     r = invoke("train", tmp_path / "cjk.txt", *TINY, "--steps", 1, "-o", tmp_path / "r")
     assert r.exit_code == 0, r.stderr
@@ -40,15 +35,10 @@ def test_the_max_vocab_hint_gives_the_figures_of_the_model_the_flag_builds(tmp_p
     symbols; the flag keeps the 499 most frequent characters and one unknown symbol."""
     import re
 
-    import numpy as np
-
     from charrnn.text import data
     from charrnn.training import run
 
-    rng = np.random.default_rng(1)
-    symbols = [chr(0x4E00 + k) for k in range(1200)]
-    weights = 1.0 / np.arange(1, 1201)
-    text = "".join(rng.choice(symbols, 12000, p=weights / weights.sum()))
+    text = zipf_cjk(12000, 1200, seed=1)
     (tmp_path / "cjk.txt").write_text(text, encoding="utf-8")
     tiny = dict(layers=1, hidden=16, batch=8, seq=16, steps=1)
     notice = run.prepare(tmp_path / "cjk.txt", tmp_path / "a", **tiny).notice

@@ -11,17 +11,11 @@ import threading
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn.training import discovery, run, runs
-from charrnn.cli import app
 from charrnn.errors import CheckpointError, ConfigError
-from conftest import TINY, error_line
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from conftest import TINY, error_line, invoke
 
 
 def ok(r):
