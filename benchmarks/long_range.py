@@ -57,11 +57,7 @@ import numpy as np
 
 import charrnn
 from charrnn.engine import kernels, threads
-
-# the task itself lives beside the tests that check it (tests/long_range_task.py); run this
-# from the checkout's root as a module, `python -m benchmarks.long_range`, so that `tests` is
-# importable without touching sys.path
-from tests.long_range_task import (
+from charrnn.inspect.long_range import (
     FILLER,
     MARKER,
     answer_accuracy,

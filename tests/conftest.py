@@ -1,5 +1,6 @@
 """Shared helpers for the training, checkpoint and command-line tests: seeded Markov corpora whose
-entropy rate is known exactly, and one tiny run trained through the command line."""
+entropy rate is known exactly, one tiny run trained through the command line, running a command
+in-process and the one-line error contract it is held to."""
 
 import numpy as np
 import pytest
@@ -74,6 +75,28 @@ def cache(tmp_path, monkeypatch):
 # the rate pinned: tests calibrated on what these models learn (test_repetition's bounds) do not
 # follow the default's changes
 TINY = ["--layers", "1", "--hidden", "16", "--batch", "8", "--seq", "16", "--lr", "3e-3"]
+# the same model for charrnn.train (which keeps its own default rate)
+TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
+
+
+def invoke(*args, input=None):
+    """`charrnn ARGS` run in-process by Typer's CliRunner; paths and numbers may be passed as they are."""
+    from typer.testing import CliRunner
+    from charrnn.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def error_line(r, code, *fragments):
+    """The one-line error contract: exit `code`, nothing on stdout, no traceback, and on stderr
+    (beside the compile notices) one line "charrnn: error: ..." holding every fragment; returns it."""
+    assert r.exit_code == code, (r.exit_code, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("charrnn: compiling")]
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: "), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
 
 
 @pytest.fixture(scope="session")

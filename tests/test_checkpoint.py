@@ -4,6 +4,7 @@ CheckpointError naming the file, and a failed save leaves the previous checkpoin
 import io
 import json
 import os
+import stat
 from dataclasses import asdict
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from charrnn import api, checkpoint
 from charrnn.training import discovery, run
 from charrnn.errors import CheckpointError
+from charrnn.fsutil import atomic_write
 from conftest import markov_text
 
 
@@ -232,6 +234,16 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(trained, tmp_path, 
     assert os.listdir(run_dir) == [checkpoint.LATEST]
     monkeypatch.undo()
     assert api.load(target).config == trained.model.config
+
+
+def test_atomic_write_uses_the_umask_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f") as f:
+            f.write(b"x")
+        assert stat.S_IMODE(os.stat(tmp_path / "f").st_mode) == 0o644
+    finally:
+        os.umask(old)
 
 
 def test_save_writes_a_file_np_load_reads_without_pickle(trained, tmp_path):

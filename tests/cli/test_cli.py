@@ -15,21 +15,16 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import charrnn
 from charrnn import api, checkpoint
 from charrnn.cli import app
-from conftest import TINY
+from conftest import TINY, invoke
 
 COMPILING = "charrnn: compiling kernels"
 # what may come before a one-line error: a training's first line, said before the text is read,
 # and the compile progress
 PREAMBLE = (COMPILING, "charrnn: training on ", "charrnn: resuming ")
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
 def ok(result):
@@ -304,6 +299,28 @@ def test_info(cli_run):
     assert invoke("info", cli_run, "-c", cli_run).exit_code == 2
 
 
+@pytest.mark.parametrize("command", ["eval", "inspect"])
+def test_characters_dropped_from_a_text_are_counted(cli_run, tmp_path, command):
+    """Issue 38, item 6: `eval --drop-unknown --json` said "unknown_chars": 0 and nothing on
+    stderr after dropping 5 characters, and inspect was silent (sample said it)."""
+    text = "abcd ab\nXcd aYb\nZZ ba dc\nQ" * 4  # 20 of the characters are not the model's
+    (tmp_path / "t.txt").write_text(text)
+    args = ["--gates"] if command == "inspect" else []
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", "--json", *args)
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["dropped_chars"] == 20
+    assert "left 20 characters the model does not know out of the text" in r.stderr
+    if command == "inspect":
+        assert d["chars"] == len(text) - 20
+    r = invoke(command, "-c", cli_run, tmp_path / "t.txt", "--drop-unknown", *args)
+    assert r.exit_code == 0 and "left 20 characters" in r.stderr
+    kept = "".join(c for c in text if c in "abcd \n")
+    (tmp_path / "k.txt").write_text(kept)
+    r = invoke(command, "-c", cli_run, tmp_path / "k.txt", "--drop-unknown", "--json", *args)
+    assert json.loads(r.stdout)["dropped_chars"] == 0 and "left" not in r.stderr
+
+
 # ----------------------------------------------------------------------------------------- resume
 
 
@@ -352,6 +369,51 @@ def test_option_errors(cli_run, corpus_file, tmp_path):
     )
 
 
+def one_usage_line(r):
+    assert r.exit_code == 2, (r.exit_code, r.stderr, r.exception)
+    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("charrnn: compiling")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--minutes", "inf"),
+        ("--minutes", "nan"),
+        ("--epochs", "nan"),
+        ("--epochs", "inf"),
+        ("--lr", "nan"),
+        ("--grad-clip", "inf"),
+        ("--dropout", "nan"),
+        ("--seed", "-1"),
+        ("--batch", "0"),
+        ("--seq", "0"),
+        ("--minutes", "-1"),
+        ("--val-frac", "nan"),
+    ],
+)
+def test_train_refuses_nonfinite_and_out_of_range(corpus_file, tmp_path, option, value):
+    r = invoke("train", corpus_file, *TINY, "--steps", 1, "-o", tmp_path / "r", option, value)
+    line = one_usage_line(r)
+    assert option in line or option.lstrip("-").replace("-", " ") in line or "negative" in line
+    assert not (tmp_path / "r" / "best.npz").exists()
+
+
+def test_sample_refuses_a_negative_seed_in_one_line(corpus_file, tmp_path):
+    run = tmp_path / "r"
+    assert invoke("train", corpus_file, *TINY, "--steps", 2, "-o", run).exit_code == 0
+    line = one_usage_line(invoke("sample", "-c", run, "-n", 5, "--seed", -1))
+    assert "--seed" in line
+    assert (os.stat(run / "best.npz").st_mode & 0o777) == 0o666 & ~current_umask()
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @pytest.mark.parametrize("command", ["sample", "info", "eval"])
 def test_a_corrupt_checkpoint(tmp_path, command, corpus_file):
     bad = tmp_path / "broken.npz"
@@ -397,6 +459,25 @@ def test_a_lock_file_that_nobody_holds_is_no_obstacle(tmp_path, corpus_file):
     assert (run / "latest.npz").exists() and not (run / ".lock").exists()
 
 
+@pytest.mark.parametrize(
+    "command, hint, absent", [("sample", "--num-samples", "--hidden"), ("eval", "more memory", "--batch")]
+)
+def test_out_of_memory_hints_name_only_the_commands_options(
+    monkeypatch, corpus_file, tmp_path, command, hint, absent
+):
+    from charrnn.cli import evaluate, sample
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(sample, "load", no_memory)
+    monkeypatch.setattr(evaluate, "load", no_memory)
+    args = ["sample", "-c", tmp_path] if command == "sample" else ["eval", "-c", tmp_path, corpus_file]
+    r = invoke(*args)
+    assert r.exit_code == 1 and "out of memory" in r.stderr and hint in r.stderr, r.stderr
+    assert absent not in r.stderr
+
+
 # ---------------------------------------------------------------------------- real processes
 
 CHARRNN = [sys.executable, "-m", "charrnn"]
@@ -431,6 +512,35 @@ def test_endless_sample_into_a_closed_pipe_ends_quietly(cli_run):
     assert head.decode() == api.load(cli_run).sample(100, seed=1)
     assert p.returncode == 0, err
     assert b"Traceback" not in err and b"Error" not in err
+
+
+def test_a_closed_progress_pipe_does_not_stop_the_training(corpus_file, tmp_path):
+    """`charrnn train ... 2>&1 | head -1`: the reader leaves after one line; the training goes
+    on to its end and writes its checkpoints."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "r"
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus_file),
+        *TINY,
+        "--steps",
+        "30",
+        "--eval-every",
+        "10",
+        "-o",
+        str(run),
+    ]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p.stderr.readline()
+    p.stderr.close()  # the reader goes away
+    assert p.wait(timeout=300) == 0
+    assert (run / "best.npz").exists() and (run / "latest.npz").exists()
+    assert '"step": 30' in (run / "metrics.jsonl").read_text().splitlines()[-1]
 
 
 def test_ctrl_c_saves_and_exits_130(tmp_path, corpus_file):

@@ -9,15 +9,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 import charrnn
 from charrnn.engine import sample_kernels, sampler
-from charrnn.cli import app
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.errors import UsageError
 from charrnn.engine.model import Model
 from charrnn.engine.sample_kernels import Pick
+from conftest import invoke
 
 
 def tiny(cell="lstm", L=2, H=5, V=7, seed=0, dtype=np.float64):
@@ -234,10 +233,6 @@ def test_stream_and_complete_take_them(cli_run):
     done = model.complete("ab", num_samples=2, **opts)
     assert done[0].text != done[1].text
     assert streamed != "".join(model.stream("ab", **dict(opts, presence_penalty=0.0)))
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_cli_options_off_print_the_text_of_before_and_on_change_it(cli_run):

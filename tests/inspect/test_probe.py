@@ -16,6 +16,7 @@ from charrnn.api import CharModel, load
 from charrnn.cli import app
 from charrnn.errors import CharrnnError
 from charrnn.engine.model import ModelConfig
+from conftest import error_line
 
 CELLS = ["lstm", "gru", "rnn"]
 VOCAB = "\n \"'()<>&=abc"
@@ -302,16 +303,14 @@ def test_saturation_png_needs_matplotlib(monkeypatch, tmp_path):
         probe_view.saturation_png({"f": (np.zeros((1, 2)), np.zeros((1, 2)))}, tmp_path / "x.png")
 
 
+def test_inspect_shows_the_texts_control_characters_as_pictures():
+    from charrnn.inspect.view import visible
+
+    assert visible("a\x1b[31mb\tc\n\x7f") == "a\u241b[31mb\tc\n\u2421"
+    assert "\x1b" not in visible("".join(map(chr, range(32))))
+
+
 # ----------------------------------------------------------------------------------- CLI errors
-
-
-def one_line_error(r, code, *fragments):
-    assert r.exit_code == code, (r.exit_code, r.stderr)
-    assert r.stdout == "" and "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("charrnn: compiling")]
-    assert len(lines) == 1 and lines[0].startswith("charrnn: error: "), r.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 @pytest.fixture(scope="module")
@@ -324,32 +323,32 @@ def gru_ckpt(tmp_path_factory):
 
 def test_cli_errors(planted_ckpt, gru_ckpt, tmp_path):
     c = ("-c", planted_ckpt)
-    one_line_error(invoke("-", *c, "--unit", "2:0", input="abc"), 1, "no unit 2:0", "0-1")
-    one_line_error(invoke("-", *c, "--unit", "0:6", input="abc"), 1, "no unit 0:6", "0-5")
-    one_line_error(invoke("-", *c, "--unit", "zero", input="abc"), 2, "LAYER:UNIT")
-    one_line_error(
+    error_line(invoke("-", *c, "--unit", "2:0", input="abc"), 1, "no unit 2:0", "0-1")
+    error_line(invoke("-", *c, "--unit", "0:6", input="abc"), 1, "no unit 0:6", "0-5")
+    error_line(invoke("-", *c, "--unit", "zero", input="abc"), 2, "LAYER:UNIT")
+    error_line(
         invoke("-", "-c", gru_ckpt, "--unit", "0:1", "--state", "c", input="abc"),
         1,
         "no 'c' state",
         "h, r, z, n",
     )
-    one_line_error(invoke("-", *c, "--find", "string", input="abz"), 1, "'z'", "--drop-unknown")
-    one_line_error(invoke("-", *c, "--find", "string", "--drop-unknown", input="xyz"), 1, "empty")
+    error_line(invoke("-", *c, "--find", "string", input="abz"), 1, "'z'", "--drop-unknown")
+    error_line(invoke("-", *c, "--find", "string", "--drop-unknown", input="xyz"), 1, "empty")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    one_line_error(invoke(empty, *c, "--gates"), 1, "empty")
-    one_line_error(invoke("-", *c, "--find", "colour", input="abc"), 2, "unknown feature")
-    one_line_error(invoke("-", *c, "--find", "re:(", input="abc"), 2, "bad regular expression")
-    one_line_error(invoke("-", *c, "--find", "string", input="abc"), 1, "same at every")
-    one_line_error(invoke("-", *c, input="abc"), 2, "nothing to show")
-    one_line_error(invoke("-", *c, "--html", tmp_path / "x.html", "--gates", input="abc"), 2, "--unit")
-    one_line_error(invoke("-", *c, "--png", tmp_path / "x.png", input="abc"), 2, "--gates")
+    error_line(invoke(empty, *c, "--gates"), 1, "empty")
+    error_line(invoke("-", *c, "--find", "colour", input="abc"), 2, "unknown feature")
+    error_line(invoke("-", *c, "--find", "re:(", input="abc"), 2, "bad regular expression")
+    error_line(invoke("-", *c, "--find", "string", input="abc"), 1, "same at every")
+    error_line(invoke("-", *c, input="abc"), 2, "nothing to show")
+    error_line(invoke("-", *c, "--html", tmp_path / "x.html", "--gates", input="abc"), 2, "--unit")
+    error_line(invoke("-", *c, "--png", tmp_path / "x.png", input="abc"), 2, "--gates")
     rnn = random_model("rnn")
     path = tmp_path / "rnn.npz"
     checkpoint.save(
         path, {"model": rnn.config.to_dict(), "vocab": {"kind": "text", "chars": VOCAB}}, rnn.params
     )
-    one_line_error(invoke("-", "-c", path, "--gates", input="abc"), 1, "no gates")
+    error_line(invoke("-", "-c", path, "--gates", input="abc"), 1, "no gates")
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

@@ -12,20 +12,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 optuna = pytest.importorskip("optuna")
 
 from charrnn.sweep import study as sweep, space as sweep_space, trials  # noqa: E402
-from charrnn.cli import app  # noqa: E402
 from charrnn.errors import ConfigError  # noqa: E402
+from conftest import invoke  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SPACE = 'cell = "lstm"\nlayers = 1\nhidden = [8, 16]\nbatch = 8\nseq = 16\n'
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def ok(result):

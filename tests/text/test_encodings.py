@@ -7,14 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from charrnn import api, checkpoint
 from charrnn.text import data as D
-from charrnn.cli import app
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.text.vocab import Vocab
-from conftest import TINY, markov_text, streamed, write_bytes
+from conftest import TINY, invoke, markov_text, streamed, write_bytes
 
 CHUNKS = [1, 2, 3, 5, 4096]
 TEXT = "Größe: naïve café, 中文 and 😀.\r\nSecond line\rthird\n"
@@ -22,10 +20,6 @@ TEXT = "Größe: naïve café, 中文 and 😀.\r\nSecond line\rthird\n"
 
 pytestmark = pytest.mark.usefixtures("cache")
 write = write_bytes
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
 
 def normalised(text):

@@ -1,6 +1,8 @@
-"""How models are scored: `eval`'s readings against a naive per-character reference, the fixed
-validation sample that chooses best.npz, the final larger evaluation, a time budget that holds
-with its evaluations included, and the training-loss rows that feed `charrnn plot`."""
+"""How models are scored: `eval`'s readings against a naive per-character reference, the share
+of a capped vocabulary's unknown symbol counted apart, the fixed validation sample that chooses
+best.npz (and no validation loss where there is no validation text), the final larger
+evaluation, a time budget that holds with its evaluations included, the unigram baseline beside
+every loss, and the training-loss rows that feed `charrnn plot`."""
 
 import json
 import math
@@ -9,13 +11,16 @@ import time
 import numpy as np
 import pytest
 
+import charrnn
 from charrnn import api, checkpoint
-from charrnn.training import run
+from charrnn.text import data
+from charrnn.training import run, runs
 from charrnn.api import CharModel
 from charrnn.engine.model import Model, ModelConfig
 from charrnn.engine.sample_kernels import step
 from charrnn.engine.sampler import Sampler
-from conftest import markov_text, zipf_cjk
+from conftest import TINY, TINY_API, error_line, invoke, markov_text, zipf_cjk
+from reference import reference_forward
 
 
 def train(corpus, out, callback=None, **options):
@@ -68,6 +73,79 @@ def test_default_scoring_reads_streams_from_zero_and_counts_what_it_scored():
     streams = [naive_loss(m, ids[k * per : (k + 1) * per + 1]) for k in range(4)]
     assert abs(score.nats - np.mean(streams)) < 1e-10
     assert abs(m.score_ids(ids, exact=True).nats - naive_loss(m, ids)) < 1e-10
+
+
+# ---------------------------------------------------------------------- the unknown symbol's share
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory):
+    """A model whose vocabulary was capped at 4 of the corpus's 8 symbols (3 + unknown)."""
+    tmp = tmp_path_factory.mktemp("capped")
+    text, _ = markov_text("abcdefgh", 8000, seed=5)
+    path = tmp / "c.txt"
+    path.write_text(text)
+    out = tmp / "run"
+    charrnn.train(path, out, steps=6, eval_every=3, max_vocab=4, **TINY_API)
+    return out, text
+
+
+def test_score_counts_unknown_targets_and_gives_the_known_loss_apart(capped):
+    out, text = capped
+    model = charrnn.load(out, dtype=np.float64)
+    assert model.vocab.unk_id >= 0
+    probe = text[:600]
+    score = model.score(probe, exact=True)
+    ids = model.encode(probe, unknown="unk")
+    # the naive reference: every position's loss from a per-gate NumPy forward
+    x = np.asarray(ids[:-1], np.int64)[:, None]
+    logits, _, _ = reference_forward("lstm", model.params, x, *model.zero_state(1))
+    m = logits.max(axis=1)
+    per = m + np.log(np.exp(logits - m[:, None]).sum(axis=1)) - logits[np.arange(len(x)), ids[1:]]
+    unk = np.asarray(ids[1:]) == model.vocab.unk_id
+    assert score.chars == len(per) and score.unknown == int(unk.sum()) > 0
+    assert score.nats == pytest.approx(per.mean(), abs=1e-9)
+    assert score.nats_known == pytest.approx(per[~unk].mean(), abs=1e-9)
+
+
+def test_eval_refuses_a_mostly_unknown_text_and_reports_the_known_loss(capped, tmp_path):
+    out, _ = capped
+    other = tmp_path / "other.txt"
+    other.write_text("wxyz" * 300)  # characters it never saw: all its unknown symbol
+    line = error_line(invoke("eval", "-c", out, other), 1)
+    assert "100.0% of the scored characters" in line and "--max-unknown" in line
+    r = invoke("eval", "-c", out, other, "--max-unknown", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["unknown_chars"] == d["chars"] and d["nats_per_char_known"] is None
+    mixed = tmp_path / "mixed.txt"
+    known = "".join(c for c in charrnn.load(out).vocab.symbols if c != data.UNK)
+    mixed.write_text((known * 7)[:21] * 60 + "w" * 60)  # 60 of 1,320 unknown: under 5%
+    r = invoke("eval", "-c", out, mixed)
+    assert r.exit_code == 0, r.stderr
+    assert "unknown to the model" in r.stdout and "over the known ones" in r.stdout
+
+
+def test_the_refusal_says_which_way_the_unknown_characters_move_the_loss():
+    """Issue 38, item 3: "it predicts its unknown symbol cheaply: the loss would be 4.2293, but
+    3.6648 nats/char over the known ones" said cheap where they made the loss higher."""
+    from charrnn.api import unknown_refusal
+    from charrnn.engine.model import Score
+
+    higher = unknown_refusal(Score(4.2293, 1000, 1, 200, 3.6648))
+    assert "make the loss higher" in higher and "4.2293" in higher and "3.6648" in higher
+    assert "cheap" not in higher and f"{(4229.3 - 800 * 3.6648) / 200:.4f} nats each" in higher
+    lower = unknown_refusal(Score(2.0, 1000, 1, 200, 2.5))
+    assert "make the loss lower" in lower and "cheap" not in lower
+
+
+def test_the_command_lines_refusal_agrees_with_the_figures_it_prints(capped, tmp_path):
+    out, text = capped
+    (tmp_path / "t.txt").write_text(text[:3000])
+    line = error_line(invoke("eval", "-c", out, tmp_path / "t.txt"), 1)
+    d = json.loads(invoke("eval", "-c", out, tmp_path / "t.txt", "--max-unknown", "1", "--json").stdout)
+    way = "lower" if d["nats_per_char"] < d["nats_per_char_known"] else "higher"
+    assert f"make the loss {way}, {d['nats_per_char']:.4f}" in line, line
 
 
 # ---------------------------------------------------------------------- the validation sample
@@ -200,6 +278,51 @@ def test_a_resumed_run_scores_the_same_sample_or_rescores_best(fair_run, tmp_pat
     assert other.best_val != t.best_val and "validation sample changed" in prepared.notice
 
 
+def test_a_run_without_validation_text_has_no_validation_loss_anywhere(tmp_path, corpus_file):
+    out = tmp_path / "noval"
+    r = invoke(
+        "train",
+        corpus_file,
+        "-o",
+        out,
+        "--val-frac",
+        "0",
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--keep",
+        "2",
+        *TINY,
+    )
+    assert r.exit_code == 0, r.stderr
+    assert "no validation text" in r.stderr and "best val" not in r.stderr
+    meta = checkpoint.load_meta(out / checkpoint.BEST)
+    assert meta.progress.step == 6 and not math.isfinite(meta.progress.best_val)
+    assert runs.describe(out)["best_val_loss"] is None
+    listed = json.loads(invoke("runs", tmp_path, "--json").stdout)
+    assert [row["best_val_loss"] for row in listed] == [None]
+    assert charrnn.api.describe(meta)["best_val_loss"] is None
+    assert sorted(p.name for p in out.glob("step*.npz")) == ["step0000003.npz", "step0000006.npz"]
+    line = error_line(
+        invoke(
+            "train",
+            corpus_file,
+            "-o",
+            tmp_path / "p",
+            "--val-frac",
+            "0",
+            "--patience",
+            "2",
+            "--steps",
+            "4",
+            *TINY,
+        ),
+        1,
+    )
+    assert "--patience" in line
+
+
 # ----------------------------------------------------------------------------- the time budget
 
 
@@ -290,6 +413,32 @@ def test_the_unigram_baseline_is_the_training_frequencies_on_the_sample(tmp_path
     expected = -sum(math.log((counts[c] + 1) / (cut + V)) for c in targets) / len(targets)
     assert t.unigram() == pytest.approx(expected, rel=1e-12)
     assert expected < math.log(V) - 0.5  # far from uniform: a baseline worth beating
+
+
+def test_a_model_no_better_than_the_unigram_baseline_is_said_plainly(tmp_path):
+    """Issue 38, item 4: "best val 8.9749", worse than the text's own character frequencies
+    (3.70), and nothing said. Every training reports the unigram baseline beside its best
+    validation loss, and warns (also with --quiet; it still exits 0: the run did what it was
+    asked, and --resume can go on) when the model is no better."""
+    (tmp_path / "cjk.txt").write_text(zipf_cjk(6000, 300, seed=4), encoding="utf-8")
+    r = invoke("train", tmp_path / "cjk.txt", "-o", tmp_path / "r", "--steps", "2", *TINY, "-q")
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(invoke("info", tmp_path / "r", "--json").stdout)
+    assert d["best_val_loss"] >= d["unigram_val_loss"] > 0
+    warning = [ln for ln in r.stderr.splitlines() if "unigram baseline" in ln]
+    assert len(warning) == 1 and warning[0].startswith("charrnn: warning: the best model scores")
+    assert f"{d['unigram_val_loss']:.4f}" in warning[0] and "add-one" in warning[0]
+    rows = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["unigram"] for r in rows if r["kind"] == "eval"} == {d["unigram_val_loss"]}
+    # a model that learned something: the baseline beside its loss, and no warning
+    (tmp_path / "abc.txt").write_text("abc" * 2000)
+    r = invoke(
+        "train", tmp_path / "abc.txt", "-o", tmp_path / "a", "--steps", "60", *TINY[:-2], "--lr", "1e-2"
+    )
+    assert r.exit_code == 0, r.stderr
+    summary = r.stderr.strip().splitlines()[-1]
+    assert "(unigram baseline 1.0986)" in summary and "warning" not in r.stderr
+    assert "unigram baseline" in invoke("info", tmp_path / "a").stdout
 
 
 # ------------------------------------------------------------------------ rows for the plots

@@ -12,9 +12,7 @@ from charrnn import checkpoint
 from charrnn.training import run
 from charrnn.cli import app
 from charrnn.text.vocab import Vocab
-from conftest import TINY, markov_text
-
-TINY_API = dict(layers=1, hidden=16, batch=8, seq=16)
+from conftest import TINY, TINY_API, markov_text
 
 
 def test_vocab_grown_is_the_union_with_ids_remapped():

@@ -11,17 +11,11 @@ import threading
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.training import run, runs
-from charrnn.cli import app
+from charrnn.training import discovery, run, runs
 from charrnn.errors import CheckpointError, ConfigError
-from conftest import TINY
-
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+from conftest import TINY, error_line, invoke
 
 
 def ok(r):
@@ -121,6 +115,46 @@ def test_plot_takes_the_latest_run_as_info_does_and_says_which(root, corpus_file
         f"charrnn: plotting {root / 'newer'}, the most recently written run under {root}/; "
         "pass RUN_DIR to choose\n"
     )
+
+
+def test_implicit_checkpoint_choices_are_said_on_stderr(tmp_path, monkeypatch, cli_run):
+    import shutil
+    import time
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    shutil.copytree(cli_run, root / "old")
+    time.sleep(0.05)
+    (root / "new").mkdir()
+    (root / "new" / "metrics.jsonl").write_text("")
+    monkeypatch.setenv("CHARRNN_RUNS", str(root))
+    r = invoke("sample", "-n", "5", "--seed", "1")
+    assert r.exit_code == 0, r.stderr
+    assert str(root / "old" / checkpoint.BEST) in r.stderr and "new: no checkpoint yet" in r.stderr
+    # an explicit file: nothing said
+    r = invoke("sample", "-c", root / "old" / checkpoint.BEST, "-n", "5", "--seed", "1")
+    assert "using" not in r.stderr
+
+
+def test_a_directory_of_runs_samples_its_best_run(tmp_path, cli_run):
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    for name, best in (("trial-0000", 2.0), ("trial-0001", 1.5), ("trial-0002", 3.0)):
+        shutil.copytree(cli_run, sweep / name)
+        meta, params, train = checkpoint.load(sweep / name / checkpoint.BEST)
+        from dataclasses import replace
+
+        meta = replace(meta, progress=replace(meta.progress, best_val=best))
+        checkpoint.save(
+            sweep / name / checkpoint.BEST, meta, [params[k] for k in checkpoint.PARAM_NAMES], train
+        )
+    path, note = discovery.resolve_explained(sweep)
+    assert path == sweep / "trial-0001" / checkpoint.BEST and "1.5000" in note
+    r = invoke("sample", "-c", sweep, "-n", "5", "--seed", "1")
+    assert r.exit_code == 0 and "trial-0001" in r.stderr
+    (tmp_path / "empty").mkdir()
+    assert "holds no checkpoint" in error_line(invoke("sample", "-c", tmp_path / "empty"), 1)
 
 
 # ------------------------------------------------------------------------------- charrnn runs
@@ -272,3 +306,14 @@ def test_a_save_between_prepare_and_lock_is_noticed(tmp_path, corpus_file):
     with pytest.raises(ConfigError, match="resume it again"):
         with run.run_directory(d, seen=resumed.dir_seen):
             pass
+
+
+def test_a_killed_writers_temporaries_are_swept_when_the_run_is_opened(corpus_file, tmp_path):
+    run = tmp_path / "r"
+    assert invoke("train", corpus_file, *TINY, "--steps", 2, "-o", run, "-q").exit_code == 0
+    stale = [run / ".best.npz.k2j3h4.tmp", run / ".probe12345"]
+    for f in stale:
+        f.write_bytes(b"\0" * 1000)
+    assert invoke("train", "--resume", run, "--steps", 3, "-q").exit_code == 0
+    assert not any(f.exists() for f in stale)
+    assert (run / "best.npz").exists()

@@ -10,7 +10,7 @@ import pytest
 from charrnn import checkpoint
 from charrnn.training import run
 from charrnn.errors import ConfigError, CorpusError
-from conftest import markov_chain, markov_text
+from conftest import TINY, invoke, markov_chain, markov_text
 
 
 def train(corpus, out, callback=None, should_stop=lambda: False, **options):
@@ -159,6 +159,26 @@ def test_resume_on_a_corpus_with_new_characters_says_it_changed_and_names_init_f
     message = str(e.value)
     assert message.startswith("the text has characters not in the vocabulary: 'x', 'y', 'z'")
     assert "the corpus changed since the run" in message and f"--init-from {tmp_path / 'r'}" in message
+
+
+def test_resume_from_another_directory_and_options_it_cannot_change(tmp_path, monkeypatch):
+    """The run stores its corpus path absolute, so --resume works from anywhere; --bytes and
+    --max-vocab, which a resumed run cannot change, are refused rather than ignored."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "c.txt").write_text("the cat sat on the mat. " * 300)
+    monkeypatch.chdir(tmp_path / "a")
+    run = tmp_path / "run"
+    assert invoke("train", "c.txt", *TINY, "--steps", 2, "-o", run, "-q").exit_code == 0
+    monkeypatch.chdir(tmp_path / "b")
+    r = invoke("train", "--resume", run, "--steps", 4, "-q")
+    assert r.exit_code == 0, r.stderr
+    for extra in (["--bytes"], ["--max-vocab", "50"]):
+        r = invoke("train", "--resume", run, "--steps", 6, "-q", *extra)
+        assert r.exit_code == 1 and extra[0] in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "a" / "c.txt").rename(tmp_path / "a" / "moved.txt")
+    r = invoke("train", "--resume", run, "--steps", 6, "-q")
+    assert r.exit_code == 1 and "pass the file again" in r.stderr, r.stderr
 
 
 def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path, monkeypatch):

@@ -1,20 +1,25 @@
-"""The long-range memory task and its measurements, as benchmarks/long_range.py runs them
-(its docstring explains the task): episodes `symbol, k fillers, marker, symbol`, the greedy
-answer's accuracy, and the gradient profile of the last step's loss. Here so that the tests
-import nothing from benchmarks/."""
+"""The long-range memory task: how far back a cell can learn to remember. A synthetic corpus of
+episodes `symbol, k fillers, marker, symbol`, a model trained on them one episode a window, the
+greedy answer's accuracy, and the gradient profile of the answer's loss alone, read from the
+norms the backward kernel records (Work.gn).
+
+benchmarks/long_range.py runs it over cells and lags (its docstring explains the task; the table
+is in docs/benchmarks.md); tests/inspect/test_long_range.py checks the profile against finite
+differences. It lives in the package because its measurement reads the engine's buffers, which
+change with the engine."""
 
 import time
 from typing import NamedTuple
 
 import numpy as np
 
-from charrnn.engine import kernels
-from charrnn.engine.model import Model, ModelConfig
-from charrnn.engine.optim import Adam
+from ..engine import kernels
+from ..engine.model import Model, ModelConfig
+from ..engine.optim import Adam
 
 
 class TrainArgs(NamedTuple):
-    """What train() reads of the benchmark's options (the benchmark's defaults)."""
+    """What train() reads: the benchmark's options of the same names, with its defaults."""
 
     # fmt: off
     budget: int = 2000       # Adam steps
