@@ -1,21 +1,25 @@
-"""Load on `charrnn serve`: concurrent streaming clients, and the prefix cache on a long prompt.
+"""`charrnn serve` against the engine under it: one client, 32 clients, and a long prompt
+read beside a running stream (issue 40's targets).
 
     pip install -e '.[serve,bench]'   # the server, and httpx for the clients
-    nice -n 10 python -m benchmarks.serve_load [--hidden 128 512] [--clients 1 8 32 128]
+    python -m benchmarks.serve_load [--hidden 128 512] [--baseline CHECKOUT]
 
-For each model size (2-layer LSTMs with random weights and a 65-character vocabulary, the
-size of Tiny Shakespeare's: the speed of a step does not depend on what the weights learnt) it
-starts `charrnn serve` in a process of its own, then for each number of clients C runs C
-concurrent clients, each sending streaming completions one after another, and reports the
-total characters a second, the server's CPU time per character (which the other work on a
-shared machine changes less than the wall-clock figures), and the median and 99th percentile
-of the time to the first character and of the time per character after it. The sequential
-figure is C = 1: the same requests sent one after another. Last, a 10,000-character prompt:
-the time to its first character read cold, then for the same prompt with one more character
-(read from the prefix cache).
+For each model size (a 2-layer LSTM with random weights and a 65-character vocabulary, the
+size of Tiny Shakespeare's: the speed of a step does not depend on what the weights learnt):
 
-The clients run in this process (httpx, asyncio), on the same cores as the server: at many
-clients their parsing of the events is part of what is measured. Prints the machine and load.
+1. the engine alone, in this process before the server starts: `charrnn sample`'s sampler
+   (its default path, as the command runs it) at batch 1, and summed over 32 rows;
+2. one client sending non-streaming requests of 400 characters one after another, and 32
+   such clients at once: characters a second, and the share of the engine's rate;
+3. a stream already running, then a 200,000-character prompt (max_tokens 1), then 0.2 s
+   later a new 50-character streaming request: the new request's time to its first
+   character, and the running stream's rate while the long prompt is read, against its
+   rate alone just before.
+
+The server runs in a process of its own (`--baseline DIR`: the same, from another checkout,
+for a before-and-after table on one machine); the clients run in this one (httpx, asyncio).
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are dropped from the server's environment. Prints
+the machine and load.
 """
 
 import argparse
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # 65, as Shakespeare
+TEMP = 0.8
 
 
 def machine():
@@ -43,47 +48,66 @@ def machine():
     return f"{name}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
 
 
-def make_run(root, hidden):
-    from charrnn import checkpoint
+def make_model(hidden):
     from charrnn.charmodel import CharModel
     from charrnn.config import ModelConfig
 
     m = CharModel(ModelConfig("lstm", 2, hidden, len(VOCAB)), VOCAB)
     m.init_weights(np.random.default_rng(0))
-    run = Path(root) / f"lstm-2x{hidden}"
+    return m
+
+
+def make_run(root, m):
+    from charrnn import checkpoint
+
+    run = Path(root) / f"lstm-2x{m.config.hidden}"
     run.mkdir()
     checkpoint.save(run / "best.npz", {"model": m.config.to_dict(), "vocab": m.vocab.to_json()}, m.params)
     return run
 
 
-def start_server(run, port, max_batch, log):
+def engine_rate(m, rows, seconds=2.0):
+    """Characters a second summed over `rows` rows of the sampler `charrnn sample` runs, after
+    a warm-up that loads its kernels and lets its Switch settle."""
+    from charrnn.config import SampleConfig
+    from charrnn.engine.sampler import Sampler, pick_of
+
+    s = Sampler(m, rows)
+    s.prime(np.array([0]))
+    pick, rng = pick_of(SampleConfig(temp=TEMP)), np.random.default_rng(0)
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.6:
+        s.generate(256, rng, pick)
+        if s._loader is not None and s._loader.is_alive():
+            s._loader.join()
+            t = time.perf_counter()
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        s.generate(256, rng, pick)
+        n += 256
+    return n * rows / (time.perf_counter() - t)
+
+
+def start_server(run, port, log, checkout=None):
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CHARRNN_API_KEY")
     }
+    if checkout:
+        env["PYTHONPATH"] = str(Path(checkout).resolve())
+    args = ["serve", "-c", str(run), "--port", str(port), "--max-batch", "64", "--quiet"]
+    args += ["--max-queue", "1024", "--max-tokens", "1000000"]
     p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "charrnn",
-            "serve",
-            "-c",
-            str(run),
-            "--port",
-            str(port),
-            "--max-batch",
-            str(max_batch),
-            "--max-queue",
-            "1024",
-        ],
+        [sys.executable, "-m", "charrnn", *args],
         stdout=subprocess.DEVNULL,
         stderr=log,
         env=env,
+        cwd=checkout or None,
     )
     import httpx
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
@@ -91,76 +115,89 @@ def start_server(run, port, max_batch, log):
         except httpx.TransportError:
             time.sleep(0.2)
     p.kill()
-    raise SystemExit("the server did not start")
+    raise SystemExit("the server did not start (see its log)")
 
 
-async def one(client, url, prompt, max_tokens):
-    """(time to first character, seconds per character after it, characters) of one stream."""
-    body = {"model": None, "prompt": prompt, "max_tokens": max_tokens, "temperature": 1.0, "stream": True}
-    body.pop("model")
-    t0 = time.perf_counter()
-    first = last = None
-    chars = 0
-    async with client.stream("POST", url + "/v1/completions", json=body) as r:
-        if r.status_code != 200:
-            raise RuntimeError(await r.aread())
-        async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            for ch in json.loads(line[6:])["choices"]:
-                n = len(ch["text"])
-                if n:
-                    last = time.perf_counter()
-                    first = first or last
-                    chars += n
-    per = (last - first) / (chars - 1) if chars > 1 else float("nan")
-    return first - t0, per, chars
+def prompt_of(rng, n):
+    return "".join(rng.choice(list(VOCAB[2:]), n))
 
 
-async def load(url, clients, per_client, max_tokens, rng):
+async def whole(client, url, prompt, max_tokens):
+    """Characters written in one non-streaming request."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": TEMP}
+    r = await client.post(url + "/v1/completions", json=body)
+    if r.status_code != 200:
+        raise RuntimeError(r.text)
+    return sum(len(c["text"]) for c in r.json()["choices"])
+
+
+async def clients_rate(url, clients, max_tokens, seconds, rng):
+    """Characters a second of `clients` clients, each sending requests one after another for
+    about `seconds`."""
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one(client, url, "warm", 4)
+        await whole(client, url, "warm", 8)
+        stop = time.perf_counter() + seconds
 
         async def worker(seed):
-            out = []
-            r = np.random.default_rng(seed)
-            for _ in range(per_client):
-                prompt = "".join(r.choice(list(VOCAB[2:]), 20))
-                out.append(await one(client, url, prompt, max_tokens))
-            return out
+            r, n = np.random.default_rng(seed), 0
+            while time.perf_counter() < stop:
+                n += await whole(client, url, prompt_of(r, 20), max_tokens)
+            return n
 
         t0 = time.perf_counter()
-        res = await asyncio.gather(*[worker(int(rng.integers(1 << 30))) for _ in range(clients)])
-        wall = time.perf_counter() - t0
-    flat = [x for r in res for x in r]
-    return wall, flat
+        got = await asyncio.gather(*[worker(int(rng.integers(1 << 30))) for _ in range(clients)])
+        return sum(got) / (time.perf_counter() - t0)
 
 
-async def long_prompt(url, length, rng):
+async def stream(client, url, prompt, max_tokens, seen):
+    """A streaming request; seen: a list of (time, characters) per event, appended as they
+    come. Returns the time of its first character."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": TEMP, "stream": True}
+    t0 = time.perf_counter()
+    async with client.stream("POST", url + "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(await r.aread())
+        async for line in r.aiter_lines():
+            if line.startswith("data: {"):
+                n = sum(len(c["text"]) for c in json.loads(line[6:])["choices"])
+                if n:
+                    seen.append((time.perf_counter(), n))
+    return seen[0][0] - t0 if seen else float("nan")
+
+
+def rate_in(seen, a, b):
+    n = sum(c for t, c in seen if a <= t < b)
+    return n / (b - a)
+
+
+async def long_prompt(url, length, rng, alone=1.0):
+    """(first character of a 50-character request sent while a `length` prompt is read, in
+    seconds; the running stream's rate then / alone; the long prompt's read time)."""
     import httpx
 
-    prompt = "".join(rng.choice(list(VOCAB[2:]), length))
-    async with httpx.AsyncClient(timeout=600) as client:
-        cold = (await one(client, url, prompt, 2))[0]
-        warm = (await one(client, url, prompt + "a", 2))[0]
-    return cold, warm
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far (Linux /proc; nan elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def pct(xs, q):
-    xs = [x for x in xs if x == x]
-    return float(np.percentile(xs, q)) if xs else float("nan")
+    async with httpx.AsyncClient(timeout=1200) as client:
+        running = []
+        task = asyncio.ensure_future(stream(client, url, prompt_of(rng, 20), 10**6, running))
+        while not running:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(alone)
+        t_long = time.perf_counter()
+        before = rate_in(running, t_long - alone, t_long)
+        long = asyncio.ensure_future(whole(client, url, prompt_of(rng, length), 1))
+        await asyncio.sleep(0.2)
+        first = await stream(client, url, prompt_of(rng, 50), 20, [])
+        await long
+        t_end = time.perf_counter()
+        during = rate_in(running, t_long, t_end)
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+    return first, during / before, t_end - t_long
 
 
 EXTRAS = "serve,bench"  # the extras this benchmark needs (a test checks its imports are in them)
@@ -178,65 +215,49 @@ def need_extras():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
-    ap.add_argument("--max-tokens", type=int, default=200, help="characters per request")
-    ap.add_argument(
-        "--requests",
-        type=int,
-        default=8,
-        help="requests per run at least (each client sends max(1, this / C))",
-    )
-    ap.add_argument("--long", type=int, default=10_000, help="the long prompt's length")
+    ap.add_argument("--max-tokens", type=int, default=400, help="characters per request")
+    ap.add_argument("--clients", type=int, default=32, help="the concurrent clients")
+    ap.add_argument("--seconds", type=float, default=4.0, help="of each load")
+    ap.add_argument("--long", type=int, default=200_000, help="the long prompt's length")
+    ap.add_argument("--baseline", metavar="CHECKOUT", help="also serve from this checkout")
     ap.add_argument("--port", type=int, default=8790)
     a = ap.parse_args()
     need_extras()
     print(
         f"# serve_load: {machine()}; python {platform.python_version()}; "
-        f"{a.max_tokens} chars a request, temperature 1, random-weight 2-layer LSTMs",
+        f"{a.max_tokens} chars a request, temperature {TEMP}, random-weight 2-layer LSTMs; "
+        "the server without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE",
+        flush=True,
+    )
+    servers = [("this checkout", None)] + ([("baseline", a.baseline)] if a.baseline else [])
+    print(
+        "\n| model | server | engine batch 1 | one client | share | engine batch "
+        f"{a.clients} | {a.clients} clients | share | first char beside the long prompt | "
+        "running stream kept | long prompt read |\n|---|---|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory() as root, open(Path(root) / "server.log", "wb") as log:
         for H in a.hidden:
-            run = make_run(root, H)
-            p = start_server(run, a.port, max(a.clients), log)
-            url = f"http://127.0.0.1:{a.port}"
-            try:
+            m = make_model(H)
+            run = make_run(root, m)
+            e1, eN = engine_rate(m, 1), engine_rate(m, a.clients)
+            for name, checkout in servers:
+                p = start_server(run, a.port, log, checkout)
+                url = f"http://127.0.0.1:{a.port}"
+                try:
+                    one = asyncio.run(clients_rate(url, 1, a.max_tokens, a.seconds, rng))
+                    many = asyncio.run(clients_rate(url, a.clients, a.max_tokens, a.seconds, rng))
+                    first, kept, took = asyncio.run(long_prompt(url, a.long, rng))
+                finally:
+                    p.terminate()
+                    p.wait(60)
                 print(
-                    f"\n## 2x{H}\n\n| clients | chars/s | vs sequential | first char p50 / p99 "
-                    "(ms) | per char p50 / p99 (ms) | requests/s | server CPU | server CPU per "
-                    "char (us) |\n|---|---|---|---|---|---|---|---|",
+                    f"| 2x{H} | {name} | {e1:,.0f} | {one:,.0f} | {one / e1:.0%} | {eN:,.0f} | "
+                    f"{many:,.0f} | {many / eN:.0%} | {1e3 * first:,.0f} ms | {kept:.0%} | "
+                    f"{took:.1f} s |",
                     flush=True,
                 )
-                base = None
-                for C in a.clients:
-                    per_client = max(1, a.requests // C)
-                    cpu0, here0 = cpu_seconds(p.pid), time.process_time()
-                    wall, res = asyncio.run(load(url, C, per_client, a.max_tokens, rng))
-                    cpu, here = cpu_seconds(p.pid) - cpu0, time.process_time() - here0
-                    chars = sum(r[2] for r in res)
-                    rate = chars / wall
-                    base = base or rate
-                    print(
-                        f"| {C} | {rate:,.0f} | {rate / base:.1f}x | "
-                        f"{1e3 * pct([r[0] for r in res], 50):.1f} / "
-                        f"{1e3 * pct([r[0] for r in res], 99):.1f} | "
-                        f"{1e3 * pct([r[1] for r in res], 50):.2f} / "
-                        f"{1e3 * pct([r[1] for r in res], 99):.2f} | "
-                        f"{len(res) / wall:.1f} | {cpu / wall:.0%} (clients {here / wall:.0%}) | "
-                        f"{1e6 * cpu / chars:.0f} |",
-                        flush=True,
-                    )
-                cold, warm = asyncio.run(long_prompt(url, a.long, rng))
-                print(
-                    f"\n{a.long:,}-character prompt, time to first character: cold "
-                    f"{1e3 * cold:,.0f} ms, after a one-character extension "
-                    f"{1e3 * warm:,.1f} ms",
-                    flush=True,
-                )
-            finally:
-                p.terminate()
-                p.wait(60)
     print(f"\n# load after: {os.getloadavg()[0]:.1f}")
 
 

@@ -1,8 +1,10 @@
 """`charrnn serve`: OpenAI's completions and chat API over continuously batched models, a page
 to write with them, a prefix state cache for prompts that grow, and metrics (docs/serving.md).
 
-Modules: schemas (requests and errors in OpenAI's shapes), stepper (one model's batched step
-and per-row draw), cache (prefix states), batcher (continuous batching in a thread), models
+Modules: schemas (requests and errors in OpenAI's shapes), stepper (one model's kernels: rows
+written K characters a call, prompts read together), cache (prefix states), jobs (a request's
+rows and how their characters are cut), batcher (continuous batching: a writing and a reading
+thread), models
 (loading and reloading), calls (a completion request's life), chat and template (chat
 completions, and how a conversation becomes a character model's text), metrics (/metrics and
 the access lines), app (the Starlette routes), server (uvicorn, signals, workers) and

@@ -16,7 +16,8 @@ from starlette.responses import StreamingResponse
 
 from ..completion import check_stop, prepare_prime
 from ..errors import CharrnnError
-from .batcher import Busy, Job, top_dict
+from .batcher import Busy
+from .jobs import Job, top_dict
 from .schemas import ApiError
 
 # completion ids: this process's random prefix and a count. uuid4 per request read os.urandom,

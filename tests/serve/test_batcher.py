@@ -28,7 +28,7 @@ class Collect:
 
 def job_of(model, prompt, max_tokens, deliver, **kw):
     from charrnn.config import SampleConfig
-    from charrnn.serve.batcher import Job
+    from charrnn.serve.jobs import Job
 
     sample = SampleConfig(**{k: kw.pop(k) for k in list(kw) if k in ("temp", "seed", "top_k", "top_p")})
     return Job(model.vocab.encode(prompt), kw.pop("n", 1), max_tokens, deliver, sample=sample, **kw)
@@ -38,7 +38,7 @@ def job_of(model, prompt, max_tokens, deliver, **kw):
 def test_a_chunk_is_cut_where_characters_one_by_one_cut_it(seed):
     """advance_chunk's one search over K characters against advance, character by character:
     the same text, finish reason and count, for random stops and lengths."""
-    from charrnn.serve.batcher import Job, Row, advance, advance_chunk
+    from charrnn.serve.jobs import Job, Row, advance, advance_chunk
 
     rng = np.random.default_rng(seed)
     symbol = list("abc\n")
@@ -110,7 +110,7 @@ def test_a_short_prompt_is_not_held_behind_a_long_one():
     b.close()
 
 
-def test_a_failing_batcher_ends_its_jobs_with_an_error(capsys):
+def test_a_failing_batcher_ends_its_jobs_with_an_error(caplog):
     """A bug in the writing thread: its jobs end with finish_reason "error" and the failure is
     on stderr, instead of clients waiting for ever; new jobs are refused."""
     from charrnn.serve.batcher import Batcher, Busy
@@ -128,4 +128,5 @@ def test_a_failing_batcher_ends_its_jobs_with_an_error(capsys):
     with pytest.raises(Busy):
         b.submit(job_of(model, "abc", 5, Collect()))
     b.close()
-    assert "RuntimeError: a bug" in capsys.readouterr().err
+    (rec,) = [r for r in caplog.records if r.name == "charrnn.serve"]
+    assert "batcher failed" in rec.getMessage() and "a bug" in str(rec.exc_info[1])

@@ -216,7 +216,8 @@ def test_api_key(model):
 
 
 def test_a_full_server_says_429(model):
-    from charrnn.serve.batcher import Busy, Job
+    from charrnn.serve.batcher import Busy
+    from charrnn.serve.jobs import Job
 
     app, reg = app_of(("tiny", model), max_batch=1, max_queue=0)
     b = reg.get("tiny").batcher
