@@ -65,7 +65,8 @@ class Batcher:
         self.model, self.stepper = model, Stepper(model)
         self.max_batch, self.max_queue = max_batch, max_queue
         self.cache = PrefixCache() if cache is None else cache
-        self.cv = threading.Condition()
+        self.cv = threading.Condition(threading.RLock())  # the writer waits on it
+        self.to_read = threading.Condition(self.cv._lock)  # ... the reader on this, one lock
         self.intake = deque()  # jobs submitted, not yet taken by the reader
         self.reading = []  # jobs whose prompt is being read (the reader's)
         self.in_reader = 0  # jobs taken by the reader and not yet handed over or dropped
@@ -109,7 +110,7 @@ class Batcher:
                 )
             self.queued += job.n
             self.intake.append(job)
-            self.cv.notify_all()
+            self.to_read.notify()  # the writer has nothing to do until the prompt is read
         return job
 
     def load(self):
@@ -128,6 +129,7 @@ class Batcher:
         with self.cv:
             self.closing = True
             self.cv.notify_all()
+            self.to_read.notify_all()
         if wait:
             self.reader.join()
             self.thread.join()
@@ -148,6 +150,7 @@ class Batcher:
                 self.intake.clear()
                 self.ready.clear()
                 self.cv.notify_all()
+                self.to_read.notify_all()
             for j, ks in ends:
                 j.deliver([(k, "", "error", None, 0) for k in ks])
 
@@ -157,7 +160,7 @@ class Batcher:
         while True:
             with self.cv:
                 while not (self.intake or self.reading or self.closing):
-                    self.cv.wait()
+                    self.to_read.wait()
                 if self.failed or not (self.intake or self.reading):
                     return  # closing, and nothing left to read
                 taken = list(self.intake)

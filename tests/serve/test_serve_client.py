@@ -49,8 +49,19 @@ def test_completion(client, model):
     assert [c.text for c in r.choices] == [w.text for w in want]
 
 
-def test_stream(client, model):
-    # long enough to come in several events (those waiting for a slow reader are merged)
+def test_stream(client, model, server, monkeypatch):
+    # several events: each delivery of the batcher (at most 256 characters a row) waits 5 ms
+    # first, so that the stream cannot be merged into one event however slowly this client
+    # reads (events waiting for a slow reader are merged: a tiny model writes 2000
+    # characters in a few milliseconds)
+    batcher = server[1].get("tiny").batcher
+    emit = batcher._emit
+
+    def slow(*args):
+        time.sleep(0.005)
+        return emit(*args)
+
+    monkeypatch.setattr(batcher, "_emit", slow)
     want = model.complete(PROMPT, length=2000, temp=0.7, seed=1)[0].text
     pieces, reasons = [], []
     for chunk in client.completions.create(
