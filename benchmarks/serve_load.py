@@ -10,7 +10,10 @@ size of Tiny Shakespeare's: the speed of a step does not depend on what the weig
 1. the engine alone, in this process before the server starts: `charrnn sample`'s sampler
    (its default path, as the command runs it) at batch 1, and summed over 32 rows;
 2. one client sending non-streaming requests of 400 characters one after another, and 32
-   such clients at once: characters a second, and the share of the engine's rate;
+   such clients at once: characters a second, and the share of the engine's rate; the 32
+   clients twice, through httpx (as most Python programs talk to a server) and through a
+   lean client of a few lines (Raw), since at 2x128 the clients' own CPU on the same cores
+   is a large part of what is measured;
 3. a stream already running, then a 200,000-character prompt (max_tokens 1), then 0.2 s
    later a new 50-character streaming request: the new request's time to its first
    character, and the running stream's rate while the long prompt is read, against its
@@ -131,9 +134,40 @@ async def whole(client, url, prompt, max_tokens):
     return sum(len(c["text"]) for c in r.json()["choices"])
 
 
-async def clients_rate(url, clients, max_tokens, seconds, rng):
+class Raw:
+    """A lean HTTP/1.1 client of one keep-alive connection (asyncio streams): a POST of JSON
+    and its JSON answer, about a tenth of httpx's CPU a request, so that 32 of them in this
+    process measure the server more than themselves."""
+
+    def __init__(self, url):
+        self.host, self.port = url.split("//")[1].split(":")
+        self.conn = None
+
+    async def post(self, path, body):
+        if self.conn is None:
+            self.conn = await asyncio.open_connection(self.host, int(self.port))
+        reader, writer = self.conn
+        data = json.dumps(body).encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        writer.write(head.encode() + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        status = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        got = json.loads(await reader.readexactly(length))
+        if b" 200 " not in status:
+            raise RuntimeError(got)
+        return got
+
+    async def close(self):
+        if self.conn is not None:
+            self.conn[1].close()
+
+
+async def clients_rate(url, clients, max_tokens, seconds, rng, lean=False):
     """Characters a second of `clients` clients, each sending requests one after another for
-    about `seconds`."""
+    about `seconds` (lean: each a Raw connection, else one httpx client shared)."""
     import httpx
 
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
@@ -143,8 +177,16 @@ async def clients_rate(url, clients, max_tokens, seconds, rng):
 
         async def worker(seed):
             r, n = np.random.default_rng(seed), 0
+            raw = Raw(url) if lean else None
             while time.perf_counter() < stop:
-                n += await whole(client, url, prompt_of(r, 20), max_tokens)
+                if raw is None:
+                    n += await whole(client, url, prompt_of(r, 20), max_tokens)
+                    continue
+                body = {"prompt": prompt_of(r, 20), "max_tokens": max_tokens, "temperature": TEMP}
+                got = await raw.post("/v1/completions", body)
+                n += sum(len(c["text"]) for c in got["choices"])
+            if raw is not None:
+                await raw.close()
             return n
 
         t0 = time.perf_counter()
@@ -232,8 +274,9 @@ def main():
     servers = [("this checkout", None)] + ([("baseline", a.baseline)] if a.baseline else [])
     print(
         "\n| model | server | engine batch 1 | one client | share | engine batch "
-        f"{a.clients} | {a.clients} clients | share | first char beside the long prompt | "
-        "running stream kept | long prompt read |\n|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{a.clients} | {a.clients} clients | share | {a.clients} lean clients | share | "
+        "first char beside the long prompt | "
+        "running stream kept | long prompt read |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     rng = np.random.default_rng(1)
@@ -248,13 +291,15 @@ def main():
                 try:
                     one = asyncio.run(clients_rate(url, 1, a.max_tokens, a.seconds, rng))
                     many = asyncio.run(clients_rate(url, a.clients, a.max_tokens, a.seconds, rng))
+                    lean = asyncio.run(clients_rate(url, a.clients, a.max_tokens, a.seconds, rng, True))
                     first, kept, took = asyncio.run(long_prompt(url, a.long, rng))
                 finally:
                     p.terminate()
                     p.wait(60)
                 print(
                     f"| 2x{H} | {name} | {e1:,.0f} | {one:,.0f} | {one / e1:.0%} | {eN:,.0f} | "
-                    f"{many:,.0f} | {many / eN:.0%} | {1e3 * first:,.0f} ms | {kept:.0%} | "
+                    f"{many:,.0f} | {many / eN:.0%} | {lean:,.0f} | {lean / eN:.0%} | "
+                    f"{1e3 * first:,.0f} ms | {kept:.0%} | "
                     f"{took:.1f} s |",
                     flush=True,
                 )
