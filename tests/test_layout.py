@@ -38,6 +38,7 @@ CORE = {
     "engine.sync",
     "engine.repetition",
     "engine.qgemm",
+    "engine.bgemm",
 }
 CORE_DEPS = {"numpy", "numba", "llvmlite"}
 ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}

@@ -1,0 +1,343 @@
+"""Packed bf16 products for training: C (float32) = or += A @ B, with A and B rounded to bf16
+(8 significant bits) and every sum kept in float32, by AVX512-BF16's vdpbf16ps.
+
+vdpbf16ps takes two vectors of 32 bf16 values and a vector of 16 float32 sums: in each 32-bit
+lane it multiplies the lane's two bf16 halves of one operand by those of the other and adds both
+products to the lane's sum. One instruction is then two steps of k at once, and both operands
+hold their values in pairs along k:
+
+  A:   bf16 (m, Kp) row-major, Kp = Kd rounded up to even (a zero column added for odd Kd): the
+       32-bit word at element i*Kp + 2p holds A[i, 2p] and A[i, 2p+1], broadcast to every lane;
+  Bp:  gemm.py's strips of NR = 32 columns (two vectors), strip s holding B[:, s*NR:(s+1)*NR]
+       a pair of rows at a time: pair p of strip s is 64 bf16 values, column c0 + j's pair
+       (B[2p, c0+j], B[2p+1, c0+j]) at 2j, 2j+1 for j < 16 (the first vector), then the same
+       for columns c0+16 .. c0+31 (the second).
+
+The tile is gemm.py's: MR = 6 rows x two vectors of columns, 12 accumulators in registers across
+the k loop; per pair of k, two loads of Bp, one broadcast of A's pair per row and 12 vdpbf16ps.
+`matmul` multiplies rows of A converted beforehand (`convert_rows`) by a packed B (`pack`);
+`matmul_tn_acc` adds X^T @ G over a window's rows, converting and packing blocks of both, as
+gemm.matmul_tn_acc does for float32.
+
+Rounding to bf16 is to nearest, ties to even, by integer arithmetic on the float32 bits, as
+precision.bf16_bits does (so the two agree bit for bit): a loop LLVM vectorises.
+
+Only for a CPU that has the instruction (`available`); the intrinsic exists only in 512-bit
+form here, so the vectors are 16 float32 lanes whatever vec.py would choose.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import vec
+from .gemm import A_BLOCK, KC, MR, tiles
+from .vec import vload, vstore, vzero
+
+kernel = njit(cache=True, error_model="numpy", nogil=True)
+LANES = 16  # float32 sums in one vdpbf16ps
+NR = 2 * LANES  # columns of a packed strip
+FEATURE = "avx512bf16"  # LLVM's name of the CPU feature
+
+_available = None
+
+
+def available():
+    """Whether the CPU Numba compiles for has AVX512-BF16 (vdpbf16ps): the host's, unless
+    NUMBA_CPU_NAME/NUMBA_CPU_FEATURES name another."""
+    global _available
+    if _available is None:
+        from numba import config
+
+        if config.CPU_NAME and config.CPU_NAME != "host":
+            _available = f"+{FEATURE}" in (config.CPU_FEATURES or "")
+        else:
+            import llvmlite.binding as ll
+
+            _available = bool(ll.get_host_cpu_features().get(FEATURE))
+        _available = _available and vec.vector_bytes() == 64
+    return _available
+
+
+# ---------------------------------------------------------------------------------------------
+# The instruction and its operands, as LLVM intrinsics
+
+
+class _BFloat(ir.Type):
+    """LLVM's bfloat, which llvmlite's IR builder does not name: only the element type of the
+    vectors the intrinsic takes (the values travel as 32-bit integers and are bitcast)."""
+
+    def _to_string(self):
+        return "bfloat"
+
+    def __eq__(self, other):
+        return isinstance(other, _BFloat)
+
+    def __hash__(self):
+        return hash("bfloat")
+
+
+PAIRS = vec.Vec(types.uint32, LANES)  # 16 lanes of two bf16 values each
+SUMS = vec.Vec(types.float32, LANES)
+_I32 = ir.IntType(32)
+_IV = ir.VectorType(_I32, LANES)
+
+
+def _bf16_array(a):
+    if not (isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.uint16):
+        raise TypeError(f"expected a C-contiguous uint16 (bf16) array, got {a}")
+
+
+@intrinsic
+def pload(typingctx, a, i):
+    """The 32 bf16 values at elements i, i+1, ... of a (uint16) as 16 lanes of pairs."""
+    _bf16_array(a)
+
+    def codegen(context, builder, sig, args):
+        p = vec._address(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(builder.bitcast(p, _IV.as_pointer()), align=2)
+
+    return PAIRS(a, i), codegen
+
+
+@intrinsic
+def psplat(typingctx, a, i):
+    """The pair of bf16 values at elements i, i+1 of a (uint16) in every lane."""
+    _bf16_array(a)
+
+    def codegen(context, builder, sig, args):
+        p = vec._address(context, builder, sig.args[0], args[0], args[1])
+        x = builder.load(builder.bitcast(p, _I32.as_pointer()), align=2)
+        v = builder.insert_element(ir.Constant(_IV, ir.Undefined), x, ir.Constant(_I32, 0))
+        return builder.shuffle_vector(v, ir.Constant(_IV, ir.Undefined), ir.Constant(_IV, [0] * LANES))
+
+    return PAIRS(a, i), codegen
+
+
+@intrinsic
+def vdot(typingctx, c, a, b):
+    """c + a[2j] * b[2j] + a[2j+1] * b[2j+1] in each lane j: one vdpbf16ps."""
+    if c != SUMS or a != PAIRS or b != PAIRS:
+        raise TypeError("vdot takes 16 float32 sums and two vectors of bf16 pairs")
+
+    def codegen(context, builder, sig, args):
+        bv = ir.VectorType(_BFloat(), 2 * LANES)
+        ft = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ft, [ft, bv, bv]), "llvm.x86.avx512bf16.dpbf16ps.512"
+        )
+        return builder.call(fn, [args[0], builder.bitcast(args[1], bv), builder.bitcast(args[2], bv)])
+
+    return SUMS(c, a, b), codegen
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The bits of a float32 as a uint32."""
+    if x != types.float32:
+        raise TypeError(f"f32_bits takes a float32, got {x}")
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], _I32)
+
+    return types.uint32(x), codegen
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def bf16(x):
+    """The bf16 (uint16 bits) nearest the float32 x, ties to even (x finite)."""
+    b = f32_bits(x)
+    return np.uint16((b + 0x7FFF + ((b >> 16) & 1)) >> 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion and packing
+
+
+@kernel
+def even(n):
+    """n rounded up to even: Kp for a k dimension of n."""
+    return n + (n & 1)
+
+
+@kernel
+def convert_rows(X, out):
+    """X (m, Kd) float32, any strides -> out (m * Kp,) uint16: row i of X in bf16 at i*Kp,
+    a zero after it when Kd is odd (A's layout for matmul)."""
+    m, Kd = X.shape
+    Kp = even(Kd)
+    for i in range(m):
+        base = i * Kp
+        for k in range(Kd):
+            out[base + k] = bf16(X[i, k])
+        if Kp > Kd:
+            out[base + Kd] = 0
+
+
+@kernel
+def pack(W, out):
+    """W (Kd, N) float32, any strides, N whole strips -> out (Kp * N,) uint16 in Bp's layout."""
+    pack_strips(W, out, 0, W.shape[1] // NR)
+
+
+@kernel
+def pack_strips(W, out, s0, s1):
+    """pack(W, out) for strips s0 <= s < s1 only (the threads of a window each pack a share)."""
+    Kd = W.shape[0]
+    P = even(Kd) // 2
+    for s in range(s0, s1):
+        c0 = s * NR
+        for p in range(P):
+            base = (s * P + p) * 2 * NR
+            k = 2 * p
+            for j in range(NR):
+                out[base + 2 * j] = bf16(W[k, c0 + j])
+            if k + 1 < Kd:
+                for j in range(NR):
+                    out[base + 2 * j + 1] = bf16(W[k + 1, c0 + j])
+            else:
+                for j in range(NR):
+                    out[base + 2 * j + 1] = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The products
+
+
+@njit(inline="always", error_model="numpy", nogil=True)
+def _tile(A, a, ra, Bp, w, P, C, o, rows, acc):
+    """One register tile: rows (<= 6) rows of C from o (row stride C's width), two vectors wide,
+    = (or += with acc) the sum over P pairs of k of A's pair at a + r*ra + 2p (row r) times the
+    packed strip's pair p (at w + 2p*NR). rows and acc are constants after inlining."""
+    N = C.shape[1]
+    c00 = c01 = c10 = c11 = c20 = c21 = vzero(C)
+    c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
+    if acc:
+        c00 = vload(C, o)
+        c01 = vload(C, o + LANES)
+        if rows > 1:
+            c10 = vload(C, o + N)
+            c11 = vload(C, o + N + LANES)
+        if rows > 2:
+            c20 = vload(C, o + 2 * N)
+            c21 = vload(C, o + 2 * N + LANES)
+        if rows > 3:
+            c30 = vload(C, o + 3 * N)
+            c31 = vload(C, o + 3 * N + LANES)
+        if rows > 4:
+            c40 = vload(C, o + 4 * N)
+            c41 = vload(C, o + 4 * N + LANES)
+        if rows > 5:
+            c50 = vload(C, o + 5 * N)
+            c51 = vload(C, o + 5 * N + LANES)
+    for _ in range(P):
+        b0 = pload(Bp, w)
+        b1 = pload(Bp, w + NR)
+        w += 2 * NR
+        x = psplat(A, a)
+        c00 = vdot(c00, x, b0)
+        c01 = vdot(c01, x, b1)
+        if rows > 1:
+            x = psplat(A, a + ra)
+            c10 = vdot(c10, x, b0)
+            c11 = vdot(c11, x, b1)
+        if rows > 2:
+            x = psplat(A, a + 2 * ra)
+            c20 = vdot(c20, x, b0)
+            c21 = vdot(c21, x, b1)
+        if rows > 3:
+            x = psplat(A, a + 3 * ra)
+            c30 = vdot(c30, x, b0)
+            c31 = vdot(c31, x, b1)
+        if rows > 4:
+            x = psplat(A, a + 4 * ra)
+            c40 = vdot(c40, x, b0)
+            c41 = vdot(c41, x, b1)
+        if rows > 5:
+            x = psplat(A, a + 5 * ra)
+            c50 = vdot(c50, x, b0)
+            c51 = vdot(c51, x, b1)
+        a += 2
+    vstore(C, o, c00)
+    vstore(C, o + LANES, c01)
+    if rows > 1:
+        vstore(C, o + N, c10)
+        vstore(C, o + N + LANES, c11)
+    if rows > 2:
+        vstore(C, o + 2 * N, c20)
+        vstore(C, o + 2 * N + LANES, c21)
+    if rows > 3:
+        vstore(C, o + 3 * N, c30)
+        vstore(C, o + 3 * N + LANES, c31)
+    if rows > 4:
+        vstore(C, o + 4 * N, c40)
+        vstore(C, o + 4 * N + LANES, c41)
+    if rows > 5:
+        vstore(C, o + 5 * N, c50)
+        vstore(C, o + 5 * N + LANES, c51)
+
+
+@njit(error_model="numpy", nogil=True)
+def _tile_any(A, a, ra, Bp, w, P, C, o, rows, acc):
+    """_tile for a row count known only at run time (1 to 6); called, not inlined (gemm.py's
+    _tile_any says why)."""
+    if rows == 6:
+        _tile(A, a, ra, Bp, w, P, C, o, 6, acc)
+    elif rows == 5:
+        _tile(A, a, ra, Bp, w, P, C, o, 5, acc)
+    elif rows == 4:
+        _tile(A, a, ra, Bp, w, P, C, o, 4, acc)
+    elif rows == 3:
+        _tile(A, a, ra, Bp, w, P, C, o, 3, acc)
+    elif rows == 2:
+        _tile(A, a, ra, Bp, w, P, C, o, 2, acc)
+    else:
+        _tile(A, a, ra, Bp, w, P, C, o, 1, acc)
+
+
+@kernel
+def matmul(A, Bp, C, acc):
+    """C (m, N) = (or += with acc) A @ B: A (m * Kp,) bf16 rows (convert_rows), Bp = pack(B)
+    for B (Kd, N), C float32 C-contiguous with N whole strips; Kp = Bp.size // N."""
+    m, N = C.shape
+    S = N // NR
+    Kp = Bp.size // N
+    P = Kp // 2
+    MB = m  # rows per block: a window's many rows go in blocks of A that stay in L2
+    if m * Kp > 2 * A_BLOCK:  # (A_BLOCK counts float32 elements; these are half the size)
+        MB = max(MR, A_BLOCK // Kp // MR * MR)
+    for b0 in range(0, m, MB):
+        b1 = min(m, b0 + MB)
+        n, base, extra = tiles(b1 - b0)
+        for s in range(S):
+            i0 = b0
+            for t in range(n):
+                r = base + 1 if t < extra else base
+                _tile_any(A, i0 * Kp, Kp, Bp, s * P * 2 * NR, P, C, i0 * N + s * NR, r, acc)
+                i0 += r
+
+
+@kernel
+def matmul_tn_acc(X, G, C, Xp, Gp):
+    """C (H, N) += X (M, H)^T @ G (M, N) in bf16 products: a weight gradient dW += X^T dG over
+    a window's M = T*B rows. X, G float32 C-contiguous, N whole strips. A block of KC rows at a
+    time, X's columns are converted into Xp (at least H * even(min(KC, M)) elements) as rows of
+    A, and G's rows packed into Gp (at least even(min(KC, M)) * N)."""
+    M, Hx = X.shape
+    N = C.shape[1]
+    S = N // NR
+    n, base, extra = tiles(Hx)
+    for k0 in range(0, M, KC):
+        kc = min(KC, M - k0)
+        kp = even(kc)
+        convert_rows(X[k0 : k0 + kc].T, Xp)
+        pack(G[k0 : k0 + kc], Gp)
+        P = kp // 2
+        for s in range(S):
+            i0 = 0
+            for t in range(n):
+                r = base + 1 if t < extra else base
+                _tile_any(Xp, i0 * kp, kp, Gp, s * P * 2 * NR, P, C, i0 * N + s * NR, r, True)
+                i0 += r
