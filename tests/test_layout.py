@@ -39,6 +39,7 @@ CORE = {
     "engine.repetition",
     "engine.qgemm",
     "engine.bgemm",
+    "engine.amx",
 }
 CORE_DEPS = {"numpy", "numba", "llvmlite"}
 ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}

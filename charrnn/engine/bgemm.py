@@ -6,8 +6,8 @@ lane it multiplies the lane's two bf16 halves of one operand by those of the oth
 products to the lane's sum. One instruction is then two steps of k at once, and both operands
 hold their values in pairs along k:
 
-  A:   bf16 (m, Kp) row-major, Kp = Kd rounded up to even (a zero column added for odd Kd): the
-       32-bit word at element i*Kp + 2p holds A[i, 2p] and A[i, 2p+1], broadcast to every lane;
+  A:   bf16 (m, Kp) row-major, Kp = Kd rounded up to even (zero columns after Kd; amx.py pads
+       to whole tiles of 32, which these products read as they are): the 32-bit word at element i*Kp + 2p holds A[i, 2p] and A[i, 2p+1], broadcast to every lane;
   Bp:  gemm.py's strips of NR = 32 columns (two vectors), strip s holding B[:, s*NR:(s+1)*NR]
        a pair of rows at a time: pair p of strip s is 64 bf16 values, column c0 + j's pair
        (B[2p, c0+j], B[2p+1, c0+j]) at 2j, 2j+1 for j < 16 (the first vector), then the same
@@ -164,36 +164,42 @@ def even(n):
 
 @kernel
 def convert_rows(X, out):
-    """X (m, Kd) float32, any strides -> out (m * Kp,) uint16: row i of X in bf16 at i*Kp,
-    a zero after it when Kd is odd (A's layout for matmul)."""
+    """X (m, Kd) float32, any strides -> out (m * Kp,) uint16: row i of X in bf16 at i*Kp, zeros
+    after it to Kp = out.size // m >= Kd (A's layout for matmul; even(Kd) unless a product
+    wants more, as the tiles of amx.py want whole multiples of 32)."""
     m, Kd = X.shape
-    Kp = even(Kd)
+    Kp = out.size // m
     for i in range(m):
         base = i * Kp
         for k in range(Kd):
             out[base + k] = bf16(X[i, k])
-        if Kp > Kd:
-            out[base + Kd] = 0
+        for k in range(Kd, Kp):
+            out[base + k] = 0
 
 
 @kernel
 def pack(W, out):
-    """W (Kd, N) float32, any strides, N whole strips -> out (Kp * N,) uint16 in Bp's layout."""
+    """W (Kd, N) float32, any strides, N whole strips -> out (Kp * N,) uint16 in Bp's layout,
+    rows Kd..Kp-1 zeros, Kp = out.size // N (even, >= Kd)."""
     pack_strips(W, out, 0, W.shape[1] // NR)
 
 
 @kernel
 def pack_strips(W, out, s0, s1):
     """pack(W, out) for strips s0 <= s < s1 only (the threads of a window each pack a share)."""
-    Kd = W.shape[0]
-    P = even(Kd) // 2
+    Kd, N = W.shape
+    P = out.size // N // 2
     for s in range(s0, s1):
         c0 = s * NR
         for p in range(P):
             base = (s * P + p) * 2 * NR
             k = 2 * p
-            for j in range(NR):
-                out[base + 2 * j] = bf16(W[k, c0 + j])
+            if k < Kd:
+                for j in range(NR):
+                    out[base + 2 * j] = bf16(W[k, c0 + j])
+            else:
+                for j in range(NR):
+                    out[base + 2 * j] = 0
             if k + 1 < Kd:
                 for j in range(NR):
                     out[base + 2 * j + 1] = bf16(W[k + 1, c0 + j])
@@ -332,8 +338,8 @@ def matmul_tn_acc(X, G, C, Xp, Gp):
     for k0 in range(0, M, KC):
         kc = min(KC, M - k0)
         kp = even(kc)
-        convert_rows(X[k0 : k0 + kc].T, Xp)
-        pack(G[k0 : k0 + kc], Gp)
+        convert_rows(X[k0 : k0 + kc].T, Xp[: Hx * kp])
+        pack(G[k0 : k0 + kc], Gp[: kp * N])
         P = kp // 2
         for s in range(S):
             i0 = 0
