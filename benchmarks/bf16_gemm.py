@@ -21,6 +21,8 @@ the repeats:
   fp32       gemm.matmul / gemm.matmul_tn_acc, today's training products
   bf16       bgemm.matmul / bgemm.matmul_tn_acc (vdpbf16ps), with the conversion of the
              product's float32 input to bf16 counted in (the weights are packed once a step)
+  amx        amx.matmul / amx.matmul_tn_acc (TDPBF16PS on AMX tiles, where the CPU has them),
+             the same layouts with k padded to whole tiles, the conversion counted in
   bf16w      bf16 weights widened to float32 in registers, float32 multiply-adds
              (qgemm.matmul, the sampler's bf16): half the bytes, no bf16 arithmetic
              (the products with a packed weight only)
@@ -52,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from charrnn.engine import bgemm as BG, gemm, precision, qgemm, threads, vec  # noqa: E402
+from charrnn.engine import amx, bgemm as BG, gemm, precision, qgemm, threads, vec  # noqa: E402
 
 
 def machine():
@@ -100,6 +102,19 @@ def b16_nn(A, Ab, Bp, C, n):
 def b16_tn(X, G, C, Xp, Gp, n):
     for _ in range(n):
         BG.matmul_tn_acc(X, G, C, Xp, Gp)
+
+
+@njit(nogil=True)
+def amx_nn(A, Ab, Bp, C, cfg, n):
+    for _ in range(n):
+        BG.convert_rows(A, Ab)
+        amx.matmul(Ab, Bp, C, False, cfg)
+
+
+@njit(nogil=True)
+def amx_tn(X, G, C, Xp, Gp, cfg, n):
+    for _ in range(n):
+        amx.matmul_tn_acc(X, G, C, Xp, Gp, cfg)
 
 
 @njit(nogil=True)
@@ -182,7 +197,7 @@ def product_forms(kind, m, k, n, nthreads, rng):
             for _ in range(nthreads)
         ]
         outs = [np.zeros((k, n), f32) for _ in range(nthreads)]
-        return {
+        forms = {
             "fp32": (f32_tn, [(X, G, C, np.zeros(kc * n, f32)) for (X, G), C in zip(ins, outs)]),
             "bf16": (
                 b16_tn,
@@ -192,6 +207,16 @@ def product_forms(kind, m, k, n, nthreads, rng):
                 ],
             ),
         }
+        if amx.available():
+            kt = amx.padded(min(gemm.KC, m))
+            forms["amx"] = (
+                amx_tn,
+                [
+                    (X, G, C, np.zeros(k * kt, np.uint16), np.zeros(kt * n, np.uint16), amx.config_buffer())
+                    for (X, G), C in zip(ins, outs)
+                ],
+            )
+        return forms
     W = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(f32)
     Wp = np.zeros(k * n, f32)
     gemm.pack(W, Wp)
@@ -200,11 +225,20 @@ def product_forms(kind, m, k, n, nthreads, rng):
     Wq, S = precision.pack(W, "bf16")
     As = [rng.standard_normal((m, k)).astype(f32) for _ in range(nthreads)]
     Cs = [np.zeros((m, n), f32) for _ in range(nthreads)]
-    return {
+    forms = {
         "fp32": (f32_nn, [(A, Wp, C) for A, C in zip(As, Cs)]),
         "bf16": (b16_nn, [(A, np.zeros(m * BG.even(k), np.uint16), Bp, C) for A, C in zip(As, Cs)]),
         "bf16w": (b16w_nn, [(A, Wq, S, C) for A, C in zip(As, Cs)]),
     }
+    if amx.available():
+        kt = amx.padded(k)
+        Bt = np.zeros(kt * n, np.uint16)
+        BG.pack(W, Bt)
+        forms["amx"] = (
+            amx_nn,
+            [(A, np.zeros(m * kt, np.uint16), Bt, C, amx.config_buffer()) for A, C in zip(As, Cs)],
+        )
+    return forms
 
 
 def window_products(H, b, T, L=2):
@@ -241,7 +275,8 @@ def peaks(repeats, pool):
     r = compare(forms, 2.0 * m**3, repeats, 1, pool)
     print(
         f"1024^3 on one thread: BLAS SGEMM {r['blas']:.0f} GFLOP/s, gemm.matmul {r['fp32']:.0f}, "
-        f"bgemm.matmul {r['bf16']:.0f} (with the conversion of A)"
+        f"bgemm.matmul {r['bf16']:.0f}, amx.matmul {r.get('amx', float('nan')):.0f} "
+        "(with the conversion of A)"
     )
 
 
@@ -300,6 +335,7 @@ def main():
         sys.exit("this CPU has no AVX512-BF16 (vdpbf16ps): nothing to compare")
     threads.single_threaded_blas()
     b = a.batch // a.threads
+    nan = float("nan")
     print(f"# bf16_gemm on {machine()}")
     print(
         f"# B {a.batch} x T {a.seq}, {a.threads} parts of {b} streams; medians of {a.repeats}; "
@@ -309,25 +345,31 @@ def main():
     pool = ThreadPoolExecutor(max(2, a.threads))
     peaks(a.repeats, pool)
     rng = np.random.default_rng(1)
-    print(f"\n{'product':<34}{'x/window':>9}{'thr':>4}{'fp32':>8}{'bf16':>8}{'bf16w':>8}{'bf16/fp32':>11}")
+    print(
+        f"\n{'product':<34}{'x/window':>9}{'thr':>4}{'fp32':>8}{'bf16':>8}{'bf16w':>8}{'amx':>8}"
+        f"{'bf16/fp32':>11}{'amx/fp32':>10}"
+    )
     for H in (int(s) for s in a.sizes.split(",")):
         for nt in sorted({1, a.threads}):
-            secs = {"fp32": 0.0, "bf16": 0.0, "best": 0.0}
+            secs = {"fp32": 0.0, "bf16": 0.0, "amx": 0.0, "best": 0.0}
             for name, kind, m, k, n, times in window_products(H, b, a.seq):
                 r = compare(product_forms(kind, m, k, n, nt, rng), 2.0 * m * k * n, a.repeats, nt, pool)
                 flops = 2.0 * m * k * n * times / 1e9
                 secs["fp32"] += flops / r["fp32"]
                 secs["bf16"] += flops / r["bf16"]
+                secs["amx"] += flops / r.get("amx", float("nan"))
                 secs["best"] += flops / max(r.values())
                 shape = f"({m},{k})@({k},{n})" if kind == "nn" else f"({k},{m})@({m},{n})"
                 print(
                     f"2x{H} {name:<9}{shape:<20}{times:>9}{nt:>4}{r['fp32']:>8.0f}{r['bf16']:>8.0f}"
-                    f"{r.get('bf16w', float('nan')):>8.0f}{r['bf16'] / r['fp32']:>10.2f}x"
+                    f"{r.get('bf16w', nan):>8.0f}{r.get('amx', nan):>8.0f}{r['bf16'] / r['fp32']:>10.2f}x"
+                    f"{r.get('amx', nan) / r['fp32']:>9.2f}x"
                 )
             print(
                 f"2x{H} window, {nt} thread{'s' if nt > 1 else ' '}: "
                 f"products {secs['fp32'] * 1e3:.1f} ms fp32, "
                 f"{secs['bf16'] * 1e3:.1f} ms bf16 ({secs['fp32'] / secs['bf16']:.2f}x), "
+                f"{secs['amx'] * 1e3:.1f} ms amx ({secs['fp32'] / secs['amx']:.2f}x), "
                 f"{secs['best'] * 1e3:.1f} ms taking the fastest form of each "
                 f"({secs['fp32'] / secs['best']:.2f}x)"
             )

@@ -7,7 +7,8 @@ products to the lane's sum. One instruction is then two steps of k at once, and 
 hold their values in pairs along k:
 
   A:   bf16 (m, Kp) row-major, Kp = Kd rounded up to even (zero columns after Kd; amx.py pads
-       to whole tiles of 32, which these products read as they are): the 32-bit word at element i*Kp + 2p holds A[i, 2p] and A[i, 2p+1], broadcast to every lane;
+       to whole tiles of 32, which these products read as they are): the 32-bit word at
+       element i*Kp + 2p holds A[i, 2p] and A[i, 2p+1], broadcast to every lane;
   Bp:  gemm.py's strips of NR = 32 columns (two vectors), strip s holding B[:, s*NR:(s+1)*NR]
        a pair of rows at a time: pair p of strip s is 64 bf16 values, column c0 + j's pair
        (B[2p, c0+j], B[2p+1, c0+j]) at 2j, 2j+1 for j < 16 (the first vector), then the same
