@@ -39,6 +39,7 @@ CORE = {
     "engine.repetition",
     "engine.qgemm",
     "engine.bgemm",
+    "engine.bf16ops",
     "engine.amx",
 }
 CORE_DEPS = {"numpy", "numba", "llvmlite"}

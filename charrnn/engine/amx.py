@@ -25,7 +25,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import bgemm
+from . import bf16ops, bgemm
 
 kernel = njit(cache=True, error_model="numpy", nogil=True)
 KT = 32  # k values in one A tile row (64 bytes of bf16)
@@ -48,21 +48,18 @@ def _request_tiles():
     return libc.syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
 
 
+def compiles():
+    """Whether the CPU Numba compiles for has AMX-BF16 (elsewhere each tile instruction
+    compiles to a trap, as bgemm's vdpbf16ps does)."""
+    return bf16ops.has_features(*FEATURES)
+
+
 def available():
     """Whether this process may use AMX-BF16: the CPU Numba compiles for has it, and Linux gave
     the process the tiles' state (asked once here)."""
     global _available
     if _available is None:
-        from numba import config
-
-        if config.CPU_NAME and config.CPU_NAME != "host":
-            have = all(f"+{f}" in (config.CPU_FEATURES or "") for f in FEATURES)
-        else:
-            import llvmlite.binding as ll
-
-            host = ll.get_host_cpu_features()
-            have = all(host.get(f) for f in FEATURES)
-        _available = bool(have and bgemm.available() and _request_tiles())
+        _available = bool(compiles() and _request_tiles())
     return _available
 
 
@@ -73,12 +70,15 @@ _I8, _I64 = ir.IntType(8), ir.IntType(64)
 
 
 def _call(builder, name, argtys, args):
+    if not compiles():
+        bf16ops.trap(builder)
+        return
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), argtys), name)
     builder.call(fn, args)
 
 
 def _ptr(context, builder, aty, a, i):
-    return builder.bitcast(bgemm.vec._address(context, builder, aty, a, i), _I8.as_pointer())
+    return builder.bitcast(bf16ops.vec._address(context, builder, aty, a, i), _I8.as_pointer())
 
 
 @intrinsic

@@ -23,134 +23,28 @@ gemm.matmul_tn_acc does for float32.
 Rounding to bf16 is to nearest, ties to even, by integer arithmetic on the float32 bits, as
 precision.bf16_bits does (so the two agree bit for bit): a loop LLVM vectorises.
 
-Only for a CPU that has the instruction (`available`); the intrinsic exists only in 512-bit
-form here, so the vectors are 16 float32 lanes whatever vec.py would choose.
+Only for a CPU that has the instruction (`available`); the vectors are 16 float32 lanes
+whatever vec.py would choose. Elsewhere the kernels still compile (the training kernels hold
+this path beside the float32 one, chosen at run time), with a trap in place of the instruction.
 """
 
-import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from . import vec
+from .bf16ops import FEATURE, LANES, bf16, has_features, pload, psplat, sload, sstore, szero, vdot
 from .gemm import A_BLOCK, KC, MR, tiles
-from .vec import vload, vstore, vzero
 
 kernel = njit(cache=True, error_model="numpy", nogil=True)
-LANES = 16  # float32 sums in one vdpbf16ps
 NR = 2 * LANES  # columns of a packed strip
-FEATURE = "avx512bf16"  # LLVM's name of the CPU feature
 
 _available = None
 
 
 def available():
-    """Whether the CPU Numba compiles for has AVX512-BF16 (vdpbf16ps): the host's, unless
-    NUMBA_CPU_NAME/NUMBA_CPU_FEATURES name another."""
+    """Whether the CPU Numba compiles for has AVX512-BF16 (vdpbf16ps)."""
     global _available
     if _available is None:
-        from numba import config
-
-        if config.CPU_NAME and config.CPU_NAME != "host":
-            _available = f"+{FEATURE}" in (config.CPU_FEATURES or "")
-        else:
-            import llvmlite.binding as ll
-
-            _available = bool(ll.get_host_cpu_features().get(FEATURE))
-        _available = _available and vec.vector_bytes() == 64
+        _available = has_features(FEATURE)
     return _available
-
-
-# ---------------------------------------------------------------------------------------------
-# The instruction and its operands, as LLVM intrinsics
-
-
-class _BFloat(ir.Type):
-    """LLVM's bfloat, which llvmlite's IR builder does not name: only the element type of the
-    vectors the intrinsic takes (the values travel as 32-bit integers and are bitcast)."""
-
-    def _to_string(self):
-        return "bfloat"
-
-    def __eq__(self, other):
-        return isinstance(other, _BFloat)
-
-    def __hash__(self):
-        return hash("bfloat")
-
-
-PAIRS = vec.Vec(types.uint32, LANES)  # 16 lanes of two bf16 values each
-SUMS = vec.Vec(types.float32, LANES)
-_I32 = ir.IntType(32)
-_IV = ir.VectorType(_I32, LANES)
-
-
-def _bf16_array(a):
-    if not (isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.uint16):
-        raise TypeError(f"expected a C-contiguous uint16 (bf16) array, got {a}")
-
-
-@intrinsic
-def pload(typingctx, a, i):
-    """The 32 bf16 values at elements i, i+1, ... of a (uint16) as 16 lanes of pairs."""
-    _bf16_array(a)
-
-    def codegen(context, builder, sig, args):
-        p = vec._address(context, builder, sig.args[0], args[0], args[1])
-        return builder.load(builder.bitcast(p, _IV.as_pointer()), align=2)
-
-    return PAIRS(a, i), codegen
-
-
-@intrinsic
-def psplat(typingctx, a, i):
-    """The pair of bf16 values at elements i, i+1 of a (uint16) in every lane."""
-    _bf16_array(a)
-
-    def codegen(context, builder, sig, args):
-        p = vec._address(context, builder, sig.args[0], args[0], args[1])
-        x = builder.load(builder.bitcast(p, _I32.as_pointer()), align=2)
-        v = builder.insert_element(ir.Constant(_IV, ir.Undefined), x, ir.Constant(_I32, 0))
-        return builder.shuffle_vector(v, ir.Constant(_IV, ir.Undefined), ir.Constant(_IV, [0] * LANES))
-
-    return PAIRS(a, i), codegen
-
-
-@intrinsic
-def vdot(typingctx, c, a, b):
-    """c + a[2j] * b[2j] + a[2j+1] * b[2j+1] in each lane j: one vdpbf16ps."""
-    if c != SUMS or a != PAIRS or b != PAIRS:
-        raise TypeError("vdot takes 16 float32 sums and two vectors of bf16 pairs")
-
-    def codegen(context, builder, sig, args):
-        bv = ir.VectorType(_BFloat(), 2 * LANES)
-        ft = args[0].type
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ft, [ft, bv, bv]), "llvm.x86.avx512bf16.dpbf16ps.512"
-        )
-        return builder.call(fn, [args[0], builder.bitcast(args[1], bv), builder.bitcast(args[2], bv)])
-
-    return SUMS(c, a, b), codegen
-
-
-@intrinsic
-def f32_bits(typingctx, x):
-    """The bits of a float32 as a uint32."""
-    if x != types.float32:
-        raise TypeError(f"f32_bits takes a float32, got {x}")
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], _I32)
-
-    return types.uint32(x), codegen
-
-
-@njit(inline="always", error_model="numpy", nogil=True)
-def bf16(x):
-    """The bf16 (uint16 bits) nearest the float32 x, ties to even (x finite)."""
-    b = f32_bits(x)
-    return np.uint16((b + 0x7FFF + ((b >> 16) & 1)) >> 16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,26 +113,26 @@ def _tile(A, a, ra, Bp, w, P, C, o, rows, acc):
     = (or += with acc) the sum over P pairs of k of A's pair at a + r*ra + 2p (row r) times the
     packed strip's pair p (at w + 2p*NR). rows and acc are constants after inlining."""
     N = C.shape[1]
-    c00 = c01 = c10 = c11 = c20 = c21 = vzero(C)
-    c30 = c31 = c40 = c41 = c50 = c51 = vzero(C)
+    c00 = c01 = c10 = c11 = c20 = c21 = szero()
+    c30 = c31 = c40 = c41 = c50 = c51 = szero()
     if acc:
-        c00 = vload(C, o)
-        c01 = vload(C, o + LANES)
+        c00 = sload(C, o)
+        c01 = sload(C, o + LANES)
         if rows > 1:
-            c10 = vload(C, o + N)
-            c11 = vload(C, o + N + LANES)
+            c10 = sload(C, o + N)
+            c11 = sload(C, o + N + LANES)
         if rows > 2:
-            c20 = vload(C, o + 2 * N)
-            c21 = vload(C, o + 2 * N + LANES)
+            c20 = sload(C, o + 2 * N)
+            c21 = sload(C, o + 2 * N + LANES)
         if rows > 3:
-            c30 = vload(C, o + 3 * N)
-            c31 = vload(C, o + 3 * N + LANES)
+            c30 = sload(C, o + 3 * N)
+            c31 = sload(C, o + 3 * N + LANES)
         if rows > 4:
-            c40 = vload(C, o + 4 * N)
-            c41 = vload(C, o + 4 * N + LANES)
+            c40 = sload(C, o + 4 * N)
+            c41 = sload(C, o + 4 * N + LANES)
         if rows > 5:
-            c50 = vload(C, o + 5 * N)
-            c51 = vload(C, o + 5 * N + LANES)
+            c50 = sload(C, o + 5 * N)
+            c51 = sload(C, o + 5 * N + LANES)
     for _ in range(P):
         b0 = pload(Bp, w)
         b1 = pload(Bp, w + NR)
@@ -267,23 +161,23 @@ def _tile(A, a, ra, Bp, w, P, C, o, rows, acc):
             c50 = vdot(c50, x, b0)
             c51 = vdot(c51, x, b1)
         a += 2
-    vstore(C, o, c00)
-    vstore(C, o + LANES, c01)
+    sstore(C, o, c00)
+    sstore(C, o + LANES, c01)
     if rows > 1:
-        vstore(C, o + N, c10)
-        vstore(C, o + N + LANES, c11)
+        sstore(C, o + N, c10)
+        sstore(C, o + N + LANES, c11)
     if rows > 2:
-        vstore(C, o + 2 * N, c20)
-        vstore(C, o + 2 * N + LANES, c21)
+        sstore(C, o + 2 * N, c20)
+        sstore(C, o + 2 * N + LANES, c21)
     if rows > 3:
-        vstore(C, o + 3 * N, c30)
-        vstore(C, o + 3 * N + LANES, c31)
+        sstore(C, o + 3 * N, c30)
+        sstore(C, o + 3 * N + LANES, c31)
     if rows > 4:
-        vstore(C, o + 4 * N, c40)
-        vstore(C, o + 4 * N + LANES, c41)
+        sstore(C, o + 4 * N, c40)
+        sstore(C, o + 4 * N + LANES, c41)
     if rows > 5:
-        vstore(C, o + 5 * N, c50)
-        vstore(C, o + 5 * N + LANES, c51)
+        sstore(C, o + 5 * N, c50)
+        sstore(C, o + 5 * N + LANES, c51)
 
 
 @njit(error_model="numpy", nogil=True)
