@@ -31,6 +31,11 @@ With --threads 2 the same product also runs on both cores at once, each thread i
 and output and the packed weights shared, as the parts of a training window run; GFLOP/s per
 thread. The `window` lines weigh each product by how often a window makes it.
 
+Training steps (--train-steps N, 0 to skip): a window's loss_and_grad and an Adam step of a
+2-layer LSTM at each size, B x T as given, its products in fp32 and in bf16 (the engine
+`charrnn train --precision bf16` uses here: AMX tiles where there are, else vdpbf16ps),
+alternately, N steps each time; characters/s, medians, and the range of the pairs' ratios.
+
 Peaks, measured in the same run: one core's instruction rate of vfmadd231ps and of vdpbf16ps
 on zmm registers (24 independent sums, no memory), the SGEMM rate at 1024^3 of the BLAS
 Numba calls (as bench.py measures it) and of gemm.matmul, and bgemm.matmul's at 1024^3. With
@@ -54,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from charrnn.engine import amx, bgemm as BG, gemm, precision, qgemm, threads, vec  # noqa: E402
+from charrnn.engine import amx, bf16ops, bgemm as BG, gemm, precision, qgemm, threads, vec  # noqa: E402
 
 
 def machine():
@@ -133,11 +138,11 @@ def instruction_loop(accumulators, bf16):
     """A jitted loop of `accumulators` independent vdpbf16ps (or vfmadd231ps) chains on
     registers: one core's peak rate of the instruction."""
     names = [f"c{i}" for i in range(accumulators)]
-    op = "BG.vdot({a}, x, y)" if bf16 else "vec.vfma(x, y, {a})"
+    op = "ops.vdot({a}, x, y)" if bf16 else "vec.vfma(x, y, {a})"
     body = "\n".join(f"        {a} = {op.format(a=a)}" for a in names)
     stores = "\n".join(f"    vec.vstore(C, {16 * i}, {a})" for i, a in enumerate(names))
     load = (
-        "x = BG.psplat(A, 0)\n    y = BG.pload(A, 0)"
+        "x = ops.psplat(A, 0)\n    y = ops.pload(A, 0)"
         if bf16
         else "x = vec.vsplat(C, 0)\n    y = vec.vload(C, 0)"
     )
@@ -145,7 +150,7 @@ def instruction_loop(accumulators, bf16):
         f"def loop(A, C, n):\n    {' = '.join(names)} = vec.vzero(C)\n    {load}\n"
         f"    for _ in range(n):\n{body}\n{stores}\n"
     )
-    ns = {"BG": BG, "vec": vec}
+    ns = {"ops": bf16ops, "vec": vec}
     exec(src, ns)
     return njit(nogil=True)(ns["loop"])
 
@@ -322,6 +327,36 @@ def torch_rates(python, shapes, repeats):
     return json.loads(r.stdout)
 
 
+def training_rates(H, batch, seq, steps, repeats, dropout=0.2):
+    """{precision: [chars/s of each repeat]} of training steps at 2 x H (fixed dropout masks)."""
+    from charrnn.engine.model import Model, ModelConfig, dropout_masks
+    from charrnn.engine.optim import Adam
+
+    m = Model(ModelConfig("lstm", 2, H, 65, dropout=dropout)).init_weights(np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 65, (seq, batch)).astype(np.int32)
+    masks = dropout_masks(rng, (2, seq, batch, H), dropout, np.float32)
+    h, c = m.zero_state(batch)
+    flat, grads = m.zeros_like_params()
+    opt = Adam(m.flat, lr=1e-4)
+
+    def run(precision, n):
+        t = time.perf_counter()
+        for _ in range(n):
+            flat[:] = 0
+            m.loss_and_grad(x, x, h, c, grads, masks, precision=precision)
+            opt.step(m.flat, flat, 1e-6)
+        return n * batch * seq / (time.perf_counter() - t)
+
+    rates = {"fp32": [], "bf16": []}
+    for p in rates:
+        run(p, 2)  # compiled, buffers allocated, caches warm
+    for _ in range(repeats):
+        for p in rates:
+            rates[p].append(run(p, steps))
+    return rates
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="512,640", help="hidden sizes (2-layer LSTMs)")
@@ -329,6 +364,7 @@ def main():
     ap.add_argument("--seq", type=int, default=100, help="T, window length (config.py's default)")
     ap.add_argument("--threads", type=int, default=2, help="parts of a window, one per thread")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--train-steps", type=int, default=5, help="training steps a repeat (0: skip)")
     ap.add_argument("--torch-python", help="a Python with PyTorch: its fp32 and bf16 matmul beside")
     a = ap.parse_args()
     if not BG.available():
@@ -372,6 +408,18 @@ def main():
                 f"{secs['amx'] * 1e3:.1f} ms amx ({secs['fp32'] / secs['amx']:.2f}x), "
                 f"{secs['best'] * 1e3:.1f} ms taking the fastest form of each "
                 f"({secs['fp32'] / secs['best']:.2f}x)"
+            )
+    if a.train_steps:
+        from charrnn.engine.model import bf16_engine
+
+        print(f"\ntraining steps (loss_and_grad + Adam, dropout 0.2), bf16 on {bf16_engine()}:")
+        for H in (int(s) for s in a.sizes.split(",")):
+            r = training_rates(H, a.batch, a.seq, a.train_steps, a.repeats)
+            f, g = statistics.median(r["fp32"]), statistics.median(r["bf16"])
+            pairs = [y / x for x, y in zip(r["fp32"], r["bf16"])]
+            print(
+                f"  2x{H} B{a.batch} T{a.seq}: fp32 {f:,.0f} chars/s, bf16 {g:,.0f} chars/s: "
+                f"{g / f:.2f}x (pairs {min(pairs):.2f}-{max(pairs):.2f})"
             )
     if a.torch_python:
         shapes = [(1024, 1024, 1024)] + [

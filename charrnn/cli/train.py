@@ -191,6 +191,14 @@ def train(
             TrainConfig.ema,
         ),
     ] = None,
+    precision: Annotated[
+        Optional[str],
+        run_opt(
+            "The products' inputs: fp32 (exact) or bf16 (rounded to bf16, float32 sums; the "
+            "weights, Adam and the gates stay float32), faster on a CPU with AVX512-BF16 or AMX.",
+            TrainConfig.precision,
+        ),
+    ] = None,
     log_grad_norms: Annotated[
         Optional[bool],
         run_opt(

@@ -15,6 +15,7 @@ from ..text import data, idcache
 from . import discovery, dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..checkpoint import RunInfo
+from ..engine.model import check_train_precision
 from ..config import (
     MODEL_FIELDS,
     TRAIN_FIELDS,
@@ -86,8 +87,9 @@ def prepare(
         )
     base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
+    at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
+    check_train_precision(at_least, dtype, cfg.precision)  # before sizing measures with it
     if base is None:  # a model far too large is refused before the corpus is read
-        at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
         _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
@@ -194,7 +196,9 @@ def _new_run_dir(out, corpus, force):
 def check_new(options, dtype=np.float32):
     """A new run's checks that need no text, for the command line to make before it speaks."""
     mopts, cfg = resolve({k: v for k, v in options.items() if v is not None})
-    _check_memory(ModelConfig(**dict(mopts, vocab_size=1)).validate(), cfg, 0, dtype)
+    at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
+    check_train_precision(at_least, dtype, cfg.precision)
+    _check_memory(at_least, cfg, 0, dtype)
     if cfg.patience and not cfg.val_frac:
         raise ConfigError(PATIENCE_NEEDS_VALIDATION)
 
@@ -215,7 +219,9 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype, started=None):
     layers = mopts.get("layers", ModelConfig.layers)
     world, at = dist.world(), sizing.SIZES[1]
     rate = (
-        sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) if world.rank == 0 else None
+        sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype, precision=cfg.precision)
+        if world.rank == 0
+        else None
     )
     rate = sizing.Rate(*world.bcast(rate and tuple(rate)))
     choice = sizing.choose(
