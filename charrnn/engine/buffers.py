@@ -93,7 +93,7 @@ def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, p
     L = cfg.layers
     if packed16 is None:
         Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
-        Wbp = WbTp = np.zeros((2 * L - 1, 0), np.uint16)
+        Wbp = WbTp = np.zeros((2 * L - 1, 0), np.uint8)  # a type of its own: see Work
         sizes, gp = dict(Ab=0, Xb=0, Gb=0, tiles=0), grad_block_size(cfg, T, B, dtype)
     else:
         Whp = WhTp = np.zeros((2 * L - 1, 0), dtype)

@@ -77,7 +77,9 @@ class Work(NamedTuple):
     Gp: np.ndarray  # (min(KC, T*B) * K,) a block of dG packed for the weight gradients
     #                                   (gemm.matmul_tn_acc), if packable
     # A window with bf16 products (bgemm.py, amx.py; buffers.alloc_work's packed16) has these,
-    # and its float32 Whp, WhTp and Gp empty; a float32 window has them empty:
+    # and its float32 Whp, WhTp and Gp empty; a float32 window has them empty, and its Wbp and
+    # WbTp uint8, a type of their own: the kernels compiled for it hold none of the bf16 path
+    # (product16, grad16 and pack16 compile to nothing), which doubled their compile time.
     Wbp: np.ndarray  # (2L-1, H*K) uint16  Whp's matrices in bf16 (bgemm.pack)
     WbTp: np.ndarray  # (2L-1, K*H) uint16 WhTp's
     Ab: np.ndarray  # (T*B*K,) uint16      a product's left operand converted to bf16
@@ -279,13 +281,25 @@ def bf16(w):
 
 def product16(A, w, Bp, C):
     """C (m, N) = A (m, Kd) @ B in bf16 products, Bp = bgemm.pack(B): A converted into w.Ab,
-    then on AMX tiles where w has their configuration, else by vdpbf16ps. float32 only: a
-    float64 window compiles this path to nothing (model.check_train_precision refuses it)."""
+    then on AMX tiles where w has their configuration, else by vdpbf16ps. Nothing in a window
+    without bf16 products (_no_bf16)."""
+
+
+def _no_bf16(w, dtype):
+    """Whether a kernel compiled for Work w and arrays of dtype takes no bf16 path: a float32
+    window's (its Wbp uint8), or a float64 one (model.check_train_precision refuses bf16)."""
+    Wbp = w.types[w.fields.index("Wbp")]
+    return Wbp.dtype != types.uint16 or dtype != types.float32
+
+
+def _dtype(p):
+    """The float type of a Params (in typing: its Wh's)."""
+    return p.types[p.fields.index("Wh")].dtype
 
 
 @overload(product16)
 def _product16_impl(A, w, Bp, C):
-    if C.dtype != types.float32:
+    if _no_bf16(w, C.dtype):
         return lambda A, w, Bp, C: None
 
     def impl(A, w, Bp, C):
@@ -302,12 +316,36 @@ def _product16_impl(A, w, Bp, C):
 
 def grad16(X, G, dW, w):
     """dW (H, K) += X (N, H)^T @ G (N, K) in bf16 products, on AMX tiles where w has their
-    configuration; float32 only, as product16."""
+    configuration; nothing without bf16 products, as product16."""
+
+
+def pack16(p, w, backward, part, parts):
+    """Part's share of the strips of every layer's Wh and of the input weights Wx of the layers
+    above the first, rounded to bf16 and packed (bgemm.pack) into w.Wbp; or of their
+    transposes into w.WbTp with backward. Nothing without bf16 products, as product16."""
+
+
+@overload(pack16)
+def _pack16_impl(p, w, backward, part, parts):
+    if _no_bf16(w, _dtype(p)):
+        return lambda p, w, backward, part, parts: None
+
+    def impl(p, w, backward, part, parts):
+        L, H, K = p.Wh.shape
+        lo, hi = share((H if backward else K) // bgemm.NR, part, parts)
+        for l in range(2 * L - 1):
+            W = p.Wh[l] if l < L else p.Wx[l - L]
+            if backward:  # (one call with W.T or W would read both through strided arrays)
+                bgemm.pack_strips(W.T, w.WbTp[l], lo, hi)
+            else:
+                bgemm.pack_strips(W, w.Wbp[l], lo, hi)
+
+    return impl
 
 
 @overload(grad16)
 def _grad16_impl(X, G, dW, w):
-    if dW.dtype != types.float32:
+    if _no_bf16(w, dW.dtype):
         return lambda X, G, dW, w: None
 
     def impl(X, G, dW, w):
@@ -332,12 +370,7 @@ def pack_forward(p, w, part=0, parts=1):
     matrix only part's share of the strips, when parts threads pack it together. In bf16
     (w.Wbp), rounded to bf16 as they are packed."""
     if bf16(w):
-        L = p.Wh.shape[0]
-        lo, hi = share(p.Wh.shape[2] // bgemm.NR, part, parts)
-        for l in range(L):
-            bgemm.pack_strips(p.Wh[l], w.Wbp[l], lo, hi)
-        for l in range(1, L):
-            bgemm.pack_strips(p.Wx[l - 1], w.Wbp[L + l - 1], lo, hi)
+        pack16(p, w, False, part, parts)
     elif packed(w):
         L = p.Wh.shape[0]
         lo, hi = share(gemm.strips(p.Wh[0], w.Whp[0]), part, parts)
@@ -352,12 +385,7 @@ def pack_backward(p, w, part=0, parts=1):
     """Pack the transposes of pack_forward's matrices into w.WhTp (or w.WbTp), for the backward
     products."""
     if bf16(w):
-        L = p.Wh.shape[0]
-        lo, hi = share(p.Wh.shape[1] // bgemm.NR, part, parts)
-        for l in range(L):
-            bgemm.pack_strips(p.Wh[l].T, w.WbTp[l], lo, hi)
-        for l in range(1, L):
-            bgemm.pack_strips(p.Wx[l - 1].T, w.WbTp[L + l - 1], lo, hi)
+        pack16(p, w, True, part, parts)
     elif packed(w):
         L = p.Wh.shape[0]
         lo, hi = share(gemm.strips(p.Wh[0].T, w.WhTp[0]), part, parts)
