@@ -247,6 +247,7 @@ def _check_memory(mcfg, cfg, val_len, dtype, **kw):
         weight_drop=cfg.weight_drop,
         embed_drop=cfg.embed_drop,
         ema=cfg.ema,
+        precision=cfg.precision,
         **kw,
     )
     what = f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch {cfg.batch} x {cfg.seq}"

@@ -71,3 +71,14 @@ def test_bf16_is_refused_where_it_cannot_run(tmp_path, corpus, monkeypatch):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "AVX512-BF16" in lines[0] and "--precision fp32" in lines[0], r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_memory_estimate_counts_the_bf16_buffers():
+    from charrnn.engine.model import ModelConfig
+    from charrnn.training import memory
+
+    mcfg = ModelConfig("lstm", 2, 512, 65)
+    fp32, bf16 = (memory.training(mcfg, 16, 100, precision=p) for p in ("fp32", "bf16"))
+    packed = 2 * 3 * 512 * 2048 * 2  # W and W^T of three matrices, two bytes a weight
+    assert bf16.held["bf16 packed weights"] == packed
+    assert bf16.peak >= fp32.peak + packed + 2 * 100 * 16 * 2048  # and each part's converted inputs
