@@ -68,7 +68,8 @@ def prepare(
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). auto_size: with minutes and no
     hidden, size the model from the characters the budget buys (sizing.py), measured here,
-    and say so in the notice. warm(cell, dtype): compiles the kernels once the text is read
+    and say so in the notice. warm(cell, dtype, precision): compiles the kernels (precision:
+    of the training's products) once the text is read
     and checked (warm.py); started: perf_counter() at the command's start, for sizing from the
     minutes left. Returns a Prepared."""
     check_known(options)
@@ -111,7 +112,7 @@ def prepare(
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
-        warm(mopts.get("cell", ModelConfig.cell), dtype)
+        warm(mopts.get("cell", ModelConfig.cell), dtype, cfg.precision)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
         mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
