@@ -28,6 +28,7 @@ whatever vec.py would choose. Elsewhere the kernels still compile (the training 
 this path beside the float32 one, chosen at run time), with a trap in place of the instruction.
 """
 
+import numpy as np
 from numba import njit
 
 from .bf16ops import FEATURE, LANES, bf16, has_features, pload, psplat, sload, sstore, szero, vdot
@@ -81,26 +82,28 @@ def pack(W, out):
 
 @kernel
 def pack_strips(W, out, s0, s1):
-    """pack(W, out) for strips s0 <= s < s1 only (the threads of a window each pack a share)."""
+    """pack(W, out) for strips s0 <= s < s1 only (the threads of a window each pack a share).
+    Each pair of bf16 values is made and stored as one 32-bit word: two stores of 16 bits a
+    stride apart ran 1.4x (a transposed W) to 2.7x (a row-major one) slower."""
     Kd, N = W.shape
     P = out.size // N // 2
+    words = out.view(np.uint32)
     for s in range(s0, s1):
         c0 = s * NR
         for p in range(P):
-            base = (s * P + p) * 2 * NR
+            base = (s * P + p) * NR
             k = 2 * p
-            if k < Kd:
-                for j in range(NR):
-                    out[base + 2 * j] = bf16(W[k, c0 + j])
-            else:
-                for j in range(NR):
-                    out[base + 2 * j] = 0
             if k + 1 < Kd:
                 for j in range(NR):
-                    out[base + 2 * j + 1] = bf16(W[k + 1, c0 + j])
+                    words[base + j] = np.uint32(bf16(W[k, c0 + j])) | (
+                        np.uint32(bf16(W[k + 1, c0 + j])) << 16
+                    )
+            elif k < Kd:
+                for j in range(NR):
+                    words[base + j] = np.uint32(bf16(W[k, c0 + j]))
             else:
                 for j in range(NR):
-                    out[base + 2 * j + 1] = 0
+                    words[base + j] = 0
 
 
 # ---------------------------------------------------------------------------------------------
