@@ -14,6 +14,10 @@ charrnn, ...) so both sides see the same machine state:
              of the characters the two-core split path made (the default lets a Switch choose
              it as it samples, engine/switch.py), and 64 rows at once (`--num-samples 64`,
              characters summed over the rows)
+  training in bf16  with --train-precisions fp32,bf16 (the default where the CPU has
+             AVX512-BF16): `charrnn train --precision bf16`'s step beside fp32's, and
+             PyTorch's under torch.autocast("cpu", dtype=torch.bfloat16), in the same
+             alternation; each run's bf16 over fp32
   memory     peak resident set size of the training process
   peak       the machine's own rates, measured in the same run, and the share of them each
              figure reaches: the best fp32 SGEMM rate of the BLAS charrnn's training calls
@@ -155,13 +159,14 @@ def sampled_bytes(layers, hidden, precision="fp32", vocab=V, gates=4):
 # -- charrnn measurements, each run in a child process --------------------------------------
 
 
-def child_train(layers, hidden, batch, seq, steps, warmup):
+def child_train(layers, hidden, batch, seq, steps, warmup, precision="fp32"):
     import numpy as np
-    from charrnn.engine.model import Model, ModelConfig
+    from charrnn.engine.model import Model, ModelConfig, check_train_precision
     from charrnn.engine.optim import Adam
 
     rng = np.random.default_rng(0)
     m = Model(ModelConfig("lstm", layers, hidden, V))
+    check_train_precision(m.config, m.dtype, precision)
     m.init_weights(rng)
     gflat, grads = m.zeros_like_params()
     opt = Adam(m.flat)
@@ -176,7 +181,7 @@ def child_train(layers, hidden, batch, seq, steps, warmup):
         s = slice((k % windows) * seq, (k % windows + 1) * seq)
         x = np.ascontiguousarray(xs[:, s].T, dtype=np.int32)
         y = np.ascontiguousarray(ys[:, s].T, dtype=np.int32)
-        _, (h, c) = m.loss_and_grad(x, y, h, c, grads)
+        _, (h, c) = m.loss_and_grad(x, y, h, c, grads, precision=precision)
         opt.step(m.flat, gflat)
 
     for k in range(warmup):
@@ -229,6 +234,50 @@ def child_sample(layers, hidden, length, parallel=None, precision="fp32", num_sa
     out = {"chars_per_sec": length * num_samples / (time.perf_counter() - t)}
     if switch is not None:  # the share of the timed characters the split path made
         out["split_share"] = (switch.counts["split"] - split_before) / length
+    return out
+
+
+def bf16_peak(best, rng):
+    """The machine's bf16 rate as charrnn's training reaches it, measured like its SGEMM: a
+    1024^3 product (bf16 inputs, float32 sums) on one thread, and one on each of two threads
+    at once; through AMX tiles where the CPU has them, else vdpbf16ps ({} on a CPU with
+    neither)."""
+    import numpy as np
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numba import njit
+    from charrnn.engine import amx, bgemm
+
+    if not bgemm.available():
+        return {}
+    tiles = amx.available()
+
+    @njit(nogil=True)
+    def product(a, bp, c, cfg, n):
+        for _ in range(n):
+            if cfg.size > 0:
+                amx.matmul(a, bp, c, False, cfg)
+            else:
+                bgemm.matmul(a, bp, c, False)
+
+    m = 1024
+    bp = np.zeros(m * m, np.uint16)
+    bgemm.pack(rng.standard_normal((m, m)).astype(np.float32), bp)
+    args = []
+    for _ in range(2):
+        a = np.zeros(m * m, np.uint16)
+        bgemm.convert_rows(rng.standard_normal((m, m)).astype(np.float32), a)
+        cfg = amx.config_buffer() if tiles else np.zeros(0, np.uint8)
+        args.append((a, bp, np.zeros((m, m), np.float32), cfg))
+    out = {"bf16_engine": "amx" if tiles else "avx512-bf16"}
+    out["gflops_bf16_1"] = best(product, args[0], 2.0 * m**3)
+    with ThreadPoolExecutor(2) as pool:
+
+        def both(reps):
+            for j in [pool.submit(product, *args[i], reps) for i in range(2)]:
+                j.result()
+
+        out["gflops_bf16_2"] = best(both, (), 2 * 2.0 * m**3)
     return out
 
 
@@ -294,6 +343,7 @@ def child_peak(repeats, shapes=(), footprints=()):
             with threadpool_limits(nt, user_api="blas"):
                 out[f"gflops_{key}_{nt}"] = best(gemm, (a, b, c), 2.0 * m * k * n)
     out["gflops_1"], out["gflops_2"] = out["gflops_1024_1"], out["gflops_1024_2"]
+    out.update(bf16_peak(best, rng))
     x = np.ones(64 << 20, np.float32)
     out["stream_gbs"] = best(total, (x,), x.nbytes)
     NR = G.strip_width(x)
@@ -340,7 +390,7 @@ def baseline_env(root):
     return dict(os.environ, CHARRNN_BENCH_ROOT=str(Path(root).resolve()))
 
 
-def torch_cmd(python, mode, size, steps, warmup, length):
+def torch_cmd(python, mode, size, steps, warmup, length, autocast=None):
     cmd = [
         python,
         str(HERE / "torch_baseline.py"),
@@ -363,6 +413,8 @@ def torch_cmd(python, mode, size, steps, warmup, length):
             "--warmup",
             str(warmup),
         ]
+        if autocast:
+            cmd += ["--autocast", autocast]
     else:
         cmd += ["--length", str(length), "--temp", "0.8"]
     return cmd
@@ -415,6 +467,16 @@ def startup_seconds(repeats):
     return statistics.median(times)
 
 
+def train_precisions(args):
+    """The precisions of training's products to measure: --train-precisions, where auto is fp32
+    and, on a CPU with AVX512-BF16, bf16."""
+    if args.train_precisions != "auto":
+        return args.train_precisions.split(",")
+    from charrnn.engine import bgemm
+
+    return ["fp32", "bf16"] if bgemm.available() else ["fp32"]
+
+
 def measure_size(name, args):
     size = SIZES[name]
     small = size["hidden"] <= 256
@@ -427,6 +489,7 @@ def measure_size(name, args):
         "flops_per_char": flops_per_char(size["layers"], size["hidden"]),
     }
     precisions = [p for p in args.precisions.split(",") if p != "fp32"]
+    trained = [p for p in train_precisions(args) if p != "fp32"]
     ours_length, ours = (
         ours,
         {
@@ -436,9 +499,10 @@ def measure_size(name, args):
             "sample_b64": [],
             "split_share": [],
             **{f"sample_{p}": [] for p in precisions},
+            **{f"train_{p}": [] for p in trained},
         },
     )
-    theirs = {"train": [], "sample": [], "rss": []}
+    theirs = {"train": [], "sample": [], "rss": [], **{f"train_{p}": [] for p in trained}}
     before = {"train": [], "sample": [], "rss": []}
     for rep in range(args.repeats):
         log(f"{name}: repeat {rep + 1}/{args.repeats}")
@@ -456,6 +520,9 @@ def measure_size(name, args):
         t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup))
         ours["train"].append(t["chars_per_sec"])
         ours["rss"].append(t["peak_rss_mb"])
+        for p in trained:
+            t = run_json(charrnn_cmd("train", **size, steps=steps, warmup=warmup, precision=p))
+            ours[f"train_{p}"].append(t["chars_per_sec"])
         one = run_json(
             charrnn_cmd("sample", layers=size["layers"], hidden=size["hidden"], length=ours_length)
         )
@@ -484,6 +551,9 @@ def measure_size(name, args):
             t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length))
             theirs["train"].append(torch_figure(t))
             theirs["rss"].append(t.get("peak_rss_mb"))
+            for p in trained:
+                t = run_json(torch_cmd(args.torch_python, "train", size, steps, warmup, length, p))
+                theirs[f"train_{p}"].append(torch_figure(t))
             s = run_json(torch_cmd(args.torch_python, "sample", size, steps, warmup, length))
             theirs["sample"].append(torch_figure(s))
     for side, d in (("charrnn", ours), ("torch", theirs), ("before", before)):
@@ -505,6 +575,13 @@ def measure_size(name, args):
                     r[side][f"sample_{p}_chars_per_sec"] = statistics.median(d[f"sample_{p}"])
                     r[side][f"sample_{p}_runs"] = [round(x) for x in d[f"sample_{p}"]]
             r[side]["train_gflops"] = rate * r["flops_per_char"] / 1e9
+            for p in trained:
+                if d.get(f"train_{p}"):
+                    r[side][f"train_{p}_chars_per_sec"] = statistics.median(d[f"train_{p}"])
+                    r[side][f"train_{p}_runs"] = [round(x) for x in d[f"train_{p}"]]
+                    pairs = [a / b for a, b in zip(d[f"train_{p}"], d["train"])]
+                    r[side][f"train_{p}_over_fp32"] = statistics.median(pairs)
+                    r[side][f"train_{p}_over_fp32_runs"] = [round(x, 2) for x in pairs]
     if "torch" in r:
         r["ratio"] = {
             k: r["charrnn"][k] / r["torch"][k]
@@ -515,6 +592,12 @@ def measure_size(name, args):
                 r["charrnn"][f"sample_{p}_chars_per_sec"] / r["torch"]["sample_chars_per_sec"]
             )
         r["ratio"]["train_runs"] = [round(a / b, 2) for a, b in zip(ours["train"], theirs["train"])]
+        for p in trained:  # against PyTorch's own mixed precision
+            key = f"train_{p}_chars_per_sec"
+            r["ratio"][key] = r["charrnn"][key] / r["torch"][key]
+            r["ratio"][f"train_{p}_runs"] = [
+                round(a / b, 2) for a, b in zip(ours[f"train_{p}"], theirs[f"train_{p}"])
+            ]
     if "before" in r:
         r["speedup"] = {
             k: r["charrnn"][k] / r["before"][k]
@@ -681,6 +764,12 @@ def main():
         default=",".join(PRECISIONS),
         help="comma-separated weight precisions to sample at: " + ",".join(PRECISIONS),
     )
+    ap.add_argument(
+        "--train-precisions",
+        default="auto",
+        help="comma-separated precisions of training's products: fp32, bf16 (auto: fp32, and bf16 "
+        "where the CPU has AVX512-BF16)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -696,6 +785,7 @@ def main():
         "repeats": args.repeats,
         "sizes": {},
         "precisions": args.precisions.split(","),
+        "train_precisions": train_precisions(args),
     }
     peaks = []
     sizes = args.sizes.split(",")
@@ -735,10 +825,20 @@ def main():
         print_table(results)
 
 
-def table_rows(precisions):
+def table_rows(precisions, trained=()):
     """(key, label, format) of each row of a size in the table."""
-    rows = [
-        ("train_chars_per_sec", "training chars/s", ",.0f"),
+    rows = [("train_chars_per_sec", "training chars/s", ",.0f")]
+    for p in trained:
+        if p != "fp32":
+            rows += [
+                (
+                    f"train_{p}_chars_per_sec",
+                    f"training chars/s, {p} products (PyTorch: autocast {p})",
+                    ",.0f",
+                ),
+                (f"train_{p}_over_fp32", f"training {p} over fp32, same side (each run)", ".2f"),
+            ]
+    rows += [
         ("of_peak_2", "training, share of 2-thread SGEMM 1024^3", ".0%"),
         (
             "of_step_1x2",
@@ -781,6 +881,11 @@ def print_machine(res):
             f" cols): {p[f'gflops_{s}_1']:.0f} GFLOP/s on one thread, "
             f"{p[f'gflops_{s}_2']:.0f} on two"
         )
+    if "gflops_bf16_1" in p:
+        print(
+            f"- bf16 products 1024^3 (bf16 inputs, float32 sums; {p['bf16_engine']}): "
+            f"{p['gflops_bf16_1']:.0f} GFLOP/s on one thread, {p['gflops_bf16_2']:.0f} on two"
+        )
     print(f"- streaming read, one thread, 256 MB: {p['stream_gbs']:.1f} GB/s")
     for name, r in res["sizes"].items():
         for prec, limit in r.get("stream_limit", {}).items():
@@ -821,7 +926,7 @@ def print_table(res):
         u = r.get("speedup", {})
         cfg = r["config"]
         label = f"{name} (B{cfg['batch']} T{cfg['seq']})"
-        for key, what, fmt in table_rows(res.get("precisions", ["fp32"])):
+        for key, what, fmt in table_rows(res.get("precisions", ["fp32"]), res.get("train_precisions", ())):
             if key not in c:
                 continue
             tv = format(t[key], fmt) if key in t else "-"
@@ -830,6 +935,15 @@ def print_table(res):
             uv = f"{u[key]:.2f}x" if key in u else "-"
             if key == "train_chars_per_sec" and "train_runs" in q:
                 qv += " (" + ", ".join(f"{x:.2f}" for x in q["train_runs"]) + ")"
+            if key.startswith("train_") and key.endswith("_chars_per_sec") and key != "train_chars_per_sec":
+                runs = q.get(key[: -len("_chars_per_sec")] + "_runs")
+                if runs:
+                    qv += " (" + ", ".join(f"{x:.2f}" for x in runs) + ")"
+            if key.endswith("_over_fp32"):  # a ratio within each side, not against PyTorch
+                tv = f"{t[key]:.2f}x" if key in t else "-"
+                runs = ", ".join(f"{x:.2f}" for x in c.get(key + "_runs", []))
+                print(f"| {label} | {what} | {c[key]:.2f}x ({runs}) | {tv} | - | - | - |")
+                continue
             if key == "train_chars_per_sec" and "train_runs" in u:
                 uv += " (" + ", ".join(f"{x:.2f}" for x in u["train_runs"]) + ")"
             print(f"| {label} | {what} | {format(c[key], fmt)} | {tv} | {qv} | {bv} | {uv} |")

@@ -207,16 +207,21 @@ def detach(state):
 
 
 class Trainer:
-    def __init__(self, model, lr=2e-3, clip=5.0):
+    def __init__(self, model, lr=2e-3, clip=5.0, autocast=None):
+        """autocast: "bf16" runs the forward pass and loss under torch.autocast("cpu",
+        dtype=torch.bfloat16) (PyTorch's CPU mixed precision), None in float32."""
         self.model = model
+        self.autocast = autocast
         self.opt = torch.optim.Adam(model.parameters(), lr=lr)
         self.clip = clip
         self.loss_fn = nn.CrossEntropyLoss()
 
     def step(self, x, y, state):
         self.model.train()
-        logits, state = self.model(x, state)
-        loss = self.loss_fn(logits.reshape(-1, self.model.V), y.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
+            logits, state = self.model(x, state)
+            loss = self.loss_fn(logits.reshape(-1, self.model.V), y.reshape(-1))
+        state = tuple(s.float() for s in state)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -271,7 +276,7 @@ def cmd_train(args):
         n = B * T * (args.warmup + args.steps * args.repeats + 1) + B + 1
         ids = random_ids(n, V, rng)
     model = CharLSTM(V, args.hidden, args.layers, args.dropout)
-    trainer = Trainer(model, lr=args.lr, clip=args.clip)
+    trainer = Trainer(model, lr=args.lr, clip=args.clip, autocast=args.autocast)
     windows = Windows(ids, B, T)
     state = model.zero_state(B)
 
@@ -510,6 +515,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--autocast",
+        choices=["bf16"],
+        default=None,
+        help="bf16: the forward pass and loss under torch.autocast (PyTorch's CPU mixed precision)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="batch-1 sampling throughput")

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from .config import ModelConfig
-from .engine import compiling, kernels, sampler, threads
+from .engine import bgemm, compiling, kernels, sampler, threads
 from .engine.model import Model
 
 
@@ -68,6 +68,37 @@ def backward(cell, dtype, precision):
     m._merge(grads, 2)
 
 
+def _bf16_window(cell, dtype):
+    """(model, x, h, c, Work) of a tiny window with bf16 products, its weights packed; None
+    where this CPU cannot run them (train --precision bf16 is refused there)."""
+    if not bgemm.available() or np.dtype(dtype) != np.float32:
+        return None
+    m = _tiny(cell, dtype, hidden=bgemm.NR)
+    x, h, c = _window(m)
+    w = m.work(x.shape[0], x.shape[1], False, 0, False, "bf16")
+    kernels.pack_weights(m.params, w, True, 0, 1)
+    return m, x, h, c, w
+
+
+def forward_bf16(cell, dtype, precision):
+    """A window's forward pass with bf16 products (`train --precision bf16`; the sampling
+    precision is not this group's)."""
+    window = _bf16_window(cell, dtype)
+    if window is not None:
+        m, x, h, c, w = window
+        kernels.forward(m.cell, m.params, x, h, c, w, True)
+
+
+def backward_bf16(cell, dtype, precision):
+    """A window's backward pass with bf16 products."""
+    window = _bf16_window(cell, dtype)
+    if window is not None:
+        m, x, h, c, w = window
+        _, grads = m.zeros_like_params()
+        dh, dc = m.zero_state(x.shape[1])
+        kernels.backward(m.cell, m.params, x, w, grads, dh, dc, True)
+
+
 def optimizer(cell, dtype, precision):
     """Adam's step, and the dropout masks of the regularisers."""
     from .engine.model import dropout_masks
@@ -98,7 +129,10 @@ def split(cell, dtype, precision):
     s.load_split()
 
 
-GROUPS = {f.__name__: f for f in (forward, evaluate, backward, optimizer, sample, split)}
+GROUPS = {
+    f.__name__: f
+    for f in (forward, evaluate, backward, optimizer, sample, split, forward_bf16, backward_bf16)
+}
 
 
 def run(name, cell="lstm", dtype=np.float32, precision="fp32"):
@@ -127,6 +161,10 @@ PLANS = {
     # a training: its two passes on the two cores, then the sampling and scoring kernels for the
     # `charrnn sample` and `charrnn eval` that follow it, on the second core while it trains
     "train": Plan(("forward", "evaluate", "optimizer"), ("backward",), ("sample", "split")),
+    # with --precision bf16: its windows' own kernels, the float32 forward for its evaluations
+    "train-bf16": Plan(
+        ("forward", "evaluate", "optimizer", "forward_bf16"), ("backward_bf16",), ("sample", "split")
+    ),
     "eval": Plan(("forward", "evaluate")),
     "sample": Plan(("sample",)),
 }

@@ -38,6 +38,9 @@ CORE = {
     "engine.sync",
     "engine.repetition",
     "engine.qgemm",
+    "engine.bgemm",
+    "engine.bf16ops",
+    "engine.amx",
 }
 CORE_DEPS = {"numpy", "numba", "llvmlite"}
 ENGINE_DEPS = CORE_DEPS | {"scipy", "threadpoolctl"}

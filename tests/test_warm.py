@@ -14,6 +14,7 @@ from rich.console import Console
 
 from charrnn import warm
 from charrnn.cli.progress import Compiling
+from charrnn.engine import bgemm
 from charrnn.engine import compiling
 
 
@@ -57,11 +58,11 @@ COVERAGE = textwrap.dedent(
     from numba.core.registry import CPUDispatcher
     import charrnn
     from charrnn import warm
-    from charrnn.engine import gemm, kernels, optim, qgemm, repetition, sample_kernels, sampler
+    from charrnn.engine import amx, bgemm, gemm, kernels, optim, qgemm, repetition, sample_kernels, sampler
     from charrnn.config import ModelConfig
 
     def signatures():
-        mods = (gemm, kernels, optim, qgemm, repetition, sample_kernels)
+        mods = (gemm, kernels, optim, qgemm, repetition, sample_kernels, bgemm, amx)
         return {(m.__name__, n, s) for m in mods for n, d in vars(m).items()
                 if isinstance(d, CPUDispatcher) for s in d.signatures}
 
@@ -73,11 +74,14 @@ COVERAGE = textwrap.dedent(
     if command == "train":
         charrnn.train(corpus, out, cell=cell, layers=2, hidden=8, batch=4, seq=8, steps=3,
                       eval_every=2, dropout=0.1, weight_drop=0.1, eval_chars=200)
+    if command == "train-bf16":
+        charrnn.train(corpus, out, cell=cell, layers=2, hidden=32, batch=4, seq=8, steps=3,
+                      eval_every=2, dropout=0.1, weight_drop=0.1, eval_chars=200, precision="bf16")
     m = charrnn.load(out)
     if command == "sample":
         m.sample(300, temp=0.8, seed=1)
         m.sample(30, temp=0.8, seed=1, num_samples=3)
-    if command in ("eval", "train"):
+    if command in ("eval", "train", "train-bf16"):
         m.loss(open(corpus).read()[:500])
         m.loss(open(corpus).read()[:500], exact=True)
     new = signatures() - ready
@@ -88,11 +92,14 @@ COVERAGE = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    "command,cell", [("train", "lstm"), ("train", "gru"), ("sample", "lstm"), ("eval", "lstm")]
+    "command,cell",
+    [("train", "lstm"), ("train", "gru"), ("sample", "lstm"), ("eval", "lstm"), ("train-bf16", "lstm")],
 )
 def test_a_commands_plan_covers_the_kernels_it_calls(tmp_path, corpus_file, command, cell):
+    if command == "train-bf16" and not bgemm.available():
+        pytest.skip("this CPU has no AVX512-BF16: no bf16 training to plan for")
     out = tmp_path / "run"
-    if command != "train":  # a model to sample and score
+    if not command.startswith("train"):  # a model to sample and score
         import charrnn
 
         charrnn.train(str(corpus_file), str(out), cell=cell, layers=2, hidden=8, batch=4, seq=8, steps=2)

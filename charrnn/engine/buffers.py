@@ -4,7 +4,7 @@ model.Model.work and threads.py)."""
 
 import numpy as np
 
-from . import gemm, kernels, threads
+from . import amx, gemm, kernels, threads
 from .kernels import GATES, Work
 
 
@@ -28,6 +28,29 @@ def alloc_packed(cfg, dtype):
     """(Whp, WhTp): the buffers every part's Work shares for the packed weights."""
     shape = packed_shape(cfg, dtype)
     return np.zeros(shape, dtype), np.zeros(shape, dtype)
+
+
+def packed16_shape(cfg):
+    """(2L-1, H*K) of each bf16 packed copy of the layers' (H, K) weights (bgemm.pack: k needs
+    no padding, H and K being whole strips), for a window trained with bf16 products."""
+    L, H = cfg.layers, cfg.hidden
+    return (2 * L - 1, H * GATES[kernels.CELLS[cfg.cell]] * H)
+
+
+def alloc_packed16(cfg):
+    """(Wbp, WbTp): the bf16 packed weights every part's Work shares, in a bf16 window."""
+    shape = packed16_shape(cfg)
+    return np.zeros(shape, np.uint16), np.zeros(shape, np.uint16)
+
+
+def bf16_sizes(cfg, T, B):
+    """{field of Work: elements} of a bf16 window's own buffers (see Work): the products' inputs
+    converted to bf16 (Ab), a block of the weight gradients' inputs (Xb, Gb; k padded to whole
+    AMX tiles, which the vdpbf16ps products read as they are) and the AMX configuration."""
+    H = cfg.hidden
+    K = GATES[kernels.CELLS[cfg.cell]] * H
+    kb = amx.padded(min(gemm.KC, T * B))
+    return dict(Ab=T * B * K, Xb=H * kb, Gb=kb * K, tiles=64 if amx.available() else 0)
 
 
 def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
@@ -63,9 +86,19 @@ def grad_block_size(cfg, T, B, dtype):
     return min(gemm.KC, T * B) * GATES[kernels.CELLS[cfg.cell]] * cfg.hidden
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
-    """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones."""
-    Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
+def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, packed16=None):
+    """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones.
+    packed16: the shared (Wbp, WbTp) of a window with bf16 products (alloc_packed16), whose
+    float32 packed buffers are then empty; None for float32 products."""
+    L = cfg.layers
+    if packed16 is None:
+        Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
+        Wbp = WbTp = np.zeros((2 * L - 1, 0), np.uint8)  # a type of its own: see Work
+        sizes, gp = dict(Ab=0, Xb=0, Gb=0, tiles=0), grad_block_size(cfg, T, B, dtype)
+    else:
+        Whp = WhTp = np.zeros((2 * L - 1, 0), dtype)
+        Wbp, WbTp = packed16
+        sizes, gp = bf16_sizes(cfg, T, B), 0
     return Work(
         **{
             k: np.zeros(shape, np.float64 if k == "gn" else dtype)
@@ -73,5 +106,8 @@ def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False):
         },
         Whp=Whp,
         WhTp=WhTp,
-        Gp=np.zeros(grad_block_size(cfg, T, B, dtype), dtype),
+        Gp=np.zeros(gp, dtype),
+        Wbp=Wbp,
+        WbTp=WbTp,
+        **{k: np.zeros(n, np.uint8 if k == "tiles" else np.uint16) for k, n in sizes.items()},
     )

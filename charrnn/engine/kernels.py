@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from . import gemm
+from . import amx, bgemm, gemm
 
 LSTM, GRU, RNN = 0, 1, 2
 
@@ -76,6 +76,16 @@ class Work(NamedTuple):
     WhTp: np.ndarray  # (2L-1, K*H)     their transposes, packed for the backward products
     Gp: np.ndarray  # (min(KC, T*B) * K,) a block of dG packed for the weight gradients
     #                                   (gemm.matmul_tn_acc), if packable
+    # A window with bf16 products (bgemm.py, amx.py; buffers.alloc_work's packed16) has these,
+    # and its float32 Whp, WhTp and Gp empty; a float32 window has them empty, and its Wbp and
+    # WbTp uint8, a type of their own: the kernels compiled for it hold none of the bf16 path
+    # (product16, grad16 and pack16 compile to nothing), which doubled their compile time.
+    Wbp: np.ndarray  # (2L-1, H*K) uint16  Whp's matrices in bf16 (bgemm.pack)
+    WbTp: np.ndarray  # (2L-1, K*H) uint16 WhTp's
+    Ab: np.ndarray  # (T*B*K,) uint16      a product's left operand converted to bf16
+    Xb: np.ndarray  # (H*kb,) uint16       a block of a weight gradient's X^T, and ...
+    Gb: np.ndarray  # (kb*K,) uint16       ... of its dG packed (kb: buffers.bf16_sizes)
+    tiles: np.ndarray  # (64,) uint8       the AMX tile configuration, or (0,) for vdpbf16ps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +274,90 @@ def packed(w):
 
 
 @kernel
+def bf16(w):
+    """Whether w's windows multiply in bf16 (inputs rounded to bf16, float32 sums)."""
+    return w.Wbp.shape[1] > 0
+
+
+def product16(A, w, Bp, C):
+    """C (m, N) = A (m, Kd) @ B in bf16 products, Bp = bgemm.pack(B): A converted into w.Ab,
+    then on AMX tiles where w has their configuration, else by vdpbf16ps. Nothing in a window
+    without bf16 products (_no_bf16)."""
+
+
+def _no_bf16(w, dtype):
+    """Whether a kernel compiled for Work w and arrays of dtype takes no bf16 path: a float32
+    window's (its Wbp uint8), or a float64 one (model.check_train_precision refuses bf16)."""
+    Wbp = w.types[w.fields.index("Wbp")]
+    return Wbp.dtype != types.uint16 or dtype != types.float32
+
+
+def _dtype(p):
+    """The float type of a Params (in typing: its Wh's)."""
+    return p.types[p.fields.index("Wh")].dtype
+
+
+@overload(product16)
+def _product16_impl(A, w, Bp, C):
+    if _no_bf16(w, C.dtype):
+        return lambda A, w, Bp, C: None
+
+    def impl(A, w, Bp, C):
+        m, N = C.shape
+        Ab = w.Ab[: m * (Bp.size // N)]
+        bgemm.convert_rows(A, Ab)
+        if w.tiles.size > 0:
+            amx.matmul(Ab, Bp, C, False, w.tiles)
+        else:
+            bgemm.matmul(Ab, Bp, C, False)
+
+    return impl
+
+
+def grad16(X, G, dW, w):
+    """dW (H, K) += X (N, H)^T @ G (N, K) in bf16 products, on AMX tiles where w has their
+    configuration; nothing without bf16 products, as product16."""
+
+
+def pack16(p, w, backward, part, parts):
+    """Part's share of the strips of every layer's Wh and of the input weights Wx of the layers
+    above the first, rounded to bf16 and packed (bgemm.pack) into w.Wbp; or of their
+    transposes into w.WbTp with backward. Nothing without bf16 products, as product16."""
+
+
+@overload(pack16)
+def _pack16_impl(p, w, backward, part, parts):
+    if _no_bf16(w, _dtype(p)):
+        return lambda p, w, backward, part, parts: None
+
+    def impl(p, w, backward, part, parts):
+        L, H, K = p.Wh.shape
+        lo, hi = share((H if backward else K) // bgemm.NR, part, parts)
+        for l in range(2 * L - 1):
+            W = p.Wh[l] if l < L else p.Wx[l - L]
+            if backward:  # (one call with W.T or W would read both through strided arrays)
+                bgemm.pack_strips(W.T, w.WbTp[l], lo, hi)
+            else:
+                bgemm.pack_strips(W, w.Wbp[l], lo, hi)
+
+    return impl
+
+
+@overload(grad16)
+def _grad16_impl(X, G, dW, w):
+    if _no_bf16(w, dW.dtype):
+        return lambda X, G, dW, w: None
+
+    def impl(X, G, dW, w):
+        if w.tiles.size > 0:
+            amx.matmul_tn_acc(X, G, dW, w.Xb, w.Gb, w.tiles)
+        else:
+            bgemm.matmul_tn_acc(X, G, dW, w.Xb, w.Gb)
+
+    return impl
+
+
+@kernel
 def share(n, part, parts):
     """(lo, hi): the part-th of parts as even shares of range(n)."""
     return n * part // parts, n * (part + 1) // parts
@@ -273,8 +367,11 @@ def share(n, part, parts):
 def pack_forward(p, w, part=0, parts=1):
     """Pack every layer's Wh into w.Whp[l], and the input weights Wx of layer l > 0 into
     w.Whp[L + l - 1], for the forward products (if the hidden size suits packing); of each
-    matrix only part's share of the strips, when parts threads pack it together."""
-    if packed(w):
+    matrix only part's share of the strips, when parts threads pack it together. In bf16
+    (w.Wbp), rounded to bf16 as they are packed."""
+    if bf16(w):
+        pack16(p, w, False, part, parts)
+    elif packed(w):
         L = p.Wh.shape[0]
         lo, hi = share(gemm.strips(p.Wh[0], w.Whp[0]), part, parts)
         for l in range(L):
@@ -285,8 +382,11 @@ def pack_forward(p, w, part=0, parts=1):
 
 @kernel
 def pack_backward(p, w, part=0, parts=1):
-    """Pack the transposes of pack_forward's matrices into w.WhTp, for the backward products."""
-    if packed(w):
+    """Pack the transposes of pack_forward's matrices into w.WhTp (or w.WbTp), for the backward
+    products."""
+    if bf16(w):
+        pack16(p, w, True, part, parts)
+    elif packed(w):
         L = p.Wh.shape[0]
         lo, hi = share(gemm.strips(p.Wh[0].T, w.WhTp[0]), part, parts)
         for l in range(L):
@@ -320,7 +420,9 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
                 embed(p, x[t], G[t])
         else:
             G2 = rows(G)
-            if packed(w):
+            if bf16(w):
+                product16(rows(layer_input(w, l - 1)), w, w.Wbp[L + l - 1], G2)
+            elif packed(w):
                 gemm.matmul(rows(layer_input(w, l - 1)), w.Whp[L + l - 1], G2)
             else:
                 np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
@@ -328,14 +430,12 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
         w.Hs[l, 0] = h0[l]
         w.Cs[l, 0] = c0[l]
         for t in range(T):
-            cell_step(
-                cell,
-                p,
-                l,
-                G[t],
-                (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1], w.Cs[l, t + 1], w.Aux[l, t]),
-                w.Whp[l],
-            )
+            wt = (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1], w.Cs[l, t + 1], w.Aux[l, t])
+            if bf16(w):
+                product16(w.Hs[l, t], w, w.Wbp[l], w.R)
+                cell_update(cell, p, l, G[t], wt)
+            else:
+                cell_step(cell, p, l, G[t], wt, w.Whp[l])
         if w.M.shape[1] > 0:
             np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
     P = w.P
@@ -466,20 +566,26 @@ def norm2(a):
 
 
 @kernel
-def rec_back(WhT, WhTp, dG, out):
-    """out (B, H) = dG (B, K) @ Wh^T, through the packed WhTp when there is one."""
-    if WhTp.size > 0:
-        gemm.matmul(dG, WhTp, out)
+def rec_back(p, w, l, dG, out):
+    """out (B, H) = dG (B, K) @ Wh[l]^T: in bf16, or through the packed WhTp when there is one,
+    else BLAS."""
+    if bf16(w):
+        product16(dG, w, w.WbTp[l], out)
+    elif packed(w):
+        gemm.matmul(dG, w.WhTp[l], out)
     else:
-        np.dot(dG, WhT, out)
+        np.dot(dG, p.Wh[l].T, out)
 
 
 @kernel
-def grad_acc(X, G, dW, Gp):
-    """dW (H, K) += X (N, H)^T @ G (N, K): through gemm's packed kernel (Gp its buffer) where
-    the window's buffers have one, else BLAS."""
-    if Gp.size > 0:
-        gemm.matmul_tn_acc(X, G, dW, Gp)
+def grad_acc(X, G, dW, w):
+    """dW (H, K) += X (N, H)^T @ G (N, K): in bf16 (on AMX tiles where w has their
+    configuration), or through gemm's packed kernel (w.Gp its buffer) where the window's
+    buffers have one, else BLAS."""
+    if bf16(w):
+        grad16(X, G, dW, w)
+    elif w.Gp.size > 0:
+        gemm.matmul_tn_acc(X, G, dW, w.Gp)
     else:
         dW += np.dot(X.T, G)
 
@@ -501,7 +607,6 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         dH = w.dH[l]
         if w.M.shape[1] > 0:
             dH *= w.M[l]
-        WhT = p.Wh[l].T
         dG = w.G[l]  # each step's gate gradients replace its activations, once read
         dg = w.R  # the step's gate gradients, while the step needs them
         dR = w.dR if cell == GRU else dG
@@ -514,10 +619,10 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
                 w.gn[l, t] = norm2(dh)
             if cell == LSTM:
                 lstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, dg)
-                rec_back(WhT, w.WhTp[l], dg, w.dh)
+                rec_back(p, w, l, dg, w.dh)
             elif cell == GRU:
                 gru_step_back(dG[t], w.Aux[l, t], w.Hs[l, t], w.dh, dg, w.dR[t], dp.bh[l])
-                rec_back(WhT, w.WhTp[l], w.dR[t], w.dhn)
+                rec_back(p, w, l, w.dR[t], w.dhn)
                 dh += w.dhn
             else:
                 G = dG[t]
@@ -525,17 +630,19 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
                 for bb in range(B):
                     for j in range(K):
                         dg[bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
-                rec_back(WhT, w.WhTp[l], dg, w.dh)
+                rec_back(p, w, l, dg, w.dh)
             dG[t] = dg
         dh0[l] = w.dh
         dc0[l] = w.dc
         dG2 = rows(dG)
-        grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l], w.Gp)
+        grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l], w)
         add_rows(dG2, dp.b[l])
         if l > 0:
             below = rows(layer_input(w, l - 1))
-            grad_acc(below, dG2, dp.Wx[l - 1], w.Gp)
-            if packed(w):
+            grad_acc(below, dG2, dp.Wx[l - 1], w)
+            if bf16(w):
+                product16(dG2, w, w.WbTp[L + l - 1], rows(w.dH[l - 1]))
+            elif packed(w):
                 gemm.matmul(dG2, w.WhTp[L + l - 1], rows(w.dH[l - 1]))
             else:
                 np.dot(dG2, p.Wx[l - 1].T, rows(w.dH[l - 1]))

@@ -8,9 +8,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels, threads
-from .buffers import alloc_packed, alloc_work, part_slices
+from . import amx, bgemm, kernels, threads
+from .buffers import alloc_packed, alloc_packed16, alloc_work, part_slices
 from ..config import ModelConfig  # noqa: F401  (its home is config.py)
+from ..errors import UsageError
 from .kernels import GATES, Params
 
 
@@ -46,6 +47,30 @@ def num_params(cfg):
     return int(sum(np.prod(s) for s in param_shapes(cfg)))
 
 
+def check_train_precision(config, dtype, precision):
+    """UsageError unless a model of `config` in `dtype` can train with `precision` products on
+    this machine: fp32 always; bf16 (inputs rounded to bf16, float32 sums: bgemm.py, amx.py)
+    in float32, on a CPU with AVX512-BF16, at a hidden size of whole strips."""
+    if precision == "fp32":
+        return
+    if precision != "bf16":
+        raise UsageError(f"--precision of train must be fp32 or bf16, not {precision!r}")
+    if np.dtype(dtype) != np.float32:
+        raise UsageError("--precision bf16 trains in float32: drop --float64")
+    if not bgemm.available():
+        raise UsageError(
+            "--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps), which this one lacks; "
+            "train with --precision fp32"
+        )
+    if config.hidden % bgemm.NR:
+        raise UsageError(f"--precision bf16 needs a hidden size that is a multiple of {bgemm.NR}")
+
+
+def bf16_engine():
+    """What bf16 products run on here: 'amx' (tiles) or 'avx512-bf16' (vdpbf16ps)."""
+    return "amx" if amx.available() else "avx512-bf16"
+
+
 class Model:
     """A character-level recurrent language model over ids 0..vocab_size-1 (what the ids mean
     is the caller's: charmodel.CharModel adds the vocabulary)."""
@@ -63,6 +88,7 @@ class Model:
         self._work = {}
         self._grads = {}
         self._packed = None
+        self._packed16 = None
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -106,13 +132,21 @@ class Model:
     # A window's streams are split into one part per thread (see threads.py); each part has its
     # own buffers, and all but the first their own gradient accumulator.
 
-    def work(self, T, B, dropout=False, part=0, norms=False):
-        """The buffers of one part's window; norms: with room for |d loss / d h_t| (Work.gn)."""
-        key = (T, B, dropout, part, norms)  # each part (thread) has buffers of its own, but for
-        if key not in self._work:  # the packed weights, which all read
-            if self._packed is None:
+    def work(self, T, B, dropout=False, part=0, norms=False, precision="fp32"):
+        """The buffers of one part's window; norms: with room for |d loss / d h_t| (Work.gn);
+        precision: of its products, fp32 or bf16 (check_train_precision)."""
+        key = (T, B, dropout, part, norms, precision)  # each part (thread) has buffers of its
+        if key not in self._work:  # own, but for the packed weights, which all read
+            packed16 = None
+            if precision == "bf16":
+                if self._packed16 is None:
+                    self._packed16 = alloc_packed16(self.config)
+                packed16 = self._packed16
+            elif self._packed is None:
                 self._packed = alloc_packed(self.config, self.dtype)
-            self._work[key] = alloc_work(self.config, T, B, self.dtype, dropout, self._packed, norms)
+            self._work[key] = alloc_work(
+                self.config, T, B, self.dtype, dropout, self._packed, norms, packed16
+            )
         return self._work[key]
 
     def parts(self, B):
@@ -185,20 +219,24 @@ class Model:
                 tally.add(*r[2])
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
-    def loss_and_grad(self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None, grad_norms=None):
+    def loss_and_grad(
+        self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None, grad_norms=None, precision="fp32"
+    ):
         """Mean loss of one window; accumulates d loss / d params into grads (a Params).
         Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given.
         n_total: the characters the gradient is averaged over (default x.size; more when x is
         one process's share of a larger batch); the loss returned is always x's own mean.
         grad_norms: an (L, T) array to receive |d loss / d h_t| over all the streams, as the
-        backward pass reaches each step, or None not to measure it (1% of a 2 x 128 window)."""
+        backward pass reaches each step, or None not to measure it (1% of a 2 x 128 window).
+        precision: of the window's products, fp32 (exact) or bf16 (check_train_precision
+        first); the weights are rounded to bf16 as they are packed, once a window."""
         T, B = x.shape
         n_total = x.size if n_total is None else n_total
         parts = self.parts(B)
         dh0, dc0 = dstate if dstate is not None else self.zero_state(B)
 
         def part(i, s):
-            w = self.work(T, s.stop - s.start, masks is not None, i, grad_norms is not None)
+            w = self.work(T, s.stop - s.start, masks is not None, i, grad_norms is not None, precision)
             if masks is not None:
                 w.M[:] = masks[:, :, s]
             dp = grads if i == 0 else self._part_grads(i)[1]
@@ -220,7 +258,7 @@ class Model:
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
 
-        first = self.work(T, parts[0].stop, masks is not None, 0, grad_norms is not None)
+        first = self.work(T, parts[0].stop, masks is not None, 0, grad_norms is not None, precision)
         self._pack(first, True, len(parts))
         res = self._map(part, parts)
         if grad_norms is not None:

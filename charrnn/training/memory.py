@@ -21,7 +21,14 @@ import numpy as np
 from ..engine import kernels
 from ..errors import ConfigError
 from .evaluation import FULL_TIMES, segments
-from ..engine.buffers import grad_block_size, packed_shape, part_slices, work_shapes
+from ..engine.buffers import (
+    bf16_sizes,
+    grad_block_size,
+    packed16_shape,
+    packed_shape,
+    part_slices,
+    work_shapes,
+)
 from ..engine.model import num_params
 
 WARN_FRACTION = 0.5  # warn when the estimate takes more than this share of the available memory
@@ -47,6 +54,7 @@ def training(
     weight_drop=0.0,
     embed_drop=0.0,
     ema=0.0,
+    precision="fp32",
 ):
     """Estimate of a training's memory, following Trainer and Model as they allocate.
 
@@ -56,7 +64,8 @@ def training(
     is built. weight_drop, embed_drop, ema: the regularisers' settings (regularise.py): each
     step a mask (and the random bits it is made from) and a copy of the recurrent weights, or of
     the first layer's input rows; the averaged weights, held, and at each save three more copies
-    of the weights. Variational dropout's smaller masks are counted as the standard ones."""
+    of the weights. Variational dropout's smaller masks are counted as the standard ones.
+    precision: of the training's products (bf16: their own packed weights and buffers)."""
     it = np.dtype(dtype).itemsize
     L, H, V = mcfg.layers, mcfg.hidden, mcfg.vocab_size
     G = kernels.GATES[kernels.CELLS[mcfg.cell]] * H
@@ -73,6 +82,11 @@ def training(
     keys |= _eval_keys(val_len, eval_chars, B, T)
     held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], dtype) for k in keys)
     held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # W, W^T
+    if precision == "bf16":  # the training windows' bf16 copies beside (evaluations keep fp32's)
+        held["bf16 packed weights"] = 2 * int(np.prod(packed16_shape(mcfg))) * 2
+        held["bf16 window buffers"] = sum(
+            2 * sum(bf16_sizes(mcfg, T, s.stop - s.start).values()) for s in parts
+        )
     static = sum(held[k] for k in ("weights", "gradients", "Adam moments", "carried state"))
     if resume:
         start = 2 * N * it  # the checkpoint's Adam moments, read before they are copied

@@ -15,6 +15,7 @@ from ..text import data, idcache
 from . import discovery, dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..checkpoint import RunInfo
+from ..engine.model import check_train_precision
 from ..config import (
     MODEL_FIELDS,
     TRAIN_FIELDS,
@@ -67,7 +68,8 @@ def prepare(
     (cell, layers, hidden, dropout) and TrainConfig fields, None meaning not given
     (the command line passes those it was not given so). auto_size: with minutes and no
     hidden, size the model from the characters the budget buys (sizing.py), measured here,
-    and say so in the notice. warm(cell, dtype): compiles the kernels once the text is read
+    and say so in the notice. warm(cell, dtype, precision): compiles the kernels (precision:
+    of the training's products) once the text is read
     and checked (warm.py); started: perf_counter() at the command's start, for sizing from the
     minutes left. Returns a Prepared."""
     check_known(options)
@@ -86,8 +88,9 @@ def prepare(
         )
     base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
+    at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
+    check_train_precision(at_least, dtype, cfg.precision)  # before sizing measures with it
     if base is None:  # a model far too large is refused before the corpus is read
-        at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
         _check_memory(at_least, cfg, 0, dtype)
     # a file is encoded once into the id cache and mapped, never held whole as text
     decoding = data.Decoding(encoding, errors)
@@ -109,7 +112,7 @@ def prepare(
     train_ids, val_ids = data.split(ids, cfg.val_frac)
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
-        warm(mopts.get("cell", ModelConfig.cell), dtype)
+        warm(mopts.get("cell", ModelConfig.cell), dtype, cfg.precision)
     if auto_size and base is None and cfg.minutes and "hidden" not in options:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
         mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
@@ -194,7 +197,9 @@ def _new_run_dir(out, corpus, force):
 def check_new(options, dtype=np.float32):
     """A new run's checks that need no text, for the command line to make before it speaks."""
     mopts, cfg = resolve({k: v for k, v in options.items() if v is not None})
-    _check_memory(ModelConfig(**dict(mopts, vocab_size=1)).validate(), cfg, 0, dtype)
+    at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
+    check_train_precision(at_least, dtype, cfg.precision)
+    _check_memory(at_least, cfg, 0, dtype)
     if cfg.patience and not cfg.val_frac:
         raise ConfigError(PATIENCE_NEEDS_VALIDATION)
 
@@ -215,7 +220,9 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype, started=None):
     layers = mopts.get("layers", ModelConfig.layers)
     world, at = dist.world(), sizing.SIZES[1]
     rate = (
-        sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype) if world.rank == 0 else None
+        sizing.measure(cell, layers, at, vocab_size, cfg.batch, cfg.seq, dtype, precision=cfg.precision)
+        if world.rank == 0
+        else None
     )
     rate = sizing.Rate(*world.bcast(rate and tuple(rate)))
     choice = sizing.choose(
@@ -241,6 +248,7 @@ def _check_memory(mcfg, cfg, val_len, dtype, **kw):
         weight_drop=cfg.weight_drop,
         embed_drop=cfg.embed_drop,
         ema=cfg.ema,
+        precision=cfg.precision,
         **kw,
     )
     what = f"training a {mcfg.cell} {mcfg.layers} x {mcfg.hidden} model with batch {cfg.batch} x {cfg.seq}"

@@ -130,22 +130,23 @@ def measure(
     seconds=MEASURE_SECONDS,
     tries=MEASURE_TRIES,
     rng=None,
+    precision="fp32",
 ):
     """Training characters per second of a fresh model of this shape on random ids (the step
-    the trainer takes, without the optimiser), as a Rate: one warm-up step, then steps for
-    about `seconds`, again while the cores were busy (best_of)."""
+    the trainer takes, without the optimiser, its products at `precision`), as a Rate: one
+    warm-up step, then steps for about `seconds`, again while the cores were busy (best_of)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     m = Model(ModelConfig(cell, layers, hidden, vocab_size), dtype=dtype).init_weights(rng)
     _, grads = m.zeros_like_params()
     x = rng.integers(0, vocab_size, (seq, batch)).astype(np.int32)
     h, c = m.zero_state(batch)
-    m.loss_and_grad(x, x, h, c, grads)
+    m.loss_and_grad(x, x, h, c, grads, precision=precision)
     threads = len(m.parts(batch))
 
     def once():
         steps, t0, cpu0 = 0, time.perf_counter(), time.process_time()
         while steps < 2 or time.perf_counter() - t0 < seconds:
-            m.loss_and_grad(x, x, h, c, grads)
+            m.loss_and_grad(x, x, h, c, grads, precision=precision)
             steps += 1
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         return steps * x.size / wall, cpu / (wall * threads)
