@@ -29,23 +29,35 @@ _ID_COUNT = itertools.count()
 
 class Mailbox:
     """Items from the batcher threads into the queues of one event loop, with at most one
-    wake-up of the loop waiting: call_soon_threadsafe writes to the loop's socket, a system
-    call that gives the GIL up, and once per job and tick it was a good part of a tick."""
+    wake-up of the loop waiting. The wake-up (call_soon_threadsafe writes to the loop's
+    socket, a system call that gives the GIL up) is made by a courier thread of the mailbox's
+    own: the batcher's writer, which made it itself, waited a third of its time to get the GIL
+    back from the loop it had just woken."""
 
     def __init__(self, loop):
         self.loop, self.lock = loop, threading.Lock()
-        self.items, self.woken = [], False
+        self.items, self.woken, self.ring = [], False, False
+        self.bell = threading.Condition(self.lock)
+        threading.Thread(target=self._courier, name="charrnn-courier", daemon=True).start()
 
     def post(self, queue, item):
         with self.lock:
             self.items.append((queue, item))
-            if self.woken:
+            if not self.woken:
+                self.woken = self.ring = True
+                self.bell.notify()
+
+    def _courier(self):
+        while True:
+            with self.lock:
+                while not self.ring:
+                    if not self.bell.wait(1.0) and self.loop.is_closed():
+                        return
+                self.ring = False
+            try:
+                self.loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:  # the loop has closed: nobody is left to read these
                 return
-            self.woken = True
-        try:
-            self.loop.call_soon_threadsafe(self._flush)
-        except RuntimeError:  # the loop has closed: nobody is left to read these
-            pass
 
     def _flush(self):
         with self.lock:
