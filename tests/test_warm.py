@@ -111,6 +111,72 @@ def test_the_plans_name_groups_that_exist():
             assert g in warm.GROUPS
 
 
+def test_a_lock_taken_elsewhere_is_not_waited_for_when_asked_not_to(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # locks of this test's own
+    with compiling.exclusive("held") as mine:
+        assert mine
+        with compiling.exclusive("held", wait=False) as other:  # another descriptor: another holder
+            assert not other
+    with compiling.exclusive("held", wait=False) as again:
+        assert again
+
+
+def test_jobs_keep_groups_that_share_code_together_and_after_what_they_reuse():
+    from conftest import AHEAD
+
+    todo = warm.jobs(AHEAD)
+    assert sorted((g, *j.key[1:]) for j in todo for g in j.groups) == sorted(AHEAD)
+    for j in todo:  # each group with the group it reuses most, in the order of GROUPS
+        assert len({warm.JOB_OF[g] for g in j.groups}) == 1
+        assert list(j.groups) == [g for g in warm.GROUPS if g in j.groups]
+        if j.after is not None:
+            assert [i.key for i in todo].index(j.after) < todo.index(j)
+    narrow = next(j for j in todo if j.key == ("sample", "lstm", "float32", "bf16"))
+    assert narrow.after == ("sample", "lstm", "float32", "fp32")
+
+
+def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(monkeypatch, tmp_path):
+    """Three takers (threads here: each lock is a descriptor of its own, as in processes) share
+    the jobs: each job is compiled by one of them, after the job it reuses has ended, and every
+    taker ends with every group ready (loaded: run a second time)."""
+    import threading
+    import time
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    items = [(g, "lstm", dt, "fp32") for dt in ("float32", "float64") for g in warm.GROUPS]
+    items += [(g, "lstm", "float32", "int8") for g in ("sample", "split")]
+    todo = warm.jobs(items)
+    calls, lock = [], threading.Lock()
+
+    def fake_run(g, cell, dtype, precision):
+        t0 = time.perf_counter()
+        time.sleep(0.02)
+        who = threading.current_thread().name
+        with lock:
+            calls.append((who, (g, cell, dtype, precision), t0, time.perf_counter()))
+
+    monkeypatch.setattr(warm, "run", fake_run)
+    takers = [threading.Thread(target=warm.take_turns, args=(todo,), name=f"t{k}") for k in range(3)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join()
+    first = {}
+    for who, it, t0, t1 in calls:  # the first call of each item compiles it
+        first.setdefault(it, (who, t0, t1))
+    assert sorted(first) == sorted((g, c, np.dtype(d).name, p) for g, c, d, p in items)
+    assert len({who for who, _, _ in first.values()}) > 1  # shared
+    for j in todo:
+        its = [(g, *j.key[1:]) for g in j.groups]
+        assert len({first[it][0] for it in its}) == 1  # one taker compiles a job's groups
+        if j.after is not None:
+            before = [(g, *j.after[1:]) for g in next(i for i in todo if i.key == j.after).groups]
+            assert min(first[it][1] for it in its) >= max(first[it][2] for it in before)
+        for it in its:  # the others load it only once it is done
+            later = [t0 for who, i, t0, _ in calls if i == it and (who, t0) != first[it][:2]]
+            assert len(later) == 3 and min(later) >= first[it][2]
+
+
 def report_text(reports, terminal=False, quiet=False):
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=terminal, width=100, highlight=False, soft_wrap=True)
