@@ -10,10 +10,11 @@ it a second time beside it."""
 
 import contextlib
 import os
-import tempfile
 import threading
 
 import numba.core.event as numba_event
+
+from .cachelock import lock_dir
 
 
 class NotCached(Exception):
@@ -72,13 +73,6 @@ def cached(fn, *args):
         return False
 
 
-def _lock_dir():
-    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    path = os.path.join(tempfile.gettempdir(), f"charrnn-compiling-{uid}")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 @contextlib.contextmanager
 def exclusive(name, wait=True):
     """Hold the lock of a group of kernels named name while compiling (or loading) it: a
@@ -88,7 +82,7 @@ def exclusive(name, wait=True):
     try:
         import fcntl
 
-        fd = os.open(os.path.join(_lock_dir(), name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(lock_dir(), name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     except (ImportError, OSError):
         yield True
         return
