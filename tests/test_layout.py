@@ -31,7 +31,7 @@ LAYERS = [
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
 CORE = {
-    "engine.cachelock",
+    "engine.sharedcache",
     "engine.kernels",
     "engine.gemm",
     "engine.vec",

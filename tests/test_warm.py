@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import numba
 import numpy as np
@@ -111,13 +112,13 @@ def test_the_plans_name_groups_that_exist():
             assert g in warm.GROUPS
 
 
-def test_a_lock_taken_elsewhere_is_not_waited_for_when_asked_not_to(monkeypatch, tmp_path):
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # locks of this test's own
-    with compiling.exclusive("held") as mine:
+def test_a_lock_taken_elsewhere_is_not_waited_for_when_asked_not_to():
+    name = f"test-{uuid.uuid4().hex}"  # of this test's own (workers run the suite side by side)
+    with compiling.exclusive(name) as mine:
         assert mine
-        with compiling.exclusive("held", wait=False) as other:  # another descriptor: another holder
+        with compiling.exclusive(name, wait=False) as other:  # another descriptor: another holder
             assert not other
-    with compiling.exclusive("held", wait=False) as again:
+    with compiling.exclusive(name, wait=False) as again:
         assert again
 
 
@@ -135,25 +136,30 @@ def test_jobs_keep_groups_that_share_code_together_and_after_what_they_reuse():
     assert narrow.after == ("sample", "lstm", "float32", "fp32")
 
 
-def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(monkeypatch, tmp_path):
+def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(monkeypatch):
     """Three takers (threads here: each lock is a descriptor of its own, as in processes) share
-    the jobs: each job is compiled by one of them, after the job it reuses has ended, and every
-    taker ends with every group ready (loaded: run a second time)."""
+    the jobs: each group is compiled once, a job's groups by one taker, after the job it reuses
+    has been compiled; the others load it (run it again, now cached), and every taker ends with
+    every group ready."""
     import threading
     import time
 
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    cache = uuid.uuid4().hex  # lock names of this test's own
+    monkeypatch.setattr(warm, "_cache_id", lambda: cache)
     items = [(g, "lstm", dt, "fp32") for dt in ("float32", "float64") for g in warm.GROUPS]
     items += [(g, "lstm", "float32", "int8") for g in ("sample", "split")]
     todo = warm.jobs(items)
-    calls, lock = [], threading.Lock()
+    compiled, ran, lock = {}, set(), threading.Lock()
 
     def fake_run(g, cell, dtype, precision):
-        t0 = time.perf_counter()
-        time.sleep(0.02)
-        who = threading.current_thread().name
+        it, who = (g, cell, dtype, precision), threading.current_thread().name
         with lock:
-            calls.append((who, (g, cell, dtype, precision), t0, time.perf_counter()))
+            ran.add((who, it))
+            if it in compiled:
+                return  # in the cache: loaded
+            compiled[it] = [who, time.perf_counter(), None]
+        time.sleep(0.02)
+        compiled[it][2] = time.perf_counter()
 
     monkeypatch.setattr(warm, "run", fake_run)
     takers = [threading.Thread(target=warm.take_turns, args=(todo,), name=f"t{k}") for k in range(3)]
@@ -161,20 +167,15 @@ def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(m
         t.start()
     for t in takers:
         t.join()
-    first = {}
-    for who, it, t0, t1 in calls:  # the first call of each item compiles it
-        first.setdefault(it, (who, t0, t1))
-    assert sorted(first) == sorted((g, c, np.dtype(d).name, p) for g, c, d, p in items)
-    assert len({who for who, _, _ in first.values()}) > 1  # shared
+    assert sorted(compiled) == sorted((g, c, np.dtype(d).name, p) for g, c, d, p in items)
+    assert len({who for who, _, _ in compiled.values()}) > 1  # shared
     for j in todo:
         its = [(g, *j.key[1:]) for g in j.groups]
-        assert len({first[it][0] for it in its}) == 1  # one taker compiles a job's groups
+        assert len({compiled[it][0] for it in its}) == 1  # one taker compiles a job's groups
         if j.after is not None:
             before = [(g, *j.after[1:]) for g in next(i for i in todo if i.key == j.after).groups]
-            assert min(first[it][1] for it in its) >= max(first[it][2] for it in before)
-        for it in its:  # the others load it only once it is done
-            later = [t0 for who, i, t0, _ in calls if i == it and (who, t0) != first[it][:2]]
-            assert len(later) == 3 and min(later) >= first[it][2]
+            assert min(compiled[it][1] for it in its) >= max(compiled[it][2] for it in before)
+    assert ran == {(t.name, it) for t in takers for it in compiled}  # every taker has every group
 
 
 def report_text(reports, terminal=False, quiet=False):

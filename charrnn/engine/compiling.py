@@ -14,7 +14,7 @@ import threading
 
 import numba.core.event as numba_event
 
-from .cachelock import lock_dir
+from .sharedcache import lock_dir
 
 
 class NotCached(Exception):
