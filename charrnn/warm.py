@@ -267,7 +267,9 @@ def start_background(groups, cell, dtype, precision="fp32"):
 # after forward, and backward, sample, split after sample, and a narrow precision's sample after
 # float32's each compile a fraction of what they would alone (docs/benchmarks.md). So groups that
 # share their code compile in one process one after the other (a job), and a job that reuses
-# another's waits for it rather than compile that code a second time beside it.
+# another's comes after it in the order, so that what it reuses is most often in the cache by
+# then. Nobody waits for it: a core waiting for another's job was slower than one compiling a
+# little of it again.
 JOB_OF = {"forward": "forward", "evaluate": "forward", "backward": "backward", "optimizer": "backward"}
 JOB_OF.update(sample="sample", split="sample")
 # about the CPU seconds of each group after what it reuses, to take the costly jobs first
@@ -277,7 +279,7 @@ COST = {"forward": 15.0, "evaluate": 0.0, "backward": 9.0, "optimizer": 0.5, "sa
 class Job(NamedTuple):
     key: tuple  # (first group, cell, dtype name, precision)
     groups: tuple  # compiled in this order in one process
-    after: Optional[tuple]  # the key of the job whose code this one reuses
+    after: Optional[tuple]  # the key of the job whose code this one reuses (taken before it)
 
 
 def jobs(items):
@@ -308,13 +310,10 @@ def _claim(key):
 def take_turns(todo, load=True):
     """Compile the Jobs todo that no other process has taken, in order, then (with load) load
     those that others compiled, waiting for them: any number of processes can share a list this
-    way, each taking the next job nobody holds, and none compiles what another is compiling."""
+    way, each taking the next job nobody holds, and none compiles a job another is compiling."""
     for job in todo:
         with compiling.exclusive(_claim(job.key), wait=False) as mine:
             if mine:
-                if job.after is not None:  # taken before this one: wait until it is done
-                    with compiling.exclusive(_claim(job.after)):
-                        pass
                 for g in job.groups:
                     run(g, *job.key[1:])
     for job in todo if load else ():

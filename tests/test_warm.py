@@ -136,11 +136,10 @@ def test_jobs_keep_groups_that_share_code_together_and_after_what_they_reuse():
     assert narrow.after == ("sample", "lstm", "float32", "fp32")
 
 
-def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(monkeypatch):
+def test_processes_taking_turns_compile_each_job_once(monkeypatch):
     """Three takers (threads here: each lock is a descriptor of its own, as in processes) share
-    the jobs: each group is compiled once, a job's groups by one taker, after the job it reuses
-    has been compiled; the others load it (run it again, now cached), and every taker ends with
-    every group ready."""
+    the jobs: each group is compiled once, a job's groups by one taker; the others load it (run
+    it again, now cached), and every taker ends with every group ready."""
     import threading
     import time
 
@@ -157,9 +156,8 @@ def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(m
             ran.add((who, it))
             if it in compiled:
                 return  # in the cache: loaded
-            compiled[it] = [who, time.perf_counter(), None]
+            compiled[it] = who
         time.sleep(0.02)
-        compiled[it][2] = time.perf_counter()
 
     monkeypatch.setattr(warm, "run", fake_run)
     takers = [threading.Thread(target=warm.take_turns, args=(todo,), name=f"t{k}") for k in range(3)]
@@ -168,13 +166,10 @@ def test_processes_taking_turns_compile_each_job_once_and_after_what_it_reuses(m
     for t in takers:
         t.join()
     assert sorted(compiled) == sorted((g, c, np.dtype(d).name, p) for g, c, d, p in items)
-    assert len({who for who, _, _ in compiled.values()}) > 1  # shared
+    assert len(set(compiled.values())) > 1  # shared
     for j in todo:
         its = [(g, *j.key[1:]) for g in j.groups]
-        assert len({compiled[it][0] for it in its}) == 1  # one taker compiles a job's groups
-        if j.after is not None:
-            before = [(g, *j.after[1:]) for g in next(i for i in todo if i.key == j.after).groups]
-            assert min(compiled[it][1] for it in its) >= max(compiled[it][2] for it in before)
+        assert len({compiled[it] for it in its}) == 1  # one taker compiles a job's groups
     assert ran == {(t.name, it) for t in takers for it in compiled}  # every taker has every group
 
 
