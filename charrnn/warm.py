@@ -145,9 +145,12 @@ def run(name, cell="lstm", dtype=np.float32, precision="fp32"):
 
 
 def _cache_id():
+    """Names the cache the kernels go to: NUMBA_CACHE_DIR, else this package's own directory
+    (Numba caches beside the source), so that two checkouts' processes do not wait for each other."""
     import zlib
 
-    return format(zlib.crc32(os.environ.get("NUMBA_CACHE_DIR", "").encode()), "x")
+    where = os.environ.get("NUMBA_CACHE_DIR") or os.path.dirname(os.path.abspath(__file__))
+    return format(zlib.crc32(where.encode()), "x")
 
 
 class Plan(NamedTuple):
@@ -298,29 +301,79 @@ def start_background(groups, cell, dtype, precision="fp32"):
     return _background([sys.executable, "-m", "charrnn.warm", cell, np.dtype(dtype).name, precision, *groups])
 
 
-# rough relative compile costs of the groups, to share a list of them between two processes
-COST = {"forward": 3.0, "backward": 4.0, "sample": 3.0, "split": 2.0, "evaluate": 0.5, "optimizer": 0.5}
+# Groups share much of their compiled code (kernels they both call): evaluate compiles nothing
+# after forward, and backward, sample, split after sample, and a narrow precision's sample after
+# float32's each compile a fraction of what they would alone (docs/benchmarks.md). So groups that
+# share their code compile in one process one after the other (a job), and a job that reuses
+# another's comes after it in the order, so that what it reuses is most often in the cache by
+# then. Nobody waits for it: a core waiting for another's job was slower than one compiling a
+# little of it again.
+JOB_OF = {"forward": "forward", "evaluate": "forward", "backward": "backward", "optimizer": "backward"}
+JOB_OF.update(sample="sample", split="sample")
+# about the CPU seconds of each group after what it reuses, to take the costly jobs first
+COST = {"forward": 15.0, "evaluate": 0.0, "backward": 9.0, "optimizer": 0.5, "sample": 9.0, "split": 8.0}
 
 
-def prepare_many(items):
-    """Compile (or load) many (group, cell, dtype, precision) items at once, shared between
-    this process and a second one by their COST (a test session's start, tests/conftest.py);
-    returns the items that had to be compiled."""
+class Job(NamedTuple):
+    key: tuple  # (first group, cell, dtype name, precision)
+    groups: tuple  # compiled in this order in one process
+    after: Optional[tuple]  # the key of the job whose code this one reuses (taken before it)
+
+
+def jobs(items):
+    """(group, cell, dtype, precision) items as Jobs, in the order to take them: the jobs
+    others reuse first, the most costly first within a level."""
+    by_key = {}
+    for g, cell, dtype, precision in items:
+        key = (JOB_OF[g], cell, np.dtype(dtype).name, precision)
+        by_key.setdefault(key, []).append(g)
+    order = list(GROUPS)
+    out = []
+    for key, groups in by_key.items():
+        job, cell, dtype, precision = key
+        if precision != "fp32":  # the narrow formats reuse fp32's sampler
+            wanted = [("sample", cell, dtype, "fp32"), ("forward", cell, dtype, "fp32")]
+        else:
+            wanted = [] if job == "forward" else [("forward", cell, dtype, precision)]
+        after = next((k for k in wanted if k in by_key), None)
+        out.append(Job(key, tuple(sorted(groups, key=order.index)), after))
+    level = lambda j: 0 if j.after is None else 1 + level(next(i for i in out if i.key == j.after))
+    return sorted(out, key=lambda j: (level(j), -sum(COST[g] for g in j.groups)))
+
+
+def _claim(key):
+    return "job-" + "-".join(key) + "-" + _cache_id()
+
+
+def take_turns(todo, load=True):
+    """Compile the Jobs todo that no other process has taken, in order, then (with load) load
+    those that others compiled, waiting for them: any number of processes can share a list this
+    way, each taking the next job nobody holds, and none compiles a job another is compiling."""
+    for job in todo:
+        with compiling.exclusive(_claim(job.key), wait=False) as mine:
+            if mine:
+                for g in job.groups:
+                    run(g, *job.key[1:])
+    for job in todo if load else ():
+        with compiling.exclusive(_claim(job.key)):
+            for g in job.groups:
+                run(g, *job.key[1:])
+
+
+def prepare_many(items, helper=True):
+    """Compile (or load) many (group, cell, dtype, precision) items at once (a test session's
+    start, tests/conftest.py), taking turns with a second process when helper is set and there
+    is a second core, or with whatever other processes call this on the same items (the test
+    session's workers); returns the items that had to be compiled."""
     missing = [it for it in items if not compiling.cached(GROUPS[it[0]], *it[1:])]
-    here, there, loads = [], [], [0.0, 0.0]
-    for it in sorted(missing, key=lambda it: -COST[it[0]]):
-        k = int(loads[1] < loads[0])
-        (here, there)[k].append(it)
-        loads[k] += COST[it[0]]
+    todo = jobs(missing)
     proc = None
-    if there and _cores() > 1:
-        tokens = [f"{g}:{c}:{np.dtype(d).name}:{p}" for g, c, d, p in there]
+    if helper and len(todo) > 1 and _cores() > 1:
+        tokens = [f"{g}:{c}:{np.dtype(d).name}:{p}" for g, c, d, p in missing]
         proc = _background([sys.executable, "-m", "charrnn.warm", "--items", *tokens])
-    for it in here + ([] if proc is not None else there):
-        run(*it)
-    if proc is not None and proc.wait() != 0:
-        for it in there:  # it failed: what it left compiles here
-            run(*it)
+    take_turns(todo)
+    if proc is not None:
+        proc.wait()  # it has ended (or is ending): take_turns waited for its jobs
     return missing
 
 
@@ -358,10 +411,10 @@ sampler.compile_elsewhere = _compile_elsewhere
 
 def main(argv):
     if argv[:1] == ["--items"]:  # group:cell:dtype:precision ... (prepare_many)
-        items = [tuple(t.split(":")) for t in argv[1:]]
-    else:  # cell dtype precision group ... [--then group ...] (Helper, start_background)
-        cell, dtype, precision, *groups = argv
-        items = [(g, cell, dtype, precision) for g in groups]
+        take_turns(jobs(tuple(t.split(":")) for t in argv[1:]), load=False)
+        return
+    cell, dtype, precision, *groups = argv  # ... [--then group ...] (Helper, start_background)
+    items = [(g, cell, dtype, precision) for g in groups]
     for g, cell, dtype, precision in items:
         if g == "--then":  # wait for release(), or the end of the command
             sys.stdin.read()

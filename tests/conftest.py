@@ -141,9 +141,12 @@ def cli_run(tmp_path_factory, corpus_file):
     return out
 
 
-# What most of the suite calls, compiled ahead on both cores when the Numba cache is cold (warm.py):
-# the training, scoring and sampling kernels of an LSTM in float32 and float64, and the sampler's
-# narrow weight formats. On a warm cache this only loads them (about a second).
+# What most of the suite calls, compiled ahead when the Numba cache is cold (warm.py): the
+# training, scoring and sampling kernels of an LSTM in float32 and float64, and the sampler's
+# narrow weight formats. On a warm cache this only loads them (about a second). Under
+# pytest-xdist (`-n auto`, the README's command: a worker a core) each worker takes its turns at
+# the list, so the cores compile it between them before any runs a test; in one process, a second
+# process takes turns with it.
 AHEAD = [
     (g, "lstm", dt, "fp32")
     for dt in ("float32", "float64")
@@ -155,6 +158,9 @@ AHEAD_FROM = 200  # tests in the session: fewer (a file, a -k) compile only what
 @pytest.fixture(scope="session", autouse=True)
 def kernels_compiled_ahead(request):
     if len(request.session.items) >= AHEAD_FROM:
+        import os
+
         from charrnn import warm
 
-        warm.prepare_many(AHEAD)
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        warm.prepare_many(AHEAD, helper=workers < 2)

@@ -4,7 +4,6 @@ graph through ONNX Runtime."""
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 
@@ -37,26 +36,25 @@ def charrnn_logits(model, ids):
     return model.forward(np.asarray(ids, np.int32)[:, None], h0, c0).P.copy()
 
 
+def cli(*args):
+    """`charrnn ARGS` run in this process (Typer's CliRunner: a new Python process for each
+    would cost more than the command itself, an import of ONNX for an export), as a
+    CompletedProcess: returncode, stdout and stderr as text, stdout_bytes as written."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    done = subprocess.CompletedProcess(["charrnn", *map(str, args)], r.exit_code, r.stdout, r.stderr)
+    done.stdout_bytes = r.stdout_bytes
+    return done
+
+
 def charrnn_sample(ckpt, prime, length, *extra):
     """What `charrnn sample --temp 0` prints (the prime, then `length` characters), as bytes."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "charrnn",
-        "sample",
-        "-c",
-        str(ckpt),
-        "--temp",
-        "0",
-        "-n",
-        str(length),
-        "--prime",
-        prime,
-        *extra,
-    ]
-    done = subprocess.run(cmd, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout
+    done = cli("sample", "-c", ckpt, "--temp", "0", "-n", length, "--prime", prime, *extra)
+    assert done.returncode == 0, done.stderr
+    return done.stdout_bytes
 
 
 def onnx_session(data):

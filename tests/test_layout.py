@@ -31,6 +31,7 @@ LAYERS = [
 ]
 LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
 CORE = {
+    "engine.sharedcache",
     "engine.kernels",
     "engine.gemm",
     "engine.vec",

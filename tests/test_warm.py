@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import numba
 import numpy as np
@@ -116,6 +117,67 @@ def test_the_plans_name_groups_that_exist():
     for plan in warm.PLANS.values():
         for g in plan.here + plan.there + plan.later:
             assert g in warm.GROUPS
+
+
+def test_a_lock_taken_elsewhere_is_not_waited_for_when_asked_not_to():
+    name = f"test-{uuid.uuid4().hex}"  # of this test's own (workers run the suite side by side)
+    with compiling.exclusive(name) as mine:
+        assert mine
+        with compiling.exclusive(name, wait=False) as other:  # another descriptor: another holder
+            assert not other
+    with compiling.exclusive(name, wait=False) as again:
+        assert again
+
+
+def test_jobs_keep_groups_that_share_code_together_and_after_what_they_reuse():
+    from conftest import AHEAD
+
+    todo = warm.jobs(AHEAD)
+    assert sorted((g, *j.key[1:]) for j in todo for g in j.groups) == sorted(AHEAD)
+    for j in todo:  # each group with the group it reuses most, in the order of GROUPS
+        assert len({warm.JOB_OF[g] for g in j.groups}) == 1
+        assert list(j.groups) == [g for g in warm.GROUPS if g in j.groups]
+        if j.after is not None:
+            assert [i.key for i in todo].index(j.after) < todo.index(j)
+    narrow = next(j for j in todo if j.key == ("sample", "lstm", "float32", "bf16"))
+    assert narrow.after == ("sample", "lstm", "float32", "fp32")
+
+
+def test_processes_taking_turns_compile_each_job_once(monkeypatch):
+    """Three takers (threads here: each lock is a descriptor of its own, as in processes) share
+    the jobs: each group is compiled once, a job's groups by one taker; the others load it (run
+    it again, now cached), and every taker ends with every group ready."""
+    import threading
+    import time
+
+    cache = uuid.uuid4().hex  # lock names of this test's own
+    monkeypatch.setattr(warm, "_cache_id", lambda: cache)
+    items = [(g, "lstm", dt, "fp32") for dt in ("float32", "float64") for g in warm.GROUPS]
+    items += [(g, "lstm", "float32", "int8") for g in ("sample", "split")]
+    todo = warm.jobs(items)
+    compiled, ran, lock = {}, set(), threading.Lock()
+
+    def fake_run(g, cell, dtype, precision):
+        it, who = (g, cell, dtype, precision), threading.current_thread().name
+        with lock:
+            ran.add((who, it))
+            if it in compiled:
+                return  # in the cache: loaded
+            compiled[it] = who
+        time.sleep(0.02)
+
+    monkeypatch.setattr(warm, "run", fake_run)
+    takers = [threading.Thread(target=warm.take_turns, args=(todo,), name=f"t{k}") for k in range(3)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join()
+    assert sorted(compiled) == sorted((g, c, np.dtype(d).name, p) for g, c, d, p in items)
+    assert len(set(compiled.values())) > 1  # shared
+    for j in todo:
+        its = [(g, *j.key[1:]) for g in j.groups]
+        assert len({compiled[it] for it in its}) == 1  # one taker compiles a job's groups
+    assert ran == {(t.name, it) for t in takers for it in compiled}  # every taker has every group
 
 
 def report_text(reports, terminal=False, quiet=False):

@@ -10,10 +10,11 @@ it a second time beside it."""
 
 import contextlib
 import os
-import tempfile
 import threading
 
 import numba.core.event as numba_event
+
+from .sharedcache import lock_dir
 
 
 class NotCached(Exception):
@@ -72,27 +73,25 @@ def cached(fn, *args):
         return False
 
 
-def _lock_dir():
-    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    path = os.path.join(tempfile.gettempdir(), f"charrnn-compiling-{uid}")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 @contextlib.contextmanager
-def exclusive(name):
+def exclusive(name, wait=True):
     """Hold the lock of a group of kernels named name while compiling (or loading) it: a
-    process that asks for the same name waits here until the other has finished. Where file
-    locks cannot be taken, nothing is held."""
+    process that asks for the same name waits here until the other has finished. Yields True
+    when the lock is held; with wait=False, False at once where another process holds it.
+    Where file locks cannot be taken, nothing is held (and True is yielded)."""
     try:
         import fcntl
 
-        fd = os.open(os.path.join(_lock_dir(), name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(lock_dir(), name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     except (ImportError, OSError):
-        yield
+        yield True
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing the descriptor lets the lock go

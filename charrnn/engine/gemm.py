@@ -31,6 +31,7 @@ columns (`padded`) and calls no BLAS at all.
 
 from numba import njit
 
+from . import sharedcache  # noqa: F401  (Numba's cache shared by processes: see there)
 from .vec import lanes, vfma, vload, vsplat, vstore, vzero
 
 kernel = njit(cache=True, error_model="numpy", nogil=True)

@@ -4,8 +4,6 @@ identical, its logits bit for bit; fp16: identical to charrnn on the fp16-rounde
 a measured loss difference), fetches nothing, and takes a byte-level model too."""
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from charrnn.export import page as page_mod  # noqa: E402
 from export_helpers import (
     VOCAB,
     charrnn_sample,
+    cli,
     sampler_logits,
     save,  # noqa: E402
     tiny_model,
@@ -66,10 +65,8 @@ class Page:
 def export(model, tmp_path, precision=None, name="w.html"):
     ckpt = save(model, tmp_path / "m.npz")
     out = tmp_path / name
-    cmd = [sys.executable, "-m", "charrnn", "export", "-c", str(ckpt), "--format", "html", "-o", str(out)] + (
-        ["--precision", precision] if precision else []
-    )
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    extra = ["--precision", precision] if precision else []
+    done = cli("export", "-c", ckpt, "--format", "html", "-o", out, *extra)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and "wrote" in done.stderr
     return ckpt, out

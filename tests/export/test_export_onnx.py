@@ -19,6 +19,7 @@ from export_helpers import (
     VOCAB,
     charrnn_logits,
     charrnn_sample,
+    cli,
     onnx_greedy,  # noqa: E402
     onnx_meta,
     onnx_session,
@@ -99,7 +100,7 @@ def test_greedy_text_equals_charrnn_sample(tmp_path, cell, layers):
     m = tiny_model(cell, layers, seed=7)
     ckpt = save(m, tmp_path / "m.npz")
     out = tmp_path / "m.onnx"
-    assert _cli("export", "-c", ckpt, "--format", "onnx", "-o", out).returncode == 0
+    assert cli("export", "-c", ckpt, "--format", "onnx", "-o", out).returncode == 0
     prime = "the cat "
     ids = onnx_greedy(onnx_session(out.read_bytes()), m.encode(prime), 300)
     mine = prime + "".join(VOCAB[i] for i in ids)
@@ -112,7 +113,7 @@ def test_byte_level_model_exports_its_256_bytes(tmp_path):
     m = tiny_model("lstm", 2, 16, vocab=vocab, seed=2)
     ckpt = save(m, tmp_path / "b.npz")
     out = tmp_path / "b.onnx"
-    assert _cli("export", "-c", ckpt, "-o", out).returncode == 0
+    assert cli("export", "-c", ckpt, "-o", out).returncode == 0
     s = onnx_session(out.read_bytes())
     meta = onnx_meta(s)
     assert meta["byte_level"] is True and meta["vocab"] == list(range(256))
@@ -128,7 +129,7 @@ def test_docs_example_samples_as_charrnn_does(tmp_path, capsys, doc):
     code = next(c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "onnxruntime" in c)
     m = tiny_model("lstm", 2, seed=11)
     ckpt = save(m, tmp_path / "m.npz")
-    assert _cli("export", "-c", ckpt, "-o", tmp_path / "model.onnx").returncode == 0
+    assert cli("export", "-c", ckpt, "-o", tmp_path / "model.onnx").returncode == 0
     assert 'session = ort.InferenceSession("model.onnx")' in code and '"ROMEO:"' in code
     here = os.getcwd()
     os.chdir(tmp_path)
@@ -143,21 +144,12 @@ def test_docs_example_samples_as_charrnn_does(tmp_path, capsys, doc):
 def test_sequence_option_writes_the_scoring_graph(tmp_path):
     ckpt = save(tiny_model("gru", 2, 8), tmp_path / "m.npz")
     out = tmp_path / "score.onnx"
-    assert _cli("export", "-c", ckpt, "--sequence", "-o", out).returncode == 0
+    assert cli("export", "-c", ckpt, "--sequence", "-o", out).returncode == 0
     s = onnx_session(out.read_bytes())
     assert [i.name for i in s.get_inputs()] == ["ids", "h"] and onnx_meta(s)["graph"] == "sequence"
 
 
 # -- bad input ---------------------------------------------------------------------------------
-
-
-def _cli(*args):
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "charrnn", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
 
 
 def _one_line_error(done, code):
@@ -171,18 +163,18 @@ def _one_line_error(done, code):
 def test_bad_input_fails_in_one_line(tmp_path):
     ckpt = save(tiny_model("rnn", 1, 8), tmp_path / "m.npz")
     assert "unknown export format 'pdf'" in _one_line_error(
-        _cli("export", "-c", ckpt, "--format", "pdf", "-o", tmp_path / "x"), 2
+        cli("export", "-c", ckpt, "--format", "pdf", "-o", tmp_path / "x"), 2
     )
     assert "no such checkpoint" in _one_line_error(
-        _cli("export", "-c", tmp_path / "none.npz", "-o", tmp_path / "x.onnx"), 1
+        cli("export", "-c", tmp_path / "none.npz", "-o", tmp_path / "x.onnx"), 1
     )
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(ckpt.read_bytes()[:500])
-    assert "corrupt" in _one_line_error(_cli("export", "-c", corrupt, "-o", tmp_path / "x.onnx"), 1)
-    assert "is a directory" in _one_line_error(_cli("export", "-c", ckpt, "-o", tmp_path), 1)
-    assert "no directory" in _one_line_error(_cli("export", "-c", ckpt, "-o", tmp_path / "no" / "x.onnx"), 1)
+    assert "corrupt" in _one_line_error(cli("export", "-c", corrupt, "-o", tmp_path / "x.onnx"), 1)
+    assert "is a directory" in _one_line_error(cli("export", "-c", ckpt, "-o", tmp_path), 1)
+    assert "no directory" in _one_line_error(cli("export", "-c", ckpt, "-o", tmp_path / "no" / "x.onnx"), 1)
     assert "fp16 is for --format html" in _one_line_error(
-        _cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2
+        cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "m.npz"]
 
