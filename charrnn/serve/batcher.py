@@ -253,11 +253,10 @@ class Batcher:
                     self.cv.wait()
                 if self.failed or self.closing and not (self.ready or self.rows or self.busy_reading()):
                     return
-                ready = [j for j in self.ready if not j.cancelled]
-                gone = len(self.ready) - len(ready)
+                gone = [j for j in self.ready if j.cancelled]
                 if gone:
-                    self.queued -= sum(j.n for j in self.ready if j.cancelled)
-                    self.ready = deque(ready)
+                    self.queued -= sum(j.n for j in gone)
+                    self.ready = deque(j for j in self.ready if not j.cancelled)
                 joining = []
                 room = self.max_batch - len(self.rows)
                 while self.ready and self.ready[0].n <= room:
@@ -333,20 +332,13 @@ class Batcher:
             out, zs = self.stepper.write(self.cur, self.h, self.c, coins, self.picks, self.keep_logits)
         elif len(P):
             h, c = np.ascontiguousarray(self.h[:, P]), np.ascontiguousarray(self.c[:, P])
-            cur = self.cur[P]
-            coins_p = np.ascontiguousarray(coins[:, P])
+            cur, coins_p = self.cur[P], np.ascontiguousarray(coins[:, P])
             out[:, P], z = self.stepper.write(cur, h, c, coins_p, self.picks, self.keep_logits)
             self.h[:, P], self.c[:, P], self.cur[P] = h, c, cur
-            if z is not None:
-                zs = np.zeros((K, N, self.stepper.V), z.dtype)
-                zs[:, P] = z
+            zs = _placed(zs, P, z, N)
         for job, idx, ks in self.groups:
             if job.rep is not None:
-                z = self._write_penalised(job, idx, ks, coins[:, idx], out)
-                if z is not None:
-                    if zs is None:
-                        zs = np.zeros((K, N, self.stepper.V), z.dtype)
-                    zs[:, idx] = z
+                zs = _placed(zs, idx, self._write_penalised(job, idx, ks, coins[:, idx], out), N)
         self.step_time = (time.perf_counter() - t0) / K
         self.steps += K
         self._emit(out, zs)
@@ -360,8 +352,7 @@ class Batcher:
         whole = len(ks) == job.n
         rep = job.rep if whole else repetition.Repeat(job.rep.t, *(a[ks] for a in job.rep[1:]))
         h, c = np.ascontiguousarray(self.h[:, idx]), np.ascontiguousarray(self.c[:, idx])
-        cur = self.cur[idx]
-        zs = None
+        cur, zs = self.cur[idx], None
         if job.logprobs is None:
             out[:, idx] = self.stepper.generate(cur, h, c, np.ascontiguousarray(coins), job.pick, rep)
         else:
@@ -397,3 +388,12 @@ class Batcher:
                 job.deliver(events)
         if keep is not None:
             self._keep(keep)
+
+
+def _placed(zs, idx, z, N):
+    """zs (K, N, V), made on first use, with rows idx's logits z (K, len(idx), V) put in."""
+    if z is not None and zs is None:
+        zs = np.zeros((z.shape[0], N, z.shape[2]), z.dtype)
+    if z is not None:
+        zs[:, idx] = z
+    return zs
