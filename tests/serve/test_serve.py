@@ -222,7 +222,9 @@ def test_a_full_server_says_429(model):
     app, reg = app_of(("tiny", model), max_batch=1, max_queue=0)
     b = reg.get("tiny").batcher
     with TestClient(app) as c:
-        blocker = Job(model.encode("ab"), 1, 4000, lambda events: None)
+        # writes until cancelled: a tiny model's 4,000 characters, many a kernel call, could
+        # end before the request below arrived
+        blocker = Job(model.encode("ab"), 1, 10**12, lambda events: None)
         b.submit(blocker)
         r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3})
         assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"

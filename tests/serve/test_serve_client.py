@@ -83,8 +83,15 @@ def test_client_errors(client, server):
         bad.completions.create(model="tiny", prompt="ab", max_tokens=2)
 
 
-def test_a_dropped_stream_leaves_the_batch(client, server):
+def test_a_dropped_stream_leaves_the_batch(client, server, monkeypatch):
     batcher = server[1].get("tiny").batcher
+    emit = batcher._emit
+
+    def slow(*args):  # each delivery (at most 256 characters a row) 50 ms late, so that the
+        time.sleep(0.05)  # 4000 characters take far longer than the checks below
+        return emit(*args)
+
+    monkeypatch.setattr(batcher, "_emit", slow)
     stream = client.completions.create(
         model="tiny", prompt=PROMPT, max_tokens=4000, temperature=1.0, stream=True
     )
