@@ -245,6 +245,20 @@ def cell_update(cell, p, l, G, w):
 
 
 @kernel
+def put(dst, src):
+    """dst[...] = src for two 2-d arrays of one shape, or two 1-d ones. A loop, not a slice
+    assignment: Numba's slice assignment compiles a formatted error message for a shape
+    mismatch (an f-string join, ~2.3 s of each fresh process's first compile)."""
+    if dst.ndim == 1:
+        for i in range(dst.shape[0]):
+            dst[i] = src[i]
+    else:
+        for i in range(dst.shape[0]):
+            for j in range(dst.shape[1]):
+                dst[i, j] = src[i, j]
+
+
+@kernel
 def rows(a):
     """(T, B, N) C-contiguous -> (T*B, N) view."""
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
@@ -427,8 +441,8 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
             else:
                 np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
             G2 += p.b[l]
-        w.Hs[l, 0] = h0[l]
-        w.Cs[l, 0] = c0[l]
+        put(w.Hs[l, 0], h0[l])
+        put(w.Cs[l, 0], c0[l])
         for t in range(T):
             wt = (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1], w.Cs[l, t + 1], w.Aux[l, t])
             if bf16(w):
@@ -631,9 +645,9 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
                     for j in range(K):
                         dg[bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
                 rec_back(p, w, l, dg, w.dh)
-            dG[t] = dg
-        dh0[l] = w.dh
-        dc0[l] = w.dc
+            put(dG[t], dg)
+        put(dh0[l], w.dh)
+        put(dc0[l], w.dc)
         dG2 = rows(dG)
         grad_acc(rows(w.Hs[l][:T]), rows(dR), dp.Wh[l], w)
         add_rows(dG2, dp.b[l])
@@ -649,7 +663,9 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         else:
             for t in range(T):
                 for bb in range(B):
-                    dp.Wx0[x[t, bb]] += dG[t, bb]
+                    row, g = dp.Wx0[x[t, bb]], dG[t, bb]
+                    for k in range(K):
+                        row[k] += g[k]
 
 
 def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False):

@@ -112,7 +112,7 @@ def product(A, Wp, out, scratch):
         gemm.matmul(A, Wp, out)
     else:
         gemm.matmul(A, Wp, scratch)
-        out[:] = scratch[:, : out.shape[1]]
+        kernels.put(out, scratch[:, : out.shape[1]])
 
 
 def weights_product(A, Wp, S, out, scratch):
@@ -130,7 +130,7 @@ def _weights_product(A, Wp, S, out, scratch):
             qgemm.matmul(A, Wp, S, out)
         else:
             qgemm.matmul(A, Wp, S, scratch)
-            out[:] = scratch[:, : out.shape[1]]
+            kernels.put(out, scratch[:, : out.shape[1]])
 
     return narrow
 
@@ -235,6 +235,14 @@ def generate(cell, p, w, pending, coins, pick, rep, out):
         rep.t[0] += 1
 
 
+@njit(inline="always")
+def _add(a, b):
+    """a += b (1-d), by a loop: `w.x[k] += b` is a slice assignment, whose shape-mismatch
+    message costs ~2 s of compile (kernels.put)."""
+    for j in range(a.shape[0]):
+        a[j] += b[j]
+
+
 @kernel
 def layer_chunk(w, l, k):
     """Chunk k of layer l's batch-1 step through w (a SplitWork): its units' gates from the
@@ -243,9 +251,9 @@ def layer_chunk(w, l, k):
     the usual lstm_step on a (1, 4n) row, the sums in the serial path's order."""
     if l > 0:
         weights_product(w.h[l - 1], w.Wxb[l - 1, k], w.Sxb[l - 1, k], w.xp[k : k + 1], w.scratch[k : k + 1])
-        w.xp[k] += w.bb[l, k]
+        _add(w.xp[k], w.bb[l, k])
     weights_product(w.h[l], w.Whb[l, k], w.Shb[l, k], w.acc[k : k + 1], w.scratch[k : k + 1])
-    w.acc[k] += w.xp[k]
+    _add(w.acc[k], w.xp[k])
     c = w.c[l, k : k + 1]
     kernels.lstm_step(w.acc[k : k + 1], c, c, w.tc[k : k + 1], w.t[k : k + 1])
 
@@ -301,7 +309,9 @@ def step_split(w, x, flags):
     h = w.h
     k = w.Whb.shape[1]
     for j in range(k):
-        w.xp[j] = w.Wx0b[j, x] + w.bb[0, j]
+        xp, row, b = w.xp[j], w.Wx0b[j, x], w.bb[0, j]
+        for i in range(xp.shape[0]):
+            xp[i] = row[i] + b[i]
     for l in range(h.shape[0]):
         seq = flags[GO] + 1
         flags[LAYER] = l
@@ -315,7 +325,7 @@ def step_split(w, x, flags):
                 continue
             while sync.load_acquire(flags, done_at(j)) < seq:
                 sync.pause()
-        h[l, 0] = w.t.reshape(h.shape[2])
+        kernels.put(h[l, 0], w.t.reshape(h.shape[2]))
 
 
 @kernel

@@ -18,7 +18,7 @@ Shapes: L layers, N active rows, H hidden units, V vocabulary, Vp and Kp padded 
 
 import numpy as np
 
-from ..engine import gemm, repetition, sample_kernels
+from ..engine import gemm, kernels, repetition, sample_kernels
 from ..engine.kernels import kernel
 from ..config import SampleConfig
 from ..engine.sampler import pack_padded, padded, pick_of, pick_rows
@@ -42,7 +42,7 @@ def write_rows(cell, p, w, cur, h, c, coins, rows, banned, prob, ban, zs, out):
             row = w.logits[k, :V]
             row += p.by
             if keep:
-                zs[s, k] = row
+                kernels.put(zs[s, k], row)
             pick = sample_kernels.row_pick(rows, k, banned)
             nxt = sample_kernels.draw(row, coins[s, k], pick, prob, ban)
             out[s, k] = nxt
@@ -58,8 +58,9 @@ def read_logits(cell, p, w, ids, h, c, z):
     for s in range(ids.shape[0]):
         sample_kernels.step(cell, p, w, ids[s : s + 1], h, c)
         gemm.matmul(h[L - 1], w.Wyp, w.logits)
-        z[s] = w.logits[0, :V]
-        z[s] += p.by
+        zs = z[s]  # kernels.put, and a local view: no slice assignment's compile
+        kernels.put(zs, w.logits[0, :V])
+        zs += p.by
 
 
 class Stepper:
