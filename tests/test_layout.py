@@ -33,6 +33,7 @@ LAYER = {name: k for k, names in enumerate(LAYERS) for name in names}
 CORE = {
     "engine.sharedcache",
     "engine.kernels",
+    "engine.cells",
     "engine.gemm",
     "engine.vec",
     "engine.sample_kernels",

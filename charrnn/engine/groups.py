@@ -43,7 +43,7 @@ def backward(cell, dtype, precision):
     w = m.work(x.shape[0], x.shape[1], False, 0)
     _, grads = m.zeros_like_params()
     dh, dc = m.zero_state(x.shape[1])
-    kernels.backward(m.cell, m.params, x, w, grads, dh, dc, True)
+    kernels.backward(m.window_cell, m.params, x, w, grads, dh, dc)
     m._merge(grads, 2)
 
 
@@ -65,7 +65,7 @@ def forward_bf16(cell, dtype, precision):
     window = _bf16_window(cell, dtype)
     if window is not None:
         m, x, h, c, w = window
-        kernels.forward(m.cell, m.params, x, h, c, w, True)
+        kernels.forward(m.window_cell, m.params, x, h, c, w, True)
 
 
 def backward_bf16(cell, dtype, precision):
@@ -75,7 +75,7 @@ def backward_bf16(cell, dtype, precision):
         m, x, h, c, w = window
         _, grads = m.zeros_like_params()
         dh, dc = m.zero_state(x.shape[1])
-        kernels.backward(m.cell, m.params, x, w, grads, dh, dc, True)
+        kernels.backward(m.window_cell, m.params, x, w, grads, dh, dc)
 
 
 def optimizer(cell, dtype, precision):

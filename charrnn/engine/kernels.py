@@ -26,14 +26,13 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import amx, bgemm, gemm
+from .cells import CELLS, GATES, GRU, LSTM, RNN, which  # noqa: F401 (the package's names for them)
 
-LSTM, GRU, RNN = 0, 1, 2
+LSTM_ID, GRU_ID = int(LSTM), int(GRU)  # what a kernel compiled for any cell compares its int with
 
 # One decorator for every kernel: cached on disk, and NumPy's error model, so a float division
 # is a plain division (Python's model checks for zero and blocks vectorisation).
 kernel = njit(cache=True, error_model="numpy", nogil=True)
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-GATES = {LSTM: 4, GRU: 3, RNN: 1}
 
 
 class Params(NamedTuple):
@@ -226,18 +225,47 @@ def cell_step(cell, p, l, G, w, Whp):
     cell_update(cell, p, l, G, w)
 
 
-@kernel
 def cell_update(cell, p, l, G, w):
-    """cell_step once w's R holds the recurrent product h_prev @ Wh[l]."""
+    """cell_step once w's R holds the recurrent product h_prev @ Wh[l]: compiled for the one
+    cell that `cell` names where it is a cells.Cell, for any cell (chosen as it runs) where
+    it is an int."""
+
+
+@kernel
+def _gru_update(cell, p, l, G, w):
     R, h_prev, c_prev, h, c, aux = w
-    if cell == GRU:
-        gru_step(G, R, p.bh[l], h_prev, aux, h)
-    else:
-        G += R
-        if cell == LSTM:
-            lstm_step(G, c_prev, c, aux, h)
+    gru_step(G, R, p.bh[l], h_prev, aux, h)
+
+
+@kernel
+def _lstm_update(cell, p, l, G, w):
+    R, h_prev, c_prev, h, c, aux = w
+    G += R
+    lstm_step(G, c_prev, c, aux, h)
+
+
+@kernel
+def _rnn_update(cell, p, l, G, w):
+    R, h_prev, c_prev, h, c, aux = w
+    G += R
+    rnn_step(G, h)
+
+
+@overload(cell_update)
+def _cell_update_impl(cell, p, l, G, w):
+    known = which(cell)
+    if known is not None:
+        return {LSTM: _lstm_update, GRU: _gru_update, RNN: _rnn_update}[known].py_func
+
+    def any_cell(cell, p, l, G, w):
+        if cell == GRU_ID:
+            _gru_update(cell, p, l, G, w)
+        elif cell == LSTM_ID:
+            _lstm_update(cell, p, l, G, w)
         else:
-            rnn_step(G, h)
+            _rnn_update(cell, p, l, G, w)
+
+    return any_cell
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,6 +446,63 @@ def pack_weights(p, w, backward, part=0, parts=1):
         pack_backward(p, w, part, parts)
 
 
+# The steps whose products a window with bf16 products takes in bf16: each an @overload that
+# gives such a window the bf16 code and any other the float32 code alone, so that neither
+# compiles the other's (a branch on bf16(w) would type and generate both).
+
+
+def input_forward(p, w, l, A, out):
+    """out (T*B, K) = A (T*B, H) @ Wx[l - 1], A the outputs of layer l - 1."""
+
+
+@overload(input_forward)
+def _input_forward_impl(p, w, l, A, out):
+    if not _no_bf16(w, out.dtype):
+        return lambda p, w, l, A, out: product16(A, w, w.Wbp[p.Wh.shape[0] + l - 1], out)
+
+    def impl(p, w, l, A, out):
+        if packed(w):
+            gemm.matmul(A, w.Whp[p.Wh.shape[0] + l - 1], out)
+        else:
+            np.dot(A, p.Wx[l - 1], out)
+
+    return impl
+
+
+def input_backward(p, w, l, dG, out):
+    """out (T*B, H) = dG (T*B, K) @ Wx[l - 1]^T: the gradient w.r.t. layer l - 1's outputs."""
+
+
+@overload(input_backward)
+def _input_backward_impl(p, w, l, dG, out):
+    if not _no_bf16(w, out.dtype):
+        return lambda p, w, l, dG, out: product16(dG, w, w.WbTp[p.Wh.shape[0] + l - 1], out)
+
+    def impl(p, w, l, dG, out):
+        if packed(w):
+            gemm.matmul(dG, w.WhTp[p.Wh.shape[0] + l - 1], out)
+        else:
+            np.dot(dG, p.Wx[l - 1].T, out)
+
+    return impl
+
+
+def recurrent_step(cell, p, w, l, G, wt):
+    """One step of layer l: the recurrent product into wt's R, then cell_update."""
+
+
+@overload(recurrent_step)
+def _recurrent_step_impl(cell, p, w, l, G, wt):
+    if not _no_bf16(w, G.dtype):
+
+        def narrow(cell, p, w, l, G, wt):
+            product16(wt[1], w, w.Wbp[l], wt[0])
+            cell_update(cell, p, l, G, wt)
+
+        return narrow
+    return lambda cell, p, w, l, G, wt: cell_step(cell, p, l, G, wt, w.Whp[l])
+
+
 @kernel
 def forward(cell, p, x, h0, c0, w, prepacked=False):
     """Run the stack over x (T, B) from state (h0, c0), each (L, B, H); fills w.G, w.Hs, w.Cs,
@@ -434,22 +519,13 @@ def forward(cell, p, x, h0, c0, w, prepacked=False):
                 embed(p, x[t], G[t])
         else:
             G2 = rows(G)
-            if bf16(w):
-                product16(rows(layer_input(w, l - 1)), w, w.Wbp[L + l - 1], G2)
-            elif packed(w):
-                gemm.matmul(rows(layer_input(w, l - 1)), w.Whp[L + l - 1], G2)
-            else:
-                np.dot(rows(layer_input(w, l - 1)), p.Wx[l - 1], G2)
+            input_forward(p, w, l, rows(layer_input(w, l - 1)), G2)
             G2 += p.b[l]
         put(w.Hs[l, 0], h0[l])
         put(w.Cs[l, 0], c0[l])
         for t in range(T):
             wt = (w.R, w.Hs[l, t], w.Cs[l, t], w.Hs[l, t + 1], w.Cs[l, t + 1], w.Aux[l, t])
-            if bf16(w):
-                product16(w.Hs[l, t], w, w.Wbp[l], w.R)
-                cell_update(cell, p, l, G[t], wt)
-            else:
-                cell_step(cell, p, l, G[t], wt, w.Whp[l])
+            recurrent_step(cell, p, w, l, G[t], wt)
         if w.M.shape[1] > 0:
             np.multiply(w.Hs[l][1:], w.M[l], w.D[l])
     P = w.P
@@ -579,39 +655,112 @@ def norm2(a):
     return np.sqrt(s)
 
 
-@kernel
 def rec_back(p, w, l, dG, out):
     """out (B, H) = dG (B, K) @ Wh[l]^T: in bf16, or through the packed WhTp when there is one,
     else BLAS."""
-    if bf16(w):
-        product16(dG, w, w.WbTp[l], out)
-    elif packed(w):
-        gemm.matmul(dG, w.WhTp[l], out)
-    else:
-        np.dot(dG, p.Wh[l].T, out)
 
 
-@kernel
+@overload(rec_back)
+def _rec_back_impl(p, w, l, dG, out):
+    if not _no_bf16(w, out.dtype):
+        return lambda p, w, l, dG, out: product16(dG, w, w.WbTp[l], out)
+
+    def impl(p, w, l, dG, out):
+        if packed(w):
+            gemm.matmul(dG, w.WhTp[l], out)
+        else:
+            np.dot(dG, p.Wh[l].T, out)
+
+    return impl
+
+
 def grad_acc(X, G, dW, w):
     """dW (H, K) += X (N, H)^T @ G (N, K): in bf16 (on AMX tiles where w has their
     configuration), or through gemm's packed kernel (w.Gp its buffer) where the window's
     buffers have one, else BLAS."""
-    if bf16(w):
-        grad16(X, G, dW, w)
-    elif w.Gp.size > 0:
-        gemm.matmul_tn_acc(X, G, dW, w.Gp)
-    else:
-        dW += np.dot(X.T, G)
+
+
+@overload(grad_acc)
+def _grad_acc_impl(X, G, dW, w):
+    if not _no_bf16(w, dW.dtype):
+        return lambda X, G, dW, w: grad16(X, G, dW, w)
+
+    def impl(X, G, dW, w):
+        if w.Gp.size > 0:
+            gemm.matmul_tn_acc(X, G, dW, w.Gp)
+        else:
+            dW += np.dot(X.T, G)
+
+    return impl
+
+
+def step_back(cell, p, w, dp, l, t, dG, dg):
+    """Step t of layer l backward: the gate gradients into dg (B, K) from w.dh (and w.dc),
+    then w.dh becomes the gradient w.r.t. the state before the step. For one cell, as
+    cell_update."""
 
 
 @kernel
-def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
+def _lstm_back(cell, p, w, dp, l, t, dG, dg):
+    lstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, dg)
+    rec_back(p, w, l, dg, w.dh)
+
+
+@kernel
+def _gru_back(cell, p, w, dp, l, t, dG, dg):
+    gru_step_back(dG[t], w.Aux[l, t], w.Hs[l, t], w.dh, dg, w.dR[t], dp.bh[l])
+    rec_back(p, w, l, w.dR[t], w.dhn)
+    dh = w.dh
+    dh += w.dhn
+
+
+@kernel
+def _rnn_back(cell, p, w, dp, l, t, dG, dg):
+    G, dh = dG[t], w.dh
+    one = like(G[0, 0], 1.0)
+    for bb in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            dg[bb, j] = dh[bb, j] * (one - G[bb, j] * G[bb, j])
+    rec_back(p, w, l, dg, w.dh)
+
+
+@overload(step_back)
+def _step_back_impl(cell, p, w, dp, l, t, dG, dg):
+    known = which(cell)
+    if known is not None:
+        return {LSTM: _lstm_back, GRU: _gru_back, RNN: _rnn_back}[known].py_func
+
+    def any_cell(cell, p, w, dp, l, t, dG, dg):
+        if cell == LSTM_ID:
+            _lstm_back(cell, p, w, dp, l, t, dG, dg)
+        elif cell == GRU_ID:
+            _gru_back(cell, p, w, dp, l, t, dG, dg)
+        else:
+            _rnn_back(cell, p, w, dp, l, t, dG, dg)
+
+    return any_cell
+
+
+def recurrent_grads(cell, w, dG):
+    """Where the gradients of the recurrent products' outputs are: a GRU's own (w.dR: its r
+    gate scales them), the gates' for the others."""
+
+
+@overload(recurrent_grads)
+def _recurrent_grads_impl(cell, w, dG):
+    known = which(cell)
+    if known is None:
+        return lambda cell, w, dG: w.dR if cell == GRU_ID else dG
+    return (lambda cell, w, dG: w.dR) if known == GRU else (lambda cell, w, dG: dG)
+
+
+@kernel
+def backward(cell, p, x, w, dp, dh0, dc0):
     """Accumulate gradients into dp (a Params) from dlogits in w.P, after forward and xent(grad).
-    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). prepacked: w.WhTp
-    already holds Wh^T packed (pack_weights)."""
+    Writes the gradient w.r.t. the initial state into dh0, dc0 (L, B, H). w's packed weights
+    must hold the transposes already (pack_backward, or pack_weights with backward): packing
+    them here on request compiled a copy of the packing into every backward pass."""
     L, T, B, K = w.G.shape
-    if not prepacked:
-        pack_backward(p, w)
     top = rows(layer_input(w, L - 1))
     dWy, dby = dp.Wy, dp.by
     dWy += np.dot(top.T, w.P)
@@ -623,7 +772,7 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
             dH *= w.M[l]
         dG = w.G[l]  # each step's gate gradients replace its activations, once read
         dg = w.R  # the step's gate gradients, while the step needs them
-        dR = w.dR if cell == GRU else dG
+        dR = recurrent_grads(cell, w, dG)
         dh = w.dh
         dh[:] = 0
         w.dc[:] = 0
@@ -631,20 +780,7 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
             dh += dH[t]
             if w.gn.shape[1] > 0:
                 w.gn[l, t] = norm2(dh)
-            if cell == LSTM:
-                lstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.dh, w.dc, dg)
-                rec_back(p, w, l, dg, w.dh)
-            elif cell == GRU:
-                gru_step_back(dG[t], w.Aux[l, t], w.Hs[l, t], w.dh, dg, w.dR[t], dp.bh[l])
-                rec_back(p, w, l, w.dR[t], w.dhn)
-                dh += w.dhn
-            else:
-                G = dG[t]
-                one = like(G[0, 0], 1.0)
-                for bb in range(B):
-                    for j in range(K):
-                        dg[bb, j] = w.dh[bb, j] * (one - G[bb, j] * G[bb, j])
-                rec_back(p, w, l, dg, w.dh)
+            step_back(cell, p, w, dp, l, t, dG, dg)
             put(dG[t], dg)
         put(dh0[l], w.dh)
         put(dc0[l], w.dc)
@@ -654,12 +790,7 @@ def backward(cell, p, x, w, dp, dh0, dc0, prepacked=False):
         if l > 0:
             below = rows(layer_input(w, l - 1))
             grad_acc(below, dG2, dp.Wx[l - 1], w)
-            if bf16(w):
-                product16(dG2, w, w.WbTp[L + l - 1], rows(w.dH[l - 1]))
-            elif packed(w):
-                gemm.matmul(dG2, w.WhTp[L + l - 1], rows(w.dH[l - 1]))
-            else:
-                np.dot(dG2, p.Wx[l - 1].T, rows(w.dH[l - 1]))
+            input_backward(p, w, l, dG2, rows(w.dH[l - 1]))
         else:
             for t in range(T):
                 for bb in range(B):
@@ -676,7 +807,9 @@ def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False
     two calls more a window cost microseconds."""
     forward(cell, p, x, h0, c0, w, prepacked)
     loss = xent(w.P, y.reshape(-1), True, n_total)
-    backward(cell, p, x, w, dp, dh0, dc0, prepacked)
+    if not prepacked:
+        pack_backward(p, w)
+    backward(cell, p, x, w, dp, dh0, dc0)
     return loss
 
 

@@ -77,8 +77,11 @@ class Model:
 
     def __init__(self, config, flat=None, dtype=np.float32):
         self.config = config
-        self.cell = kernels.CELLS[config.cell]
         self.dtype = np.dtype(dtype)
+        self.cell = int(kernels.CELLS[config.cell])  # sampling's kernels take any cell (cells.py)
+        # float32's window kernels compile for this cell alone, the first run's wait; float64's
+        # (the exactness tests') take any cell, one compile for the three
+        self.window_cell = kernels.CELLS[config.cell] if self.dtype == np.float32 else self.cell
         self.shapes = param_shapes(config)
         n = num_params(config)
         self.flat = np.zeros(n, self.dtype) if flat is None else np.ascontiguousarray(flat, self.dtype)
@@ -195,7 +198,7 @@ class Model:
         w = self.work(T, B, masks is not None, norms=norms)
         if masks is not None:
             w.M[:] = masks
-        kernels.forward(self.cell, self.params, x, h0, c0, w, False)
+        kernels.forward(self.window_cell, self.params, x, h0, c0, w, False)
         return w
 
     def window_loss(self, x, y, h0, c0, tally=None):
@@ -207,7 +210,7 @@ class Model:
             w = self.work(T, s.stop - s.start, False, i)
             ys = _c(y[:, s])
             loss = kernels.window_loss(
-                self.cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]), _c(c0[:, s]), w, True
+                self.window_cell, self.params, _c(x[:, s]), ys, _c(h0[:, s]), _c(c0[:, s]), w, True
             )
             return loss, w, tally.of(w.P, ys) if tally is not None else None
 
@@ -242,7 +245,7 @@ class Model:
             dp = grads if i == 0 else self._part_grads(i)[1]
             dh, dc = _c(dh0[:, s]), _c(dc0[:, s])
             loss = kernels.window_grad(
-                self.cell,
+                self.window_cell,
                 self.params,
                 _c(x[:, s]),
                 _c(y[:, s]),

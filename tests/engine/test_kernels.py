@@ -127,7 +127,7 @@ def test_streams_split_across_threads_give_the_same_window(cell, H, monkeypatch)
     _, whole = m.zeros_like_params()
     dh_w, dc_w = np.zeros_like(h0), np.zeros_like(c0)
     w = m.work(6, B)
-    loss_w = kernels.window_grad(m.cell, m.params, x, y, h0, c0, w, whole, dh_w, dc_w, x.size) / x.size
+    loss_w = kernels.window_grad(m.window_cell, m.params, x, y, h0, c0, w, whole, dh_w, dc_w, x.size) / x.size
     _, split = m.zeros_like_params()
     dstate = (np.zeros_like(h0), np.zeros_like(c0))
     loss, (hT, cT) = m.loss_and_grad(x, y, h0, c0, split, dstate=dstate)
