@@ -178,7 +178,7 @@ class Meta(Mapping):
             return cls(
                 model=ModelConfig(**_renamed(d["model"])),
                 vocab=vocab,
-                train=_known(TrainConfig, _renamed(d["train"])) if "train" in d else None,
+                train=_known(TrainConfig, {**OLD_TRAIN, **_renamed(d["train"])}) if "train" in d else None,
                 info=_known(RunInfo, d.get("info") or {}),
                 progress=_known(Progress, d["progress"]) if "progress" in d else None,
                 history=[_known(HistoryRow, r) for r in d.get("history", [])],
@@ -217,6 +217,9 @@ OLD_NAMES = {"num_layers": "layers", "hidden_size": "hidden",  # old names
 
 def _renamed(d):
     return {OLD_NAMES.get(k, k): v for k, v in d.items()}
+
+
+OLD_TRAIN = {"precision": "fp32"}  # a training saved before --precision took fp32 products
 
 
 def _known(cls, d):

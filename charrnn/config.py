@@ -9,7 +9,7 @@ from .errors import ConfigError, UsageError
 
 CELLS = ("lstm", "gru", "rnn")
 DROPOUT_MODES = ("standard", "variational")
-TRAIN_PRECISIONS = ("fp32", "bf16")  # of a training window's products (engine/bgemm.py, amx.py)
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # of a training window's products (engine/bgemm.py, amx.py)
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ class TrainConfig:
     embed_drop: float = 0.0       # drop whole characters' first-layer input rows, per window
     ema: float = 0.0              # evaluate and save an exponential moving average of the
                                   # weights with this decay, e.g. 0.999 (0: off)
-    precision: str = "fp32"       # the window's products: fp32 (exact) or bf16 (inputs rounded
-                                  # to bf16, float32 sums; weights, Adam and the rest float32)
+    precision: str = "auto"       # the window's products: fp32 (exact) or bf16 (inputs rounded
+                                  # to bf16, float32 sums; weights, Adam and the rest float32);
+                                  # auto: bf16 where it trains faster (engine.model.train_precision)
     # fmt: on
 
     def to_dict(self):
@@ -91,7 +92,7 @@ class TrainConfig:
         if self.schedule not in ("constant", "cosine"):
             raise UsageError("schedule must be constant or cosine")
         if self.precision not in TRAIN_PRECISIONS:
-            raise UsageError(f"--precision of train must be fp32 or bf16, not {self.precision!r}")
+            raise UsageError(f"--precision of train must be auto, fp32 or bf16, not {self.precision!r}")
         if self.dropout_mode not in DROPOUT_MODES:
             raise UsageError("--dropout-mode must be standard or variational")
         for name in ("weight_drop", "embed_drop", "ema"):

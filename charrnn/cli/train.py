@@ -363,7 +363,9 @@ def _run_training(prepared, world, quiet, con):
         con.print(
             f"charrnn: {m.config.cell} {m.config.layers}x{m.config.hidden}, "
             f"{m.flat.size:,} parameters, vocabulary {m.config.vocab_size}, "
-            f"{trainer.xs.size:,} training characters, run directory {trainer.run_dir}"
+            f"{trainer.xs.size:,} training characters, "
+            + ("bf16 products (--precision fp32: exact), " if trainer.cfg.precision == "bf16" else "")
+            + f"run directory {trainer.run_dir}"
         )
         if world.size > 1:
             con.print(

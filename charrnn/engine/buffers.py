@@ -109,5 +109,8 @@ def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, p
         Gp=np.zeros(gp, dtype),
         Wbp=Wbp,
         WbTp=WbTp,
-        **{k: np.zeros(n, np.uint8 if k == "tiles" else np.uint16) for k, n in sizes.items()},
+        **{k: np.zeros(n, np.uint16) for k, n in sizes.items() if k != "tiles"},
+        # the AMX configuration, uint8; a window without tiles has an int8 placeholder, a type of
+        # its own, so that its kernels compile only the vdpbf16ps products (kernels._amx)
+        tiles=np.zeros(sizes["tiles"], np.uint8 if sizes["tiles"] or packed16 is None else np.int8),
     )

@@ -84,7 +84,7 @@ class Work(NamedTuple):
     Ab: np.ndarray  # (T*B*K,) uint16      a product's left operand converted to bf16
     Xb: np.ndarray  # (H*kb,) uint16       a block of a weight gradient's X^T, and ...
     Gb: np.ndarray  # (kb*K,) uint16       ... of its dG packed (kb: buffers.bf16_sizes)
-    tiles: np.ndarray  # (64,) uint8       the AMX tile configuration, or (0,) for vdpbf16ps
+    tiles: np.ndarray  # (64,) uint8       the AMX tile configuration, or (0,) int8 for vdpbf16ps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +334,13 @@ def _no_bf16(w, dtype):
     return Wbp.dtype != types.uint16 or dtype != types.float32
 
 
+def _amx(w):
+    """Whether a bf16 window's products run on AMX tiles: its tiles are a uint8 configuration
+    (buffers.alloc_work); a window without them has an int8 placeholder, a type of its own, so
+    neither compiles the other's products."""
+    return w.types[w.fields.index("tiles")].dtype == types.uint8
+
+
 def _dtype(p):
     """The float type of a Params (in typing: its Wh's)."""
     return p.types[p.fields.index("Wh")].dtype
@@ -348,12 +355,15 @@ def _product16_impl(A, w, Bp, C):
         m, N = C.shape
         Ab = w.Ab[: m * (Bp.size // N)]
         bgemm.convert_rows(A, Ab)
-        if w.tiles.size > 0:
-            amx.matmul(Ab, Bp, C, False, w.tiles)
-        else:
-            bgemm.matmul(Ab, Bp, C, False)
+        amx.matmul(Ab, Bp, C, False, w.tiles)
 
-    return impl
+    def vdp(A, w, Bp, C):
+        m, N = C.shape
+        Ab = w.Ab[: m * (Bp.size // N)]
+        bgemm.convert_rows(A, Ab)
+        bgemm.matmul(Ab, Bp, C, False)
+
+    return impl if _amx(w) else vdp
 
 
 def grad16(X, G, dW, w):
@@ -390,13 +400,9 @@ def _grad16_impl(X, G, dW, w):
     if _no_bf16(w, dW.dtype):
         return lambda X, G, dW, w: None
 
-    def impl(X, G, dW, w):
-        if w.tiles.size > 0:
-            amx.matmul_tn_acc(X, G, dW, w.Xb, w.Gb, w.tiles)
-        else:
-            bgemm.matmul_tn_acc(X, G, dW, w.Xb, w.Gb)
-
-    return impl
+    if _amx(w):
+        return lambda X, G, dW, w: amx.matmul_tn_acc(X, G, dW, w.Xb, w.Gb, w.tiles)
+    return lambda X, G, dW, w: bgemm.matmul_tn_acc(X, G, dW, w.Xb, w.Gb)
 
 
 @kernel
@@ -411,30 +417,46 @@ def pack_forward(p, w, part=0, parts=1):
     w.Whp[L + l - 1], for the forward products (if the hidden size suits packing); of each
     matrix only part's share of the strips, when parts threads pack it together. In bf16
     (w.Wbp), rounded to bf16 as they are packed."""
-    if bf16(w):
-        pack16(p, w, False, part, parts)
-    elif packed(w):
+    pack16(p, w, False, part, parts)
+    pack32(p, w, False, part, parts)
+
+
+def pack32(p, w, backward, part, parts):
+    """pack_forward's or (with backward) pack_backward's float32 packing, where the hidden size
+    suits it; nothing in a window with bf16 products (pack16 packs those)."""
+
+
+@overload(pack32)
+def _pack32_impl(p, w, backward, part, parts):
+    if not _no_bf16(w, _dtype(p)):
+        return lambda p, w, backward, part, parts: None
+
+    def impl(p, w, backward, part, parts):
+        if not packed(w):
+            return
         L = p.Wh.shape[0]
-        lo, hi = share(gemm.strips(p.Wh[0], w.Whp[0]), part, parts)
-        for l in range(L):
-            gemm.pack_rows(p.Wh[l], w.Whp[l], lo, hi)
-        for l in range(1, L):
-            gemm.pack_rows(p.Wx[l - 1], w.Whp[L + l - 1], lo, hi)
+        if backward:
+            lo, hi = share(gemm.strips(p.Wh[0].T, w.WhTp[0]), part, parts)
+            for l in range(L):
+                gemm.pack_strips(p.Wh[l].T, w.WhTp[l], lo, hi)
+            for l in range(1, L):
+                gemm.pack_strips(p.Wx[l - 1].T, w.WhTp[L + l - 1], lo, hi)
+        else:
+            lo, hi = share(gemm.strips(p.Wh[0], w.Whp[0]), part, parts)
+            for l in range(L):
+                gemm.pack_rows(p.Wh[l], w.Whp[l], lo, hi)
+            for l in range(1, L):
+                gemm.pack_rows(p.Wx[l - 1], w.Whp[L + l - 1], lo, hi)
+
+    return impl
 
 
 @kernel
 def pack_backward(p, w, part=0, parts=1):
     """Pack the transposes of pack_forward's matrices into w.WhTp (or w.WbTp), for the backward
     products."""
-    if bf16(w):
-        pack16(p, w, True, part, parts)
-    elif packed(w):
-        L = p.Wh.shape[0]
-        lo, hi = share(gemm.strips(p.Wh[0].T, w.WhTp[0]), part, parts)
-        for l in range(L):
-            gemm.pack_strips(p.Wh[l].T, w.WhTp[l], lo, hi)
-        for l in range(1, L):
-            gemm.pack_strips(p.Wx[l - 1].T, w.WhTp[L + l - 1], lo, hi)
+    pack16(p, w, True, part, parts)
+    pack32(p, w, True, part, parts)
 
 
 @kernel

@@ -8,10 +8,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import amx, bgemm, kernels, threads
+from . import kernels, threads
 from .buffers import alloc_packed, alloc_packed16, alloc_work, part_slices
 from ..config import ModelConfig  # noqa: F401  (its home is config.py)
-from ..errors import UsageError
+from .precision import bf16_engine, check_train_precision, train_precision  # noqa: F401 (their home)
 from .kernels import GATES, Params
 
 
@@ -45,30 +45,6 @@ def views(flat, shapes):
 
 def num_params(cfg):
     return int(sum(np.prod(s) for s in param_shapes(cfg)))
-
-
-def check_train_precision(config, dtype, precision):
-    """UsageError unless a model of `config` in `dtype` can train with `precision` products on
-    this machine: fp32 always; bf16 (inputs rounded to bf16, float32 sums: bgemm.py, amx.py)
-    in float32, on a CPU with AVX512-BF16, at a hidden size of whole strips."""
-    if precision == "fp32":
-        return
-    if precision != "bf16":
-        raise UsageError(f"--precision of train must be fp32 or bf16, not {precision!r}")
-    if np.dtype(dtype) != np.float32:
-        raise UsageError("--precision bf16 trains in float32: drop --float64")
-    if not bgemm.available():
-        raise UsageError(
-            "--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps), which this one lacks; "
-            "train with --precision fp32"
-        )
-    if config.hidden % bgemm.NR:
-        raise UsageError(f"--precision bf16 needs a hidden size that is a multiple of {bgemm.NR}")
-
-
-def bf16_engine():
-    """What bf16 products run on here: 'amx' (tiles) or 'avx512-bf16' (vdpbf16ps)."""
-    return "amx" if amx.available() else "avx512-bf16"
 
 
 class Model:

@@ -1,4 +1,5 @@
-"""Weights in fewer bytes for sampling: the formats, their rounding, and their packing.
+"""Weights in fewer bytes for sampling: the formats, their rounding, and their packing; and
+which products a training takes (train_precision: --precision auto, fp32 or bf16).
 
     fp32  the model's own float32 weights: exact (the default)
     bf16  each weight rounded to its top 16 bits (nearest, ties to even): 8 significant bits,
@@ -18,8 +19,9 @@ loss is measured with the ordinary evaluation on those weights.
 
 import numpy as np
 
-from . import gemm
+from . import amx, bgemm, gemm
 from ..config import PRECISIONS, check_precision as check  # noqa: F401  (the formats' names)
+from ..errors import UsageError
 
 QUANTISED = ("Wx", "Wh", "Wy")  # Params fields read through packed products while sampling
 STORAGE = {"bf16": np.uint16, "int8": np.int8}
@@ -94,3 +96,45 @@ def pack(W, precision):
     else:
         raise ValueError(f"no packed format for precision {precision!r}")
     return np.ascontiguousarray(strips).reshape(-1), S
+
+
+# ---------------------------------------------------------------------------------------------
+# Training's products: fp32, or bf16 inputs with float32 sums (bgemm.py, amx.py)
+
+AUTO_BF16_FROM = 128  # the least hidden size --precision auto trains in bf16 (on AMX: 1.5x fp32's
+# rate at 2 x 128, 1.9x at 256, 2.6x at 512; docs/benchmarks.md)
+
+
+def train_precision(config, dtype, precision):
+    """The products a training of `config` in `dtype` takes for `precision`: auto is bf16 where
+    this CPU multiplies bf16 on AMX tiles (where bf16 trains faster than fp32: with vdpbf16ps
+    alone it trained no faster, measured on an Intel Xeon), in float32, at a hidden size of
+    whole strips from AUTO_BF16_FROM up; fp32 elsewhere. fp32 and bf16 are kept as asked."""
+    if precision != "auto":
+        return precision
+    wide = np.dtype(dtype) == np.float32 and config.hidden >= AUTO_BF16_FROM and config.hidden % bgemm.NR == 0
+    return "bf16" if wide and bgemm.available() and amx.available() else "fp32"
+
+
+def check_train_precision(config, dtype, precision):
+    """UsageError unless a model of `config` in `dtype` can train with `precision` products on
+    this machine: fp32 always; bf16 (inputs rounded to bf16, float32 sums: bgemm.py, amx.py)
+    in float32, on a CPU with AVX512-BF16, at a hidden size of whole strips."""
+    if precision in ("fp32", "auto"):
+        return
+    if precision != "bf16":
+        raise UsageError(f"--precision of train must be auto, fp32 or bf16, not {precision!r}")
+    if np.dtype(dtype) != np.float32:
+        raise UsageError("--precision bf16 trains in float32: drop --float64")
+    if not bgemm.available():
+        raise UsageError(
+            "--precision bf16 needs a CPU with AVX512-BF16 (vdpbf16ps), which this one lacks; "
+            "train with --precision fp32"
+        )
+    if config.hidden % bgemm.NR:
+        raise UsageError(f"--precision bf16 needs a hidden size that is a multiple of {bgemm.NR}")
+
+
+def bf16_engine():
+    """What bf16 products run on here: 'amx' (tiles) or 'avx512-bf16' (vdpbf16ps)."""
+    return "amx" if amx.available() else "avx512-bf16"

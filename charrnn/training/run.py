@@ -15,7 +15,7 @@ from ..text import data, idcache
 from . import discovery, dist, memory, runs, sizing
 from ..charmodel import from_arrays, grown
 from ..checkpoint import RunInfo
-from ..engine.model import check_train_precision
+from ..engine.model import check_train_precision, train_precision
 from ..config import (
     MODEL_FIELDS,
     TRAIN_FIELDS,
@@ -89,6 +89,11 @@ def prepare(
     base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
     at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
+    sized = auto_size and base is None and cfg.minutes and "hidden" not in options
+    # auto decided now, for the size the run has or sizing measures at: the kernels to compile
+    # and the rate to size by are those of the products it will train with
+    at = replace(at_least, hidden=sizing.SIZES[1]) if sized else at_least
+    cfg = replace(cfg, precision=train_precision(at, dtype, cfg.precision))
     check_train_precision(at_least, dtype, cfg.precision)  # before sizing measures with it
     if base is None:  # a model far too large is refused before the corpus is read
         _check_memory(at_least, cfg, 0, dtype)
@@ -113,11 +118,12 @@ def prepare(
     check_fits(len(train_ids), cfg.batch, cfg.seq)  # before anything slow
     if warm is not None:
         warm(mopts.get("cell", ModelConfig.cell), dtype, cfg.precision)
-    if auto_size and base is None and cfg.minutes and "hidden" not in options:
+    if sized:
         choice, measured_at = _size_from_budget(mopts, cfg, len(train_ids), len(vocab), dtype, started)
         mopts, cfg = resolve(options, size=choice)  # the measured size in the preset's place
         notice = _joined(notice, choice.reason(mopts.get("layers", ModelConfig.layers), measured_at))
     mcfg = ModelConfig(**mopts, vocab_size=len(vocab)).validate()
+    cfg = replace(cfg, precision=train_precision(mcfg, dtype, cfg.precision))
     size_notice = _check_memory(mcfg, cfg, len(val_ids), dtype, base_model=base is not None)
     if base is None and max_vocab is None and len(vocab) > LARGE_ALPHABET:
         notice = _joined(notice, alphabet_notice(mcfg, ids))

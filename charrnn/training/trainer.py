@@ -25,7 +25,7 @@ from ..errors import ConfigError, CorpusError, TrainingDiverged
 from .evaluation import Budget, ValSample, Timing, symbol_counts
 from .record import Record
 from .regularise import Average, masked, weight_masks, window_masks
-from ..engine.model import check_train_precision
+from ..engine.model import check_train_precision, train_precision
 from ..engine.optim import Adam
 
 
@@ -57,6 +57,7 @@ class Trainer(Record):
 
     def __init__(self, model, train_ids, val_ids, cfg, run_dir, info=None):
         """info: the run's checkpoint.RunInfo (its data_hash is filled in here)."""
+        cfg = replace(cfg, precision=train_precision(model.config, model.dtype, cfg.precision))
         self.model, self.cfg, self.run_dir = model, cfg.validate(), Path(run_dir)
         check_train_precision(model.config, model.dtype, cfg.precision)
         B, T = cfg.batch, cfg.seq
