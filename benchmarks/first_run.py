@@ -4,6 +4,7 @@
     python benchmarks/first_run.py                 # quiet machine
     python benchmarks/first_run.py --beside        # with a second training on both cores beside it
     python benchmarks/first_run.py --minutes 2 --repeats 2
+    python benchmarks/first_run.py --precision fp32   # train --precision fp32 (default: auto)
 
 Each repeat makes a fresh Numba cache (NUMBA_CACHE_DIR) and a fresh run root, then, in a pipe as a
 script would see them, with every stderr line stamped with the seconds since the command began:
@@ -84,7 +85,8 @@ def one_repeat(args, charrnn):
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, CHARRNN_RUNS=os.path.join(home, "runs"))
     env.pop("COLUMNS", None)
     moments = {}
-    wall, lines, _, rc = stamped([*charrnn, "train", "--minutes", str(args.minutes)], env, home)
+    extra = ["--precision", args.precision] if args.precision else []
+    wall, lines, _, rc = stamped([*charrnn, "train", "--minutes", str(args.minutes), *extra], env, home)
     for t, ln in lines:
         log(f"  train {t:7.2f}  {ln}")
     if rc:
@@ -126,6 +128,7 @@ def beside_load():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--precision", help="train's --precision (default: the README's, none given)")
     ap.add_argument("--long", type=int, default=200_000, help="characters of the long sample")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--beside", action="store_true", help="with a training on both cores beside it")

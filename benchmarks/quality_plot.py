@@ -5,7 +5,8 @@
         --minutes 15 > torch15.json
     python benchmarks/quality_plot.py runs/ts15 torch15.json --png docs/ts15.png
 
-Prints both curves as a table (minutes, val loss) and, with matplotlib installed, draws them.
+Prints the curves as a table (minutes, val loss) and, with matplotlib installed, draws them;
+several run directories (e.g. seeds) are drawn together (--label names them).
 charrnn's minutes include its evaluations and checkpoint writes; PyTorch's exclude evaluation.
 """
 
@@ -38,14 +39,22 @@ def curves(run_dir, torch_json):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("run_dir")
-    ap.add_argument("torch_json", nargs="?")
+    ap.add_argument("paths", nargs="+", help="charrnn run directories, and PyTorch's JSON (a .json)")
+    ap.add_argument("--label", action="append", help="a run's name in the legend, in order")
+    ap.add_argument("--target", type=float, default=1.38, help="a horizontal line: the target")
     ap.add_argument("--png")
     a = ap.parse_args()
-    ours, theirs, their_name = curves(a.run_dir, a.torch_json)
-    for name, pts in (("charrnn", ours), ("pytorch", theirs)):
-        if pts:
-            print(f"{name:8s} " + "  ".join(f"{m:5.1f}m {v:.3f}" for m, v in pts))
+    runs = [p for p in a.paths if not p.endswith(".json")]
+    torch_json = next((p for p in a.paths if p.endswith(".json")), None)
+    labels = (a.label or []) + [f"charrnn, defaults ({Path(r).name})" for r in runs[len(a.label or []) :]]
+    series = []
+    for i, run in enumerate(runs):
+        ours, theirs, their_name = curves(run, torch_json if i == 0 else None)
+        series.append((labels[i], ours, "o-"))
+        if theirs:
+            series.append((their_name, theirs, "s--"))
+    for name, pts, _ in series:
+        print(f"{name}: " + "  ".join(f"{m:5.1f}m {v:.3f}" for m, v in pts))
     if a.png:
         import matplotlib
 
@@ -53,10 +62,9 @@ def main():
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        ax.plot(*zip(*ours), "o-", label=f"charrnn, defaults (best {min(v for _, v in ours):.4f})")
-        if theirs:
-            ax.plot(*zip(*theirs), "s--", label=f"{their_name} (best {min(v for _, v in theirs):.4f})")
-        ax.axhline(1.42, color="grey", lw=0.8, ls=":", label="1.42, issue 22's 15-minute target")
+        for name, pts, style in series:
+            ax.plot(*zip(*pts), style, label=f"{name} (best {min(v for _, v in pts):.4f})")
+        ax.axhline(a.target, color="grey", lw=0.8, ls=":", label=f"{a.target:g}, the 15-minute target")
         ax.set_xlabel("minutes of training (2 CPU cores)")
         ax.set_ylabel("validation loss (nats/char)")
         ax.set_ylim(1.3, 2.6)

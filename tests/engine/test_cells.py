@@ -45,7 +45,8 @@ def test_a_cell_and_its_int_take_the_same_step(name):
         _update(cell, m.params, G, (R, h_prev, c_prev, h, c, aux))
         out.append((G, h, c, aux))
     assert type(m.cell) is int and m.window_cell is m.cell  # float64: any cell
-    assert type(tiny(name, dtype=np.float32)[0].window_cell) is cells.Cell
+    lone = type(tiny(name, dtype=np.float32)[0].window_cell) is cells.Cell
+    assert lone == (name == "lstm")  # the default cell's float32 windows compile for it alone
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
     assert np.abs(out[0][1]).sum() > 0
