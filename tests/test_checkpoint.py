@@ -169,6 +169,17 @@ def test_a_file_of_0_1_0_with_the_old_field_names_loads_under_the_new_ones(train
     assert then.sample(80, seed=3) == now.sample(80, seed=3)
 
 
+def test_a_training_saved_before_precision_existed_resumes_in_fp32(trained, tmp_path):
+    """--precision's default is now auto (bf16 on AMX): a checkpoint without the field was
+    trained in fp32 products, and its resume must take them again, bit for bit, on any machine."""
+    arrays = arrays_of(trained.run_dir / checkpoint.LATEST)
+    meta = json.loads(arrays["meta"].tobytes())
+    assert meta["train"].pop("precision") == "fp32"  # the tiny model's 8 units: auto took fp32
+    np.savez(tmp_path / "old.npz", **dict(arrays, meta=meta_array(meta)))
+    assert checkpoint.load(tmp_path / "old.npz")[0].train.precision == "fp32"
+    assert api.load(tmp_path / "old.npz").meta.train.precision == "fp32"
+
+
 def test_weights_that_do_not_fit_the_model_are_refused(trained, tmp_path):
     arrays = arrays_of(trained.run_dir / checkpoint.LATEST)
     meta = json.loads(arrays["meta"].tobytes())

@@ -82,3 +82,31 @@ def test_the_memory_estimate_counts_the_bf16_buffers():
     packed = 2 * 3 * 512 * 2048 * 2  # W and W^T of three matrices, two bytes a weight
     assert bf16.held["bf16 packed weights"] == packed
     assert bf16.peak >= fp32.peak + packed + 2 * 100 * 16 * 2048  # and each part's converted inputs
+
+
+def test_auto_takes_bf16_only_where_amx_runs_it(monkeypatch):
+    """auto: bf16 on AMX tiles, in float32, from 128 units in whole strips of 32; fp32 anywhere
+    else (vdpbf16ps alone trained no faster); fp32 and bf16 as asked."""
+    from charrnn.config import ModelConfig
+    from charrnn.engine import amx, precision
+
+    def of(hidden, dtype=np.float32, asked="auto"):
+        return precision.train_precision(ModelConfig(hidden=hidden, vocab_size=5), dtype, asked)
+
+    monkeypatch.setattr(bgemm, "available", lambda: True)
+    monkeypatch.setattr(amx, "available", lambda: True)
+    assert [of(h) for h in (64, 96, 128, 144, 384)] == ["fp32", "fp32", "bf16", "fp32", "bf16"]
+    assert of(256, np.float64) == "fp32" and of(256, asked="fp32") == "fp32"
+    assert of(64, asked="bf16") == "bf16"
+    monkeypatch.setattr(amx, "available", lambda: False)
+    assert of(512) == "fp32"
+
+
+def test_a_run_records_the_precision_auto_took(tmp_path, corpus):
+    """The checkpoint holds fp32 or bf16, never auto: a resume on another machine keeps it."""
+    from charrnn.engine import precision
+
+    t = train(corpus, tmp_path / "auto", steps=2, **OPTS)
+    meta, _, _ = checkpoint.load(t.run_dir / checkpoint.LATEST)
+    expected = precision.train_precision(t.model.config, np.float32, "auto")
+    assert t.cfg.precision == meta.train.precision == expected == "fp32"  # 32 units: below 128
