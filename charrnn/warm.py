@@ -58,11 +58,12 @@ PLANS = {
     # a training: its two passes on the two cores, then the sampling and scoring kernels for the
     # `charrnn sample` and `charrnn eval` that follow it, on the second core while it trains
     "train": Plan(("forward", "evaluate", "optimizer"), ("backward",), ("sample", "split")),
-    # with bf16 products: its windows' two passes on the second core (they share much of their
-    # code: 9.6 + 8.9 s in one process, 9.6 + 12.9 s in two), the float32 forward of its
-    # evaluations here (a --minutes run measures an evaluation's cost before its first step)
+    # with bf16 products: its windows' two passes, one on each core (the backward, the longer,
+    # here: 11.4 s against the forward's 8.7 s and the second process's start), then the float32
+    # kernels of its evaluations (run.prepare's `evaluations`: the first one waits for them if
+    # it must) and of the sampling beside the training
     "train-bf16": Plan(
-        ("forward", "evaluate", "optimizer"), ("forward_bf16", "backward_bf16"), ("sample", "split")
+        ("backward_bf16", "optimizer"), ("forward_bf16",), ("forward", "evaluate", "sample", "split")
     ),
     "eval": Plan(("forward", "evaluate")),
     "sample": Plan(("sample",)),
@@ -123,6 +124,13 @@ def prepare(
             if helper is None or helper.failed(g):
                 ready(g)
     return len(waited)  # on one core, what a later command wants compiles when it is wanted
+
+
+def evaluations(cell, dtype):
+    """Before a bf16 training's first evaluation (run.prepare's `evaluations`): its float32
+    kernels, which the second process compiles beside the first steps (the train-bf16 plan),
+    waited for or loaded (or compiled here, when that process failed or has not reached them)."""
+    prepare("eval", cell, dtype, background=False)
 
 
 def _cores():

@@ -69,6 +69,19 @@ COVERAGE = textwrap.dedent(
 
     command, cell, corpus, out = sys.argv[1:]
     warm.prepare(command, cell, np.float32, background=False)
+    if command == "train-bf16":  # its first steps wait for here and there only, not later
+        from charrnn.training import run
+        for g in warm.PLANS[command].there:
+            warm.run(g, cell, np.float32)
+        ready = signatures()
+        t = run.prepare(corpus, out + "-steps", cell=cell, layers=2, hidden=32, batch=4, seq=8,
+                        steps=3, dropout=0.1, weight_drop=0.1, eval_chars=200, precision="bf16").trainer
+        t.train_step()
+        t.train_step()
+        early = signatures() - ready
+        if early:
+            print("the first steps called, beyond here and there:", sorted(early))
+            sys.exit(1)
     for g in warm.PLANS[command].there + warm.PLANS[command].later:
         warm.run(g, cell, np.float32)
     ready = signatures()

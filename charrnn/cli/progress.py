@@ -53,6 +53,8 @@ class TrainingDisplay:
                 f"{fmt(e['val_loss_full'])} nats/char"
             )
             return
+        if e.get("notice"):
+            self._print(f"charrnn: {e['notice']}")
         line = _progress_line(e)
         if self.live:
             self.bar.update(self.task, completed=self.trainer.progress(), stats=line)

@@ -274,6 +274,8 @@ def train(
     def warm(cell, dtype, precision="fp32"):
         compiled.append(_compile(con, quiet, cell, dtype, options.get("minutes"), precision))
 
+    from ..warm import evaluations as warm_evaluations
+
     prepared, error = None, None
     try:
         prepared = run.prepare(
@@ -292,6 +294,7 @@ def train(
             auto_size=auto_size,
             warm=warm,
             started=started,
+            evaluations=warm_evaluations,
             **options,
         )
         if not compiled:  # --resume: the model's cell is known only from its checkpoint

@@ -23,6 +23,9 @@ MIN_EVAL_CHARS = 1000   # ... but never fewer characters than this (or the whole
 EVAL_PER_STEP = 0.4     # an evaluated character costs this much of a trained one (a forward pass
                         # against forward and backward; 0.35 measured for a 2 x 128 LSTM on Tiny
                         # Shakespeare)
+EVAL_PER_STEP_BF16 = 0.9  # the same against a step with bf16 products (its evaluations stay
+                        # float32): 0.66, 0.85, 0.93 at 2 x 256, 384, 640 on the Intel Xeon
+                        # with AMX (fp32 there: 0.34-0.35)
 MARGIN = 1.25           # estimated costs are multiplied by this, plus SLACK seconds
 SLACK = 0.2
 # fmt: on
@@ -131,8 +134,9 @@ class Budget:
     fits. window_chars: characters per training step; saves: checkpoint writes at the end;
     save_guess: seconds per write before one was timed."""
 
-    def __init__(self, sample, minutes, window_chars, saves, save_guess):
+    def __init__(self, sample, minutes, window_chars, saves, save_guess, eval_per_step=EVAL_PER_STEP):
         self.sample, self.minutes, self.window_chars = sample, minutes, window_chars
+        self.eval_per_step = eval_per_step  # the guess of per_char before an evaluation is timed
         self.saves, self.save_guess = saves, save_guess
         self.timing = Timing()
         self.setup = 0.0  # seconds before the first step that count against the minutes:
@@ -140,9 +144,10 @@ class Budget:
 
     def per_char(self):
         """Seconds per validation character: as measured at the last evaluation, or before the
-        first guessed from the training steps (EVAL_PER_STEP)."""
+        first guessed from the training steps (eval_per_step: EVAL_PER_STEP, or
+        EVAL_PER_STEP_BF16 for a run with bf16 products)."""
         tm = self.timing
-        return tm.eval_per_char or EVAL_PER_STEP * tm.step / self.window_chars
+        return tm.eval_per_char or self.eval_per_step * tm.step / self.window_chars
 
     def save_seconds(self):
         return self.timing.save or self.save_guess

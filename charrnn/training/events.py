@@ -58,10 +58,11 @@ class EvalEvent(TrainEvent):
     weights: str = "trained"    # which weights were scored: "trained" or "averaged" (--ema)
     best: bool = False          # a new best: best.npz now holds these weights
     grad_norms: Optional[list] = None  # |dL/dh_t| across the window, with --log-grad-norms
+    notice: Optional[str] = None  # what changed before it (the sample fitted to --minutes)
     kind: str = "eval"
     # fmt: on
 
-    OPTIONAL = ("grad_norms",)
+    OPTIONAL = ("grad_norms", "notice")
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,25 @@ class Record:
             self._unigram = (key, self.sample.unigram(self.train_counts, self.val_ids))
         return self._unigram[1]
 
-    def fit_evaluations(self, per_char=None):
+    def fit_evaluations(self, per_char=None, later=False):
         """Before a new --minutes run's first step: make the validation sample smaller when
         evaluating it would take more than its share of the budget (evaluation.fitted_eval_chars;
         what a character costs grows with the vocabulary, V x H in the output layer). per_char:
         seconds per validation character, measured here (measure_evaluation) when None. Sets
         cfg.eval_chars to what is read (so checkpoints and --resume keep the sample); returns a
-        notice saying so, or None when the sample stays."""
-        cfg, sample = self.cfg, self.sample
-        if not cfg.minutes or self.step or sample.length < 1:
+        notice saying so, or None when the sample stays. later: fit it at the first evaluation
+        instead, measured then (the evaluation event carries the notice): for a run whose steps
+        need none of the evaluation's kernels (bf16 products), so that its first step need not
+        wait for them to compile."""
+        if not self.cfg.minutes or self.step or self.sample.length < 1:
             return None
+        if later:
+            self.fit_later = True
+            return None
+        return self._fit(per_char)
+
+    def _fit(self, per_char=None):
+        cfg, sample = self.cfg, self.sample
         if per_char is None:
             measured = self.measure_evaluation() if self.dist.rank == 0 else None
             per_char = self.dist.bcast(measured)
@@ -147,7 +156,17 @@ class Record:
         )
 
     def evaluate(self, window):
-        """Score the sample, update best and patience; returns the "eval" event."""
+        """Score the sample, update best and patience; returns the "eval" event. The first
+        evaluation of a session first calls before_evaluations() (when set: it makes the
+        evaluation's kernels ready, waiting for a second process compiling them) and fits the
+        sample when fit_evaluations left it for now."""
+        notice = None
+        if self.before_evaluations is not None:
+            ready, self.before_evaluations = self.before_evaluations, None
+            ready()
+        if self.fit_later:
+            self.fit_later = False
+            notice = self._fit()
         t0 = time.perf_counter()
         val = self.validate()
         secs = time.perf_counter() - t0
@@ -173,6 +192,7 @@ class Record:
             weights=self.weights_kind(),
             best=improved,
             grad_norms=norms,
+            notice=notice,
         )
         self.history.append(HistoryRow.of_event(event))
         return event

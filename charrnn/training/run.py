@@ -62,6 +62,7 @@ def prepare(
     auto_size=True,
     warm=None,
     started=None,
+    evaluations=None,
     **options,
 ):
     """Build a Trainer (not yet run), with its run directory, from user options: model fields
@@ -71,21 +72,19 @@ def prepare(
     and say so in the notice. warm(cell, dtype, precision): compiles the kernels (precision:
     of the training's products) once the text is read
     and checked (warm.py); started: perf_counter() at the command's start, for sizing from the
-    minutes left. Returns a Prepared."""
+    minutes left. evaluations(cell, dtype): makes the float32 evaluation's kernels ready; given, a new
+    --minutes run with bf16 products calls it at its first evaluation and fits its validation
+    sample to the budget then, so that its first step waits for none of them (they compile
+    beside the first steps: warm.py's train-bf16 plan). Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
-        return _prepare_resume(
-            resume,
-            corpus,
-            data_dir,
-            glob,
-            stdin,
-            options,
-            encoding is not None or errors != "strict",
-            byte_level,
-            max_vocab,
+        decoding_given = encoding is not None or errors != "strict"
+        prepared = _prepare_resume(
+            resume, corpus, data_dir, glob, stdin, options, decoding_given, byte_level, max_vocab
         )
+        _evaluations_later(prepared.trainer, evaluations)
+        return prepared
     base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
     at_least = ModelConfig(**dict(mopts, vocab_size=1)).validate()
@@ -152,7 +151,8 @@ def prepare(
         dtype,
         weights=None if base is None else base.flat,
     )
-    notice = _joined(notice, trainer.fit_evaluations()) or None
+    later = _evaluations_later(trainer, evaluations)
+    notice = _joined(notice, trainer.fit_evaluations(later=later)) or None
     return Prepared(
         trainer, notice, size_notice, ANY if force else None, unknown_notice(vocab, train_ids, val_ids)
     )
@@ -304,6 +304,16 @@ def _prepare_resume(
     trainer = Trainer.resume(path, train_ids, val_ids, overrides, run_dir=path.parent, loaded=loaded)
     notice = "; ".join(filter(None, [trainer.rate_notice, trainer.resync_best()]))
     return Prepared(trainer, notice or None, size_notice, seen)
+
+
+def _evaluations_later(trainer, evaluations):
+    """With bf16 products (and the hook): evaluations(cell, dtype) before the first evaluation,
+    whose float32 kernels compile beside the first steps; returns whether it was set."""
+    if evaluations is None or trainer.cfg.precision != "bf16":
+        return False
+    m = trainer.model
+    trainer.before_evaluations = lambda: evaluations(m.config.cell, m.dtype)
+    return True
 
 
 def _resume_keeps(meta, resume, source, corpus, decoding, byte_level, max_vocab):

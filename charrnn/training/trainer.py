@@ -22,7 +22,7 @@ from ..charmodel import CharModel, from_arrays
 from ..checkpoint import RunInfo
 from ..config import TrainConfig  # noqa: F401  (re-exported: its home is config.py)
 from ..errors import ConfigError, CorpusError, TrainingDiverged
-from .evaluation import Budget, ValSample, Timing, symbol_counts
+from .evaluation import EVAL_PER_STEP, EVAL_PER_STEP_BF16, Budget, ValSample, Timing, symbol_counts
 from .record import Record
 from .regularise import Average, masked, weight_masks, window_masks
 from ..engine.model import check_train_precision, train_precision
@@ -95,8 +95,11 @@ class Trainer(Record):
         self.rate_notice = None  # on resume: how a new budget or schedule moves the rate
         self.appending = False  # to metrics.jsonl: a resumed run's; a new one starts it afresh
         self.saved_sample = None  # on resume, the validation sample the saved scores are on
+        self.fit_later = False  # fit the sample to --minutes at the first evaluation (Record)
+        self.before_evaluations = None  # called before this session's first evaluation
         save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
-        self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess)
+        per_step = EVAL_PER_STEP_BF16 if cfg.precision == "bf16" else EVAL_PER_STEP
+        self.budget = Budget(self.sample, cfg.minutes, B * T, 4 if cfg.keep else 3, save_guess, per_step)
         self.report_seconds = REPORT_SECONDS
         info = info or RunInfo()
         self.info = info if info.data_hash else replace(info, data_hash=data_hash(train_ids))

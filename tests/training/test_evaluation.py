@@ -397,6 +397,47 @@ def test_evaluations_fit_their_share_of_minutes_at_any_vocabulary_size(tmp_path,
     assert small.trainer.sample.chars == 8000 and "evaluations read" not in (small.notice or "")
 
 
+def test_a_bf16_run_fits_its_sample_at_its_first_evaluation(tmp_path, monkeypatch):
+    """Issue 37: with bf16 products a first step needs none of the float32 evaluation's
+    kernels, which compile beside the first steps; the sample is fitted to the budget at the
+    first evaluation, after evaluations() made them ready (once), and the fitted sample is what
+    every evaluation then reads, the notice on the first evaluation's event. Without the hook
+    (the library's callers) it is fitted before the first step, as in fp32."""
+    from charrnn.engine import bgemm
+    from charrnn.training.evaluation import EVAL_SHARE, MARGIN
+    from charrnn.training.record import Record
+
+    if not bgemm.available():
+        pytest.skip("this CPU has no AVX512-BF16: no bf16 training")
+    measured = []
+
+    def cost(t):
+        measured.append(t.step)
+        return 2e-8 * t.model.config.vocab_size * t.model.config.hidden
+
+    monkeypatch.setattr(Record, "measure_evaluation", cost)
+    (tmp_path / "cjk.txt").write_text(zipf_cjk(40_000, 3000), encoding="utf-8")
+    opts = dict(layers=1, hidden=32, batch=8, seq=16, minutes=0.5, eval_every=2, val_frac=0.5)
+    opts.update(eval_chars=8000, precision="bf16")
+    calls = []
+    p = run.prepare(tmp_path / "cjk.txt", tmp_path / "r", evaluations=lambda *a: calls.append(a), **opts)
+    t = p.trainer
+    assert (calls, measured, t.sample.chars) == ([], [], 8000)
+    assert "evaluations read" not in (p.notice or "")
+    events = []
+    with run.run_directory(t.run_dir):
+        t.run(events.append, should_stop=lambda: t.step >= 4)
+    evals = [e for e in events if e["kind"] == "eval"]
+    assert calls == [("lstm", np.dtype(np.float32))] and measured == [2]
+    assert evals[0]["step"] == 2 and t.sample.chars < 8000
+    assert t.sample.chars * cost(t) * MARGIN <= EVAL_SHARE * 30.0
+    assert f"evaluations read {t.sample.chars:,} validation characters, not 8,000" in evals[0]["notice"]
+    assert all("notice" not in e for e in evals[1:]) and len(evals) >= 2
+    assert t.cfg.eval_chars == t.sample.chars  # what checkpoints keep
+    again = run.prepare(tmp_path / "cjk.txt", tmp_path / "r2", **opts)  # no hook: before step 1
+    assert "evaluations read" in again.notice and again.trainer.sample.chars == t.sample.chars
+
+
 def test_the_unigram_baseline_is_the_training_frequencies_on_the_sample(tmp_path):
     """Every validation loss is reported beside the unigram baseline: the cross-entropy of the
     training text's character frequencies, add-one smoothed over the V symbols, on the very
