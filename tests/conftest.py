@@ -142,16 +142,25 @@ def cli_run(tmp_path_factory, corpus_file):
 
 
 # What most of the suite calls, compiled ahead when the Numba cache is cold (warm.py): the
-# training, scoring and sampling kernels of an LSTM in float32 and float64, and the sampler's
-# narrow weight formats. On a warm cache this only loads them (about a second). Under
+# training, scoring and sampling kernels of an LSTM in float32 and float64, the sampler's
+# narrow weight formats, and the float32 windows of the other cells (one compile for the GRU and
+# the RNN: the LSTM's float32 windows have a cell type of their own). On a warm cache this only loads them (about a second). Under
 # pytest-xdist (`-n auto`, the README's command: a worker a core) each worker takes its turns at
 # the list, so the cores compile it between them before any runs a test; in one process, a second
 # process takes turns with it.
-AHEAD = [
-    (g, "lstm", dt, "fp32")
-    for dt in ("float32", "float64")
-    for g in ("forward", "evaluate", "backward", "optimizer", "sample", "split")
-] + [(g, "lstm", "float32", p) for p in ("bf16", "int8") for g in ("sample", "split")]
+AHEAD = (
+    [
+        (g, "lstm", dt, "fp32")
+        for dt in ("float32", "float64")
+        for g in ("forward", "evaluate", "backward", "optimizer", "sample", "split")
+    ]
+    + [(g, "lstm", "float32", p) for p in ("bf16", "int8") for g in ("sample", "split")]
+    + [(g, "gru", "float32", "fp32") for g in ("forward", "backward")]  # the other cells' windows
+)
+# and where the CPU multiplies bf16, the bf16 training windows the bf16 tests call: the LSTM's
+# (a cell type of its own) and the other cells' (one compile for both), so that the two workers
+# share them rather than one of them compiling all four in its tests (60 s of a 150 s cold run)
+AHEAD_BF16 = [(g, c, "float32", "fp32") for c in ("lstm", "gru") for g in ("forward_bf16", "backward_bf16")]
 AHEAD_FROM = 200  # tests in the session: fewer (a file, a -k) compile only what they call
 
 
@@ -163,4 +172,6 @@ def kernels_compiled_ahead(request):
         from charrnn import warm
 
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        warm.prepare_many(AHEAD, helper=workers < 2)
+        from charrnn.engine import bgemm
+
+        warm.prepare_many(AHEAD + (AHEAD_BF16 if bgemm.available() else []), helper=workers < 2)
