@@ -137,6 +137,8 @@ class Budget:
     def __init__(self, sample, minutes, window_chars, saves, save_guess, eval_per_step=EVAL_PER_STEP):
         self.sample, self.minutes, self.window_chars = sample, minutes, window_chars
         self.eval_per_step = eval_per_step  # the guess of per_char before an evaluation is timed
+        self.fit_between = 0  # while the sample waits to be fitted to the budget at the first
+        # evaluation (Record.fit_evaluations(later=True)): training characters between evaluations
         self.saves, self.save_guess = saves, save_guess
         self.timing = Timing()
         self.setup = 0.0  # seconds before the first step that count against the minutes:
@@ -168,8 +170,10 @@ class Budget:
     def final_cost(self):
         """Seconds the end of a run takes after its last step: the last evaluation on the
         sample, the larger one of the best model, reading best.npz back and the writes."""
-        s = self.sample
-        chars = s.chars + len(s.full_starts) * self.full_length()
+        s, chars = self.sample, self.sample.chars
+        if self.fit_between:  # as the fit at the first evaluation will likely make it
+            chars = fitted_eval_chars(chars, self.per_char(), self.minutes, self.fit_between)
+        chars += len(s.full_starts) * self.full_length()
         return MARGIN * (self.per_char() * chars + self.save_seconds() * self.saves) + SLACK
 
     def train_seconds(self, minutes=None):

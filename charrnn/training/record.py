@@ -62,11 +62,13 @@ class Record:
             return None
         if later:
             self.fit_later = True
+            self.budget.fit_between = self.cfg.eval_every * self.cfg.batch * self.cfg.seq
             return None
         return self._fit(per_char)
 
     def _fit(self, per_char=None):
         cfg, sample = self.cfg, self.sample
+        self.budget.fit_between = 0
         if per_char is None:
             measured = self.measure_evaluation() if self.dist.rank == 0 else None
             per_char = self.dist.bcast(measured)

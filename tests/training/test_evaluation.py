@@ -424,6 +424,10 @@ def test_a_bf16_run_fits_its_sample_at_its_first_evaluation(tmp_path, monkeypatc
     t = p.trainer
     assert (calls, measured, t.sample.chars) == ([], [], 8000)
     assert "evaluations read" not in (p.notice or "")
+    b = t.budget  # until the fit, the end is planned for the sample the fit will likely leave
+    b.timing.step = 1e-3 * b.window_chars / b.eval_per_step  # an evaluated character guessed at 1 ms
+    assert b.per_char() == pytest.approx(1e-3)
+    assert b.final_cost() < MARGIN * 1e-3 * 8000 / 4 and b.train_seconds() > 20
     events = []
     with run.run_directory(t.run_dir):
         t.run(events.append, should_stop=lambda: t.step >= 4)
