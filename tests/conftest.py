@@ -145,9 +145,9 @@ def cli_run(tmp_path_factory, corpus_file):
 # training, scoring and sampling kernels of an LSTM in float32 and float64, the sampler's
 # narrow weight formats, and the float32 windows of the other cells (one compile for the GRU and
 # the RNN: the LSTM's float32 windows have a cell type of their own). On a warm cache this only
-# loads them (about a second). Under pytest-xdist (`-n auto`, the README's command: a worker a core) each worker takes its turns at
-# the list, so the cores compile it between them before any runs a test; in one process, a second
-# process takes turns with it.
+# loads them (about a second). Under pytest-xdist (`-n auto`, the README's command: a worker a
+# core) each worker takes its turns at the list, so the cores compile it between them before any
+# runs a test; in one process, a second process takes turns with it.
 AHEAD = (
     [
         (g, "lstm", dt, "fp32")
