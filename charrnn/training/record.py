@@ -49,7 +49,7 @@ class Record:
         return self._unigram[1]
 
     def fit_evaluations(self, per_char=None, later=False):
-        """Before a new --minutes run's first step: make the validation sample smaller when
+        """Before a --minutes run's first evaluation: make the validation sample smaller when
         evaluating it would take more than its share of the budget (evaluation.fitted_eval_chars;
         what a character costs grows with the vocabulary, V x H in the output layer). per_char:
         seconds per validation character, measured here (measure_evaluation) when None. Sets
@@ -58,8 +58,8 @@ class Record:
         instead, measured then (the evaluation event carries the notice): for a run whose steps
         need none of the evaluation's kernels (bf16 products), so that its first step need not
         wait for them to compile."""
-        if not self.cfg.minutes or self.step or self.sample.length < 1:
-            return None
+        if not self.cfg.minutes or self.history or self.sample.length < 1:
+            return None  # evaluations have read the sample: it stays
         if later:
             self.fit_later = True
             self.budget.fit_between = self.cfg.eval_every * self.cfg.batch * self.cfg.seq

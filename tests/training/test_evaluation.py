@@ -440,6 +440,14 @@ def test_a_bf16_run_fits_its_sample_at_its_first_evaluation(tmp_path, monkeypatc
     assert t.cfg.eval_chars == t.sample.chars  # what checkpoints keep
     again = run.prepare(tmp_path / "cjk.txt", tmp_path / "r2", **opts)  # no hook: before step 1
     assert "evaluations read" in again.notice and again.trainer.sample.chars == t.sample.chars
+    hook = lambda *a: None  # noqa: E731
+    early = run.prepare(tmp_path / "cjk.txt", tmp_path / "r3", evaluations=hook, **opts).trainer
+    with run.run_directory(early.run_dir):  # stopped before its first evaluation
+        assert early.run(should_stop=lambda: early.step >= 1) == "interrupted"
+    resumed = run.prepare(resume=early.run_dir, minutes=0.5, evaluations=hook).trainer
+    assert resumed.fit_later and resumed.sample.chars == 8000  # fitted at its first evaluation
+    resumed = run.prepare(resume=t.run_dir, minutes=0.5, evaluations=hook).trainer
+    assert not resumed.fit_later and resumed.sample.spec() == t.sample.spec()  # kept as read
 
 
 def test_the_unigram_baseline_is_the_training_frequencies_on_the_sample(tmp_path):
