@@ -61,10 +61,15 @@ class Record:
         if not self.cfg.minutes or self.history or self.sample.length < 1:
             return None  # evaluations have read the sample: it stays
         if later:
-            self.fit_later = True
             self.budget.fit_between = self.cfg.eval_every * self.cfg.batch * self.cfg.seq
             return None
         return self._fit(per_char)
+
+    @property
+    def fit_later(self):
+        """Whether the sample waits to be fitted to --minutes at the first evaluation (the
+        budget plans the end for the fit meanwhile)."""
+        return bool(self.budget.fit_between)
 
     def _fit(self, per_char=None):
         cfg, sample = self.cfg, self.sample
@@ -167,7 +172,6 @@ class Record:
             ready, self.before_evaluations = self.before_evaluations, None
             ready()
         if self.fit_later:
-            self.fit_later = False
             notice = self._fit()
         t0 = time.perf_counter()
         val = self.validate()

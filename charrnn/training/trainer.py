@@ -95,7 +95,6 @@ class Trainer(Record):
         self.rate_notice = None  # on resume: how a new budget or schedule moves the rate
         self.appending = False  # to metrics.jsonl: a resumed run's; a new one starts it afresh
         self.saved_sample = None  # on resume, the validation sample the saved scores are on
-        self.fit_later = False  # fit the sample to --minutes at the first evaluation (Record)
         self.before_evaluations = None  # called before this session's first evaluation
         save_guess = 0.05 + 3 * model.flat.nbytes / 100e6  # weights, Adam moments at 100 MB/s
         per_step = EVAL_PER_STEP_BF16 if cfg.precision == "bf16" else EVAL_PER_STEP
