@@ -74,8 +74,9 @@ def prepare(
     and checked (warm.py); started: perf_counter() at the command's start, for sizing from the
     minutes left. evaluations(cell, dtype): makes the float32 evaluation's kernels ready; given,
     a --minutes run with bf16 products (new, or resumed before its first evaluation) calls it at
-    its first evaluation and fits its validation sample to the budget then, so that its first step waits for none of them (they compile
-    beside the first steps: warm.py's train-bf16 plan). Returns a Prepared."""
+    its first evaluation and fits its validation sample to the budget then, so that its first
+    step waits for none of them (they compile beside the first steps: warm.py's train-bf16
+    plan). Returns a Prepared."""
     check_known(options)
     options = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
