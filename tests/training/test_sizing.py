@@ -73,6 +73,36 @@ def test_measure_counts_characters_per_second():
     assert rate.chars_per_sec > 0 and rate.busy in (True, False)
 
 
+def test_measure_times_the_whole_step_the_trainer_takes(monkeypatch):
+    """Each measured window draws its dropout masks and takes Adam's step, and leaves the weights
+    as they were (a rate of 0): the rate sizes the run by the steps it will take, whose masks
+    and optimiser cost a quarter of a bf16 window's time at 2 x 384."""
+    from charrnn.engine.model import Model
+    from charrnn.engine.optim import Adam
+
+    calls = {"window": [], "adam": [], "flat": []}
+    window, step = Model.loss_and_grad, Adam.step
+    monkeypatch.setattr(
+        Model, "loss_and_grad", lambda self, *a, **k: calls["window"].append(a[5]) or window(self, *a, **k)
+    )
+
+    def adam_step(self, w, g, lr=None):
+        calls["adam"].append(lr)
+        calls["flat"].append(w.copy())
+        return step(self, w, g, lr)
+
+    monkeypatch.setattr(Adam, "step", adam_step)
+    sizing.measure("lstm", 2, 16, 7, 4, 8, np.float64, seconds=0.05, tries=1)
+    masks = calls["window"]
+    assert len(masks) == len(calls["adam"]) >= 3 and set(calls["adam"]) == {0.0}
+    assert all(m.shape == (2, 8, 4, 16) for m in masks)  # (L, T, B, H), a fresh draw each
+    assert not np.array_equal(masks[0], masks[1])
+    kept = np.concatenate([m.ravel() for m in masks])
+    assert set(np.unique(kept)) == {0.0, 1 / (1 - sizing.MEASURE_DROPOUT)}
+    assert abs((kept == 0).mean() - sizing.MEASURE_DROPOUT) < 0.05  # 3 x 1,024 draws
+    assert all(np.array_equal(f, calls["flat"][0]) for f in calls["flat"])
+
+
 @pytest.mark.parametrize(
     "shares, calls, expect",
     [
