@@ -114,9 +114,10 @@ def test_saturated_rnn_loses_the_gradient_an_lstm_keeps(seed):
     reaches the symbol's step (lag 21). A vanilla RNN whose input weights drive tanh into
     saturation loses it; an LSTM keeps a fraction of a percent to a few percent. With its
     ordinary orthogonal initialisation the vanilla RNN keeps even more: at init, vanishing needs
-    saturation (or contraction). Measured over seeds 1-8: lstm 3.4e-3..2.2e-2 (3.0e-2..5.4e-2
-    before its first-layer input rows started in +-2), saturated rnn 3e-14..2.3e-9, orthogonal
-    rnn 0.21..0.65; the bounds below leave a margin of 2x or more, and float64 is deterministic."""
+    saturation (or contraction). Measured over seeds 1-8: lstm 6.4e-4..2.5e-3 (3.4e-3..2.2e-2
+    while its forget bias started at 1, until 2026-12-07; 3.0e-2..5.4e-2 before its first-layer
+    input rows started in +-2), saturated rnn 3e-14..2.3e-9, orthogonal rnn 0.21..0.65; the
+    bounds below leave a margin of 2x or more, and float64 is deterministic."""
     k = 20
     x, y = LR.window(LR.episodes(np.random.default_rng(seed), 16, k, 4))
     ratio = lambda m: LR.lag_ratios(LR.last_step_profile(m, x, y)[0], [k + 1])[k + 1]
@@ -124,7 +125,7 @@ def test_saturated_rnn_loses_the_gradient_an_lstm_keeps(seed):
     rnn = LR.new_model("rnn", 32, "abcd", seed, dtype=np.float64)
     assert ratio(rnn) > 0.1
     rnn.params.Wx0[:] *= 40  # input pre-activations up to +-7: tanh' < 1e-2 for most units
-    assert ratio(lstm) > 1.5e-3
+    assert ratio(lstm) > 3e-4
     assert ratio(rnn) < 1e-7
 
 

@@ -385,7 +385,7 @@ def test_without_auto_size_the_model_is_sized_to_the_time_budget(tmp_path, small
 
 def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_path, small_corpus):
     """Wx0 ~ U(-2, 2) (a one-hot input's embedding) for the gated cells; other weights within
-    1/sqrt(H); forget bias 1; recurrent blocks orthogonal."""
+    1/sqrt(H); every bias 0, the LSTM's forget gate's too; recurrent blocks orthogonal."""
     from charrnn.engine.model import EMBED_INIT
 
     H = 64
@@ -395,7 +395,8 @@ def test_gated_first_layer_input_rows_start_wide_and_the_rest_as_pytorch(tmp_pat
     k = 1 / math.sqrt(H)
     assert np.abs(p.Wx).max() <= k and np.abs(p.Wy).max() <= k
     assert abs(p.Wx.std() - k / math.sqrt(3)) < 0.1 * k
-    np.testing.assert_array_equal(p.b[:, H : 2 * H], 1.0)
+    np.testing.assert_array_equal(p.b, 0.0)
+    np.testing.assert_array_equal(p.by, 0.0)
     for l in range(2):
         for g in range(4):
             q = p.Wh[l, :, g * H : (g + 1) * H].astype(np.float64)
