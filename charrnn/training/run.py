@@ -84,8 +84,8 @@ def prepare(
         prepared = _prepare_resume(
             resume, corpus, data_dir, glob, stdin, options, decoding_given, byte_level, max_vocab
         )
-        if _evaluations_later(prepared.trainer, evaluations):  # stopped before its first
-            prepared.trainer.fit_evaluations(later=True)  # evaluation: the fit comes at the next
+        if _evaluations_later(prepared.trainer, evaluations):  # fitted at the next evaluation
+            prepared.trainer.fit_evaluations(later=True)  # if none has read the sample yet
         return prepared
     base = _base_model(init_from, dtype)
     mopts, cfg = resolve(options, base and base.config)
