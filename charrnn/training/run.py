@@ -233,14 +233,11 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype, started=None):
         else None
     )
     rate = sizing.Rate(*world.bcast(rate and tuple(rate)))
-    choice = sizing.choose(
-        cfg.minutes,
-        train_chars,
-        sizing.scaled_rates(rate.chars_per_sec, at, cell, layers, vocab_size),
-        cell,
-        layers,
-        vocab_size,
-    )
+    rate_of = sizing.scaled_rates(rate.chars_per_sec, at, cell, layers, vocab_size)
+    shape = (cell, layers, vocab_size)
+    window, masks = cfg.batch * cfg.seq, rate.weight_drop_seconds
+    dropped = sizing.weight_dropped_rates(rate_of, masks, at, window, *shape)
+    choice = sizing.choose(cfg.minutes, train_chars, rate_of, *shape, weight_dropped=dropped)
     return choice, f"{at} units{', beside other work' if rate.busy else ''}"
 
 

@@ -20,7 +20,8 @@ the code" table of docs/benchmarks.md):
 The rate of each size is one measured rate (a few training steps of the second size on random
 ids; the fastest of up to MEASURE_TRIES while the cores seem busy, see best_of) scaled by the
 sizes' multiply-adds per character: small models reach less of the machine's peak, so the
-scaled rates of larger sizes are, if anything, low.
+scaled rates of larger sizes are, if anything, low. A size that takes weight drop is said at
+a rate that also pays its masks each step (timed apart, scaled by the recurrent weights).
 """
 
 import math
@@ -32,7 +33,7 @@ import numpy as np
 from ..config import ModelConfig, default_lr
 from ..engine.model import Model, num_params, param_shapes
 from ..engine.optim import Adam
-from .regularise import window_masks
+from .regularise import masked, weight_masks, window_masks
 
 # fmt: off
 SIZES = (256, 384, 512, 640)  # the hidden sizes chosen among, 2 layers each
@@ -44,6 +45,7 @@ REGULARISERS_BY_EXPOSURE = (  # (below this exposure, dropout, weight drop, weig
 TRAIN_SHARE = 0.93          # of the minutes, what training gets (evaluations and saves the rest)
 MEASURE_SECONDS = 1.5       # how long the rate is measured for, after one warm-up step
 MEASURE_DROPOUT = 0.2       # the rate's window draws dropout masks (most budgets' runs do)
+MEASURE_WEIGHT_DROP = 0.1   # ... and the weight-drop masks are timed apart (the largest budgets')
 MEASURE_TRIES = 3           # at most this many measurements, while the cores seem busy:
 HAD_THE_CORES = 0.8         # the share of the wall time its threads ran for, at least, that
                             # says a measurement had them (between what a quiet machine and
@@ -79,10 +81,21 @@ class Choice(NamedTuple):
 
 
 def choose(
-    minutes, train_chars, rate_of: Callable[[int], float], cell="lstm", layers=2, vocab_size=65, sizes=SIZES
+    minutes,
+    train_chars,
+    rate_of: Callable[[int], float],
+    cell="lstm",
+    layers=2,
+    vocab_size=65,
+    sizes=SIZES,
+    weight_dropped: Callable[[int], float] | None = None,
 ):
     """The Choice for a budget of `minutes` over a training text of `train_chars` characters,
-    rate_of(hidden) giving the training characters per second of each size."""
+    rate_of(hidden) giving the training characters per second of each size, weight_dropped(hidden)
+    the same with weight-drop masks drawn every step. The size and the regularisers follow from
+    rate_of, as calibrated; when they take weight drop, the rate, characters, passes and exposure
+    said are weight_dropped's (a 15-minute 2 x 640 was told 10.4M characters and trained 9.4M:
+    its masks, 6 ms a step, were not in the rate)."""
     seconds = 60.0 * minutes * TRAIN_SHARE
     for H in sorted(sizes, reverse=True):
         P = num_params(ModelConfig(cell, layers, H, vocab_size))
@@ -92,7 +105,11 @@ def choose(
             break
     exposure = passes * P / max(1, train_chars)
     regularisers = next(r[1:] for r in REGULARISERS_BY_EXPOSURE if exposure < r[0])
-    return Choice(H, *regularisers, default_lr(H), rate_of(H), chars, passes, chars / P, exposure)
+    rate = weight_dropped(H) if regularisers[1] and weight_dropped else rate_of(H)
+    chars = rate * seconds
+    passes = chars / max(1, train_chars)
+    exposure = passes * P / max(1, train_chars)
+    return Choice(H, *regularisers, default_lr(H), rate, chars, passes, chars / P, exposure)
 
 
 def work_per_char(cell, layers, hidden, vocab_size):
@@ -105,6 +122,7 @@ def work_per_char(cell, layers, hidden, vocab_size):
 class Rate(NamedTuple):
     chars_per_sec: float
     busy: bool  # every measurement ran beside other work (its threads got less than the cores)
+    weight_drop_seconds: float = 0.0  # what a step's weight-drop masks add (drawn, applied, undone)
 
 
 def best_of(once, tries=MEASURE_TRIES, enough=HAD_THE_CORES):
@@ -157,6 +175,12 @@ def measure(
     step()
     threads = len(m.parts(batch))
 
+    def weight_dropped():  # the trainer's weight drop around a window, less the window
+        t0 = time.perf_counter()
+        with masked(m.params, grads, weight_masks(rng, m.params, MEASURE_WEIGHT_DROP, 0.0, m.dtype)):
+            pass
+        return time.perf_counter() - t0
+
     def once():
         steps, t0, cpu0 = 0, time.perf_counter(), time.process_time()
         while steps < 2 or time.perf_counter() - t0 < seconds:
@@ -165,10 +189,25 @@ def measure(
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         return steps * x.size / wall, cpu / (wall * threads)
 
-    return best_of(once, tries)
+    rate = best_of(once, tries)
+    return rate._replace(weight_drop_seconds=min(weight_dropped() for _ in range(3)))
 
 
 def scaled_rates(measured_rate, measured_at, cell, layers, vocab_size):
     """rate_of(H): the rate measured at hidden size measured_at, scaled by work_per_char."""
     base = work_per_char(cell, layers, measured_at, vocab_size)
     return lambda H: measured_rate * base / work_per_char(cell, layers, H, vocab_size)
+
+
+def weight_dropped_rates(rate_of, mask_seconds, measured_at, window_chars, cell, layers, vocab_size):
+    """rate_of(H) with a step's weight-drop masks added: mask_seconds as measured at hidden size
+    measured_at, scaled by the recurrent weights the masks cover."""
+
+    def weights(H):
+        return int(np.prod(param_shapes(ModelConfig(cell, layers, H, vocab_size)).Wh))
+
+    def rate(H):
+        extra = mask_seconds * weights(H) / weights(measured_at)
+        return window_chars / (window_chars / rate_of(H) + extra)
+
+    return rate
