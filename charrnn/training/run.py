@@ -235,8 +235,8 @@ def _size_from_budget(mopts, cfg, train_chars, vocab_size, dtype, started=None):
     rate = sizing.Rate(*world.bcast(rate and tuple(rate)))
     rate_of = sizing.scaled_rates(rate.chars_per_sec, at, cell, layers, vocab_size)
     shape = (cell, layers, vocab_size)
-    window, masks = cfg.batch * cfg.seq, rate.weight_drop_seconds
-    dropped = sizing.weight_dropped_rates(rate_of, masks, at, window, *shape)
+    window, mask_seconds = cfg.batch * cfg.seq, rate.weight_drop_seconds
+    dropped = sizing.weight_dropped_rates(rate_of, mask_seconds, at, window, *shape)
     choice = sizing.choose(cfg.minutes, train_chars, rate_of, *shape, weight_dropped=dropped)
     return choice, f"{at} units{', beside other work' if rate.busy else ''}"
 

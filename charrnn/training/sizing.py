@@ -97,18 +97,20 @@ def choose(
     said are weight_dropped's (a 15-minute 2 x 640 was told 10.4M characters and trained 9.4M:
     its masks, 6 ms a step, were not in the rate)."""
     seconds = 60.0 * minutes * TRAIN_SHARE
+    text = max(1, train_chars)
+
+    def bought(rate, P):  # (characters, passes, exposure) the budget buys at this rate
+        chars = rate * seconds
+        return chars, chars / text, chars / text * P / text
+
     for H in sorted(sizes, reverse=True):
         P = num_params(ModelConfig(cell, layers, H, vocab_size))
-        chars = rate_of(H) * seconds
-        passes = chars / max(1, train_chars)
+        chars, passes, exposure = bought(rate_of(H), P)
         if chars >= CHARS_PER_PARAM[passes >= MANY_PASSES] * P or H == min(sizes):
             break
-    exposure = passes * P / max(1, train_chars)
     regularisers = next(r[1:] for r in REGULARISERS_BY_EXPOSURE if exposure < r[0])
     rate = weight_dropped(H) if regularisers[1] and weight_dropped else rate_of(H)
-    chars = rate * seconds
-    passes = chars / max(1, train_chars)
-    exposure = passes * P / max(1, train_chars)
+    chars, passes, exposure = bought(rate, P)
     return Choice(H, *regularisers, default_lr(H), rate, chars, passes, chars / P, exposure)
 
 
