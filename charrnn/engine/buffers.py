@@ -86,10 +86,13 @@ def grad_block_size(cfg, T, B, dtype):
     return min(gemm.KC, T * B) * GATES[kernels.CELLS[cfg.cell]] * cfg.hidden
 
 
-def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, packed16=None):
+def alloc_work(
+    cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, packed16=None, weight_mask=None
+):
     """Buffers for one window (T, B); packed: the shared (Whp, WhTp) buffers, or new ones.
     packed16: the shared (Wbp, WbTp) of a window with bf16 products (alloc_packed16), whose
-    float32 packed buffers are then empty; None for float32 products."""
+    float32 packed buffers are then empty; None for float32 products. weight_mask: the (L, H, K)
+    weight-drop mask a bf16 window packs its Wh with (Work.Wm), shared too; None: none."""
     L = cfg.layers
     if packed16 is None:
         Whp, WhTp = packed if packed is not None else alloc_packed(cfg, dtype)
@@ -113,4 +116,5 @@ def alloc_work(cfg, T, B, dtype, dropout=False, packed=None, grad_norms=False, p
         # the AMX configuration, uint8; a window without tiles has an int8 placeholder, a type of
         # its own, so that its kernels compile only the vdpbf16ps products (kernels._amx)
         tiles=np.zeros(sizes["tiles"], np.uint8 if sizes["tiles"] or packed16 is None else np.int8),
+        Wm=np.zeros((0, 0, 0), dtype) if weight_mask is None else weight_mask,
     )

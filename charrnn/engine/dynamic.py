@@ -13,7 +13,8 @@ Update rule (Krause et al.'s SGD with a decay to the trained weights):
 
 import numpy as np
 
-from .model import Model, Score
+from .model import Model
+from .scores import Score
 
 # fmt: off
 DEFAULT_LR = 0.003     # SGD step on a segment's mean loss (see docs/choosing-defaults.md)

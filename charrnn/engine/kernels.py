@@ -85,6 +85,9 @@ class Work(NamedTuple):
     Xb: np.ndarray  # (H*kb,) uint16       a block of a weight gradient's X^T, and ...
     Gb: np.ndarray  # (kb*K,) uint16       ... of its dG packed (kb: buffers.bf16_sizes)
     tiles: np.ndarray  # (64,) uint8       the AMX tile configuration, or (0,) int8 for vdpbf16ps
+    Wm: np.ndarray  # (L, H, K)          a bf16 window's Wh times its weight-drop mask, which
+    #                                   pack16 packs in its place (the weights themselves stay
+    #                                   as they are); (0, 0, 0) without weight drop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +377,8 @@ def grad16(X, G, dW, w):
 def pack16(p, w, backward, part, parts):
     """Part's share of the strips of every layer's Wh and of the input weights Wx of the layers
     above the first, rounded to bf16 and packed (bgemm.pack) into w.Wbp; or of their
-    transposes into w.WbTp with backward. Nothing without bf16 products, as product16."""
+    transposes into w.WbTp with backward; in place of Wh, Wh times its weight-drop mask where
+    w has it (w.Wm). Nothing without bf16 products, as product16."""
 
 
 @overload(pack16)
@@ -385,8 +389,9 @@ def _pack16_impl(p, w, backward, part, parts):
     def impl(p, w, backward, part, parts):
         L, H, K = p.Wh.shape
         lo, hi = share((H if backward else K) // bgemm.NR, part, parts)
+        dropped = w.Wm.shape[0] > 0
         for l in range(2 * L - 1):
-            W = p.Wh[l] if l < L else p.Wx[l - L]
+            W = (w.Wm[l] if dropped else p.Wh[l]) if l < L else p.Wx[l - L]
             if backward:  # (one call with W.T or W would read both through strided arrays)
                 bgemm.pack_strips(W.T, w.WbTp[l], lo, hi)
             else:

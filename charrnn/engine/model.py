@@ -4,8 +4,6 @@
 nothing of files, command lines or training schedules.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 
 from . import kernels, threads
@@ -13,6 +11,8 @@ from .buffers import alloc_packed, alloc_packed16, alloc_work, part_slices
 from ..config import ModelConfig  # noqa: F401  (its home is config.py)
 from .precision import bf16_engine, check_train_precision, train_precision  # noqa: F401 (their home)
 from .kernels import GATES, Params
+from .masks import dropout_masks  # noqa: F401 (its home is masks.py)
+from .scores import Score, Unknowns
 
 
 EMBED_INIT = 2.0  # first-layer input rows start uniform in +-EMBED_INIT (see init_weights)
@@ -70,6 +70,8 @@ class Model:
         self._grads = {}
         self._packed = None
         self._packed16 = None
+        self._weight_mask = None
+        self._dropped = None  # Wh times the weight-drop mask, a bf16 window's (Work.Wm)
 
     # -- weights ----------------------------------------------------------------------------
 
@@ -115,11 +117,14 @@ class Model:
     # A window's streams are split into one part per thread (see threads.py); each part has its
     # own buffers, and all but the first their own gradient accumulator.
 
-    def work(self, T, B, dropout=False, part=0, norms=False, precision="fp32"):
+    def work(self, T, B, dropout=False, part=0, norms=False, precision="fp32", weight_drop=False):
         """The buffers of one part's window; norms: with room for |d loss / d h_t| (Work.gn);
-        precision: of its products, fp32 or bf16 (check_train_precision)."""
-        key = (T, B, dropout, part, norms, precision)  # each part (thread) has buffers of its
-        if key not in self._work:  # own, but for the packed weights, which all read
+        precision: of its products, fp32 or bf16 (check_train_precision); weight_drop: a bf16
+        window's, packing the recurrent weights times their weight-drop mask (Work.Wm) in place
+        of them."""
+        weight_drop = weight_drop and precision == "bf16"
+        key = (T, B, dropout, part, norms, precision, weight_drop)  # each part (thread) has
+        if key not in self._work:  # buffers of its own, but for the packed weights, which all read
             packed16 = None
             if precision == "bf16":
                 if self._packed16 is None:
@@ -127,10 +132,20 @@ class Model:
                 packed16 = self._packed16
             elif self._packed is None:
                 self._packed = alloc_packed(self.config, self.dtype)
+            if weight_drop and self._dropped is None:
+                self._dropped = np.zeros(self.params.Wh.shape, self.dtype)
+            mask = self._dropped if weight_drop else None
             self._work[key] = alloc_work(
-                self.config, T, B, self.dtype, dropout, self._packed, norms, packed16
+                self.config, T, B, self.dtype, dropout, self._packed, norms, packed16, mask
             )
         return self._work[key]
+
+    def weight_mask(self):
+        """A buffer (L, H, K) to draw loss_and_grad's weight_mask into, the same each window
+        (13 MB at 2 x 640: a new one each window costs its pages' first writes)."""
+        if self._weight_mask is None:
+            self._weight_mask = np.zeros(self.params.Wh.shape, self.dtype)
+        return self._weight_mask
 
     def parts(self, B):
         # Always single-threaded BLAS: the parts are the parallelism. A multi-threaded OpenBLAS
@@ -154,9 +169,20 @@ class Model:
         of a batch-16 step."""
         threads.side_by_side(lambda i: kernels.pack_weights(self.params, w, backward, i, n), n)
 
-    def _merge(self, grads, n):
+    def _mask_weights(self, mask, n):
+        """Work.Wm = Wh * mask, each of n threads a share of the rows."""
+        W, M, out = (a.reshape(-1, a.shape[-1]) for a in (self.params.Wh, mask, self._dropped))
+
+        def share(k):
+            lo, hi = W.shape[0] * k // n, W.shape[0] * (k + 1) // n
+            np.multiply(W[lo:hi], M[lo:hi], out=out[lo:hi])
+
+        threads.side_by_side(share, n)
+
+    def _merge(self, grads, n, weight_mask=None):
         """grads += the gradients of parts 1..n-1, which are zeroed: each of n threads adds a
-        share of every array (grads' arrays contiguous, as views of a flat buffer are)."""
+        share of every array (grads' arrays contiguous, as views of a flat buffer are), and
+        multiplies its share of grads.Wh by weight_mask's, if given."""
         pairs = []
         for i in range(1, n):
             for g, d in zip(grads, self._part_grads(i)[1]):
@@ -164,10 +190,16 @@ class Model:
                     raise ValueError("the gradient arrays must be C-contiguous")
                 pairs.append((g.reshape(-1), d.reshape(-1)))
 
+        if weight_mask is not None:
+            dW, M = grads.Wh.reshape(-1), weight_mask.reshape(-1)
+
         def share(k):
             for g, d in pairs:
                 lo, hi = kernels.share(g.size, k, n)
                 kernels.merge_into(g[lo:hi], d[lo:hi])
+            if weight_mask is not None:
+                lo, hi = dW.size * k // n, dW.size * (k + 1) // n  # (kernels.share's)
+                np.multiply(dW[lo:hi], M[lo:hi], out=dW[lo:hi])
 
         threads.side_by_side(share, n)
 
@@ -203,7 +235,18 @@ class Model:
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def loss_and_grad(
-        self, x, y, h0, c0, grads, masks=None, dstate=None, n_total=None, grad_norms=None, precision="fp32"
+        self,
+        x,
+        y,
+        h0,
+        c0,
+        grads,
+        masks=None,
+        dstate=None,
+        n_total=None,
+        grad_norms=None,
+        precision="fp32",
+        weight_mask=None,
     ):
         """Mean loss of one window; accumulates d loss / d params into grads (a Params).
         Returns (loss, (hT, cT)); writes d loss / d (h0, c0) into dstate when given.
@@ -212,14 +255,24 @@ class Model:
         grad_norms: an (L, T) array to receive |d loss / d h_t| over all the streams, as the
         backward pass reaches each step, or None not to measure it (1% of a 2 x 128 window).
         precision: of the window's products, fp32 (exact) or bf16 (check_train_precision
-        first); the weights are rounded to bf16 as they are packed, once a window."""
+        first); the weights are rounded to bf16 as they are packed, once a window.
+        weight_mask: weight drop's mask of Wh (L, H, K): the window runs with Wh * weight_mask
+        (with bf16 products made beside Wh and packed in its place; in float32 multiplied into
+        Wh and restored after, bit for bit), and its gradient accumulated into grads.Wh, which
+        must hold no other, becomes the raw weights' (times the mask, the chain rule of
+        Wh * mask)."""
         T, B = x.shape
         n_total = x.size if n_total is None else n_total
         parts = self.parts(B)
         dh0, dc0 = dstate if dstate is not None else self.zero_state(B)
 
+        dropped = weight_mask is not None
+        raw = self.params.Wh.copy() if dropped and precision != "bf16" else None
+
         def part(i, s):
-            w = self.work(T, s.stop - s.start, masks is not None, i, grad_norms is not None, precision)
+            w = self.work(
+                T, s.stop - s.start, masks is not None, i, grad_norms is not None, precision, dropped
+            )
             if masks is not None:
                 w.M[:] = masks[:, :, s]
             dp = grads if i == 0 else self._part_grads(i)[1]
@@ -241,12 +294,20 @@ class Model:
             dh0[:, s], dc0[:, s] = dh, dc
             return loss, w
 
-        first = self.work(T, parts[0].stop, masks is not None, 0, grad_norms is not None, precision)
-        self._pack(first, True, len(parts))
-        res = self._map(part, parts)
+        first = self.work(T, parts[0].stop, masks is not None, 0, grad_norms is not None, precision, dropped)
+        try:
+            if raw is not None:
+                self.params.Wh[...] *= weight_mask
+            elif dropped:  # the weights bf16 products are packed from, as Wh * mask would be
+                self._mask_weights(weight_mask, len(parts))
+            self._pack(first, True, len(parts))
+            res = self._map(part, parts)
+        finally:
+            if raw is not None:
+                self.params.Wh[...] = raw
         if grad_norms is not None:
             grad_norms[:] = np.sqrt(sum(r[1].gn ** 2 for r in res))  # (L, T), all streams
-        self._merge(grads, len(parts))
+        self._merge(grads, len(parts), weight_mask)
         return sum(r[0] for r in res) / x.size, _join_state([r[1] for r in res])
 
     def evaluate(self, ids, batch=50, seq=100, exact=False):
@@ -295,74 +356,7 @@ class Model:
         return Score(total / n, n, B, tally.count, known)
 
 
-class Score(NamedTuple):
-    # fmt: off
-    nats: float        # mean loss, nats per character
-    chars: int         # characters scored (predictions made)
-    streams: int       # streams the text was read as, each from a zero state
-    # fmt: on
-    unknown: int = 0  # of them, targets that are the unknown symbol (a --max-vocab model's
-    # stand-in for every character it lacks)
-    nats_known: float = float("nan")  # mean loss over the other targets (nan: none)
-    dropped: int = 0  # characters left out of the text before scoring (unknown="drop")
-
-    @property
-    def unknown_share(self):
-        return self.unknown / self.chars if self.chars else 0.0
-
-    @property
-    def nats_unknown(self):
-        """Mean loss over the targets that are the unknown symbol (nan: none)."""
-        if not self.unknown:
-            return float("nan")
-        known = self.chars - self.unknown
-        return (self.nats * self.chars - (self.nats_known * known if known else 0.0)) / self.unknown
-
-
-class Unknowns:
-    """The summed loss and count of the targets that are the unknown symbol (unk_id), from the
-    logits a window's forward pass leaves (kernels.window_loss keeps them in Work.P)."""
-
-    def __init__(self, unk_id):
-        self.id, self.loss, self.count = unk_id, 0.0, 0
-
-    def of(self, P, y):
-        """(summed loss, count) of the rows of logits P (N, V) whose target y (N,) is unk."""
-        rows = np.flatnonzero(y.reshape(-1) == self.id)
-        if rows.size == 0:
-            return 0.0, 0
-        z = P[rows].astype(np.float64)
-        m = z.max(axis=1)
-        lse = m + np.log(np.exp(z - m[:, None]).sum(axis=1))
-        return float((lse - z[:, self.id]).sum()), int(rows.size)
-
-    def add(self, loss, count):
-        self.loss += loss
-        self.count += count
-
-
 EXACT_WINDOW = 1000  # characters per kernel call when reading one stream (exact scoring)
-
-
-def dropout_masks(rng, shape, p, dtype):
-    """Inverted-dropout masks (each element 1 / (1 - p) with probability 1 - p, else 0) from
-    rng.random(shape, float32) >= p, drawn as that call would draw them, so a run's random
-    stream is the same either way. With NumPy's default generator (PCG64, which makes a 32-bit
-    draw as one half of a 64-bit output, low half first) the float32 uniforms are made here
-    from its raw output, in about half the time of rng.random's float32 path."""
-    n = int(np.prod(shape))
-    scale = np.dtype(dtype).type(1 / (1 - p))
-    state = rng.bit_generator.state
-    if n % 2 or state["bit_generator"] not in ("PCG64", "PCG64DXSM") or state["has_uint32"]:
-        keep = rng.random(shape, dtype=np.float32) >= p  # the general case
-        return keep.astype(dtype) * scale
-    out = np.empty(n, dtype)
-    bits = rng.bit_generator.random_raw(n // 2)
-    kernels.masks_from_bits(bits, p, scale, out)
-    state = rng.bit_generator.state  # as rng.random leaves it: the last high half kept, used
-    state["uinteger"] = int(bits[-1] >> np.uint64(32))
-    rng.bit_generator.state = state
-    return out.reshape(shape)
 
 
 def _c(a):

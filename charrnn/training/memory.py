@@ -61,10 +61,12 @@ def training(
     val_len: characters of validation text (0: no evaluation buffers); eval_chars: the
     trainer's cap per evaluation (ten times as many at the last one; 0 reads all). resume: the
     weights come from a checkpoint; base_model: an --init-from model is held while the new one
-    is built. weight_drop, embed_drop, ema: the regularisers' settings (regularise.py): each
-    step a mask (and the random bits it is made from) and a copy of the recurrent weights, or of
-    the first layer's input rows; the averaged weights, held, and at each save three more copies
-    of the weights. Variational dropout's smaller masks are counted as the standard ones.
+    is built. weight_drop, embed_drop, ema: the regularisers' settings (regularise.py): the
+    recurrent weights' mask, held (Model.weight_mask) with, in bf16, the weights times it, and
+    each step the random bits it is made from and (in fp32) a copy of the recurrent weights;
+    each step a mask of the first layer's input rows and a copy of them; the averaged
+    weights, held, and at each save three more copies of the weights. Variational dropout's
+    smaller masks are counted as the standard ones.
     precision: of the training's products (bf16: their own packed weights and buffers)."""
     it = np.dtype(dtype).itemsize
     L, H, V = mcfg.layers, mcfg.hidden, mcfg.vocab_size
@@ -78,9 +80,10 @@ def training(
         "carried state": 2 * L * B * H * it + 8 * L * T,  # h, c; the step's gradient norms
         "thread gradients": (len(parts) - 1) * N * it,
     }
-    keys = {(T, s.stop - s.start, mcfg.dropout > 0, i) for i, s in enumerate(parts)}
-    keys |= _eval_keys(val_len, eval_chars, B, T)
-    held["window buffers"] = sum(_work_bytes(mcfg, k[0], k[1], k[2], dtype) for k in keys)
+    bf16 = precision == "bf16"
+    keys = {(T, s.stop - s.start, mcfg.dropout > 0, i, bf16) for i, s in enumerate(parts)}
+    keys |= {k + (False,) for k in _eval_keys(val_len, eval_chars, B, T)}
+    held["window buffers"] = sum(_work_bytes(mcfg, *k[:3], dtype, k[4]) for k in keys)
     held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # W, W^T
     if precision == "bf16":  # the training windows' bf16 copies beside (evaluations keep fp32's)
         held["bf16 packed weights"] = 2 * int(np.prod(packed16_shape(mcfg))) * 2
@@ -93,7 +96,9 @@ def training(
     else:
         start = 8 * N + (N * it if base_model else 0)  # rng.uniform draws float64 for all weights
     masks = (1 + 2 * it) * L * T * B * H if mcfg.dropout > 0 else 0  # bool keep, cast, scaled
-    masks += L * H * G * (2 * it + 4) if weight_drop > 0 else 0  # mask, its bits, raw copy
+    if weight_drop > 0:  # the mask; with bf16 products the weights times it beside (Work.Wm)
+        held["weight drop"] = L * H * G * it * (2 if precision == "bf16" else 1)
+        masks += L * H * G * (4 + (it if precision != "bf16" else 0))  # its bits; the raw copy
     masks += (V * G + 2 * V) * it if embed_drop > 0 else 0
     if ema > 0:
         held["averaged weights"] = N * it
@@ -120,14 +125,16 @@ def _eval_keys(val_len, eval_chars, B, T):
     return keys
 
 
-def _work_bytes(mcfg, T, B, dropout, dtype):
+def _work_bytes(mcfg, T, B, dropout, dtype, bf16=False):
+    """A window's buffers; a bf16 window's float32 ones (its packed dG block, Work.Gp, is
+    bf16's: bf16_sizes)."""
     itemsize = np.dtype(dtype).itemsize
     return (
         sum(
             int(np.prod(shape)) * (8 if k == "gn" else itemsize)
             for k, shape in work_shapes(mcfg, T, B, dropout).items()
         )
-        + grad_block_size(mcfg, T, B, dtype) * itemsize
+        + (0 if bf16 else grad_block_size(mcfg, T, B, dtype)) * itemsize
     )
 
 

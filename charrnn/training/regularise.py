@@ -4,8 +4,10 @@ around the kernels rather than inside them:
 - variational dropout: one inverted-dropout mask per layer and stream, the same at every time step
   of a window (the kernels take masks (L, T, B, H); this broadcasts one (L, 1, B, H) draw);
 - DropConnect on the recurrent weights (weight drop) and dropout of whole embedding rows (embed
-  drop): the weights are masked in place for one window's forward and backward, restored exactly
-  afterwards, and the gradient of the raw weights is the masked weights' gradient times the mask;
+  drop): the weights are masked for one window's forward and backward (the recurrent ones by the
+  model, Model.loss_and_grad's weight_mask, as a bf16 window packs them; the embedding rows in
+  place here), restored exactly afterwards, and the gradient of the raw weights is the masked
+  weights' gradient times the mask;
 - an exponential moving average of the weights, which evaluations and checkpoints use.
 
 Every mask is drawn from the run's generator, so a resumed run draws the same ones.
@@ -29,14 +31,15 @@ def window_masks(rng, mode, p, L, T, B, H, dtype):
     return dropout_masks(rng, (L, T, B, H), p, dtype)
 
 
-def weight_masks(rng, params, weight_drop, embed_drop, dtype):
+def weight_masks(rng, params, weight_drop, embed_drop, dtype, out=None):
     """{field of Params: mask broadcastable to it} for one window: DropConnect on each element of
     the recurrent weights Wh (L, H, K), and whole rows of the first layer's input weights Wx0
     (V, K), one per character (its embedding, as the input is one-hot), each kept with
-    probability 1 - p and scaled by 1 / (1 - p). Empty when both rates are 0."""
+    probability 1 - p and scaled by 1 / (1 - p). Empty when both rates are 0. out: where to
+    draw Wh's mask (Model.weight_mask, which a bf16 window packs from)."""
     masks = {}
     if weight_drop > 0:
-        masks["Wh"] = dropout_masks(rng, params.Wh.shape, weight_drop, dtype)
+        masks["Wh"] = dropout_masks(rng, params.Wh.shape, weight_drop, dtype, out)
     if embed_drop > 0:
         masks["Wx0"] = dropout_masks(rng, (params.Wx0.shape[0], 1), embed_drop, dtype)
     return masks

@@ -227,9 +227,10 @@ class Trainer(Record):
         x = np.ascontiguousarray(self.xs[mine, s].T, dtype=np.int32)
         y = np.ascontiguousarray(self.ys[mine, s].T, dtype=np.int32)
         masks = self.masks()  # drawn for all B streams on every rank: the same random numbers
-        weights = weight_masks(
-            self.rng, self.model.params, self.cfg.weight_drop, self.cfg.embed_drop, self.model.dtype
-        )
+        m, drop = self.model, self.cfg.weight_drop
+        out = m.weight_mask() if drop > 0 else None
+        weights = weight_masks(self.rng, m.params, drop, self.cfg.embed_drop, m.dtype, out)
+        recurrent = weights.pop("Wh", None)  # the model applies it (as it packs Wh, in bf16)
         n = self.cfg.batch * T
         with masked(self.model.params, self.grads, weights):
             loss, (self.h[:, mine], self.c[:, mine]) = self.model.loss_and_grad(
@@ -242,6 +243,7 @@ class Trainer(Record):
                 n_total=n,
                 grad_norms=self.grad_norms,
                 precision=self.cfg.precision,
+                weight_mask=recurrent,
             )
         if self.dist.size > 1:
             self.dist.sum_(self.grad_flat)

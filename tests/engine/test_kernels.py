@@ -455,3 +455,22 @@ def test_dropout_masks_are_the_ones_rng_random_would_draw(shape, dtype, bits):
         np.testing.assert_array_equal(got, ref)
         np.testing.assert_equal(a.bit_generator.state, b.bit_generator.state)
         assert a.random() == b.random()
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("bits", [np.random.PCG64, np.random.PCG64DXSM])
+def test_a_large_mask_drawn_by_several_threads_is_the_one_rng_random_would_draw(monkeypatch, parts, bits):
+    """Above SPLIT_WORDS draws each thread draws its part from a copy of the generator advanced
+    to it: the same mask, into the array given, the generator left where rng.random leaves it."""
+    from charrnn.engine import masks, threads
+
+    monkeypatch.setattr(masks, "SPLIT_WORDS", 16)
+    monkeypatch.setattr(threads, "num_threads", lambda: parts)
+    a, b = np.random.Generator(bits(11)), np.random.Generator(bits(11))
+    out = np.empty((2, 8, 21), np.float32)  # 336 elements, 168 draws: parts of 84 or 56
+    for _ in range(2):
+        ref = (a.random(out.shape, dtype=np.float32) >= 0.1).astype(np.float32) * np.float32(1 / 0.9)
+        assert masks.dropout_masks(b, out.shape, 0.1, np.float32, out) is out
+        np.testing.assert_array_equal(out, ref)
+        np.testing.assert_equal(a.bit_generator.state, b.bit_generator.state)
+        assert a.random() == b.random()

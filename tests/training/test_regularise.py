@@ -11,7 +11,8 @@ import pytest
 from charrnn import checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import UsageError
-from charrnn.engine import kernels
+from charrnn.engine import bgemm, kernels
+from charrnn.engine.model import Model, ModelConfig
 from charrnn.training import run
 from charrnn.training.regularise import Average, masked, weight_masks, window_masks
 from reference import (
@@ -75,10 +76,11 @@ def reference_masked_loss(cell, params, masks, x, y, h0, c0):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("weight_drop, embed_drop, H", [(0.4, 0.0, 5), (0.0, 0.4, 5), (0.3, 0.3, 16)])
 def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_drop, embed_drop, H):
-    """Inside masked() the kernels see w * mask; the gradient left in grads is the raw weights'
-    (finite differences of the reference's loss at fixed masks), and the raw weights come back
-    bit for bit. H = 16 takes the packed recurrent product, which must be packed from the
-    masked weights."""
+    """As the trainer applies them (Wh's mask through Model.loss_and_grad, Wx0's inside
+    masked()) the kernels see w * mask; the gradient left in grads is the raw weights' (finite
+    differences of the reference's loss at fixed masks), and the raw weights come back bit for
+    bit. H = 16 takes the packed recurrent product, which must be packed from the masked
+    weights."""
     m, rng = tiny(cell, H=H)
     x, y, h0, c0 = window(rng, H=H)
     masks = weight_masks(rng, m.params, weight_drop, embed_drop, np.float64)
@@ -87,8 +89,8 @@ def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_
         assert masks["Wx0"].shape == (7, 1)
     raw = m.flat.copy()
     _, grads = m.zeros_like_params()
-    with masked(m.params, grads, masks):
-        loss, _ = m.loss_and_grad(x, y, h0, c0, grads)
+    with masked(m.params, grads, {k: v for k, v in masks.items() if k != "Wh"}):
+        loss, _ = m.loss_and_grad(x, y, h0, c0, grads, weight_mask=masks.get("Wh"))
     np.testing.assert_array_equal(m.flat, raw)
     assert abs(loss - reference_masked_loss(cell, m.params, masks, x, y, h0, c0)) < 1e-10
 
@@ -104,6 +106,37 @@ def test_masked_weights_match_the_reference_and_finite_differences(cell, weight_
     if "Wx0" in masks:  # a dropped character's row gets no gradient
         dropped = masks["Wx0"][:, 0] == 0
         assert np.all(grads.Wx0[dropped] == 0)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("drawn_into", ["the model's buffer", "an array of its own"])
+def test_the_model_drops_weights_as_masked_does_bit_for_bit(precision, drawn_into):
+    """Model.loss_and_grad's weight_mask (with bf16 products Wh packed times the mask, the
+    weights left alone; in float32 multiplied in and restored) gives what masked() around the
+    window gives: the same loss, gradient and state, bit for bit, the weights unchanged."""
+    if precision == "bf16" and not bgemm.available():
+        pytest.skip("this CPU has no AVX512-BF16")
+    got = []
+    for route in ("masked", "model"):
+        m = Model(ModelConfig("lstm", 2, 64, 11)).init_weights(np.random.default_rng(0))
+        raw = m.flat.copy()
+        rng = np.random.default_rng(1)
+        x = rng.integers(0, 11, (12, 16)).astype(np.int32)
+        h, c = m.zero_state(16)
+        out = m.weight_mask() if route == "model" and drawn_into == "the model's buffer" else None
+        masks = weight_masks(rng, m.params, 0.3, 0.0, m.dtype, out)
+        flat, grads = m.zeros_like_params()
+        if route == "masked":
+            with masked(m.params, grads, masks):
+                loss, (hT, _) = m.loss_and_grad(x, x, h, c, grads, precision=precision)
+        else:
+            loss, (hT, _) = m.loss_and_grad(x, x, h, c, grads, precision=precision, weight_mask=masks["Wh"])
+        np.testing.assert_array_equal(m.flat, raw)
+        got.append((loss, flat, hT))
+    assert got[0][0] == got[1][0]
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+    np.testing.assert_array_equal(got[0][2], got[1][2])
+    assert np.count_nonzero(grads.Wh) > 0.5 * grads.Wh.size  # 70% kept: a gradient for each
 
 
 @pytest.mark.parametrize("cell", CELLS)
