@@ -174,7 +174,7 @@ class Model:
         W, M, out = (a.reshape(-1, a.shape[-1]) for a in (self.params.Wh, mask, self._dropped))
 
         def share(k):
-            lo, hi = W.shape[0] * k // n, W.shape[0] * (k + 1) // n
+            lo, hi = _share(W.shape[0], k, n)
             np.multiply(W[lo:hi], M[lo:hi], out=out[lo:hi])
 
         threads.side_by_side(share, n)
@@ -198,7 +198,7 @@ class Model:
                 lo, hi = kernels.share(g.size, k, n)
                 kernels.merge_into(g[lo:hi], d[lo:hi])
             if weight_mask is not None:
-                lo, hi = dW.size * k // n, dW.size * (k + 1) // n  # (kernels.share's)
+                lo, hi = _share(dW.size, k, n)
                 np.multiply(dW[lo:hi], M[lo:hi], out=dW[lo:hi])
 
         threads.side_by_side(share, n)
@@ -357,6 +357,12 @@ class Model:
 
 
 EXACT_WINDOW = 1000  # characters per kernel call when reading one stream (exact scoring)
+
+
+def _share(size, k, n):
+    """kernels.share, in Python: called from Python with its own types, the jitted one is a
+    signature no command's compile plan holds."""
+    return size * k // n, size * (k + 1) // n
 
 
 def _c(a):

@@ -21,7 +21,8 @@ The rate of each size is one measured rate (a few training steps of the second s
 ids; the fastest of up to MEASURE_TRIES while the cores seem busy, see best_of) scaled by the
 sizes' multiply-adds per character: small models reach less of the machine's peak, so the
 scaled rates of larger sizes are, if anything, low. A size that takes weight drop is said at
-a rate that also pays its masks each step (timed apart, scaled by the recurrent weights).
+a rate that also pays its masks each step (timed as steps with them less steps without,
+scaled by the recurrent weights).
 """
 
 import math
@@ -158,10 +159,13 @@ def measure(
     """Training characters per second of a fresh model of this shape on random ids, as a Rate:
     the whole step the trainer takes (a window's dropout masks drawn, its forward and backward
     passes with products at `precision`, Adam's step, at a rate of 0 so that the weights stay
-    as they are), one warm-up step, then steps for about `seconds`, again while the cores were
-    busy (best_of). The window's passes alone ran 1.25x the rate a 2 x 384 trained at with bf16
-    products (39.9k chars/s against 31.7k), which made the run's characters, passes and
-    exposure, and so its regularisers, those of a quarter more characters than it got."""
+    as they are), a warm-up step with weight drop and one without, then steps for about
+    `seconds`, again while the cores were busy (best_of): steps without weight drop and with it
+    (MEASURE_WEIGHT_DROP) in turn, the rate the first kind's, the Rate's weight_drop_seconds
+    the difference of their medians. The window's passes alone ran 1.25x the rate a 2 x 384
+    trained at with bf16 products (39.9k chars/s against 31.7k), which made the run's
+    characters, passes and exposure, and so its regularisers, those of a quarter more
+    characters than it got."""
     rng = rng if rng is not None else np.random.default_rng(0)
     m = Model(ModelConfig(cell, layers, hidden, vocab_size), dtype=dtype).init_weights(rng)
     gflat, grads = m.zeros_like_params()
