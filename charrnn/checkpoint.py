@@ -37,7 +37,7 @@ VERSION = 2  # the newest this reads; a file is written in the oldest that holds
 BEST, LATEST = "best.npz", "latest.npz"
 # the fields of kernels.Params, in order (a test checks that they agree): this module reads and
 # writes files, and has no need of the compiled kernels
-PARAM_NAMES = ("Wx0", "Wx", "Wh", "b", "bh", "Wy", "by")
+PARAM_NAMES = ("Wx0", "Wx", "Wh", "b", "bh", "Wy", "by", "ln")
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,9 @@ def save(path, meta, params, train_arrays=None):
 def load(path):
     """Returns (Meta, params as a dict of arrays, train arrays as a dict)."""
     with _opened(path) as (z, meta):
-        params = {k: z[f"param/{k}"] for k in PARAM_NAMES}
+        params = {k: z[f"param/{k}"] for k in PARAM_NAMES if k != "ln" or "param/ln" in z.files}
+        if "ln" not in params:  # saved before the lnlstm: no normalisation's weights, none needed
+            params["ln"] = np.zeros((meta.model.layers, 0), np.float32)
         train = {k[6:]: z[k] for k in z.files if k.startswith("train/")}
     return meta, params, train
 

@@ -7,7 +7,7 @@ from typing import Optional, Union
 
 from .errors import ConfigError, UsageError
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "lnlstm")
 DROPOUT_MODES = ("standard", "variational")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # of a training window's products (engine/bgemm.py, amx.py)
 
@@ -15,7 +15,7 @@ TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # of a training window's products (
 @dataclass(frozen=True)
 class ModelConfig:
     # fmt: off
-    cell: str = "lstm"        # recurrent cell: lstm, gru or rnn
+    cell: str = "lstm"        # recurrent cell: lstm, gru, rnn or lnlstm
     layers: int = 2           # stacked recurrent layers (L)
     hidden: int = 128         # units per layer (H)
     vocab_size: int = 0       # characters known to the model (V), set from the corpus
@@ -27,7 +27,7 @@ class ModelConfig:
 
     def validate(self):
         if self.cell not in CELLS:
-            raise UsageError(f"unknown cell {self.cell!r}: choose lstm, gru or rnn")
+            raise UsageError(f"unknown cell {self.cell!r}: choose lstm, gru, rnn or lnlstm")
         if self.layers < 1 or self.hidden < 1:
             raise UsageError("layers and hidden size must be at least 1")
         if not 0 <= self.dropout < 1:

@@ -11,6 +11,12 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def layer_norm(v, eps=1e-5):
+    """Each row of v at zero mean and unit variance (the kernels' LN_EPS inside the root)."""
+    mu = v.mean(axis=-1, keepdims=True)
+    return (v - mu) / np.sqrt(((v - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+
+
 def reference_forward(cell, p, x, h0, c0, masks=None):
     """Logits (T*B, V) and final states, one gate at a time. p is a kernels.Params."""
     T, B = x.shape
@@ -31,6 +37,14 @@ def reference_forward(cell, p, x, h0, c0, masks=None):
                 o = sigmoid(xp[:, 3 * H :] + hp[:, 3 * H :])
                 c = f * c + i * g
                 h = o * np.tanh(c)
+            elif cell == "lnlstm":  # Ba et al. 2016: the two products and c normalised apart
+                K, q = 4 * H, p.ln[l]
+                gx, bx, gh = q[:K], q[K : 2 * K], q[2 * K : 3 * K]
+                gc, bc = q[3 * K : 3 * K + H], q[3 * K + H :]
+                a = gx * layer_norm(xp) + bx + gh * layer_norm(hp)
+                i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H]), sigmoid(a[:, 3 * H :])
+                c = f * c + i * np.tanh(a[:, 2 * H : 3 * H])
+                h = o * np.tanh(gc * layer_norm(c) + bc)
             elif cell == "gru":
                 r = sigmoid(xp[:, :H] + hp[:, :H])
                 z = sigmoid(xp[:, H : 2 * H] + hp[:, H : 2 * H])
@@ -74,7 +88,7 @@ def numeric_grad(f, arr, eps=1e-6):
 
 
 # tiny models and windows the kernel tests share (float64: the gradient checks' precision)
-CELLS = ["lstm", "gru", "rnn"]
+CELLS = ["lstm", "gru", "rnn", "lnlstm"]
 
 
 def tiny(cell, L=2, H=5, V=7, dropout=0.0, seed=0, dtype=np.float64):

@@ -54,7 +54,12 @@ def train(
             "$CHARRNN_RUNS, else under ./runs.",
         ),
     ] = None,
-    cell: Annotated[Optional[str], run_opt("Recurrent cell: lstm, gru or rnn.", ModelConfig.cell)] = None,
+    cell: Annotated[
+        Optional[str],
+        run_opt(
+            "Recurrent cell: lstm, gru, rnn or lnlstm (an LSTM with layer normalisation).", ModelConfig.cell
+        ),
+    ] = None,
     layers: Annotated[
         Optional[int], run_opt("Number of stacked recurrent layers.", ModelConfig.layers)
     ] = None,

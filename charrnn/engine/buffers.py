@@ -69,13 +69,22 @@ def work_shapes(cfg, T, B, dropout=False, grad_norms=False):
         D=(L, TD, B, H),
         P=(T * B, V),
         R=(B, G),
-        dR=(T if cfg.cell == "gru" else 0, B, G),
+        dR=(T if cfg.cell in ("gru", "lnlstm") else 0, B, G),
         dH=(L, T, B, H),
         dh=(B, H),
         dc=(B, H),
         dhn=(B, H),
         gn=(L, T if grad_norms else 0),
+        **norm_shapes(cfg, T, B),
     )
+
+
+def norm_shapes(cfg, T, B):
+    """{field of Work: shape} of an lnlstm's normalised products and states (Work.Xn, Rn, Cn,
+    S); (L, T, B, 0) each for the other cells."""
+    L, H = cfg.layers, cfg.hidden
+    ln = cfg.cell == "lnlstm"
+    return dict(Xn=(L, T, B, 4 * H * ln), Rn=(L, T, B, 4 * H * ln), Cn=(L, T, B, H * ln), S=(L, T, B, 3 * ln))
 
 
 def grad_block_size(cfg, T, B, dtype):

@@ -1,6 +1,7 @@
 """The cells' ids, each of a Numba type of its own, so that a kernel compiles for one cell.
 
-A cell id is an int (LSTM 0, GRU 1, RNN 2) to Python: it compares, hashes and indexes as one.
+A cell id is an int (LSTM 0, GRU 1, RNN 2, layer-normalised LSTM 3) to Python: it compares,
+hashes and indexes as one.
 To Numba each is a type of its own (CellType), carrying no data, so a kernel called with it is
 compiled for that cell alone: the steps that differ between cells are chosen by @overload on
 that type (kernels.cell_update, kernels.step_back), and the others' code is never typed,
@@ -23,7 +24,7 @@ class Cell(int):
     """A cell's id: an int, of its own Numba type (CellType)."""
 
     __slots__ = ()
-    NAMES = ("lstm", "gru", "rnn")
+    NAMES = ("lstm", "gru", "rnn", "lnlstm")
 
     def __repr__(self):
         return f"Cell({self.NAMES[self]})"
@@ -56,9 +57,9 @@ def _box_cell(typ, val, c):
     return c.pyapi.long_from_longlong(c.context.get_constant(types.int64, typ.cell))
 
 
-LSTM, GRU, RNN = Cell(0), Cell(1), Cell(2)
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-GATES = {LSTM: 4, GRU: 3, RNN: 1}
+LSTM, GRU, RNN, LNLSTM = Cell(0), Cell(1), Cell(2), Cell(3)
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN, "lnlstm": LNLSTM}
+GATES = {LSTM: 4, GRU: 3, RNN: 1, LNLSTM: 4}
 
 
 def which(cell):

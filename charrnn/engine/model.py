@@ -29,6 +29,7 @@ def param_shapes(cfg):
         bh=(L, H if cfg.cell == "gru" else 0),
         Wy=(H, V),
         by=(V,),
+        ln=(L, 3 * G + 2 * H if cfg.cell == "lnlstm" else 0),
     )
 
 
@@ -99,6 +100,10 @@ class Model:
         p.b[:] = 0
         p.bh[:] = 0
         p.by[:] = 0
+        if p.ln.size:  # the normalisations' gains 1 and biases 0 (gx bx gh gc bc, Params.ln)
+            K = p.Wh.shape[2]
+            p.ln[:] = 0
+            p.ln[:, :K] = p.ln[:, 2 * K : 3 * K] = p.ln[:, 3 * K : 3 * K + H] = 1
         for l in range(self.config.layers):
             for g in range(p.Wh.shape[2] // H):
                 q, _ = np.linalg.qr(rng.standard_normal((H, H)))

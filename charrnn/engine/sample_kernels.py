@@ -34,12 +34,27 @@ class SampleWork(NamedTuple):
     scratch: np.ndarray  # (N, Kp)      a padded product before it is cut to K
     logits: np.ndarray   # (N, Vp)
     prob: np.ndarray     # (V,) float64 one row's probabilities while drawing
+    xn: np.ndarray       # (N, K)       lnlstm: a step's normalised input product (see
+    rn: np.ndarray       # (N, K)       ... kernels.Work, whose Xn, Rn, Cn, S these are for
+    cn: np.ndarray       # (N, H)       ... one step); (N, 0) each for the other cells
+    st: np.ndarray       # (N, 3)
     # fmt: on
     # per-column scales of Wxp, Whp and Wyp when they are in a narrow format (precision.py:
     # uint16 bf16 or int8); empty, as by default, for float weights
     Sx: np.ndarray = np.zeros((0, 0), np.float32)  # (L-1, Kp)
     Sh: np.ndarray = np.zeros((0, 0), np.float32)  # (L, Kp)
     Sy: np.ndarray = np.zeros(0, np.float32)  # (Vp,)
+
+
+def norm_buffers(cell, N, H, dtype):
+    """SampleWork's xn, rn, cn, st for N rows of a cell (a cells.Cell or its int)."""
+    ln = int(cell) == int(kernels.LNLSTM)
+    return dict(
+        xn=np.zeros((N, 4 * H * ln), dtype),
+        rn=np.zeros((N, 4 * H * ln), dtype),
+        cn=np.zeros((N, H * ln), dtype),
+        st=np.zeros((N, 3 * ln), dtype),
+    )
 
 
 class SplitWork(NamedTuple):
@@ -147,7 +162,8 @@ def step(cell, p, w, ids, h, c):
             weights_product(h[l - 1], w.Wxp[l - 1], w.Sx[l - 1], G, w.scratch)
             G += p.b[l]
         weights_product(h[l], w.Whp[l], w.Sh[l], w.R, w.scratch)
-        kernels.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux))
+        kernels.input_norm(cell, p, l, G, w.xn, w.st)
+        kernels.cell_update(cell, p, l, G, (w.R, h[l], c[l], h[l], c[l], w.aux, w.rn, w.cn, w.st))
 
 
 @kernel

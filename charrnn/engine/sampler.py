@@ -152,6 +152,7 @@ class Sampler:
             scratch=np.zeros((N, Kp), dt),
             logits=np.zeros((N, padded(dt, V)), dt),
             prob=np.zeros(V, np.float64),
+            **sample_kernels.norm_buffers(self.model.cell, N, H, dt),
         )
 
     def _split_work(self, k):

@@ -26,8 +26,11 @@ from ..errors import ConfigError, CorpusError
 from .features import FEATURES, check_feature, feature  # noqa: F401 (re-exported)
 
 WINDOW = 128  # characters per forward call
-GATE_NAMES = {kernels.LSTM: "ifgo", kernels.GRU: "rzn", kernels.RNN: ""}  # in the fused block's order
-SIGMOID_GATES = {kernels.LSTM: "ifo", kernels.GRU: "rz", kernels.RNN: ""}  # the ones --gates reports
+# in the fused block's order
+GATE_NAMES = {kernels.LSTM: "ifgo", kernels.GRU: "rzn", kernels.RNN: "", kernels.LNLSTM: "ifgo"}
+# the ones --gates reports
+SIGMOID_GATES = {kernels.LSTM: "ifo", kernels.GRU: "rz", kernels.RNN: "", kernels.LNLSTM: "ifo"}
+CELL_STATE = (kernels.LSTM, kernels.LNLSTM)  # the cells with a cell state c beside h
 GATE_TITLES = {
     "i": "input",
     "f": "forget",
@@ -97,7 +100,7 @@ class Collect:
         L, H = model.config.layers, model.config.hidden
         self.cell = model.cell
         self.h = np.empty((L, n, H), model.dtype)
-        self.c = np.empty((L, n, H), model.dtype) if model.cell == kernels.LSTM else None
+        self.c = np.empty((L, n, H), model.dtype) if model.cell in CELL_STATE else None
         self.G = np.empty((L, n, model.params.Wh.shape[2]), model.dtype)
 
     def add(self, start, h, c, G):
@@ -132,7 +135,7 @@ def select(states_, kind):
 
 def kinds(model):
     """The state kinds a unit of this model has: h, c (lstm) and its gates."""
-    return ("h",) + (("c",) if model.cell == kernels.LSTM else ()) + tuple(GATE_NAMES[model.cell])
+    return ("h",) + (("c",) if model.cell in CELL_STATE else ()) + tuple(GATE_NAMES[model.cell])
 
 
 def check_unit(model, layer, unit, kind="h"):
@@ -185,7 +188,7 @@ class Correlate:
                 "the feature is the same at every character of this text, so nothing can correlate with it"
             )
         self.model = model
-        self.kinds = ("h", "c") if model.cell == kernels.LSTM else ("h",)
+        self.kinds = ("h", "c") if model.cell in CELL_STATE else ("h",)
         self.shift, self.sx, self.sxx, self.sxf = {}, {}, {}, {}
 
     def add(self, start, h, c, G):

@@ -108,6 +108,7 @@ class Stepper:
                 scratch=np.zeros((N, Kg), dt),
                 logits=np.zeros((N, padded(dt, self.V)), dt),
                 prob=np.zeros(self.V, np.float64),
+                **sample_kernels.norm_buffers(self.model.cell, N, self.H, dt),
             )
         return self._works[N, lane]
 

@@ -45,7 +45,7 @@ TYPES = {
     "schedule": str,
 }
 LOG_BY_DEFAULT = {"hidden", "lr", "batch"}  # a [low, high] range of these is on a log scale
-WORDS = {"cell": ("lstm", "gru", "rnn"), "schedule": ("constant", "cosine")}
+WORDS = {"cell": ("lstm", "gru", "rnn", "lnlstm"), "schedule": ("constant", "cosine")}
 
 
 def load(path):

@@ -27,7 +27,7 @@ def window(cell, precision, dropout=0.0, seed=0):
     return m, loss, flat, hT
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_bf16_window_stays_close_to_the_float32_window(cell, dropout):
     """Rounding the products' inputs to 8 significant bits (relative error 2^-9) moves the
@@ -35,8 +35,13 @@ def test_bf16_window_stays_close_to_the_float32_window(cell, dropout):
     _, loss32, g32, h32 = window(cell, "fp32", dropout)
     _, loss16, g16, h16 = window(cell, "bf16", dropout)
     assert abs(loss16 - loss32) < 1e-3 * loss32
-    assert np.linalg.norm(g16 - g32) < 0.03 * np.linalg.norm(g32)
-    assert np.abs(h16 - h32).max() < 0.02
+    # the lnlstm is some 25 times as sensitive to a rounding of its weights: in float64, a
+    # relative noise of 2^-10 on every weight of this window's model moves its gradient by 2.0%
+    # of its norm (the LSTM's by 0.08%) and its last h by up to 0.024 (0.001): normalising a
+    # product divides by its spread, and the backward subtracts near-equal terms
+    ln = cell == "lnlstm"
+    assert np.linalg.norm(g16 - g32) < (0.08 if ln else 0.03) * np.linalg.norm(g32)
+    assert np.abs(h16 - h32).max() < (0.06 if ln else 0.02)
     assert not np.array_equal(g16, g32)  # it did take the bf16 path
 
 

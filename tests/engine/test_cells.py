@@ -20,7 +20,7 @@ def test_cell_ids_are_ints_to_python():
 
 def test_each_cell_is_a_numba_type_of_its_own():
     types_ = {numba.typeof(c) for c in kernels.CELLS.values()}
-    assert len(types_) == 3 and {cells.which(t) for t in types_} == {0, 1, 2}
+    assert len(types_) == 4 and {cells.which(t) for t in types_} == {0, 1, 2, 3}
     assert numba.typeof(kernels.GRU) == numba.typeof(cells.Cell(1))  # equal ids, one type
 
 
@@ -29,7 +29,7 @@ def _update(cell, p, G, w):
     kernels.cell_update(cell, p, 0, G, w)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "lnlstm"])
 def test_a_cell_and_its_int_take_the_same_step(name):
     """A Cell compiles its own step alone, an int every cell's, choosing as it runs: the same
     numbers either way."""
@@ -42,8 +42,10 @@ def test_a_cell_and_its_int_take_the_same_step(name):
             np.random.default_rng(k).standard_normal(s) for k, s in ((2, (2, K)), (3, (2, 3)), (4, (2, 3)))
         )
         h, c, aux = np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3))
-        _update(cell, m.params, G, (R, h_prev, c_prev, h, c, aux))
-        out.append((G, h, c, aux))
+        ln = name == "lnlstm"  # its normalised product and cell state, and their statistics
+        norms = np.zeros((2, K * ln)), np.zeros((2, 3 * ln)), np.zeros((2, 3 * ln))
+        _update(cell, m.params, G, (R, h_prev, c_prev, h, c, aux, *norms))
+        out.append((G, h, c, aux, *norms))
     assert type(m.cell) is int and m.window_cell is m.cell  # float64: any cell
     lone = type(tiny(name, dtype=np.float32)[0].window_cell) is cells.Cell
     assert lone == (name == "lstm")  # the default cell's float32 windows compile for it alone

@@ -21,7 +21,7 @@ def test_forward_matches_reference(cell, L, H, B):
     logits, hT, cT = reference_forward(cell, m.params, x, h0, c0)
     np.testing.assert_allclose(w.P, logits, rtol=0, atol=1e-10)
     np.testing.assert_allclose(w.Hs[:, -1], hT, rtol=0, atol=1e-10)
-    if cell == "lstm":
+    if cell in ("lstm", "lnlstm"):
         np.testing.assert_allclose(w.Cs[:, -1], cT, rtol=0, atol=1e-10)
     assert (
         abs(
@@ -55,7 +55,7 @@ def test_backward_matches_finite_differences(cell, dropout, H):
         assert_grad(g, num, name)
         assert np.abs(g).max() > 0, name  # every parameter takes part
     assert_grad(dstate[0], numeric_grad(loss, h0), "h0")
-    if cell == "lstm":
+    if cell in ("lstm", "lnlstm"):
         assert_grad(dstate[1], numeric_grad(loss, c0), "c0")
 
 
@@ -174,7 +174,7 @@ def test_stepping_one_character_at_a_time_equals_the_window(cell, H):
         sample_kernels.step(m.cell, m.params, s.work, x[t].astype(np.int64), h, c)
         np.testing.assert_allclose(h[-1] @ m.params.Wy + m.params.by, logits[t], atol=1e-12)
     np.testing.assert_allclose(h, w.Hs[:, -1], atol=1e-12)
-    if cell == "lstm":
+    if cell in ("lstm", "lnlstm"):
         np.testing.assert_allclose(c, w.Cs[:, -1], atol=1e-12)
 
 

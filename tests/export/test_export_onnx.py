@@ -176,7 +176,12 @@ def test_bad_input_fails_in_one_line(tmp_path):
     assert "fp16 is for --format html" in _one_line_error(
         cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "m.npz"]
+    ln = save(tiny_model("lnlstm", 1, 8), tmp_path / "ln.npz")
+    for fmt in ("onnx", "html"):
+        assert "this model's cell, lnlstm, cannot be exported yet" in _one_line_error(
+            cli("export", "-c", ln, "--format", fmt, "-o", tmp_path / f"x.{fmt}"), 1
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "ln.npz", "m.npz"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

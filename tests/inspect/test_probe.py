@@ -18,7 +18,7 @@ from charrnn.errors import CharrnnError
 from charrnn.engine.model import ModelConfig
 from conftest import error_line
 
-CELLS = ["lstm", "gru", "rnn"]
+CELLS = ["lstm", "gru", "rnn", "lnlstm"]
 VOCAB = "\n \"'()<>&=abc"
 
 
@@ -49,7 +49,7 @@ def test_states_equal_the_sampler_step_kernel(cell):
     s = probe.states(m, text, window=5)
     L, N, H = s.h.shape
     assert (L, N, H) == (3, 23, 5)
-    assert (s.c is None) == (cell != "lstm")
+    assert (s.c is None) == (cell not in ("lstm", "lnlstm"))
     assert list(s.gates) == list(probe.GATE_NAMES[m.cell])
     ids = m.encode(text).astype(np.int64)
     for top in range(L):  # run layers 0..top, compare layer top's gates (and all states)
@@ -59,7 +59,7 @@ def test_states_equal_the_sampler_step_kernel(cell):
         for t in range(N):
             sample_kernels.step(m.cell, m.params, sm.work, ids[t : t + 1], h, c)
             np.testing.assert_allclose(s.h[: top + 1, t], h[:, 0], rtol=0, atol=1e-12)
-            if cell == "lstm":
+            if s.c is not None:
                 np.testing.assert_allclose(s.c[: top + 1, t], c[:, 0], rtol=0, atol=1e-12)
             for k, name in enumerate(probe.GATE_NAMES[m.cell]):
                 np.testing.assert_allclose(
@@ -93,7 +93,7 @@ def test_streamed_correlation_and_saturation_equal_direct_ones(cell):
     f = np.random.default_rng(5).random(200)
     (cor,) = probe.run(m, ids, probe.Correlate(m, f), window=17)
     r = cor.result()
-    assert set(r) == ({"h", "c"} if cell == "lstm" else {"h"})
+    assert set(r) == ({"h", "c"} if cell in ("lstm", "lnlstm") else {"h"})
     for kind in r:
         X = probe.select(s, kind)
         for l in range(2):

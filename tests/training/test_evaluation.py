@@ -52,7 +52,7 @@ def naive_loss(model, ids):
     return total / (len(ids) - 1)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
 def test_exact_scoring_is_one_stream_read_a_character_at_a_time(cell):
     m = random_model(cell)
     ids = np.random.default_rng(2).integers(0, 5, 2345)  # more than one window of 1000
