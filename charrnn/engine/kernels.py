@@ -330,20 +330,13 @@ def ln_input(p, l, G, Xn, S):
 
 
 def input_norm(cell, p, l, G, Xn, S):
-    """ln_input for an lnlstm; nothing for the other cells (compiled for the one cell that
-    `cell` names where it is a cells.Cell, chosen as it runs where it is an int)."""
+    """ln_input for an lnlstm; nothing for the other cells. The lnlstm's code compiles only
+    into kernels typed for it (cells.py): those of any cell, an int, hold none of it."""
 
 
 @overload(input_norm)
 def _input_norm_impl(cell, p, l, G, Xn, S):
     known = which(cell)
-    if known is None:
-
-        def any_cell(cell, p, l, G, Xn, S):
-            if cell == LNLSTM_ID:
-                ln_input(p, l, G, Xn, S)
-
-        return any_cell
     if known == LNLSTM:
         return lambda cell, p, l, G, Xn, S: ln_input(p, l, G, Xn, S)
     return lambda cell, p, l, G, Xn, S: None
@@ -413,8 +406,8 @@ def _cell_update_impl(cell, p, l, G, w):
             _gru_update(cell, p, l, G, w)
         elif cell == LSTM_ID:
             _lstm_update(cell, p, l, G, w)
-        elif cell == LNLSTM_ID:
-            _lnlstm_update(cell, p, l, G, w)
+        elif cell == LNLSTM_ID:  # its kernels are typed for it (Model.cell): never here
+            raise ValueError("an lnlstm steps in kernels compiled for its own cell type")
         else:
             _rnn_update(cell, p, l, G, w)
 
@@ -972,8 +965,6 @@ def _step_back_impl(cell, p, w, dp, l, t, dG, dg):
             _lstm_back(cell, p, w, dp, l, t, dG, dg)
         elif cell == GRU_ID:
             _gru_back(cell, p, w, dp, l, t, dG, dg)
-        elif cell == LNLSTM_ID:
-            _lnlstm_back(cell, p, w, dp, l, t, dG, dg)
         else:
             _rnn_back(cell, p, w, dp, l, t, dG, dg)
 
@@ -989,7 +980,7 @@ def recurrent_grads(cell, w, dG):
 def _recurrent_grads_impl(cell, w, dG):
     known = which(cell)
     if known is None:
-        return lambda cell, w, dG: w.dR if cell == GRU_ID or cell == LNLSTM_ID else dG
+        return lambda cell, w, dG: w.dR if cell == GRU_ID else dG
     if known in (GRU, LNLSTM):
         return lambda cell, w, dG: w.dR
     return lambda cell, w, dG: dG
@@ -1019,13 +1010,6 @@ def input_norm_back(cell, p, dp, l, dG, Xn, S):
 @overload(input_norm_back)
 def _input_norm_back_impl(cell, p, dp, l, dG, Xn, S):
     known = which(cell)
-    if known is None:
-
-        def any_cell(cell, p, dp, l, dG, Xn, S):
-            if cell == LNLSTM_ID:
-                ln_input_back(p, dp, l, dG, Xn, S)
-
-        return any_cell
     if known == LNLSTM:
         return lambda cell, p, dp, l, dG, Xn, S: ln_input_back(p, dp, l, dG, Xn, S)
     return lambda cell, p, dp, l, dG, Xn, S: None

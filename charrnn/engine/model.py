@@ -55,11 +55,14 @@ class Model:
     def __init__(self, config, flat=None, dtype=np.float32):
         self.config = config
         self.dtype = np.dtype(dtype)
-        self.cell = int(kernels.CELLS[config.cell])  # sampling's kernels take any cell (cells.py)
+        # sampling's kernels take any cell (cells.py), but the lnlstm's: its kernels are typed
+        # for it alone, so that the others' (and a first run's) compile none of its code
+        ln = config.cell == "lnlstm"
+        self.cell = kernels.CELLS[config.cell] if ln else int(kernels.CELLS[config.cell])
         # the default cell's float32 window kernels compile for it alone, the first run's wait;
         # the others' (and float64's, for the exactness tests) take any cell: one compile for the
         # three where the test suite would otherwise wait for three
-        lone = config.cell == "lstm" and self.dtype == np.float32
+        lone = ln or (config.cell == "lstm" and self.dtype == np.float32)
         self.window_cell = kernels.CELLS[config.cell] if lone else self.cell
         self.shapes = param_shapes(config)
         n = num_params(config)
