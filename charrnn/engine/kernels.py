@@ -166,10 +166,14 @@ def _like_impl(x, v):
 # One time step of each cell. G: (B, K) pre-activations in, activations out.
 
 
+# The LSTM's step in three pieces, which the lnlstm's step shares (lnlstm_step): short loops
+# over at most three arrays each: with more, LLVM's runtime alias checks give up and the loop
+# runs scalar (several times slower).
+
+
 @kernel
-def lstm_step(G, c_prev, c, tc, h):
-    # Short loops over at most three arrays each: with more, LLVM's runtime alias checks give up
-    # and the loop runs scalar (several times slower).
+def lstm_gates(G):
+    """G (B, 4H) pre-activations i f g o become the gates' activations, in place."""
     B, K = G.shape
     H = K // 4
     half = like(G[0, 0], 0.5)
@@ -183,18 +187,37 @@ def lstm_step(G, c_prev, c, tc, h):
             gg[j] = tanh_(gg[j])
         for j in range(H):
             o[j] = half * tanh_(half * o[j]) + half
-    for bb in range(B):
+
+
+@kernel
+def lstm_cell(G, c_prev, c):
+    """c = f * c_prev + i * g from G's activations (c may be c_prev)."""
+    H = c.shape[1]
+    for bb in range(c.shape[0]):
         g, cb, cpb = G[bb], c[bb], c_prev[bb]
         for j in range(H):
             cb[j] = g[H + j] * cpb[j] + g[j] * g[2 * H + j]
-    for bb in range(B):
-        cb, tb = c[bb], tc[bb]
-        for j in range(H):
-            tb[j] = tanh_(cb[j])
-    for bb in range(B):
+
+
+@kernel
+def lstm_out(G, tc, h):
+    """h = o * tc, tc the cell state's tanh."""
+    H = h.shape[1]
+    for bb in range(h.shape[0]):
         g, tb, hb = G[bb], tc[bb], h[bb]
         for j in range(H):
             hb[j] = g[3 * H + j] * tb[j]
+
+
+@kernel
+def lstm_step(G, c_prev, c, tc, h):
+    lstm_gates(G)
+    lstm_cell(G, c_prev, c)
+    for bb in range(c.shape[0]):
+        cb, tb = c[bb], tc[bb]
+        for j in range(c.shape[1]):
+            tb[j] = tanh_(cb[j])
+    lstm_out(G, tc, h)
 
 
 @kernel
@@ -286,20 +309,9 @@ def lnlstm_step(G, c_prev, c, tc, h, Cn, S, q):
     gain gc and bias bc in q (a row of Params.ln), its statistics into Cn and S[:, 2]."""
     B, K = G.shape
     H = K // 4
-    half = like(G[0, 0], 0.5)
     gc, bc = q[3 * K : 3 * K + H], q[3 * K + H :]
-    for bb in range(B):
-        sif, gg, o = G[bb, : 2 * H], G[bb, 2 * H : 3 * H], G[bb, 3 * H :]
-        for j in range(2 * H):
-            sif[j] = half * tanh_(half * sif[j]) + half
-        for j in range(H):
-            gg[j] = tanh_(gg[j])
-        for j in range(H):
-            o[j] = half * tanh_(half * o[j]) + half
-    for bb in range(B):
-        g, cb, cpb = G[bb], c[bb], c_prev[bb]
-        for j in range(H):
-            cb[j] = g[H + j] * cpb[j] + g[j] * g[2 * H + j]
+    lstm_gates(G)
+    lstm_cell(G, c_prev, c)
     ln_rows(c, Cn, S, 2)
     for bb in range(B):
         cn, tb = Cn[bb], tc[bb]
@@ -307,10 +319,7 @@ def lnlstm_step(G, c_prev, c, tc, h, Cn, S, q):
             tb[j] = gc[j] * cn[j]
         for j in range(H):
             tb[j] = tanh_(tb[j] + bc[j])
-    for bb in range(B):
-        g, tb, hb = G[bb], tc[bb], h[bb]
-        for j in range(H):
-            hb[j] = g[3 * H + j] * tb[j]
+    lstm_out(G, tc, h)
 
 
 @kernel
@@ -761,12 +770,24 @@ def lstm_step_back(g, c_prev, tc, dh, dc, dG):
     one = like(dh[0, 0], 1.0)
     for bb in range(B):
         a, d, t, dhb, dcb = g[bb], dG[bb], tc[bb], dh[bb], dc[bb]
-        i, f, gg, o = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        di, df, dg, do = d[:H], d[H : 2 * H], d[2 * H : 3 * H], d[3 * H :]
+        o, do = a[3 * H :], d[3 * H :]
         for j in range(H):  # dc at this step, in place
             dcb[j] = dcb[j] + dhb[j] * o[j] * (one - t[j] * t[j])
         for j in range(H):
             do[j] = dhb[j] * t[j] * o[j] * (one - o[j])
+    lstm_cell_back(g, c_prev, dc, dG)
+
+
+@kernel
+def lstm_cell_back(g, c_prev, dc, dG):
+    """dG's i f g columns from dc (B, H), the gradient of this step's cell state (lstm_cell's
+    backward); dc then becomes the gradient of c_prev's part through the forget gate."""
+    B, H = dc.shape
+    one = like(dc[0, 0], 1.0)
+    for bb in range(B):
+        a, d, dcb = g[bb], dG[bb], dc[bb]
+        i, f, gg = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
+        di, df, dg = d[:H], d[H : 2 * H], d[2 * H : 3 * H]
         for j in range(H):
             di[j] = dcb[j] * gg[j] * i[j] * (one - i[j])
         for j in range(H):
@@ -779,6 +800,18 @@ def lstm_step_back(g, c_prev, tc, dh, dc, dG):
 
 
 @kernel
+def gain_back(dY, Xn, gain, dgain, dX):
+    """The backward of Y = gain * Xn (+ a bias) row by row: dgain += sum of dY * Xn, and
+    dX = dY * gain (dX may be dY)."""
+    for n in range(dY.shape[0]):
+        dy, xn, dx = dY[n], Xn[n], dX[n]
+        for k in range(dy.shape[0]):
+            dgain[k] += dy[k] * xn[k]
+        for k in range(dy.shape[0]):
+            dx[k] = dy[k] * gain[k]
+
+
+@kernel
 def lnlstm_step_back(g, c_prev, tc, Cn, S, q, dq, dh, dc, dG, du):
     """lstm_step_back through lnlstm_step's normalised cell state: q, dq a row of Params.ln
     and of its gradient (gc, bc's accumulate here); du (B, H) scratch."""
@@ -787,7 +820,7 @@ def lnlstm_step_back(g, c_prev, tc, Cn, S, q, dq, dh, dc, dG, du):
     one = like(dh[0, 0], 1.0)
     gc, dgc, dbc = q[3 * K : 3 * K + H], dq[3 * K : 3 * K + H], dq[3 * K + H :]
     for bb in range(B):
-        a, d, t, dhb, u, cn = g[bb], dG[bb], tc[bb], dh[bb], du[bb], Cn[bb]
+        a, d, t, dhb, u = g[bb], dG[bb], tc[bb], dh[bb], du[bb]
         o, do = a[3 * H :], d[3 * H :]
         for j in range(H):
             do[j] = dhb[j] * t[j] * o[j] * (one - o[j])
@@ -795,28 +828,14 @@ def lnlstm_step_back(g, c_prev, tc, Cn, S, q, dq, dh, dc, dG, du):
             u[j] = dhb[j] * o[j]
         for j in range(H):
             u[j] *= one - t[j] * t[j]
-        for j in range(H):
-            dgc[j] += u[j] * cn[j]
-        for j in range(H):
-            dbc[j] += u[j]
-        for j in range(H):
-            u[j] *= gc[j]
+    add_rows(du, dbc)
+    gain_back(du, Cn, gc, dgc, du)
     ln_back_rows(du, Cn, S, 2, du)
     for bb in range(B):
-        a, d, dcb, u = g[bb], dG[bb], dc[bb], du[bb]
-        i, f, gg = a[:H], a[H : 2 * H], a[2 * H : 3 * H]
-        di, df, dg = d[:H], d[H : 2 * H], d[2 * H : 3 * H]
+        dcb, u = dc[bb], du[bb]
         for j in range(H):
             dcb[j] += u[j]
-        for j in range(H):
-            di[j] = dcb[j] * gg[j] * i[j] * (one - i[j])
-        for j in range(H):
-            dg[j] = dcb[j] * i[j] * (one - gg[j] * gg[j])
-        cp = c_prev[bb]
-        for j in range(H):
-            df[j] = dcb[j] * cp[j] * f[j] * (one - f[j])
-        for j in range(H):
-            dcb[j] = dcb[j] * f[j]
+    lstm_cell_back(g, c_prev, dc, dG)
 
 
 @kernel
@@ -943,13 +962,7 @@ def _lnlstm_back(cell, p, w, dp, l, t, dG, dg):
     S, Rn, dR = w.S[l, t], w.Rn[l, t], w.dR[t]
     lnlstm_step_back(dG[t], w.Cs[l, t], w.Aux[l, t], w.Cn[l, t], S, q, dq, w.dh, w.dc, dg, w.dhn)
     K = dg.shape[1]
-    gh, dgh = q[2 * K : 3 * K], dq[2 * K : 3 * K]
-    for bb in range(dg.shape[0]):  # the recurrent side: gh * LN(h_prev @ Wh)
-        d, rn, dr = dg[bb], Rn[bb], dR[bb]
-        for k in range(K):
-            dgh[k] += d[k] * rn[k]
-        for k in range(K):
-            dr[k] = d[k] * gh[k]
+    gain_back(dg, Rn, q[2 * K : 3 * K], dq[2 * K : 3 * K], dR)  # the recurrent side: gh * LN(h @ Wh)
     ln_back_rows(dR, Rn, S, 1, dR)
     rec_back(p, w, l, dR, w.dh)
 
@@ -991,15 +1004,8 @@ def ln_input_back(p, dp, l, dG, Xn, S):
     """ln_input backward: dG (N, K), the gradient of gx * Xn + bx, becomes that of its input
     (the input product and b); gx's and bx's gradients accumulate into dp.ln[l]."""
     K = dG.shape[1]
-    gx, dgx, dbx = p.ln[l, :K], dp.ln[l, :K], dp.ln[l, K : 2 * K]
-    for n in range(dG.shape[0]):
-        d, xn = dG[n], Xn[n]
-        for k in range(K):
-            dgx[k] += d[k] * xn[k]
-        for k in range(K):
-            dbx[k] += d[k]
-        for k in range(K):
-            d[k] *= gx[k]
+    add_rows(dG, dp.ln[l, K : 2 * K])
+    gain_back(dG, Xn, p.ln[l, :K], dp.ln[l, :K], dG)
     ln_back_rows(dG, Xn, S, 0, dG)
 
 
