@@ -5,11 +5,10 @@ the file atomically; the command line is a thin call to it."""
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import CharrnnError, ConfigError, UsageError
+from ..errors import CharrnnError, UsageError
 from ..fsutil import atomic_write
 
 FORMATS = ("onnx", "html")
-EXPORTED_CELLS = ("lstm", "gru", "rnn")  # the cells the graph and the page implement
 PRECISIONS = ("fp32", "fp16")
 # fp32 by default: the page then writes the very text `charrnn sample` writes; fp16 halves the
 # page (a 2 x 512 LSTM's weights: 13 MB -> 6.6 MB before base64) at a small cost in loss.
@@ -65,11 +64,6 @@ def write(model, fmt, out, precision=None, sequence=False):
     left behind, and an existing file is replaced only once the new one is complete."""
     precision = check_options(fmt, precision, sequence)
     out = check_output(out, fmt)
-    if model.config.cell not in EXPORTED_CELLS:
-        raise ConfigError(
-            f"this model's cell, {model.config.cell}, cannot be exported yet (ONNX and the page know "
-            f"{', '.join(EXPORTED_CELLS)}); it samples with `charrnn sample` and `charrnn serve`"
-        )
     data = render(model, fmt, precision, sequence)
     try:
         with atomic_write(out) as f:

@@ -4,20 +4,22 @@ The step graph is what an application drives in its own loop, one character at a
 
     inputs   id      (N,) int64       the character just read (or written), per row
              h       (L, N, H) float  the state before it
-             c       (L, N, H) float  lstm only: the cell state
+             c       (L, N, H) float  lstm and lnlstm only: the cell state
     outputs  logits  (N, V) float     scores of the next character (softmax for probabilities)
              h_out   (L, N, H)        the state after it
-             c_out   (L, N, H)        lstm only
+             c_out   (L, N, H)        lstm and lnlstm only
 
 It spells out charrnn's equations with MatMul, Add, Mul, Sigmoid and Tanh, in charrnn's own gate
 order (kernels.py: lstm i f g o, gru r z n with n = tanh(Wx x + b + r * (Wh h + bh))), so the
-graph reads as the kernels do.
+graph reads as the kernels do; the lnlstm's three normalisations are ONNX's
+LayerNormalization (opset 17), with the kernels' epsilon.
 
 The sequence graph (`sequence=True`) scores a whole text at once with ONNX's own LSTM, GRU and
 RNN operators, one per layer, whose gate orders differ (ONNX LSTM: i o f c; GRU: z r h, here
-with linear_before_reset=1, charrnn's variant; its bias B is [Wb, Rb]):
+with linear_before_reset=1, charrnn's variant; its bias B is [Wb, Rb]). ONNX has no operator
+for the lnlstm: its sequence graph is a Scan over the step graph.
 
-    inputs   ids     (T, N) int64     outputs  logits (T, N, V), h_out, c_out (lstm)
+    inputs   ids     (T, N) int64     outputs  logits (T, N, V), h_out, c_out (lstm, lnlstm)
              h, c    as above
 
 Both carry the vocabulary and the model's shape in metadata_props (key "charrnn", JSON; see
@@ -29,9 +31,11 @@ import json
 import numpy as np
 
 from .. import __version__
+from ..engine.kernels import LN_EPS
 
 OPSET = 17  # ONNX Runtime 1.12+ and onnxruntime-web run it
 META_KEY = "charrnn"
+WITH_C = ("lstm", "lnlstm")  # the cells with a cell state c beside h
 
 
 def metadata(model, graph):
@@ -50,8 +54,8 @@ def metadata(model, graph):
         "vocab": list(vocab.symbols),
         "start_id": int(vocab.start_id),  # the input to begin from without a prime
         "unk_id": int(vocab.unk_id),  # never to be drawn (-1: none)
-        "inputs": ["id" if graph == "step" else "ids", "h"] + (["c"] if cfg.cell == "lstm" else []),
-        "outputs": ["logits", "h_out"] + (["c_out"] if cfg.cell == "lstm" else []),
+        "inputs": ["id" if graph == "step" else "ids", "h"] + (["c"] if cfg.cell in WITH_C else []),
+        "outputs": ["logits", "h_out"] + (["c_out"] if cfg.cell in WITH_C else []),
         "newlines": "folded" if not model.byte_level else "raw",  # \r\n read as \n in training
     }
 
@@ -59,9 +63,9 @@ def metadata(model, graph):
 class _Graph:
     """Nodes and initializers under construction, with fresh names."""
 
-    def __init__(self, helper, numpy_helper):
+    def __init__(self, helper, numpy_helper, n=0):
         self.h, self.nh = helper, numpy_helper
-        self.nodes, self.inits, self.n = [], [], 0
+        self.nodes, self.inits, self.n = [], [], n  # n: where fresh names start
 
     def const(self, name, array):
         self.inits.append(self.nh.from_array(np.array(array, order="C"), name))
@@ -93,10 +97,9 @@ def _lib():
     return onnx, helper, numpy_helper, TensorProto
 
 
-def step_model(model):
-    """The onnx.ModelProto of one sampling step of model (a CharModel)."""
-    onnx, helper, numpy_helper, TP = _lib()
-    g = _Graph(helper, numpy_helper)
+def _step(g, model, id_, h_in, c_in):
+    """Nodes of one step into g, from the values named id_ (N,), h_in and c_in (L, N, H; c_in
+    None without a cell state): the names of the logits (N, V), the stacked h and c (or None)."""
     p, cfg = model.params, model.config
     L, H, cell = cfg.layers, cfg.hidden, cfg.cell
     G = p.Wh.shape[2]
@@ -104,19 +107,25 @@ def step_model(model):
     hs, cs = [], []
     for l in range(L):
         idx = g.const(f"layer{l}", np.array(l, np.int64))
-        h_prev = g.op("Gather", "h", idx, axis=0)  # (N, H)
+        h_prev = g.op("Gather", h_in, idx, axis=0)  # (N, H)
         if l == 0:
-            x = g.op("Gather", g.const("Wx0", _f32(p.Wx0)), "id", axis=0)  # (N, K)
+            x = g.op("Gather", g.const("Wx0", _f32(p.Wx0)), id_, axis=0)  # (N, K)
         else:
             x = g.op("MatMul", hs[-1], g.const(f"Wx{l}", _f32(p.Wx[l - 1])))
         x = g.op("Add", x, g.const(f"b{l}", _f32(p.b[l])))
         r = g.op("MatMul", h_prev, g.const(f"Wh{l}", _f32(p.Wh[l])))  # (N, K)
-        if cell == "lstm":
-            c_prev = g.op("Gather", "c", idx, axis=0)
-            i, f, gg, o = g.op("Split", g.op("Add", x, r), split, axis=1, outputs=4)
+        if cell in WITH_C:
+            c_prev = g.op("Gather", c_in, idx, axis=0)
+            a = g.op("Add", x, r) if cell == "lstm" else _ln_gates(g, l, p.ln[l], x, r, G)
+            i, f, gg, o = g.op("Split", a, split, axis=1, outputs=4)
             i, f, o = g.op("Sigmoid", i), g.op("Sigmoid", f), g.op("Sigmoid", o)
             c = g.op("Add", g.op("Mul", f, c_prev), g.op("Mul", i, g.op("Tanh", gg)))
-            h = g.op("Mul", o, g.op("Tanh", c))
+            tc = (
+                c
+                if cell == "lstm"
+                else _ln(g, c, f"gc{l}", p.ln[l][3 * G : 3 * G + H], f"bc{l}", p.ln[l][3 * G + H :])
+            )
+            h = g.op("Mul", o, g.op("Tanh", tc))
             cs.append(c)
         elif cell == "gru":
             xr, xz, xn = g.op("Split", x, split, axis=1, outputs=3)
@@ -132,16 +141,71 @@ def step_model(model):
     axis0 = g.const("axis0", np.array([0], np.int64))
     stack = lambda vs: g.op("Concat", *[g.op("Unsqueeze", v, axis0) for v in vs], axis=0)
     logits = g.op("Add", g.op("MatMul", hs[-1], g.const("Wy", _f32(p.Wy))), g.const("by", _f32(p.by)))
+    return logits, stack(hs), stack(cs) if cs else None
+
+
+def _ln(g, v, scale_name, scale, bias_name=None, bias=None):
+    """LayerNormalization of v over its last axis, as the kernels' ln_rows, times scale plus bias."""
+    ins = [v, g.const(scale_name, _f32(scale))] + ([g.const(bias_name, _f32(bias))] if bias_name else [])
+    return g.op("LayerNormalization", *ins, axis=-1, epsilon=LN_EPS)
+
+
+def _ln_gates(g, l, q, x, r, K):
+    """The lnlstm's gate inputs: gx * LN(x) + bx + gh * LN(r), q = Params.ln[l]."""
+    xn = _ln(g, x, f"gx{l}", q[:K], f"bx{l}", q[K : 2 * K])
+    return g.op("Add", xn, _ln(g, r, f"gh{l}", q[2 * K : 3 * K]))
+
+
+def _state_info(helper, TP, name, cfg):
+    return helper.make_tensor_value_info(name, TP.FLOAT, [cfg.layers, "N", cfg.hidden])
+
+
+def step_model(model):
+    """The onnx.ModelProto of one sampling step of model (a CharModel)."""
+    onnx, helper, numpy_helper, TP = _lib()
+    g, cfg = _Graph(helper, numpy_helper), model.config
+    with_c = cfg.cell in WITH_C
+    logits, h, c = _step(g, model, "id", "h", "c" if with_c else None)
     g.rename(logits, "logits")
-    g.rename(stack(hs), "h_out")
-    state = lambda name: helper.make_tensor_value_info(name, TP.FLOAT, [L, "N", H])
-    inputs = [helper.make_tensor_value_info("id", TP.INT64, ["N"]), state("h")]
-    outputs = [helper.make_tensor_value_info("logits", TP.FLOAT, ["N", cfg.vocab_size]), state("h_out")]
-    if cell == "lstm":
-        g.rename(stack(cs), "c_out")
-        inputs.append(state("c"))
-        outputs.append(state("c_out"))
+    g.rename(h, "h_out")
+    inputs = [helper.make_tensor_value_info("id", TP.INT64, ["N"]), _state_info(helper, TP, "h", cfg)]
+    outputs = [
+        helper.make_tensor_value_info("logits", TP.FLOAT, ["N", cfg.vocab_size]),
+        _state_info(helper, TP, "h_out", cfg),
+    ]
+    if with_c:
+        g.rename(c, "c_out")
+        inputs.append(_state_info(helper, TP, "c", cfg))
+        outputs.append(_state_info(helper, TP, "c_out", cfg))
     return _finish(onnx, helper, g, "charrnn_step", inputs, outputs, metadata(model, "step"))
+
+
+def _scan_sequence(model):
+    """The sequence graph of a cell ONNX has no operator for: a Scan whose body is the step."""
+    onnx, helper, numpy_helper, TP = _lib()
+    cfg = model.config
+    body = _Graph(helper, numpy_helper)
+    logits, h, c = _step(body, model, "id_t", "h_t", "c_t")
+    for name, to in ((h, "h_next"), (c, "c_next"), (logits, "logits_t")):
+        body.rename(name, to)
+    step = helper.make_graph(
+        body.nodes,
+        "charrnn_step_body",
+        [_state_info(helper, TP, "h_t", cfg), _state_info(helper, TP, "c_t", cfg),
+         helper.make_tensor_value_info("id_t", TP.INT64, ["N"])],
+        [_state_info(helper, TP, "h_next", cfg), _state_info(helper, TP, "c_next", cfg),
+         helper.make_tensor_value_info("logits_t", TP.FLOAT, ["N", cfg.vocab_size])],
+        body.inits,
+    )  # fmt: skip
+    g = _Graph(helper, numpy_helper, n=body.n)  # names apart from the body's
+    h_out, c_out, logits = g.op("Scan", "h", "c", "ids", outputs=3, body=step, num_scan_inputs=1)
+    for name, to in ((logits, "logits"), (h_out, "h_out"), (c_out, "c_out")):
+        g.rename(name, to)
+    inputs = [helper.make_tensor_value_info("ids", TP.INT64, ["T", "N"])]
+    inputs += [_state_info(helper, TP, "h", cfg), _state_info(helper, TP, "c", cfg)]
+    outputs = [helper.make_tensor_value_info("logits", TP.FLOAT, ["T", "N", cfg.vocab_size])]
+    outputs += [_state_info(helper, TP, "h_out", cfg), _state_info(helper, TP, "c_out", cfg)]
+    return _finish(onnx, helper, g, "charrnn_sequence", inputs, outputs, metadata(model, "sequence"))
 
 
 # charrnn's gate blocks in the order of ONNX's operators
@@ -160,6 +224,8 @@ def _onnx_gates(W, cell, H):
 
 def sequence_model(model):
     """The onnx.ModelProto scoring a whole sequence ids (T, N) with ONNX's recurrent operators."""
+    if model.config.cell not in ONNX_ORDER:
+        return _scan_sequence(model)
     onnx, helper, numpy_helper, TP = _lib()
     g = _Graph(helper, numpy_helper)
     p, cfg = model.params, model.config

@@ -13,7 +13,8 @@ and tanh and sigmoid are the same rational approximation. So at temperature 0 it
 text `charrnn sample --temp 0` writes. The one difference: charrnn's products use fused
 multiply-adds (one rounding), the page rounds the exact product-sum first to a double and then
 to float32; the two differ only when that double rounding lands on a float32 tie, about once in
-2^28 operations (see docs/export.md).
+2^28 operations (see docs/export.md). The lnlstm's normalisations sum rows that charrnn's kernels
+may sum in another order (kernels.row_sum): its page is as near float64 as charrnn, not equal.
 """
 
 import base64
@@ -71,6 +72,7 @@ def description(model, precision):
         "precision": precision,
         "layout": layout(cfg),
         "tanh": {"a": list(kernels._TA), "b": list(kernels._TB), "lim": TANH_LIM},
+        "ln_eps": kernels.LN_EPS,  # the lnlstm's normalisations
         "title": _title(model),
     }
 

@@ -17,6 +17,8 @@ from charrnn.export import onnxgraph  # noqa: E402
 from conftest import markov_text  # noqa: E402
 from export_helpers import (
     VOCAB,
+    as_near_exact_as_charrnn,
+    exact,
     charrnn_logits,
     charrnn_sample,
     cli,
@@ -29,7 +31,8 @@ from export_helpers import (
 )
 
 TEXT, _ = markov_text(VOCAB, 500, seed=5)
-CASES = [(cell, layers) for cell in ("lstm", "gru", "rnn") for layers in (1, 3)]
+CASES = [(cell, layers) for cell in ("lstm", "gru", "rnn", "lnlstm") for layers in (1, 3)]
+WITH_C = ("lstm", "lnlstm")
 
 
 @pytest.mark.parametrize("cell, layers", CASES)
@@ -40,10 +43,16 @@ def test_step_graph_logits_match_at_every_step(cell, layers):
     got, state = onnx_steps(onnx_session(onnxgraph.to_bytes(m)), ids)
     assert got.shape == ref.shape == (500, len(VOCAB))
     assert np.abs(ref).max() > 1.0  # logits big enough for 1e-5 to mean something
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
     # and the final state is the one charrnn's window leaves
     h0, c0 = m.zero_state(1)
     w = m.forward(np.asarray(ids, np.int32)[:, None], h0, c0)
+    if cell == "lnlstm":  # against float64, as near as charrnn's own float32 (see the helper)
+        logits, h, c = exact(m, ids)
+        as_near_exact_as_charrnn(got, ref, logits[:, 0])
+        as_near_exact_as_charrnn(state["h"], w.Hs[:, -1], h)
+        as_near_exact_as_charrnn(state["c"], w.Cs[:, -1], c)
+        return
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(state["h"], w.Hs[:, -1], rtol=0, atol=1e-5)
     if cell == "lstm":
         np.testing.assert_allclose(state["c"], w.Cs[:, -1], rtol=0, atol=1e-5)
@@ -51,8 +60,9 @@ def test_step_graph_logits_match_at_every_step(cell, layers):
 
 @pytest.mark.parametrize("cell, layers", CASES)
 def test_sequence_graph_with_onnx_recurrent_operators(cell, layers):
-    """The scoring graph uses ONNX's own LSTM/GRU/RNN (their gate orders differ from charrnn's);
-    two streams side by side, the second from a carried nonzero state."""
+    """The scoring graph uses ONNX's own LSTM/GRU/RNN (their gate orders differ from charrnn's),
+    and for the lnlstm a Scan over its step; two streams side by side, the second from a
+    carried nonzero state."""
     m = tiny_model(cell, layers)
     ids = np.asarray(m.encode(TEXT), np.int64)
     s = onnx_session(onnxgraph.to_bytes(m, sequence=True))
@@ -63,11 +73,19 @@ def test_sequence_graph_with_onnx_recurrent_operators(cell, layers):
     h0[:, 1] = rng.uniform(-0.5, 0.5, (L, H))
     c0[:, 1] = rng.uniform(-0.5, 0.5, (L, H))
     feed = {"ids": np.stack([ids, ids[::-1]], axis=1), "h": h0}
-    if cell == "lstm":
+    if cell in WITH_C:
         feed["c"] = c0
     logits, h_out, *rest = s.run(None, feed)
-    np.testing.assert_allclose(logits[:, 0], charrnn_logits(m, ids), rtol=0, atol=1e-5)
+    first = charrnn_logits(m, ids)
     w = m.forward(np.ascontiguousarray(ids[::-1, None], np.int32), h0[:, 1:].copy(), c0[:, 1:].copy())
+    if cell == "lnlstm":  # against float64, as near as charrnn's own float32 (see the helper)
+        want, h, c = exact(m, np.stack([ids, ids[::-1]], axis=1), h0, c0)
+        as_near_exact_as_charrnn(logits[:, 0], first, want[:, 0])
+        as_near_exact_as_charrnn(logits[:, 1], w.P, want[:, 1])
+        as_near_exact_as_charrnn(h_out[:, 1], w.Hs[:, -1, 0], h[:, 1])
+        as_near_exact_as_charrnn(rest[0][:, 1], w.Cs[:, -1, 0], c[:, 1])
+        return
+    np.testing.assert_allclose(logits[:, 0], first, rtol=0, atol=1e-5)
     np.testing.assert_allclose(logits[:, 1], w.P, rtol=0, atol=1e-5)
     np.testing.assert_allclose(h_out[:, 1], w.Hs[:, -1, 0], rtol=0, atol=1e-5)
     if cell == "lstm":
@@ -95,7 +113,7 @@ def test_metadata_describes_the_model():
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", meta["charrnn_version"])
 
 
-@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1), ("rnn", 3)])
+@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1), ("rnn", 3), ("lnlstm", 2)])
 def test_greedy_text_equals_charrnn_sample(tmp_path, cell, layers):
     m = tiny_model(cell, layers, seed=7)
     ckpt = save(m, tmp_path / "m.npz")
@@ -176,12 +194,7 @@ def test_bad_input_fails_in_one_line(tmp_path):
     assert "fp16 is for --format html" in _one_line_error(
         cli("export", "-c", ckpt, "--precision", "fp16", "-o", tmp_path / "x.onnx"), 2
     )
-    ln = save(tiny_model("lnlstm", 1, 8), tmp_path / "ln.npz")
-    for fmt in ("onnx", "html"):
-        assert "this model's cell, lnlstm, cannot be exported yet" in _one_line_error(
-            cli("export", "-c", ln, "--format", fmt, "-o", tmp_path / f"x.{fmt}"), 1
-        )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "ln.npz", "m.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.npz", "m.npz"]
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
