@@ -120,11 +120,10 @@ def _step(g, model, id_, h_in, c_in):
             i, f, gg, o = g.op("Split", a, split, axis=1, outputs=4)
             i, f, o = g.op("Sigmoid", i), g.op("Sigmoid", f), g.op("Sigmoid", o)
             c = g.op("Add", g.op("Mul", f, c_prev), g.op("Mul", i, g.op("Tanh", gg)))
-            tc = (
-                c
-                if cell == "lstm"
-                else _ln(g, c, f"gc{l}", p.ln[l][3 * G : 3 * G + H], f"bc{l}", p.ln[l][3 * G + H :])
-            )
+            tc = c  # what the tanh takes: c, or for the lnlstm gc * LN(c) + bc
+            if cell == "lnlstm":
+                q = p.ln[l, 3 * G :]
+                tc = _ln(g, c, f"gc{l}", q[:H], f"bc{l}", q[H:])
             h = g.op("Mul", o, g.op("Tanh", tc))
             cs.append(c)
         elif cell == "gru":
