@@ -42,6 +42,7 @@ def main():
     ap.add_argument("paths", nargs="+", help="charrnn run directories, and PyTorch's JSON (a .json)")
     ap.add_argument("--label", action="append", help="a run's name in the legend, in order")
     ap.add_argument("--target", type=float, default=1.38, help="a horizontal line: the target")
+    ap.add_argument("--ylim", type=float, nargs=2, default=(1.3, 2.6), metavar=("LOW", "HIGH"))
     ap.add_argument("--png")
     a = ap.parse_args()
     runs = [p for p in a.paths if not p.endswith(".json")]
@@ -67,7 +68,7 @@ def main():
         ax.axhline(a.target, color="grey", lw=0.8, ls=":", label=f"{a.target:g}, the 15-minute target")
         ax.set_xlabel("minutes of training (2 CPU cores)")
         ax.set_ylabel("validation loss (nats/char)")
-        ax.set_ylim(1.3, 2.6)
+        ax.set_ylim(*a.ylim)
         ax.grid(alpha=0.3)
         ax.legend()
         ax.set_title("Tiny Shakespeare, last 10% held out")
