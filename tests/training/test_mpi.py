@@ -59,7 +59,8 @@ def charrnn(*args, ranks=1, **kwargs):
     if ranks > 1:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, **kwargs)
-    assert r.returncode == 0, r.stderr
+    # the launcher reports a rank that died (its exit code, the signal) on stdout
+    assert r.returncode == 0, f"stderr:\n{r.stderr}\nstdout:\n{r.stdout}"
     return r
 
 
