@@ -32,7 +32,8 @@ def export(
     sequence: Annotated[
         bool,
         Opt(
-            help="ONNX: a graph scoring a whole sequence (ONNX's LSTM/GRU/RNN operators) instead of one step."
+            help="ONNX: a graph scoring a whole sequence (ONNX's LSTM/GRU/RNN operators; for an lnlstm, a "
+            "Scan over its step) instead of one step."
         ),
     ] = False,
 ):
