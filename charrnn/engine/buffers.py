@@ -8,17 +8,9 @@ from . import amx, gemm, kernels, threads
 from .kernels import GATES, Work
 
 
-SPLIT_FROM_HIDDEN = 64  # from this hidden size a thread is worth two streams; below, eight
-
-
-def part_slices(B, hidden):
-    """The streams of a batch of B, split into one part per thread (see threads.py). From 2 x 64
-    up, a thread pays from two streams on (a trainer step of batch 8 on one thread against two,
-    Intel Xeon, bf16: 2 x 128 9.2 against 7.1 ms, 2 x 640 130.5 against 103.6; batch 4 at
-    2 x 512 in fp32: 135.9 against 111.7); at 2 x 32 the threads' hand-off, about 0.5 ms a
-    step, costs more than half a step of a few streams, and a part keeps eight."""
-    rows = 2 if hidden >= SPLIT_FROM_HIDDEN else 8
-    n = min(threads.num_threads(), max(1, B // rows))
+def part_slices(B):
+    """The streams of a batch of B, split into one part per thread (see threads.py)."""
+    n = min(threads.num_threads(), max(1, B // 8))  # tiny parts are not worth a thread
     bounds = np.linspace(0, B, n + 1).astype(int)
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 

@@ -160,7 +160,7 @@ class Model:
         # spins while it waits and, with other busy processes on the machine, collapses
         # (measured here: tens of times slower with three trainings side by side).
         threads.single_threaded_blas()
-        return part_slices(B, self.config.hidden)
+        return part_slices(B)
 
     def _part_grads(self, i):
         if i not in self._grads:

@@ -72,7 +72,7 @@ def training(
     L, H, V = mcfg.layers, mcfg.hidden, mcfg.vocab_size
     G = kernels.GATES[kernels.CELLS[mcfg.cell]] * H
     B, T, N = batch, seq, num_params(mcfg)
-    parts = part_slices(B, H)
+    parts = part_slices(B)
     held = {
         "weights": N * it,
         "gradients": N * it,
@@ -82,7 +82,7 @@ def training(
     }
     bf16 = precision == "bf16"
     keys = {(T, s.stop - s.start, mcfg.dropout > 0, i, bf16) for i, s in enumerate(parts)}
-    keys |= {k + (False,) for k in _eval_keys(val_len, eval_chars, B, T, H)}
+    keys |= {k + (False,) for k in _eval_keys(val_len, eval_chars, B, T)}
     held["window buffers"] = sum(_work_bytes(mcfg, *k[:3], dtype, k[4]) for k in keys)
     held["packed weights"] = 2 * int(np.prod(packed_shape(mcfg, dtype))) * it  # W, W^T
     if precision == "bf16":  # the training windows' bf16 copies beside (evaluations keep fp32's)
@@ -111,7 +111,7 @@ def training(
     return Estimate(held, max(static + start, sum(held.values()) + max(step, save)))
 
 
-def _eval_keys(val_len, eval_chars, B, T, H):
+def _eval_keys(val_len, eval_chars, B, T):
     """The window shapes the evaluations ask buffers for (evaluation.ValSample: the periodic one
     and the larger final one, each read as up to B segments side by side, T characters at a
     time; the last window may be shorter)."""
@@ -120,9 +120,7 @@ def _eval_keys(val_len, eval_chars, B, T, H):
         starts, length = segments(val_len, chars, B, T)
         lengths = {min(T, length - at) for at in range(0, length, T)}
         keys |= {
-            (t, s.stop - s.start, False, i)
-            for t in lengths
-            for i, s in enumerate(part_slices(len(starts), H))
+            (t, s.stop - s.start, False, i) for t in lengths for i, s in enumerate(part_slices(len(starts)))
         }
     return keys
 

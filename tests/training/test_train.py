@@ -198,30 +198,6 @@ def test_training_is_reproducible_when_streams_are_split_across_threads(tmp_path
     assert losses[0] == losses[1] == losses[2]
 
 
-@pytest.mark.parametrize("hidden, batch, parts", [(64, 4, 2), (64, 3, 1), (32, 8, 1), (32, 16, 2)])
-def test_small_batches_split_across_threads_and_keep_one_threads_gradient(monkeypatch, hidden, batch, parts):
-    """From 2 x 64 up a window's streams run on two threads from two streams each
-    (buffers.part_slices: faster at every size measured), below it from eight; the loss,
-    state and gradient are one thread's, to the order of a float64 sum."""
-    from charrnn.config import ModelConfig
-    from charrnn.engine.model import Model
-
-    rng = np.random.default_rng(4)
-    x, y = (rng.integers(0, 11, (12, batch)).astype(np.int32) for _ in range(2))
-    got = {}
-    for n in (1, 2):
-        monkeypatch.setenv("CHARRNN_THREADS", str(n))
-        m = Model(ModelConfig("lstm", 2, hidden, 11), dtype=np.float64).init_weights(np.random.default_rng(0))
-        assert len(m.parts(batch)) == (parts if n == 2 else 1)
-        gflat, grads = m.zeros_like_params()
-        h, c = m.zero_state(batch)
-        loss, (hT, cT) = m.loss_and_grad(x, y, h, c, grads)
-        got[n] = loss, hT.copy(), gflat.copy()
-    assert got[2][0] == pytest.approx(got[1][0], rel=1e-12)
-    np.testing.assert_allclose(got[2][1], got[1][1], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(got[2][2], got[1][2], rtol=1e-10, atol=1e-14)
-
-
 # --------------------------------------------------------------------------------- run directory
 
 

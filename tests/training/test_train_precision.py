@@ -83,9 +83,7 @@ def test_the_memory_estimate_counts_the_bf16_buffers():
     packed = 2 * 3 * 512 * 2048 * 2  # W and W^T of three matrices, two bytes a weight
     assert bf16.held["bf16 packed weights"] == packed
     # without the float32 windows' packed dG blocks (Work.Gp), which bf16's windows do without
-    gp = sum(
-        4 * grad_block_size(mcfg, 100, s.stop - s.start, np.float32) for s in part_slices(16, mcfg.hidden)
-    )
+    gp = sum(4 * grad_block_size(mcfg, 100, s.stop - s.start, np.float32) for s in part_slices(16))
     assert bf16.peak >= fp32.peak - gp + packed + 2 * 100 * 16 * 2048  # each part's inputs too
 
 
