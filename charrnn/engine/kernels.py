@@ -1076,7 +1076,7 @@ def window_grad(cell, p, x, y, h0, c0, w, dp, dh0, dc0, n_total, prepacked=False
     forward(cell, p, x, h0, c0, w, prepacked)
     loss = xent(w.P, y.reshape(-1), True, n_total)
     if not prepacked:
-        pack_backward(p, w)
+        pack_backward(p, w, 0, 1)  # as pack_weights calls it: one signature, compiled once
     backward(cell, p, x, w, dp, dh0, dc0)
     return loss
 

@@ -86,7 +86,7 @@ def last_step_profile(model, x, y, h0=None, c0=None):
     w.P[: (T - 1) * B] = 0
     _, grads = model.zeros_like_params()
     dh0, dc0 = model.zero_state(B)
-    kernels.pack_backward(model.params, w)
+    kernels.pack_backward(model.params, w, 0, 1)  # the signature training compiled
     kernels.backward(model.window_cell, model.params, x, w, grads, dh0, dc0)
     return w.gn.copy()
 

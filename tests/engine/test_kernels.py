@@ -366,7 +366,7 @@ def test_weights_packed_in_shares_equal_one_packing(dtype, parts):
     NR = gemm.strip_width(np.zeros(1, dtype))
     m, _ = tiny("lstm", L=3, H=NR, dtype=dtype)
     whole = m.work(4, 2)
-    kernels.pack_weights(m.params, whole, True)
+    kernels.pack_weights(m.params, whole, True, 0, 1)  # the package's signature, compiled already
     shared = kernels.Work(*[a.copy() for a in whole])
     shared.Whp[:] = np.nan
     shared.WhTp[:] = np.nan
