@@ -59,11 +59,12 @@ PLANS = {
     # `charrnn sample` and `charrnn eval` that follow it, on the second core while it trains
     "train": Plan(("forward", "evaluate", "optimizer"), ("backward",), ("sample", "split")),
     # with bf16 products: its windows' two passes, one on each core (the backward, the longer,
-    # here: 11.4 s against the forward's 8.7 s and the second process's start), then the float32
-    # kernels of its evaluations (run.prepare's `evaluations`: the first one waits for them if
-    # it must) and of the sampling beside the training
+    # here: 11.4 s against the forward's 8.7 s and the second process's start; Adam's step,
+    # 0.6 s, there after the forward, which it still ends first), then the float32 kernels of
+    # its evaluations (run.prepare's `evaluations`: the first one waits for them if it must)
+    # and of the sampling beside the training
     "train-bf16": Plan(
-        ("backward_bf16", "optimizer"), ("forward_bf16",), ("forward", "evaluate", "sample", "split")
+        ("backward_bf16",), ("forward_bf16", "optimizer"), ("forward", "evaluate", "sample", "split")
     ),
     "eval": Plan(("forward", "evaluate")),
     "sample": Plan(("sample",)),
